@@ -1,0 +1,15 @@
+//! Schema migrations. The same migrations run on Postgres and SQLite; run
+//! them with `chat-core migrate` or at start-up with `--migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,25 @@
+//! Generated types and stubs for the `chat.v1` and `agent.v1` packages.
+//!
+//! The `.proto` files under `proto/` are the contract: `chat.v1` is what
+//! clients and internal services call on chat-core, `agent.v1` is what
+//! chat-core calls on agent-workers.
+
+pub mod chat {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("chat.v1");
+    }
+}
+
+pub mod agent {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("agent.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every package, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// Largest gRPC message either side accepts (4 MiB, tonic's default decode limit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
