@@ -1,1 +1,116 @@
+//! agent-worker: a stateless runtime that serves `agent.v1.AgentWorker` for the agents in its config.
+//!
+//! A run arrives in [`service`], which finds the agent in the [`agents::Registry`] built from the
+//! [`config`] file and streams the agent's events back. [`Application`] wires the gRPC server
+//! (with health and reflection) around it; `main.rs` only parses [`Settings`] and runs it.
 
+pub mod agents;
+pub mod config;
+pub mod service;
+mod settings;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+pub use config::AgentsConfig;
+pub use service::AgentWorkerService;
+pub use settings::Settings;
+
+/// A worker with its listener bound, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    service: AgentWorkerService,
+}
+
+// === impl Application ===
+
+impl Application {
+    /// Loads the agents config and binds the listen address.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let config =
+            AgentsConfig::load(settings.agents_config.as_deref()).with_context(|| {
+                match &settings.agents_config {
+                    Some(path) => format!("invalid agents config {}", path.display()),
+                    None => "invalid built-in agents config".to_owned(),
+                }
+            })?;
+        let registry = agents::Registry::new(config);
+        let names: Vec<&str> = registry.agents().iter().map(agents::Agent::name).collect();
+        tracing::info!(agents = ?names, "agents loaded");
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to bind {}", settings.listen))?;
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        let service = AgentWorkerService::new(registry, settings.max_concurrent_runs);
+        Ok(Self {
+            listener,
+            local_addr,
+            service,
+        })
+    }
+
+    /// The address the server listens on (the actual port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves gRPC until `shutdown` completes, then drains in-flight runs and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AgentWorkerServer<AgentWorkerService>>()
+            .await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(chat_proto::agent::v1::agent_worker_server::SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
+            .build_v1()
+            .context("failed to build the reflection service")?;
+        let worker = AgentWorkerServer::new(self.service)
+            .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES);
+
+        // Deltas are small frames: send them at once rather than waiting to coalesce.
+        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
+            stream.inspect(|stream| {
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::warn!(%err, "failed to set TCP_NODELAY");
+                }
+            })
+        });
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("agent-worker draining");
+            health
+                .set_not_serving::<AgentWorkerServer<AgentWorkerService>>()
+                .await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        };
+
+        tracing::info!(addr = %self.local_addr, "agent-worker listening");
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(worker)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .context("gRPC server failed")?;
+        tracing::info!("agent-worker stopped");
+        Ok(())
+    }
+}

@@ -1,1 +1,22 @@
+//! gateway: the stateless edge of the chat backend.
+//!
+//! Browsers speak HTTP, WebSocket and SSE here; every request is
+//! authenticated, validated and translated into gRPC calls and streams to
+//! chat-core, which owns all state. A request goes through [`app`]'s
+//! middleware, then a handler in [`routes`] (or [`ws`] for sockets), which
+//! calls chat-core through [`core`]; errors leave through [`error`].
 
+pub mod app;
+pub mod auth;
+pub mod core;
+pub mod error;
+pub mod extract;
+pub mod frames;
+pub mod json;
+pub mod routes;
+pub mod settings;
+pub mod sse;
+pub mod ws;
+
+pub use app::Application;
+pub use settings::Settings;

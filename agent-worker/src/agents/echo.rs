@@ -1,0 +1,28 @@
+//! The `echo` agent: replies with the user's own message.
+
+use crate::config::EchoSpec;
+
+/// Repeats the message it answers, after an optional prefix.
+#[derive(Clone, Debug)]
+pub struct EchoAgent {
+    pub name: String,
+    pub description: String,
+    pub prefix: String,
+}
+
+impl EchoAgent {
+    /// The reply to `message`.
+    pub fn reply(&self, message: &str) -> String {
+        format!("{}{message}", self.prefix)
+    }
+}
+
+impl From<EchoSpec> for EchoAgent {
+    fn from(spec: EchoSpec) -> Self {
+        Self {
+            name: spec.name,
+            description: spec.description,
+            prefix: spec.prefix,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `chat.v1.ChatService`.
+
+use std::pin::Pin;
+
+use chat_proto::chat::v1::{self as pb, chat_service_server::ChatService};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::principal;
+use crate::domain::{MessageRole, Principal};
+use crate::service::{ChatCore, ServiceError, convert};
+use crate::store::{MessageQuery, NewSession, SessionQuery};
+
+/// Longest accepted session metadata, as JSON text.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Default and largest page of messages.
+const DEFAULT_MESSAGE_LIMIT: u32 = 50;
+const MAX_MESSAGE_LIMIT: u32 = 1000;
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The gRPC face of [`ChatCore`].
+pub struct ChatApi {
+    core: ChatCore,
+}
+
+impl ChatApi {
+    pub fn new(core: ChatCore) -> Self {
+        Self { core }
+    }
+
+    async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
+        let valid_name = !agent.is_empty()
+            && agent.len() <= 64
+            && agent.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
+            return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
+        }
+        // When the fleet cannot be asked, the run reports an unknown agent later.
+        if let Ok(agents) = self.core.dispatcher.workers().list_agents().await {
+            if !agents.iter().any(|a| a.name == agent) {
+                return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceError> {
+    match (principal.is_service(), role) {
+        (_, "" | "user") => Ok(MessageRole::User),
+        (true, "human") => Ok(MessageRole::Human),
+        (true, "system") => Ok(MessageRole::System),
+        (false, _) => Err(ServiceError::Forbidden),
+        (true, other) => Err(ServiceError::Invalid(format!("role `{other}` cannot be posted"))),
+    }
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatApi {
+    async fn create_session(&self, request: Request<pb::CreateSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let owner_id = match &principal {
+            Principal::User(id) => id.clone(),
+            Principal::Service(_) if !req.owner_id.is_empty() => req.owner_id.clone(),
+            Principal::Service(_) => return Err(ServiceError::Invalid("owner_id is required".into()).into()),
+        };
+        let agent = if req.agent.is_empty() { self.core.default_agent.clone() } else { req.agent.clone() };
+        self.check_agent(&agent).await?;
+        let metadata = if req.metadata_json.is_empty() { "{}".to_owned() } else { req.metadata_json };
+        if metadata.len() > MAX_METADATA_BYTES {
+            return Err(ServiceError::TooLarge("metadata is too large".into()).into());
+        }
+        if !serde_json::from_str::<serde_json::Value>(&metadata).is_ok_and(|v| v.is_object()) {
+            return Err(ServiceError::Invalid("metadata must be a JSON object".into()).into());
+        }
+        if req.title.chars().count() > 200 {
+            return Err(ServiceError::Invalid("title must be at most 200 characters".into()).into());
+        }
+        let session = self
+            .core
+            .store()
+            .create_session(NewSession { owner_id, title: req.title, agent, metadata })
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(convert::session(&session)))
+    }
+
+    async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let session = self.core.authorized_session(&principal, &request.get_ref().session_id).await?;
+        Ok(Response::new(convert::session(&session)))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let owner_id = match principal {
+            Principal::User(id) => Some(id),
+            Principal::Service(_) => None,
+        };
+        let page = self
+            .core
+            .store()
+            .list_sessions(SessionQuery {
+                owner_id,
+                status: (!req.status.is_empty()).then_some(req.status),
+                limit: u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) }),
+                cursor: (!req.cursor.is_empty()).then_some(req.cursor),
+            })
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: page.sessions.iter().map(convert::session).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn resolve_session(&self, request: Request<pb::ResolveSessionRequest>) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let session = self.core.authorized_session(&principal, &req.session_id).await?;
+        let notes = (!req.notes.is_empty()).then_some(req.notes);
+        let session = self.core.store().resolve_session(&session.id, notes).await.map_err(ServiceError::from)?;
+        Ok(Response::new(convert::session(&session)))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let principal = principal(&request)?;
+        let session = self.core.authorized_session(&principal, &request.get_ref().session_id).await?;
+        if let Some(run) = self.core.dispatcher.inflight(&session.id) {
+            self.core.dispatcher.cancel_running(&run.run_id);
+        }
+        self.core.store().delete_session(&session.id).await.map_err(ServiceError::from)?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let session = self.core.authorized_session(&principal, &req.session_id).await?;
+        let limit = if req.limit == 0 { DEFAULT_MESSAGE_LIMIT } else { req.limit.min(MAX_MESSAGE_LIMIT) };
+        let messages = self
+            .core
+            .store()
+            .list_messages(MessageQuery {
+                session_id: session.id,
+                after_seq: req.after_seq,
+                before_seq: req.before_seq,
+                limit: u64::from(limit),
+            })
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ListMessagesResponse { messages: messages.iter().map(convert::message).collect() }))
+    }
+
+    type SendMessageStream = EventStream<pb::SendMessageEvent>;
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<Self::SendMessageStream>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let role = parse_role(&principal, &req.role)?;
+        let (sent, events) =
+            self.core.send_and_follow(&principal, &req.session_id, &req.client_msg_id, req.content, role).await?;
+        let ack = pb::SendMessageEvent { event: Some(pb::send_message_event::Event::Ack(sent.ack)) };
+        let stream = futures::stream::once(async { Ok(ack) }).chain(events.map(|item| {
+            item.map(|ev| pb::SendMessageEvent { event: Some(pb::send_message_event::Event::SessionEvent(ev)) })
+                .map_err(Status::from)
+        }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type SubscribeStream = EventStream<pb::SessionEvent>;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let subscription = self.core.subscribe(&principal, &req.session_id, req.after_seq).await?;
+        Ok(Response::new(Box::pin(subscription.events.map(|item| item.map_err(Status::from)))))
+    }
+
+    async fn cancel_run(&self, request: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        self.core.cancel(&principal, &req.session_id, &req.run_id).await?;
+        Ok(Response::new(pb::CancelRunResponse {}))
+    }
+
+    type ConnectStream = EventStream<pb::ServerFrame>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let principal = principal(&request)?;
+        let frames = request.into_inner();
+        Ok(Response::new(super::connect::serve(self.core.clone(), principal, frames)))
+    }
+
+    async fn list_agents(&self, _request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.core.dispatcher.workers().list_agents().await.map_err(|status| {
+            ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
+        })?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.into_iter().map(|a| pb::AgentInfo { name: a.name, description: a.description }).collect(),
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! `Connect`: one client connection's frames in, its events out. Frames are
+//! handled in order; each subscription forwards its events from its own task
+//! into the connection's bounded outgoing queue.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::domain::{MessageRole, Principal};
+use crate::service::{ChatCore, ServiceError};
+
+/// Frames a connection may have queued before its subscriptions wait.
+const OUTGOING_QUEUE: usize = 1024;
+
+type Outgoing = mpsc::Sender<Result<pb::ServerFrame, Status>>;
+
+fn frame(frame: Out) -> Result<pb::ServerFrame, Status> {
+    Ok(pb::ServerFrame { frame: Some(frame) })
+}
+
+fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Result<pb::ServerFrame, Status> {
+    if let ServiceError::Internal(source) = err {
+        tracing::error!(error = %source, "internal error");
+    }
+    frame(Out::Error(pb::ErrorFrame {
+        code: err.code().as_str().to_owned(),
+        message: err.to_string(),
+        client_msg_id: client_msg_id.to_owned(),
+        session_id: session_id.to_owned(),
+        retry_after_ms: 0,
+    }))
+}
+
+/// Starts serving a connection and returns its outgoing frames.
+pub fn serve(
+    core: ChatCore,
+    principal: Principal,
+    frames: Streaming<pb::ClientFrame>,
+) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
+    let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+    tokio::spawn(Connection { core, principal, tx, subscriptions: HashMap::new() }.run(frames));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+struct Connection {
+    core: ChatCore,
+    principal: Principal,
+    tx: Outgoing,
+    subscriptions: HashMap<String, JoinHandle<()>>,
+}
+
+impl Connection {
+    async fn run(mut self, mut frames: Streaming<pb::ClientFrame>) {
+        loop {
+            let next = tokio::select! {
+                next = frames.next() => next,
+                () = self.tx.closed() => break,
+            };
+            match next {
+                Some(Ok(pb::ClientFrame { frame: Some(frame) })) => self.handle(frame).await,
+                Some(Ok(pb::ClientFrame { frame: None })) => {
+                    let err = ServiceError::Invalid("empty frame".into());
+                    let _ = self.tx.send(error_frame(&err, "", "")).await;
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        for (_, task) in self.subscriptions.drain() {
+            task.abort();
+        }
+    }
+
+    async fn handle(&mut self, incoming: In) {
+        let reply = match incoming {
+            In::Subscribe(sub) => self.subscribe(sub).await,
+            In::Unsubscribe(unsub) => {
+                if let Some(task) = self.subscriptions.remove(&unsub.session_id) {
+                    task.abort();
+                }
+                frame_out(Out::Unsubscribed(pb::Unsubscribed { session_id: unsub.session_id }))
+            }
+            In::Send(send) => {
+                let result = self
+                    .core
+                    .send(&self.principal, &send.session_id, &send.client_msg_id, send.content, MessageRole::User)
+                    .await;
+                match result {
+                    Ok(sent) => {
+                        let _ = self.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
+                        self.core.announce(&sent).await;
+                        None
+                    }
+                    Err(err) => Some(error_frame(&err, &send.session_id, &send.client_msg_id)),
+                }
+            }
+            In::Cancel(cancel) => match self.core.cancel(&self.principal, &cancel.session_id, &cancel.run_id).await {
+                Ok(()) => None,
+                Err(err) => Some(error_frame(&err, &cancel.session_id, "")),
+            },
+            In::Ping(_) => frame_out(Out::Pong(pb::PongFrame {})),
+        };
+        if let Some(reply) = reply {
+            let _ = self.tx.send(reply).await;
+        }
+    }
+
+    async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Result<pb::ServerFrame, Status>> {
+        let subscription = match self.core.subscribe(&self.principal, &sub.session_id, sub.after_seq).await {
+            Ok(subscription) => subscription,
+            Err(err) => return Some(error_frame(&err, &sub.session_id, "")),
+        };
+        if let Some(previous) = self.subscriptions.remove(&sub.session_id) {
+            previous.abort();
+        }
+        let subscribed = Out::Subscribed(pb::Subscribed { session_id: sub.session_id.clone(), last_seq: subscription.last_seq });
+        // Sent before the task starts so `subscribed` precedes the events.
+        if self.tx.send(frame(subscribed)).await.is_err() {
+            return None;
+        }
+        let tx = self.tx.clone();
+        let session_id = sub.session_id.clone();
+        let mut events = subscription.events;
+        let task = tokio::spawn(async move {
+            while let Some(item) = events.next().await {
+                let out = match item {
+                    Ok(ev) => frame(Out::Event(ev)),
+                    Err(err) => {
+                        let _ = tx.send(error_frame(&err, &session_id, "")).await;
+                        return;
+                    }
+                };
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.subscriptions.insert(sub.session_id, task);
+        None
+    }
+}
+
+fn frame_out(out: Out) -> Option<Result<pb::ServerFrame, Status>> {
+    Some(frame(out))
+}

@@ -1,0 +1,20 @@
+//! gRPC handlers: `chat.v1.ChatService` and `chat.v1.UserService`. Each
+//! handler reads the verified [`Principal`](crate::domain::Principal) and
+//! calls [`ChatCore`](crate::service::ChatCore).
+
+mod auth;
+mod chat;
+mod connect;
+mod users;
+
+pub use auth::AuthInterceptor;
+pub use chat::ChatApi;
+pub use users::UserApi;
+
+use crate::domain::Principal;
+use crate::service::ServiceError;
+
+/// The principal the interceptor attached to the request.
+fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    request.extensions().get::<Principal>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
+}

@@ -1,0 +1,145 @@
+//! Builds chat-core from its settings and serves it until stopped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_common::token::TokenKeys;
+use chat_proto::chat::v1::chat_service_server::ChatServiceServer;
+use chat_proto::chat::v1::user_service_server::UserServiceServer;
+use migration::{Migrator, MigratorTrait};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::api::{AuthInterceptor, ChatApi, UserApi};
+use crate::bus::{EventBus, InProcessBus};
+use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
+use crate::service::{ChatCore, Limits};
+use crate::settings::Settings;
+use crate::store::{self, ChatStore, SeaStore};
+
+/// Name under which gRPC health reports the chat service.
+const HEALTH_SERVICE: &str = "chat.v1.ChatService";
+
+/// A built chat-core, listening but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    core: ChatCore,
+    keys: Arc<TokenKeys>,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let secret = settings.jwt_secret.clone().filter(|s| !s.is_empty()).context("JWT_SECRET is required")?;
+        let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
+        let db = store::connect(
+            &settings.database_url,
+            settings.database_max_connections,
+            Duration::from_secs(settings.database_acquire_timeout_secs),
+        )
+        .await
+        .context("failed to connect to the database")?;
+        if settings.migrate {
+            Migrator::up(&db, None).await.context("failed to run migrations")?;
+        }
+        info!(backend = store::backend_name(&db), "database connected");
+        let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
+        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+        let workers = WorkerPool::new(&settings.agent_worker_urls).context("invalid agent-worker url")?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            bus.clone(),
+            workers,
+            DispatchConfig {
+                history_window: settings.history_window,
+                run_timeout: Duration::from_secs(settings.run_timeout_secs),
+            },
+        );
+        let core = ChatCore::new(
+            store,
+            bus,
+            dispatcher,
+            Limits { max_content_bytes: settings.max_content_bytes },
+            settings.default_agent.clone(),
+        );
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        Ok(Self { listener, core, keys, settings })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.settings.listen)
+    }
+
+    /// Serves until `shutdown` completes, then stops runners and drains calls.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, core, keys, settings } = self;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let probe = tokio::spawn(probe_database(
+            core.store().clone(),
+            health_reporter,
+            Duration::from_millis(settings.health_interval_ms.max(50)),
+        ));
+        match core.store().recover_runs().await {
+            Ok(sessions) => {
+                if !sessions.is_empty() {
+                    info!(sessions = sessions.len(), "resuming queued runs");
+                }
+                for session_id in sessions {
+                    core.dispatcher.wake(&session_id);
+                }
+            }
+            Err(error) => warn!(%error, "failed to recover runs; they resume on the next send"),
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("failed to build reflection service")?;
+        let interceptor = AuthInterceptor::new(keys);
+        let chat = ChatServiceServer::with_interceptor(ChatApi::new(core.clone()), interceptor.clone());
+        let users = UserServiceServer::with_interceptor(UserApi::new(core.store().clone()), interceptor);
+        let dispatcher = core.dispatcher.clone();
+        info!(addr = %listener.local_addr()?, "chat-core listening");
+        let result = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(1 << 20))
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(chat)
+            .add_service(users)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                dispatcher.shutdown().await;
+            })
+            .await;
+        probe.abort();
+        result.context("gRPC server failed")
+    }
+}
+
+/// Reports SERVING while the database answers, NOT_SERVING otherwise.
+async fn probe_database(store: Arc<dyn ChatStore>, reporter: tonic_health::server::HealthReporter, every: Duration) {
+    let mut serving = None;
+    loop {
+        let ok = tokio::time::timeout(every.max(Duration::from_secs(2)), store.ping()).await.is_ok_and(|r| r.is_ok());
+        if serving != Some(ok) {
+            let status =
+                if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            reporter.set_service_status(HEALTH_SERVICE, status).await;
+            reporter.set_service_status("", status).await;
+            if ok {
+                info!("database reachable: serving");
+            } else {
+                warn!("database unreachable: not serving");
+            }
+            serving = Some(ok);
+        }
+        tokio::time::sleep(every).await;
+    }
+}

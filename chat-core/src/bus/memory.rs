@@ -1,0 +1,90 @@
+//! The in-process bus: one broadcast channel per session with subscribers.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_proto::chat::v1::SessionEvent;
+use dashmap::DashMap;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{BusItem, EventBus};
+
+type Channels = DashMap<String, broadcast::Sender<Arc<SessionEvent>>>;
+
+/// Fan-out within one process.
+#[derive(Clone)]
+pub struct InProcessBus {
+    channels: Arc<Channels>,
+    capacity: usize,
+}
+
+impl InProcessBus {
+    /// `capacity` bounds how far a subscriber may fall behind before it lags.
+    pub fn new(capacity: usize) -> Self {
+        Self { channels: Arc::default(), capacity }
+    }
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+/// One subscriber's stream; dropping it drops the session's channel once no
+/// subscriber is left.
+struct Subscription {
+    rx: BroadcastStream<Arc<SessionEvent>>,
+    channels: Arc<Channels>,
+    session_id: String,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // `rx` still counts here; the channel goes when it is the last one.
+        self.channels.remove_if(&self.session_id, |_, tx| tx.receiver_count() <= 1);
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = BusItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<BusItem>> {
+        std::pin::Pin::new(&mut self.rx).poll_next(cx).map(|item| {
+            item.map(|item| match item {
+                Ok(event) => BusItem::Event(event),
+                Err(BroadcastStreamRecvError::Lagged(n)) => BusItem::Lagged(n),
+            })
+        })
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, session_id: &str, event: SessionEvent) {
+        if let Some(tx) = self.channels.get(session_id) {
+            let _ = tx.send(Arc::new(event));
+        }
+    }
+
+    async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem> {
+        let rx = self
+            .channels
+            .entry(session_id.to_owned())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe();
+        Subscription {
+            rx: BroadcastStream::new(rx),
+            channels: self.channels.clone(),
+            session_id: session_id.to_owned(),
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,225 @@
+//! One session's runner: claims queued runs oldest first and executes each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto::agent::v1::{self as agent, run_event::Event as AgentEvent};
+use chat_proto::chat::v1::{self as pb, session_event::Event};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Dispatcher, InflightRun};
+use crate::domain::{RunStatus, now_ms};
+use crate::service::convert;
+use crate::store::{MessageQuery, RunCompletion, RunRecord, StoreError};
+
+/// How a run ended, before it is recorded.
+enum Outcome {
+    Reply { content: String, first_delta_at: Option<i64> },
+    Failed(String),
+    Cancelled,
+}
+
+impl Dispatcher {
+    /// Works through the session's queue until it is empty.
+    pub(super) async fn run_queue(self: Arc<Self>, session_id: String) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.shutdown.is_cancelled() {
+                self.runners.lock().unwrap_or_else(|e| e.into_inner()).remove(&session_id);
+                return;
+            }
+            match self.store.claim_next_run(&session_id).await {
+                Ok(Some(run)) => {
+                    backoff = Duration::from_millis(100);
+                    self.execute(run).await;
+                }
+                Ok(None) => {
+                    if !self.runner_idle(&session_id) {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    warn!(%session_id, %error, "failed to claim next run; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, run: RunRecord) {
+        let attempt = u32::try_from(run.attempt).unwrap_or(1);
+        let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
+        let cancel = self.shutdown.child_token();
+        self.cancels.insert(run.id.clone(), cancel.clone());
+        self.inflight.insert(run.session_id.clone(), inflight.clone());
+        self.publish_status(&run, RunStatus::Running, "").await;
+
+        let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
+        let shutting_down = self.shutdown.is_cancelled();
+        match outcome {
+            Outcome::Cancelled if shutting_down => {
+                // Left `running`: recovered and re-run at the next start.
+                info!(run_id = %run.id, "run interrupted by shutdown");
+            }
+            Outcome::Reply { content, first_delta_at } => {
+                let completion = RunCompletion {
+                    run_id: run.id.clone(),
+                    session_id: run.session_id.clone(),
+                    agent: run.agent.clone(),
+                    content,
+                    first_delta_at,
+                };
+                match self.commit_reply(completion).await {
+                    Ok(message) => {
+                        self.bus.publish(&run.session_id, event(Event::Message(convert::message(&message)))).await;
+                        self.publish_status(&run, RunStatus::Completed, "").await;
+                    }
+                    Err(StoreError::Conflict(_)) => {
+                        // Cancelled while the reply was being committed.
+                        self.publish_status(&run, RunStatus::Cancelled, "").await;
+                    }
+                    Err(error) => {
+                        warn!(run_id = %run.id, %error, "failed to store reply");
+                        self.record_end(&run, RunStatus::Failed, "failed to store the reply").await;
+                    }
+                }
+            }
+            Outcome::Failed(error) => self.record_end(&run, RunStatus::Failed, &error).await,
+            Outcome::Cancelled => self.record_end(&run, RunStatus::Cancelled, "").await,
+        }
+        self.inflight.remove_if(&run.session_id, |_, r| r.run_id == run.id);
+        self.cancels.remove(&run.id);
+    }
+
+    async fn stream_from_worker(&self, run: &RunRecord, inflight: &InflightRun, cancel: &CancellationToken) -> Outcome {
+        let history = match self.history(run).await {
+            Ok(history) => history,
+            Err(error) => return Outcome::Failed(format!("failed to load history: {error}")),
+        };
+        let request = agent::RunRequest {
+            run_id: run.id.clone(),
+            session_id: run.session_id.clone(),
+            agent: run.agent.clone(),
+            attempt: inflight.attempt,
+            history,
+            metadata_json: String::new(),
+        };
+        let deadline = tokio::time::Instant::now() + self.config.run_timeout;
+        let mut stream = tokio::select! {
+            result = self.workers.run(request, self.config.run_timeout) => match result {
+                Ok(stream) => stream,
+                Err(status) => return Outcome::Failed(format!("agent-worker unavailable: {}", status.message())),
+            },
+            () = cancel.cancelled() => return Outcome::Cancelled,
+        };
+        let mut first_delta_at = None;
+        let mut text = String::new();
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = cancel.cancelled() => return Outcome::Cancelled,
+                () = tokio::time::sleep_until(deadline) => return Outcome::Failed("run timed out".into()),
+            };
+            match next {
+                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Delta(delta)) })) => {
+                    if delta.text.is_empty() {
+                        continue;
+                    }
+                    first_delta_at.get_or_insert_with(now_ms);
+                    text.push_str(&delta.text);
+                    let index = inflight.push(delta.text.clone());
+                    let delta = pb::Delta {
+                        session_id: run.session_id.clone(),
+                        run_id: run.id.clone(),
+                        index,
+                        text: delta.text,
+                    };
+                    self.bus.publish(&run.session_id, event(Event::Delta(delta))).await;
+                }
+                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Final(done)) })) => {
+                    let content = if done.content.is_empty() { text } else { done.content };
+                    return Outcome::Reply { content, first_delta_at };
+                }
+                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Error(error)) })) => {
+                    return Outcome::Failed(format!("{}: {}", error.code, error.message));
+                }
+                // Tool calls and handoffs are reported by later agent kinds.
+                Some(Ok(_)) => {}
+                Some(Err(status)) => return Outcome::Failed(format!("agent-worker failed: {}", status.message())),
+                None => return Outcome::Failed("agent-worker ended the run without a reply".into()),
+            }
+        }
+    }
+
+    async fn history(&self, run: &RunRecord) -> Result<Vec<agent::HistoryMessage>, StoreError> {
+        let messages = self
+            .store
+            .list_messages(MessageQuery {
+                session_id: run.session_id.clone(),
+                after_seq: None,
+                before_seq: Some(run.user_seq + 1),
+                limit: self.config.history_window.max(1),
+            })
+            .await?;
+        Ok(messages
+            .into_iter()
+            .map(|m| agent::HistoryMessage {
+                seq: m.seq,
+                role: m.role,
+                agent: m.agent.unwrap_or_default(),
+                content: m.content,
+            })
+            .collect())
+    }
+
+    /// Commits the reply, retrying while the database is unreachable.
+    async fn commit_reply(&self, completion: RunCompletion) -> Result<crate::store::MessageRecord, StoreError> {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.store.complete_run(completion.clone()).await {
+                Err(StoreError::Unavailable(error)) => {
+                    warn!(run_id = %completion.run_id, %error, "database unavailable while storing reply; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+        self.store.complete_run(completion).await
+    }
+
+    async fn record_end(&self, run: &RunRecord, status: RunStatus, error: &str) {
+        let stored = self.store.finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned())).await;
+        match stored {
+            Ok(true) => self.publish_status(run, status, error).await,
+            // Already ended elsewhere (for example cancelled before it started).
+            Ok(false) => {}
+            Err(e) => warn!(run_id = %run.id, error = %e, "failed to record the end of a run"),
+        }
+        if status == RunStatus::Failed {
+            warn!(run_id = %run.id, %error, "run failed");
+        }
+    }
+
+    async fn publish_status(&self, run: &RunRecord, status: RunStatus, error: &str) {
+        let update = pb::RunUpdate {
+            session_id: run.session_id.clone(),
+            run_id: run.id.clone(),
+            status: status.to_proto().into(),
+            agent: run.agent.clone(),
+            attempt: u32::try_from(run.attempt).unwrap_or_default(),
+            error: error.to_owned(),
+        };
+        self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+    }
+}
+
+fn event(event: Event) -> pb::SessionEvent {
+    pb::SessionEvent { event: Some(event) }
+}

@@ -1,0 +1,64 @@
+//! Errors of chat-core's operations, mapped once to gRPC statuses.
+
+use chat_common::ErrorCode;
+use tracing::error;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("not allowed")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::Invalid,
+            Self::TooLarge(_) => ErrorCode::TooLarge,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                Self::Unavailable("database unavailable".into())
+            }
+            StoreError::Other(source) => Self::Internal(Box::new(source)),
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(err: ServiceError) -> Self {
+        if let ServiceError::Internal(source) = &err {
+            error!(error = %source, "internal error");
+        }
+        err.code().status(err.to_string())
+    }
+}

@@ -1,0 +1,239 @@
+//! Ordered event streams: stored messages first, then the run in flight
+//! from delta 0, then live events, with duplicates dropped by `seq` and
+//! `(run_id, index)`.
+
+use std::collections::{HashMap, HashSet};
+
+use chat_proto::chat::v1::{self as pb, session_event::Event};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+
+use super::{ChatCore, ServiceError, Sent, convert, event};
+use crate::bus::BusItem;
+use crate::domain::{Principal, RunStatus};
+use crate::store::MessageQuery;
+
+/// Page size used when replaying stored messages.
+const REPLAY_PAGE: u64 = 500;
+
+/// A subscription's opening: the session's last seq and the event stream.
+pub struct Subscription {
+    pub last_seq: i64,
+    pub events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
+}
+
+/// Tracks what a stream has delivered, to drop what it already sent.
+#[derive(Default)]
+struct Delivered {
+    last_seq: i64,
+    next_delta: HashMap<String, u32>,
+    replied: HashSet<String>,
+}
+
+impl Delivered {
+    /// Whether `event` is new to this stream; records it when it is.
+    fn admit(&mut self, event: &pb::SessionEvent) -> bool {
+        match &event.event {
+            Some(Event::Message(m)) => {
+                if m.seq <= self.last_seq {
+                    return false;
+                }
+                self.last_seq = m.seq;
+                if let Some(run_id) = &m.run_id {
+                    self.replied.insert(run_id.clone());
+                }
+                true
+            }
+            Some(Event::Delta(d)) => {
+                if self.replied.contains(&d.run_id) {
+                    return false;
+                }
+                let next = self.next_delta.entry(d.run_id.clone()).or_default();
+                if d.index < *next {
+                    return false;
+                }
+                *next = d.index + 1;
+                true
+            }
+            Some(Event::Run(_)) => true,
+            None => false,
+        }
+    }
+}
+
+fn lagged() -> ServiceError {
+    ServiceError::Unavailable("subscriber fell behind; resubscribe with after_seq".into())
+}
+
+impl ChatCore {
+    /// Every message with seq > `after_seq`, then the run in flight, then live events.
+    pub async fn subscribe(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        after_seq: i64,
+    ) -> Result<Subscription, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        let mut live = self.bus.subscribe(&session.id).await;
+        let mut stored = Vec::new();
+        let mut cursor = after_seq.max(0);
+        loop {
+            let page = self
+                .store
+                .list_messages(MessageQuery {
+                    session_id: session.id.clone(),
+                    after_seq: Some(cursor),
+                    before_seq: None,
+                    limit: REPLAY_PAGE,
+                })
+                .await?;
+            let full = page.len() as u64 == REPLAY_PAGE;
+            if let Some(last) = page.last() {
+                cursor = last.seq;
+            }
+            stored.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let last_seq = cursor.max(session.last_seq);
+        let mut delivered = Delivered { last_seq: after_seq.max(0), ..Delivered::default() };
+        let mut opening = Vec::with_capacity(stored.len());
+        for message in &stored {
+            let ev = event(Event::Message(convert::message(message)));
+            if delivered.admit(&ev) {
+                opening.push(ev);
+            }
+        }
+        if let Some(run) = self.dispatcher.inflight(&session.id) {
+            if !delivered.replied.contains(&run.run_id) {
+                opening.push(event(Event::Run(pb::RunUpdate {
+                    session_id: session.id.clone(),
+                    run_id: run.run_id.clone(),
+                    status: RunStatus::Running.to_proto().into(),
+                    agent: run.agent.clone(),
+                    attempt: run.attempt,
+                    error: String::new(),
+                })));
+                for (index, text) in run.snapshot().into_iter().enumerate() {
+                    let ev = event(Event::Delta(pb::Delta {
+                        session_id: session.id.clone(),
+                        run_id: run.run_id.clone(),
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        text,
+                    }));
+                    if delivered.admit(&ev) {
+                        opening.push(ev);
+                    }
+                }
+            }
+        }
+        let events = async_stream::stream! {
+            for ev in opening {
+                yield Ok(ev);
+            }
+            while let Some(item) = live.next().await {
+                match item {
+                    BusItem::Event(ev) => {
+                        if delivered.admit(&ev) {
+                            yield Ok(ev.as_ref().clone());
+                        }
+                    }
+                    BusItem::Lagged(_) => {
+                        yield Err(lagged());
+                        break;
+                    }
+                }
+            }
+        };
+        Ok(Subscription { last_seq, events: events.boxed() })
+    }
+
+    /// Sends a message and follows its run: the ack first, then the run's
+    /// events until it ends (right after the ack for messages without a run).
+    pub async fn send_and_follow(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        client_msg_id: &str,
+        content: String,
+        role: crate::domain::MessageRole,
+    ) -> Result<(Sent, impl Stream<Item = Result<pb::SessionEvent, ServiceError>> + use<>), ServiceError> {
+        domain_check(session_id)?;
+        let mut live = self.bus.subscribe(session_id).await;
+        let sent = self.send(principal, session_id, client_msg_id, content, role).await?;
+        self.announce(&sent).await;
+        let core = self.clone();
+        let run = sent.run.clone();
+        let events = async_stream::stream! {
+            let Some(run) = run else { return };
+            // Already over (a resent message): report the stored outcome.
+            match core.store.get_run(&run.id).await {
+                Ok(Some(stored)) => {
+                    if let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) {
+                        if status == RunStatus::Completed {
+                            match core.reply_of(&run.id).await {
+                                Ok(Some(reply)) => yield Ok(event(Event::Message(convert::message(&reply)))),
+                                Ok(None) => {}
+                                Err(e) => { yield Err(e); return; }
+                            }
+                        }
+                        let error = stored.error.clone().unwrap_or_default();
+                        yield Ok(event(Event::Run(convert::run_update(&stored, status, &error))));
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => { yield Err(e.into()); return; }
+            }
+            let mut delivered = Delivered::default();
+            if let Some(inflight) = core.dispatcher.inflight(&run.session_id).filter(|r| r.run_id == run.id) {
+                for (index, text) in inflight.snapshot().into_iter().enumerate() {
+                    let ev = event(Event::Delta(pb::Delta {
+                        session_id: run.session_id.clone(),
+                        run_id: run.id.clone(),
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        text,
+                    }));
+                    if delivered.admit(&ev) {
+                        yield Ok(ev);
+                    }
+                }
+            }
+            while let Some(item) = live.next().await {
+                let ev = match item {
+                    BusItem::Event(ev) => ev,
+                    BusItem::Lagged(_) => { yield Err(lagged()); return; }
+                };
+                let (ours, terminal) = match &ev.event {
+                    Some(Event::Message(m)) => (m.run_id.as_deref() == Some(run.id.as_str()), false),
+                    Some(Event::Delta(d)) => (d.run_id == run.id, false),
+                    Some(Event::Run(r)) => {
+                        let status = pb::RunStatus::try_from(r.status).unwrap_or_default();
+                        let terminal = matches!(
+                            status,
+                            pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled
+                        );
+                        (r.run_id == run.id, terminal)
+                    }
+                    None => (false, false),
+                };
+                if !ours {
+                    continue;
+                }
+                if matches!(ev.event, Some(Event::Delta(_))) && !delivered.admit(&ev) {
+                    continue;
+                }
+                yield Ok(ev.as_ref().clone());
+                if terminal {
+                    return;
+                }
+            }
+        };
+        Ok((sent, events))
+    }
+}
+
+fn domain_check(session_id: &str) -> Result<(), ServiceError> {
+    crate::domain::validate_session_id(session_id)
+}

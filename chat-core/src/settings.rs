@@ -1,0 +1,67 @@
+//! chat-core configuration: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+
+use chat_common::telemetry::LogFormat;
+
+/// chat-core: owns sessions, messages and runs, and dispatches runs to agent-workers.
+#[derive(Clone, clap::Parser)]
+#[command(name = "chat-core", version, about, long_about = None)]
+pub struct Settings {
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(long, env = "CHAT_CORE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Database URL: `postgres://user@host/db` or `sqlite://path/to/file.db?mode=rwc`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/chat.db?mode=rwc")]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Seconds to wait for a database connection before failing a request with `unavailable`.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
+    pub database_acquire_timeout_secs: u64,
+
+    /// Run pending database migrations at start-up.
+    #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
+    pub migrate: bool,
+
+    /// Agent-worker gRPC endpoints, comma separated; runs are balanced across them.
+    #[arg(
+        long = "agent-worker-url",
+        env = "AGENT_WORKER_URLS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub agent_worker_urls: Vec<String>,
+
+    /// Shared secret that signs and verifies access and service tokens (HS256).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Agent of new sessions that do not name one.
+    #[arg(long, env = "DEFAULT_AGENT", default_value = "echo")]
+    pub default_agent: String,
+
+    /// Number of earlier messages sent to the agent with each run.
+    #[arg(long, env = "HISTORY_WINDOW", default_value_t = 20)]
+    pub history_window: u64,
+
+    /// Seconds a run may take before it is failed.
+    #[arg(long, env = "RUN_TIMEOUT_SECS", default_value_t = 120)]
+    pub run_timeout_secs: u64,
+
+    /// Largest message content accepted, in bytes.
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    pub max_content_bytes: usize,
+
+    /// Milliseconds between database health probes (drives gRPC health and readiness).
+    #[arg(long, env = "HEALTH_INTERVAL_MS", default_value_t = 1000)]
+    pub health_interval_ms: u64,
+
+    /// Log format: pretty or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+}

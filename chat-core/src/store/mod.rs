@@ -1,0 +1,65 @@
+//! Durable state behind one trait, [`ChatStore`], with a sea-orm
+//! implementation that serves Postgres and SQLite alike.
+
+pub mod entity;
+mod error;
+mod records;
+mod sea;
+
+pub use error::StoreError;
+pub use records::*;
+pub use sea::{SeaStore, backend_name, connect};
+
+use async_trait::async_trait;
+
+/// Everything chat-core keeps in its database.
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // === users ===
+
+    /// Fails with [`StoreError::Conflict`] when the username is taken.
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError>;
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    // === sessions ===
+
+    async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError>;
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Newest first (by last update). `owner` restricts to one user's sessions.
+    async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError>;
+    async fn resolve_session(&self, id: &str, notes: Option<String>) -> Result<SessionRecord, StoreError>;
+    /// Deletes the session with its messages and runs.
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+
+    // === messages ===
+
+    /// Ascending by seq. With `after_seq`, the first `limit` after it; otherwise
+    /// the last `limit` before `before_seq` (or the end).
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Commits a message and, for user messages, its queued run, in one
+    /// transaction. A `client_msg_id` seen before in the session returns the
+    /// original message and run with `duplicate` set.
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;
+
+    // === runs ===
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Marks the oldest queued run of the session running and returns it.
+    async fn claim_next_run(&self, session_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Commits the reply and completes the run, in one transaction. Fails with
+    /// [`StoreError::Conflict`] when the run is no longer running.
+    async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError>;
+    /// Moves a run that is not yet terminal to `failed` or `cancelled`;
+    /// returns whether it changed.
+    async fn finish_run(&self, run_id: &str, status: crate::domain::RunStatus, error: Option<String>)
+    -> Result<bool, StoreError>;
+    /// The stored reply of a run, if any.
+    async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// Puts runs left `running` by a stopped process back in the queue and
+    /// returns the sessions that have queued runs.
+    async fn recover_runs(&self) -> Result<Vec<String>, StoreError>;
+}

@@ -1,0 +1,65 @@
+//! Plain records the store takes and returns.
+
+use super::entity::{message, run, session, user};
+
+pub type UserRecord = user::Model;
+pub type SessionRecord = session::Model;
+pub type MessageRecord = message::Model;
+pub type RunRecord = run::Model;
+
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub owner_id: String,
+    pub title: String,
+    pub agent: String,
+    pub metadata: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionQuery {
+    pub owner_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: u64,
+    /// Opaque position returned as `next_cursor` by the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MessageQuery {
+    pub session_id: String,
+    pub after_seq: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub session_id: String,
+    pub role: crate::domain::MessageRole,
+    pub content: String,
+    pub client_msg_id: Option<String>,
+    /// Whether the message starts a run (user messages do).
+    pub start_run: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub message: MessageRecord,
+    pub run: Option<RunRecord>,
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunCompletion {
+    pub run_id: String,
+    pub session_id: String,
+    pub agent: String,
+    pub content: String,
+    pub first_delta_at: Option<i64>,
+}

@@ -1,0 +1,467 @@
+//! [`ChatStore`] over sea-orm: one implementation for Postgres and SQLite.
+//!
+//! Every write transaction starts with a write (the `last_seq` bump), so on
+//! SQLite it takes the write lock first and waits on `busy_timeout` rather
+//! than failing to upgrade a read lock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+
+use super::entity::{message, run, session, user};
+use super::*;
+use crate::domain::{MessageRole, RunStatus, SessionStatus, new_id, now_ms};
+
+/// Longest title derived from a first message, in characters.
+const TITLE_CHARS: usize = 60;
+
+/// Opens a pool for `url`, creating the SQLite file's folder when needed.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<DatabaseConnection, StoreError> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite {
+        if let Some(parent) = sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned())) {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(&parent).map_err(|e| {
+                    StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
+                        "failed to create {}: {e}",
+                        parent.display()
+                    )))
+                })?;
+            }
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(if sqlite { std::cmp::min(max_connections, 8) } else { max_connections })
+        .min_connections(1)
+        .connect_timeout(acquire_timeout)
+        .acquire_timeout(acquire_timeout)
+        .sqlx_logging(false);
+    if sqlite {
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    Ok(Database::connect(options).await?)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// The sea-orm store.
+#[derive(Clone, Debug)]
+pub struct SeaStore {
+    db: DatabaseConnection,
+}
+
+impl SeaStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Bumps the session's `last_seq` and returns the new value with the
+    /// session's title and agent; this is the first statement of every
+    /// message-writing transaction.
+    async fn next_seq(txn: &DatabaseTransaction, session_id: &str) -> Result<(i64, String, String), StoreError> {
+        let now = now_ms();
+        let stmt = Query::update()
+            .table(session::Entity)
+            .value(session::Column::LastSeq, Expr::col(session::Column::LastSeq).add(1))
+            .value(session::Column::UpdatedAt, now)
+            .and_where(Expr::col(session::Column::Id).eq(session_id))
+            .returning(Query::returning().columns([
+                session::Column::LastSeq,
+                session::Column::Title,
+                session::Column::Agent,
+            ]))
+            .to_owned();
+        let row = txn.query_one(&stmt).await?.ok_or(StoreError::NotFound("session"))?;
+        Ok((
+            row.try_get::<i64>("", "last_seq").map_err(StoreError::Other)?,
+            row.try_get::<String>("", "title").map_err(StoreError::Other)?,
+            row.try_get::<String>("", "agent").map_err(StoreError::Other)?,
+        ))
+    }
+
+    async fn find_by_client_msg_id(&self, session_id: &str, client_msg_id: &str) -> Result<Option<Appended>, StoreError> {
+        let Some(message) = message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::ClientMsgId.eq(client_msg_id))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run = run::Entity::find()
+            .filter(run::Column::UserMessageId.eq(message.id.clone()))
+            .one(&self.db)
+            .await?;
+        Ok(Some(Appended { message, run, duplicate: true }))
+    }
+
+    async fn insert_message(&self, new: &NewMessage) -> Result<Appended, StoreError> {
+        let txn = self.db.begin().await?;
+        let (seq, title, agent) = Self::next_seq(&txn, &new.session_id).await?;
+        let now = now_ms();
+        if seq == 1 && title.is_empty() {
+            session::Entity::update_many()
+                .col_expr(session::Column::Title, Expr::value(derive_title(&new.content)))
+                .filter(session::Column::Id.eq(new.session_id.clone()))
+                .exec(&txn)
+                .await?;
+        }
+        let message = message::ActiveModel {
+            id: Set(new_id()),
+            session_id: Set(new.session_id.clone()),
+            seq: Set(seq),
+            role: Set(new.role.as_str().to_owned()),
+            agent: Set(None),
+            content: Set(new.content.clone()),
+            client_msg_id: Set(new.client_msg_id.clone()),
+            run_id: Set(None),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        let run = if new.start_run {
+            Some(
+                run::ActiveModel {
+                    id: Set(new_id()),
+                    session_id: Set(new.session_id.clone()),
+                    user_message_id: Set(message.id.clone()),
+                    user_seq: Set(seq),
+                    agent: Set(agent),
+                    status: Set(RunStatus::Queued.as_str().to_owned()),
+                    attempt: Set(0),
+                    error: Set(None),
+                    reply_message_id: Set(None),
+                    created_at: Set(now),
+                    started_at: Set(None),
+                    first_delta_at: Set(None),
+                    finished_at: Set(None),
+                }
+                .insert(&txn)
+                .await?,
+            )
+        } else {
+            None
+        };
+        txn.commit().await?;
+        Ok(Appended { message, run, duplicate: false })
+    }
+}
+
+fn derive_title(content: &str) -> String {
+    let line = content.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let mut title: String = line.chars().take(TITLE_CHARS).collect();
+    if line.chars().count() > TITLE_CHARS {
+        title.push('…');
+    }
+    title
+}
+
+fn encode_cursor(s: &SessionRecord) -> String {
+    format!("{}_{}", s.updated_at, s.id)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, id) = cursor.split_once('_')?;
+    Some((at.parse().ok()?, uuid::Uuid::parse_str(id).ok()?.to_string()))
+}
+
+#[async_trait]
+impl ChatStore for SeaStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError> {
+        let model = user::ActiveModel {
+            id: Set(new_id()),
+            username: Set(username.to_owned()),
+            password_hash: Set(password_hash.to_owned()),
+            created_at: Set(now_ms()),
+        };
+        match model.insert(&self.db).await {
+            Ok(user) => Ok(user),
+            Err(e) if StoreError::is_unique_violation(&e) => {
+                Err(StoreError::Conflict("username is taken".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(user::Entity::find().filter(user::Column::Username.eq(username)).one(&self.db).await?)
+    }
+
+    async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError> {
+        let now = now_ms();
+        let model = session::ActiveModel {
+            id: Set(new_id()),
+            owner_id: Set(new.owner_id),
+            title: Set(new.title),
+            status: Set(SessionStatus::Active.as_str().to_owned()),
+            agent: Set(new.agent),
+            metadata: Set(new.metadata),
+            resolution_notes: Set(None),
+            last_seq: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        Ok(model.insert(&self.db).await?)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(session::Entity::find_by_id(id.to_owned()).one(&self.db).await?)
+    }
+
+    async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError> {
+        let limit = query.limit.clamp(1, 200);
+        let mut select = session::Entity::find();
+        if let Some(owner) = &query.owner_id {
+            select = select.filter(session::Column::OwnerId.eq(owner.clone()));
+        }
+        if let Some(status) = &query.status {
+            select = select.filter(session::Column::Status.eq(status.clone()));
+        }
+        if let Some((at, id)) = query.cursor.as_deref().and_then(decode_cursor) {
+            select = select.filter(
+                Expr::col(session::Column::UpdatedAt)
+                    .lt(at)
+                    .or(Expr::col(session::Column::UpdatedAt).eq(at).and(Expr::col(session::Column::Id).lt(id))),
+            );
+        }
+        let mut sessions = select
+            .order_by_desc(session::Column::UpdatedAt)
+            .order_by_desc(session::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let next_cursor = if sessions.len() as u64 > limit {
+            sessions.truncate(limit as usize);
+            sessions.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(SessionPage { sessions, next_cursor })
+    }
+
+    async fn resolve_session(&self, id: &str, notes: Option<String>) -> Result<SessionRecord, StoreError> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::Status, Expr::value(SessionStatus::Resolved.as_str()))
+            .col_expr(session::Column::ResolutionNotes, Expr::value(notes))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let result = session::Entity::delete_by_id(id.to_owned()).exec(&txn).await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        message::Entity::delete_many().filter(message::Column::SessionId.eq(id)).exec(&txn).await?;
+        run::Entity::delete_many().filter(run::Column::SessionId.eq(id)).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        let limit = query.limit.clamp(1, 1000);
+        let mut select = message::Entity::find().filter(message::Column::SessionId.eq(query.session_id.clone()));
+        if let Some(after) = query.after_seq {
+            select = select.filter(message::Column::Seq.gt(after));
+        }
+        if let Some(before) = query.before_seq {
+            select = select.filter(message::Column::Seq.lt(before));
+        }
+        if query.after_seq.is_some() || query.before_seq.is_none() && query.after_seq.is_none() {
+            // Forward from after_seq, or from the start when no bound is given.
+            if query.after_seq.is_some() {
+                return Ok(select.order_by_asc(message::Column::Seq).limit(limit).all(&self.db).await?);
+            }
+        }
+        let mut messages = select.order_by_desc(message::Column::Seq).limit(limit).all(&self.db).await?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        if let Some(id) = &new.client_msg_id {
+            if let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await? {
+                return Ok(existing);
+            }
+        }
+        match self.insert_message(&new).await {
+            Err(StoreError::Other(e)) if StoreError::is_unique_violation(&e) => {
+                // A concurrent send with the same client_msg_id won the race.
+                let id = new.client_msg_id.as_deref().ok_or(StoreError::Other(e))?;
+                self.find_by_client_msg_id(&new.session_id, id)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict("concurrent duplicate send".into()))
+            }
+            other => other,
+        }
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        Ok(run::Entity::find_by_id(run_id.to_owned()).one(&self.db).await?)
+    }
+
+    async fn claim_next_run(&self, session_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        loop {
+            let Some(next) = run::Entity::find()
+                .filter(run::Column::SessionId.eq(session_id))
+                .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+                .order_by_asc(run::Column::UserSeq)
+                .one(&self.db)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            let claimed = run::Entity::update_many()
+                .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+                .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+                .col_expr(run::Column::StartedAt, Expr::value(now))
+                .filter(run::Column::Id.eq(next.id.clone()))
+                .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+                .exec(&self.db)
+                .await?;
+            if claimed.rows_affected == 1 {
+                return Ok(Some(RunRecord {
+                    status: RunStatus::Running.as_str().to_owned(),
+                    attempt: next.attempt + 1,
+                    started_at: Some(now),
+                    ..next
+                }));
+            }
+            // Cancelled between the read and the claim: look again.
+        }
+    }
+
+    async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError> {
+        let txn = self.db.begin().await?;
+        let (seq, _, _) = Self::next_seq(&txn, &completion.session_id).await?;
+        let now = now_ms();
+        let message = message::ActiveModel {
+            id: Set(new_id()),
+            session_id: Set(completion.session_id.clone()),
+            seq: Set(seq),
+            role: Set(MessageRole::Assistant.as_str().to_owned()),
+            agent: Set(Some(completion.agent.clone())),
+            content: Set(completion.content.clone()),
+            client_msg_id: Set(None),
+            run_id: Set(Some(completion.run_id.clone())),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        let updated = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Completed.as_str()))
+            .col_expr(run::Column::ReplyMessageId, Expr::value(message.id.clone()))
+            .col_expr(run::Column::FinishedAt, Expr::value(now))
+            .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
+            .filter(run::Column::Id.eq(completion.run_id.clone()))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(StoreError::Conflict("run is no longer running".into()));
+        }
+        txn.commit().await?;
+        Ok(message)
+    }
+
+    async fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<String>) -> Result<bool, StoreError> {
+        let result = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(status.as_str()))
+            .col_expr(run::Column::Error, Expr::value(error))
+            .col_expr(run::Column::FinishedAt, Expr::value(now_ms()))
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::Status.is_in([
+                RunStatus::Queued.as_str(),
+                RunStatus::Running.as_str(),
+                RunStatus::Retrying.as_str(),
+            ]))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(message::Entity::find().filter(message::Column::RunId.eq(run_id)).one(&self.db).await?)
+    }
+
+    async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
+        run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Queued.as_str()))
+            .filter(run::Column::Status.is_in([RunStatus::Running.as_str(), RunStatus::Retrying.as_str()]))
+            .exec(&self.db)
+            .await?;
+        let rows = run::Entity::find()
+            .select_only()
+            .column(run::Column::SessionId)
+            .distinct()
+            .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+}
+
+/// Reports which database family a URL points at, for logs.
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        DbBackend::Postgres => "postgres",
+        DbBackend::Sqlite => "sqlite",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_take_the_first_line_and_are_bounded() {
+        assert_eq!(derive_title("\n  hello there \nmore"), "hello there");
+        assert_eq!(derive_title(&"x".repeat(70)).chars().count(), TITLE_CHARS + 1);
+    }
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(sqlite_path("sqlite://data/chat.db?mode=rwc"), Some("data/chat.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

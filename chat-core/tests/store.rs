@@ -1,0 +1,232 @@
+//! The `ChatStore` suite: runs against SQLite always, and against Postgres
+//! when `TEST_DATABASE_URL` is set (each test gets a fresh database).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::domain::{MessageRole, RunStatus};
+use chat_core::store::{
+    self, ChatStore, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionQuery, StoreError,
+};
+use chat_core::testing::TestDatabase;
+use migration::MigratorTrait;
+
+async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
+    let db = TestDatabase::new().await.expect("test database");
+    let conn = store::connect(&db.url, 8, Duration::from_secs(5)).await.expect("connect");
+    migration::Migrator::up(&conn, None).await.expect("migrate");
+    (Arc::new(SeaStore::new(conn)), db)
+}
+
+async fn user_and_session(store: &Arc<dyn ChatStore>) -> (String, String) {
+    let user = store.create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash").await.unwrap();
+    let session = store
+        .create_session(NewSession {
+            owner_id: user.id.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+        })
+        .await
+        .unwrap();
+    (user.id, session.id)
+}
+
+fn user_message(session_id: &str, client_msg_id: &str, content: &str) -> NewMessage {
+    NewMessage {
+        session_id: session_id.to_owned(),
+        role: MessageRole::User,
+        content: content.to_owned(),
+        client_msg_id: Some(client_msg_id.to_owned()),
+        start_run: true,
+    }
+}
+
+#[tokio::test]
+async fn seq_starts_at_one_and_has_no_gaps() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    for i in 1..=5 {
+        let appended = store.append_message(user_message(&session, &format!("m{i}"), "hi")).await.unwrap();
+        assert_eq!(appended.message.seq, i);
+        assert!(!appended.duplicate);
+    }
+    let stored = store.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.last_seq, 5);
+    assert_eq!(stored.title, "hi", "the first message names the session");
+}
+
+#[tokio::test]
+async fn repeated_client_msg_id_returns_the_original_message_and_run() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let first = store.append_message(user_message(&session, "same", "hello")).await.unwrap();
+    let again = store.append_message(user_message(&session, "same", "hello")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.id, first.message.id);
+    assert_eq!(again.run.unwrap().id, first.run.unwrap().id);
+    let all = store
+        .list_messages(MessageQuery { session_id: session, after_seq: Some(0), before_seq: None, limit: 100 })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_sends_get_distinct_consecutive_seqs() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let session = session.clone();
+            tokio::spawn(async move { store.append_message(user_message(&session, &format!("c{i}"), "x")).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap().unwrap().message.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_store_one_message() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let session = session.clone();
+            tokio::spawn(async move { store.append_message(user_message(&session, "dup", "x")).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().unwrap().message.id);
+    }
+    assert_eq!(ids.len(), 1);
+}
+
+#[tokio::test]
+async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let a = store.append_message(user_message(&session, "a", "first")).await.unwrap();
+    let b = store.append_message(user_message(&session, "b", "second")).await.unwrap();
+    let run = store.claim_next_run(&session).await.unwrap().unwrap();
+    assert_eq!(run.id, a.run.unwrap().id);
+    assert_eq!(run.attempt, 1);
+    let reply = store
+        .complete_run(RunCompletion {
+            run_id: run.id.clone(),
+            session_id: session.clone(),
+            agent: "echo".into(),
+            content: "first".into(),
+            first_delta_at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.seq, 3, "the reply takes the next seq after both user messages");
+    assert_eq!(reply.run_id.as_deref(), Some(run.id.as_str()));
+    assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().status, "completed");
+    let next = store.claim_next_run(&session).await.unwrap().unwrap();
+    assert_eq!(next.id, b.run.unwrap().id);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_cannot_be_completed() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    let run = store.claim_next_run(&session).await.unwrap().unwrap();
+    assert!(store.finish_run(&run.id, RunStatus::Cancelled, None).await.unwrap());
+    let completion = RunCompletion {
+        run_id: run.id.clone(),
+        session_id: session.clone(),
+        agent: "echo".into(),
+        content: "late".into(),
+        first_delta_at: None,
+    };
+    assert!(matches!(store.complete_run(completion).await, Err(StoreError::Conflict(_))));
+    let stored = store.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.last_seq, 1, "the rolled-back reply leaves no gap");
+    assert!(!store.finish_run(&run.id, RunStatus::Failed, None).await.unwrap(), "terminal runs stay terminal");
+}
+
+#[tokio::test]
+async fn recover_runs_requeues_runs_left_running() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    let run = store.claim_next_run(&session).await.unwrap().unwrap();
+    assert_eq!(store.recover_runs().await.unwrap(), vec![session.clone()]);
+    let again = store.claim_next_run(&session).await.unwrap().unwrap();
+    assert_eq!(again.id, run.id);
+    assert_eq!(again.attempt, 2);
+}
+
+#[tokio::test]
+async fn message_pages_go_forward_and_backward() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    for i in 0..10 {
+        let new = NewMessage { start_run: false, ..user_message(&session, &format!("m{i}"), "x") };
+        store.append_message(new).await.unwrap();
+    }
+    let q = |after_seq, before_seq, limit| MessageQuery { session_id: session.clone(), after_seq, before_seq, limit };
+    let seqs = |ms: Vec<store::MessageRecord>| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.list_messages(q(Some(3), None, 3)).await.unwrap()), vec![4, 5, 6]);
+    assert_eq!(seqs(store.list_messages(q(None, Some(5), 2)).await.unwrap()), vec![3, 4]);
+    assert_eq!(seqs(store.list_messages(q(None, None, 3)).await.unwrap()), vec![8, 9, 10]);
+    assert_eq!(seqs(store.list_messages(q(Some(2), Some(5), 10)).await.unwrap()), vec![3, 4]);
+}
+
+#[tokio::test]
+async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
+    let (store, _db) = fresh_store().await;
+    let (owner, first) = user_and_session(&store).await;
+    let mut ids = vec![first];
+    for _ in 0..4 {
+        let s = store
+            .create_session(NewSession {
+                owner_id: owner.clone(),
+                title: "t".into(),
+                agent: "echo".into(),
+                metadata: "{}".into(),
+            })
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let (_, other) = user_and_session(&store).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_sessions(SessionQuery { owner_id: Some(owner.clone()), status: None, limit: 2, cursor })
+            .await
+            .unwrap();
+        seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    assert!(!seen.contains(&other));
+}
+
+#[tokio::test]
+async fn usernames_are_unique_and_deleting_a_session_removes_its_messages() {
+    let (store, _db) = fresh_store().await;
+    store.create_user("alice", "h").await.unwrap();
+    assert!(matches!(store.create_user("alice", "h").await, Err(StoreError::Conflict(_))));
+    let (_, session) = user_and_session(&store).await;
+    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    store.delete_session(&session).await.unwrap();
+    assert!(store.get_session(&session).await.unwrap().is_none());
+    assert!(matches!(store.delete_session(&session).await, Err(StoreError::NotFound(_))));
+}

@@ -1,0 +1,197 @@
+//! Wiring: shared state, the router with its middleware, and the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chat_common::ErrorCode;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, StatusCode};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Tokens;
+use crate::core::CoreClient;
+use crate::error::ApiError;
+use crate::routes::{agents, auth, health, messages, page, sessions};
+use crate::settings::Settings;
+use crate::ws;
+
+/// Content-Security-Policy of every response: the page loads only its own script and style.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'";
+
+/// Size limits applied to client input.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_content_bytes: usize,
+    pub max_ws_frame_bytes: usize,
+    pub ws_read_buffer_bytes: usize,
+    pub ws_write_buffer_bytes: usize,
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub core: CoreClient,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    /// Cancelled when the server stops: open WebSockets close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The gateway server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Validates settings, builds the chat-core clients and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate().map_err(|message| anyhow::anyhow!(message))?;
+        let core = CoreClient::new(&settings.chat_core_url, settings.request_timeout())?;
+        let tokens = Tokens::new(
+            settings.jwt_secret.expose_secret().as_bytes(),
+            settings.access_token_ttl(),
+            settings.refresh_token_ttl(),
+        );
+        let limits = Limits {
+            max_content_bytes: settings.max_content_bytes,
+            max_ws_frame_bytes: settings.max_ws_frame_bytes,
+            ws_read_buffer_bytes: settings.ws_read_buffer_bytes,
+            ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
+        };
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(AppState { core, tokens, limits, shutdown: shutdown.clone() });
+        let router = router(state, &settings);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to bind {}", settings.listen))?;
+        let local_addr = listener.local_addr().context("failed to read the bound address")?;
+        Ok(Self { listener, local_addr, router, shutdown })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains HTTP requests and closes WebSockets.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr, "gateway listening");
+        let sockets = self.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            sockets.cancel();
+        };
+        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await.context("server failed")
+    }
+}
+
+/// Every route, with the middleware stack around it.
+pub fn router(state: SharedState, settings: &Settings) -> Router {
+    let api = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/sessions", get(sessions::list).post(sessions::create))
+        .route("/sessions/{id}", get(sessions::get).delete(sessions::delete))
+        .route("/sessions/{id}/resolve", post(sessions::resolve))
+        .route("/sessions/{id}/messages", get(messages::list).post(messages::post))
+        .route("/sessions/{id}/runs/{run_id}/cancel", post(messages::cancel))
+        .route("/agents", get(agents::list))
+        .route("/ws", get(ws::upgrade));
+
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            // The path only: a WebSocket query string may carry an access token.
+            let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(security_header("x-content-type-options", "nosniff"))
+        .layer(security_header("referrer-policy", "no-referrer"))
+        .layer(security_header("x-frame-options", "DENY"))
+        .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY));
+    // Innermost: limits whose plain responses `json_errors` rewrites.
+    let limits = ServiceBuilder::new()
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout()));
+
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::app_js))
+        .route("/app.css", get(page::app_css))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(limits)
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware)
+        .with_state(state)
+}
+
+fn security_header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Turns any error response that is not already JSON (from axum or tower-http
+/// layers: 405, 413, timeouts, upgrade failures) into the JSON error shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::Invalid, "method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "request body is too large"),
+        StatusCode::UNAUTHORIZED => (ErrorCode::Unauthenticated, "authentication required"),
+        StatusCode::FORBIDDEN => (ErrorCode::Forbidden, "not allowed"),
+        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::RateLimited, "too many requests"),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            (ErrorCode::Unavailable, "request timed out or service unavailable")
+        }
+        s if s.is_client_error() => (ErrorCode::Invalid, "bad request"),
+        _ => (ErrorCode::Internal, "internal error"),
+    };
+    let replacement = ApiError::new(code, message).with_status(status).into_response();
+    let (replacement_parts, body) = replacement.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    if let Some(content_type) = replacement_parts.headers.get(CONTENT_TYPE) {
+        parts.headers.insert(CONTENT_TYPE, content_type.clone());
+    }
+    Response::from_parts(parts, body)
+}

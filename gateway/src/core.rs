@@ -1,0 +1,91 @@
+//! The gateway's gRPC clients for chat-core, all sharing one lazily connected channel.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
+use chat_proto::chat::v1::user_service_client::UserServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::error::ApiError;
+
+/// gRPC service whose health decides readiness.
+const READINESS_SERVICE: &str = "chat.v1.ChatService";
+/// How long a readiness probe waits for chat-core.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Clients for chat-core's `ChatService`, `UserService` and health service.
+#[derive(Clone, Debug)]
+pub struct CoreClient {
+    chat: ChatServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    health: HealthClient<Channel>,
+    unary_timeout: Duration,
+}
+
+impl CoreClient {
+    /// Builds the clients; nothing connects until the first call.
+    pub fn new(url: &str, unary_timeout: Duration) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("invalid chat-core url `{url}`"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let max = chat_proto::MAX_MESSAGE_BYTES;
+        Ok(Self {
+            chat: ChatServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            users: UserServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            health: HealthClient::new(channel),
+            unary_timeout,
+        })
+    }
+
+    pub fn chat(&self) -> ChatServiceClient<Channel> {
+        self.chat.clone()
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        self.users.clone()
+    }
+
+    /// A unary request on behalf of the holder of `token`, with the request deadline.
+    pub fn unary<T>(&self, message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = authorized(message, token)?;
+        request.set_timeout(self.unary_timeout);
+        Ok(request)
+    }
+
+    /// True when chat-core reports its `ChatService` as serving.
+    pub async fn is_ready(&self) -> bool {
+        let mut request = tonic::Request::new(HealthCheckRequest { service: READINESS_SERVICE.into() });
+        request.set_timeout(READINESS_TIMEOUT);
+        let mut health = self.health.clone();
+        match tokio::time::timeout(READINESS_TIMEOUT, health.check(request)).await {
+            Ok(Ok(response)) => response.into_inner().status() == ServingStatus::Serving,
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), "chat-core health check failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Wraps `message` in a request carrying `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
+    let value = MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| ApiError::unauthenticated("malformed access token"))?;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}

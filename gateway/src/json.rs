@@ -1,0 +1,112 @@
+//! JSON views of chat-core's sessions and messages, as the public contract spells them.
+
+use chat_proto::chat::v1 as pb;
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+
+/// A session as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub title: String,
+    pub status: String,
+    pub agent: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution_notes: Option<String>,
+}
+
+impl From<pb::Session> for SessionView {
+    fn from(session: pb::Session) -> Self {
+        let metadata = (!session.metadata_json.is_empty())
+            .then(|| serde_json::from_str(&session.metadata_json).ok())
+            .flatten();
+        Self {
+            id: session.id,
+            title: session.title,
+            status: session.status,
+            agent: session.agent,
+            created_at: rfc3339(session.created_at_ms),
+            updated_at: rfc3339(session.updated_at_ms),
+            last_seq: session.last_seq,
+            metadata,
+            resolution_notes: Some(session.resolution_notes).filter(|n| !n.is_empty()),
+        }
+    }
+}
+
+/// A stored message as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub session_id: String,
+    pub seq: i64,
+    pub role: String,
+    pub agent: String,
+    pub content: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl From<pb::Message> for MessageView {
+    fn from(message: pb::Message) -> Self {
+        Self {
+            id: message.id,
+            session_id: message.session_id,
+            seq: message.seq,
+            role: message.role,
+            agent: message.agent,
+            content: message.content,
+            created_at: rfc3339(message.created_at_ms),
+            client_msg_id: message.client_msg_id.filter(|id| !id.is_empty()),
+            run_id: message.run_id.filter(|id| !id.is_empty()),
+        }
+    }
+}
+
+/// Formats epoch milliseconds as an RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_view_formats_time_and_omits_absent_ids() {
+        let view = MessageView::from(pb::Message {
+            id: "m1".into(),
+            session_id: "s1".into(),
+            seq: 1,
+            role: "user".into(),
+            agent: "echo".into(),
+            content: "hi".into(),
+            created_at_ms: 1_700_000_000_123,
+            client_msg_id: None,
+            run_id: Some(String::new()),
+        });
+        let json = serde_json::to_value(&view).expect("serialize");
+        assert_eq!(json["created_at"], "2023-11-14T22:13:20.123Z");
+        assert!(json.get("client_msg_id").is_none());
+        assert!(json.get("run_id").is_none());
+    }
+
+    #[test]
+    fn session_view_parses_metadata() {
+        let view = SessionView::from(pb::Session {
+            id: "s1".into(),
+            metadata_json: r#"{"a":1}"#.into(),
+            ..Default::default()
+        });
+        assert_eq!(view.metadata, Some(serde_json::json!({"a": 1})));
+        assert_eq!(view.created_at, "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,32 @@
+//! `GET /api/v1/agents`: the agents sessions can be routed to.
+
+use axum::Json;
+use axum::extract::State;
+use chat_proto::chat::v1 as pb;
+use serde::Serialize;
+
+use crate::app::SharedState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+
+#[derive(Serialize)]
+pub struct AgentsResponse {
+    agents: Vec<AgentView>,
+}
+
+#[derive(Serialize)]
+struct AgentView {
+    name: String,
+    description: String,
+}
+
+pub async fn list(State(state): State<SharedState>, user: AuthUser) -> Result<Json<AgentsResponse>, ApiError> {
+    let request = state.core.unary(pb::ListAgentsRequest {}, &user.token)?;
+    let response = state.core.chat().list_agents(request).await?.into_inner();
+    let agents = response
+        .agents
+        .into_iter()
+        .map(|a| AgentView { name: a.name, description: a.description })
+        .collect();
+    Ok(Json(AgentsResponse { agents }))
+}

@@ -1,0 +1,123 @@
+//! Accounts and tokens: register, login, refresh, logout.
+//!
+//! Passwords are checked by chat-core (`UserService`, argon2); the gateway
+//! signs the tokens and calls chat-core with its own service token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use chat_common::ErrorCode;
+use chat_proto::chat::v1 as pb;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::SharedState;
+use crate::auth::TokenPair;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, OptionalJson};
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct Registered {
+    user_id: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RefreshBody {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+/// `POST /api/v1/auth/register` → 201 `{user_id}`
+pub async fn register(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<impl IntoResponse, ApiError> {
+    validate_username(&body.username)?;
+    validate_password(&body.password)?;
+    let request = pb::RegisterRequest { username: body.username, password: body.password };
+    let request = state.core.unary(request, &state.tokens.service_token()?)?;
+    let user_id = state.core.users().register(request).await?.into_inner().user_id;
+    Ok((StatusCode::CREATED, Json(Registered { user_id })))
+}
+
+/// `POST /api/v1/auth/login` → `{access_token, refresh_token, token_type, expires_in}`
+pub async fn login(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let bad_credentials = || ApiError::unauthenticated("invalid username or password");
+    if validate_username(&body.username).is_err() || validate_password(&body.password).is_err() {
+        return Err(bad_credentials());
+    }
+    let request = pb::VerifyPasswordRequest { username: body.username, password: body.password };
+    let request = state.core.unary(request, &state.tokens.service_token()?)?;
+    let user_id = match state.core.users().verify_password(request).await {
+        Ok(response) => response.into_inner().user_id,
+        Err(status) => {
+            return Err(match ErrorCode::from_status(&status) {
+                ErrorCode::Unauthenticated | ErrorCode::NotFound | ErrorCode::Forbidden => bad_credentials(),
+                _ => status.into(),
+            });
+        }
+    };
+    Ok(Json(state.tokens.issue_pair(&user_id)?))
+}
+
+/// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair.
+///
+/// Stateless for now: the old refresh token stays valid until it expires.
+pub async fn refresh(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let user_id = state.tokens.verify_refresh(&body.refresh_token)?;
+    Ok(Json(state.tokens.issue_pair(&user_id)?))
+}
+
+/// `POST /api/v1/auth/logout {refresh_token}` → 204.
+///
+/// Stateless for now: tokens are not revoked, the client forgets them.
+pub async fn logout(OptionalJson(_body): OptionalJson<RefreshBody>) -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+fn validate_username(username: &str) -> Result<(), ApiError> {
+    let ok_len = (3..=64).contains(&username.len());
+    let ok_chars = username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok_len && ok_chars {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("username must be 3 to 64 characters of A-Z, a-z, 0-9, `_`, `.` or `-`"))
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), ApiError> {
+    if (8..=256).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("password must be 8 to 256 characters"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_and_passwords_are_bounded() {
+        assert!(validate_username("ada.l-1_x").is_ok());
+        assert!(validate_username("ab").is_err());
+        assert!(validate_username("has space").is_err());
+        assert!(validate_username(&"a".repeat(65)).is_err());
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password(&"é".repeat(256)).is_ok());
+        assert!(validate_password(&"x".repeat(257)).is_err());
+    }
+}

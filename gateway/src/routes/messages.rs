@@ -1,0 +1,212 @@
+//! Messages of a session: history, posting (JSON or SSE), cancelling a run.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use chat_common::ErrorCode;
+use chat_proto::chat::v1 as pb;
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
+use pb::send_message_event::Event as SendEvent;
+use pb::session_event::Event as SessionEventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::app::SharedState;
+use crate::auth::AuthUser;
+use crate::core::authorized;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, session_id};
+use crate::frames::{check_client_msg_id, is_terminal, run_status_name};
+use crate::json::{MessageView, rfc3339};
+use crate::sse;
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    after_seq: Option<i64>,
+    before_seq: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct History {
+    messages: Vec<MessageView>,
+}
+
+#[derive(Deserialize)]
+pub struct PostMessage {
+    content: String,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+/// The JSON answer to a post: the stored message, its reply and how the run ended.
+#[derive(Serialize)]
+pub struct Posted {
+    message: MessageView,
+    reply: Option<MessageView>,
+    run: RunOutcome,
+}
+
+#[derive(Serialize)]
+struct RunOutcome {
+    run_id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `GET /api/v1/sessions/{id}/messages?after_seq=&before_seq=&limit=` → `{messages}`
+pub async fn list(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<History>, ApiError> {
+    let request = pb::ListMessagesRequest {
+        session_id: session_id(&id)?,
+        after_seq: query.after_seq,
+        before_seq: query.before_seq,
+        limit: query.limit.unwrap_or_default(),
+    };
+    let request = state.core.unary(request, &user.token)?;
+    let response = state.core.chat().list_messages(request).await?.into_inner();
+    Ok(Json(History { messages: response.messages.into_iter().map(MessageView::from).collect() }))
+}
+
+/// `POST /api/v1/sessions/{id}/messages {content, client_msg_id?}`
+///
+/// With `Accept: text/event-stream`: an SSE stream of the ack and the run's
+/// events. Otherwise JSON `{message, reply, run}` once the run has ended.
+pub async fn post(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PostMessage>,
+) -> Result<Response, ApiError> {
+    let session_id = session_id(&id)?;
+    if body.content.trim().is_empty() {
+        return Err(ApiError::invalid("content must not be empty"));
+    }
+    let max = state.limits.max_content_bytes;
+    if body.content.len() > max {
+        return Err(ApiError::too_large(format!("content exceeds {max} bytes")));
+    }
+    let client_msg_id = match body.client_msg_id {
+        Some(id) => {
+            check_client_msg_id(&id).map_err(ApiError::invalid)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let request = pb::SendMessageRequest {
+        session_id,
+        client_msg_id,
+        content: body.content.clone(),
+        role: String::new(),
+    };
+    // No deadline on the call itself: the stream lives as long as the run.
+    let request = authorized(request, &user.token)?;
+    let mut stream = state.core.chat().send_message(request).await?.into_inner();
+    let ack = match stream.message().await? {
+        Some(pb::SendMessageEvent { event: Some(SendEvent::Ack(ack)) }) => ack,
+        _ => return Err(ApiError::internal("send stream did not start with an ack")),
+    };
+    if sse::wants_event_stream(&headers) {
+        return Ok(sse::send_stream(ack, stream).into_response());
+    }
+    let posted = collect_reply(&state, &user, ack, body.content, stream).await?;
+    Ok(Json(posted).into_response())
+}
+
+/// Follows the run to its end and picks out the reply.
+async fn collect_reply<U>(
+    state: &SharedState,
+    user: &AuthUser,
+    ack: pb::Ack,
+    content: String,
+    mut events: U,
+) -> Result<Posted, ApiError>
+where
+    U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Unpin,
+{
+    let mut reply: Option<pb::Message> = None;
+    let mut run: Option<pb::RunUpdate> = None;
+    while let Some(event) = events.next().await {
+        let Some(SendEvent::SessionEvent(event)) = event?.event else { continue };
+        match event.event {
+            Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(message),
+            Some(SessionEventKind::Run(update)) if update.run_id == ack.run_id => {
+                let done = is_terminal(update.status());
+                run = Some(update);
+                if done {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    // A resent client_msg_id may find its run long finished: look the reply up.
+    if reply.is_none() && run.as_ref().is_none_or(|r| r.status() == pb::RunStatus::Completed) {
+        reply = find_reply(state, user, &ack).await?;
+    }
+    let run = match run {
+        Some(update) => RunOutcome {
+            status: run_status_name(update.status()),
+            error: Some(update.error).filter(|e| !e.is_empty()),
+            run_id: update.run_id,
+        },
+        None => RunOutcome {
+            status: if reply.is_some() { "completed" } else { "unknown" },
+            error: None,
+            run_id: ack.run_id.clone(),
+        },
+    };
+    let message = ack.message.clone().map(MessageView::from).unwrap_or_else(|| MessageView {
+        id: ack.message_id.clone(),
+        session_id: ack.session_id.clone(),
+        seq: ack.seq,
+        role: "user".into(),
+        agent: String::new(),
+        content,
+        created_at: rfc3339(chrono::Utc::now().timestamp_millis()),
+        client_msg_id: Some(ack.client_msg_id.clone()),
+        run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
+    });
+    Ok(Posted { message, reply: reply.map(MessageView::from), run })
+}
+
+fn is_reply(message: &pb::Message, ack: &pb::Ack) -> bool {
+    message.id != ack.message_id
+        && message.role != "user"
+        && message.run_id.as_deref().is_none_or(|run_id| run_id == ack.run_id)
+}
+
+async fn find_reply(state: &SharedState, user: &AuthUser, ack: &pb::Ack) -> Result<Option<pb::Message>, ApiError> {
+    let request = pb::ListMessagesRequest {
+        session_id: ack.session_id.clone(),
+        after_seq: Some(ack.seq),
+        before_seq: None,
+        limit: 100,
+    };
+    let request = state.core.unary(request, &user.token)?;
+    let messages = state.core.chat().list_messages(request).await?.into_inner().messages;
+    Ok(messages
+        .into_iter()
+        .find(|m| m.run_id.as_deref() == Some(ack.run_id.as_str()) && m.id != ack.message_id && m.role != "user"))
+}
+
+/// `POST /api/v1/sessions/{id}/runs/{run_id}/cancel` → 202
+pub async fn cancel(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path((id, run_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if uuid::Uuid::parse_str(&run_id).is_err() {
+        return Err(ApiError::new(ErrorCode::NotFound, "run not found"));
+    }
+    let request = pb::CancelRunRequest { session_id: session_id(&id)?, run_id };
+    let request = state.core.unary(request, &user.token)?;
+    state.core.chat().cancel_run(request).await?;
+    Ok(StatusCode::ACCEPTED)
+}

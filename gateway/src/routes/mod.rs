@@ -1,0 +1,8 @@
+//! HTTP handlers, one module per resource.
+
+pub mod agents;
+pub mod auth;
+pub mod health;
+pub mod messages;
+pub mod page;
+pub mod sessions;

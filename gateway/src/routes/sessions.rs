@@ -1,0 +1,119 @@
+//! Sessions: create, list, read, resolve, delete.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use chat_proto::chat::v1 as pb;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::SharedState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
+use crate::json::SessionView;
+
+#[derive(Deserialize, Default)]
+pub struct CreateSession {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ResolveBody {
+    #[serde(default)]
+    notes: Option<String>,
+}
+
+/// `POST /api/v1/sessions` → 201 session
+pub async fn create(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<impl IntoResponse, ApiError> {
+    let metadata_json = match body.metadata {
+        Some(map) => serde_json::Value::Object(map).to_string(),
+        None => String::new(),
+    };
+    let request = pb::CreateSessionRequest {
+        title: body.title.unwrap_or_default(),
+        agent: body.agent.unwrap_or_default(),
+        metadata_json,
+        owner_id: String::new(),
+    };
+    let request = state.core.unary(request, &user.token)?;
+    let session = state.core.chat().create_session(request).await?.into_inner();
+    Ok((StatusCode::CREATED, Json(SessionView::from(session))))
+}
+
+/// `GET /api/v1/sessions?status=&limit=&cursor=` → `{sessions, next_cursor}`
+pub async fn list(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<SessionList>, ApiError> {
+    let request = pb::ListSessionsRequest {
+        status: query.status.unwrap_or_default(),
+        limit: query.limit.unwrap_or_default(),
+        cursor: query.cursor.unwrap_or_default(),
+    };
+    let request = state.core.unary(request, &user.token)?;
+    let response = state.core.chat().list_sessions(request).await?.into_inner();
+    Ok(Json(SessionList {
+        sessions: response.sessions.into_iter().map(SessionView::from).collect(),
+        next_cursor: Some(response.next_cursor).filter(|c| !c.is_empty()),
+    }))
+}
+
+/// `GET /api/v1/sessions/{id}`
+pub async fn get(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let request = state.core.unary(pb::GetSessionRequest { session_id: session_id(&id)? }, &user.token)?;
+    let session = state.core.chat().get_session(request).await?.into_inner();
+    Ok(Json(session.into()))
+}
+
+/// `DELETE /api/v1/sessions/{id}` → 204
+pub async fn delete(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let request = state.core.unary(pb::DeleteSessionRequest { session_id: session_id(&id)? }, &user.token)?;
+    state.core.chat().delete_session(request).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/sessions/{id}/resolve {notes?}` → the resolved session
+pub async fn resolve(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<ResolveBody>,
+) -> Result<Json<SessionView>, ApiError> {
+    let request =
+        pb::ResolveSessionRequest { session_id: session_id(&id)?, notes: body.notes.unwrap_or_default() };
+    let request = state.core.unary(request, &user.token)?;
+    let session = state.core.chat().resolve_session(request).await?.into_inner();
+    Ok(Json(session.into()))
+}

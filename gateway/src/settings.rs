@@ -1,0 +1,127 @@
+//! Gateway configuration: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_common::telemetry::LogFormat;
+use secrecy::SecretString;
+
+/// gateway: the stateless HTTP, WebSocket and SSE edge in front of chat-core.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "gateway", version, about, long_about = None)]
+pub struct Settings {
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:3006")]
+    pub listen: SocketAddr,
+
+    /// gRPC endpoint of chat-core, e.g. `http://127.0.0.1:50051`.
+    #[arg(long, env = "CHAT_CORE_URL", default_value = "http://127.0.0.1:50051")]
+    pub chat_core_url: String,
+
+    /// Shared secret that signs and verifies access and service tokens (HS256); must match chat-core's.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: SecretString,
+
+    /// Lifetime of the access tokens issued at login, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of the refresh tokens issued at login, in seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Largest message content accepted, in bytes (larger sends get `too_large`).
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    pub max_content_bytes: usize,
+
+    /// Largest HTTP request body accepted, in bytes (larger bodies get 413 `too_large`).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest WebSocket message and frame accepted from a client, in bytes.
+    #[arg(long, env = "MAX_WS_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_ws_frame_bytes: usize,
+
+    /// Read buffer of each WebSocket connection, in bytes (kept small: idle sockets cost memory).
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 4096)]
+    pub ws_read_buffer_bytes: usize,
+
+    /// Write buffer of each WebSocket connection, in bytes.
+    #[arg(long, env = "WS_WRITE_BUFFER_BYTES", default_value_t = 4096)]
+    pub ws_write_buffer_bytes: usize,
+
+    /// Seconds a plain HTTP request may take; SSE streams and WebSockets are not limited.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Log format: pretty or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Checks the values clap cannot: returns one line naming the bad option.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
+            return Err("token lifetimes must be at least one second".into());
+        }
+        if self.max_content_bytes == 0 {
+            return Err("--max-content-bytes must be positive".into());
+        }
+        if self.max_body_bytes < self.max_content_bytes {
+            return Err("--max-body-bytes must be at least --max-content-bytes".into());
+        }
+        if self.max_ws_frame_bytes < self.max_content_bytes {
+            return Err("--max-ws-frame-bytes must be at least --max-content-bytes".into());
+        }
+        if self.ws_read_buffer_bytes == 0 || self.ws_write_buffer_bytes == 0 {
+            return Err("WebSocket buffer sizes must be positive".into());
+        }
+        if self.request_timeout_secs == 0 {
+            return Err("--request-timeout-secs must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn test_style_arguments_parse_with_defaults() {
+        let settings = Settings::parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--chat-core-url",
+            "http://127.0.0.1:1",
+            "--jwt-secret",
+            "s",
+        ]);
+        assert_eq!(settings.jwt_secret.expose_secret(), "s");
+        assert_eq!(settings.max_content_bytes, 16384);
+        assert_eq!(settings.ws_read_buffer_bytes, 4096);
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let settings = Settings::parse_from(["gateway", "--jwt-secret", "hunter2-secret"]);
+        assert!(!format!("{settings:?}").contains("hunter2-secret"));
+    }
+}

@@ -1,0 +1,73 @@
+//! Server-sent events for `POST /api/v1/sessions/{id}/messages` with
+//! `Accept: text/event-stream`: the same JSON objects as the WebSocket frames,
+//! each event named after its frame type.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chat_proto::chat::v1 as pb;
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+use http::header::ACCEPT;
+
+use crate::frames::OutFrame;
+
+/// True when the client asked for an event stream.
+pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().split(';').next().is_some_and(|media| media.trim() == "text/event-stream"))
+}
+
+/// Streams the ack, then the run's events, until chat-core ends the stream.
+/// A failure mid-stream becomes a final `error` event.
+pub fn send_stream<U>(ack: pb::Ack, rest: U) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Send + 'static,
+{
+    let events = async_stream::stream! {
+        yield Ok(event(&OutFrame::from_ack(ack)));
+        let mut rest = std::pin::pin!(rest);
+        while let Some(item) = rest.next().await {
+            match item {
+                Ok(pb::SendMessageEvent { event: Some(pb::send_message_event::Event::Ack(ack)) }) => {
+                    yield Ok(event(&OutFrame::from_ack(ack)));
+                }
+                Ok(pb::SendMessageEvent { event: Some(pb::send_message_event::Event::SessionEvent(e)) }) => {
+                    if let Some(frame) = OutFrame::from_session_event(e) {
+                        yield Ok(event(&frame));
+                    }
+                }
+                Ok(pb::SendMessageEvent { event: None }) => {}
+                Err(status) => {
+                    yield Ok(event(&OutFrame::from_status(&status)));
+                    break;
+                }
+            }
+        }
+    };
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+fn event(frame: &OutFrame) -> Event {
+    Event::default().event(frame.kind()).data(frame.to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn accept_header_selects_event_stream() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_event_stream(&headers));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream;q=0.9"));
+        assert!(wants_event_stream(&headers));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_event_stream(&headers));
+    }
+}

@@ -1,0 +1,327 @@
+//! `GET /api/v1/ws`: one WebSocket in, one `ChatService.Connect` stream out.
+//!
+//! The socket loop is written against `Stream`/`Sink` so tests can drive it
+//! with channels; [`crate::frames`] does the JSON ⇄ proto translation.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use chat_common::ErrorCode;
+use chat_proto::chat::v1 as pb;
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::app::SharedState;
+use crate::auth::{AuthUser, WsAuthUser};
+use crate::core::authorized;
+use crate::frames::{Inbound, OutFrame, parse_client_frame};
+
+/// Client frames queued towards chat-core before the socket stops being read.
+const CLIENT_FRAME_QUEUE: usize = 16;
+/// Server frames written to the socket before one flush.
+const MAX_BATCH: usize = 64;
+/// A client that does not take a flush for this long is dropped.
+const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Close codes the gateway uses.
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const INTERNAL: u16 = 1011;
+    pub const RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Authenticates (401 before any upgrade) and upgrades the connection.
+pub async fn upgrade(State(state): State<SharedState>, WsAuthUser(user): WsAuthUser, ws: WebSocketUpgrade) -> Response {
+    let limits = &state.limits;
+    ws.read_buffer_size(limits.ws_read_buffer_bytes)
+        .write_buffer_size(limits.ws_write_buffer_bytes)
+        .max_write_buffer_size(limits.ws_write_buffer_bytes.saturating_mul(4).max(limits.max_ws_frame_bytes * 2))
+        .max_message_size(limits.max_ws_frame_bytes)
+        .max_frame_size(limits.max_ws_frame_bytes)
+        .on_upgrade(move |socket| serve(socket, state, user))
+}
+
+async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
+    let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
+    let outbound = ReceiverStream::new(rx).map(|frame| *frame);
+    let upstream = match authorized(outbound, &user.token) {
+        Ok(request) => state.core.chat().connect(request).await,
+        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed access token")),
+    };
+    match upstream {
+        Ok(response) => {
+            tracing::debug!(user_id = %user.user_id, "websocket connected");
+            let shutdown = state.shutdown.clone().cancelled_owned();
+            relay(socket, response.into_inner(), to_core, state.limits.max_content_bytes, shutdown).await;
+            tracing::debug!(user_id = %user.user_id, "websocket closed");
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "failed to open chat-core connect stream");
+            close_with_error(&mut socket, &status).await;
+        }
+    }
+}
+
+/// Relays frames between a client socket and chat-core until either side ends.
+///
+/// Client frames are validated here; invalid ones get an error frame and the
+/// socket stays open. When `to_core` is full the socket is not read until it
+/// drains, while server frames keep flowing. When `shutdown` completes the
+/// socket is closed with 1001 (going away) so the client reconnects elsewhere.
+pub async fn relay<S, U>(
+    mut socket: S,
+    mut upstream: U,
+    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    max_content_bytes: usize,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+    U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
+{
+    let mut pending: Option<Box<pb::ClientFrame>> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                close_with(&mut socket, close::GOING_AWAY, "server shutting down; reconnect").await;
+                return;
+            }
+            permit = to_core.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                (Ok(permit), Some(frame)) => permit.send(frame),
+                // chat-core stopped reading: its stream's end is reported below.
+                _ => {}
+            },
+            item = upstream.next() => {
+                if !forward_batch(&mut socket, &mut upstream, item).await {
+                    return;
+                }
+            }
+            message = socket.next(), if pending.is_none() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => Some(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                        Ok(text) => Some(text),
+                        Err(_) => {
+                            let error = OutFrame::error(ErrorCode::Invalid, "frames must be UTF-8 JSON text");
+                            if send(&mut socket, &error).await.is_err() {
+                                return;
+                            }
+                            None
+                        }
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        let _ = socket.close().await;
+                        return;
+                    }
+                };
+                let Some(text) = text else { continue };
+                match parse_client_frame(&text, max_content_bytes) {
+                    Inbound::Forward(frame) => match to_core.try_send(Box::new(frame)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(frame)) => pending = Some(frame),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    },
+                    Inbound::Reply(frame) => {
+                        if send(&mut socket, &frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else chat-core has ready, then flushes once.
+/// Returns false when the connection is over.
+async fn forward_batch<S, U>(
+    socket: &mut S,
+    upstream: &mut U,
+    first: Option<Result<pb::ServerFrame, tonic::Status>>,
+) -> bool
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+    U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
+{
+    let mut item = first;
+    for _ in 0..MAX_BATCH {
+        match item {
+            Some(Ok(frame)) => {
+                if let Some(out) = OutFrame::from_server_frame(frame)
+                    && socket.feed(Message::Text(out.to_json().into())).await.is_err()
+                {
+                    return false;
+                }
+            }
+            Some(Err(status)) => {
+                close_with_error(socket, &status).await;
+                return false;
+            }
+            None => {
+                let frame = OutFrame::error(ErrorCode::Unavailable, "chat-core closed the connection; reconnect");
+                let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                close_with(socket, close::RESTART, "chat-core closed the connection").await;
+                return false;
+            }
+        }
+        match upstream.next().now_or_never() {
+            Some(next) => item = next,
+            None => break,
+        }
+    }
+    matches!(tokio::time::timeout(SLOW_CLIENT_TIMEOUT, socket.flush()).await, Ok(Ok(())))
+}
+
+async fn send<S>(socket: &mut S, frame: &OutFrame) -> Result<(), axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    socket.send(Message::Text(frame.to_json().into())).await
+}
+
+/// Sends the error frame of a failed stream, then closes with a matching code.
+async fn close_with_error<S>(socket: &mut S, status: &tonic::Status)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let frame = OutFrame::from_status(status);
+    let code = ErrorCode::from_status(status);
+    let close_code = match code {
+        ErrorCode::RateLimited | ErrorCode::Busy => close::TRY_AGAIN_LATER,
+        ErrorCode::Unauthenticated | ErrorCode::Forbidden => close::POLICY,
+        _ => close::INTERNAL,
+    };
+    let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+    close_with(socket, close_code, code.as_str()).await;
+}
+
+async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = socket.send(close).await;
+        let _ = socket.close().await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures::channel::mpsc as fmpsc;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A socket made of two channels: frames the "client" sends, frames it receives.
+    struct FakeSocket {
+        incoming: fmpsc::UnboundedReceiver<Message>,
+        outgoing: fmpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for FakeSocket {
+        type Item = Result<Message, axum::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.incoming.poll_next_unpin(cx).map(|m| m.map(Ok))
+        }
+    }
+
+    impl Sink<Message> for FakeSocket {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.outgoing.unbounded_send(item).map_err(axum::Error::new)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Harness {
+        client_tx: fmpsc::UnboundedSender<Message>,
+        client_rx: fmpsc::UnboundedReceiver<Message>,
+        core_tx: mpsc::Sender<Result<pb::ServerFrame, tonic::Status>>,
+        core_rx: mpsc::Receiver<Box<pb::ClientFrame>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start() -> Harness {
+        let (client_tx, incoming) = fmpsc::unbounded();
+        let (outgoing, client_rx) = fmpsc::unbounded();
+        let (core_tx, upstream) = mpsc::channel(8);
+        let (to_core, core_rx) = mpsc::channel(8);
+        let socket = FakeSocket { incoming, outgoing };
+        let task = tokio::spawn(relay(socket, ReceiverStream::new(upstream), to_core, 100, std::future::pending()));
+        Harness { client_tx, client_rx, core_tx, core_rx, task }
+    }
+
+    async fn next_json(rx: &mut fmpsc::UnboundedReceiver<Message>) -> Value {
+        let message = tokio::time::timeout(Duration::from_secs(5), rx.next()).await.expect("timely frame");
+        match message {
+            Some(Message::Text(text)) => serde_json::from_str(text.as_str()).expect("json frame"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_frames_get_errors_and_good_ones_are_forwarded() {
+        let mut h = start();
+        h.client_tx.unbounded_send(Message::Text("{oops".into())).expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await["code"], "invalid");
+        h.client_tx.unbounded_send(Message::Binary(vec![0xff, 0xfe].into())).expect("send");
+        let reply = next_json(&mut h.client_rx).await;
+        assert_eq!(reply["message"], "frames must be UTF-8 JSON text");
+        let unsubscribe = json!({"type": "unsubscribe", "session_id": "0190f5c2-7b1e-7cc0-8000-000000000000"});
+        h.client_tx.unbounded_send(Message::Binary(unsubscribe.to_string().into_bytes().into())).expect("send");
+        let forwarded = h.core_rx.recv().await.expect("forwarded frame");
+        assert!(matches!(forwarded.frame, Some(pb::client_frame::Frame::Unsubscribe(_))));
+        h.client_tx.unbounded_send(Message::Text(r#"{"type":"ping"}"#.into())).expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
+    }
+
+    #[tokio::test]
+    async fn server_frames_are_translated_to_json() {
+        let mut h = start();
+        let frame = pb::ServerFrame {
+            frame: Some(pb::server_frame::Frame::Subscribed(pb::Subscribed { session_id: "s".into(), last_seq: 2 })),
+        };
+        h.core_tx.send(Ok(frame)).await.expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "subscribed", "session_id": "s", "last_seq": 2}));
+    }
+
+    #[tokio::test]
+    async fn failed_upstream_sends_unavailable_and_closes_with_1011() {
+        let mut h = start();
+        h.core_tx.send(Err(tonic::Status::unavailable("connection reset"))).await.expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await["code"], "unavailable");
+        match h.client_rx.next().await {
+            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1011),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
+    async fn client_close_drops_the_upstream() {
+        let mut h = start();
+        drop(h.client_tx);
+        h.task.await.expect("relay ends");
+        assert!(h.core_rx.recv().await.is_none(), "to_core sender dropped");
+        assert!(h.core_tx.is_closed(), "upstream dropped");
+    }
+}
