@@ -28,7 +28,7 @@ pub enum ConfigError {
     NoAgents,
     #[error("agent #{position}: name is empty")]
     EmptyName { position: usize },
-    #[error("agent name `{0}` must be at most 64 letters, digits, '-', '_' or '.'")]
+    #[error("agent name `{0}` must be at most {MAX_NAME_LEN} letters, digits, '-', '_' or '.'")]
     BadName(String),
     #[error("agent `{0}` is declared more than once")]
     DuplicateName(String),
@@ -243,5 +243,4 @@ impl RulesSpec {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
