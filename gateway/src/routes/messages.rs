@@ -97,7 +97,7 @@ pub async fn post(
             check_client_msg_id(&id).map_err(ApiError::invalid)?;
             id
         }
-        None => uuid::Uuid::new_v4().to_string(),
+        None => String::new(),
     };
     let request = pb::SendMessageRequest {
         session_id,

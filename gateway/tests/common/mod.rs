@@ -1,0 +1,182 @@
+//! Spawns the whole stack (agent-worker, chat-core on a fresh database,
+//! gateway) on 127.0.0.1:0 and talks to it with real clients.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "integration-test-secret";
+pub const PASSWORD: &str = "correct horse battery";
+/// Longest any single awaited frame or response may take.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running stack; dropping it leaves the servers to the test runtime's end.
+pub struct TestStack {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    _db: chat_core::testing::TestDatabase,
+}
+
+impl TestStack {
+    pub async fn spawn() -> anyhow::Result<Self> {
+        chat_common::telemetry::init_for_tests();
+        let worker =
+            agent_worker::Application::build(agent_worker::Settings::parse_from(["agent-worker", "--listen", "127.0.0.1:0"]))
+                .await?;
+        let worker_url = format!("http://{}", worker.local_addr());
+        tokio::spawn(worker.run_until_stopped(std::future::pending()));
+
+        let db = chat_core::testing::TestDatabase::new().await?;
+        let core = chat_core::Application::build(chat_core::Settings::parse_from([
+            "chat-core",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--migrate",
+            "--agent-worker-url",
+            &worker_url,
+            "--jwt-secret",
+            SECRET,
+        ]))
+        .await?;
+        let core_url = format!("http://{}", core.local_addr());
+        tokio::spawn(core.run_until_stopped(std::future::pending()));
+
+        let gateway = gateway::Application::build(gateway::Settings::parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--chat-core-url",
+            &core_url,
+            "--jwt-secret",
+            SECRET,
+        ]))
+        .await?;
+        let addr = gateway.local_addr();
+        tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+
+        let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+        Ok(Self { addr, http, _db: db })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Registers `username` and logs in; returns the access token.
+    pub async fn user(&self, username: &str) -> anyhow::Result<String> {
+        let credentials = json!({"username": username, "password": PASSWORD});
+        let response = self.http.post(self.url("/api/v1/auth/register")).json(&credentials).send().await?;
+        anyhow::ensure!(response.status() == 201, "register: {} {}", response.status(), response.text().await?);
+        let response = self.http.post(self.url("/api/v1/auth/login")).json(&credentials).send().await?;
+        anyhow::ensure!(response.status() == 200, "login: {} {}", response.status(), response.text().await?);
+        let body: Value = response.json().await?;
+        body["access_token"].as_str().map(str::to_owned).context("login returned no access_token")
+    }
+
+    /// Creates a session with `agent`; returns its id.
+    pub async fn session(&self, token: &str, agent: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/sessions"))
+            .bearer_auth(token)
+            .json(&json!({"title": "test", "agent": agent}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 201, "create session: {} {}", response.status(), response.text().await?);
+        let body: Value = response.json().await?;
+        body["id"].as_str().map(str::to_owned).context("session has no id")
+    }
+
+    pub async fn history(&self, token: &str, session_id: &str) -> anyhow::Result<Vec<Value>> {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/sessions/{session_id}/messages")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "history: {}", response.status());
+        let body: Value = response.json().await?;
+        body["messages"].as_array().cloned().context("no messages array")
+    }
+
+    /// Opens a WebSocket authenticated with the `Authorization` header.
+    pub async fn ws(&self, token: &str) -> anyhow::Result<WsClient> {
+        let mut request = format!("ws://{}/api/v1/ws", self.addr).into_client_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { stream })
+    }
+}
+
+/// A WebSocket client speaking JSON frames.
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send(&mut self, frame: Value) {
+        self.stream.send(Message::text(frame.to_string())).await.expect("send frame");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send frame");
+    }
+
+    /// The next JSON frame; panics on close or after [`TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(TIMEOUT, self.stream.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("socket closed")
+                .expect("socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("frame is JSON"),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Frames up to and including the first one matching `done`.
+    pub async fn recv_until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            let finished = done(&frame);
+            frames.push(frame);
+            if finished {
+                return frames;
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, session_id: &str) -> Value {
+        self.send(json!({"type": "subscribe", "session_id": session_id, "after_seq": 0})).await;
+        let frame = self.recv().await;
+        assert_eq!(frame["type"], "subscribed", "{frame}");
+        frame
+    }
+}
+
+/// True for the `message` frame carrying an assistant reply.
+pub fn is_reply(frame: &Value) -> bool {
+    frame["type"] == "message" && frame["message"]["role"] == "assistant"
+}
+
+/// The frames of type `kind`.
+pub fn of_type<'a>(frames: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    frames.iter().filter(|f| f["type"] == kind).collect()
+}
