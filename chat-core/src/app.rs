@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use crate::api::{AuthInterceptor, ChatApi, UserApi};
-use crate::bus::{EventBus, InProcessBus};
+use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
 use crate::service::{ChatCore, Limits};
 use crate::settings::Settings;
@@ -48,7 +48,10 @@ impl Application {
         }
         info!(backend = store::backend_name(&db), "database connected");
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
-        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+        let bus: Arc<dyn EventBus> = match settings.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => Arc::new(RedisBus::connect(url).await?),
+            None => Arc::new(InProcessBus::default()),
+        };
         let workers = WorkerPool::new(&settings.agent_worker_urls).context("invalid agent-worker url")?;
         let dispatcher = Dispatcher::new(
             store.clone(),

@@ -24,6 +24,10 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
     pub database_acquire_timeout_secs: u64,
 
+    /// Redis URL for cross-replica event fan-out; the in-process bus when unset.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// Run pending database migrations at start-up.
     #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
     pub migrate: bool,

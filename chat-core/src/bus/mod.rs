@@ -2,8 +2,10 @@
 //! a shared bus (Redis) carries the same events across replicas.
 
 mod memory;
+mod redis;
 
 pub use memory::InProcessBus;
+pub use redis::{RedisBus, RedisBusError};
 
 use async_trait::async_trait;
 use chat_proto::chat::v1::SessionEvent;

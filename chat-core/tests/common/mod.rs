@@ -58,6 +58,8 @@ pub async fn spawn_core(database_url: &str, worker_url: &str) -> Core {
         "--health-interval-ms",
         "100",
     ]);
+    let mut settings = settings;
+    settings.redis_url = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
     let app = chat_core::Application::build(settings).await.expect("core builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,148 @@
+//! The Redis bus: events published on `chat:session:<id>` channels so every
+//! chat-core replica's subscribers see them. Each replica holds one Redis
+//! subscription per session that has local subscribers, and fans out locally.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chat_proto::chat::v1::SessionEvent;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::{BusItem, EventBus, InProcessBus};
+
+const CHANNEL_PREFIX: &str = "chat:session:";
+
+fn channel(session_id: &str) -> String {
+    format!("{CHANNEL_PREFIX}{session_id}")
+}
+
+/// Fan-out across replicas through Redis pub/sub.
+#[derive(Clone)]
+pub struct RedisBus {
+    publisher: Client,
+    subscriber: SubscriberClient,
+    local: InProcessBus,
+    /// Local subscribers per session; the Redis subscription lives while > 0.
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to connect to redis: {0}")]
+pub struct RedisBusError(#[from] fred::error::Error);
+
+impl RedisBus {
+    /// Connects both clients and starts relaying subscribed channels.
+    pub async fn connect(url: &str) -> Result<Self, RedisBusError> {
+        let config = Config::from_url(url)?;
+        let policy = ReconnectPolicy::new_exponential(0, 100, 5_000, 2);
+        let publisher = Builder::from_config(config.clone())
+            .set_policy(policy.clone())
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .build()?;
+        let subscriber = Builder::from_config(config)
+            .set_policy(policy)
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .build_subscriber_client()?;
+        publisher.init().await?;
+        subscriber.init().await?;
+        // Re-subscribes every tracked channel after a reconnect.
+        let _resubscribe = subscriber.manage_subscriptions();
+        let local = InProcessBus::default();
+        let mut messages = subscriber.message_rx();
+        let relay = local.clone();
+        tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok(message) => {
+                        let Some(session_id) = message.channel.strip_prefix(CHANNEL_PREFIX) else { continue };
+                        let Some(bytes) = message.value.as_bytes() else { continue };
+                        match SessionEvent::decode(bytes) {
+                            Ok(event) => relay.publish(session_id, event).await,
+                            Err(error) => warn!(%error, "undecodable event on redis"),
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(dropped = n, "redis relay fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Self { publisher, subscriber, local, counts: Arc::default() })
+    }
+}
+
+/// A local subscription that releases its Redis channel when dropped.
+struct Release<S> {
+    inner: S,
+    bus: RedisBus,
+    session_id: String,
+}
+
+impl<S> Drop for Release<S> {
+    fn drop(&mut self) {
+        let bus = self.bus.clone();
+        let session_id = std::mem::take(&mut self.session_id);
+        tokio::spawn(async move {
+            let mut counts = bus.counts.lock().await;
+            let Some(count) = counts.get_mut(&session_id) else { return };
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&session_id);
+                if let Err(error) = bus.subscriber.unsubscribe(channel(&session_id)).await {
+                    debug!(%error, "redis unsubscribe failed");
+                }
+            }
+        });
+    }
+}
+
+impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
+    type Item = BusItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<BusItem>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, session_id: &str, event: SessionEvent) {
+        let payload = Bytes::from(event.encode_to_vec());
+        let published: Result<(), _> = self.publisher.publish(channel(session_id), payload).await;
+        if let Err(error) = published {
+            // Redis is down: this replica's own subscribers are still served.
+            warn!(%error, "redis publish failed; delivering locally only");
+            self.local.publish(session_id, event).await;
+        }
+    }
+
+    async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem> {
+        // The local receiver exists before the Redis subscription, so
+        // nothing relayed after SUBSCRIBE completes is missed.
+        let inner = self.local.subscribe(session_id).await;
+        {
+            let mut counts = self.counts.lock().await;
+            let count = counts.entry(session_id.to_owned()).or_default();
+            *count += 1;
+            if *count == 1 {
+                if let Err(error) = self.subscriber.subscribe(channel(session_id)).await {
+                    warn!(%error, session_id, "redis subscribe failed; local events only until it recovers");
+                }
+            }
+        }
+        Release { inner, bus: self.clone(), session_id: session_id.to_owned() }.boxed()
+    }
+}
