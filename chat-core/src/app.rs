@@ -76,7 +76,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| self.settings.listen)
+        self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
     /// Serves until `shutdown` completes, then stops runners and drains calls.

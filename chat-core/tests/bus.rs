@@ -2,6 +2,8 @@
 //! Redis when `TEST_REDIS_URL` is set, including two buses standing in for
 //! two chat-core replicas.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

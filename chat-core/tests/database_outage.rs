@@ -2,6 +2,8 @@
 //! no silent fallback, and recovery without a restart. Needs Postgres
 //! (`TEST_DATABASE_URL`); skipped on SQLite, which cannot go away.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! chat-core over real gRPC: sends, replies, ordering, restarts and resume.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -149,11 +151,10 @@ async fn back_to_back_messages_are_answered_in_order_without_interleaving() {
         let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
         match event.event {
             Some(Event::Message(m)) => messages.push(m),
-            Some(Event::Delta(d)) => {
-                if delta_runs.last() != Some(&d.run_id) {
+            Some(Event::Delta(d))
+                if delta_runs.last() != Some(&d.run_id) => {
                     delta_runs.push(d.run_id);
                 }
-            }
             _ => {}
         }
     }

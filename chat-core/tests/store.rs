@@ -1,6 +1,8 @@
 //! The `ChatStore` suite: runs against SQLite always, and against Postgres
 //! when `TEST_DATABASE_URL` is set (each test gets a fresh database).
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -30,7 +30,8 @@ use crate::settings::Settings;
 use crate::ws;
 
 /// Content-Security-Policy of every response: the page loads only its own script and style.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'";
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'";
 
 /// Size limits applied to client input.
 #[derive(Clone, Debug)]
@@ -78,13 +79,25 @@ impl Application {
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
         };
         let shutdown = CancellationToken::new();
-        let state = Arc::new(AppState { core, tokens, limits, shutdown: shutdown.clone() });
+        let state = Arc::new(AppState {
+            core,
+            tokens,
+            limits,
+            shutdown: shutdown.clone(),
+        });
         let router = router(state, &settings);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to bind {}", settings.listen))?;
-        let local_addr = listener.local_addr().context("failed to read the bound address")?;
-        Ok(Self { listener, local_addr, router, shutdown })
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -102,7 +115,10 @@ impl Application {
             shutdown.await;
             sockets.cancel();
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await.context("server failed")
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(signal)
+            .await
+            .context("server failed")
     }
 }
 
@@ -116,7 +132,10 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/sessions", get(sessions::list).post(sessions::create))
         .route("/sessions/{id}", get(sessions::get).delete(sessions::delete))
         .route("/sessions/{id}/resolve", post(sessions::resolve))
-        .route("/sessions/{id}/messages", get(messages::list).post(messages::post))
+        .route(
+            "/sessions/{id}/messages",
+            get(messages::list).post(messages::post),
+        )
         .route("/sessions/{id}/runs/{run_id}/cancel", post(messages::cancel))
         .route("/agents", get(agents::list))
         .route("/ws", get(ws::upgrade));
@@ -136,7 +155,10 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
     // Innermost: limits whose plain responses `json_errors` rewrites.
     let limits = ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout()));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout(),
+        ));
 
     Router::new()
         .route("/", get(page::index))

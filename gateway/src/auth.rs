@@ -41,16 +41,33 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        Self { keys: TokenKeys::new(secret), access_ttl, refresh_ttl, service: Mutex::new(None) }
+        Self {
+            keys: TokenKeys::new(secret),
+            access_ttl,
+            refresh_ttl,
+            service: Mutex::new(None),
+        }
     }
 
     pub fn issue_pair(&self, user_id: &str) -> Result<TokenPair, ApiError> {
-        let access_token = self.keys.sign(user_id, Role::User, self.access_ttl).map_err(ApiError::internal)?;
+        let access_token = self
+            .keys
+            .sign(user_id, Role::User, self.access_ttl)
+            .map_err(ApiError::internal)?;
         let refresh_token = self
             .keys
-            .sign(&format!("{REFRESH_PREFIX}{user_id}"), Role::User, self.refresh_ttl)
+            .sign(
+                &format!("{REFRESH_PREFIX}{user_id}"),
+                Role::User,
+                self.refresh_ttl,
+            )
             .map_err(ApiError::internal)?;
-        Ok(TokenPair { access_token, refresh_token, token_type: "Bearer", expires_in: self.access_ttl.as_secs() })
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            token_type: "Bearer",
+            expires_in: self.access_ttl.as_secs(),
+        })
     }
 
     /// Checks an access token and returns the user it speaks for.
@@ -59,7 +76,10 @@ impl Tokens {
         if claims.role != Role::User || claims.sub.starts_with(REFRESH_PREFIX) || claims.sub.is_empty() {
             return Err(invalid_token());
         }
-        Ok(AuthUser { user_id: claims.sub, token: token.to_owned() })
+        Ok(AuthUser {
+            user_id: claims.sub,
+            token: token.to_owned(),
+        })
     }
 
     /// Checks a refresh token and returns its user id.
@@ -73,13 +93,19 @@ impl Tokens {
 
     /// The gateway's service token, re-signed shortly before it expires.
     pub fn service_token(&self) -> Result<String, ApiError> {
-        let mut cached = self.service.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self
+            .service
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((token, expires)) = cached.as_ref()
             && Instant::now() + SERVICE_TOKEN_REFRESH_MARGIN < *expires
         {
             return Ok(token.clone());
         }
-        let token = self.keys.sign(SERVICE_SUBJECT, Role::Service, SERVICE_TOKEN_TTL).map_err(ApiError::internal)?;
+        let token = self
+            .keys
+            .sign(SERVICE_SUBJECT, Role::Service, SERVICE_TOKEN_TTL)
+            .map_err(ApiError::internal)?;
         *cached = Some((token.clone(), Instant::now() + SERVICE_TOKEN_TTL));
         Ok(token)
     }
@@ -128,7 +154,9 @@ impl FromRequestParts<SharedState> for WsAuthUser {
             return state.tokens.verify_access(token).map(Self);
         }
         let query = Query::<TokenQuery>::try_from_uri(&parts.uri).ok();
-        let token = query.and_then(|Query(q)| q.access_token).filter(|t| !t.is_empty());
+        let token = query
+            .and_then(|Query(q)| q.access_token)
+            .filter(|t| !t.is_empty());
         let token = token.ok_or_else(missing_token)?;
         state.tokens.verify_access(&token).map(Self)
     }
@@ -139,7 +167,9 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| invalid_token())?;
-    token::bearer(value).map(Some).ok_or_else(|| ApiError::unauthenticated("expected `Authorization: Bearer <token>`"))
+    token::bearer(value)
+        .map(Some)
+        .ok_or_else(|| ApiError::unauthenticated("expected `Authorization: Bearer <token>`"))
 }
 
 fn missing_token() -> ApiError {
@@ -158,7 +188,10 @@ mod tests {
     fn access_and_refresh_tokens_are_not_interchangeable() {
         let tokens = tokens();
         let pair = tokens.issue_pair("u1").expect("sign");
-        assert_eq!(tokens.verify_access(&pair.access_token).expect("access").user_id, "u1");
+        assert_eq!(
+            tokens.verify_access(&pair.access_token).expect("access").user_id,
+            "u1"
+        );
         assert_eq!(tokens.verify_refresh(&pair.refresh_token).expect("refresh"), "u1");
         assert!(tokens.verify_access(&pair.refresh_token).is_err());
         assert!(tokens.verify_refresh(&pair.access_token).is_err());

@@ -7,9 +7,9 @@ use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::error::ApiError;
 
@@ -67,7 +67,9 @@ impl CoreClient {
 
     /// True when chat-core reports its `ChatService` as serving.
     pub async fn is_ready(&self) -> bool {
-        let mut request = tonic::Request::new(HealthCheckRequest { service: READINESS_SERVICE.into() });
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: READINESS_SERVICE.into(),
+        });
         request.set_timeout(READINESS_TIMEOUT);
         let mut health = self.health.clone();
         match tokio::time::timeout(READINESS_TIMEOUT, health.check(request)).await {

@@ -26,7 +26,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into(), status: None, retry_after_ms: None }
+        Self {
+            code,
+            message: message.into(),
+            status: None,
+            retry_after_ms: None,
+        }
     }
 
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
@@ -86,11 +91,18 @@ struct ErrorDetail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str(), message: &self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str(),
+                message: &self.message,
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         if let Some(ms) = self.retry_after_ms {
             let secs = ms.div_ceil(1000).max(1);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -125,7 +137,11 @@ impl From<&tonic::Status> for PublicStatus {
             .get(RETRY_AFTER_MS_METADATA)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        Self { code, message, retry_after_ms }
+        Self {
+            code,
+            message,
+            retry_after_ms,
+        }
     }
 }
 
@@ -168,7 +184,9 @@ mod tests {
     #[test]
     fn rate_limited_status_sets_retry_after() {
         let mut status = ErrorCode::RateLimited.status("slow down");
-        status.metadata_mut().insert(RETRY_AFTER_MS_METADATA, "1500".parse().expect("ascii"));
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_MS_METADATA, "1500".parse().expect("ascii"));
         let response = ApiError::from(status).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");

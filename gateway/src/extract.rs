@@ -41,7 +41,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| body_error(rejection.status()))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(rejection.status()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
@@ -54,7 +56,9 @@ where
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(err) => ApiError::invalid(format!("invalid JSON body: {}", inner(err))),
-        JsonRejection::JsonSyntaxError(err) => ApiError::invalid(format!("malformed JSON body: {}", inner(err))),
+        JsonRejection::JsonSyntaxError(err) => {
+            ApiError::invalid(format!("malformed JSON body: {}", inner(err)))
+        }
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::invalid("expected a JSON body with `Content-Type: application/json`")
         }
@@ -93,9 +97,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(err)) => {
-                Err(ApiError::invalid(format!("invalid query string: {}", inner(&err))))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(err)) => Err(ApiError::invalid(format!(
+                "invalid query string: {}",
+                inner(&err)
+            ))),
             Err(_) => Err(ApiError::invalid("invalid query string")),
         }
     }

@@ -20,12 +20,25 @@ pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutFrame {
-    Subscribed { session_id: String, last_seq: i64 },
-    Unsubscribed { session_id: String },
+    Subscribed {
+        session_id: String,
+        last_seq: i64,
+    },
+    Unsubscribed {
+        session_id: String,
+    },
     Ack(AckView),
-    Message { session_id: String, message: MessageView },
+    Message {
+        session_id: String,
+        message: Box<MessageView>,
+    },
     Run(RunView),
-    Delta { session_id: String, run_id: String, index: u32, text: String },
+    Delta {
+        session_id: String,
+        run_id: String,
+        index: u32,
+        text: String,
+    },
     Error(ErrorView),
     Pong,
 }
@@ -115,12 +128,21 @@ impl OutFrame {
 
     pub fn from_server_frame(frame: pb::ServerFrame) -> Option<Self> {
         Some(match frame.frame? {
-            ServerKind::Subscribed(s) => Self::Subscribed { session_id: s.session_id, last_seq: s.last_seq },
-            ServerKind::Unsubscribed(u) => Self::Unsubscribed { session_id: u.session_id },
+            ServerKind::Subscribed(s) => Self::Subscribed {
+                session_id: s.session_id,
+                last_seq: s.last_seq,
+            },
+            ServerKind::Unsubscribed(u) => Self::Unsubscribed {
+                session_id: u.session_id,
+            },
             ServerKind::Ack(ack) => Self::from_ack(ack),
             ServerKind::Event(event) => return Self::from_session_event(event),
             ServerKind::Error(e) => Self::Error(ErrorView {
-                code: if e.code.is_empty() { ErrorCode::Internal.as_str().to_owned() } else { e.code },
+                code: if e.code.is_empty() {
+                    ErrorCode::Internal.as_str().to_owned()
+                } else {
+                    e.code
+                },
                 message: e.message,
                 client_msg_id: Some(e.client_msg_id).filter(|s| !s.is_empty()),
                 session_id: Some(e.session_id).filter(|s| !s.is_empty()),
@@ -143,13 +165,17 @@ impl OutFrame {
 
     pub fn from_session_event(event: pb::SessionEvent) -> Option<Self> {
         Some(match event.event? {
-            EventKind::Message(message) => {
-                Self::Message { session_id: message.session_id.clone(), message: message.into() }
-            }
+            EventKind::Message(message) => Self::Message {
+                session_id: message.session_id.clone(),
+                message: Box::new(message.into()),
+            },
             EventKind::Run(run) => Self::Run(RunView::from(run)),
-            EventKind::Delta(d) => {
-                Self::Delta { session_id: d.session_id, run_id: d.run_id, index: d.index, text: d.text }
-            }
+            EventKind::Delta(d) => Self::Delta {
+                session_id: d.session_id,
+                run_id: d.run_id,
+                index: d.index,
+                text: d.text,
+            },
         })
     }
 }
@@ -180,7 +206,10 @@ pub fn run_status_name(status: pb::RunStatus) -> &'static str {
 }
 
 pub fn is_terminal(status: pb::RunStatus) -> bool {
-    matches!(status, pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled)
+    matches!(
+        status,
+        pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled
+    )
 }
 
 // === Client → server ===
@@ -230,11 +259,17 @@ pub fn parse_client_frame(text: &str, max_content_bytes: usize) -> Inbound {
 fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|err| OutFrame::error(ErrorCode::Invalid, format!("malformed JSON frame: {err}")))?;
-    let str_field = |name: &str| value.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let str_field = |name: &str| {
+        value
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
     let session_id = str_field("session_id");
     let client_msg_id = str_field("client_msg_id");
     let invalid = |message: String| {
-        OutFrame::error(ErrorCode::Invalid, message).with_context(session_id.as_deref(), client_msg_id.as_deref())
+        OutFrame::error(ErrorCode::Invalid, message)
+            .with_context(session_id.as_deref(), client_msg_id.as_deref())
     };
     let Some(kind) = value.get("type") else {
         return Err(invalid("frames need a string `type`".to_owned()));
@@ -250,16 +285,23 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
             if b.after_seq < 0 {
                 return Err(invalid("`after_seq` must not be negative".to_owned()));
             }
-            ClientKind::Subscribe(pb::SubscribeFrame { session_id: b.session_id, after_seq: b.after_seq })
+            ClientKind::Subscribe(pb::SubscribeFrame {
+                session_id: b.session_id,
+                after_seq: b.after_seq,
+            })
         }
         "unsubscribe" => {
             let b: SessionBody = from_value(value.clone(), &kind).map_err(&invalid)?;
             check_session_id(&b.session_id)?;
-            ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id: b.session_id })
+            ClientKind::Unsubscribe(pb::UnsubscribeFrame {
+                session_id: b.session_id,
+            })
         }
         "send" => {
             let b: SendBody = from_value(value.clone(), &kind).map_err(&invalid)?;
-            let client_msg_id = b.client_msg_id.ok_or_else(|| invalid("`send` frames need a `client_msg_id`".into()))?;
+            let client_msg_id = b
+                .client_msg_id
+                .ok_or_else(|| invalid("`send` frames need a `client_msg_id`".into()))?;
             check_client_msg_id(&client_msg_id).map_err(&invalid)?;
             if b.content.trim().is_empty() {
                 return Err(invalid("content must not be empty".to_owned()));
@@ -271,13 +313,21 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
                 )
                 .with_context(Some(&b.session_id), Some(&client_msg_id)));
             }
-            check_session_id(&b.session_id).map_err(|f| f.with_context(Some(&b.session_id), Some(&client_msg_id)))?;
-            ClientKind::Send(pb::SendFrame { session_id: b.session_id, client_msg_id, content: b.content })
+            check_session_id(&b.session_id)
+                .map_err(|f| f.with_context(Some(&b.session_id), Some(&client_msg_id)))?;
+            ClientKind::Send(pb::SendFrame {
+                session_id: b.session_id,
+                client_msg_id,
+                content: b.content,
+            })
         }
         "cancel" => {
             let b: CancelBody = from_value(value.clone(), &kind).map_err(&invalid)?;
             check_session_id(&b.session_id)?;
-            ClientKind::Cancel(pb::CancelFrame { session_id: b.session_id, run_id: b.run_id })
+            ClientKind::Cancel(pb::CancelFrame {
+                session_id: b.session_id,
+                run_id: b.run_id,
+            })
         }
         other => return Err(invalid(format!("unknown frame type `{other}`"))),
     };
@@ -289,15 +339,17 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, kind: &s
 }
 
 fn check_session_id(session_id: &str) -> Result<(), OutFrame> {
-    uuid::Uuid::parse_str(session_id)
-        .map(drop)
-        .map_err(|_| OutFrame::error(ErrorCode::NotFound, "session not found").with_context(Some(session_id), None))
+    uuid::Uuid::parse_str(session_id).map(drop).map_err(|_| {
+        OutFrame::error(ErrorCode::NotFound, "session not found").with_context(Some(session_id), None)
+    })
 }
 
 /// `client_msg_id`: 1 to 128 printable ASCII characters.
 pub fn check_client_msg_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} printable ASCII characters"));
+        return Err(format!(
+            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} printable ASCII characters"
+        ));
     }
     Ok(())
 }
@@ -319,15 +371,24 @@ mod tests {
     #[test]
     fn subscribe_is_forwarded_with_default_after_seq() {
         let text = json!({"type": "subscribe", "session_id": SESSION}).to_string();
-        let expected = ClientKind::Subscribe(pb::SubscribeFrame { session_id: SESSION.into(), after_seq: 0 });
-        assert_eq!(parse_client_frame(&text, 10), Inbound::Forward(pb::ClientFrame { frame: Some(expected) }));
+        let expected = ClientKind::Subscribe(pb::SubscribeFrame {
+            session_id: SESSION.into(),
+            after_seq: 0,
+        });
+        assert_eq!(
+            parse_client_frame(&text, 10),
+            Inbound::Forward(pb::ClientFrame {
+                frame: Some(expected)
+            })
+        );
     }
 
     #[test]
     fn send_is_forwarded_intact() {
         let text = json!({"type": "send", "session_id": SESSION, "client_msg_id": "c1", "content": "hi"});
-        let Inbound::Forward(pb::ClientFrame { frame: Some(ClientKind::Send(send)) }) =
-            parse_client_frame(&text.to_string(), 10)
+        let Inbound::Forward(pb::ClientFrame {
+            frame: Some(ClientKind::Send(send)),
+        }) = parse_client_frame(&text.to_string(), 10)
         else {
             panic!("expected a forwarded send");
         };
@@ -342,7 +403,10 @@ mod tests {
     #[test]
     fn malformed_and_unknown_frames_are_invalid() {
         let reply = reply_json("{not json");
-        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("invalid")));
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("invalid"))
+        );
         let reply = reply_json(r#"{"type":"dance"}"#);
         assert_eq!(reply["code"], "invalid");
         assert_eq!(reply["message"], "unknown frame type `dance`");
@@ -353,10 +417,17 @@ mod tests {
     fn send_content_is_validated_with_its_client_msg_id() {
         let empty = json!({"type": "send", "session_id": SESSION, "client_msg_id": "c1", "content": "  "});
         let reply = reply_json(&empty.to_string());
-        assert_eq!((reply["code"].as_str(), reply["client_msg_id"].as_str()), (Some("invalid"), Some("c1")));
-        let big = json!({"type": "send", "session_id": SESSION, "client_msg_id": "c2", "content": "x".repeat(11)});
+        assert_eq!(
+            (reply["code"].as_str(), reply["client_msg_id"].as_str()),
+            (Some("invalid"), Some("c1"))
+        );
+        let big =
+            json!({"type": "send", "session_id": SESSION, "client_msg_id": "c2", "content": "x".repeat(11)});
         let reply = reply_json(&big.to_string());
-        assert_eq!((reply["code"].as_str(), reply["client_msg_id"].as_str()), (Some("too_large"), Some("c2")));
+        assert_eq!(
+            (reply["code"].as_str(), reply["client_msg_id"].as_str()),
+            (Some("too_large"), Some("c2"))
+        );
         let no_id = json!({"type": "send", "session_id": SESSION, "content": "hi"});
         assert_eq!(reply_json(&no_id.to_string())["code"], "invalid");
     }
@@ -364,7 +435,10 @@ mod tests {
     #[test]
     fn non_uuid_session_is_not_found() {
         let reply = reply_json(r#"{"type":"subscribe","session_id":"nope"}"#);
-        assert_eq!((reply["code"].as_str(), reply["session_id"].as_str()), (Some("not_found"), Some("nope")));
+        assert_eq!(
+            (reply["code"].as_str(), reply["session_id"].as_str()),
+            (Some("not_found"), Some("nope"))
+        );
     }
 
     fn server(frame: ServerKind) -> Value {
@@ -411,14 +485,26 @@ mod tests {
                 text: "he".into(),
             })),
         }));
-        assert_eq!(delta, json!({"type": "delta", "session_id": "s", "run_id": "r", "index": 0, "text": "he"}));
+        assert_eq!(
+            delta,
+            json!({"type": "delta", "session_id": "s", "run_id": "r", "index": 0, "text": "he"})
+        );
         let error = server(ServerKind::Error(pb::ErrorFrame {
             code: "forbidden".into(),
             message: "not yours".into(),
             ..Default::default()
         }));
-        assert_eq!(error, json!({"type": "error", "code": "forbidden", "message": "not yours"}));
-        let subscribed = server(ServerKind::Subscribed(pb::Subscribed { session_id: "s".into(), last_seq: 4 }));
-        assert_eq!(subscribed, json!({"type": "subscribed", "session_id": "s", "last_seq": 4}));
+        assert_eq!(
+            error,
+            json!({"type": "error", "code": "forbidden", "message": "not yours"})
+        );
+        let subscribed = server(ServerKind::Subscribed(pb::Subscribed {
+            session_id: "s".into(),
+            last_seq: 4,
+        }));
+        assert_eq!(
+            subscribed,
+            json!({"type": "subscribed", "session_id": "s", "last_seq": 4})
+        );
     }
 }

@@ -73,7 +73,9 @@ impl From<pb::Message> for MessageView {
 
 /// Formats epoch milliseconds as an RFC 3339 UTC timestamp with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -19,7 +19,12 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|v| v.trim().split(';').next().is_some_and(|media| media.trim() == "text/event-stream"))
+        .any(|v| {
+            v.trim()
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim() == "text/event-stream")
+        })
 }
 
 /// Streams the ack, then the run's events, until chat-core ends the stream.
@@ -65,7 +70,10 @@ mod tests {
     fn accept_header_selects_event_stream() {
         let mut headers = HeaderMap::new();
         assert!(!wants_event_stream(&headers));
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream;q=0.9"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream;q=0.9"),
+        );
         assert!(wants_event_stream(&headers));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_event_stream(&headers));

@@ -36,11 +36,20 @@ mod close {
 }
 
 /// Authenticates (401 before any upgrade) and upgrades the connection.
-pub async fn upgrade(State(state): State<SharedState>, WsAuthUser(user): WsAuthUser, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<SharedState>,
+    WsAuthUser(user): WsAuthUser,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limits = &state.limits;
     ws.read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
-        .max_write_buffer_size(limits.ws_write_buffer_bytes.saturating_mul(4).max(limits.max_ws_frame_bytes * 2))
+        .max_write_buffer_size(
+            limits
+                .ws_write_buffer_bytes
+                .saturating_mul(4)
+                .max(limits.max_ws_frame_bytes * 2),
+        )
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
         .on_upgrade(move |socket| serve(socket, state, user))
@@ -57,7 +66,14 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
         Ok(response) => {
             tracing::debug!(user_id = %user.user_id, "websocket connected");
             let shutdown = state.shutdown.clone().cancelled_owned();
-            relay(socket, response.into_inner(), to_core, state.limits.max_content_bytes, shutdown).await;
+            relay(
+                socket,
+                response.into_inner(),
+                to_core,
+                state.limits.max_content_bytes,
+                shutdown,
+            )
+            .await;
             tracing::debug!(user_id = %user.user_id, "websocket closed");
         }
         Err(status) => {
@@ -91,11 +107,12 @@ pub async fn relay<S, U>(
                 close_with(&mut socket, close::GOING_AWAY, "server shutting down; reconnect").await;
                 return;
             }
-            permit = to_core.reserve(), if pending.is_some() => match (permit, pending.take()) {
-                (Ok(permit), Some(frame)) => permit.send(frame),
-                // chat-core stopped reading: its stream's end is reported below.
-                _ => {}
-            },
+            permit = to_core.reserve(), if pending.is_some() => {
+                // On error chat-core stopped reading: its stream's end is reported below.
+                if let (Ok(permit), Some(frame)) = (permit, pending.take()) {
+                    permit.send(frame);
+                }
+            }
             item = upstream.next() => {
                 if !forward_batch(&mut socket, &mut upstream, item).await {
                     return;
@@ -164,7 +181,10 @@ where
                 return false;
             }
             None => {
-                let frame = OutFrame::error(ErrorCode::Unavailable, "chat-core closed the connection; reconnect");
+                let frame = OutFrame::error(
+                    ErrorCode::Unavailable,
+                    "chat-core closed the connection; reconnect",
+                );
                 let _ = socket.feed(Message::Text(frame.to_json().into())).await;
                 close_with(socket, close::RESTART, "chat-core closed the connection").await;
                 return false;
@@ -175,7 +195,10 @@ where
             None => break,
         }
     }
-    matches!(tokio::time::timeout(SLOW_CLIENT_TIMEOUT, socket.flush()).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(SLOW_CLIENT_TIMEOUT, socket.flush()).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn send<S>(socket: &mut S, frame: &OutFrame) -> Result<(), axum::Error>
@@ -205,7 +228,10 @@ async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = socket.send(close).await;
         let _ = socket.close().await;
@@ -266,12 +292,26 @@ mod tests {
         let (core_tx, upstream) = mpsc::channel(8);
         let (to_core, core_rx) = mpsc::channel(8);
         let socket = FakeSocket { incoming, outgoing };
-        let task = tokio::spawn(relay(socket, ReceiverStream::new(upstream), to_core, 100, std::future::pending()));
-        Harness { client_tx, client_rx, core_tx, core_rx, task }
+        let task = tokio::spawn(relay(
+            socket,
+            ReceiverStream::new(upstream),
+            to_core,
+            100,
+            std::future::pending(),
+        ));
+        Harness {
+            client_tx,
+            client_rx,
+            core_tx,
+            core_rx,
+            task,
+        }
     }
 
     async fn next_json(rx: &mut fmpsc::UnboundedReceiver<Message>) -> Value {
-        let message = tokio::time::timeout(Duration::from_secs(5), rx.next()).await.expect("timely frame");
+        let message = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .expect("timely frame");
         match message {
             Some(Message::Text(text)) => serde_json::from_str(text.as_str()).expect("json frame"),
             other => panic!("expected a text frame, got {other:?}"),
@@ -281,16 +321,28 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_get_errors_and_good_ones_are_forwarded() {
         let mut h = start();
-        h.client_tx.unbounded_send(Message::Text("{oops".into())).expect("send");
+        h.client_tx
+            .unbounded_send(Message::Text("{oops".into()))
+            .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await["code"], "invalid");
-        h.client_tx.unbounded_send(Message::Binary(vec![0xff, 0xfe].into())).expect("send");
+        h.client_tx
+            .unbounded_send(Message::Binary(vec![0xff, 0xfe].into()))
+            .expect("send");
         let reply = next_json(&mut h.client_rx).await;
         assert_eq!(reply["message"], "frames must be UTF-8 JSON text");
-        let unsubscribe = json!({"type": "unsubscribe", "session_id": "0190f5c2-7b1e-7cc0-8000-000000000000"});
-        h.client_tx.unbounded_send(Message::Binary(unsubscribe.to_string().into_bytes().into())).expect("send");
+        let unsubscribe =
+            json!({"type": "unsubscribe", "session_id": "0190f5c2-7b1e-7cc0-8000-000000000000"});
+        h.client_tx
+            .unbounded_send(Message::Binary(unsubscribe.to_string().into_bytes().into()))
+            .expect("send");
         let forwarded = h.core_rx.recv().await.expect("forwarded frame");
-        assert!(matches!(forwarded.frame, Some(pb::client_frame::Frame::Unsubscribe(_))));
-        h.client_tx.unbounded_send(Message::Text(r#"{"type":"ping"}"#.into())).expect("send");
+        assert!(matches!(
+            forwarded.frame,
+            Some(pb::client_frame::Frame::Unsubscribe(_))
+        ));
+        h.client_tx
+            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
     }
 
@@ -298,16 +350,25 @@ mod tests {
     async fn server_frames_are_translated_to_json() {
         let mut h = start();
         let frame = pb::ServerFrame {
-            frame: Some(pb::server_frame::Frame::Subscribed(pb::Subscribed { session_id: "s".into(), last_seq: 2 })),
+            frame: Some(pb::server_frame::Frame::Subscribed(pb::Subscribed {
+                session_id: "s".into(),
+                last_seq: 2,
+            })),
         };
         h.core_tx.send(Ok(frame)).await.expect("send");
-        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "subscribed", "session_id": "s", "last_seq": 2}));
+        assert_eq!(
+            next_json(&mut h.client_rx).await,
+            json!({"type": "subscribed", "session_id": "s", "last_seq": 2})
+        );
     }
 
     #[tokio::test]
     async fn failed_upstream_sends_unavailable_and_closes_with_1011() {
         let mut h = start();
-        h.core_tx.send(Err(tonic::Status::unavailable("connection reset"))).await.expect("send");
+        h.core_tx
+            .send(Err(tonic::Status::unavailable("connection reset")))
+            .await
+            .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await["code"], "unavailable");
         match h.client_rx.next().await {
             Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1011),

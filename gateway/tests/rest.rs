@@ -66,14 +66,22 @@ async fn sse_post_streams_deltas_and_ends_after_stored_reply() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str()?.starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()?
+            .starts_with("text/event-stream")
+    );
     // The body ends by itself once the run is over: collecting it terminates.
     let events: Vec<(String, Value)> = tokio::time::timeout(
         common::TIMEOUT,
-        response.bytes_stream().eventsource().map(|e| {
-            let e = e.expect("well-formed event");
-            (e.event, serde_json::from_str(&e.data).expect("JSON data"))
-        }).collect(),
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|e| {
+                let e = e.expect("well-formed event");
+                (e.event, serde_json::from_str(&e.data).expect("JSON data"))
+            })
+            .collect(),
     )
     .await?;
 
@@ -84,7 +92,11 @@ async fn sse_post_streams_deltas_and_ends_after_stored_reply() -> anyhow::Result
     assert_eq!(events[0].0, "ack");
     assert_eq!(events[0].1["seq"], 1);
     let run_id = events[0].1["run_id"].clone();
-    let deltas: Vec<&Value> = events.iter().filter(|(n, _)| n == "delta").map(|(_, d)| d).collect();
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| d)
+        .collect();
     assert!(deltas.len() >= 2, "{events:?}");
     for (i, delta) in deltas.iter().enumerate() {
         assert_eq!(delta["index"].as_u64(), Some(i as u64));
@@ -95,10 +107,16 @@ async fn sse_post_streams_deltas_and_ends_after_stored_reply() -> anyhow::Result
         .find(|(n, d)| n == "message" && d["message"]["role"] == "assistant")
         .map(|(_, d)| &d["message"])
         .expect("reply event");
-    assert_eq!((reply["content"].as_str(), reply["seq"].as_i64()), (Some(content), Some(2)));
+    assert_eq!(
+        (reply["content"].as_str(), reply["seq"].as_i64()),
+        (Some(content), Some(2))
+    );
     assert_eq!(reply["content"], streamed);
     let (last_name, last) = events.last().expect("events");
-    assert_eq!((last_name.as_str(), last["status"].as_str()), ("run", Some("completed")));
+    assert_eq!(
+        (last_name.as_str(), last["status"].as_str()),
+        ("run", Some("completed"))
+    );
     assert_eq!(last["run_id"], run_id);
     let history = stack.history(&token, &session_id).await?;
     assert_eq!(history.len(), 2);
@@ -109,26 +127,60 @@ async fn sse_post_streams_deltas_and_ends_after_stored_reply() -> anyhow::Result
 async fn accounts_register_login_refresh_and_logout() -> anyhow::Result<()> {
     let stack = TestStack::spawn().await?;
     let credentials = json!({"username": "bob.b-1", "password": PASSWORD});
-    let register = stack.http.post(stack.url("/api/v1/auth/register")).json(&credentials).send().await?;
+    let register = stack
+        .http
+        .post(stack.url("/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?;
     assert_eq!(register.status(), 201);
     let user_id = register.json::<Value>().await?["user_id"].clone();
     assert!(user_id.is_string());
 
-    let again = stack.http.post(stack.url("/api/v1/auth/register")).json(&credentials).send().await?;
+    let again = stack
+        .http
+        .post(stack.url("/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?;
     assert_eq!(again.status(), 409);
     let short = json!({"username": "bo", "password": PASSWORD});
-    let short = stack.http.post(stack.url("/api/v1/auth/register")).json(&short).send().await?;
+    let short = stack
+        .http
+        .post(stack.url("/api/v1/auth/register"))
+        .json(&short)
+        .send()
+        .await?;
     assert_eq!(short.status(), 400);
     assert_eq!(short.json::<Value>().await?["error"]["code"], "invalid");
     let wrong = json!({"username": "bob.b-1", "password": "wrong password"});
-    let wrong = stack.http.post(stack.url("/api/v1/auth/login")).json(&wrong).send().await?;
+    let wrong = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .json(&wrong)
+        .send()
+        .await?;
     assert_eq!(wrong.status(), 401);
 
-    let login: Value =
-        stack.http.post(stack.url("/api/v1/auth/login")).json(&credentials).send().await?.json().await?;
-    assert_eq!((login["token_type"].as_str(), login["expires_in"].as_u64()), (Some("Bearer"), Some(900)));
+    let login: Value = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (login["token_type"].as_str(), login["expires_in"].as_u64()),
+        (Some("Bearer"), Some(900))
+    );
     let refresh_token = login["refresh_token"].as_str().expect("refresh token");
-    let as_access = stack.http.get(stack.url("/api/v1/sessions")).bearer_auth(refresh_token).send().await?;
+    let as_access = stack
+        .http
+        .get(stack.url("/api/v1/sessions"))
+        .bearer_auth(refresh_token)
+        .send()
+        .await?;
     assert_eq!(as_access.status(), 401, "a refresh token is not an access token");
 
     let refresh = stack
@@ -146,7 +198,10 @@ async fn accounts_register_login_refresh_and_logout() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(sessions.status(), 200);
-    assert_eq!(sessions.json::<Value>().await?, json!({"sessions": [], "next_cursor": null}));
+    assert_eq!(
+        sessions.json::<Value>().await?,
+        json!({"sessions": [], "next_cursor": null})
+    );
 
     let logout = stack
         .http
@@ -181,9 +236,17 @@ async fn health() -> anyhow::Result<()> {
 
     let page = stack.http.get(stack.url("/")).send().await?;
     assert!(page.headers()["content-type"].to_str()?.starts_with("text/html"));
-    assert!(page.headers()["content-security-policy"].to_str()?.contains("default-src 'self'"));
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()?
+            .contains("default-src 'self'")
+    );
     let js = stack.http.get(stack.url("/app.js")).send().await?;
-    assert!(js.headers()["content-type"].to_str()?.starts_with("text/javascript"));
+    assert!(
+        js.headers()["content-type"]
+            .to_str()?
+            .starts_with("text/javascript")
+    );
     Ok(())
 }
 

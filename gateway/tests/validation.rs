@@ -22,7 +22,10 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
     // Act + assert: WebSocket
     ws.send_raw(Message::text("{not json")).await;
     let frame = ws.recv().await;
-    assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some("invalid")));
+    assert_eq!(
+        (frame["type"].as_str(), frame["code"].as_str()),
+        (Some("error"), Some("invalid"))
+    );
 
     ws.send(json!({"type": "dance"})).await;
     let frame = ws.recv().await;
@@ -30,31 +33,52 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
     assert_eq!(frame["message"], "unknown frame type `dance`");
 
     let big = "x".repeat(16 * 1024 + 1);
-    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "big", "content": big})).await;
+    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "big", "content": big}))
+        .await;
     let frame = ws.recv().await;
-    assert_eq!((frame["code"].as_str(), frame["client_msg_id"].as_str()), (Some("too_large"), Some("big")));
+    assert_eq!(
+        (frame["code"].as_str(), frame["client_msg_id"].as_str()),
+        (Some("too_large"), Some("big"))
+    );
 
-    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "empty", "content": " \n "})).await;
+    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "empty", "content": " \n "}))
+        .await;
     let frame = ws.recv().await;
-    assert_eq!((frame["code"].as_str(), frame["client_msg_id"].as_str()), (Some("invalid"), Some("empty")));
+    assert_eq!(
+        (frame["code"].as_str(), frame["client_msg_id"].as_str()),
+        (Some("invalid"), Some("empty"))
+    );
 
-    ws.send(json!({"type": "send", "session_id": session_id, "content": "no id"})).await;
+    ws.send(json!({"type": "send", "session_id": session_id, "content": "no id"}))
+        .await;
     assert_eq!(ws.recv().await["code"], "invalid");
 
     ws.send_raw(Message::binary(vec![0xff, 0xfe])).await;
     let frame = ws.recv().await;
-    assert_eq!((frame["code"].as_str(), frame["message"].as_str()), (Some("invalid"), Some("frames must be UTF-8 JSON text")));
+    assert_eq!(
+        (frame["code"].as_str(), frame["message"].as_str()),
+        (Some("invalid"), Some("frames must be UTF-8 JSON text"))
+    );
 
     ws.send(json!({"type": "ping"})).await;
     assert_eq!(ws.recv().await, json!({"type": "pong"}));
 
-    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "ok", "content": "still here"})).await;
+    ws.send(
+        json!({"type": "send", "session_id": session_id, "client_msg_id": "ok", "content": "still here"}),
+    )
+    .await;
     let frames = ws.recv_until(is_reply).await;
-    assert!(frames.iter().any(|f| f["type"] == "ack" && f["client_msg_id"] == "ok" && f["seq"] == 1));
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "ack" && f["client_msg_id"] == "ok" && f["seq"] == 1)
+    );
     assert_eq!(frames.last().expect("reply")["message"]["content"], "still here");
 
     // Another user's socket was never disturbed.
-    bobs_ws.send(json!({"type": "send", "session_id": bobs_session, "client_msg_id": "b", "content": "hi bob"})).await;
+    bobs_ws
+        .send(json!({"type": "send", "session_id": bobs_session, "client_msg_id": "b", "content": "hi bob"}))
+        .await;
     let frames = bobs_ws.recv_until(is_reply).await;
     assert_eq!(frames.last().expect("reply")["message"]["content"], "hi bob");
 
@@ -64,9 +88,17 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
 
     let missing = stack.http.get(&messages).send().await?;
     assert_eq!(missing.status(), 401);
-    assert_eq!(error_code(missing.json().await?).as_deref(), Some("unauthenticated"));
+    assert_eq!(
+        error_code(missing.json().await?).as_deref(),
+        Some("unauthenticated")
+    );
 
-    let garbage = stack.http.get(&messages).bearer_auth("garbage.token.here").send().await?;
+    let garbage = stack
+        .http
+        .get(&messages)
+        .bearer_auth("garbage.token.here")
+        .send()
+        .await?;
     assert_eq!(garbage.status(), 401);
 
     let malformed = stack
@@ -80,7 +112,12 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
     assert_eq!(malformed.status(), 400);
     let body: Value = malformed.json().await?;
     assert_eq!(error_code(body.clone()).as_deref(), Some("invalid"));
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("JSON")), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("JSON")),
+        "{body}"
+    );
 
     let oversize = stack
         .http
@@ -116,12 +153,22 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
     assert_eq!(invalid_utf8.status(), 400);
     assert_eq!(error_code(invalid_utf8.json().await?).as_deref(), Some("invalid"));
 
-    let not_a_uuid = stack.http.get(stack.url("/api/v1/sessions/not-a-uuid")).bearer_auth(&alice).send().await?;
+    let not_a_uuid = stack
+        .http
+        .get(stack.url("/api/v1/sessions/not-a-uuid"))
+        .bearer_auth(&alice)
+        .send()
+        .await?;
     assert_eq!(not_a_uuid.status(), 404);
     let unknown = stack.http.get(stack.url("/api/v1/nowhere")).send().await?;
     assert_eq!(unknown.status(), 404);
     assert_eq!(error_code(unknown.json().await?).as_deref(), Some("not_found"));
-    let wrong_method = stack.http.put(stack.url("/api/v1/agents")).bearer_auth(&alice).send().await?;
+    let wrong_method = stack
+        .http
+        .put(stack.url("/api/v1/agents"))
+        .bearer_auth(&alice)
+        .send()
+        .await?;
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(error_code(wrong_method.json().await?).as_deref(), Some("invalid"));
 
@@ -130,7 +177,8 @@ async fn bad_input_gets_clear_errors_and_connection_survives() -> anyhow::Result
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected 401 before upgrade, got {other:?}"),
     }
-    let ws_garbage = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?access_token=nope", stack.addr)).await;
+    let ws_garbage =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?access_token=nope", stack.addr)).await;
     assert!(matches!(ws_garbage, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401));
     Ok(())
 }

@@ -17,19 +17,26 @@ async fn ws_send_streams_ack_deltas_and_stored_reply() -> anyhow::Result<()> {
 
     // Act
     let content = "hello there streaming world";
-    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "c1", "content": content})).await;
+    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "c1", "content": content}))
+        .await;
     let frames = ws.recv_until(is_reply).await;
 
     // Assert
     let ack = of_type(&frames, "ack");
     assert_eq!(ack.len(), 1, "{frames:?}");
     let ack = ack[0];
-    assert_eq!((ack["seq"].as_i64(), ack["client_msg_id"].as_str()), (Some(1), Some("c1")));
+    assert_eq!(
+        (ack["seq"].as_i64(), ack["client_msg_id"].as_str()),
+        (Some(1), Some("c1"))
+    );
     assert_eq!(ack["duplicate"], false);
     assert_eq!(frames[0]["type"], "ack", "the ack comes before the run's events");
     let run_id = ack["run_id"].as_str().expect("run_id");
     assert!(of_type(&frames, "run").iter().all(|r| r["run_id"] == run_id));
-    assert!(!of_type(&frames, "run").is_empty(), "run status frames: {frames:?}");
+    assert!(
+        !of_type(&frames, "run").is_empty(),
+        "run status frames: {frames:?}"
+    );
 
     let deltas = of_type(&frames, "delta");
     assert!(deltas.len() >= 2, "expected several deltas: {frames:?}");
@@ -46,7 +53,10 @@ async fn ws_send_streams_ack_deltas_and_stored_reply() -> anyhow::Result<()> {
     assert_eq!(reply["run_id"], run_id);
 
     let history = stack.history(&token, &session_id).await?;
-    let summary: Vec<_> = history.iter().map(|m| (m["seq"].as_i64(), m["role"].as_str())).collect();
+    let summary: Vec<_> = history
+        .iter()
+        .map(|m| (m["seq"].as_i64(), m["role"].as_str()))
+        .collect();
     assert_eq!(summary, [(Some(1), Some("user")), (Some(2), Some("assistant"))]);
     assert_eq!(history[0]["content"], content);
     assert_eq!(history[0]["client_msg_id"], "c1");
@@ -81,7 +91,10 @@ async fn resent_client_msg_id_returns_original_ack() -> anyhow::Result<()> {
     assert_eq!(acks[0]["message_id"], acks[1]["message_id"]);
     assert_eq!(acks[0]["seq"], acks[1]["seq"]);
     assert_eq!(acks[0]["run_id"], acks[1]["run_id"]);
-    assert_eq!((acks[0]["duplicate"].as_bool(), acks[1]["duplicate"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (acks[0]["duplicate"].as_bool(), acks[1]["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
     let history = stack.history(&token, &session_id).await?;
     let roles: Vec<_> = history.iter().map(|m| m["role"].as_str()).collect();
     assert_eq!(roles, [Some("user"), Some("assistant")]);
@@ -113,9 +126,21 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
 
     // Assert: one run per message, answered in the order sent.
     let acks = of_type(&frames, "ack");
-    let run_ids: Vec<_> = acks.iter().map(|a| a["run_id"].as_str().expect("run_id")).collect();
-    assert_eq!(acks.iter().map(|a| a["client_msg_id"].as_str()).collect::<Vec<_>>(), [Some("c0"), Some("c1"), Some("c2")]);
-    let replies: Vec<_> = frames.iter().filter(|f| is_reply(f)).map(|f| &f["message"]).collect();
+    let run_ids: Vec<_> = acks
+        .iter()
+        .map(|a| a["run_id"].as_str().expect("run_id"))
+        .collect();
+    assert_eq!(
+        acks.iter()
+            .map(|a| a["client_msg_id"].as_str())
+            .collect::<Vec<_>>(),
+        [Some("c0"), Some("c1"), Some("c2")]
+    );
+    let replies: Vec<_> = frames
+        .iter()
+        .filter(|f| is_reply(f))
+        .map(|f| &f["message"])
+        .collect();
     for (i, reply) in replies.iter().enumerate() {
         assert_eq!(reply["run_id"], run_ids[i]);
         assert_eq!(reply["content"], contents[i]);
@@ -126,7 +151,10 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
     for delta in of_type(&frames, "delta") {
         let run_id = delta["run_id"].as_str().expect("run_id");
         if delta_runs.last() != Some(&run_id) {
-            assert!(!delta_runs.contains(&run_id), "deltas of run {run_id} interleaved: {frames:?}");
+            assert!(
+                !delta_runs.contains(&run_id),
+                "deltas of run {run_id} interleaved: {frames:?}"
+            );
             delta_runs.push(run_id);
         }
     }
@@ -137,8 +165,14 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
     let seqs: Vec<_> = history.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     for (i, content) in contents.iter().enumerate() {
-        let user = history.iter().find(|m| m["role"] == "user" && m["content"] == *content).expect("user message");
-        let reply = history.iter().find(|m| m["role"] == "assistant" && m["run_id"] == run_ids[i]).expect("reply");
+        let user = history
+            .iter()
+            .find(|m| m["role"] == "user" && m["content"] == *content)
+            .expect("user message");
+        let reply = history
+            .iter()
+            .find(|m| m["role"] == "assistant" && m["run_id"] == run_ids[i])
+            .expect("reply");
         assert_eq!(reply["content"], *content);
         assert!(reply["seq"].as_i64() > user["seq"].as_i64());
     }
@@ -165,19 +199,34 @@ async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Resul
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let keys = chat_common::token::TokenKeys::new(common::SECRET.as_bytes());
-    let token = keys.sign("someone", chat_common::token::Role::User, std::time::Duration::from_secs(60))?;
+    let token = keys.sign(
+        "someone",
+        chat_common::token::Role::User,
+        std::time::Duration::from_secs(60),
+    )?;
 
     // Act
     let url = format!("ws://{addr}/api/v1/ws?access_token={token}");
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let first = tokio::time::timeout(common::TIMEOUT, socket.next()).await?.expect("frame")?;
-    let second = tokio::time::timeout(common::TIMEOUT, socket.next()).await?.expect("frame")?;
+    let first = tokio::time::timeout(common::TIMEOUT, socket.next())
+        .await?
+        .expect("frame")?;
+    let second = tokio::time::timeout(common::TIMEOUT, socket.next())
+        .await?
+        .expect("frame")?;
 
     // Assert
-    let Message::Text(text) = first else { panic!("expected an error frame, got {first:?}") };
+    let Message::Text(text) = first else {
+        panic!("expected an error frame, got {first:?}")
+    };
     let error: serde_json::Value = serde_json::from_str(text.as_str())?;
-    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("unavailable")));
-    let Message::Close(Some(close)) = second else { panic!("expected a close frame, got {second:?}") };
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unavailable"))
+    );
+    let Message::Close(Some(close)) = second else {
+        panic!("expected a close frame, got {second:?}")
+    };
     assert_eq!(u16::from(close.code), 1011);
     Ok(())
 }

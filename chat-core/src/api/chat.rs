@@ -37,11 +37,10 @@ impl ChatApi {
             return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
         }
         // When the fleet cannot be asked, the run reports an unknown agent later.
-        if let Ok(agents) = self.core.dispatcher.workers().list_agents().await {
-            if !agents.iter().any(|a| a.name == agent) {
+        if let Ok(agents) = self.core.dispatcher.workers().list_agents().await
+            && !agents.iter().any(|a| a.name == agent) {
                 return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
             }
-        }
         Ok(())
     }
 }

@@ -137,11 +137,10 @@ impl EventBus for RedisBus {
             let mut counts = self.counts.lock().await;
             let count = counts.entry(session_id.to_owned()).or_default();
             *count += 1;
-            if *count == 1 {
-                if let Err(error) = self.subscriber.subscribe(channel(session_id)).await {
+            if *count == 1
+                && let Err(error) = self.subscriber.subscribe(channel(session_id)).await {
                     warn!(%error, session_id, "redis subscribe failed; local events only until it recovers");
                 }
-            }
         }
         Release { inner, bus: self.clone(), session_id: session_id.to_owned() }.boxed()
     }

@@ -105,8 +105,8 @@ impl ChatCore {
                 opening.push(ev);
             }
         }
-        if let Some(run) = self.dispatcher.inflight(&session.id) {
-            if !delivered.replied.contains(&run.run_id) {
+        if let Some(run) = self.dispatcher.inflight(&session.id)
+            && !delivered.replied.contains(&run.run_id) {
                 opening.push(event(Event::Run(pb::RunUpdate {
                     session_id: session.id.clone(),
                     run_id: run.run_id.clone(),
@@ -127,7 +127,6 @@ impl ChatCore {
                     }
                 }
             }
-        }
         let events = async_stream::stream! {
             for ev in opening {
                 yield Ok(ev);

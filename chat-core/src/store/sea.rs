@@ -28,9 +28,9 @@ pub async fn connect(
     acquire_timeout: Duration,
 ) -> Result<DatabaseConnection, StoreError> {
     let sqlite = url.starts_with("sqlite:");
-    if sqlite {
-        if let Some(parent) = sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned())) {
-            if !parent.as_os_str().is_empty() {
+    if sqlite
+        && let Some(parent) = sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned()))
+            && !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(&parent).map_err(|e| {
                     StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
                         "failed to create {}: {e}",
@@ -38,8 +38,6 @@ pub async fn connect(
                     )))
                 })?;
             }
-        }
-    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(if sqlite { std::cmp::min(max_connections, 8) } else { max_connections })
@@ -315,11 +313,10 @@ impl ChatStore for SeaStore {
     }
 
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        if let Some(id) = &new.client_msg_id {
-            if let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await? {
+        if let Some(id) = &new.client_msg_id
+            && let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await? {
                 return Ok(existing);
             }
-        }
         match self.insert_message(&new).await {
             Err(StoreError::Other(e)) if StoreError::is_unique_violation(&e) => {
                 // A concurrent send with the same client_msg_id won the race.

@@ -20,13 +20,19 @@ struct AgentView {
     description: String,
 }
 
-pub async fn list(State(state): State<SharedState>, user: AuthUser) -> Result<Json<AgentsResponse>, ApiError> {
+pub async fn list(
+    State(state): State<SharedState>,
+    user: AuthUser,
+) -> Result<Json<AgentsResponse>, ApiError> {
     let request = state.core.unary(pb::ListAgentsRequest {}, &user.token)?;
     let response = state.core.chat().list_agents(request).await?.into_inner();
     let agents = response
         .agents
         .into_iter()
-        .map(|a| AgentView { name: a.name, description: a.description })
+        .map(|a| AgentView {
+            name: a.name,
+            description: a.description,
+        })
         .collect();
     Ok(Json(AgentsResponse { agents }))
 }

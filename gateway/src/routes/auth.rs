@@ -40,7 +40,10 @@ pub async fn register(
 ) -> Result<impl IntoResponse, ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password)?;
-    let request = pb::RegisterRequest { username: body.username, password: body.password };
+    let request = pb::RegisterRequest {
+        username: body.username,
+        password: body.password,
+    };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let user_id = state.core.users().register(request).await?.into_inner().user_id;
     Ok((StatusCode::CREATED, Json(Registered { user_id })))
@@ -55,7 +58,10 @@ pub async fn login(
     if validate_username(&body.username).is_err() || validate_password(&body.password).is_err() {
         return Err(bad_credentials());
     }
-    let request = pb::VerifyPasswordRequest { username: body.username, password: body.password };
+    let request = pb::VerifyPasswordRequest {
+        username: body.username,
+        password: body.password,
+    };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let user_id = match state.core.users().verify_password(request).await {
         Ok(response) => response.into_inner().user_id,
@@ -89,11 +95,15 @@ pub async fn logout(OptionalJson(_body): OptionalJson<RefreshBody>) -> StatusCod
 
 fn validate_username(username: &str) -> Result<(), ApiError> {
     let ok_len = (3..=64).contains(&username.len());
-    let ok_chars = username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let ok_chars = username
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok_len && ok_chars {
         Ok(())
     } else {
-        Err(ApiError::invalid("username must be 3 to 64 characters of A-Z, a-z, 0-9, `_`, `.` or `-`"))
+        Err(ApiError::invalid(
+            "username must be 3 to 64 characters of A-Z, a-z, 0-9, `_`, `.` or `-`",
+        ))
     }
 }
 

@@ -18,6 +18,9 @@ pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
     if state.core.is_ready().await {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable"})),
+        )
     }
 }

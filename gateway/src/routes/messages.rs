@@ -70,7 +70,9 @@ pub async fn list(
     };
     let request = state.core.unary(request, &user.token)?;
     let response = state.core.chat().list_messages(request).await?.into_inner();
-    Ok(Json(History { messages: response.messages.into_iter().map(MessageView::from).collect() }))
+    Ok(Json(History {
+        messages: response.messages.into_iter().map(MessageView::from).collect(),
+    }))
 }
 
 /// `POST /api/v1/sessions/{id}/messages {content, client_msg_id?}`
@@ -109,7 +111,9 @@ pub async fn post(
     let request = authorized(request, &user.token)?;
     let mut stream = state.core.chat().send_message(request).await?.into_inner();
     let ack = match stream.message().await? {
-        Some(pb::SendMessageEvent { event: Some(SendEvent::Ack(ack)) }) => ack,
+        Some(pb::SendMessageEvent {
+            event: Some(SendEvent::Ack(ack)),
+        }) => ack,
         _ => return Err(ApiError::internal("send stream did not start with an ack")),
     };
     if sse::wants_event_stream(&headers) {
@@ -133,7 +137,9 @@ where
     let mut reply: Option<pb::Message> = None;
     let mut run: Option<pb::RunUpdate> = None;
     while let Some(event) = events.next().await {
-        let Some(SendEvent::SessionEvent(event)) = event?.event else { continue };
+        let Some(SendEvent::SessionEvent(event)) = event?.event else {
+            continue;
+        };
         match event.event {
             Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(message),
             Some(SessionEventKind::Run(update)) if update.run_id == ack.run_id => {
@@ -147,7 +153,11 @@ where
         }
     }
     // A resent client_msg_id may find its run long finished: look the reply up.
-    if reply.is_none() && run.as_ref().is_none_or(|r| r.status() == pb::RunStatus::Completed) {
+    if reply.is_none()
+        && run
+            .as_ref()
+            .is_none_or(|r| r.status() == pb::RunStatus::Completed)
+    {
         reply = find_reply(state, user, &ack).await?;
     }
     let run = match run {
@@ -162,27 +172,42 @@ where
             run_id: ack.run_id.clone(),
         },
     };
-    let message = ack.message.clone().map(MessageView::from).unwrap_or_else(|| MessageView {
-        id: ack.message_id.clone(),
-        session_id: ack.session_id.clone(),
-        seq: ack.seq,
-        role: "user".into(),
-        agent: String::new(),
-        content,
-        created_at: rfc3339(chrono::Utc::now().timestamp_millis()),
-        client_msg_id: Some(ack.client_msg_id.clone()),
-        run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
-    });
-    Ok(Posted { message, reply: reply.map(MessageView::from), run })
+    let message = ack
+        .message
+        .clone()
+        .map(MessageView::from)
+        .unwrap_or_else(|| MessageView {
+            id: ack.message_id.clone(),
+            session_id: ack.session_id.clone(),
+            seq: ack.seq,
+            role: "user".into(),
+            agent: String::new(),
+            content,
+            created_at: rfc3339(chrono::Utc::now().timestamp_millis()),
+            client_msg_id: Some(ack.client_msg_id.clone()),
+            run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
+        });
+    Ok(Posted {
+        message,
+        reply: reply.map(MessageView::from),
+        run,
+    })
 }
 
 fn is_reply(message: &pb::Message, ack: &pb::Ack) -> bool {
     message.id != ack.message_id
         && message.role != "user"
-        && message.run_id.as_deref().is_none_or(|run_id| run_id == ack.run_id)
+        && message
+            .run_id
+            .as_deref()
+            .is_none_or(|run_id| run_id == ack.run_id)
 }
 
-async fn find_reply(state: &SharedState, user: &AuthUser, ack: &pb::Ack) -> Result<Option<pb::Message>, ApiError> {
+async fn find_reply(
+    state: &SharedState,
+    user: &AuthUser,
+    ack: &pb::Ack,
+) -> Result<Option<pb::Message>, ApiError> {
     let request = pb::ListMessagesRequest {
         session_id: ack.session_id.clone(),
         after_seq: Some(ack.seq),
@@ -190,10 +215,16 @@ async fn find_reply(state: &SharedState, user: &AuthUser, ack: &pb::Ack) -> Resu
         limit: 100,
     };
     let request = state.core.unary(request, &user.token)?;
-    let messages = state.core.chat().list_messages(request).await?.into_inner().messages;
-    Ok(messages
-        .into_iter()
-        .find(|m| m.run_id.as_deref() == Some(ack.run_id.as_str()) && m.id != ack.message_id && m.role != "user"))
+    let messages = state
+        .core
+        .chat()
+        .list_messages(request)
+        .await?
+        .into_inner()
+        .messages;
+    Ok(messages.into_iter().find(|m| {
+        m.run_id.as_deref() == Some(ack.run_id.as_str()) && m.id != ack.message_id && m.role != "user"
+    }))
 }
 
 /// `POST /api/v1/sessions/{id}/runs/{run_id}/cancel` → 202
@@ -205,7 +236,10 @@ pub async fn cancel(
     if uuid::Uuid::parse_str(&run_id).is_err() {
         return Err(ApiError::new(ErrorCode::NotFound, "run not found"));
     }
-    let request = pb::CancelRunRequest { session_id: session_id(&id)?, run_id };
+    let request = pb::CancelRunRequest {
+        session_id: session_id(&id)?,
+        run_id,
+    };
     let request = state.core.unary(request, &user.token)?;
     state.core.chat().cancel_run(request).await?;
     Ok(StatusCode::ACCEPTED)

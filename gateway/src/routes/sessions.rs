@@ -88,7 +88,12 @@ pub async fn get(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let request = state.core.unary(pb::GetSessionRequest { session_id: session_id(&id)? }, &user.token)?;
+    let request = state.core.unary(
+        pb::GetSessionRequest {
+            session_id: session_id(&id)?,
+        },
+        &user.token,
+    )?;
     let session = state.core.chat().get_session(request).await?.into_inner();
     Ok(Json(session.into()))
 }
@@ -99,7 +104,12 @@ pub async fn delete(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let request = state.core.unary(pb::DeleteSessionRequest { session_id: session_id(&id)? }, &user.token)?;
+    let request = state.core.unary(
+        pb::DeleteSessionRequest {
+            session_id: session_id(&id)?,
+        },
+        &user.token,
+    )?;
     state.core.chat().delete_session(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -111,8 +121,10 @@ pub async fn resolve(
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<ResolveBody>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let request =
-        pb::ResolveSessionRequest { session_id: session_id(&id)?, notes: body.notes.unwrap_or_default() };
+    let request = pb::ResolveSessionRequest {
+        session_id: session_id(&id)?,
+        notes: body.notes.unwrap_or_default(),
+    };
     let request = state.core.unary(request, &user.token)?;
     let session = state.core.chat().resolve_session(request).await?.into_inner();
     Ok(Json(session.into()))

@@ -30,9 +30,12 @@ pub struct TestStack {
 impl TestStack {
     pub async fn spawn() -> anyhow::Result<Self> {
         chat_common::telemetry::init_for_tests();
-        let worker =
-            agent_worker::Application::build(agent_worker::Settings::parse_from(["agent-worker", "--listen", "127.0.0.1:0"]))
-                .await?;
+        let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
+            "agent-worker",
+            "--listen",
+            "127.0.0.1:0",
+        ]))
+        .await?;
         let worker_url = format!("http://{}", worker.local_addr());
         tokio::spawn(worker.run_until_stopped(std::future::pending()));
 
@@ -77,12 +80,35 @@ impl TestStack {
     /// Registers `username` and logs in; returns the access token.
     pub async fn user(&self, username: &str) -> anyhow::Result<String> {
         let credentials = json!({"username": username, "password": PASSWORD});
-        let response = self.http.post(self.url("/api/v1/auth/register")).json(&credentials).send().await?;
-        anyhow::ensure!(response.status() == 201, "register: {} {}", response.status(), response.text().await?);
-        let response = self.http.post(self.url("/api/v1/auth/login")).json(&credentials).send().await?;
-        anyhow::ensure!(response.status() == 200, "login: {} {}", response.status(), response.text().await?);
+        let response = self
+            .http
+            .post(self.url("/api/v1/auth/register"))
+            .json(&credentials)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "register: {} {}",
+            response.status(),
+            response.text().await?
+        );
+        let response = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&credentials)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "login: {} {}",
+            response.status(),
+            response.text().await?
+        );
         let body: Value = response.json().await?;
-        body["access_token"].as_str().map(str::to_owned).context("login returned no access_token")
+        body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("login returned no access_token")
     }
 
     /// Creates a session with `agent`; returns its id.
@@ -94,9 +120,17 @@ impl TestStack {
             .json(&json!({"title": "test", "agent": agent}))
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 201, "create session: {} {}", response.status(), response.text().await?);
+        anyhow::ensure!(
+            response.status() == 201,
+            "create session: {} {}",
+            response.status(),
+            response.text().await?
+        );
         let body: Value = response.json().await?;
-        body["id"].as_str().map(str::to_owned).context("session has no id")
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("session has no id")
     }
 
     pub async fn history(&self, token: &str, session_id: &str) -> anyhow::Result<Vec<Value>> {
@@ -114,7 +148,9 @@ impl TestStack {
     /// Opens a WebSocket authenticated with the `Authorization` header.
     pub async fn ws(&self, token: &str) -> anyhow::Result<WsClient> {
         let mut request = format!("ws://{}/api/v1/ws", self.addr).into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(WsClient { stream })
     }
@@ -127,7 +163,10 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn send(&mut self, frame: Value) {
-        self.stream.send(Message::text(frame.to_string())).await.expect("send frame");
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send frame");
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -164,7 +203,8 @@ impl WsClient {
     }
 
     pub async fn subscribe(&mut self, session_id: &str) -> Value {
-        self.send(json!({"type": "subscribe", "session_id": session_id, "after_seq": 0})).await;
+        self.send(json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}))
+            .await;
         let frame = self.recv().await;
         assert_eq!(frame["type"], "subscribed", "{frame}");
         frame
