@@ -34,7 +34,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let secret = settings.jwt_secret.clone().filter(|s| !s.is_empty()).context("JWT_SECRET is required")?;
+        let secret = settings
+            .jwt_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .context("JWT_SECRET is required")?;
         let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
         let db = store::connect(
             &settings.database_url,
@@ -44,7 +48,9 @@ impl Application {
         .await
         .context("failed to connect to the database")?;
         if settings.migrate {
-            Migrator::up(&db, None).await.context("failed to run migrations")?;
+            Migrator::up(&db, None)
+                .await
+                .context("failed to run migrations")?;
         }
         info!(backend = store::backend_name(&db), "database connected");
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
@@ -66,13 +72,20 @@ impl Application {
             store,
             bus,
             dispatcher,
-            Limits { max_content_bytes: settings.max_content_bytes },
+            Limits {
+                max_content_bytes: settings.max_content_bytes,
+            },
             settings.default_agent.clone(),
         );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
-        Ok(Self { listener, core, keys, settings })
+        Ok(Self {
+            listener,
+            core,
+            keys,
+            settings,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -80,8 +93,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then stops runners and drains calls.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, core, keys, settings } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            core,
+            keys,
+            settings,
+        } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let probe = tokio::spawn(probe_database(
             core.store().clone(),
@@ -127,13 +148,22 @@ impl Application {
 }
 
 /// Reports SERVING while the database answers, NOT_SERVING otherwise.
-async fn probe_database(store: Arc<dyn ChatStore>, reporter: tonic_health::server::HealthReporter, every: Duration) {
+async fn probe_database(
+    store: Arc<dyn ChatStore>,
+    reporter: tonic_health::server::HealthReporter,
+    every: Duration,
+) {
     let mut serving = None;
     loop {
-        let ok = tokio::time::timeout(every.max(Duration::from_secs(2)), store.ping()).await.is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(every.max(Duration::from_secs(2)), store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
         if serving != Some(ok) {
-            let status =
-                if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
             reporter.set_service_status(HEALTH_SERVICE, status).await;
             reporter.set_service_status("", status).await;
             if ok {

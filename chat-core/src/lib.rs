@@ -26,7 +26,9 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = store::connect(&settings.database_url, 1, std::time::Duration::from_secs(10))
         .await
         .context("failed to connect to the database")?;
-    migration::Migrator::up(&db, None).await.context("failed to run migrations")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("failed to run migrations")?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -31,10 +31,17 @@ impl TestDatabase {
 
     async fn postgres(admin_url: &str) -> anyhow::Result<Self> {
         let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(admin_url).await.context("failed to connect to TEST_DATABASE_URL")?;
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+        let admin = Database::connect(admin_url)
+            .await
+            .context("failed to connect to TEST_DATABASE_URL")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
         admin.close().await?;
-        Ok(Self { url: with_database(admin_url, &name), _dir: None })
+        Ok(Self {
+            url: with_database(admin_url, &name),
+            _dir: None,
+        })
     }
 }
 
@@ -42,7 +49,9 @@ impl TestDatabase {
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut out = format!("{}/{name}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -57,8 +66,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
-        assert_eq!(with_database("postgres://h/test?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://h/test?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 }
@@ -94,11 +109,19 @@ impl CuttableProxy {
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    connections.lock().unwrap_or_else(|e| e.into_inner()).push(task.abort_handle());
+                    connections
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(task.abort_handle());
                 }
             })
         };
-        Ok(Self { addr, cut, connections, accept })
+        Ok(Self {
+            addr,
+            cut,
+            connections,
+            accept,
+        })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -108,7 +131,12 @@ impl CuttableProxy {
     /// Drops every open connection and refuses new ones.
     pub fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for task in self.connections.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -142,9 +170,16 @@ pub fn socket_addr_of(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     let rest = &url[scheme_end..];
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
     use std::net::ToSocketAddrs;
-    host_port.to_socket_addrs()?.next().context("database host does not resolve")
+    host_port
+        .to_socket_addrs()?
+        .next()
+        .context("database host does not resolve")
 }
 
 #[cfg(test)]
@@ -154,7 +189,15 @@ mod url_tests {
     #[test]
     fn host_is_replaced_and_read() {
         let addr: std::net::SocketAddr = "127.0.0.1:9999".parse().unwrap();
-        assert_eq!(with_host("postgres://postgres@127.0.0.1:5432/db", addr), "postgres://postgres@127.0.0.1:9999/db");
-        assert_eq!(socket_addr_of("postgres://postgres@127.0.0.1:5432/db").unwrap().port(), 5432);
+        assert_eq!(
+            with_host("postgres://postgres@127.0.0.1:5432/db", addr),
+            "postgres://postgres@127.0.0.1:9999/db"
+        );
+        assert_eq!(
+            socket_addr_of("postgres://postgres@127.0.0.1:5432/db")
+                .unwrap()
+                .port(),
+            5432
+        );
     }
 }

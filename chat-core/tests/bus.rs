@@ -41,7 +41,10 @@ fn delta(session_id: &str, index: u32) -> pb::SessionEvent {
 }
 
 async fn next_index(stream: &mut BoxStream<'static, BusItem>) -> u32 {
-    let item = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event arrives").unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("event arrives")
+        .unwrap();
     match item {
         BusItem::Event(event) => match &event.event {
             Some(Event::Delta(d)) => d.index,
@@ -78,7 +81,11 @@ async fn events_stay_within_their_session() {
         let mut on_a = subscriber.subscribe(&a).await;
         publisher.publish(&b, delta(&b, 7)).await;
         publisher.publish(&a, delta(&a, 1)).await;
-        assert_eq!(next_index(&mut on_a).await, 1, "{name}: session b's event must not reach a");
+        assert_eq!(
+            next_index(&mut on_a).await,
+            1,
+            "{name}: session b's event must not reach a"
+        );
     }
 }
 
@@ -93,7 +100,15 @@ async fn a_later_subscriber_sees_only_later_events_and_a_dropped_one_frees_nothi
         let dropped = subscriber.subscribe(&id).await;
         drop(dropped);
         publisher.publish(&id, delta(&id, 1)).await;
-        assert_eq!(next_index(&mut late).await, 1, "{name}: the late subscriber starts at the next event");
-        assert_eq!(next_index(&mut early).await, 1, "{name}: dropping one subscriber keeps the others");
+        assert_eq!(
+            next_index(&mut late).await,
+            1,
+            "{name}: the late subscriber starts at the next event"
+        );
+        assert_eq!(
+            next_index(&mut early).await,
+            1,
+            "{name}: dropping one subscriber keeps the others"
+        );
     }
 }

@@ -16,10 +16,16 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn wait_for_health(addr: std::net::SocketAddr, wanted: ServingStatus) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr).await);
-    let request = tonic_health::pb::HealthCheckRequest { service: "chat.v1.ChatService".into() };
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "chat.v1.ChatService".into(),
+    };
     let mut watch = health.watch(request).await.unwrap().into_inner();
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(15), watch.next()).await.unwrap().unwrap().unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(15), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if next.status() == wanted {
             return;
         }
@@ -33,7 +39,9 @@ async fn database_outage_fails_clearly_and_recovers_without_restart() {
         eprintln!("skipped: set TEST_DATABASE_URL to run against Postgres");
         return;
     }
-    let proxy = CuttableProxy::start(socket_addr_of(&db.url).unwrap()).await.unwrap();
+    let proxy = CuttableProxy::start(socket_addr_of(&db.url).unwrap())
+        .await
+        .unwrap();
     let worker = spawn_worker().await;
     let core = spawn_core(&with_host(&db.url, proxy.addr()), &worker.url).await;
     let (_, token) = register(core.addr).await;
@@ -44,7 +52,13 @@ async fn database_outage_fails_clearly_and_recovers_without_restart() {
     wait_for_health(core.addr, ServingStatus::NotServing).await;
     let mut client = client(core.addr).await;
     let err = client
-        .list_messages(with_token(pb::ListMessagesRequest { session_id: session.id.clone(), ..Default::default() }, &token))
+        .list_messages(with_token(
+            pb::ListMessagesRequest {
+                session_id: session.id.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
@@ -54,8 +68,15 @@ async fn database_outage_fails_clearly_and_recovers_without_restart() {
         content: "during the outage".into(),
         role: String::new(),
     };
-    let err = client.send_message(with_token(request, &token)).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "a send is refused, never kept in memory");
+    let err = client
+        .send_message(with_token(request, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "a send is refused, never kept in memory"
+    );
 
     proxy.restore();
     wait_for_health(core.addr, ServingStatus::Serving).await;
@@ -63,6 +84,17 @@ async fn database_outage_fails_clearly_and_recovers_without_restart() {
     assert!(events.len() > 2, "the run streams again");
     let messages = history(core.addr, &token, &session.id).await;
     let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
-    assert_eq!(contents, vec!["before the outage", "before the outage", "after the outage", "after the outage"]);
-    assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        contents,
+        vec![
+            "before the outage",
+            "before the outage",
+            "after the outage",
+            "after the outage"
+        ]
+    );
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
 }

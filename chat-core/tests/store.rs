@@ -15,13 +15,18 @@ use migration::MigratorTrait;
 
 async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
     let db = TestDatabase::new().await.expect("test database");
-    let conn = store::connect(&db.url, 8, Duration::from_secs(5)).await.expect("connect");
+    let conn = store::connect(&db.url, 8, Duration::from_secs(5))
+        .await
+        .expect("connect");
     migration::Migrator::up(&conn, None).await.expect("migrate");
     (Arc::new(SeaStore::new(conn)), db)
 }
 
 async fn user_and_session(store: &Arc<dyn ChatStore>) -> (String, String) {
-    let user = store.create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash").await.unwrap();
+    let user = store
+        .create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash")
+        .await
+        .unwrap();
     let session = store
         .create_session(NewSession {
             owner_id: user.id.clone(),
@@ -49,7 +54,10 @@ async fn seq_starts_at_one_and_has_no_gaps() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
     for i in 1..=5 {
-        let appended = store.append_message(user_message(&session, &format!("m{i}"), "hi")).await.unwrap();
+        let appended = store
+            .append_message(user_message(&session, &format!("m{i}"), "hi"))
+            .await
+            .unwrap();
         assert_eq!(appended.message.seq, i);
         assert!(!appended.duplicate);
     }
@@ -62,13 +70,24 @@ async fn seq_starts_at_one_and_has_no_gaps() {
 async fn repeated_client_msg_id_returns_the_original_message_and_run() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
-    let first = store.append_message(user_message(&session, "same", "hello")).await.unwrap();
-    let again = store.append_message(user_message(&session, "same", "hello")).await.unwrap();
+    let first = store
+        .append_message(user_message(&session, "same", "hello"))
+        .await
+        .unwrap();
+    let again = store
+        .append_message(user_message(&session, "same", "hello"))
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message.id, first.message.id);
     assert_eq!(again.run.unwrap().id, first.run.unwrap().id);
     let all = store
-        .list_messages(MessageQuery { session_id: session, after_seq: Some(0), before_seq: None, limit: 100 })
+        .list_messages(MessageQuery {
+            session_id: session,
+            after_seq: Some(0),
+            before_seq: None,
+            limit: 100,
+        })
         .await
         .unwrap();
     assert_eq!(all.len(), 1);
@@ -82,7 +101,11 @@ async fn concurrent_sends_get_distinct_consecutive_seqs() {
         .map(|i| {
             let store = store.clone();
             let session = session.clone();
-            tokio::spawn(async move { store.append_message(user_message(&session, &format!("c{i}"), "x")).await })
+            tokio::spawn(async move {
+                store
+                    .append_message(user_message(&session, &format!("c{i}"), "x"))
+                    .await
+            })
         })
         .collect();
     let mut seqs = Vec::new();
@@ -115,8 +138,14 @@ async fn concurrent_duplicates_store_one_message() {
 async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
-    let a = store.append_message(user_message(&session, "a", "first")).await.unwrap();
-    let b = store.append_message(user_message(&session, "b", "second")).await.unwrap();
+    let a = store
+        .append_message(user_message(&session, "a", "first"))
+        .await
+        .unwrap();
+    let b = store
+        .append_message(user_message(&session, "b", "second"))
+        .await
+        .unwrap();
     let run = store.claim_next_run(&session).await.unwrap().unwrap();
     assert_eq!(run.id, a.run.unwrap().id);
     assert_eq!(run.attempt, 1);
@@ -130,7 +159,10 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
         })
         .await
         .unwrap();
-    assert_eq!(reply.seq, 3, "the reply takes the next seq after both user messages");
+    assert_eq!(
+        reply.seq, 3,
+        "the reply takes the next seq after both user messages"
+    );
     assert_eq!(reply.run_id.as_deref(), Some(run.id.as_str()));
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().status, "completed");
     let next = store.claim_next_run(&session).await.unwrap().unwrap();
@@ -141,9 +173,17 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
 async fn a_cancelled_run_cannot_be_completed() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
-    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
     let run = store.claim_next_run(&session).await.unwrap().unwrap();
-    assert!(store.finish_run(&run.id, RunStatus::Cancelled, None).await.unwrap());
+    assert!(
+        store
+            .finish_run(&run.id, RunStatus::Cancelled, None)
+            .await
+            .unwrap()
+    );
     let completion = RunCompletion {
         run_id: run.id.clone(),
         session_id: session.clone(),
@@ -151,17 +191,26 @@ async fn a_cancelled_run_cannot_be_completed() {
         content: "late".into(),
         first_delta_at: None,
     };
-    assert!(matches!(store.complete_run(completion).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.complete_run(completion).await,
+        Err(StoreError::Conflict(_))
+    ));
     let stored = store.get_session(&session).await.unwrap().unwrap();
     assert_eq!(stored.last_seq, 1, "the rolled-back reply leaves no gap");
-    assert!(!store.finish_run(&run.id, RunStatus::Failed, None).await.unwrap(), "terminal runs stay terminal");
+    assert!(
+        !store.finish_run(&run.id, RunStatus::Failed, None).await.unwrap(),
+        "terminal runs stay terminal"
+    );
 }
 
 #[tokio::test]
 async fn recover_runs_requeues_runs_left_running() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
-    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
     let run = store.claim_next_run(&session).await.unwrap().unwrap();
     assert_eq!(store.recover_runs().await.unwrap(), vec![session.clone()]);
     let again = store.claim_next_run(&session).await.unwrap().unwrap();
@@ -174,15 +223,35 @@ async fn message_pages_go_forward_and_backward() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
     for i in 0..10 {
-        let new = NewMessage { start_run: false, ..user_message(&session, &format!("m{i}"), "x") };
+        let new = NewMessage {
+            start_run: false,
+            ..user_message(&session, &format!("m{i}"), "x")
+        };
         store.append_message(new).await.unwrap();
     }
-    let q = |after_seq, before_seq, limit| MessageQuery { session_id: session.clone(), after_seq, before_seq, limit };
+    let q = |after_seq, before_seq, limit| MessageQuery {
+        session_id: session.clone(),
+        after_seq,
+        before_seq,
+        limit,
+    };
     let seqs = |ms: Vec<store::MessageRecord>| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(store.list_messages(q(Some(3), None, 3)).await.unwrap()), vec![4, 5, 6]);
-    assert_eq!(seqs(store.list_messages(q(None, Some(5), 2)).await.unwrap()), vec![3, 4]);
-    assert_eq!(seqs(store.list_messages(q(None, None, 3)).await.unwrap()), vec![8, 9, 10]);
-    assert_eq!(seqs(store.list_messages(q(Some(2), Some(5), 10)).await.unwrap()), vec![3, 4]);
+    assert_eq!(
+        seqs(store.list_messages(q(Some(3), None, 3)).await.unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(None, Some(5), 2)).await.unwrap()),
+        vec![3, 4]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(None, None, 3)).await.unwrap()),
+        vec![8, 9, 10]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(Some(2), Some(5), 10)).await.unwrap()),
+        vec![3, 4]
+    );
 }
 
 #[tokio::test]
@@ -207,7 +276,12 @@ async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
     let mut cursor = None;
     loop {
         let page = store
-            .list_sessions(SessionQuery { owner_id: Some(owner.clone()), status: None, limit: 2, cursor })
+            .list_sessions(SessionQuery {
+                owner_id: Some(owner.clone()),
+                status: None,
+                limit: 2,
+                cursor,
+            })
             .await
             .unwrap();
         seen.extend(page.sessions.iter().map(|s| s.id.clone()));
@@ -225,10 +299,19 @@ async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
 async fn usernames_are_unique_and_deleting_a_session_removes_its_messages() {
     let (store, _db) = fresh_store().await;
     store.create_user("alice", "h").await.unwrap();
-    assert!(matches!(store.create_user("alice", "h").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_user("alice", "h").await,
+        Err(StoreError::Conflict(_))
+    ));
     let (_, session) = user_and_session(&store).await;
-    store.append_message(user_message(&session, "a", "x")).await.unwrap();
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
     store.delete_session(&session).await.unwrap();
     assert!(store.get_session(&session).await.unwrap().is_none());
-    assert!(matches!(store.delete_session(&session).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.delete_session(&session).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -145,6 +145,9 @@ mod tests {
     fn bare_grpc_statuses_map_to_a_code() {
         let status = tonic::Status::unavailable("down");
         assert_eq!(ErrorCode::from_status(&status), ErrorCode::Unavailable);
-        assert_eq!(ErrorCode::Unavailable.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ErrorCode::Unavailable.http_status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

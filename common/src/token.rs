@@ -97,7 +97,10 @@ fn unix_now() -> u64 {
 /// Reads the bearer token of an `authorization` header value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -115,7 +118,9 @@ mod tests {
 
     #[test]
     fn token_from_another_secret_is_rejected() {
-        let token = TokenKeys::new(b"a").sign("u1", Role::Service, Duration::from_secs(60)).unwrap();
+        let token = TokenKeys::new(b"a")
+            .sign("u1", Role::Service, Duration::from_secs(60))
+            .unwrap();
         assert!(TokenKeys::new(b"b").verify(&token).is_err());
         assert!(TokenKeys::new(b"b").verify("garbage").is_err());
     }

@@ -30,8 +30,7 @@ use crate::settings::Settings;
 use crate::ws;
 
 /// Content-Security-Policy of every response: the page loads only its own script and style.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'";
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Size limits applied to client input.
 #[derive(Clone, Debug)]

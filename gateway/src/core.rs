@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_proto::chat::v1 as pb;
 use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use chat_proto::chat::v1::user_service_client::UserServiceClient;
+use futures::Stream;
+use tonic::codec::{BufferSettings, Codec, Streaming};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use crate::error::ApiError;
 
@@ -17,10 +21,20 @@ use crate::error::ApiError;
 const READINESS_SERVICE: &str = "chat.v1.ChatService";
 /// How long a readiness probe waits for chat-core.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Initial codec buffers of a `Connect` stream. Every open WebSocket holds one
+/// such stream, so tonic's 8 KiB default (twice: encode and decode) would
+/// dominate the cost of an idle socket; buffers grow when a frame needs it.
+const CONNECT_BUFFER_BYTES: usize = 512;
+const CONNECT_YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn connect_buffers() -> BufferSettings {
+    BufferSettings::new(CONNECT_BUFFER_BYTES, CONNECT_YIELD_THRESHOLD)
+}
 
 /// Clients for chat-core's `ChatService`, `UserService` and health service.
 #[derive(Clone, Debug)]
 pub struct CoreClient {
+    channel: Channel,
     chat: ChatServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     health: HealthClient<Channel>,
@@ -45,7 +59,8 @@ impl CoreClient {
             users: UserServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            health: HealthClient::new(channel),
+            health: HealthClient::new(channel.clone()),
+            channel,
             unary_timeout,
         })
     }
@@ -56,6 +71,30 @@ impl CoreClient {
 
     pub fn users(&self) -> UserServiceClient<Channel> {
         self.users.clone()
+    }
+
+    /// Opens `ChatService.Connect` with small codec buffers (see [`CONNECT_BUFFER_BYTES`]).
+    pub async fn connect<S>(
+        &self,
+        request: tonic::Request<S>,
+    ) -> Result<Streaming<pb::ServerFrame>, tonic::Status>
+    where
+        S: Stream<Item = pb::ClientFrame> + Send + 'static,
+    {
+        let max = chat_proto::MAX_MESSAGE_BYTES;
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        grpc.ready()
+            .await
+            .map_err(|err| tonic::Status::unavailable(format!("chat-core unreachable: {err}")))?;
+        let path = http::uri::PathAndQuery::from_static("/chat.v1.ChatService/Connect");
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("chat.v1.ChatService", "Connect"));
+        let response = grpc.streaming(request, path, ConnectCodec).await?;
+        Ok(response.into_inner())
     }
 
     /// A unary request on behalf of the holder of `token`, with the request deadline.
@@ -90,4 +129,23 @@ pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiEr
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", value);
     Ok(request)
+}
+
+/// The prost codec of `Connect`, with [`CONNECT_BUFFER_BYTES`].
+#[derive(Clone, Copy, Debug, Default)]
+struct ConnectCodec;
+
+impl Codec for ConnectCodec {
+    type Encode = pb::ClientFrame;
+    type Decode = pb::ServerFrame;
+    type Encoder = ProstEncoder<pb::ClientFrame>;
+    type Decoder = ProstDecoder<pb::ServerFrame>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(connect_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(connect_buffers())
+    }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_common::telemetry::LogFormat;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// gateway: the stateless HTTP, WebSocket and SSE edge in front of chat-core.
 #[derive(Clone, Debug, clap::Parser)]
@@ -74,6 +74,9 @@ impl Settings {
 
     /// Checks the values clap cannot: returns one line naming the bad option.
     pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_secret.expose_secret().is_empty() {
+            return Err("--jwt-secret (JWT_SECRET) must not be empty".into());
+        }
         if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
             return Err("token lifetimes must be at least one second".into());
         }
@@ -100,7 +103,6 @@ impl Settings {
 mod tests {
     use super::*;
     use clap::Parser;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn test_style_arguments_parse_with_defaults() {

@@ -36,6 +36,9 @@ mod close {
 }
 
 /// Authenticates (401 before any upgrade) and upgrades the connection.
+///
+/// The write buffer has no hard cap (a long reply must never fail a write);
+/// the relay awaits every flush, so at most one batch is buffered.
 pub async fn upgrade(
     State(state): State<SharedState>,
     WsAuthUser(user): WsAuthUser,
@@ -44,41 +47,34 @@ pub async fn upgrade(
     let limits = &state.limits;
     ws.read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
-        .max_write_buffer_size(
-            limits
-                .ws_write_buffer_bytes
-                .saturating_mul(4)
-                .max(limits.max_ws_frame_bytes * 2),
-        )
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
         .on_upgrade(move |socket| serve(socket, state, user))
 }
 
+/// One socket's life. Futures needed only briefly (opening the stream,
+/// writing, closing) are boxed so an idle socket's task stays small.
 async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
+    let AuthUser { user_id, token } = user;
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
     let outbound = ReceiverStream::new(rx).map(|frame| *frame);
-    let upstream = match authorized(outbound, &user.token) {
-        Ok(request) => state.core.chat().connect(request).await,
+    let upstream = match authorized(outbound, &token) {
+        Ok(request) => Box::pin(state.core.connect(request)).await,
         Err(_) => Err(ErrorCode::Unauthenticated.status("malformed access token")),
     };
+    drop(token);
     match upstream {
-        Ok(response) => {
-            tracing::debug!(user_id = %user.user_id, "websocket connected");
+        Ok(upstream) => {
+            tracing::debug!(%user_id, "websocket connected");
             let shutdown = state.shutdown.clone().cancelled_owned();
-            relay(
-                socket,
-                response.into_inner(),
-                to_core,
-                state.limits.max_content_bytes,
-                shutdown,
-            )
-            .await;
-            tracing::debug!(user_id = %user.user_id, "websocket closed");
+            let max_content_bytes = state.limits.max_content_bytes;
+            drop(state);
+            relay(&mut socket, upstream, to_core, max_content_bytes, shutdown).await;
+            tracing::debug!(%user_id, "websocket closed");
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "failed to open chat-core connect stream");
-            close_with_error(&mut socket, &status).await;
+            Box::pin(close_with_error(&mut socket, &status)).await;
         }
     }
 }
@@ -90,7 +86,7 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
 /// drains, while server frames keep flowing. When `shutdown` completes the
 /// socket is closed with 1001 (going away) so the client reconnects elsewhere.
 pub async fn relay<S, U>(
-    mut socket: S,
+    socket: &mut S,
     mut upstream: U,
     to_core: mpsc::Sender<Box<pb::ClientFrame>>,
     max_content_bytes: usize,
@@ -104,7 +100,7 @@ pub async fn relay<S, U>(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                close_with(&mut socket, close::GOING_AWAY, "server shutting down; reconnect").await;
+                Box::pin(close_with(socket, close::GOING_AWAY, "server shutting down; reconnect")).await;
                 return;
             }
             permit = to_core.reserve(), if pending.is_some() => {
@@ -114,7 +110,7 @@ pub async fn relay<S, U>(
                 }
             }
             item = upstream.next() => {
-                if !forward_batch(&mut socket, &mut upstream, item).await {
+                if !Box::pin(forward_batch(socket, &mut upstream, item)).await {
                     return;
                 }
             }
@@ -125,7 +121,7 @@ pub async fn relay<S, U>(
                         Ok(text) => Some(text),
                         Err(_) => {
                             let error = OutFrame::error(ErrorCode::Invalid, "frames must be UTF-8 JSON text");
-                            if send(&mut socket, &error).await.is_err() {
+                            if send(socket, &error).await.is_err() {
                                 return;
                             }
                             None
@@ -145,7 +141,7 @@ pub async fn relay<S, U>(
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     },
                     Inbound::Reply(frame) => {
-                        if send(&mut socket, &frame).await.is_err() {
+                        if send(socket, &frame).await.is_err() {
                             return;
                         }
                     }
@@ -291,14 +287,17 @@ mod tests {
         let (outgoing, client_rx) = fmpsc::unbounded();
         let (core_tx, upstream) = mpsc::channel(8);
         let (to_core, core_rx) = mpsc::channel(8);
-        let socket = FakeSocket { incoming, outgoing };
-        let task = tokio::spawn(relay(
-            socket,
-            ReceiverStream::new(upstream),
-            to_core,
-            100,
-            std::future::pending(),
-        ));
+        let mut socket = FakeSocket { incoming, outgoing };
+        let task = tokio::spawn(async move {
+            relay(
+                &mut socket,
+                ReceiverStream::new(upstream),
+                to_core,
+                100,
+                std::future::pending(),
+            )
+            .await;
+        });
         Harness {
             client_tx,
             client_rx,

@@ -89,6 +89,7 @@
     reconnectTimer: null,
     pingTimer: null,
     subscribed: new Set(), // session ids subscribed on the current socket
+    confirming: new Set(), // of those, the ones whose `subscribed` reply is still due
   };
 
   // DOM nodes of the open conversation.
@@ -110,6 +111,8 @@
       finishedRuns: new Set(), // run ids whose stored reply we already have
       ready: false, // history loaded for the current visit
       loading: false,
+      retryTimer: null, // reloads the history after a failed attempt
+      resubTimer: null, // resubscribes after the server ended the subscription
     };
   }
 
@@ -563,8 +566,13 @@
     if (conv) {
       if (conn.subscribed.has(conv.id)) sendFrame({ type: 'unsubscribe', session_id: conv.id });
       conn.subscribed.delete(conv.id);
+      conn.confirming.delete(conv.id);
       conv.ready = false;
       conv.runs.clear();
+      clearTimeout(conv.retryTimer);
+      clearTimeout(conv.resubTimer);
+      conv.retryTimer = null;
+      conv.resubTimer = null;
     }
     state.currentId = null;
   }
@@ -581,12 +589,17 @@
     const conv = getConv(id);
     if (!conv.meta) conv.meta = findSession(id);
     renderConversation();
-    loadConversation(conv);
+    // A session created by this tab a moment ago has no history to load:
+    // subscribe at once so the first reply streams in live.
+    if (conv.ready) subscribe(conv);
+    else loadConversation(conv);
   }
 
   // Load session details and the full history, then subscribe for live events.
   async function loadConversation(conv) {
     if (conv.loading) return;
+    clearTimeout(conv.retryTimer);
+    conv.retryTimer = null;
     conv.loading = true;
     const epoch = state.epoch;
     const stillCurrent = () => epoch === state.epoch && state.currentId === conv.id;
@@ -608,6 +621,12 @@
         state.convs.delete(conv.id);
         history.replaceState(null, '', location.pathname + location.search);
         route();
+      } else {
+        // Network or server trouble: try again, the view must not stay empty.
+        conv.retryTimer = setTimeout(() => {
+          conv.retryTimer = null;
+          if (stillCurrent() && !conv.ready) loadConversation(conv);
+        }, 3000);
       }
     } finally {
       conv.loading = false;
@@ -644,6 +663,7 @@
     renderSessions();
     const conv = getConv(session.id);
     conv.meta = session;
+    conv.ready = true; // brand new: nothing stored yet, lastSeq 0
     return session;
   }
 
@@ -759,12 +779,13 @@
   function addMessage(conv, m, authoritative) {
     if (!m || typeof m.seq !== 'number') return;
     if (authoritative && m.seq > conv.lastSeq) conv.lastSeq = m.seq;
+    // A reply always closes its run's live bubble, even when its seq is known.
+    if (authoritative && m.run_id && m.role !== 'user') finishRun(conv, m.run_id);
     const had = conv.messages.get(m.seq);
     if (had && (!had.provisional || !authoritative)) return;
     const msg = Object.assign({}, m, { provisional: !authoritative });
     conv.messages.set(m.seq, msg);
     if (msg.client_msg_id) dropOutbox(msg.client_msg_id);
-    if (msg.run_id && msg.role !== 'user') finishRun(conv, msg.run_id);
     if (conv.id === state.currentId) {
       withScroll(() => renderMessage(msg));
       updateEmpty();
@@ -952,25 +973,41 @@
     }
     for (const i of saved.items) {
       if (!i || !i.frame || !i.frame.client_msg_id) continue;
-      state.outbox.set(i.frame.client_msg_id, { frame: i.frame, status: i.status === 'failed' ? 'failed' : 'sending', error: i.error || '', tries: 0, timer: null });
+      state.outbox.set(i.frame.client_msg_id, { frame: i.frame, status: i.status === 'failed' ? 'failed' : 'sending', error: i.error || '', tries: 0, timer: null, sentOn: null });
     }
   }
 
   function queueSend(sessionId, content) {
     const frame = { type: 'send', session_id: sessionId, client_msg_id: uuid(), content };
-    const item = { frame, status: 'sending', error: '', tries: 0, timer: null };
+    const item = { frame, status: 'sending', error: '', tries: 0, timer: null, sentOn: null };
     state.outbox.set(frame.client_msg_id, item);
     persistOutbox();
     renderPending(item);
     updateEmpty();
     scrollToBottom();
-    sendFrame(frame); // if the socket is down, flushOutbox() sends it after reconnecting
+    // If the socket is down or the session not yet subscribed, flushOutbox()
+    // sends it once it is.
+    if (readyToSend(frame.session_id)) sendItem(item);
+  }
+
+  // Send an outbox item once per socket (a resend on a new socket is
+  // deduplicated by the server through its client_msg_id).
+  function sendItem(item) {
+    if (item.sentOn && item.sentOn === conn.ws) return;
+    if (sendFrame(item.frame)) item.sentOn = conn.ws;
+  }
+
+  // The open session is subscribed before its messages go out, so the run's
+  // live events (deltas) are seen as they are produced. Messages left for
+  // other sessions go out as soon as the socket is open.
+  function readyToSend(sessionId) {
+    return sessionId !== state.currentId || conn.subscribed.has(sessionId);
   }
 
   // Resend everything unacknowledged, same client_msg_id (the server dedupes).
   function flushOutbox() {
     for (const item of state.outbox.values()) {
-      if (item.status === 'sending' && !item.timer) sendFrame(item.frame);
+      if (item.status === 'sending' && !item.timer && readyToSend(item.frame.session_id)) sendItem(item);
     }
   }
 
@@ -998,7 +1035,8 @@
     item.tries = 0;
     persistOutbox();
     renderPending(item);
-    sendFrame(item.frame);
+    item.sentOn = null;
+    if (readyToSend(item.frame.session_id)) sendItem(item);
   }
 
   // Send rejected by the server: retry later when it is transient, else show it.
@@ -1011,7 +1049,10 @@
       clearTimeout(item.timer);
       item.timer = setTimeout(() => {
         item.timer = null;
-        if (state.outbox.get(id) === item && item.status === 'sending') sendFrame(item.frame);
+        if (state.outbox.get(id) !== item || item.status !== 'sending') return;
+        item.sentOn = null;
+        if (readyToSend(item.frame.session_id)) sendItem(item);
+        renderPending(item);
       }, delay);
     } else {
       item.status = 'failed';
@@ -1132,6 +1173,7 @@
     conn.openedAt = Date.now();
     conn.lastFrameAt = Date.now();
     conn.subscribed.clear();
+    conn.confirming.clear();
     setConnStatus('connected');
     startPing();
     // Re-subscribe first, then resend unacknowledged messages.
@@ -1162,6 +1204,7 @@
     conn.ws = null;
     stopPing();
     conn.subscribed.clear();
+    conn.confirming.clear();
     if (!state.auth) return;
     if (lived >= STABLE_MS) conn.attempt = 0;
     // A refused upgrade (e.g. an expired token) is invisible to the browser:
@@ -1213,6 +1256,7 @@
     conn.ws = null;
     stopPing();
     conn.subscribed.clear();
+    conn.confirming.clear();
     if (ws) {
       try {
         ws.close();
@@ -1260,8 +1304,14 @@
       }
     }
     updateCancel();
+    clearTimeout(conv.resubTimer);
+    conv.resubTimer = null;
     if (sendFrame({ type: 'subscribe', session_id: conv.id, after_seq: conv.lastSeq })) {
       conn.subscribed.add(conv.id);
+      conn.confirming.add(conv.id);
+      // The server handles a socket's frames in order: sends queued for this
+      // session can follow the subscribe right away.
+      flushOutbox();
     }
   }
 
@@ -1286,6 +1336,8 @@
         onErrorFrame(f);
         break;
       case 'subscribed':
+        conn.confirming.delete(f.session_id);
+        break;
       case 'unsubscribed':
       case 'pong':
         break;
@@ -1355,8 +1407,27 @@
       onSendError(item, f);
       return;
     }
-    if (f.session_id && (f.code === 'not_found' || f.code === 'forbidden')) {
-      conn.subscribed.delete(f.session_id);
+    // An error naming a subscribed session is about its subscription when the
+    // `subscribed` reply is still due (the subscribe failed), or when it says
+    // `unavailable` (the server ended the stream, e.g. this client fell
+    // behind). Other errors (a refused cancel, ...) leave it alone.
+    const sid = f.session_id;
+    const aboutSubscription = sid && conn.subscribed.has(sid) && (conn.confirming.has(sid) || f.code === 'unavailable');
+    if (aboutSubscription) {
+      conn.subscribed.delete(sid);
+      conn.confirming.delete(sid);
+      const conv = state.convs.get(sid);
+      const transient = ['unavailable', 'internal', 'rate_limited', 'busy'].includes(f.code);
+      if (conv && conv.id === state.currentId && transient) {
+        // Resubscribe from the last seq seen: nothing is lost.
+        const delay = Number(f.retry_after_ms) > 0 ? Number(f.retry_after_ms) : 1000 + Math.random() * 1000;
+        clearTimeout(conv.resubTimer);
+        conv.resubTimer = setTimeout(() => {
+          conv.resubTimer = null;
+          if (conv.id === state.currentId && conv.ready) subscribe(conv);
+        }, delay);
+        return; // retried
+      }
     }
     toast(f.message || `Error: ${f.code}`);
   }

@@ -63,7 +63,11 @@ enum Runs {
 }
 
 fn id(col: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(col).string_len(36).not_null().primary_key().to_owned()
+    ColumnDef::new(col)
+        .string_len(36)
+        .not_null()
+        .primary_key()
+        .to_owned()
 }
 
 #[async_trait::async_trait]
@@ -75,7 +79,12 @@ impl MigrationTrait for Migration {
                     .table(Users::Table)
                     .if_not_exists()
                     .col(id(Users::Id))
-                    .col(ColumnDef::new(Users::Username).string_len(64).not_null().unique_key())
+                    .col(
+                        ColumnDef::new(Users::Username)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(Users::PasswordHash).text().not_null())
                     .col(ColumnDef::new(Users::CreatedAt).big_integer().not_null())
                     .to_owned(),
@@ -94,7 +103,12 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Sessions::Agent).string_len(64).not_null())
                     .col(ColumnDef::new(Sessions::Metadata).text().not_null())
                     .col(ColumnDef::new(Sessions::ResolutionNotes).text().null())
-                    .col(ColumnDef::new(Sessions::LastSeq).big_integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(Sessions::LastSeq)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(ColumnDef::new(Sessions::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(Sessions::UpdatedAt).big_integer().not_null())
                     .foreign_key(
@@ -220,7 +234,9 @@ impl MigrationTrait for Migration {
             Sessions::Table.into_iden(),
             Users::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

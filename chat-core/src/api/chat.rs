@@ -32,15 +32,18 @@ impl ChatApi {
     async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
         let valid_name = !agent.is_empty()
             && agent.len() <= 64
-            && agent.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && agent
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !valid_name {
             return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
         }
         // When the fleet cannot be asked, the run reports an unknown agent later.
         if let Ok(agents) = self.core.dispatcher.workers().list_agents().await
-            && !agents.iter().any(|a| a.name == agent) {
-                return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
-            }
+            && !agents.iter().any(|a| a.name == agent)
+        {
+            return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
+        }
         Ok(())
     }
 }
@@ -57,7 +60,10 @@ fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceE
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {
-    async fn create_session(&self, request: Request<pb::CreateSessionRequest>) -> Result<Response<pb::Session>, Status> {
+    async fn create_session(
+        &self,
+        request: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let owner_id = match &principal {
@@ -65,9 +71,17 @@ impl ChatService for ChatApi {
             Principal::Service(_) if !req.owner_id.is_empty() => req.owner_id.clone(),
             Principal::Service(_) => return Err(ServiceError::Invalid("owner_id is required".into()).into()),
         };
-        let agent = if req.agent.is_empty() { self.core.default_agent.clone() } else { req.agent.clone() };
+        let agent = if req.agent.is_empty() {
+            self.core.default_agent.clone()
+        } else {
+            req.agent.clone()
+        };
         self.check_agent(&agent).await?;
-        let metadata = if req.metadata_json.is_empty() { "{}".to_owned() } else { req.metadata_json };
+        let metadata = if req.metadata_json.is_empty() {
+            "{}".to_owned()
+        } else {
+            req.metadata_json
+        };
         if metadata.len() > MAX_METADATA_BYTES {
             return Err(ServiceError::TooLarge("metadata is too large".into()).into());
         }
@@ -80,15 +94,26 @@ impl ChatService for ChatApi {
         let session = self
             .core
             .store()
-            .create_session(NewSession { owner_id, title: req.title, agent, metadata })
+            .create_session(NewSession {
+                owner_id,
+                title: req.title,
+                agent,
+                metadata,
+            })
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(convert::session(&session)))
     }
 
-    async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> Result<Response<pb::Session>, Status> {
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
-        let session = self.core.authorized_session(&principal, &request.get_ref().session_id).await?;
+        let session = self
+            .core
+            .authorized_session(&principal, &request.get_ref().session_id)
+            .await?;
         Ok(Response::new(convert::session(&session)))
     }
 
@@ -119,12 +144,20 @@ impl ChatService for ChatApi {
         }))
     }
 
-    async fn resolve_session(&self, request: Request<pb::ResolveSessionRequest>) -> Result<Response<pb::Session>, Status> {
+    async fn resolve_session(
+        &self,
+        request: Request<pb::ResolveSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let session = self.core.authorized_session(&principal, &req.session_id).await?;
         let notes = (!req.notes.is_empty()).then_some(req.notes);
-        let session = self.core.store().resolve_session(&session.id, notes).await.map_err(ServiceError::from)?;
+        let session = self
+            .core
+            .store()
+            .resolve_session(&session.id, notes)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(convert::session(&session)))
     }
 
@@ -133,11 +166,18 @@ impl ChatService for ChatApi {
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let principal = principal(&request)?;
-        let session = self.core.authorized_session(&principal, &request.get_ref().session_id).await?;
+        let session = self
+            .core
+            .authorized_session(&principal, &request.get_ref().session_id)
+            .await?;
         if let Some(run) = self.core.dispatcher.inflight(&session.id) {
             self.core.dispatcher.cancel_running(&run.run_id);
         }
-        self.core.store().delete_session(&session.id).await.map_err(ServiceError::from)?;
+        self.core
+            .store()
+            .delete_session(&session.id)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 
@@ -148,7 +188,11 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let session = self.core.authorized_session(&principal, &req.session_id).await?;
-        let limit = if req.limit == 0 { DEFAULT_MESSAGE_LIMIT } else { req.limit.min(MAX_MESSAGE_LIMIT) };
+        let limit = if req.limit == 0 {
+            DEFAULT_MESSAGE_LIMIT
+        } else {
+            req.limit.min(MAX_MESSAGE_LIMIT)
+        };
         let messages = self
             .core
             .store()
@@ -160,7 +204,9 @@ impl ChatService for ChatApi {
             })
             .await
             .map_err(ServiceError::from)?;
-        Ok(Response::new(pb::ListMessagesResponse { messages: messages.iter().map(convert::message).collect() }))
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.iter().map(convert::message).collect(),
+        }))
     }
 
     type SendMessageStream = EventStream<pb::SendMessageEvent>;
@@ -172,26 +218,43 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let role = parse_role(&principal, &req.role)?;
-        let (sent, events) =
-            self.core.send_and_follow(&principal, &req.session_id, &req.client_msg_id, req.content, role).await?;
-        let ack = pb::SendMessageEvent { event: Some(pb::send_message_event::Event::Ack(sent.ack)) };
+        let (sent, events) = self
+            .core
+            .send_and_follow(&principal, &req.session_id, &req.client_msg_id, req.content, role)
+            .await?;
+        let ack = pb::SendMessageEvent {
+            event: Some(pb::send_message_event::Event::Ack(sent.ack)),
+        };
         let stream = futures::stream::once(async { Ok(ack) }).chain(events.map(|item| {
-            item.map(|ev| pb::SendMessageEvent { event: Some(pb::send_message_event::Event::SessionEvent(ev)) })
-                .map_err(Status::from)
+            item.map(|ev| pb::SendMessageEvent {
+                event: Some(pb::send_message_event::Event::SessionEvent(ev)),
+            })
+            .map_err(Status::from)
         }));
         Ok(Response::new(Box::pin(stream)))
     }
 
     type SubscribeStream = EventStream<pb::SessionEvent>;
 
-    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let subscription = self.core.subscribe(&principal, &req.session_id, req.after_seq).await?;
-        Ok(Response::new(Box::pin(subscription.events.map(|item| item.map_err(Status::from)))))
+        let subscription = self
+            .core
+            .subscribe(&principal, &req.session_id, req.after_seq)
+            .await?;
+        Ok(Response::new(Box::pin(
+            subscription.events.map(|item| item.map_err(Status::from)),
+        )))
     }
 
-    async fn cancel_run(&self, request: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         self.core.cancel(&principal, &req.session_id, &req.run_id).await?;
@@ -206,15 +269,34 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal = principal(&request)?;
         let frames = request.into_inner();
-        Ok(Response::new(super::connect::serve(self.core.clone(), principal, frames)))
+        Ok(Response::new(super::connect::serve(
+            self.core.clone(),
+            principal,
+            frames,
+        )))
     }
 
-    async fn list_agents(&self, _request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.core.dispatcher.workers().list_agents().await.map_err(|status| {
-            ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
-        })?;
+    async fn list_agents(
+        &self,
+        _request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .core
+            .dispatcher
+            .workers()
+            .list_agents()
+            .await
+            .map_err(|status| {
+                ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
+            })?;
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.into_iter().map(|a| pb::AgentInfo { name: a.name, description: a.description }).collect(),
+            agents: agents
+                .into_iter()
+                .map(|a| pb::AgentInfo {
+                    name: a.name,
+                    description: a.description,
+                })
+                .collect(),
         }))
     }
 }

@@ -44,7 +44,15 @@ pub fn serve(
     frames: Streaming<pb::ClientFrame>,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
-    tokio::spawn(Connection { core, principal, tx, subscriptions: HashMap::new() }.run(frames));
+    tokio::spawn(
+        Connection {
+            core,
+            principal,
+            tx,
+            subscriptions: HashMap::new(),
+        }
+        .run(frames),
+    );
     Box::pin(ReceiverStream::new(rx))
 }
 
@@ -83,12 +91,20 @@ impl Connection {
                 if let Some(task) = self.subscriptions.remove(&unsub.session_id) {
                     task.abort();
                 }
-                frame_out(Out::Unsubscribed(pb::Unsubscribed { session_id: unsub.session_id }))
+                frame_out(Out::Unsubscribed(pb::Unsubscribed {
+                    session_id: unsub.session_id,
+                }))
             }
             In::Send(send) => {
                 let result = self
                     .core
-                    .send(&self.principal, &send.session_id, &send.client_msg_id, send.content, MessageRole::User)
+                    .send(
+                        &self.principal,
+                        &send.session_id,
+                        &send.client_msg_id,
+                        send.content,
+                        MessageRole::User,
+                    )
                     .await;
                 match result {
                     Ok(sent) => {
@@ -99,7 +115,11 @@ impl Connection {
                     Err(err) => Some(error_frame(&err, &send.session_id, &send.client_msg_id)),
                 }
             }
-            In::Cancel(cancel) => match self.core.cancel(&self.principal, &cancel.session_id, &cancel.run_id).await {
+            In::Cancel(cancel) => match self
+                .core
+                .cancel(&self.principal, &cancel.session_id, &cancel.run_id)
+                .await
+            {
                 Ok(()) => None,
                 Err(err) => Some(error_frame(&err, &cancel.session_id, "")),
             },
@@ -111,14 +131,21 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Result<pb::ServerFrame, Status>> {
-        let subscription = match self.core.subscribe(&self.principal, &sub.session_id, sub.after_seq).await {
+        let subscription = match self
+            .core
+            .subscribe(&self.principal, &sub.session_id, sub.after_seq)
+            .await
+        {
             Ok(subscription) => subscription,
             Err(err) => return Some(error_frame(&err, &sub.session_id, "")),
         };
         if let Some(previous) = self.subscriptions.remove(&sub.session_id) {
             previous.abort();
         }
-        let subscribed = Out::Subscribed(pb::Subscribed { session_id: sub.session_id.clone(), last_seq: subscription.last_seq });
+        let subscribed = Out::Subscribed(pb::Subscribed {
+            session_id: sub.session_id.clone(),
+            last_seq: subscription.last_seq,
+        });
         // Sent before the task starts so `subscribed` precedes the events.
         if self.tx.send(frame(subscribed)).await.is_err() {
             return None;

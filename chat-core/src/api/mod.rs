@@ -16,5 +16,9 @@ use crate::service::ServiceError;
 
 /// The principal the interceptor attached to the request.
 fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
-    request.extensions().get::<Principal>().cloned().ok_or_else(|| ServiceError::Unauthenticated.into())
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| ServiceError::Unauthenticated.into())
 }

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, LazyLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
@@ -24,17 +24,25 @@ fn hash(password: &str) -> Result<String, ServiceError> {
 
 fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 fn validate_username(username: &str) -> Result<(), ServiceError> {
     let ok = (3..=64).contains(&username.len())
-        && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(ServiceError::Invalid("username must be 3 to 64 characters of letters, digits, _ . -".into()))
+        Err(ServiceError::Invalid(
+            "username must be 3 to 64 characters of letters, digits, _ . -".into(),
+        ))
     }
 }
 
@@ -42,7 +50,9 @@ fn validate_password(password: &str) -> Result<(), ServiceError> {
     if (8..=256).contains(&password.chars().count()) {
         Ok(())
     } else {
-        Err(ServiceError::Invalid("password must be 8 to 256 characters".into()))
+        Err(ServiceError::Invalid(
+            "password must be 8 to 256 characters".into(),
+        ))
     }
 }
 
@@ -58,7 +68,11 @@ impl UserApi {
 }
 
 fn require_service<T>(request: &Request<T>) -> Result<(), Status> {
-    if principal(request)?.is_service() { Ok(()) } else { Err(ServiceError::Forbidden.into()) }
+    if principal(request)?.is_service() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden.into())
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
@@ -69,13 +83,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tonic::async_trait]
 impl UserService for UserApi {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         require_service(&request)?;
         let pb::RegisterRequest { username, password } = request.into_inner();
         validate_username(&username)?;
         validate_password(&password)?;
         let password_hash = blocking(move || hash(&password)).await??;
-        let user = self.store.create_user(&username, &password_hash).await.map_err(ServiceError::from)?;
+        let user = self
+            .store
+            .create_user(&username, &password_hash)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(pb::RegisterResponse { user_id: user.id }))
     }
 
@@ -85,8 +106,14 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::VerifyPasswordResponse>, Status> {
         require_service(&request)?;
         let pb::VerifyPasswordRequest { username, password } = request.into_inner();
-        let user = self.store.find_user(&username).await.map_err(ServiceError::from)?;
-        let stored = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+        let user = self
+            .store
+            .find_user(&username)
+            .await
+            .map_err(ServiceError::from)?;
+        let stored = user
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
         let matches = blocking(move || verify(&password, &stored)).await?;
         match user {
             Some(user) if matches => Ok(Response::new(pb::VerifyPasswordResponse { user_id: user.id })),

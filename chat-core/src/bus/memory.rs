@@ -25,7 +25,10 @@ pub struct InProcessBus {
 impl InProcessBus {
     /// `capacity` bounds how far a subscriber may fall behind before it lags.
     pub fn new(capacity: usize) -> Self {
-        Self { channels: Arc::default(), capacity }
+        Self {
+            channels: Arc::default(),
+            capacity,
+        }
     }
 }
 
@@ -46,7 +49,8 @@ struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         // `rx` still counts here; the channel goes when it is the last one.
-        self.channels.remove_if(&self.session_id, |_, tx| tx.receiver_count() <= 1);
+        self.channels
+            .remove_if(&self.session_id, |_, tx| tx.receiver_count() <= 1);
     }
 }
 

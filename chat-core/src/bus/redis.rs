@@ -63,8 +63,12 @@ impl RedisBus {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
-                        let Some(session_id) = message.channel.strip_prefix(CHANNEL_PREFIX) else { continue };
-                        let Some(bytes) = message.value.as_bytes() else { continue };
+                        let Some(session_id) = message.channel.strip_prefix(CHANNEL_PREFIX) else {
+                            continue;
+                        };
+                        let Some(bytes) = message.value.as_bytes() else {
+                            continue;
+                        };
                         match SessionEvent::decode(bytes) {
                             Ok(event) => relay.publish(session_id, event).await,
                             Err(error) => warn!(%error, "undecodable event on redis"),
@@ -77,7 +81,12 @@ impl RedisBus {
                 }
             }
         });
-        Ok(Self { publisher, subscriber, local, counts: Arc::default() })
+        Ok(Self {
+            publisher,
+            subscriber,
+            local,
+            counts: Arc::default(),
+        })
     }
 }
 
@@ -94,7 +103,9 @@ impl<S> Drop for Release<S> {
         let session_id = std::mem::take(&mut self.session_id);
         tokio::spawn(async move {
             let mut counts = bus.counts.lock().await;
-            let Some(count) = counts.get_mut(&session_id) else { return };
+            let Some(count) = counts.get_mut(&session_id) else {
+                return;
+            };
             *count -= 1;
             if *count == 0 {
                 counts.remove(&session_id);
@@ -138,10 +149,16 @@ impl EventBus for RedisBus {
             let count = counts.entry(session_id.to_owned()).or_default();
             *count += 1;
             if *count == 1
-                && let Err(error) = self.subscriber.subscribe(channel(session_id)).await {
-                    warn!(%error, session_id, "redis subscribe failed; local events only until it recovers");
-                }
+                && let Err(error) = self.subscriber.subscribe(channel(session_id)).await
+            {
+                warn!(%error, session_id, "redis subscribe failed; local events only until it recovers");
+            }
         }
-        Release { inner, bus: self.clone(), session_id: session_id.to_owned() }.boxed()
+        Release {
+            inner,
+            bus: self.clone(),
+            session_id: session_id.to_owned(),
+        }
+        .boxed()
     }
 }

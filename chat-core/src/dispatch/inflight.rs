@@ -14,7 +14,12 @@ pub struct InflightRun {
 
 impl InflightRun {
     pub fn new(run_id: String, agent: String, attempt: u32) -> Self {
-        Self { run_id, agent, attempt, deltas: Mutex::default() }
+        Self {
+            run_id,
+            agent,
+            attempt,
+            deltas: Mutex::default(),
+        }
     }
 
     /// Records the next delta and returns its index.

@@ -16,7 +16,10 @@ use crate::store::{MessageQuery, RunCompletion, RunRecord, StoreError};
 
 /// How a run ended, before it is recorded.
 enum Outcome {
-    Reply { content: String, first_delta_at: Option<i64> },
+    Reply {
+        content: String,
+        first_delta_at: Option<i64>,
+    },
     Failed(String),
     Cancelled,
 }
@@ -27,7 +30,10 @@ impl Dispatcher {
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.shutdown.is_cancelled() {
-                self.runners.lock().unwrap_or_else(|e| e.into_inner()).remove(&session_id);
+                self.runners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&session_id);
                 return;
             }
             match self.store.claim_next_run(&session_id).await {
@@ -67,7 +73,10 @@ impl Dispatcher {
                 // Left `running`: recovered and re-run at the next start.
                 info!(run_id = %run.id, "run interrupted by shutdown");
             }
-            Outcome::Reply { content, first_delta_at } => {
+            Outcome::Reply {
+                content,
+                first_delta_at,
+            } => {
                 let completion = RunCompletion {
                     run_id: run.id.clone(),
                     session_id: run.session_id.clone(),
@@ -77,7 +86,9 @@ impl Dispatcher {
                 };
                 match self.commit_reply(completion).await {
                     Ok(message) => {
-                        self.bus.publish(&run.session_id, event(Event::Message(convert::message(&message)))).await;
+                        self.bus
+                            .publish(&run.session_id, event(Event::Message(convert::message(&message))))
+                            .await;
                         self.publish_status(&run, RunStatus::Completed, "").await;
                     }
                     Err(StoreError::Conflict(_)) => {
@@ -86,18 +97,25 @@ impl Dispatcher {
                     }
                     Err(error) => {
                         warn!(run_id = %run.id, %error, "failed to store reply");
-                        self.record_end(&run, RunStatus::Failed, "failed to store the reply").await;
+                        self.record_end(&run, RunStatus::Failed, "failed to store the reply")
+                            .await;
                     }
                 }
             }
             Outcome::Failed(error) => self.record_end(&run, RunStatus::Failed, &error).await,
             Outcome::Cancelled => self.record_end(&run, RunStatus::Cancelled, "").await,
         }
-        self.inflight.remove_if(&run.session_id, |_, r| r.run_id == run.id);
+        self.inflight
+            .remove_if(&run.session_id, |_, r| r.run_id == run.id);
         self.cancels.remove(&run.id);
     }
 
-    async fn stream_from_worker(&self, run: &RunRecord, inflight: &InflightRun, cancel: &CancellationToken) -> Outcome {
+    async fn stream_from_worker(
+        &self,
+        run: &RunRecord,
+        inflight: &InflightRun,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let history = match self.history(run).await {
             Ok(history) => history,
             Err(error) => return Outcome::Failed(format!("failed to load history: {error}")),
@@ -127,7 +145,9 @@ impl Dispatcher {
                 () = tokio::time::sleep_until(deadline) => return Outcome::Failed("run timed out".into()),
             };
             match next {
-                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Delta(delta)) })) => {
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::Delta(delta)),
+                })) => {
                     if delta.text.is_empty() {
                         continue;
                     }
@@ -140,18 +160,33 @@ impl Dispatcher {
                         index,
                         text: delta.text,
                     };
-                    self.bus.publish(&run.session_id, event(Event::Delta(delta))).await;
+                    self.bus
+                        .publish(&run.session_id, event(Event::Delta(delta)))
+                        .await;
                 }
-                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Final(done)) })) => {
-                    let content = if done.content.is_empty() { text } else { done.content };
-                    return Outcome::Reply { content, first_delta_at };
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::Final(done)),
+                })) => {
+                    let content = if done.content.is_empty() {
+                        text
+                    } else {
+                        done.content
+                    };
+                    return Outcome::Reply {
+                        content,
+                        first_delta_at,
+                    };
                 }
-                Some(Ok(agent::RunEvent { event: Some(AgentEvent::Error(error)) })) => {
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::Error(error)),
+                })) => {
                     return Outcome::Failed(format!("{}: {}", error.code, error.message));
                 }
                 // Tool calls and handoffs are reported by later agent kinds.
                 Some(Ok(_)) => {}
-                Some(Err(status)) => return Outcome::Failed(format!("agent-worker failed: {}", status.message())),
+                Some(Err(status)) => {
+                    return Outcome::Failed(format!("agent-worker failed: {}", status.message()));
+                }
                 None => return Outcome::Failed("agent-worker ended the run without a reply".into()),
             }
         }
@@ -179,7 +214,10 @@ impl Dispatcher {
     }
 
     /// Commits the reply, retrying while the database is unreachable.
-    async fn commit_reply(&self, completion: RunCompletion) -> Result<crate::store::MessageRecord, StoreError> {
+    async fn commit_reply(
+        &self,
+        completion: RunCompletion,
+    ) -> Result<crate::store::MessageRecord, StoreError> {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
             match self.store.complete_run(completion.clone()).await {
@@ -195,7 +233,10 @@ impl Dispatcher {
     }
 
     async fn record_end(&self, run: &RunRecord, status: RunStatus, error: &str) {
-        let stored = self.store.finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned())).await;
+        let stored = self
+            .store
+            .finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned()))
+            .await;
         match stored {
             Ok(true) => self.publish_status(run, status, error).await,
             // Already ended elsewhere (for example cancelled before it started).

@@ -25,7 +25,11 @@ impl WorkerPool {
             })
             .collect::<Result<Vec<_>, tonic::transport::Error>>()?;
         let channel = if endpoints.len() == 1 {
-            endpoints.into_iter().next().map(|e| e.connect_lazy()).unwrap_or_else(|| Channel::balance_list(std::iter::empty()))
+            endpoints
+                .into_iter()
+                .next()
+                .map(|e| e.connect_lazy())
+                .unwrap_or_else(|| Channel::balance_list(std::iter::empty()))
         } else {
             Channel::balance_list(endpoints.into_iter())
         };
@@ -48,6 +52,12 @@ impl WorkerPool {
     pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
         let mut request = tonic::Request::new(agent::ListAgentsRequest {});
         request.set_timeout(Duration::from_secs(5));
-        Ok(self.client.clone().list_agents(request).await?.into_inner().agents)
+        Ok(self
+            .client
+            .clone()
+            .list_agents(request)
+            .await?
+            .into_inner()
+            .agents)
     }
 }

@@ -6,7 +6,9 @@ use crate::service::ServiceError;
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
 
 pub fn validate_session_id(id: &str) -> Result<(), ServiceError> {
-    uuid::Uuid::parse_str(id).map(drop).map_err(|_| ServiceError::NotFound("session"))
+    uuid::Uuid::parse_str(id)
+        .map(drop)
+        .map_err(|_| ServiceError::NotFound("session"))
 }
 
 pub fn validate_content(content: &str, max_bytes: usize) -> Result<(), ServiceError> {
@@ -14,7 +16,9 @@ pub fn validate_content(content: &str, max_bytes: usize) -> Result<(), ServiceEr
         return Err(ServiceError::Invalid("content must not be empty".into()));
     }
     if content.len() > max_bytes {
-        return Err(ServiceError::TooLarge(format!("content exceeds {max_bytes} bytes")));
+        return Err(ServiceError::TooLarge(format!(
+            "content exceeds {max_bytes} bytes"
+        )));
     }
     Ok(())
 }
@@ -26,7 +30,9 @@ pub fn validate_client_msg_id(id: &str) -> Result<(), ServiceError> {
         )));
     }
     if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ServiceError::Invalid("client_msg_id must be printable ASCII".into()));
+        return Err(ServiceError::Invalid(
+            "client_msg_id must be printable ASCII".into(),
+        ));
     }
     Ok(())
 }
@@ -37,8 +43,14 @@ mod tests {
 
     #[test]
     fn blank_and_oversized_content_is_refused() {
-        assert!(matches!(validate_content("  \n", 10), Err(ServiceError::Invalid(_))));
-        assert!(matches!(validate_content("0123456789a", 10), Err(ServiceError::TooLarge(_))));
+        assert!(matches!(
+            validate_content("  \n", 10),
+            Err(ServiceError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_content("0123456789a", 10),
+            Err(ServiceError::TooLarge(_))
+        ));
         assert!(validate_content("hello", 10).is_ok());
     }
 

@@ -47,7 +47,13 @@ impl ChatCore {
         limits: Limits,
         default_agent: String,
     ) -> Self {
-        Self { store, bus, dispatcher, limits, default_agent }
+        Self {
+            store,
+            bus,
+            dispatcher,
+            limits,
+            default_agent,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ChatStore> {
@@ -55,9 +61,17 @@ impl ChatCore {
     }
 
     /// Loads a session the principal may act on.
-    pub async fn authorized_session(&self, principal: &Principal, session_id: &str) -> Result<SessionRecord, ServiceError> {
+    pub async fn authorized_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<SessionRecord, ServiceError> {
         domain::validate_session_id(session_id)?;
-        let session = self.store.get_session(session_id).await?.ok_or(ServiceError::NotFound("session"))?;
+        let session = self
+            .store
+            .get_session(session_id)
+            .await?
+            .ok_or(ServiceError::NotFound("session"))?;
         principal.authorize(&session)?;
         Ok(session)
     }
@@ -98,7 +112,10 @@ impl ChatCore {
             duplicate: appended.duplicate,
             message: Some(message.clone()),
         };
-        Ok(Sent { ack, run: appended.run })
+        Ok(Sent {
+            ack,
+            run: appended.run,
+        })
     }
 
     /// Tells subscribers about a committed message and wakes the session's
@@ -107,7 +124,9 @@ impl ChatCore {
         let session_id = &sent.ack.session_id;
         if !sent.ack.duplicate {
             if let Some(message) = &sent.ack.message {
-                self.bus.publish(session_id, event(Event::Message(message.clone()))).await;
+                self.bus
+                    .publish(session_id, event(Event::Message(message.clone())))
+                    .await;
             }
             if let Some(run) = &sent.run {
                 let queued = convert::run_update(run, RunStatus::Queued, "");
@@ -121,7 +140,12 @@ impl ChatCore {
     }
 
     /// Cancels a queued or running run of the session.
-    pub async fn cancel(&self, principal: &Principal, session_id: &str, run_id: &str) -> Result<(), ServiceError> {
+    pub async fn cancel(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        run_id: &str,
+    ) -> Result<(), ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
         let run = self
             .store

@@ -8,7 +8,7 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::{ChatCore, ServiceError, Sent, convert, event};
+use super::{ChatCore, Sent, ServiceError, convert, event};
 use crate::bus::BusItem;
 use crate::domain::{Principal, RunStatus};
 use crate::store::MessageQuery;
@@ -97,7 +97,10 @@ impl ChatCore {
             }
         }
         let last_seq = cursor.max(session.last_seq);
-        let mut delivered = Delivered { last_seq: after_seq.max(0), ..Delivered::default() };
+        let mut delivered = Delivered {
+            last_seq: after_seq.max(0),
+            ..Delivered::default()
+        };
         let mut opening = Vec::with_capacity(stored.len());
         for message in &stored {
             let ev = event(Event::Message(convert::message(message)));
@@ -106,27 +109,28 @@ impl ChatCore {
             }
         }
         if let Some(run) = self.dispatcher.inflight(&session.id)
-            && !delivered.replied.contains(&run.run_id) {
-                opening.push(event(Event::Run(pb::RunUpdate {
+            && !delivered.replied.contains(&run.run_id)
+        {
+            opening.push(event(Event::Run(pb::RunUpdate {
+                session_id: session.id.clone(),
+                run_id: run.run_id.clone(),
+                status: RunStatus::Running.to_proto().into(),
+                agent: run.agent.clone(),
+                attempt: run.attempt,
+                error: String::new(),
+            })));
+            for (index, text) in run.snapshot().into_iter().enumerate() {
+                let ev = event(Event::Delta(pb::Delta {
                     session_id: session.id.clone(),
                     run_id: run.run_id.clone(),
-                    status: RunStatus::Running.to_proto().into(),
-                    agent: run.agent.clone(),
-                    attempt: run.attempt,
-                    error: String::new(),
-                })));
-                for (index, text) in run.snapshot().into_iter().enumerate() {
-                    let ev = event(Event::Delta(pb::Delta {
-                        session_id: session.id.clone(),
-                        run_id: run.run_id.clone(),
-                        index: u32::try_from(index).unwrap_or(u32::MAX),
-                        text,
-                    }));
-                    if delivered.admit(&ev) {
-                        opening.push(ev);
-                    }
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    text,
+                }));
+                if delivered.admit(&ev) {
+                    opening.push(ev);
                 }
             }
+        }
         let events = async_stream::stream! {
             for ev in opening {
                 yield Ok(ev);
@@ -145,7 +149,10 @@ impl ChatCore {
                 }
             }
         };
-        Ok(Subscription { last_seq, events: events.boxed() })
+        Ok(Subscription {
+            last_seq,
+            events: events.boxed(),
+        })
     }
 
     /// Sends a message and follows its run: the ack first, then the run's
@@ -157,10 +164,18 @@ impl ChatCore {
         client_msg_id: &str,
         content: String,
         role: crate::domain::MessageRole,
-    ) -> Result<(Sent, impl Stream<Item = Result<pb::SessionEvent, ServiceError>> + use<>), ServiceError> {
+    ) -> Result<
+        (
+            Sent,
+            impl Stream<Item = Result<pb::SessionEvent, ServiceError>> + use<>,
+        ),
+        ServiceError,
+    > {
         domain_check(session_id)?;
         let mut live = self.bus.subscribe(session_id).await;
-        let sent = self.send(principal, session_id, client_msg_id, content, role).await?;
+        let sent = self
+            .send(principal, session_id, client_msg_id, content, role)
+            .await?;
         self.announce(&sent).await;
         let core = self.clone();
         let run = sent.run.clone();

@@ -23,7 +23,11 @@ impl StoreError {
 
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
-        if is_connectivity(&err) { Self::Unavailable(err) } else { Self::Other(err) }
+        if is_connectivity(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Other(err)
+        }
     }
 }
 
@@ -37,7 +41,12 @@ fn is_connectivity(err: &DbErr) -> bool {
     match runtime {
         RuntimeErr::SqlxError(e) => matches!(
             e.as_ref(),
-            Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Protocol(_)
+            Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+                | Sqlx::Protocol(_)
         ),
         _ => false,
     }

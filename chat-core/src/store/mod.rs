@@ -55,8 +55,12 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError>;
     /// Moves a run that is not yet terminal to `failed` or `cancelled`;
     /// returns whether it changed.
-    async fn finish_run(&self, run_id: &str, status: crate::domain::RunStatus, error: Option<String>)
-    -> Result<bool, StoreError>;
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: crate::domain::RunStatus,
+        error: Option<String>,
+    ) -> Result<bool, StoreError>;
     /// The stored reply of a run, if any.
     async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// Puts runs left `running` by a stopped process back in the queue and

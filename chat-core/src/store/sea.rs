@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{message, run, session, user};
@@ -29,18 +28,24 @@ pub async fn connect(
 ) -> Result<DatabaseConnection, StoreError> {
     let sqlite = url.starts_with("sqlite:");
     if sqlite
-        && let Some(parent) = sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned()))
-            && !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(&parent).map_err(|e| {
-                    StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
-                        "failed to create {}: {e}",
-                        parent.display()
-                    )))
-                })?;
-            }
+        && let Some(parent) =
+            sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned()))
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
+                "failed to create {}: {e}",
+                parent.display()
+            )))
+        })?;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(if sqlite { std::cmp::min(max_connections, 8) } else { max_connections })
+        .max_connections(if sqlite {
+            std::cmp::min(max_connections, 8)
+        } else {
+            max_connections
+        })
         .min_connections(1)
         .connect_timeout(acquire_timeout)
         .acquire_timeout(acquire_timeout)
@@ -57,7 +62,9 @@ pub async fn connect(
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -80,11 +87,17 @@ impl SeaStore {
     /// Bumps the session's `last_seq` and returns the new value with the
     /// session's title and agent; this is the first statement of every
     /// message-writing transaction.
-    async fn next_seq(txn: &DatabaseTransaction, session_id: &str) -> Result<(i64, String, String), StoreError> {
+    async fn next_seq(
+        txn: &DatabaseTransaction,
+        session_id: &str,
+    ) -> Result<(i64, String, String), StoreError> {
         let now = now_ms();
         let stmt = Query::update()
             .table(session::Entity)
-            .value(session::Column::LastSeq, Expr::col(session::Column::LastSeq).add(1))
+            .value(
+                session::Column::LastSeq,
+                Expr::col(session::Column::LastSeq).add(1),
+            )
             .value(session::Column::UpdatedAt, now)
             .and_where(Expr::col(session::Column::Id).eq(session_id))
             .returning(Query::returning().columns([
@@ -93,7 +106,10 @@ impl SeaStore {
                 session::Column::Agent,
             ]))
             .to_owned();
-        let row = txn.query_one(&stmt).await?.ok_or(StoreError::NotFound("session"))?;
+        let row = txn
+            .query_one(&stmt)
+            .await?
+            .ok_or(StoreError::NotFound("session"))?;
         Ok((
             row.try_get::<i64>("", "last_seq").map_err(StoreError::Other)?,
             row.try_get::<String>("", "title").map_err(StoreError::Other)?,
@@ -101,7 +117,11 @@ impl SeaStore {
         ))
     }
 
-    async fn find_by_client_msg_id(&self, session_id: &str, client_msg_id: &str) -> Result<Option<Appended>, StoreError> {
+    async fn find_by_client_msg_id(
+        &self,
+        session_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Appended>, StoreError> {
         let Some(message) = message::Entity::find()
             .filter(message::Column::SessionId.eq(session_id))
             .filter(message::Column::ClientMsgId.eq(client_msg_id))
@@ -114,7 +134,11 @@ impl SeaStore {
             .filter(run::Column::UserMessageId.eq(message.id.clone()))
             .one(&self.db)
             .await?;
-        Ok(Some(Appended { message, run, duplicate: true }))
+        Ok(Some(Appended {
+            message,
+            run,
+            duplicate: true,
+        }))
     }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<Appended, StoreError> {
@@ -165,12 +189,20 @@ impl SeaStore {
             None
         };
         txn.commit().await?;
-        Ok(Appended { message, run, duplicate: false })
+        Ok(Appended {
+            message,
+            run,
+            duplicate: false,
+        })
     }
 }
 
 fn derive_title(content: &str) -> String {
-    let line = content.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let line = content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     let mut title: String = line.chars().take(TITLE_CHARS).collect();
     if line.chars().count() > TITLE_CHARS {
         title.push('…');
@@ -211,7 +243,10 @@ impl ChatStore for SeaStore {
     }
 
     async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        Ok(user::Entity::find().filter(user::Column::Username.eq(username)).one(&self.db).await?)
+        Ok(user::Entity::find()
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await?)
     }
 
     async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError> {
@@ -248,7 +283,9 @@ impl ChatStore for SeaStore {
             select = select.filter(
                 Expr::col(session::Column::UpdatedAt)
                     .lt(at)
-                    .or(Expr::col(session::Column::UpdatedAt).eq(at).and(Expr::col(session::Column::Id).lt(id))),
+                    .or(Expr::col(session::Column::UpdatedAt)
+                        .eq(at)
+                        .and(Expr::col(session::Column::Id).lt(id))),
             );
         }
         let mut sessions = select
@@ -263,12 +300,18 @@ impl ChatStore for SeaStore {
         } else {
             None
         };
-        Ok(SessionPage { sessions, next_cursor })
+        Ok(SessionPage {
+            sessions,
+            next_cursor,
+        })
     }
 
     async fn resolve_session(&self, id: &str, notes: Option<String>) -> Result<SessionRecord, StoreError> {
         let result = session::Entity::update_many()
-            .col_expr(session::Column::Status, Expr::value(SessionStatus::Resolved.as_str()))
+            .col_expr(
+                session::Column::Status,
+                Expr::value(SessionStatus::Resolved.as_str()),
+            )
             .col_expr(session::Column::ResolutionNotes, Expr::value(notes))
             .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
             .filter(session::Column::Id.eq(id))
@@ -286,15 +329,22 @@ impl ChatStore for SeaStore {
         if result.rows_affected == 0 {
             return Err(StoreError::NotFound("session"));
         }
-        message::Entity::delete_many().filter(message::Column::SessionId.eq(id)).exec(&txn).await?;
-        run::Entity::delete_many().filter(run::Column::SessionId.eq(id)).exec(&txn).await?;
+        message::Entity::delete_many()
+            .filter(message::Column::SessionId.eq(id))
+            .exec(&txn)
+            .await?;
+        run::Entity::delete_many()
+            .filter(run::Column::SessionId.eq(id))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
         Ok(())
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<MessageRecord>, StoreError> {
         let limit = query.limit.clamp(1, 1000);
-        let mut select = message::Entity::find().filter(message::Column::SessionId.eq(query.session_id.clone()));
+        let mut select =
+            message::Entity::find().filter(message::Column::SessionId.eq(query.session_id.clone()));
         if let Some(after) = query.after_seq {
             select = select.filter(message::Column::Seq.gt(after));
         }
@@ -304,19 +354,28 @@ impl ChatStore for SeaStore {
         if query.after_seq.is_some() || query.before_seq.is_none() && query.after_seq.is_none() {
             // Forward from after_seq, or from the start when no bound is given.
             if query.after_seq.is_some() {
-                return Ok(select.order_by_asc(message::Column::Seq).limit(limit).all(&self.db).await?);
+                return Ok(select
+                    .order_by_asc(message::Column::Seq)
+                    .limit(limit)
+                    .all(&self.db)
+                    .await?);
             }
         }
-        let mut messages = select.order_by_desc(message::Column::Seq).limit(limit).all(&self.db).await?;
+        let mut messages = select
+            .order_by_desc(message::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
         messages.reverse();
         Ok(messages)
     }
 
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
         if let Some(id) = &new.client_msg_id
-            && let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await? {
-                return Ok(existing);
-            }
+            && let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await?
+        {
+            return Ok(existing);
+        }
         match self.insert_message(&new).await {
             Err(StoreError::Other(e)) if StoreError::is_unique_violation(&e) => {
                 // A concurrent send with the same client_msg_id won the race.
@@ -399,7 +458,12 @@ impl ChatStore for SeaStore {
         Ok(message)
     }
 
-    async fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<String>) -> Result<bool, StoreError> {
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<bool, StoreError> {
         let result = run::Entity::update_many()
             .col_expr(run::Column::Status, Expr::value(status.as_str()))
             .col_expr(run::Column::Error, Expr::value(error))
@@ -416,7 +480,10 @@ impl ChatStore for SeaStore {
     }
 
     async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        Ok(message::Entity::find().filter(message::Column::RunId.eq(run_id)).one(&self.db).await?)
+        Ok(message::Entity::find()
+            .filter(message::Column::RunId.eq(run_id))
+            .one(&self.db)
+            .await?)
     }
 
     async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
@@ -458,7 +525,10 @@ mod tests {
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {
-        assert_eq!(sqlite_path("sqlite://data/chat.db?mode=rwc"), Some("data/chat.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/chat.db?mode=rwc"),
+            Some("data/chat.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }
