@@ -1,9 +1,15 @@
 //! The agents config file: TOML parsing and start-up validation.
 
-use std::collections::HashSet;
+mod llm;
+mod routing;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use llm::{BUILTIN_TOOLS, HttpToolSpec, LlmSpec};
+pub use routing::{HumanHandoffSpec, RouteRuleSpec, RouterSpec, RuleSpec, RulesSpec};
 
 /// The config built into the binary, served when no `--agents-config` is given.
 pub const DEFAULT_AGENTS_TOML: &str = include_str!("../agents.toml");
@@ -34,12 +40,20 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("rules agent `{agent}` needs a non-empty default_reply")]
     MissingDefaultReply { agent: String },
-    #[error("rules agent `{agent}`, rule #{position}: {problem}")]
+    #[error("agent `{agent}`, rule #{position}: {problem}")]
     BadRule {
         agent: String,
         position: usize,
-        problem: &'static str,
+        problem: String,
     },
+    #[error("agent `{agent}`: {field} names agent `{target}`, which is not declared")]
+    UnknownTarget {
+        agent: String,
+        field: String,
+        target: String,
+    },
+    #[error("agent `{agent}`: {message}")]
+    BadOption { agent: String, message: String },
 }
 
 /// The validated list of agents a worker serves, in file order.
@@ -58,10 +72,13 @@ struct ConfigFile {
 
 /// One `[[agents]]` entry; `kind` selects the variant.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentSpec {
     Echo(EchoSpec),
     Rules(RulesSpec),
+    Router(RouterSpec),
+    HumanHandoff(HumanHandoffSpec),
+    Llm(LlmSpec),
 }
 
 /// Options of an `echo` agent, which repeats the user's message.
@@ -74,27 +91,9 @@ pub struct EchoSpec {
     /// Text put before the echoed message.
     #[serde(default)]
     pub prefix: String,
-}
-
-/// Options of a `rules` agent, which answers with the first rule whose keywords match.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesSpec {
-    pub name: String,
+    /// Milliseconds to wait before each delta (simulates a slow model).
     #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub rules: Vec<RuleSpec>,
-    /// Reply when no rule matches; required, but optional here so its absence gets a clear error.
-    pub default_reply: Option<String>,
-}
-
-/// One keyword rule: any of `keywords` in the message selects `reply`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    pub keywords: Vec<String>,
-    pub reply: String,
+    pub delay_ms: u64,
 }
 
 // === impl AgentsConfig ===
@@ -120,14 +119,14 @@ impl AgentsConfig {
             .into_iter()
             .enumerate()
             .map(|(index, table)| parse_agent(index, table));
-        let config = Self {
+        let mut config = Self {
             agents: agents.collect::<Result<_, _>>()?,
         };
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&mut self) -> Result<(), ConfigError> {
         if self.agents.is_empty() {
             return Err(ConfigError::NoAgents);
         }
@@ -143,11 +142,38 @@ impl AgentsConfig {
             if !names.insert(name) {
                 return Err(ConfigError::DuplicateName(name.to_owned()));
             }
-            if let AgentSpec::Rules(rules) = agent {
-                rules.validate()?;
+        }
+        for agent in &mut self.agents {
+            if let AgentSpec::Llm(spec) = agent {
+                spec.validate()?;
+            }
+        }
+        let declared = Declared(self.agents.iter().map(|a| (a.name(), a)).collect());
+        for agent in &self.agents {
+            match agent {
+                AgentSpec::Echo(_) | AgentSpec::HumanHandoff(_) | AgentSpec::Llm(_) => {}
+                AgentSpec::Rules(spec) => spec.validate(&declared)?,
+                AgentSpec::Router(spec) => spec.validate(&declared)?,
             }
         }
         Ok(())
+    }
+}
+
+/// The declared agents by name, for checking the agents a config refers to.
+struct Declared<'a>(HashMap<&'a str, &'a AgentSpec>);
+
+impl Declared<'_> {
+    /// The agent called `target`, or an error naming the `field` of `agent` that refers to it.
+    fn get(&self, agent: &str, field: String, target: &str) -> Result<&AgentSpec, ConfigError> {
+        self.0
+            .get(target)
+            .copied()
+            .ok_or_else(|| ConfigError::UnknownTarget {
+                agent: agent.to_owned(),
+                field,
+                target: target.to_owned(),
+            })
     }
 }
 
@@ -201,44 +227,21 @@ impl AgentSpec {
         match self {
             Self::Echo(spec) => &spec.name,
             Self::Rules(spec) => &spec.name,
+            Self::Router(spec) => &spec.name,
+            Self::HumanHandoff(spec) => &spec.name,
+            Self::Llm(spec) => &spec.name,
         }
     }
-}
 
-// === impl RulesSpec ===
-
-impl RulesSpec {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self
-            .default_reply
-            .as_deref()
-            .is_none_or(|reply| reply.trim().is_empty())
-        {
-            return Err(ConfigError::MissingDefaultReply {
-                agent: self.name.clone(),
-            });
+    /// The `kind` the agent is declared with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Echo(_) => "echo",
+            Self::Rules(_) => "rules",
+            Self::Router(_) => "router",
+            Self::HumanHandoff(_) => "human_handoff",
+            Self::Llm(_) => "llm",
         }
-        for (index, rule) in self.rules.iter().enumerate() {
-            let problem = if rule.keywords.is_empty() {
-                "has no keywords"
-            } else if rule
-                .keywords
-                .iter()
-                .any(|k| k.trim_end_matches('*').trim().is_empty())
-            {
-                "has an empty keyword"
-            } else if rule.reply.trim().is_empty() {
-                "has an empty reply"
-            } else {
-                continue;
-            };
-            return Err(ConfigError::BadRule {
-                agent: self.name.clone(),
-                position: index + 1,
-                problem,
-            });
-        }
-        Ok(())
     }
 }
 

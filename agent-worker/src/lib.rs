@@ -42,7 +42,7 @@ impl Application {
                     None => "invalid built-in agents config".to_owned(),
                 }
             })?;
-        let registry = agents::Registry::new(config);
+        let registry = agents::Registry::new(config).context("failed to set up the agents")?;
         let names: Vec<&str> = registry.agents().iter().map(agents::Agent::name).collect();
         tracing::info!(agents = ?names, "agents loaded");
         let listener = TcpListener::bind(settings.listen)

@@ -63,7 +63,7 @@ impl AgentWorker for AgentWorkerService {
             agent = %request.agent,
             attempt = request.attempt,
         );
-        let events = self.registry.run(&request);
+        let events = self.registry.run(request);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(
             async move {
@@ -116,7 +116,8 @@ mod tests {
     use crate::config::AgentsConfig;
 
     fn service(max_concurrent_runs: usize) -> AgentWorkerService {
-        let registry = Registry::new(AgentsConfig::load(None).expect("built-in config"));
+        let registry =
+            Registry::new(AgentsConfig::load(None).expect("built-in config")).expect("agents build");
         AgentWorkerService::new(registry, max_concurrent_runs)
     }
 

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::api::{AuthInterceptor, ChatApi, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
-use crate::service::{ChatCore, Limits};
+use crate::service::{ChatCore, Concurrency, Limits};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, SeaStore};
 
@@ -66,6 +66,7 @@ impl Application {
             DispatchConfig {
                 history_window: settings.history_window,
                 run_timeout: Duration::from_secs(settings.run_timeout_secs),
+                lease: Duration::from_millis(settings.run_lease_ms),
             },
         );
         let core = ChatCore::new(
@@ -74,6 +75,9 @@ impl Application {
             dispatcher,
             Limits {
                 max_content_bytes: settings.max_content_bytes,
+                max_sessions_per_user: settings.max_sessions_per_user,
+                default_concurrency: Concurrency::parse(&settings.default_concurrency)
+                    .context("DEFAULT_CONCURRENCY must be enqueue, reject or interrupt")?,
             },
             settings.default_agent.clone(),
         );
@@ -104,22 +108,23 @@ impl Application {
             settings,
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        // Known (not serving) from the first call on; the probe turns it green.
+        health_reporter
+            .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
+            .await;
         let probe = tokio::spawn(probe_database(
             core.store().clone(),
             health_reporter,
             Duration::from_millis(settings.health_interval_ms.max(50)),
         ));
-        match core.store().recover_runs().await {
-            Ok(sessions) => {
-                if !sessions.is_empty() {
-                    info!(sessions = sessions.len(), "resuming queued runs");
-                }
-                for session_id in sessions {
-                    core.dispatcher.wake(&session_id);
-                }
-            }
-            Err(error) => warn!(%error, "failed to recover runs; they resume on the next send"),
-        }
+        core.dispatcher.spawn_orphan_scan();
+        let sweeper = (settings.session_ttl_secs > 0).then(|| {
+            tokio::spawn(sweep_idle_sessions(
+                core.store().clone(),
+                Duration::from_secs(settings.session_ttl_secs),
+                Duration::from_millis(settings.session_sweep_interval_ms.max(10)),
+            ))
+        });
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -143,6 +148,9 @@ impl Application {
             })
             .await;
         probe.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         result.context("gRPC server failed")
     }
 }
@@ -172,6 +180,22 @@ async fn probe_database(
                 warn!("database unreachable: not serving");
             }
             serving = Some(ok);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Expires sessions idle for longer than `ttl`.
+async fn sweep_idle_sessions(store: Arc<dyn ChatStore>, ttl: Duration, every: Duration) {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        match store
+            .expire_idle_sessions(crate::domain::now_ms().saturating_sub(ttl_ms))
+            .await
+        {
+            Ok(expired) if !expired.is_empty() => info!(count = expired.len(), "expired idle sessions"),
+            Ok(_) => {}
+            Err(error) => warn!(%error, "session sweep failed"),
         }
         tokio::time::sleep(every).await;
     }

@@ -57,6 +57,27 @@ pub struct Settings {
     #[arg(long, env = "RUN_TIMEOUT_SECS", default_value_t = 120)]
     pub run_timeout_secs: u64,
 
+    /// Milliseconds a replica holds a run without renewing its lease; a run
+    /// whose replica died is taken over after this.
+    #[arg(long, env = "RUN_LEASE_MS", default_value_t = 15_000)]
+    pub run_lease_ms: u64,
+
+    /// What a message does while its session has a run: enqueue, reject or interrupt.
+    #[arg(long, env = "DEFAULT_CONCURRENCY", default_value = "enqueue")]
+    pub default_concurrency: String,
+
+    /// Open (active or pending_human) sessions one user may have; 0 for no cap.
+    #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 100)]
+    pub max_sessions_per_user: u64,
+
+    /// Seconds without activity after which an active session expires; 0 never.
+    #[arg(long = "session-ttl-secs", env = "SESSION_TTL", default_value_t = 7 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
+    /// Milliseconds between sweeps for idle sessions.
+    #[arg(long, env = "SESSION_SWEEP_INTERVAL_MS", default_value_t = 60_000)]
+    pub session_sweep_interval_ms: u64,
+
     /// Largest message content accepted, in bytes.
     #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
     pub max_content_bytes: usize,

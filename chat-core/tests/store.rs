@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::domain::{MessageRole, RunStatus};
+use chat_core::domain::{MessageRole, RunStatus, SessionStatus};
 use chat_core::store::{
-    self, ChatStore, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionQuery, StoreError,
+    self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
+    SessionQuery, StoreError,
 };
 use chat_core::testing::TestDatabase;
 use migration::MigratorTrait;
@@ -33,10 +34,18 @@ async fn user_and_session(store: &Arc<dyn ChatStore>) -> (String, String) {
             title: String::new(),
             agent: "echo".into(),
             metadata: "{}".into(),
+            concurrency: None,
         })
         .await
         .unwrap();
     (user.id, session.id)
+}
+
+fn lease(owner: &str) -> Lease {
+    Lease {
+        owner: owner.to_owned(),
+        duration_ms: 60_000,
+    }
 }
 
 fn user_message(session_id: &str, client_msg_id: &str, content: &str) -> NewMessage {
@@ -46,6 +55,7 @@ fn user_message(session_id: &str, client_msg_id: &str, content: &str) -> NewMess
         content: content.to_owned(),
         client_msg_id: Some(client_msg_id.to_owned()),
         start_run: true,
+        reject_if_busy: false,
     }
 }
 
@@ -146,7 +156,11 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
         .append_message(user_message(&session, "b", "second"))
         .await
         .unwrap();
-    let run = store.claim_next_run(&session).await.unwrap().unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.id, a.run.unwrap().id);
     assert_eq!(run.attempt, 1);
     let reply = store
@@ -156,6 +170,7 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
             agent: "echo".into(),
             content: "first".into(),
             first_delta_at: None,
+            lease_owner: "a".into(),
         })
         .await
         .unwrap();
@@ -165,7 +180,11 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
     );
     assert_eq!(reply.run_id.as_deref(), Some(run.id.as_str()));
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().status, "completed");
-    let next = store.claim_next_run(&session).await.unwrap().unwrap();
+    let next = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.id, b.run.unwrap().id);
 }
 
@@ -177,7 +196,11 @@ async fn a_cancelled_run_cannot_be_completed() {
         .append_message(user_message(&session, "a", "x"))
         .await
         .unwrap();
-    let run = store.claim_next_run(&session).await.unwrap().unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         store
             .finish_run(&run.id, RunStatus::Cancelled, None)
@@ -190,6 +213,7 @@ async fn a_cancelled_run_cannot_be_completed() {
         agent: "echo".into(),
         content: "late".into(),
         first_delta_at: None,
+        lease_owner: "a".into(),
     };
     assert!(matches!(
         store.complete_run(completion).await,
@@ -204,18 +228,211 @@ async fn a_cancelled_run_cannot_be_completed() {
 }
 
 #[tokio::test]
-async fn recover_runs_requeues_runs_left_running() {
+async fn a_live_lease_keeps_other_replicas_out_until_it_expires() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
     store
         .append_message(user_message(&session, "a", "x"))
         .await
         .unwrap();
-    let run = store.claim_next_run(&session).await.unwrap().unwrap();
-    assert_eq!(store.recover_runs().await.unwrap(), vec![session.clone()]);
-    let again = store.claim_next_run(&session).await.unwrap().unwrap();
-    assert_eq!(again.id, run.id);
-    assert_eq!(again.attempt, 2);
+    store
+        .append_message(user_message(&session, "b", "y"))
+        .await
+        .unwrap();
+    let short = Lease {
+        owner: "a".into(),
+        duration_ms: 200,
+    };
+    let run = store.claim_next_run(&session, &short).await.unwrap().unwrap();
+    assert!(
+        store
+            .claim_next_run(&session, &lease("b"))
+            .await
+            .unwrap()
+            .is_none(),
+        "one run per session: the second run waits while the first is leased"
+    );
+    assert!(store.renew_lease(&run.id, &short).await.unwrap());
+    assert!(
+        !store.renew_lease(&run.id, &lease("b")).await.unwrap(),
+        "only the owner renews"
+    );
+
+    // The owner dies: once its lease lapses the orphan scan finds the session
+    // and another replica takes the same run over as a new attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store.orphaned_sessions(60_000).await.unwrap().contains(&session) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired lease never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((taken.id.as_str(), taken.attempt), (run.id.as_str(), 2));
+    assert!(
+        !store.renew_lease(&run.id, &short).await.unwrap(),
+        "the old owner lost it"
+    );
+    let late = RunCompletion {
+        run_id: run.id.clone(),
+        session_id: session.clone(),
+        agent: "echo".into(),
+        content: "stale".into(),
+        first_delta_at: None,
+        lease_owner: "a".into(),
+    };
+    assert!(
+        matches!(store.complete_run(late).await, Err(StoreError::Conflict(_))),
+        "a stale owner cannot commit"
+    );
+}
+
+#[tokio::test]
+async fn released_leases_are_taken_over_at_once() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_leases("a").await.unwrap();
+    assert!(store.orphaned_sessions(60_000).await.unwrap().contains(&session));
+    let taken = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.id, run.id);
+}
+
+#[tokio::test]
+async fn reject_policy_refuses_a_message_while_a_run_is_active() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let refused = store
+        .append_message(NewMessage {
+            reject_if_busy: true,
+            ..user_message(&session, "b", "y")
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::Busy)));
+    assert_eq!(
+        store.get_session(&session).await.unwrap().unwrap().last_seq,
+        1,
+        "nothing was stored"
+    );
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .finish_run(&run.id, RunStatus::Failed, Some("x".into()))
+        .await
+        .unwrap();
+    let accepted = store
+        .append_message(NewMessage {
+            reject_if_busy: true,
+            ..user_message(&session, "b", "y")
+        })
+        .await;
+    assert_eq!(accepted.unwrap().message.seq, 2);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_filters_select_by_status() {
+    let (store, _db) = fresh_store().await;
+    let (owner, idle) = user_and_session(&store).await;
+    let busy = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    let resolved = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    store
+        .resolve_session(&resolved.id, Some("done".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 2);
+    let cutoff = store.get_session(&busy.id).await.unwrap().unwrap().updated_at + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .append_message(user_message(&busy.id, "a", "x"))
+        .await
+        .unwrap();
+
+    let expired = store.expire_idle_sessions(cutoff).await.unwrap();
+    assert_eq!(
+        expired,
+        vec![idle.clone()],
+        "only the idle active session expires"
+    );
+    assert_eq!(store.get_session(&idle).await.unwrap().unwrap().status, "expired");
+    assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 1);
+
+    let ids = |filter| {
+        let store = store.clone();
+        let owner = owner.clone();
+        async move {
+            let q = SessionQuery {
+                owner_id: Some(owner),
+                filter,
+                limit: 50,
+                cursor: None,
+            };
+            store
+                .list_sessions(q)
+                .await
+                .unwrap()
+                .sessions
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(SessionFilter::Unresolved).await, vec![busy.id.clone()]);
+    assert_eq!(
+        ids(SessionFilter::Status(SessionStatus::Resolved)).await,
+        vec![resolved.id.clone()]
+    );
+    assert_eq!(
+        ids(SessionFilter::UpdatedSince(cutoff)).await.first(),
+        Some(&busy.id)
+    );
+    let ended = store
+        .set_session_status(&busy.id, SessionStatus::Ended)
+        .await
+        .unwrap();
+    assert_eq!(ended.status, "ended");
+    assert!(ended.ended_at.is_some());
 }
 
 #[tokio::test]
@@ -266,6 +483,7 @@ async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
                 title: "t".into(),
                 agent: "echo".into(),
                 metadata: "{}".into(),
+                concurrency: None,
             })
             .await
             .unwrap();
@@ -278,7 +496,7 @@ async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
         let page = store
             .list_sessions(SessionQuery {
                 owner_id: Some(owner.clone()),
-                status: None,
+                filter: SessionFilter::All,
                 limit: 2,
                 cursor,
             })

@@ -25,6 +25,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Tokens;
 use crate::core::CoreClient;
 use crate::error::ApiError;
+use crate::origin::AllowedOrigins;
+use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, page, sessions};
 use crate::settings::Settings;
 use crate::ws;
@@ -36,6 +38,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_content_bytes: usize,
+    pub max_body_bytes: usize,
     pub max_ws_frame_bytes: usize,
     pub ws_read_buffer_bytes: usize,
     pub ws_write_buffer_bytes: usize,
@@ -47,6 +50,10 @@ pub struct AppState {
     pub core: CoreClient,
     pub tokens: Tokens,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
+    /// Client IPs come from `X-Forwarded-For` (see `--trust-forwarded-for`).
+    pub trust_forwarded_for: bool,
+    pub allowed_origins: AllowedOrigins,
     /// Cancelled when the server stops: open WebSockets close with 1001.
     pub shutdown: CancellationToken,
 }
@@ -73,15 +80,21 @@ impl Application {
         );
         let limits = Limits {
             max_content_bytes: settings.max_content_bytes,
+            max_body_bytes: settings.max_body_bytes,
             max_ws_frame_bytes: settings.max_ws_frame_bytes,
             ws_read_buffer_bytes: settings.ws_read_buffer_bytes,
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
         };
+        let rate_limits = RateLimits::new(rate_limit_store(&settings).await?);
         let shutdown = CancellationToken::new();
         let state = Arc::new(AppState {
             core,
             tokens,
             limits,
+            rate_limits,
+            trust_forwarded_for: settings.trust_forwarded_for,
+            allowed_origins: AllowedOrigins::parse(&settings.allowed_origins)
+                .map_err(|message| anyhow::anyhow!(message))?,
             shutdown: shutdown.clone(),
         });
         let router = router(state, &settings);
@@ -114,15 +127,30 @@ impl Application {
             shutdown.await;
             sockets.cancel();
         };
-        axum::serve(self.listener, self.router)
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(signal)
             .await
             .context("server failed")
     }
 }
 
+/// Redis when `--redis-url` is set (limits shared by every replica), else in memory.
+async fn rate_limit_store(settings: &Settings) -> anyhow::Result<Arc<dyn RateLimitStore>> {
+    let policies = settings.rate_limit_policies();
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(url.expose_secret(), &settings.rate_limit_redis_prefix, policies)
+                .await
+                .context("failed to set up rate limits in redis")?,
+        ),
+        None => MemoryStore::new(policies),
+    })
+}
+
 /// Every route, with the middleware stack around it.
 pub fn router(state: SharedState, settings: &Settings) -> Router {
+    let cors = state.allowed_origins.cors_layer();
     let api = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -137,7 +165,11 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         )
         .route("/sessions/{id}/runs/{run_id}/cancel", post(messages::cancel))
         .route("/agents", get(agents::list))
-        .route("/ws", get(ws::upgrade));
+        .route("/ws", get(ws::upgrade))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::middleware::limit,
+        ));
 
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -150,7 +182,8 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(security_header("x-content-type-options", "nosniff"))
         .layer(security_header("referrer-policy", "no-referrer"))
         .layer(security_header("x-frame-options", "DENY"))
-        .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY));
+        .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY))
+        .layer(cors);
     // Innermost: limits whose plain responses `json_errors` rewrites.
     let limits = ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))

@@ -18,6 +18,9 @@ pub struct SessionView {
     pub metadata: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution_notes: Option<String>,
+    /// enqueue, reject or interrupt; absent for the server's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<String>,
 }
 
 impl From<pb::Session> for SessionView {
@@ -35,6 +38,7 @@ impl From<pb::Session> for SessionView {
             last_seq: session.last_seq,
             metadata,
             resolution_notes: Some(session.resolution_notes).filter(|n| !n.is_empty()),
+            concurrency: Some(session.concurrency).filter(|c| !c.is_empty()),
         }
     }
 }
@@ -53,6 +57,12 @@ pub struct MessageView {
     pub client_msg_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Replies: milliseconds from the run's start to its first delta.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_delta_ms: Option<i64>,
+    /// Replies: milliseconds from the run's start to the stored reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
 }
 
 impl From<pb::Message> for MessageView {
@@ -67,6 +77,8 @@ impl From<pb::Message> for MessageView {
             created_at: rfc3339(message.created_at_ms),
             client_msg_id: message.client_msg_id.filter(|id| !id.is_empty()),
             run_id: message.run_id.filter(|id| !id.is_empty()),
+            first_delta_ms: message.first_delta_ms,
+            duration_ms: message.duration_ms,
         }
     }
 }
@@ -94,6 +106,7 @@ mod tests {
             created_at_ms: 1_700_000_000_123,
             client_msg_id: None,
             run_id: Some(String::new()),
+            ..Default::default()
         });
         let json = serde_json::to_value(&view).expect("serialize");
         assert_eq!(json["created_at"], "2023-11-14T22:13:20.123Z");

@@ -13,6 +13,8 @@ pub mod error;
 pub mod extract;
 pub mod frames;
 pub mod json;
+pub mod origin;
+pub mod ratelimit;
 pub mod routes;
 pub mod settings;
 pub mod sse;

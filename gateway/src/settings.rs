@@ -1,10 +1,17 @@
 //! Gateway configuration: flags, each with an environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use chat_common::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::origin::AllowedOrigins;
+use crate::ratelimit::{Policies, Policy};
+
+/// API window when neither `--rate-limit-window-secs` nor `--rate-limit-window-ms` is given.
+const DEFAULT_API_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// gateway: the stateless HTTP, WebSocket and SSE edge in front of chat-core.
 #[derive(Clone, Debug, clap::Parser)]
@@ -54,6 +61,53 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// API rate limit: requests per window per user (per client IP when anonymous).
+    #[arg(long, env = "RATE_LIMIT_MAX_REQUESTS", default_value = "300")]
+    pub rate_limit_max_requests: NonZeroU32,
+
+    /// API rate limit window in seconds [default: 900].
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS")]
+    pub rate_limit_window_secs: Option<u64>,
+
+    /// API rate limit window in milliseconds (the replaced system's name);
+    /// `--rate-limit-window-secs` wins when both are set.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS")]
+    pub rate_limit_window_ms: Option<u64>,
+
+    /// Auth rate limit: register, login and refresh requests per window per client IP and username.
+    #[arg(long, env = "AUTH_RATE_LIMIT_MAX", default_value = "10")]
+    pub auth_rate_limit_max: NonZeroU32,
+
+    /// Auth rate limit window in seconds.
+    #[arg(long, env = "AUTH_RATE_LIMIT_WINDOW_SECS", default_value_t = 900)]
+    pub auth_rate_limit_window_secs: u64,
+
+    /// Message rate limit: messages per window per user (REST posts and WebSocket `send` frames).
+    #[arg(long, env = "MESSAGE_RATE_LIMIT", default_value = "60")]
+    pub message_rate_limit: NonZeroU32,
+
+    /// Message rate limit window in seconds.
+    #[arg(long, env = "MESSAGE_RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
+    pub message_rate_limit_window_secs: u64,
+
+    /// Redis holding the rate limits, so they hold across gateway replicas
+    /// (e.g. `redis://127.0.0.1:6379`); without it each gateway counts in memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of the rate limit keys in Redis.
+    #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "gateway:ratelimit")]
+    pub rate_limit_redis_prefix: String,
+
+    /// Take the client IP from the last `X-Forwarded-For` entry (set only behind one trusted proxy).
+    #[arg(long, env = "TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Browser origins allowed to call the API besides the gateway's own, comma separated
+    /// (e.g. `https://app.example.com`); none means same-origin only.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Log format: pretty or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -70,6 +124,32 @@ impl Settings {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The API window: seconds, else the replaced system's milliseconds, else 15 minutes.
+    pub fn api_rate_limit_window(&self) -> Duration {
+        match (self.rate_limit_window_secs, self.rate_limit_window_ms) {
+            (Some(secs), _) => Duration::from_secs(secs),
+            (None, Some(ms)) => Duration::from_millis(ms),
+            (None, None) => DEFAULT_API_WINDOW,
+        }
+    }
+
+    pub fn rate_limit_policies(&self) -> Policies {
+        Policies {
+            api: Policy {
+                limit: self.rate_limit_max_requests,
+                window: self.api_rate_limit_window(),
+            },
+            auth: Policy {
+                limit: self.auth_rate_limit_max,
+                window: Duration::from_secs(self.auth_rate_limit_window_secs),
+            },
+            messages: Policy {
+                limit: self.message_rate_limit,
+                window: Duration::from_secs(self.message_rate_limit_window_secs),
+            },
+        }
     }
 
     /// Checks the values clap cannot: returns one line naming the bad option.
@@ -95,6 +175,13 @@ impl Settings {
         if self.request_timeout_secs == 0 {
             return Err("--request-timeout-secs must be positive".into());
         }
+        if self.api_rate_limit_window().is_zero()
+            || self.auth_rate_limit_window_secs == 0
+            || self.message_rate_limit_window_secs == 0
+        {
+            return Err("rate limit windows must be positive".into());
+        }
+        AllowedOrigins::parse(&self.allowed_origins)?;
         Ok(())
     }
 }
@@ -119,6 +206,28 @@ mod tests {
         assert_eq!(settings.max_content_bytes, 16384);
         assert_eq!(settings.ws_read_buffer_bytes, 4096);
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn api_window_prefers_seconds_then_the_legacy_milliseconds() {
+        let base = ["gateway", "--jwt-secret", "s"];
+        let settings = Settings::parse_from(base);
+        assert_eq!(settings.api_rate_limit_window(), Duration::from_secs(900));
+        assert_eq!(settings.rate_limit_policies().api.limit.get(), 300);
+        assert_eq!(settings.rate_limit_policies().auth.limit.get(), 10);
+        assert_eq!(settings.rate_limit_policies().messages.limit.get(), 60);
+        let legacy = Settings::parse_from([&base[..], &["--rate-limit-window-ms", "1500"]].concat());
+        assert_eq!(legacy.api_rate_limit_window(), Duration::from_millis(1500));
+        let both = Settings::parse_from(
+            [
+                &base[..],
+                &["--rate-limit-window-ms", "1500", "--rate-limit-window-secs", "7"],
+            ]
+            .concat(),
+        );
+        assert_eq!(both.api_rate_limit_window(), Duration::from_secs(7));
+        let zero = Settings::parse_from([&base[..], &["--rate-limit-window-ms", "0"]].concat());
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -17,7 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
 use crate::core::authorized;
-use crate::frames::{Inbound, OutFrame, parse_client_frame};
+use crate::frames::{ErrorView, Inbound, OutFrame, parse_client_frame};
+use crate::origin::UpgradeOrigin;
+use crate::ratelimit::{RateLimits, Tier};
 
 /// Client frames queued towards chat-core before the socket stops being read.
 const CLIENT_FRAME_QUEUE: usize = 16;
@@ -35,12 +37,13 @@ mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// Authenticates (401 before any upgrade) and upgrades the connection.
+/// Checks the origin (403) and authenticates (401) before upgrading the connection.
 ///
 /// The write buffer has no hard cap (a long reply must never fail a write);
 /// the relay awaits every flush, so at most one batch is buffered.
 pub async fn upgrade(
     State(state): State<SharedState>,
+    _origin: UpgradeOrigin,
     WsAuthUser(user): WsAuthUser,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -67,10 +70,14 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
         Ok(upstream) => {
             tracing::debug!(%user_id, "websocket connected");
             let shutdown = state.shutdown.clone().cancelled_owned();
-            let max_content_bytes = state.limits.max_content_bytes;
+            let peer = Peer {
+                user_id,
+                max_content_bytes: state.limits.max_content_bytes,
+                rate_limits: state.rate_limits.clone(),
+            };
             drop(state);
-            relay(&mut socket, upstream, to_core, max_content_bytes, shutdown).await;
-            tracing::debug!(%user_id, "websocket closed");
+            relay(&mut socket, upstream, to_core, &peer, shutdown).await;
+            tracing::debug!(user_id = %peer.user_id, "websocket closed");
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "failed to open chat-core connect stream");
@@ -79,17 +86,46 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
     }
 }
 
+/// The user behind a socket and the limits their frames are held to.
+#[derive(Debug)]
+pub struct Peer {
+    pub user_id: String,
+    pub max_content_bytes: usize,
+    pub rate_limits: RateLimits,
+}
+
+impl Peer {
+    /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
+    async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
+        let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
+            return None;
+        };
+        let decision = self.rate_limits.check(Tier::Messages, &self.user_id).await?;
+        if decision.allowed {
+            return None;
+        }
+        let retry_after_ms = decision.retry_after_ms();
+        Some(OutFrame::Error(ErrorView {
+            code: ErrorCode::RateLimited.as_str().to_owned(),
+            message: format!("too many messages, retry in {} ms", retry_after_ms),
+            client_msg_id: Some(send.client_msg_id.clone()),
+            session_id: Some(send.session_id.clone()),
+            retry_after_ms: Some(retry_after_ms),
+        }))
+    }
+}
+
 /// Relays frames between a client socket and chat-core until either side ends.
 ///
 /// Client frames are validated here; invalid ones get an error frame and the
-/// socket stays open. When `to_core` is full the socket is not read until it
+/// socket stays open, as do `send` frames over the messages rate limit. When `to_core` is full the socket is not read until it
 /// drains, while server frames keep flowing. When `shutdown` completes the
 /// socket is closed with 1001 (going away) so the client reconnects elsewhere.
 pub async fn relay<S, U>(
     socket: &mut S,
     mut upstream: U,
     to_core: mpsc::Sender<Box<pb::ClientFrame>>,
-    max_content_bytes: usize,
+    peer: &Peer,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
@@ -134,12 +170,20 @@ pub async fn relay<S, U>(
                     }
                 };
                 let Some(text) = text else { continue };
-                match parse_client_frame(&text, max_content_bytes) {
-                    Inbound::Forward(frame) => match to_core.try_send(Box::new(frame)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(frame)) => pending = Some(frame),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    },
+                match parse_client_frame(&text, peer.max_content_bytes) {
+                    Inbound::Forward(frame) => {
+                        if let Some(error) = peer.check_send(&frame).await {
+                            if send(socket, &error).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        match to_core.try_send(Box::new(frame)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(frame)) => pending = Some(frame),
+                            Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        }
+                    }
                     Inbound::Reply(frame) => {
                         if send(socket, &frame).await.is_err() {
                             return;
@@ -244,6 +288,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::ratelimit::{MemoryStore, Policies, Policy};
 
     /// A socket made of two channels: frames the "client" sends, frames it receives.
     struct FakeSocket {
@@ -288,12 +333,25 @@ mod tests {
         let (core_tx, upstream) = mpsc::channel(8);
         let (to_core, core_rx) = mpsc::channel(8);
         let mut socket = FakeSocket { incoming, outgoing };
+        let policy = Policy {
+            limit: std::num::NonZeroU32::new(2).expect("non-zero"),
+            window: Duration::from_secs(3600),
+        };
+        let peer = Peer {
+            user_id: "u1".into(),
+            max_content_bytes: 100,
+            rate_limits: RateLimits::new(MemoryStore::new(Policies {
+                api: policy,
+                auth: policy,
+                messages: policy,
+            })),
+        };
         let task = tokio::spawn(async move {
             relay(
                 &mut socket,
                 ReceiverStream::new(upstream),
                 to_core,
-                100,
+                &peer,
                 std::future::pending(),
             )
             .await;
@@ -374,6 +432,35 @@ mod tests {
             other => panic!("expected a close frame, got {other:?}"),
         }
         h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
+    async fn sends_over_the_message_limit_get_rate_limited_and_the_socket_stays_open() {
+        let mut h = start();
+        let session_id = "0190f5c2-7b1e-7cc0-8000-000000000000";
+        for i in 0..3 {
+            let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("c{i}"), "content": "hi"});
+            h.client_tx
+                .unbounded_send(Message::Text(send.to_string().into()))
+                .expect("send");
+        }
+        for _ in 0..2 {
+            let forwarded = h.core_rx.recv().await.expect("forwarded frame");
+            assert!(matches!(forwarded.frame, Some(pb::client_frame::Frame::Send(_))));
+        }
+        let error = next_json(&mut h.client_rx).await;
+        assert_eq!(
+            (error["code"].as_str(), error["client_msg_id"].as_str()),
+            (Some("rate_limited"), Some("c2"))
+        );
+        assert!(
+            error["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+            "{error}"
+        );
+        h.client_tx
+            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@ pub struct EchoAgent {
     pub name: String,
     pub description: String,
     pub prefix: String,
+    /// Pause before each delta.
+    pub delay: std::time::Duration,
 }
 
 impl EchoAgent {
@@ -23,6 +25,7 @@ impl From<EchoSpec> for EchoAgent {
             name: spec.name,
             description: spec.description,
             prefix: spec.prefix,
+            delay: std::time::Duration::from_millis(spec.delay_ms),
         }
     }
 }

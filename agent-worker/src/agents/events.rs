@@ -1,8 +1,8 @@
 //! Builders for the events of a run, and the split of a reply into streamed deltas.
 
 use chat_proto::agent::v1::run_event::Event;
-use chat_proto::agent::v1::{DeltaEvent, ErrorEvent, FinalEvent, RunEvent};
-use futures::Stream;
+use chat_proto::agent::v1::{DeltaEvent, ErrorEvent, FinalEvent, HandoffEvent, RunEvent};
+use futures::{Stream, StreamExt};
 
 /// A piece of the reply, sent as soon as it is known.
 pub fn delta(text: impl Into<String>) -> RunEvent {
@@ -67,4 +67,24 @@ pub fn split_into_deltas(text: &str) -> Vec<&str> {
         }
     }
     chunks
+}
+
+/// The agent the conversation is handed to when it escalates to a person.
+///
+/// chat-core moves a session whose run hands off to `human` to `pending_human`.
+pub const HUMAN: &str = "human";
+
+/// The conversation moves to `to_agent`; when it ends an agent's events, that agent answers next.
+pub fn handoff(to_agent: impl Into<String>, reason: impl Into<String>) -> RunEvent {
+    RunEvent {
+        event: Some(Event::Handoff(HandoffEvent {
+            to_agent: to_agent.into(),
+            reason: reason.into(),
+        })),
+    }
+}
+
+/// Hands the conversation to a person, then streams the reply sent while the user waits.
+pub fn escalation(reason: String, reply: String) -> impl Stream<Item = RunEvent> + Send + 'static {
+    futures::stream::iter([handoff(HUMAN, reason)]).chain(self::reply(reply))
 }

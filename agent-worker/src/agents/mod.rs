@@ -2,9 +2,17 @@
 
 mod echo;
 pub mod events;
+mod handoff;
+mod human;
+mod llm;
+pub mod matcher;
+mod router;
 mod rules;
+pub mod tools;
+pub mod upstream;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chat_common::ErrorCode;
 use chat_proto::agent::v1::{AgentInfo, RunEvent, RunRequest};
@@ -12,9 +20,13 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
 pub use echo::EchoAgent;
-pub use rules::RulesAgent;
+pub use handoff::MAX_HANDOFF_HOPS;
+pub use human::HumanHandoffAgent;
+pub use llm::{LlmAgent, MAX_TOOL_ROUNDS};
+pub use router::RouterAgent;
+pub use rules::{Decision, RulesAgent};
 
-use crate::config::{AgentSpec, AgentsConfig};
+use crate::config::{AgentSpec, AgentsConfig, ConfigError};
 
 /// `ErrorEvent.code` of a run addressed to an agent this worker does not serve.
 pub const UNKNOWN_AGENT: &str = "unknown_agent";
@@ -24,6 +36,9 @@ pub const UNKNOWN_AGENT: &str = "unknown_agent";
 pub enum Agent {
     Echo(EchoAgent),
     Rules(RulesAgent),
+    Router(RouterAgent),
+    HumanHandoff(HumanHandoffAgent),
+    Llm(LlmAgent),
 }
 
 // === impl Agent ===
@@ -34,6 +49,9 @@ impl Agent {
         match self {
             Self::Echo(agent) => &agent.name,
             Self::Rules(agent) => &agent.name,
+            Self::Router(agent) => &agent.name,
+            Self::HumanHandoff(agent) => &agent.name,
+            Self::Llm(agent) => &agent.name,
         }
     }
 
@@ -42,6 +60,9 @@ impl Agent {
         match self {
             Self::Echo(agent) => &agent.description,
             Self::Rules(agent) => &agent.description,
+            Self::Router(agent) => &agent.description,
+            Self::HumanHandoff(agent) => &agent.description,
+            Self::Llm(agent) => &agent.description,
         }
     }
 
@@ -50,20 +71,35 @@ impl Agent {
         match self {
             Self::Echo(_) => "echo",
             Self::Rules(_) => "rules",
+            Self::Router(_) => "router",
+            Self::HumanHandoff(_) => "human_handoff",
+            Self::Llm(_) => "llm",
         }
     }
 
-    /// Answers one run: deltas, then exactly one final or error event.
-    pub fn run(&self, request: &RunRequest) -> BoxStream<'static, RunEvent> {
+    /// Answers one run on its own: deltas, then exactly one final or error event, or a handoff
+    /// event last when another agent should answer (which [`Registry::run`] then runs).
+    pub fn run(&self, registry: &Arc<Registry>, request: &RunRequest) -> BoxStream<'static, RunEvent> {
         let Some(message) = request.history.last() else {
-            let error = events::error(ErrorCode::Invalid.as_str(), "run has no history to answer", false);
-            return stream::iter([error]).boxed();
+            return stream::iter([no_history()]).boxed();
         };
-        let reply = match self {
-            Self::Echo(agent) => agent.reply(&message.content),
-            Self::Rules(agent) => agent.reply(&message.content).to_owned(),
-        };
-        events::reply(reply).boxed()
+        let message = message.content.as_str();
+        match self {
+            Self::Echo(agent) if agent.delay.is_zero() => events::reply(agent.reply(message)).boxed(),
+            Self::Echo(agent) => {
+                let delay = agent.delay;
+                events::reply(agent.reply(message))
+                    .then(move |event| async move {
+                        tokio::time::sleep(delay).await;
+                        event
+                    })
+                    .boxed()
+            }
+            Self::Rules(agent) => agent.decide(message).into_events(),
+            Self::Router(agent) => agent.run(registry, request, message),
+            Self::HumanHandoff(agent) => agent.events(),
+            Self::Llm(agent) => agent.run(request),
+        }
     }
 
     /// The agent as `ListAgents` describes it.
@@ -74,14 +110,16 @@ impl Agent {
             kind: self.kind().to_owned(),
         }
     }
-}
 
-impl From<AgentSpec> for Agent {
-    fn from(spec: AgentSpec) -> Self {
-        match spec {
+    /// Builds a configured agent; `env` reads environment variables such as API keys.
+    fn build(spec: AgentSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(match spec {
             AgentSpec::Echo(spec) => Self::Echo(EchoAgent::from(spec)),
             AgentSpec::Rules(spec) => Self::Rules(RulesAgent::from(spec)),
-        }
+            AgentSpec::Router(spec) => Self::Router(RouterAgent::from(spec)),
+            AgentSpec::HumanHandoff(spec) => Self::HumanHandoff(HumanHandoffAgent::from(spec)),
+            AgentSpec::Llm(spec) => Self::Llm(LlmAgent::new(spec, env)?),
+        })
     }
 }
 
@@ -95,15 +133,24 @@ pub struct Registry {
 // === impl Registry ===
 
 impl Registry {
-    /// Builds the agents of a validated config.
-    pub fn new(config: AgentsConfig) -> Self {
-        let agents: Vec<Agent> = config.agents.into_iter().map(Agent::from).collect();
+    /// Builds the agents of a validated config, reading API keys from the process environment.
+    pub fn new(config: AgentsConfig) -> Result<Self, ConfigError> {
+        Self::with_env(config, &|name| std::env::var(name).ok())
+    }
+
+    /// Builds the agents of a validated config, reading environment variables with `env`.
+    pub fn with_env(config: AgentsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let agents = config
+            .agents
+            .into_iter()
+            .map(|spec| Agent::build(spec, env))
+            .collect::<Result<Vec<_>, _>>()?;
         let by_name = agents
             .iter()
             .enumerate()
             .map(|(i, agent)| (agent.name().to_owned(), i))
             .collect();
-        Self { agents, by_name }
+        Ok(Self { agents, by_name })
     }
 
     /// The agent called `name`, if this worker serves it.
@@ -116,16 +163,22 @@ impl Registry {
         &self.agents
     }
 
-    /// Answers one run with the agent it names, or with an `unknown_agent` error event.
-    pub fn run(&self, request: &RunRequest) -> BoxStream<'static, RunEvent> {
-        match self.get(&request.agent) {
-            Some(agent) => agent.run(request),
-            None => {
-                let message = format!("this worker has no agent named `{}`", request.agent);
-                stream::iter([events::error(UNKNOWN_AGENT, message, false)]).boxed()
-            }
+    /// Answers one run with the agent it names, following handoffs to other agents here.
+    pub fn run(self: &Arc<Self>, request: RunRequest) -> BoxStream<'static, RunEvent> {
+        if request.history.is_empty() {
+            return stream::iter([no_history()]).boxed();
         }
+        handoff::follow(Arc::clone(self), request).boxed()
     }
+}
+
+fn no_history() -> RunEvent {
+    events::error(ErrorCode::Invalid.as_str(), "run has no history to answer", false)
+}
+
+fn unknown_agent(name: &str) -> RunEvent {
+    let message = format!("this worker has no agent named `{name}`");
+    events::error(UNKNOWN_AGENT, message, false)
 }
 
 #[cfg(test)]

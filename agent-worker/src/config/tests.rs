@@ -65,11 +65,11 @@ fn duplicate_agent_names_are_refused() {
 
 #[test]
 fn unknown_kind_is_refused_naming_the_known_kinds() {
-    let err = error_of("[[agents]]\nname = \"gpt\"\nkind = \"llm\"\n");
+    let err = error_of("[[agents]]\nname = \"gpt\"\nkind = \"magic\"\n");
     let message = err.to_string();
     assert!(matches!(err, ConfigError::BadAgent { .. }), "{message}");
     assert!(
-        message.contains("llm") && message.contains("echo") && message.contains("rules"),
+        message.contains("magic") && message.contains("echo") && message.contains("router"),
         "{message}"
     );
 }
@@ -166,4 +166,206 @@ fn bare_wildcard_keyword_is_refused() {
         "#,
     );
     assert!(err.to_string().contains("empty keyword"), "{err}");
+}
+
+// === routes, patterns and escalation ===
+
+/// A config with an `echo` agent and a rules agent `front` holding `rules`.
+fn rules_config(rules: &str) -> String {
+    format!(
+        "[[agents]]\nname = \"echo\"\nkind = \"echo\"\n\n[[agents]]\nname = \"front\"\nkind = \"rules\"\ndefault_reply = \"hi\"\nrules = [{rules}]\n"
+    )
+}
+
+#[test]
+fn rules_with_routes_patterns_and_escalation_are_accepted() {
+    let config = AgentsConfig::from_toml(&rules_config(
+        r#"{ keywords = ["again"], route = "echo" }, { pattern = '^\d+$', reply = "a number" }, { keywords = ["human"], escalate = true }"#,
+    ))
+    .expect("valid config");
+
+    let AgentSpec::Rules(front) = &config.agents[1] else {
+        panic!("front is a rules agent")
+    };
+    assert_eq!(front.rules[0].route.as_deref(), Some("echo"));
+    assert!(front.rules[2].escalate);
+}
+
+#[test]
+fn route_to_an_undeclared_agent_is_refused() {
+    let err = error_of(&rules_config(r#"{ keywords = ["x"], route = "nobody" }"#));
+    assert!(
+        matches!(&err, ConfigError::UnknownTarget { agent, target, .. } if agent == "front" && target == "nobody"),
+        "{err}"
+    );
+}
+
+#[test]
+fn route_to_its_own_agent_is_refused() {
+    let err = error_of(&rules_config(r#"{ keywords = ["x"], route = "front" }"#));
+    assert!(err.to_string().contains("own agent"), "{err}");
+}
+
+#[test]
+fn invalid_pattern_is_refused_with_the_regex_error() {
+    let err = error_of(&rules_config(r#"{ pattern = "(unclosed", reply = "x" }"#));
+    let message = err.to_string();
+    assert!(
+        matches!(err, ConfigError::BadRule { position: 1, .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("(unclosed") && !message.contains('\n'),
+        "{message}"
+    );
+}
+
+#[test]
+fn rule_with_two_actions_or_none_is_refused() {
+    for (rule, problem) in [
+        (
+            r#"{ keywords = ["x"], reply = "a", route = "echo" }"#,
+            "both reply and route",
+        ),
+        (
+            r#"{ keywords = ["x"], route = "echo", escalate = true }"#,
+            "both route and escalate",
+        ),
+        (r#"{ keywords = ["x"] }"#, "needs a reply"),
+        (r#"{ reply = "x" }"#, "no keywords and no pattern"),
+    ] {
+        let err = error_of(&rules_config(rule));
+        assert!(err.to_string().contains(problem), "{rule}: {err}");
+    }
+}
+
+#[test]
+fn router_targets_must_be_declared() {
+    let router = |options: &str| {
+        format!(
+            "[[agents]]\nname = \"echo\"\nkind = \"echo\"\n[[agents]]\nname = \"router\"\nkind = \"router\"\n{options}\n"
+        )
+    };
+    for (options, field) in [
+        (r#"default_agent = "nobody""#, "default_agent"),
+        (
+            r#"default_agent = "echo"
+routes = [{ keywords = ["x"], agent = "nobody" }]"#,
+            "route #1",
+        ),
+        (
+            r#"default_agent = "echo"
+classifier = "nobody""#,
+            "classifier",
+        ),
+        (
+            r#"default_agent = "echo"
+candidates = ["nobody"]"#,
+            "candidates",
+        ),
+    ] {
+        let err = error_of(&router(options));
+        assert!(
+            matches!(&err, ConfigError::UnknownTarget { field: f, .. } if f == field),
+            "{options}: {err}"
+        );
+    }
+    let err = error_of(&router(
+        r#"default_agent = "echo"
+classifier = "router""#,
+    ));
+    assert!(err.to_string().contains("router agent"), "{err}");
+}
+
+#[test]
+fn router_candidates_default_to_its_route_agents_and_default() {
+    let config = AgentsConfig::from_toml(
+        r#"
+        [[agents]]
+        name = "a"
+        kind = "echo"
+        [[agents]]
+        name = "b"
+        kind = "echo"
+        [[agents]]
+        name = "router"
+        kind = "router"
+        default_agent = "a"
+        routes = [{ keywords = ["x"], agent = "b" }, { keywords = ["y"], agent = "a" }]
+        "#,
+    )
+    .expect("valid config");
+
+    let AgentSpec::Router(router) = &config.agents[2] else {
+        panic!("router")
+    };
+    assert_eq!(router.candidate_agents(), ["b", "a"]);
+}
+
+// === llm ===
+
+fn llm_config(options: &str) -> String {
+    format!(
+        "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"https://api.openai.com/v1\"\nmodel = \"gpt-4o-mini\"\n{options}\n"
+    )
+}
+
+#[test]
+fn llm_agent_gets_defaults_and_normalized_tools() {
+    let config = AgentsConfig::from_toml(&llm_config(
+        r#"builtin_tools = ["calculator"]
+        [[agents.tools]]
+        name = "lookup"
+        description = "Looks things up"
+        url = "http://tools.internal/lookup"
+        method = "get"
+        parameters = { type = "object", properties = { q = { type = "string" } } }"#,
+    ))
+    .expect("valid config");
+
+    let AgentSpec::Llm(gpt) = &config.agents[0] else {
+        panic!("gpt is an llm agent")
+    };
+    assert_eq!((gpt.history_window, gpt.timeout_secs), (20, 60));
+    assert_eq!(gpt.tools[0].method, "GET");
+    assert_eq!(gpt.tools[0].parameters["properties"]["q"]["type"], "string");
+}
+
+#[test]
+fn llm_options_are_checked() {
+    for (options, problem) in [
+        ("base_url = \"not a url\"", "base_url"),
+        ("model = \" \"", "model is empty"),
+        ("temperature = 3.5", "temperature"),
+        ("history_window = 0", "history_window"),
+        ("builtin_tools = [\"shell\"]", "unknown built-in tool `shell`"),
+        (
+            "[[agents.tools]]\nname = \"t\"\ndescription = \"d\"\nurl = \"http://x\"\nparameters = \"{oops\"",
+            "not valid JSON",
+        ),
+        (
+            "builtin_tools = [\"calculator\"]\n[[agents.tools]]\nname = \"calculator\"\ndescription = \"d\"\nurl = \"http://x\"",
+            "more than once",
+        ),
+    ] {
+        let text = llm_config(options)
+            .replace(
+                "base_url = \"https://api.openai.com/v1\"\n",
+                if options.starts_with("base_url") {
+                    ""
+                } else {
+                    "base_url = \"https://api.openai.com/v1\"\n"
+                },
+            )
+            .replace(
+                "model = \"gpt-4o-mini\"\n",
+                if options.starts_with("model") {
+                    ""
+                } else {
+                    "model = \"gpt-4o-mini\"\n"
+                },
+            );
+        let err = error_of(&text);
+        assert!(err.to_string().contains(problem), "{options}: {err}");
+    }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the helpers.
 
+pub mod openai;
+
 use std::net::SocketAddr;
 
 use agent_worker::{Application, Settings};

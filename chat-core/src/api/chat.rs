@@ -7,9 +7,14 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::principal;
+use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal};
+use crate::service::Concurrency;
 use crate::service::{ChatCore, ServiceError, convert};
-use crate::store::{MessageQuery, NewSession, SessionQuery};
+use crate::store::{MessageQuery, NewSession, SessionFilter, SessionQuery};
+
+/// What the `recent` filter means: updated within the last day.
+const RECENT_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Longest accepted session metadata, as JSON text.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -91,17 +96,27 @@ impl ChatService for ChatApi {
         if req.title.chars().count() > 200 {
             return Err(ServiceError::Invalid("title must be at most 200 characters".into()).into());
         }
+        let concurrency = match req.concurrency.as_str() {
+            "" => None,
+            other => Some(
+                Concurrency::parse(other)
+                    .ok_or_else(|| {
+                        ServiceError::Invalid("concurrency must be enqueue, reject or interrupt".into())
+                    })?
+                    .as_str()
+                    .to_owned(),
+            ),
+        };
         let session = self
             .core
-            .store()
             .create_session(NewSession {
                 owner_id,
                 title: req.title,
                 agent,
                 metadata,
+                concurrency,
             })
-            .await
-            .map_err(ServiceError::from)?;
+            .await?;
         Ok(Response::new(convert::session(&session)))
     }
 
@@ -127,12 +142,22 @@ impl ChatService for ChatApi {
             Principal::User(id) => Some(id),
             Principal::Service(_) => None,
         };
+        let filter = match req.status.as_str() {
+            "" => SessionFilter::All,
+            "unresolved" => SessionFilter::Unresolved,
+            "recent" => SessionFilter::UpdatedSince(crate::domain::now_ms() - RECENT_MS),
+            other => SessionFilter::Status(SessionStatus::parse(other).ok_or_else(|| {
+                ServiceError::Invalid(format!(
+                    "unknown status filter `{other}` (active, pending_human, resolved, expired, ended, unresolved, recent)"
+                ))
+            })?),
+        };
         let page = self
             .core
             .store()
             .list_sessions(SessionQuery {
                 owner_id,
-                status: (!req.status.is_empty()).then_some(req.status),
+                filter,
                 limit: u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) }),
                 cursor: (!req.cursor.is_empty()).then_some(req.cursor),
             })
@@ -158,6 +183,18 @@ impl ChatService for ChatApi {
             .resolve_session(&session.id, notes)
             .await
             .map_err(ServiceError::from)?;
+        Ok(Response::new(convert::session(&session)))
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let session = self
+            .core
+            .end_session(&principal, &request.get_ref().session_id)
+            .await?;
         Ok(Response::new(convert::session(&session)))
     }
 

@@ -19,13 +19,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Lease};
 
 /// Settings of the run lifecycle.
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
     pub history_window: u64,
     pub run_timeout: Duration,
+    /// How long a claimed run stays this replica's without renewal.
+    pub lease: Duration,
 }
 
 /// Owns the session runners of this process.
@@ -42,6 +44,8 @@ pub struct Dispatcher {
     cancels: DashMap<String, CancellationToken>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// This replica's identity in run leases.
+    owner: String,
 }
 
 impl Dispatcher {
@@ -61,7 +65,40 @@ impl Dispatcher {
             cancels: DashMap::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            owner: format!("core-{}", uuid::Uuid::new_v4().simple()),
         })
+    }
+
+    /// The lease this replica takes on the runs it claims.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            duration_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Periodically wakes sessions whose runs nobody is running: expired
+    /// leases of a replica that died, or queued runs left behind.
+    pub fn spawn_orphan_scan(self: &Arc<Self>) {
+        let this = self.clone();
+        let every = (self.config.lease / 2).max(Duration::from_millis(50));
+        let stale_ms = i64::try_from(self.config.lease.as_millis() * 2).unwrap_or(i64::MAX);
+        self.tasks.spawn(async move {
+            loop {
+                match this.store.orphaned_sessions(stale_ms).await {
+                    Ok(sessions) => {
+                        for session_id in sessions {
+                            this.wake(&session_id);
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "orphan scan failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = this.shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 
     pub fn workers(&self) -> &WorkerPool {
@@ -118,10 +155,14 @@ impl Dispatcher {
         }
     }
 
-    /// Stops every runner: runs in flight are left for recovery at the next start.
+    /// Stops every runner and releases their leases, so another replica (or
+    /// the next start) takes the interrupted runs over at once.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        if let Err(error) = self.store.release_leases(&self.owner).await {
+            tracing::warn!(%error, "failed to release run leases; they expire on their own");
+        }
     }
 }

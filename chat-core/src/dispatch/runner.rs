@@ -22,6 +22,8 @@ enum Outcome {
     },
     Failed(String),
     Cancelled,
+    /// The lease was lost (taken over, or the run cancelled elsewhere).
+    LostLease,
 }
 
 impl Dispatcher {
@@ -36,7 +38,7 @@ impl Dispatcher {
                     .remove(&session_id);
                 return;
             }
-            match self.store.claim_next_run(&session_id).await {
+            match self.store.claim_next_run(&session_id, &self.lease()).await {
                 Ok(Some(run)) => {
                     backoff = Duration::from_millis(100);
                     self.execute(run).await;
@@ -69,6 +71,9 @@ impl Dispatcher {
         let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
         let shutting_down = self.shutdown.is_cancelled();
         match outcome {
+            Outcome::LostLease => {
+                info!(run_id = %run.id, "run lease lost; another replica or a cancel owns it now");
+            }
             Outcome::Cancelled if shutting_down => {
                 // Left `running`: recovered and re-run at the next start.
                 info!(run_id = %run.id, "run interrupted by shutdown");
@@ -83,6 +88,7 @@ impl Dispatcher {
                     agent: run.agent.clone(),
                     content,
                     first_delta_at,
+                    lease_owner: self.lease().owner,
                 };
                 match self.commit_reply(completion).await {
                     Ok(message) => {
@@ -138,8 +144,21 @@ impl Dispatcher {
         };
         let mut first_delta_at = None;
         let mut text = String::new();
+        let lease = self.lease();
+        let mut renew = tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
         loop {
             let next = tokio::select! {
+                biased;
+                _ = renew.tick() => {
+                    match self.store.renew_lease(&run.id, &lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return Outcome::LostLease,
+                        Err(error) => warn!(run_id = %run.id, %error, "failed to renew run lease"),
+                    }
+                    continue;
+                }
                 next = stream.next() => next,
                 () = cancel.cancelled() => return Outcome::Cancelled,
                 () = tokio::time::sleep_until(deadline) => return Outcome::Failed("run timed out".into()),

@@ -17,6 +17,7 @@ pub fn session(s: &SessionRecord) -> pb::Session {
         last_seq: s.last_seq,
         metadata_json: s.metadata.clone(),
         resolution_notes: s.resolution_notes.clone().unwrap_or_default(),
+        concurrency: s.concurrency.clone().unwrap_or_default(),
     }
 }
 
@@ -31,6 +32,8 @@ pub fn message(m: &MessageRecord) -> pb::Message {
         created_at_ms: m.created_at,
         client_msg_id: m.client_msg_id.clone(),
         run_id: m.run_id.clone(),
+        first_delta_ms: m.first_delta_ms,
+        duration_ms: m.duration_ms,
     }
 }
 

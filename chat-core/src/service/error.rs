@@ -21,6 +21,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("session is busy: a run is in progress")]
+    Busy,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -35,6 +37,7 @@ impl ServiceError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Busy => ErrorCode::Busy,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -45,6 +48,7 @@ impl From<StoreError> for ServiceError {
         match err {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::Busy => Self::Busy,
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 Self::Unavailable("database unavailable".into())

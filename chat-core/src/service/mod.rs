@@ -13,13 +13,47 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 
 use crate::bus::EventBus;
 use crate::dispatch::Dispatcher;
-use crate::domain::{self, MessageRole, Principal, RunStatus};
+use crate::domain::{self, MessageRole, Principal, RunStatus, SessionStatus};
 use crate::store::{ChatStore, MessageRecord, NewMessage, RunRecord, SessionRecord};
 
 /// Limits applied to client input.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_content_bytes: usize,
+    /// Open (active or pending_human) sessions a user may have; 0 for no cap.
+    pub max_sessions_per_user: u64,
+    /// Policy of sessions created without one.
+    pub default_concurrency: Concurrency,
+}
+
+/// What a new message does while its session already has a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Queue behind the active run (the default).
+    Enqueue,
+    /// Refuse with `busy`.
+    Reject,
+    /// Cancel the active and queued runs, then take the new message.
+    Interrupt,
+}
+
+impl Concurrency {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enqueue" => Some(Self::Enqueue),
+            "reject" => Some(Self::Reject),
+            "interrupt" => Some(Self::Interrupt),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enqueue => "enqueue",
+            Self::Reject => "reject",
+            Self::Interrupt => "interrupt",
+        }
+    }
 }
 
 /// chat-core's operations over its store, bus and dispatcher.
@@ -37,6 +71,8 @@ pub struct ChatCore {
 pub struct Sent {
     pub ack: pb::Ack,
     pub run: Option<RunRecord>,
+    /// Earlier runs of the session are to be cancelled (interrupt policy).
+    pub interrupt: bool,
 }
 
 impl ChatCore {
@@ -91,6 +127,13 @@ impl ChatCore {
         }
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
+        if matches!(
+            SessionStatus::parse(&session.status),
+            Some(SessionStatus::Ended | SessionStatus::Expired)
+        ) {
+            return Err(ServiceError::Conflict(format!("session is {}", session.status)));
+        }
+        let policy = self.policy_of(&session);
         let start_run = role == MessageRole::User;
         let appended = self
             .store
@@ -100,6 +143,7 @@ impl ChatCore {
                 content,
                 client_msg_id: (!client_msg_id.is_empty()).then(|| client_msg_id.to_owned()),
                 start_run,
+                reject_if_busy: start_run && policy == Concurrency::Reject,
             })
             .await?;
         let message = convert::message(&appended.message);
@@ -115,6 +159,7 @@ impl ChatCore {
         Ok(Sent {
             ack,
             run: appended.run,
+            interrupt: policy == Concurrency::Interrupt && !appended.duplicate,
         })
     }
 
@@ -133,10 +178,73 @@ impl ChatCore {
                 self.bus.publish(session_id, event(Event::Run(queued))).await;
             }
         }
+        if let Some(run) = sent.run.as_ref().filter(|_| sent.interrupt) {
+            self.interrupt_before(run).await;
+        }
         if sent.run.is_some() {
             // Also for duplicates: a restart may have left the run queued.
             self.dispatcher.wake(session_id);
         }
+    }
+
+    /// The concurrency policy of a session.
+    pub fn policy_of(&self, session: &SessionRecord) -> Concurrency {
+        session
+            .concurrency
+            .as_deref()
+            .and_then(Concurrency::parse)
+            .unwrap_or(self.limits.default_concurrency)
+    }
+
+    /// Cancels every active run of the session older than `run`.
+    async fn interrupt_before(&self, run: &RunRecord) {
+        let active = match self.store.active_runs(&run.session_id).await {
+            Ok(active) => active,
+            Err(error) => {
+                tracing::warn!(%error, "failed to read active runs to interrupt");
+                return;
+            }
+        };
+        for earlier in active.iter().filter(|r| r.user_seq < run.user_seq) {
+            if self.dispatcher.cancel_running(&earlier.id) {
+                continue;
+            }
+            if let Ok(true) = self
+                .store
+                .finish_run(&earlier.id, RunStatus::Cancelled, None)
+                .await
+            {
+                let update = convert::run_update(earlier, RunStatus::Cancelled, "");
+                self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+            }
+        }
+    }
+
+    /// Creates a session for `owner_id`, within the per-user cap.
+    pub async fn create_session(&self, new: crate::store::NewSession) -> Result<SessionRecord, ServiceError> {
+        let cap = self.limits.max_sessions_per_user;
+        if cap > 0 && self.store.count_open_sessions(&new.owner_id).await? >= cap {
+            return Err(ServiceError::Conflict(format!(
+                "open session limit reached ({cap}); resolve or end a session first"
+            )));
+        }
+        Ok(self.store.create_session(new).await?)
+    }
+
+    /// Ends a session: its active runs are cancelled and it takes no more messages.
+    pub async fn end_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<SessionRecord, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        for run in self.store.active_runs(&session.id).await? {
+            self.cancel(principal, &session.id, &run.id).await?;
+        }
+        Ok(self
+            .store
+            .set_session_status(&session.id, SessionStatus::Ended)
+            .await?)
     }
 
     /// Cancels a queued or running run of the session.

@@ -8,6 +8,9 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The session already has a run and its policy refuses another.
+    #[error("session is busy")]
+    Busy,
     /// The database cannot be reached; retrying later may succeed.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),

@@ -31,6 +31,17 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Newest first (by last update). `owner` restricts to one user's sessions.
     async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError>;
     async fn resolve_session(&self, id: &str, notes: Option<String>) -> Result<SessionRecord, StoreError>;
+    /// Moves a session to `status` (recording `ended_at` for `ended`).
+    async fn set_session_status(
+        &self,
+        id: &str,
+        status: crate::domain::SessionStatus,
+    ) -> Result<SessionRecord, StoreError>;
+    /// Sessions of `owner` that are active or waiting for a human.
+    async fn count_open_sessions(&self, owner_id: &str) -> Result<u64, StoreError>;
+    /// Marks active sessions idle since before `idle_before` (epoch ms) as
+    /// expired and returns their ids.
+    async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<String>, StoreError>;
     /// Deletes the session with its messages and runs.
     async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
 
@@ -48,8 +59,17 @@ pub trait ChatStore: Send + Sync + 'static {
     // === runs ===
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
-    /// Marks the oldest queued run of the session running and returns it.
-    async fn claim_next_run(&self, session_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Claims the session's next run for `lease.owner`: the oldest queued
+    /// run, or a running one whose lease expired. Returns `None` when the
+    /// queue is empty or another replica holds a live lease in the session.
+    async fn claim_next_run(&self, session_id: &str, lease: &Lease) -> Result<Option<RunRecord>, StoreError>;
+    /// Extends a lease; `false` when the run is no longer running under it.
+    async fn renew_lease(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    /// Expires every lease of `owner` at once, so another replica (or the
+    /// next start) takes its runs over immediately.
+    async fn release_leases(&self, owner: &str) -> Result<(), StoreError>;
+    /// Queued and running runs of a session, oldest first.
+    async fn active_runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError>;
     /// Commits the reply and completes the run, in one transaction. Fails with
     /// [`StoreError::Conflict`] when the run is no longer running.
     async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError>;
@@ -63,7 +83,7 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// The stored reply of a run, if any.
     async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
-    /// Puts runs left `running` by a stopped process back in the queue and
-    /// returns the sessions that have queued runs.
-    async fn recover_runs(&self) -> Result<Vec<String>, StoreError>;
+    /// Sessions with work nobody is doing: a run whose lease expired, or a
+    /// queued run older than `stale_ms` with no live run in the session.
+    async fn orphaned_sessions(&self, stale_ms: i64) -> Result<Vec<String>, StoreError>;
 }

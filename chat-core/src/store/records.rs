@@ -13,12 +13,26 @@ pub struct NewSession {
     pub title: String,
     pub agent: String,
     pub metadata: String,
+    pub concurrency: Option<String>,
+}
+
+/// Which sessions a listing returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SessionFilter {
+    #[default]
+    All,
+    /// Exactly this status.
+    Status(crate::domain::SessionStatus),
+    /// Active or waiting for a human.
+    Unresolved,
+    /// Updated at or after this time (epoch ms).
+    UpdatedSince(i64),
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct SessionQuery {
     pub owner_id: Option<String>,
-    pub status: Option<String>,
+    pub filter: SessionFilter,
     pub limit: u64,
     /// Opaque position returned as `next_cursor` by the previous page.
     pub cursor: Option<String>,
@@ -46,6 +60,8 @@ pub struct NewMessage {
     pub client_msg_id: Option<String>,
     /// Whether the message starts a run (user messages do).
     pub start_run: bool,
+    /// Refuse with [`super::StoreError::Busy`] when the session has a queued or running run.
+    pub reject_if_busy: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,4 +78,13 @@ pub struct RunCompletion {
     pub agent: String,
     pub content: String,
     pub first_delta_at: Option<i64>,
+    /// The replica holding the run's lease; the reply is refused if it lost it.
+    pub lease_owner: String,
+}
+
+/// A claim on a session's next run, held by one chat-core replica.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub owner: String,
+    pub duration_ms: i64,
 }

@@ -145,6 +145,10 @@ impl SeaStore {
         let txn = self.db.begin().await?;
         let (seq, title, agent) = Self::next_seq(&txn, &new.session_id).await?;
         let now = now_ms();
+        if new.reject_if_busy && !active_runs_in(&txn, &new.session_id).await?.is_empty() {
+            txn.rollback().await?;
+            return Err(StoreError::Busy);
+        }
         if seq == 1 && title.is_empty() {
             session::Entity::update_many()
                 .col_expr(session::Column::Title, Expr::value(derive_title(&new.content)))
@@ -162,6 +166,8 @@ impl SeaStore {
             client_msg_id: Set(new.client_msg_id.clone()),
             run_id: Set(None),
             created_at: Set(now),
+            first_delta_ms: Set(None),
+            duration_ms: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -181,6 +187,8 @@ impl SeaStore {
                     started_at: Set(None),
                     first_delta_at: Set(None),
                     finished_at: Set(None),
+                    lease_owner: Set(None),
+                    lease_expires_at: Set(None),
                 }
                 .insert(&txn)
                 .await?,
@@ -195,6 +203,16 @@ impl SeaStore {
             duplicate: false,
         })
     }
+}
+
+/// Queued and running runs of a session, oldest first.
+async fn active_runs_in(db: &impl ConnectionTrait, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+    Ok(run::Entity::find()
+        .filter(run::Column::SessionId.eq(session_id))
+        .filter(run::Column::Status.is_in([RunStatus::Queued.as_str(), RunStatus::Running.as_str()]))
+        .order_by_asc(run::Column::UserSeq)
+        .all(db)
+        .await?)
 }
 
 fn derive_title(content: &str) -> String {
@@ -262,6 +280,8 @@ impl ChatStore for SeaStore {
             last_seq: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
+            concurrency: Set(new.concurrency),
+            ended_at: Set(None),
         };
         Ok(model.insert(&self.db).await?)
     }
@@ -276,9 +296,15 @@ impl ChatStore for SeaStore {
         if let Some(owner) = &query.owner_id {
             select = select.filter(session::Column::OwnerId.eq(owner.clone()));
         }
-        if let Some(status) = &query.status {
-            select = select.filter(session::Column::Status.eq(status.clone()));
-        }
+        select = match &query.filter {
+            SessionFilter::All => select,
+            SessionFilter::Status(status) => select.filter(session::Column::Status.eq(status.as_str())),
+            SessionFilter::Unresolved => select.filter(session::Column::Status.is_in([
+                SessionStatus::Active.as_str(),
+                SessionStatus::PendingHuman.as_str(),
+            ])),
+            SessionFilter::UpdatedSince(since) => select.filter(session::Column::UpdatedAt.gte(*since)),
+        };
         if let Some((at, id)) = query.cursor.as_deref().and_then(decode_cursor) {
             select = select.filter(
                 Expr::col(session::Column::UpdatedAt)
@@ -321,6 +347,60 @@ impl ChatStore for SeaStore {
             return Err(StoreError::NotFound("session"));
         }
         self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
+    async fn set_session_status(&self, id: &str, status: SessionStatus) -> Result<SessionRecord, StoreError> {
+        let now = now_ms();
+        let ended_at = (status == SessionStatus::Ended).then_some(now);
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::Status, Expr::value(status.as_str()))
+            .col_expr(session::Column::EndedAt, Expr::value(ended_at))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now))
+            .filter(session::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
+    async fn count_open_sessions(&self, owner_id: &str) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(session::Entity::find()
+            .filter(session::Column::OwnerId.eq(owner_id))
+            .filter(session::Column::Status.is_in([
+                SessionStatus::Active.as_str(),
+                SessionStatus::PendingHuman.as_str(),
+            ]))
+            .count(&self.db)
+            .await?)
+    }
+
+    async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<String>, StoreError> {
+        let idle = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::Status.eq(SessionStatus::Active.as_str()))
+            .filter(session::Column::UpdatedAt.lt(idle_before))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        if idle.is_empty() {
+            return Ok(idle);
+        }
+        // Re-checked in the update: a session touched since the read stays active.
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::Status,
+                Expr::value(SessionStatus::Expired.as_str()),
+            )
+            .filter(session::Column::Id.is_in(idle.clone()))
+            .filter(session::Column::Status.eq(SessionStatus::Active.as_str()))
+            .filter(session::Column::UpdatedAt.lt(idle_before))
+            .exec(&self.db)
+            .await?;
+        Ok(idle)
     }
 
     async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
@@ -392,42 +472,86 @@ impl ChatStore for SeaStore {
         Ok(run::Entity::find_by_id(run_id.to_owned()).one(&self.db).await?)
     }
 
-    async fn claim_next_run(&self, session_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        loop {
-            let Some(next) = run::Entity::find()
-                .filter(run::Column::SessionId.eq(session_id))
-                .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
-                .order_by_asc(run::Column::UserSeq)
-                .one(&self.db)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let now = now_ms();
-            let claimed = run::Entity::update_many()
-                .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
-                .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
-                .col_expr(run::Column::StartedAt, Expr::value(now))
-                .filter(run::Column::Id.eq(next.id.clone()))
-                .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
-                .exec(&self.db)
-                .await?;
-            if claimed.rows_affected == 1 {
-                return Ok(Some(RunRecord {
-                    status: RunStatus::Running.as_str().to_owned(),
-                    attempt: next.attempt + 1,
-                    started_at: Some(now),
-                    ..next
-                }));
-            }
-            // Cancelled between the read and the claim: look again.
+    async fn claim_next_run(&self, session_id: &str, lease: &Lease) -> Result<Option<RunRecord>, StoreError> {
+        let txn = self.db.begin().await?;
+        // A no-op write on the session row serializes claims within the
+        // session: a row lock on Postgres, the write lock on SQLite.
+        let locked = session::Entity::update_many()
+            .col_expr(session::Column::LastSeq, Expr::col(session::Column::LastSeq))
+            .filter(session::Column::Id.eq(session_id))
+            .exec(&txn)
+            .await?;
+        if locked.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(None);
         }
+        let now = now_ms();
+        let active = active_runs_in(&txn, session_id).await?;
+        let live_elsewhere = active
+            .iter()
+            .any(|r| r.status == RunStatus::Running.as_str() && r.lease_expires_at.unwrap_or(0) > now);
+        let Some(next) = active.into_iter().next().filter(|_| !live_elsewhere) else {
+            txn.commit().await?;
+            return Ok(None);
+        };
+        let expires = now + lease.duration_ms;
+        run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+            .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+            .col_expr(run::Column::StartedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseOwner, Expr::value(lease.owner.clone()))
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(expires))
+            .filter(run::Column::Id.eq(next.id.clone()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some(RunRecord {
+            status: RunStatus::Running.as_str().to_owned(),
+            attempt: next.attempt + 1,
+            started_at: Some(now),
+            lease_owner: Some(lease.owner.clone()),
+            lease_expires_at: Some(expires),
+            ..next
+        }))
+    }
+
+    async fn renew_lease(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let result = run::Entity::update_many()
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(now_ms() + lease.duration_ms),
+            )
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<(), StoreError> {
+        run::Entity::update_many()
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(0i64))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn active_runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        active_runs_in(&self.db, session_id).await
     }
 
     async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError> {
         let txn = self.db.begin().await?;
         let (seq, _, _) = Self::next_seq(&txn, &completion.session_id).await?;
         let now = now_ms();
+        let started_at = run::Entity::find_by_id(completion.run_id.clone())
+            .one(&txn)
+            .await?
+            .and_then(|r| r.started_at)
+            .unwrap_or(now);
         let message = message::ActiveModel {
             id: Set(new_id()),
             session_id: Set(completion.session_id.clone()),
@@ -438,6 +562,10 @@ impl ChatStore for SeaStore {
             client_msg_id: Set(None),
             run_id: Set(Some(completion.run_id.clone())),
             created_at: Set(now),
+            first_delta_ms: Set(completion
+                .first_delta_at
+                .map(|at| std::cmp::max(at - started_at, 0))),
+            duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
         }
         .insert(&txn)
         .await?;
@@ -448,11 +576,14 @@ impl ChatStore for SeaStore {
             .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
             .filter(run::Column::Id.eq(completion.run_id.clone()))
             .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .filter(run::Column::LeaseOwner.eq(completion.lease_owner.clone()))
             .exec(&txn)
             .await?;
         if updated.rows_affected != 1 {
             txn.rollback().await?;
-            return Err(StoreError::Conflict("run is no longer running".into()));
+            return Err(StoreError::Conflict(
+                "run is no longer running under this lease".into(),
+            ));
         }
         txn.commit().await?;
         Ok(message)
@@ -486,21 +617,24 @@ impl ChatStore for SeaStore {
             .await?)
     }
 
-    async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
-        run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value(RunStatus::Queued.as_str()))
-            .filter(run::Column::Status.is_in([RunStatus::Running.as_str(), RunStatus::Retrying.as_str()]))
-            .exec(&self.db)
-            .await?;
-        let rows = run::Entity::find()
+    async fn orphaned_sessions(&self, stale_ms: i64) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let expired = run::Column::Status.eq(RunStatus::Running.as_str()).and(
+            run::Column::LeaseExpiresAt
+                .is_null()
+                .or(run::Column::LeaseExpiresAt.lt(now)),
+        );
+        let stale = run::Column::Status
+            .eq(RunStatus::Queued.as_str())
+            .and(run::Column::CreatedAt.lt(now - stale_ms));
+        Ok(run::Entity::find()
             .select_only()
             .column(run::Column::SessionId)
             .distinct()
-            .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+            .filter(expired.or(stale))
             .into_tuple::<String>()
             .all(&self.db)
-            .await?;
-        Ok(rows)
+            .await?)
     }
 }
 

@@ -21,7 +21,32 @@ pub struct Worker {
 }
 
 pub async fn spawn_worker() -> Worker {
-    let settings = agent_worker::Settings::parse_from(["agent-worker", "--listen", "127.0.0.1:0"]);
+    spawn_worker_with(None).await
+}
+
+/// Agents for tests that need a run to take a while.
+pub const SLOW_AGENTS: &str = r#"
+[[agents]]
+name = "echo"
+description = "echo"
+kind = "echo"
+
+[[agents]]
+name = "slow"
+description = "echo, one word every 150 ms"
+kind = "echo"
+delay_ms = 150
+"#;
+
+/// A worker with the agents of `config` (TOML), or the built-in ones.
+pub async fn spawn_worker_with(config: Option<&str>) -> Worker {
+    let mut args = vec!["agent-worker".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
+    if let Some(config) = config {
+        let path = std::env::temp_dir().join(format!("agents-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, config).expect("write agents config");
+        args.extend(["--agents-config".into(), path.display().to_string()]);
+    }
+    let settings = agent_worker::Settings::parse_from(args);
     let app = agent_worker::Application::build(settings)
         .await
         .expect("worker builds");
@@ -50,8 +75,13 @@ impl Core {
 }
 
 pub async fn spawn_core(database_url: &str, worker_url: &str) -> Core {
+    spawn_core_with(database_url, worker_url, &[]).await
+}
+
+/// A chat-core with extra flags.
+pub async fn spawn_core_with(database_url: &str, worker_url: &str, extra: &[&str]) -> Core {
     chat_common::telemetry::init_for_tests();
-    let settings = chat_core::Settings::parse_from([
+    let base = [
         "chat-core",
         "--listen",
         "127.0.0.1:0",
@@ -64,8 +94,8 @@ pub async fn spawn_core(database_url: &str, worker_url: &str) -> Core {
         SECRET,
         "--health-interval-ms",
         "100",
-    ]);
-    let mut settings = settings;
+    ];
+    let mut settings = chat_core::Settings::parse_from(base.iter().chain(extra.iter()));
     settings.redis_url = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
     let app = chat_core::Application::build(settings)
         .await
@@ -147,18 +177,87 @@ pub async fn client(addr: SocketAddr) -> ChatServiceClient<Channel> {
 }
 
 pub async fn create_session(addr: SocketAddr, token: &str) -> pb::Session {
+    create_session_with(addr, token, "echo", "").await
+}
+
+pub async fn create_session_with(
+    addr: SocketAddr,
+    token: &str,
+    agent: &str,
+    concurrency: &str,
+) -> pb::Session {
+    let request = pb::CreateSessionRequest {
+        agent: agent.into(),
+        concurrency: concurrency.into(),
+        ..Default::default()
+    };
     client(addr)
         .await
-        .create_session(with_token(
-            pb::CreateSessionRequest {
-                agent: "echo".into(),
-                ..Default::default()
-            },
-            token,
-        ))
+        .create_session(with_token(request, token))
         .await
         .expect("session created")
         .into_inner()
+}
+
+/// Opens a second connection's view of a session: `Subscribe` from seq 0.
+pub async fn watch(addr: SocketAddr, token: &str, session_id: &str) -> tonic::Streaming<pb::SessionEvent> {
+    let request = pb::SubscribeRequest {
+        session_id: session_id.into(),
+        after_seq: 0,
+    };
+    client(addr)
+        .await
+        .subscribe(with_token(request, token))
+        .await
+        .expect("subscribed")
+        .into_inner()
+}
+
+/// The next event of a subscription matching `wanted`, skipping others.
+pub async fn next_matching(
+    events: &mut tonic::Streaming<pb::SessionEvent>,
+    mut wanted: impl FnMut(&pb::session_event::Event) -> bool,
+) -> pb::session_event::Event {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(15), events.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("no error");
+        if let Some(event) = item.event
+            && wanted(&event)
+        {
+            return event;
+        }
+    }
+}
+
+/// Starts a send and returns once it is acked, leaving the run going.
+pub async fn start_send(
+    addr: SocketAddr,
+    token: &str,
+    session_id: &str,
+    client_msg_id: &str,
+    content: &str,
+) -> Result<pb::Ack, tonic::Status> {
+    let request = pb::SendMessageRequest {
+        session_id: session_id.into(),
+        client_msg_id: client_msg_id.into(),
+        content: content.into(),
+        role: String::new(),
+    };
+    let mut stream = client(addr)
+        .await
+        .send_message(with_token(request, token))
+        .await?
+        .into_inner();
+    match stream.next().await {
+        Some(Ok(pb::SendMessageEvent {
+            event: Some(pb::send_message_event::Event::Ack(ack)),
+        })) => Ok(ack),
+        Some(Err(status)) => Err(status),
+        other => panic!("expected an ack, got {other:?}"),
+    }
 }
 
 /// Sends a message and collects everything SendMessage streams for it.

@@ -186,6 +186,8 @@ where
             created_at: rfc3339(chrono::Utc::now().timestamp_millis()),
             client_msg_id: Some(ack.client_msg_id.clone()),
             run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
+            first_delta_ms: None,
+            duration_ms: None,
         });
     Ok(Posted {
         message,

@@ -56,7 +56,7 @@ pub async fn create(
         title: body.title.unwrap_or_default(),
         agent: body.agent.unwrap_or_default(),
         metadata_json,
-        owner_id: String::new(),
+        ..Default::default()
     };
     let request = state.core.unary(request, &user.token)?;
     let session = state.core.chat().create_session(request).await?.into_inner();

@@ -24,11 +24,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 pub struct TestStack {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    pub core_url: String,
     _db: chat_core::testing::TestDatabase,
 }
 
 impl TestStack {
     pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Spawns the stack with extra gateway flags (limits, origins, lifetimes).
+    pub async fn spawn_with(gateway_args: &[&str]) -> anyhow::Result<Self> {
         chat_common::telemetry::init_for_tests();
         let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
             "agent-worker",
@@ -56,21 +62,19 @@ impl TestStack {
         let core_url = format!("http://{}", core.local_addr());
         tokio::spawn(core.run_until_stopped(std::future::pending()));
 
-        let gateway = gateway::Application::build(gateway::Settings::parse_from([
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--chat-core-url",
-            &core_url,
-            "--jwt-secret",
-            SECRET,
-        ]))
-        .await?;
-        let addr = gateway.local_addr();
-        tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-
+        let addr = spawn_gateway(&core_url, gateway_args).await?;
         let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
-        Ok(Self { addr, http, _db: db })
+        Ok(Self {
+            addr,
+            http,
+            core_url,
+            _db: db,
+        })
+    }
+
+    /// Another gateway in front of the same chat-core; returns its address.
+    pub async fn spawn_gateway(&self, gateway_args: &[&str]) -> anyhow::Result<SocketAddr> {
+        spawn_gateway(&self.core_url, gateway_args).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -153,6 +157,43 @@ impl TestStack {
             .insert("authorization", format!("Bearer {token}").parse()?);
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(WsClient { stream })
+    }
+}
+
+/// Starts a gateway on 127.0.0.1:0 in front of `core_url` with extra flags.
+pub async fn spawn_gateway(core_url: &str, extra: &[&str]) -> anyhow::Result<SocketAddr> {
+    let mut args = vec![
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--chat-core-url",
+        core_url,
+        "--jwt-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    let gateway = gateway::Application::build(gateway::Settings::try_parse_from(args)?).await?;
+    let addr = gateway.local_addr();
+    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+    Ok(addr)
+}
+
+/// Retries `attempt` until it returns `Some`, failing after [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Model {
     pub client_msg_id: Option<String>,
     pub run_id: Option<String>,
     pub created_at: i64,
+    pub first_delta_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

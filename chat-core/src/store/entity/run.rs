@@ -17,6 +17,8 @@ pub struct Model {
     pub started_at: Option<i64>,
     pub first_delta_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,8 @@ pub struct Model {
     pub last_seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub concurrency: Option<String>,
+    pub ended_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,142 @@
+//! The HTTP side of the limits: which tiers a request counts in, under which
+//! key, and the `RateLimit-*` headers on the answer.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chat_common::token;
+use http::Method;
+use http::header::AUTHORIZATION;
+use serde::Deserialize;
+
+use super::{Decision, Tier};
+use crate::app::SharedState;
+use crate::error::ApiError;
+
+/// Routes counted in the auth tier.
+const AUTH_ROUTES: [&str; 3] = [
+    "/api/v1/auth/register",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+];
+/// The REST route that posts a message.
+const MESSAGES_ROUTE: &str = "/api/v1/sessions/{id}/messages";
+
+#[derive(Deserialize)]
+struct AuthBody {
+    username: Option<String>,
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// Counts the request in its tiers; answers 429 when one of them is exhausted,
+/// otherwise sets the headers of the most constrained tier on the response.
+pub async fn limit(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let ip = client_ip(&request, state.trust_forwarded_for);
+    let user = request_user(&request, &state);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let route = route.as_deref().unwrap_or_default();
+    let is_post = request.method() == Method::POST;
+    let limits = &state.rate_limits;
+
+    let mut decisions: Vec<Decision> = Vec::with_capacity(2);
+    let api_key = match &user {
+        Some(user_id) => format!("user:{user_id}"),
+        None => format!("ip:{ip}"),
+    };
+    decisions.extend(limits.check(Tier::Api, &api_key).await);
+
+    let request = if is_post && AUTH_ROUTES.contains(&route) {
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(_) => return ApiError::too_large("request body is too large").into_response(),
+        };
+        let account = auth_account(&bytes, &state);
+        decisions.extend(limits.check(Tier::Auth, &format!("{ip}|{account}")).await);
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        request
+    };
+    if is_post
+        && route == MESSAGES_ROUTE
+        && let Some(user_id) = &user
+    {
+        decisions.extend(limits.check(Tier::Messages, user_id).await);
+    }
+
+    if let Some(denied) = decisions
+        .iter()
+        .filter(|d| !d.allowed)
+        .max_by_key(|d| d.retry_after)
+    {
+        return denied.into_rejection();
+    }
+    let mut response = next.run(request).await;
+    if let Some(tightest) = decisions.iter().min_by_key(|d| d.remaining) {
+        tightest.apply_headers(response.headers_mut());
+    }
+    response
+}
+
+/// The verified user of the request's access token (header, or query on the WebSocket).
+fn request_user(request: &Request, state: &SharedState) -> Option<String> {
+    let from_header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::bearer)
+        .map(str::to_owned);
+    let token = from_header.or_else(|| {
+        Query::<TokenQuery>::try_from_uri(request.uri())
+            .ok()
+            .and_then(|Query(q)| q.access_token)
+    })?;
+    state.tokens.verify_access(&token).ok().map(|user| user.user_id)
+}
+
+/// Who an auth request is for: the username, or the user of a refresh token.
+fn auth_account(body: &[u8], state: &SharedState) -> String {
+    let Ok(body) = serde_json::from_slice::<AuthBody>(body) else {
+        return String::new();
+    };
+    if let Some(username) = body.username {
+        return username.to_lowercase();
+    }
+    body.refresh_token
+        .and_then(|t| state.tokens.verify_refresh(&t).ok())
+        .map(|user_id| format!("user:{user_id}"))
+        .unwrap_or_default()
+}
+
+/// The client's address: the peer, or with `trust_forwarded_for` the address
+/// the (single, trusted) proxy in front appended to `X-Forwarded-For`.
+pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(ip) = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|v| v.trim().parse::<IpAddr>().ok())
+            .next_back()
+    {
+        return ip.to_string();
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
