@@ -2,6 +2,7 @@
 
 mod llm;
 mod routing;
+mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use serde::Deserialize;
 
 pub use llm::{BUILTIN_TOOLS, HttpToolSpec, LlmSpec};
 pub use routing::{HumanHandoffSpec, RouteRuleSpec, RouterSpec, RuleSpec, RulesSpec};
+pub use webhook::{WebhookMode, WebhookSpec};
 
 /// The config built into the binary, served when no `--agents-config` is given.
 pub const DEFAULT_AGENTS_TOML: &str = include_str!("../agents.toml");
@@ -79,6 +81,7 @@ pub enum AgentSpec {
     Router(RouterSpec),
     HumanHandoff(HumanHandoffSpec),
     Llm(LlmSpec),
+    Webhook(WebhookSpec),
 }
 
 /// Options of an `echo` agent, which repeats the user's message.
@@ -152,6 +155,7 @@ impl AgentsConfig {
         for agent in &self.agents {
             match agent {
                 AgentSpec::Echo(_) | AgentSpec::HumanHandoff(_) | AgentSpec::Llm(_) => {}
+                AgentSpec::Webhook(spec) => spec.validate()?,
                 AgentSpec::Rules(spec) => spec.validate(&declared)?,
                 AgentSpec::Router(spec) => spec.validate(&declared)?,
             }
@@ -230,6 +234,7 @@ impl AgentSpec {
             Self::Router(spec) => &spec.name,
             Self::HumanHandoff(spec) => &spec.name,
             Self::Llm(spec) => &spec.name,
+            Self::Webhook(spec) => &spec.name,
         }
     }
 
@@ -241,6 +246,7 @@ impl AgentSpec {
             Self::Router(_) => "router",
             Self::HumanHandoff(_) => "human_handoff",
             Self::Llm(_) => "llm",
+            Self::Webhook(_) => "webhook",
         }
     }
 }

@@ -36,6 +36,7 @@ fn delta(session_id: &str, index: u32) -> pb::SessionEvent {
             run_id: "r".into(),
             index,
             text: format!("t{index}"),
+            attempt: 1,
         })),
     }
 }

@@ -31,6 +31,8 @@ use crate::routes::{agents, auth, health, messages, page, sessions};
 use crate::settings::Settings;
 use crate::ws;
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Content-Security-Policy of every response: the page loads only its own script and style.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
@@ -42,13 +44,15 @@ pub struct Limits {
     pub max_ws_frame_bytes: usize,
     pub ws_read_buffer_bytes: usize,
     pub ws_write_buffer_bytes: usize,
+    /// How long a socket whose token expired stays open for a fresh one.
+    pub ws_token_grace: std::time::Duration,
 }
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
     pub core: CoreClient,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub limits: Limits,
     pub rate_limits: RateLimits,
     /// Client IPs come from `X-Forwarded-For` (see `--trust-forwarded-for`).
@@ -73,17 +77,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate().map_err(|message| anyhow::anyhow!(message))?;
         let core = CoreClient::new(&settings.chat_core_url, settings.request_timeout())?;
-        let tokens = Tokens::new(
+        let tokens = Arc::new(Tokens::new(
             settings.jwt_secret.expose_secret().as_bytes(),
             settings.access_token_ttl(),
             settings.refresh_token_ttl(),
-        );
+        ));
         let limits = Limits {
             max_content_bytes: settings.max_content_bytes,
             max_body_bytes: settings.max_body_bytes,
             max_ws_frame_bytes: settings.max_ws_frame_bytes,
             ws_read_buffer_bytes: settings.ws_read_buffer_bytes,
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
+            ws_token_grace: settings.ws_token_grace(),
         };
         let rate_limits = RateLimits::new(rate_limit_store(&settings).await?);
         let shutdown = CancellationToken::new();
@@ -172,6 +177,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         ));
 
     let middleware = ServiceBuilder::new()
+        .layer(middleware::map_request(drop_unusable_request_id))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             // The path only: a WebSocket query string may carry an access token.
@@ -183,7 +189,8 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(security_header("referrer-policy", "no-referrer"))
         .layer(security_header("x-frame-options", "DENY"))
         .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY))
-        .layer(cors);
+        .layer(cors)
+        .layer(middleware::from_fn(scope_request_id));
     // Innermost: limits whose plain responses `json_errors` rewrites.
     let limits = ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
@@ -204,6 +211,36 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(middleware)
         .with_state(state)
+}
+
+/// Longest client-supplied request id kept; longer or odd ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes a client's `x-request-id` that is too long or not plain
+/// characters, so a fresh one is generated for logs and chat-core.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request.headers().get(REQUEST_ID).is_none_or(|id| {
+        id.len() <= MAX_REQUEST_ID_LEN
+            && !id.is_empty()
+            && id
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// Makes the request id travel with every chat-core call the handler makes.
+async fn scope_request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    crate::core::with_request_id(id, next.run(request)).await
 }
 
 fn security_header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -79,6 +79,7 @@ impl Tokens {
         Ok(AuthUser {
             user_id: claims.sub,
             token: token.to_owned(),
+            expires_at: claims.exp,
         })
     }
 
@@ -126,6 +127,8 @@ fn invalid_refresh_token() -> ApiError {
 pub struct AuthUser {
     pub user_id: String,
     pub token: String,
+    /// When the token expires, in Unix seconds.
+    pub expires_at: u64,
 }
 
 impl FromRequestParts<SharedState> for AuthUser {

@@ -8,7 +8,7 @@ use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use futures::Stream;
 use tonic::codec::{BufferSettings, Codec, Streaming};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -29,6 +29,34 @@ const CONNECT_YIELD_THRESHOLD: usize = 32 * 1024;
 
 fn connect_buffers() -> BufferSettings {
     BufferSettings::new(CONNECT_BUFFER_BYTES, CONNECT_YIELD_THRESHOLD)
+}
+
+/// Metadata key carrying the request id of the HTTP request behind a call.
+pub const REQUEST_ID_METADATA: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the HTTP request being served, set by [`with_request_id`].
+    static REQUEST_ID: AsciiMetadataValue;
+}
+
+/// Runs `future` with `request_id` attached to every chat-core call it makes.
+pub async fn with_request_id<F: Future>(request_id: Option<AsciiMetadataValue>, future: F) -> F::Output {
+    match request_id {
+        Some(id) => REQUEST_ID.scope(id, future).await,
+        None => future.await,
+    }
+}
+
+/// The request id of the HTTP request being served, if any.
+pub fn current_request_id() -> Option<AsciiMetadataValue> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Tags a chat-core call with `request_id` (or the current request's).
+pub fn tag_request_id<T>(request: &mut tonic::Request<T>, request_id: Option<AsciiMetadataValue>) {
+    if let Some(id) = request_id.or_else(current_request_id) {
+        request.metadata_mut().insert(REQUEST_ID_METADATA, id);
+    }
 }
 
 /// Clients for chat-core's `ChatService`, `UserService` and health service.
@@ -110,6 +138,7 @@ impl CoreClient {
             service: READINESS_SERVICE.into(),
         });
         request.set_timeout(READINESS_TIMEOUT);
+        tag_request_id(&mut request, None);
         let mut health = self.health.clone();
         match tokio::time::timeout(READINESS_TIMEOUT, health.check(request)).await {
             Ok(Ok(response)) => response.into_inner().status() == ServingStatus::Serving,
@@ -122,13 +151,29 @@ impl CoreClient {
     }
 }
 
-/// Wraps `message` in a request carrying `authorization: Bearer <token>`.
+/// Wraps `message` in a request carrying `authorization: Bearer <token>`
+/// and the current request id.
 pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
     let value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| ApiError::unauthenticated("malformed access token"))?;
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", value);
+    tag_request_id(&mut request, None);
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_carry_the_request_id_of_their_scope() {
+        let id: AsciiMetadataValue = "req-42".parse().expect("ascii");
+        let inside = with_request_id(Some(id), async { authorized((), "t").expect("request") }).await;
+        assert_eq!(inside.metadata().get(REQUEST_ID_METADATA).expect("id"), "req-42");
+        let outside = authorized((), "t").expect("request");
+        assert!(outside.metadata().get(REQUEST_ID_METADATA).is_none());
+    }
 }
 
 /// The prost codec of `Connect`, with [`CONNECT_BUFFER_BYTES`].

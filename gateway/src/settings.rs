@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "WS_WRITE_BUFFER_BYTES", default_value_t = 4096)]
     pub ws_write_buffer_bytes: usize,
 
+    /// Seconds a WebSocket stays open after its access token expired, for the client to send
+    /// `{type: "auth", access_token}`; then it is closed with code 4001.
+    #[arg(long, env = "WS_TOKEN_GRACE_SECS", default_value_t = 30)]
+    pub ws_token_grace_secs: u64,
+
     /// Seconds a plain HTTP request may take; SSE streams and WebSockets are not limited.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -120,6 +125,10 @@ impl Settings {
 
     pub fn refresh_token_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn ws_token_grace(&self) -> Duration {
+        Duration::from_secs(self.ws_token_grace_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {

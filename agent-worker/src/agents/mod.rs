@@ -10,6 +10,7 @@ mod router;
 mod rules;
 pub mod tools;
 pub mod upstream;
+mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use human::HumanHandoffAgent;
 pub use llm::{LlmAgent, MAX_TOOL_ROUNDS};
 pub use router::RouterAgent;
 pub use rules::{Decision, RulesAgent};
+pub use webhook::{SEED_REPLY_FIELDS, WebhookAgent};
 
 use crate::config::{AgentSpec, AgentsConfig, ConfigError};
 
@@ -39,6 +41,7 @@ pub enum Agent {
     Router(RouterAgent),
     HumanHandoff(HumanHandoffAgent),
     Llm(LlmAgent),
+    Webhook(WebhookAgent),
 }
 
 // === impl Agent ===
@@ -52,6 +55,7 @@ impl Agent {
             Self::Router(agent) => &agent.name,
             Self::HumanHandoff(agent) => &agent.name,
             Self::Llm(agent) => &agent.name,
+            Self::Webhook(agent) => &agent.name,
         }
     }
 
@@ -63,6 +67,7 @@ impl Agent {
             Self::Router(agent) => &agent.description,
             Self::HumanHandoff(agent) => &agent.description,
             Self::Llm(agent) => &agent.description,
+            Self::Webhook(agent) => &agent.description,
         }
     }
 
@@ -74,6 +79,7 @@ impl Agent {
             Self::Router(_) => "router",
             Self::HumanHandoff(_) => "human_handoff",
             Self::Llm(_) => "llm",
+            Self::Webhook(_) => "webhook",
         }
     }
 
@@ -99,6 +105,7 @@ impl Agent {
             Self::Router(agent) => agent.run(registry, request, message),
             Self::HumanHandoff(agent) => agent.events(),
             Self::Llm(agent) => agent.run(request),
+            Self::Webhook(agent) => agent.run(request),
         }
     }
 
@@ -119,6 +126,7 @@ impl Agent {
             AgentSpec::Router(spec) => Self::Router(RouterAgent::from(spec)),
             AgentSpec::HumanHandoff(spec) => Self::HumanHandoff(HumanHandoffAgent::from(spec)),
             AgentSpec::Llm(spec) => Self::Llm(LlmAgent::new(spec, env)?),
+            AgentSpec::Webhook(spec) => Self::Webhook(WebhookAgent::new(spec, env)?),
         })
     }
 }

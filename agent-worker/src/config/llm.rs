@@ -27,7 +27,7 @@ pub struct LlmSpec {
     pub max_tokens: Option<u32>,
     /// Longest wait, in seconds, for the response to start and for each next chunk.
     #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
+    pub timeout_secs: f64,
     /// Built-in tools offered to the model: `calculator`, `current_time`.
     #[serde(default)]
     pub builtin_tools: Vec<String>,
@@ -55,8 +55,8 @@ fn default_history_window() -> usize {
     20
 }
 
-fn default_timeout_secs() -> u64 {
-    60
+fn default_timeout_secs() -> f64 {
+    60.0
 }
 
 fn default_method() -> String {
@@ -82,8 +82,10 @@ impl LlmSpec {
         if self.history_window == 0 {
             return Err(bad("history_window must be at least 1".to_owned()));
         }
-        if self.timeout_secs == 0 {
-            return Err(bad("timeout_secs must be at least 1".to_owned()));
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 86_400.0) {
+            return Err(bad(
+                "timeout_secs must be more than 0 and at most 86400".to_owned()
+            ));
         }
         if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
             return Err(bad(format!("temperature {t} is outside 0 to 2")));

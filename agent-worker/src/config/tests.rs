@@ -326,46 +326,86 @@ fn llm_agent_gets_defaults_and_normalized_tools() {
     let AgentSpec::Llm(gpt) = &config.agents[0] else {
         panic!("gpt is an llm agent")
     };
-    assert_eq!((gpt.history_window, gpt.timeout_secs), (20, 60));
+    assert_eq!((gpt.history_window, gpt.timeout_secs), (20, 60.0));
     assert_eq!(gpt.tools[0].method, "GET");
     assert_eq!(gpt.tools[0].parameters["properties"]["q"]["type"], "string");
 }
 
 #[test]
 fn llm_options_are_checked() {
-    for (options, problem) in [
-        ("base_url = \"not a url\"", "base_url"),
-        ("model = \" \"", "model is empty"),
-        ("temperature = 3.5", "temperature"),
-        ("history_window = 0", "history_window"),
-        ("builtin_tools = [\"shell\"]", "unknown built-in tool `shell`"),
+    let with = |base_url: &str, model: &str, options: &str| {
+        format!(
+            "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n{options}\n"
+        )
+    };
+    let url = "https://api.openai.com/v1";
+    for (text, problem) in [
+        (with("not a url", "m", ""), "base_url"),
+        (with("ftp://files", "m", ""), "not an http(s) URL"),
+        (with(url, " ", ""), "model is empty"),
+        (with(url, "m", "temperature = 3.5"), "temperature"),
+        (with(url, "m", "history_window = 0"), "history_window"),
         (
-            "[[agents.tools]]\nname = \"t\"\ndescription = \"d\"\nurl = \"http://x\"\nparameters = \"{oops\"",
+            with(url, "m", "builtin_tools = [\"shell\"]"),
+            "unknown built-in tool `shell`",
+        ),
+        (
+            with(
+                url,
+                "m",
+                "[[agents.tools]]\nname = \"t\"\ndescription = \"d\"\nurl = \"http://x\"\nparameters = \"{oops\"",
+            ),
             "not valid JSON",
         ),
         (
-            "builtin_tools = [\"calculator\"]\n[[agents.tools]]\nname = \"calculator\"\ndescription = \"d\"\nurl = \"http://x\"",
+            with(
+                url,
+                "m",
+                "builtin_tools = [\"calculator\"]\n[[agents.tools]]\nname = \"calculator\"\ndescription = \"d\"\nurl = \"http://x\"",
+            ),
             "more than once",
         ),
     ] {
-        let text = llm_config(options)
-            .replace(
-                "base_url = \"https://api.openai.com/v1\"\n",
-                if options.starts_with("base_url") {
-                    ""
-                } else {
-                    "base_url = \"https://api.openai.com/v1\"\n"
-                },
-            )
-            .replace(
-                "model = \"gpt-4o-mini\"\n",
-                if options.starts_with("model") {
-                    ""
-                } else {
-                    "model = \"gpt-4o-mini\"\n"
-                },
-            );
         let err = error_of(&text);
+        assert!(err.to_string().contains(problem), "{text}: {err}");
+    }
+}
+
+// === webhook ===
+
+#[test]
+fn webhook_agent_gets_defaults() {
+    let config = AgentsConfig::from_toml(
+        "[[agents]]\nname = \"legacy\"\nkind = \"webhook\"\nmode = \"seed\"\nendpoint = \"http://banking:3001\"\n",
+    )
+    .expect("valid config");
+
+    let AgentSpec::Webhook(legacy) = &config.agents[0] else {
+        panic!("legacy is a webhook agent")
+    };
+    assert_eq!(legacy.mode, WebhookMode::Seed);
+    assert_eq!((legacy.retries, legacy.breaker_failures), (2, 5));
+    assert_eq!(legacy.timeout(), std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn webhook_options_are_checked() {
+    for (options, problem) in [
+        ("endpoint = \"banking:3001\"", "endpoint"),
+        ("endpoint = \"http://x\"\nmode = \"grpc\"", "grpc"),
+        ("endpoint = \"http://x\"\ntimeout_secs = 0", "timeout_secs"),
+        (
+            "endpoint = \"http://x\"\nbreaker_failures = 0",
+            "breaker_failures",
+        ),
+        (
+            "endpoint = \"http://x\"\nretry_backoff_secs = -1",
+            "retry_backoff_secs",
+        ),
+    ] {
+        let err = error_of(&format!(
+            "[[agents]]\nname = \"legacy\"\nkind = \"webhook\"\n{options}\n"
+        ));
         assert!(err.to_string().contains(problem), "{options}: {err}");
     }
 }

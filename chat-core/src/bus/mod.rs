@@ -25,4 +25,17 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, session_id: &str, event: SessionEvent);
     /// Starts delivering the session's events published from now on.
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem>;
+
+    /// Records a delta of a run attempt where every replica can read it. The
+    /// in-process bus keeps nothing: its replica's dispatcher has the deltas.
+    async fn append_delta(&self, _run_id: &str, _attempt: u32, _text: &str) {}
+
+    /// The deltas recorded for a run attempt, index 0 first; `None` when this
+    /// bus keeps none or cannot reach its store.
+    async fn read_deltas(&self, _run_id: &str, _attempt: u32) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Drops a run attempt's recorded deltas once its outcome is stored.
+    async fn clear_deltas(&self, _run_id: &str, _attempt: u32) {}
 }

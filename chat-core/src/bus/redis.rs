@@ -20,6 +20,12 @@ use tracing::{debug, warn};
 use super::{BusItem, EventBus, InProcessBus};
 
 const CHANNEL_PREFIX: &str = "chat:session:";
+/// How long a run's delta log outlives its last write.
+const DELTA_LOG_TTL_SECS: i64 = 600;
+
+fn delta_key(run_id: &str, attempt: u32) -> String {
+    format!("chat:run:{run_id}:{attempt}:deltas")
+}
 
 fn channel(session_id: &str) -> String {
     format!("{CHANNEL_PREFIX}{session_id}")
@@ -160,5 +166,29 @@ impl EventBus for RedisBus {
             session_id: session_id.to_owned(),
         }
         .boxed()
+    }
+
+    async fn append_delta(&self, run_id: &str, attempt: u32, text: &str) {
+        let key = delta_key(run_id, attempt);
+        let pipeline = self.publisher.pipeline();
+        let _: Result<(), _> = pipeline.rpush(&key, text).await;
+        let _: Result<(), _> = pipeline.expire(&key, DELTA_LOG_TTL_SECS, None).await;
+        if let Err(error) = pipeline.all::<()>().await {
+            debug!(%error, run_id, "failed to record delta in redis");
+        }
+    }
+
+    async fn read_deltas(&self, run_id: &str, attempt: u32) -> Option<Vec<String>> {
+        match self.publisher.lrange::<Vec<String>, _>(delta_key(run_id, attempt), 0, -1).await {
+            Ok(deltas) => Some(deltas),
+            Err(error) => {
+                warn!(%error, run_id, "failed to read deltas from redis");
+                None
+            }
+        }
+    }
+
+    async fn clear_deltas(&self, run_id: &str, attempt: u32) {
+        let _: Result<(), _> = self.publisher.del(delta_key(run_id, attempt)).await;
     }
 }

@@ -66,6 +66,11 @@ impl Dispatcher {
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
         self.inflight.insert(run.session_id.clone(), inflight.clone());
+        if attempt > 1 {
+            // Taken over from a replica that stopped: clients drop the earlier
+            // attempt's partial reply and take the new one from delta 0.
+            self.publish_status(&run, RunStatus::Retrying, "").await;
+        }
         self.publish_status(&run, RunStatus::Running, "").await;
 
         let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
@@ -114,6 +119,7 @@ impl Dispatcher {
         self.inflight
             .remove_if(&run.session_id, |_, r| r.run_id == run.id);
         self.cancels.remove(&run.id);
+        self.bus.clear_deltas(&run.id, attempt).await;
     }
 
     async fn stream_from_worker(
@@ -173,11 +179,13 @@ impl Dispatcher {
                     first_delta_at.get_or_insert_with(now_ms);
                     text.push_str(&delta.text);
                     let index = inflight.push(delta.text.clone());
+                    self.bus.append_delta(&run.id, inflight.attempt, &delta.text).await;
                     let delta = pb::Delta {
                         session_id: run.session_id.clone(),
                         run_id: run.id.clone(),
                         index,
                         text: delta.text,
+                        attempt: inflight.attempt,
                     };
                     self.bus
                         .publish(&run.session_id, event(Event::Delta(delta)))

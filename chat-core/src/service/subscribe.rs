@@ -26,7 +26,8 @@ pub struct Subscription {
 #[derive(Default)]
 struct Delivered {
     last_seq: i64,
-    next_delta: HashMap<String, u32>,
+    /// Per run: the attempt being streamed and the next delta index expected.
+    next_delta: HashMap<String, (u32, u32)>,
     replied: HashSet<String>,
 }
 
@@ -48,8 +49,12 @@ impl Delivered {
                 if self.replied.contains(&d.run_id) {
                     return false;
                 }
-                let next = self.next_delta.entry(d.run_id.clone()).or_default();
-                if d.index < *next {
+                let (attempt, next) = self.next_delta.entry(d.run_id.clone()).or_default();
+                if d.attempt > *attempt {
+                    // A retry streams the reply again from index 0.
+                    (*attempt, *next) = (d.attempt, 0);
+                }
+                if d.attempt < *attempt || d.index < *next {
                     return false;
                 }
                 *next = d.index + 1;
@@ -65,7 +70,38 @@ fn lagged() -> ServiceError {
     ServiceError::Unavailable("subscriber fell behind; resubscribe with after_seq".into())
 }
 
+/// A run streaming somewhere in the fleet, with its deltas so far.
+struct RunInFlight {
+    run_id: String,
+    agent: String,
+    attempt: u32,
+    deltas: Vec<String>,
+}
+
 impl ChatCore {
+    /// The session's run in flight: from this replica's dispatcher, or from
+    /// the shared delta log when another replica runs it.
+    async fn run_in_flight(&self, session_id: &str) -> Option<RunInFlight> {
+        if let Some(local) = self.dispatcher.inflight(session_id) {
+            return Some(RunInFlight {
+                run_id: local.run_id.clone(),
+                agent: local.agent.clone(),
+                attempt: local.attempt,
+                deltas: local.snapshot(),
+            });
+        }
+        let running = self
+            .store
+            .active_runs(session_id)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|r| r.status == RunStatus::Running.as_str())?;
+        let attempt = u32::try_from(running.attempt).unwrap_or_default();
+        let deltas = self.bus.read_deltas(&running.id, attempt).await?;
+        Some(RunInFlight { run_id: running.id, agent: running.agent, attempt, deltas })
+    }
+
     /// Every message with seq > `after_seq`, then the run in flight, then live events.
     pub async fn subscribe(
         &self,
@@ -108,7 +144,7 @@ impl ChatCore {
                 opening.push(ev);
             }
         }
-        if let Some(run) = self.dispatcher.inflight(&session.id)
+        if let Some(run) = self.run_in_flight(&session.id).await
             && !delivered.replied.contains(&run.run_id)
         {
             opening.push(event(Event::Run(pb::RunUpdate {
@@ -119,12 +155,13 @@ impl ChatCore {
                 attempt: run.attempt,
                 error: String::new(),
             })));
-            for (index, text) in run.snapshot().into_iter().enumerate() {
+            for (index, text) in run.deltas.into_iter().enumerate() {
                 let ev = event(Event::Delta(pb::Delta {
                     session_id: session.id.clone(),
                     run_id: run.run_id.clone(),
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                     text,
+                    attempt: run.attempt,
                 }));
                 if delivered.admit(&ev) {
                     opening.push(ev);
@@ -208,6 +245,7 @@ impl ChatCore {
                         run_id: run.id.clone(),
                         index: u32::try_from(index).unwrap_or(u32::MAX),
                         text,
+                        attempt: inflight.attempt,
                     }));
                     if delivered.admit(&ev) {
                         yield Ok(ev);

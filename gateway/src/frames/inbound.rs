@@ -17,6 +17,18 @@ pub enum Inbound {
     Forward(pb::ClientFrame),
     /// Answered by the gateway itself (pong, or an error frame).
     Reply(OutFrame),
+    /// A fresh access token for the socket (`{type: "auth", access_token}`).
+    Auth(AccessToken),
+}
+
+/// An access token sent in-band; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(pub String);
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(..)")
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,6 +48,11 @@ struct SendBody {
     session_id: String,
     client_msg_id: Option<String>,
     content: String,
+}
+
+#[derive(Deserialize)]
+struct AuthBody {
+    access_token: String,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +92,10 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
     };
     let frame = match kind.as_str() {
         "ping" => return Ok(Inbound::Reply(OutFrame::Pong)),
+        "auth" => {
+            let b: AuthBody = from_value(value.clone(), &kind).map_err(&invalid)?;
+            return Ok(Inbound::Auth(AccessToken(b.access_token)));
+        }
         "subscribe" => {
             let b: SubscribeBody = from_value(value.clone(), &kind).map_err(&invalid)?;
             check_session_id(&b.session_id)?;
@@ -160,7 +181,7 @@ mod tests {
     fn reply_json(text: &str) -> Value {
         match parse_client_frame(text, 10) {
             Inbound::Reply(frame) => serde_json::to_value(&frame).expect("serialize"),
-            Inbound::Forward(frame) => panic!("expected a reply, got {frame:?}"),
+            other => panic!("expected a reply, got {other:?}"),
         }
     }
 
@@ -189,6 +210,14 @@ mod tests {
             panic!("expected a forwarded send");
         };
         assert_eq!((send.client_msg_id.as_str(), send.content.as_str()), ("c1", "hi"));
+    }
+
+    #[test]
+    fn auth_frames_carry_a_token_that_debug_hides() {
+        let parsed = parse_client_frame(r#"{"type":"auth","access_token":"tok-secret"}"#, 10);
+        assert_eq!(parsed, Inbound::Auth(AccessToken("tok-secret".into())));
+        assert!(!format!("{parsed:?}").contains("tok-secret"));
+        assert_eq!(reply_json(r#"{"type":"auth"}"#)["code"], "invalid");
     }
 
     #[test]

@@ -31,9 +31,15 @@ pub enum OutFrame {
         run_id: String,
         index: u32,
         text: String,
+        /// A retried run streams again from index 0 under a higher attempt.
+        attempt: u32,
     },
     Error(ErrorView),
     Pong,
+    /// The socket now runs on a fresh access token, valid until `expires_at` (Unix seconds).
+    Authenticated {
+        expires_at: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,6 +87,7 @@ impl OutFrame {
             Self::Delta { .. } => "delta",
             Self::Error(_) => "error",
             Self::Pong => "pong",
+            Self::Authenticated { .. } => "authenticated",
         }
     }
 
@@ -168,6 +175,7 @@ impl OutFrame {
                 run_id: d.run_id,
                 index: d.index,
                 text: d.text,
+                attempt: d.attempt,
             },
         })
     }
@@ -253,11 +261,12 @@ mod tests {
                 run_id: "r".into(),
                 index: 0,
                 text: "he".into(),
+                attempt: 1,
             })),
         }));
         assert_eq!(
             delta,
-            json!({"type": "delta", "session_id": "s", "run_id": "r", "index": 0, "text": "he"})
+            json!({"type": "delta", "session_id": "s", "run_id": "r", "index": 0, "text": "he", "attempt": 1})
         );
         let error = server(ServerKind::Error(pb::ErrorFrame {
             code: "forbidden".into(),

@@ -68,7 +68,7 @@ impl LlmAgent {
             },
             None => None,
         };
-        let timeout = Duration::from_secs(spec.timeout_secs);
+        let timeout = Duration::from_secs_f64(spec.timeout_secs);
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .build()

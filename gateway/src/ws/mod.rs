@@ -13,13 +13,17 @@ use chat_proto::chat::v1 as pb;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
-use crate::core::authorized;
-use crate::frames::{ErrorView, Inbound, OutFrame, parse_client_frame};
+use crate::core::{authorized, current_request_id, tag_request_id};
+use crate::frames::{Inbound, OutFrame, parse_client_frame};
 use crate::origin::UpgradeOrigin;
-use crate::ratelimit::{RateLimits, Tier};
+
+mod peer;
+
+pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock};
 
 /// Client frames queued towards chat-core before the socket stops being read.
 const CLIENT_FRAME_QUEUE: usize = 16;
@@ -35,6 +39,8 @@ mod close {
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The access token expired and no fresh one came in the grace period.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Checks the origin (403) and authenticates (401) before upgrading the connection.
@@ -48,21 +54,41 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let limits = &state.limits;
+    let request_id = current_request_id();
+    let span = tracing::info_span!(
+        "websocket",
+        request_id = request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default()
+    );
     ws.read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state, user))
+        .on_upgrade(move |socket| serve(socket, state, user, request_id).instrument(span))
 }
 
 /// One socket's life. Futures needed only briefly (opening the stream,
 /// writing, closing) are boxed so an idle socket's task stays small.
-async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
-    let AuthUser { user_id, token } = user;
+async fn serve(
+    mut socket: WebSocket,
+    state: SharedState,
+    user: AuthUser,
+    request_id: Option<tonic::metadata::AsciiMetadataValue>,
+) {
+    let AuthUser {
+        user_id,
+        token,
+        expires_at,
+    } = user;
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
     let outbound = ReceiverStream::new(rx).map(|frame| *frame);
     let upstream = match authorized(outbound, &token) {
-        Ok(request) => Box::pin(state.core.connect(request)).await,
+        Ok(mut request) => {
+            tag_request_id(&mut request, request_id);
+            Box::pin(state.core.connect(request)).await
+        }
         Err(_) => Err(ErrorCode::Unauthenticated.status("malformed access token")),
     };
     drop(token);
@@ -74,6 +100,9 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
                 user_id,
                 max_content_bytes: state.limits.max_content_bytes,
                 rate_limits: state.rate_limits.clone(),
+                tokens: state.tokens.clone(),
+                expires_at,
+                token_grace: state.limits.ws_token_grace,
             };
             drop(state);
             relay(&mut socket, upstream, to_core, &peer, shutdown).await;
@@ -86,41 +115,15 @@ async fn serve(mut socket: WebSocket, state: SharedState, user: AuthUser) {
     }
 }
 
-/// The user behind a socket and the limits their frames are held to.
-#[derive(Debug)]
-pub struct Peer {
-    pub user_id: String,
-    pub max_content_bytes: usize,
-    pub rate_limits: RateLimits,
-}
-
-impl Peer {
-    /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
-    async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
-        let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
-            return None;
-        };
-        let decision = self.rate_limits.check(Tier::Messages, &self.user_id).await?;
-        if decision.allowed {
-            return None;
-        }
-        let retry_after_ms = decision.retry_after_ms();
-        Some(OutFrame::Error(ErrorView {
-            code: ErrorCode::RateLimited.as_str().to_owned(),
-            message: format!("too many messages, retry in {} ms", retry_after_ms),
-            client_msg_id: Some(send.client_msg_id.clone()),
-            session_id: Some(send.session_id.clone()),
-            retry_after_ms: Some(retry_after_ms),
-        }))
-    }
-}
-
 /// Relays frames between a client socket and chat-core until either side ends.
 ///
 /// Client frames are validated here; invalid ones get an error frame and the
-/// socket stays open, as do `send` frames over the messages rate limit. When `to_core` is full the socket is not read until it
-/// drains, while server frames keep flowing. When `shutdown` completes the
-/// socket is closed with 1001 (going away) so the client reconnects elsewhere.
+/// socket stays open, as do `send` frames over the messages rate limit. When
+/// `to_core` is full the socket is not read until it drains, while server
+/// frames keep flowing. When `shutdown` completes the socket is closed with
+/// 1001 (going away) so the client reconnects elsewhere. When the access token
+/// expires the client is warned, then after the grace period the socket is
+/// closed with 4001 unless an `auth` frame brought a fresh token.
 pub async fn relay<S, U>(
     socket: &mut S,
     mut upstream: U,
@@ -133,11 +136,28 @@ pub async fn relay<S, U>(
 {
     let mut pending: Option<Box<pb::ClientFrame>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut clock = TokenClock::new(peer.expires_at, peer.token_grace);
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(clock.deadline()));
     loop {
         tokio::select! {
             () = &mut shutdown => {
                 Box::pin(close_with(socket, close::GOING_AWAY, "server shutting down; reconnect")).await;
                 return;
+            }
+            () = &mut expiry => {
+                match clock.elapsed() {
+                    Expiry::Warn => {
+                        tracing::debug!(user_id = %peer.user_id, "websocket token expired");
+                        if send(socket, &clock.warning()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Expiry::Close => {
+                        Box::pin(close_with(socket, close::TOKEN_EXPIRED, TOKEN_EXPIRED)).await;
+                        return;
+                    }
+                }
+                expiry.as_mut().reset(clock.deadline());
             }
             permit = to_core.reserve(), if pending.is_some() => {
                 // On error chat-core stopped reading: its stream's end is reported below.
@@ -186,6 +206,13 @@ pub async fn relay<S, U>(
                     }
                     Inbound::Reply(frame) => {
                         if send(socket, &frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Inbound::Auth(token) => {
+                        let reply = peer.reauthenticate(&token, &mut clock);
+                        expiry.as_mut().reset(clock.deadline());
+                        if send(socket, &reply).await.is_err() {
                             return;
                         }
                     }
@@ -287,8 +314,11 @@ mod tests {
     use futures::channel::mpsc as fmpsc;
     use serde_json::{Value, json};
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::ratelimit::{MemoryStore, Policies, Policy};
+    use crate::auth::Tokens;
+    use crate::ratelimit::{MemoryStore, Policies, Policy, RateLimits};
 
     /// A socket made of two channels: frames the "client" sends, frames it receives.
     struct FakeSocket {
@@ -327,7 +357,20 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
     }
 
+    const SECRET: &[u8] = b"relay-test-secret";
+
     fn start() -> Harness {
+        start_with_token(unix_now() + 3600, Duration::from_secs(30))
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    }
+
+    fn start_with_token(expires_at: u64, token_grace: Duration) -> Harness {
         let (client_tx, incoming) = fmpsc::unbounded();
         let (outgoing, client_rx) = fmpsc::unbounded();
         let (core_tx, upstream) = mpsc::channel(8);
@@ -337,6 +380,11 @@ mod tests {
             limit: std::num::NonZeroU32::new(2).expect("non-zero"),
             window: Duration::from_secs(3600),
         };
+        let tokens = Arc::new(Tokens::new(
+            SECRET,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        ));
         let peer = Peer {
             user_id: "u1".into(),
             max_content_bytes: 100,
@@ -345,6 +393,9 @@ mod tests {
                 auth: policy,
                 messages: policy,
             })),
+            tokens,
+            expires_at,
+            token_grace,
         };
         let task = tokio::spawn(async move {
             relay(
@@ -461,6 +512,66 @@ mod tests {
             .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
             .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
+    }
+
+    async fn next_close(rx: &mut fmpsc::UnboundedReceiver<Message>) -> u16 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
+                Ok(Some(Message::Close(Some(frame)))) => return frame.code,
+                Ok(Some(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_warned_then_closed_with_4001() {
+        let mut h = start_with_token(unix_now(), Duration::from_millis(200));
+        let warning = next_json(&mut h.client_rx).await;
+        assert_eq!(
+            (warning["type"].as_str(), warning["code"].as_str()),
+            (Some("error"), Some("token_expired"))
+        );
+        assert_eq!(next_close(&mut h.client_rx).await, 4001);
+        h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
+    async fn fresh_token_in_band_keeps_the_socket_open() {
+        let mut h = start_with_token(unix_now(), Duration::from_millis(300));
+        assert_eq!(next_json(&mut h.client_rx).await["code"], "token_expired");
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
+        let fresh = tokens.issue_pair("u1").expect("sign").access_token;
+        let auth = json!({"type": "auth", "access_token": fresh});
+        h.client_tx
+            .unbounded_send(Message::Text(auth.to_string().into()))
+            .expect("send");
+        let reply = next_json(&mut h.client_rx).await;
+        assert_eq!(reply["type"], "authenticated", "{reply}");
+        assert!(reply["expires_at"].as_u64() >= Some(unix_now() + 59));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.client_tx
+            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
+    }
+
+    #[tokio::test]
+    async fn in_band_token_of_another_user_or_garbage_is_refused() {
+        let mut h = start();
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
+        let other = tokens.issue_pair("u2").expect("sign").access_token;
+        for token in [other.as_str(), "garbage"] {
+            let auth = json!({"type": "auth", "access_token": token});
+            h.client_tx
+                .unbounded_send(Message::Text(auth.to_string().into()))
+                .expect("send");
+            let reply = next_json(&mut h.client_rx).await;
+            assert_eq!(
+                (reply["type"].as_str(), reply["code"].as_str()),
+                (Some("error"), Some("unauthenticated"))
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,129 @@
+//! The user behind a socket: their message rate limit, and the lifetime of
+//! the access token the socket runs on (renewed in-band by `auth` frames).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_common::ErrorCode;
+use chat_proto::chat::v1 as pb;
+use tokio::time::Instant;
+
+use crate::auth::Tokens;
+use crate::frames::{AccessToken, ErrorView, OutFrame};
+use crate::ratelimit::{RateLimits, Tier};
+
+/// Error code of the warning sent when a socket's token expires.
+pub const TOKEN_EXPIRED: &str = "token_expired";
+
+/// The user behind a socket and what their frames are held to.
+#[derive(Debug)]
+pub struct Peer {
+    pub user_id: String,
+    pub max_content_bytes: usize,
+    pub rate_limits: RateLimits,
+    pub tokens: Arc<Tokens>,
+    /// When the token the socket was opened with expires, in Unix seconds.
+    pub expires_at: u64,
+    /// How long after expiry the socket waits for a fresh token before closing.
+    pub token_grace: Duration,
+}
+
+impl Peer {
+    /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
+    pub(super) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
+        let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
+            return None;
+        };
+        let decision = self.rate_limits.check(Tier::Messages, &self.user_id).await?;
+        if decision.allowed {
+            return None;
+        }
+        let retry_after_ms = decision.retry_after_ms();
+        Some(OutFrame::Error(ErrorView {
+            code: ErrorCode::RateLimited.as_str().to_owned(),
+            message: format!("too many messages, retry in {retry_after_ms} ms"),
+            client_msg_id: Some(send.client_msg_id.clone()),
+            session_id: Some(send.session_id.clone()),
+            retry_after_ms: Some(retry_after_ms),
+        }))
+    }
+
+    /// Takes a fresh access token for the same user and moves the clock; the answer frame.
+    pub(super) fn reauthenticate(&self, token: &AccessToken, clock: &mut TokenClock) -> OutFrame {
+        match self.tokens.verify_access(&token.0) {
+            Ok(user) if user.user_id == self.user_id => {
+                clock.renew(user.expires_at);
+                OutFrame::Authenticated {
+                    expires_at: user.expires_at,
+                }
+            }
+            Ok(_) => OutFrame::error(ErrorCode::Unauthenticated, "the token belongs to another user"),
+            Err(_) => OutFrame::error(ErrorCode::Unauthenticated, "access token is invalid or expired"),
+        }
+    }
+}
+
+/// What happens when the token clock's deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The token just expired: warn, and wait out the grace period.
+    Warn,
+    /// The grace period is over: close the socket.
+    Close,
+}
+
+/// Tracks a socket's token: first the expiry, then the end of the grace period.
+#[derive(Debug)]
+pub struct TokenClock {
+    expires_at: u64,
+    grace: Duration,
+    grace_ends: Option<Instant>,
+}
+
+impl TokenClock {
+    pub fn new(expires_at: u64, grace: Duration) -> Self {
+        Self {
+            expires_at,
+            grace,
+            grace_ends: None,
+        }
+    }
+
+    /// When the relay must next call [`TokenClock::elapsed`].
+    pub fn deadline(&self) -> Instant {
+        self.grace_ends.unwrap_or_else(|| instant_at(self.expires_at))
+    }
+
+    pub fn elapsed(&mut self) -> Expiry {
+        if self.grace_ends.is_some() {
+            return Expiry::Close;
+        }
+        self.grace_ends = Some(Instant::now() + self.grace);
+        Expiry::Warn
+    }
+
+    fn renew(&mut self, expires_at: u64) {
+        self.expires_at = expires_at;
+        self.grace_ends = None;
+    }
+
+    /// The warning frame sent when the token expires.
+    pub fn warning(&self) -> OutFrame {
+        OutFrame::Error(ErrorView {
+            code: TOKEN_EXPIRED.to_owned(),
+            message: format!(
+                "access token expired; send {{\"type\":\"auth\",\"access_token\":\"...\"}} within {} s or the socket closes",
+                self.grace.as_secs()
+            ),
+            client_msg_id: None,
+            session_id: None,
+            retry_after_ms: None,
+        })
+    }
+}
+
+/// The monotonic instant of a Unix time in seconds (now, if it has passed).
+fn instant_at(unix_secs: u64) -> Instant {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Instant::now() + Duration::from_secs(unix_secs).saturating_sub(now)
+}
