@@ -38,6 +38,8 @@ pub enum ConfigError {
     EmptyName { position: usize },
     #[error("agent name `{0}` must be at most {MAX_NAME_LEN} letters, digits, '-', '_' or '.'")]
     BadName(String),
+    #[error("agent name `human` is reserved for handoffs to a person")]
+    ReservedName,
     #[error("agent `{0}` is declared more than once")]
     DuplicateName(String),
     #[error("rules agent `{agent}` needs a non-empty default_reply")]
@@ -141,6 +143,9 @@ impl AgentsConfig {
             }
             if !is_valid_name(name) {
                 return Err(ConfigError::BadName(name.to_owned()));
+            }
+            if name == crate::agents::events::HUMAN {
+                return Err(ConfigError::ReservedName);
             }
             if !names.insert(name) {
                 return Err(ConfigError::DuplicateName(name.to_owned()));

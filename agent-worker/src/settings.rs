@@ -18,7 +18,7 @@ pub struct Settings {
     pub listen: SocketAddr,
 
     /// TOML file declaring the agents to serve. Without it the built-in config is used
-    /// (an `echo` agent and a keyword-based `support` agent).
+    /// (an `echo` agent and a banking-assistant demo behind the `bank` router).
     #[arg(long, env = "AGENTS_CONFIG", value_name = "PATH")]
     pub agents_config: Option<PathBuf>,
 

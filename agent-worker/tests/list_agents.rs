@@ -56,7 +56,7 @@ async fn list_agents_returns_the_configured_agents_in_config_order() {
 }
 
 #[tokio::test]
-async fn built_in_config_lists_echo_and_support_with_descriptions() {
+async fn built_in_config_lists_echo_and_the_banking_demo_with_descriptions() {
     let app = spawn_app().await;
 
     let agents = app
@@ -68,11 +68,22 @@ async fn built_in_config_lists_echo_and_support_with_descriptions() {
         .agents;
 
     let names: Vec<&str> = agents.iter().map(|agent| agent.name.as_str()).collect();
-    assert_eq!(names, ["echo", "support"]);
+    assert_eq!(
+        names,
+        [
+            "echo",
+            "bank",
+            "balances",
+            "cards",
+            "transfers",
+            "faq",
+            "escalation"
+        ]
+    );
     assert_eq!(
         agents[0].description,
         "Repeats what you say, streamed word by word"
     );
-    assert_eq!(agents[1].kind, "rules");
-    assert!(!agents[1].description.is_empty());
+    assert_eq!(agents[1].kind, "router");
+    assert!(agents.iter().all(|agent| !agent.description.is_empty()));
 }

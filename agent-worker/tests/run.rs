@@ -68,13 +68,35 @@ async fn rules_agent_gives_the_default_reply_when_nothing_matches() {
 }
 
 #[tokio::test]
-async fn shipped_support_agent_answers_opening_hours() {
+async fn shipped_bank_router_hands_opening_hours_to_the_faq() {
     let app = spawn_app().await;
 
-    let events = app.run("support", &["hi! when are you open?"]).await;
+    let events = app.run("bank", &["hi! when are you open?"]).await;
 
-    let (_, content) = deltas_and_final(&events);
+    let Some((Event::Handoff(handoff), reply)) = events.split_first() else {
+        panic!("expected a handoff first: {events:?}");
+    };
+    assert_eq!(handoff.to_agent, "faq");
+    let (_, content) = deltas_and_final(reply);
     assert!(content.contains("Monday to Friday"), "{content}");
+}
+
+#[tokio::test]
+async fn shipped_bank_demo_escalates_a_stolen_card_to_a_person() {
+    let app = spawn_app().await;
+
+    let events = app.run("bank", &["I think my card was stolen"]).await;
+
+    let handoffs: Vec<&str> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Handoff(handoff) => Some(handoff.to_agent.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handoffs, ["cards", "human"]);
+    let (_, content) = deltas_and_final(&events[2..]);
+    assert!(content.contains("fraud team"), "{content}");
 }
 
 #[tokio::test]

@@ -10,15 +10,22 @@ fn error_of(text: &str) -> ConfigError {
 }
 
 #[test]
-fn shipped_config_parses_with_echo_and_support() {
+fn shipped_config_is_echo_and_the_banking_demo() {
     let config = AgentsConfig::load(None).expect("built-in agents.toml is valid");
 
-    let names: Vec<&str> = config.agents.iter().map(AgentSpec::name).collect();
-    assert_eq!(names, ["echo", "support"]);
-    let AgentSpec::Rules(support) = &config.agents[1] else {
-        panic!("support is a rules agent")
-    };
-    assert!(support.rules.len() >= 4);
+    let agents: Vec<(&str, &str)> = config.agents.iter().map(|a| (a.name(), a.kind())).collect();
+    assert_eq!(
+        agents,
+        [
+            ("echo", "echo"),
+            ("bank", "router"),
+            ("balances", "rules"),
+            ("cards", "rules"),
+            ("transfers", "rules"),
+            ("faq", "rules"),
+            ("escalation", "human_handoff"),
+        ]
+    );
 }
 
 #[test]
@@ -116,6 +123,12 @@ fn empty_config_is_refused() {
 fn empty_agent_name_is_refused() {
     let err = error_of("[[agents]]\nname = \"\"\nkind = \"echo\"\n");
     assert!(matches!(err, ConfigError::EmptyName { position: 1 }), "{err}");
+}
+
+#[test]
+fn agent_named_human_is_refused() {
+    let err = error_of("[[agents]]\nname = \"human\"\nkind = \"echo\"\n");
+    assert!(matches!(err, ConfigError::ReservedName), "{err}");
 }
 
 #[test]

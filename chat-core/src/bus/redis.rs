@@ -179,7 +179,11 @@ impl EventBus for RedisBus {
     }
 
     async fn read_deltas(&self, run_id: &str, attempt: u32) -> Option<Vec<String>> {
-        match self.publisher.lrange::<Vec<String>, _>(delta_key(run_id, attempt), 0, -1).await {
+        match self
+            .publisher
+            .lrange::<Vec<String>, _>(delta_key(run_id, attempt), 0, -1)
+            .await
+        {
             Ok(deltas) => Some(deltas),
             Err(error) => {
                 warn!(%error, run_id, "failed to read deltas from redis");

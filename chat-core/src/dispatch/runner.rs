@@ -179,7 +179,9 @@ impl Dispatcher {
                     first_delta_at.get_or_insert_with(now_ms);
                     text.push_str(&delta.text);
                     let index = inflight.push(delta.text.clone());
-                    self.bus.append_delta(&run.id, inflight.attempt, &delta.text).await;
+                    self.bus
+                        .append_delta(&run.id, inflight.attempt, &delta.text)
+                        .await;
                     let delta = pb::Delta {
                         session_id: run.session_id.clone(),
                         run_id: run.id.clone(),

@@ -99,7 +99,12 @@ impl ChatCore {
             .find(|r| r.status == RunStatus::Running.as_str())?;
         let attempt = u32::try_from(running.attempt).unwrap_or_default();
         let deltas = self.bus.read_deltas(&running.id, attempt).await?;
-        Some(RunInFlight { run_id: running.id, agent: running.agent, attempt, deltas })
+        Some(RunInFlight {
+            run_id: running.id,
+            agent: running.agent,
+            attempt,
+            deltas,
+        })
     }
 
     /// Every message with seq > `after_seq`, then the run in flight, then live events.
