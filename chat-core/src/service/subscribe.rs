@@ -57,6 +57,13 @@ impl Delivered {
                 if d.attempt < *attempt || d.index < *next {
                     return false;
                 }
+                if d.index > *next {
+                    // Earlier deltas are out of reach (the shared log was
+                    // unavailable): stream nothing of this attempt rather
+                    // than a reply with a hole; its stored message follows.
+                    *next = u32::MAX;
+                    return false;
+                }
                 *next = d.index + 1;
                 true
             }
