@@ -131,6 +131,22 @@ impl AgentsConfig {
         Ok(config)
     }
 
+    /// Adds an llm agent; when `default_of` names a router, that router's unmatched messages go to it.
+    pub fn add_llm_assistant(&mut self, spec: LlmSpec, default_of: Option<&str>) -> Result<(), ConfigError> {
+        let name = spec.name.clone();
+        if let Some(router) = default_of {
+            for agent in &mut self.agents {
+                if let AgentSpec::Router(spec) = agent
+                    && spec.name == router
+                {
+                    spec.default_agent.clone_from(&name);
+                }
+            }
+        }
+        self.agents.push(AgentSpec::Llm(spec));
+        self.validate()
+    }
+
     fn validate(&mut self) -> Result<(), ConfigError> {
         if self.agents.is_empty() {
             return Err(ConfigError::NoAgents);

@@ -21,7 +21,10 @@ use tonic_health::ServingStatus;
 
 pub use config::AgentsConfig;
 pub use service::AgentWorkerService;
-pub use settings::Settings;
+pub use settings::{ASSISTANT, Settings};
+
+/// The router of the built-in banking demo, whose unplaced messages go to the llm assistant when there is one.
+const BANK_ROUTER: &str = "bank";
 
 /// A worker with its listener bound, ready to serve.
 pub struct Application {
@@ -35,14 +38,20 @@ pub struct Application {
 impl Application {
     /// Loads the agents config and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let config =
-            AgentsConfig::load(settings.agents_config.as_deref()).with_context(|| {
-                match &settings.agents_config {
-                    Some(path) => format!("invalid agents config {}", path.display()),
-                    None => "invalid built-in agents config".to_owned(),
-                }
-            })?;
-        let registry = agents::Registry::new(config).context("failed to set up the agents")?;
+        let mut config = AgentsConfig::load(settings.agents_config.as_deref()).with_context(|| {
+            match &settings.agents_config {
+                Some(path) => format!("invalid agents config {}", path.display()),
+                None => "invalid built-in agents config".to_owned(),
+            }
+        })?;
+        let env = |name: &str| std::env::var(name).ok();
+        if let Some(assistant) = settings.llm_assistant(&env) {
+            let default_of = settings.agents_config.is_none().then_some(BANK_ROUTER);
+            config
+                .add_llm_assistant(assistant, default_of)
+                .context("failed to add the llm assistant")?;
+        }
+        let registry = agents::Registry::with_env(config, &env).context("failed to set up the agents")?;
         let names: Vec<&str> = registry.agents().iter().map(agents::Agent::name).collect();
         tracing::info!(agents = ?names, "agents loaded");
         let listener = TcpListener::bind(settings.listen)

@@ -63,6 +63,13 @@ impl AgentWorker for AgentWorkerService {
             agent = %request.agent,
             attempt = request.attempt,
         );
+        tracing::info!(
+            run_id = %request.run_id,
+            session_id = %request.session_id,
+            agent = %request.agent,
+            attempt = request.attempt,
+            "run started"
+        );
         let events = self.registry.run(request);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(

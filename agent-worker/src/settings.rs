@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use chat_common::telemetry::LogFormat;
 
+use crate::config::{BUILTIN_TOOLS, LlmSpec};
+
 /// Everything an agent-worker process is configured with; each flag also reads an environment variable.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
@@ -42,7 +44,63 @@ pub struct Settings {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub max_concurrent_runs: usize,
+
+    /// Base URL, including `/v1`, of an OpenAI-compatible API, such as
+    /// https://api.openai.com/v1. When set, an `assistant` llm agent is added to the agents,
+    /// with the key from --llm-api-key-env if that variable is set; with the built-in config
+    /// it also answers what the `bank` router cannot place. Empty means unset.
+    #[arg(long, env = "LLM_BASE_URL", value_name = "URL")]
+    pub llm_base_url: Option<String>,
+
+    /// Model of the added `assistant` agent.
+    #[arg(long, env = "LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+
+    /// Name of the environment variable holding the API key of the added `assistant` agent
+    /// (the key itself is never taken as a flag, so it does not show in process lists).
+    #[arg(
+        long,
+        env = "LLM_API_KEY_ENV",
+        value_name = "VAR",
+        default_value = "OPENAI_API_KEY"
+    )]
+    pub llm_api_key_env: String,
 }
+
+// === impl Settings ===
+
+impl Settings {
+    /// The `assistant` llm agent these settings ask for, if any; `env` reads environment variables.
+    pub fn llm_assistant(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<LlmSpec> {
+        let base_url = self
+            .llm_base_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())?;
+        let has_key = env(&self.llm_api_key_env).is_some_and(|key| !key.trim().is_empty());
+        Some(LlmSpec {
+            name: ASSISTANT.to_owned(),
+            description: "A language model assistant for open questions".to_owned(),
+            base_url: base_url.to_owned(),
+            model: self.llm_model.clone(),
+            api_key_env: has_key.then(|| self.llm_api_key_env.clone()),
+            system_prompt: Some(ASSISTANT_PROMPT.to_owned()),
+            history_window: 20,
+            temperature: None,
+            max_tokens: None,
+            timeout_secs: 60.0,
+            builtin_tools: BUILTIN_TOOLS.iter().map(|&tool| tool.to_owned()).collect(),
+            tools: Vec::new(),
+        })
+    }
+}
+
+/// Name of the llm agent added by `--llm-base-url` or an API key.
+pub const ASSISTANT: &str = "assistant";
+
+const ASSISTANT_PROMPT: &str = "You are the assistant of a retail bank's chat. Answer briefly and politely. \
+You cannot see or change the customer's accounts; for balances, cards and transfers, tell the customer \
+to ask about them directly, and offer to put them through to a person for anything else you cannot do. \
+Use the calculator for arithmetic.";
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +129,28 @@ mod tests {
         assert_eq!(settings.agents_config, Some(PathBuf::from("/etc/agents.toml")));
         assert_eq!(settings.log_format, LogFormat::Json);
         assert_eq!(settings.max_concurrent_runs, 8);
+    }
+
+    #[test]
+    fn an_llm_base_url_adds_the_assistant_with_the_key_variable_when_set() {
+        let settings = Settings::parse_from(["agent-worker", "--llm-base-url", "http://llm:8000/v1"]);
+
+        let with_key = settings
+            .llm_assistant(&|name| (name == "OPENAI_API_KEY").then(|| "sk-x".to_owned()))
+            .expect("assistant");
+        let without_key = settings.llm_assistant(&|_| None).expect("assistant");
+
+        assert_eq!(with_key.name, ASSISTANT);
+        assert_eq!(with_key.base_url, "http://llm:8000/v1");
+        assert_eq!(with_key.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!(without_key.api_key_env, None);
+    }
+
+    #[test]
+    fn no_or_empty_llm_base_url_adds_no_assistant() {
+        let key = |_: &str| Some("sk-x".to_owned());
+        let empty = Settings::parse_from(["agent-worker", "--llm-base-url", ""]);
+        assert!(empty.llm_assistant(&key).is_none());
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use agent_worker::AgentsConfig;
 use agent_worker::agents::Registry;
+use chat_proto::agent::v1::ListAgentsRequest;
 use chat_proto::agent::v1::run_event::Event;
 use chat_proto::agent::v1::{HistoryMessage, RunRequest};
 use futures::StreamExt;
-use helpers::deltas_and_final;
 use helpers::openai::{
     Reply, StandIn, text_answer, tool_call_arguments, tool_call_start, tool_calls_finished,
 };
+use helpers::{deltas_and_final, spawn_app_with_args};
 use serde_json::json;
 
 const API_KEY: &str = "sk-test-0123456789";
@@ -365,4 +366,52 @@ async fn router_asks_the_llm_to_classify_and_falls_back_on_failure() {
     };
     assert_eq!(handoff.to_agent, "general");
     assert!(handoff.reason.contains("classifier failed"), "{}", handoff.reason);
+}
+
+#[tokio::test]
+async fn an_llm_base_url_adds_an_assistant_that_the_bank_router_falls_back_to() {
+    let stand_in = StandIn::start(vec![Reply::Stream(text_answer(&[
+        "Why did the ",
+        "banker ",
+        "switch careers?",
+    ]))])
+    .await;
+    let base_url = stand_in.base_url();
+    let app = spawn_app_with_args(&[
+        "--llm-base-url",
+        &base_url,
+        "--llm-model",
+        "local-model",
+        "--llm-api-key-env",
+        "AGENT_WORKER_TEST_SURELY_UNSET_KEY",
+    ])
+    .await;
+
+    let agents = app
+        .worker()
+        .list_agents(ListAgentsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .agents;
+    let assistant = agents.last().expect("agents");
+    assert_eq!(
+        (assistant.name.as_str(), assistant.kind.as_str()),
+        ("assistant", "llm")
+    );
+
+    let events = app.run("bank", &["tell me a joke"]).await;
+
+    let Some((Event::Handoff(handoff), reply)) = events.split_first() else {
+        panic!("expected a handoff first: {events:?}");
+    };
+    assert_eq!(handoff.to_agent, "assistant");
+    assert_eq!(deltas_and_final(reply).1, "Why did the banker switch careers?");
+    let [received] = stand_in.received().try_into().expect("one request");
+    assert_eq!(
+        received.authorization, None,
+        "no key variable, no Authorization header"
+    );
+    assert_eq!(received.body["model"], "local-model");
+    assert_eq!(received.body["messages"][0]["role"], "system");
 }

@@ -67,6 +67,8 @@ impl Application {
                 history_window: settings.history_window,
                 run_timeout: Duration::from_secs(settings.run_timeout_secs),
                 lease: Duration::from_millis(settings.run_lease_ms),
+                max_attempts: settings.run_max_attempts.max(1),
+                dispatch_timeout: Duration::from_millis(settings.dispatch_timeout_ms.max(1)),
             },
         );
         let core = ChatCore::new(

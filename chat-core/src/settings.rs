@@ -62,6 +62,15 @@ pub struct Settings {
     #[arg(long, env = "RUN_LEASE_MS", default_value_t = 15_000)]
     pub run_lease_ms: u64,
 
+    /// Attempts a run gets when its agent-worker fails or dies mid-stream.
+    #[arg(long, env = "RUN_MAX_ATTEMPTS", default_value_t = 3)]
+    pub run_max_attempts: u32,
+
+    /// Milliseconds a run waits for an agent-worker to accept it before the
+    /// attempt counts as failed.
+    #[arg(long, env = "DISPATCH_TIMEOUT_MS", default_value_t = 5_000)]
+    pub dispatch_timeout_ms: u64,
+
     /// What a message does while its session has a run: enqueue, reject or interrupt.
     #[arg(long, env = "DEFAULT_CONCURRENCY", default_value = "enqueue")]
     pub default_concurrency: String,

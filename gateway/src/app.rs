@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Tokens;
 use crate::core::CoreClient;
 use crate::error::ApiError;
+use crate::grpc_web::{self, GrpcWebProxy};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, page, sessions};
@@ -206,6 +207,10 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .nest("/api/v1", api)
+        .route_service(
+            &format!("{}{{method}}", grpc_web::SERVICE_PREFIX),
+            tonic_web::GrpcWebLayer::new().layer(GrpcWebProxy::new(state.clone())),
+        )
         .fallback(not_found)
         .layer(limits)
         .layer(middleware::from_fn(json_errors))

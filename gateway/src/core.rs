@@ -93,6 +93,11 @@ impl CoreClient {
         })
     }
 
+    /// The channel itself, for the gRPC-Web proxy that forwards raw calls.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn chat(&self) -> ChatServiceClient<Channel> {
         self.chat.clone()
     }

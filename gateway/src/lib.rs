@@ -12,6 +12,7 @@ pub mod core;
 pub mod error;
 pub mod extract;
 pub mod frames;
+pub mod grpc_web;
 pub mod json;
 pub mod origin;
 pub mod ratelimit;

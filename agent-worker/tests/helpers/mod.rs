@@ -45,7 +45,14 @@ pub async fn spawn_app_with_args(args: &[&str]) -> TestApp {
 
 async fn spawn(args: &[&str], config_dir: Option<tempfile::TempDir>) -> TestApp {
     chat_common::telemetry::init_for_tests();
-    let settings = Settings::parse_from(["agent-worker", "--listen", "127.0.0.1:0"].iter().chain(args));
+    // An LLM_BASE_URL in the developer's environment must not add an agent to the tests' workers.
+    let no_llm: &[&str] = if args.contains(&"--llm-base-url") {
+        &[]
+    } else {
+        &["--llm-base-url", ""]
+    };
+    let fixed = ["agent-worker", "--listen", "127.0.0.1:0"];
+    let settings = Settings::parse_from(fixed.iter().chain(no_llm).chain(args));
     let app = Application::build(settings).await.expect("application builds");
     let addr = app.local_addr();
     let (shutdown, stopped) = oneshot::channel::<()>();

@@ -28,6 +28,10 @@ pub struct DispatchConfig {
     pub run_timeout: Duration,
     /// How long a claimed run stays this replica's without renewal.
     pub lease: Duration,
+    /// Attempts a run gets before it fails (workers dying, truncated streams).
+    pub max_attempts: u32,
+    /// How long a run may wait for an agent-worker to accept it.
+    pub dispatch_timeout: Duration,
 }
 
 /// Owns the session runners of this process.

@@ -20,10 +20,35 @@ enum Outcome {
         content: String,
         first_delta_at: Option<i64>,
     },
-    Failed(String),
+    Failed {
+        error: String,
+        retryable: bool,
+    },
     Cancelled,
     /// The lease was lost (taken over, or the run cancelled elsewhere).
     LostLease,
+}
+
+impl Outcome {
+    fn failed(error: impl Into<String>, retryable: bool) -> Self {
+        Self::Failed {
+            error: error.into(),
+            retryable,
+        }
+    }
+}
+
+/// Whether a failed call to a worker may succeed on another attempt (or worker).
+fn retryable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    !matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+    )
 }
 
 impl Dispatcher {
@@ -60,27 +85,57 @@ impl Dispatcher {
         }
     }
 
-    async fn execute(&self, run: RunRecord) {
-        let attempt = u32::try_from(run.attempt).unwrap_or(1);
-        let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
+    async fn execute(&self, mut run: RunRecord) {
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
-        self.inflight.insert(run.session_id.clone(), inflight.clone());
-        if attempt > 1 {
-            // Taken over from a replica that stopped: clients drop the earlier
-            // attempt's partial reply and take the new one from delta 0.
-            self.publish_status(&run, RunStatus::Retrying, "").await;
+        loop {
+            let attempt = u32::try_from(run.attempt).unwrap_or(1);
+            let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
+            self.inflight.insert(run.session_id.clone(), inflight.clone());
+            if attempt > 1 {
+                // A new attempt: clients drop the earlier attempt's partial
+                // reply and take this one from delta 0.
+                self.publish_status(&run, RunStatus::Retrying, "").await;
+            }
+            self.publish_status(&run, RunStatus::Running, "").await;
+            let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
+            self.bus.clear_deltas(&run.id, attempt).await;
+            match outcome {
+                Outcome::Failed {
+                    error,
+                    retryable: true,
+                } if attempt < self.config.max_attempts && !cancel.is_cancelled() => {
+                    warn!(run_id = %run.id, attempt, %error, "run attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    match self.store.next_attempt(&run.id, &self.lease()).await {
+                        Ok(true) => run.attempt += 1,
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.record_end(&run, RunStatus::Failed, &format!("{error} (then {e})"))
+                                .await;
+                            break;
+                        }
+                    }
+                }
+                outcome => {
+                    self.conclude(&run, outcome).await;
+                    break;
+                }
+            }
         }
-        self.publish_status(&run, RunStatus::Running, "").await;
+        self.inflight
+            .remove_if(&run.session_id, |_, r| r.run_id == run.id);
+        self.cancels.remove(&run.id);
+    }
 
-        let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
-        let shutting_down = self.shutdown.is_cancelled();
+    /// Records and announces how a run ended.
+    async fn conclude(&self, run: &RunRecord, outcome: Outcome) {
         match outcome {
             Outcome::LostLease => {
                 info!(run_id = %run.id, "run lease lost; another replica or a cancel owns it now");
             }
-            Outcome::Cancelled if shutting_down => {
-                // Left `running`: recovered and re-run at the next start.
+            Outcome::Cancelled if self.shutdown.is_cancelled() => {
+                // Left `running`: taken over once its lease is released.
                 info!(run_id = %run.id, "run interrupted by shutdown");
             }
             Outcome::Reply {
@@ -100,26 +155,22 @@ impl Dispatcher {
                         self.bus
                             .publish(&run.session_id, event(Event::Message(convert::message(&message))))
                             .await;
-                        self.publish_status(&run, RunStatus::Completed, "").await;
+                        self.publish_status(run, RunStatus::Completed, "").await;
                     }
                     Err(StoreError::Conflict(_)) => {
-                        // Cancelled while the reply was being committed.
-                        self.publish_status(&run, RunStatus::Cancelled, "").await;
+                        // Cancelled (or taken over) while the reply was being committed.
+                        self.publish_status(run, RunStatus::Cancelled, "").await;
                     }
                     Err(error) => {
                         warn!(run_id = %run.id, %error, "failed to store reply");
-                        self.record_end(&run, RunStatus::Failed, "failed to store the reply")
+                        self.record_end(run, RunStatus::Failed, "failed to store the reply")
                             .await;
                     }
                 }
             }
-            Outcome::Failed(error) => self.record_end(&run, RunStatus::Failed, &error).await,
-            Outcome::Cancelled => self.record_end(&run, RunStatus::Cancelled, "").await,
+            Outcome::Failed { error, .. } => self.record_end(run, RunStatus::Failed, &error).await,
+            Outcome::Cancelled => self.record_end(run, RunStatus::Cancelled, "").await,
         }
-        self.inflight
-            .remove_if(&run.session_id, |_, r| r.run_id == run.id);
-        self.cancels.remove(&run.id);
-        self.bus.clear_deltas(&run.id, attempt).await;
     }
 
     async fn stream_from_worker(
@@ -130,7 +181,7 @@ impl Dispatcher {
     ) -> Outcome {
         let history = match self.history(run).await {
             Ok(history) => history,
-            Err(error) => return Outcome::Failed(format!("failed to load history: {error}")),
+            Err(error) => return Outcome::failed(format!("failed to load history: {error}"), true),
         };
         let request = agent::RunRequest {
             run_id: run.id.clone(),
@@ -142,9 +193,13 @@ impl Dispatcher {
         };
         let deadline = tokio::time::Instant::now() + self.config.run_timeout;
         let mut stream = tokio::select! {
-            result = self.workers.run(request, self.config.run_timeout) => match result {
-                Ok(stream) => stream,
-                Err(status) => return Outcome::Failed(format!("agent-worker unavailable: {}", status.message())),
+            result = tokio::time::timeout(self.config.dispatch_timeout, self.workers.run(request, self.config.run_timeout)) => match result {
+                Ok(Ok(stream)) => stream,
+                Err(_) => return Outcome::failed("no agent-worker accepted the run in time", true),
+                Ok(Err(status)) => {
+                    let retryable = retryable(&status);
+                    return Outcome::failed(format!("agent-worker unavailable: {}", status.message()), retryable);
+                }
             },
             () = cancel.cancelled() => return Outcome::Cancelled,
         };
@@ -167,7 +222,7 @@ impl Dispatcher {
                 }
                 next = stream.next() => next,
                 () = cancel.cancelled() => return Outcome::Cancelled,
-                () = tokio::time::sleep_until(deadline) => return Outcome::Failed("run timed out".into()),
+                () = tokio::time::sleep_until(deadline) => return Outcome::failed("run timed out", false),
             };
             match next {
                 Some(Ok(agent::RunEvent {
@@ -209,14 +264,17 @@ impl Dispatcher {
                 Some(Ok(agent::RunEvent {
                     event: Some(AgentEvent::Error(error)),
                 })) => {
-                    return Outcome::Failed(format!("{}: {}", error.code, error.message));
+                    return Outcome::failed(format!("{}: {}", error.code, error.message), error.retryable);
                 }
                 // Tool calls and handoffs are reported by later agent kinds.
                 Some(Ok(_)) => {}
                 Some(Err(status)) => {
-                    return Outcome::Failed(format!("agent-worker failed: {}", status.message()));
+                    return Outcome::failed(
+                        format!("agent-worker failed: {}", status.message()),
+                        retryable(&status),
+                    );
                 }
-                None => return Outcome::Failed("agent-worker ended the run without a reply".into()),
+                None => return Outcome::failed("agent-worker ended the run without a reply", true),
             }
         }
     }

@@ -65,6 +65,9 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn claim_next_run(&self, session_id: &str, lease: &Lease) -> Result<Option<RunRecord>, StoreError>;
     /// Extends a lease; `false` when the run is no longer running under it.
     async fn renew_lease(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    /// Starts the next attempt of a run this owner holds (attempt + 1, lease
+    /// extended); `false` when the lease was lost.
+    async fn next_attempt(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError>;
     /// Expires every lease of `owner` at once, so another replica (or the
     /// next start) takes its runs over immediately.
     async fn release_leases(&self, owner: &str) -> Result<(), StoreError>;

@@ -529,6 +529,20 @@ impl ChatStore for SeaStore {
         Ok(result.rows_affected == 1)
     }
 
+    async fn next_attempt(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let result = run::Entity::update_many()
+            .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+            .col_expr(run::Column::StartedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(now + lease.duration_ms))
+            .filter(run::Column::Id.eq(run_id))
+            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<(), StoreError> {
         run::Entity::update_many()
             .col_expr(run::Column::LeaseExpiresAt, Expr::value(0i64))

@@ -121,7 +121,7 @@ fn auth_account(body: &[u8], state: &SharedState) -> String {
 
 /// The client's address: the peer, or with `trust_forwarded_for` the address
 /// the (single, trusted) proxy in front appended to `X-Forwarded-For`.
-pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
+pub fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> String {
     if trust_forwarded_for
         && let Some(ip) = request
             .headers()

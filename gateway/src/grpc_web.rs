@@ -1,0 +1,137 @@
+//! gRPC-Web: browsers call `chat.v1.ChatService` on the gateway's own port.
+//! tonic-web turns each gRPC-Web call into plain gRPC; [`GrpcWebProxy`] then
+//! authenticates it, counts it against the rate limits, and forwards it to
+//! chat-core with the caller's own token, streaming the answer back. Unary and
+//! server-streaming calls work; `Connect` (bidirectional) cannot over gRPC-Web.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use chat_common::ErrorCode;
+use chat_common::token;
+use futures::future::BoxFuture;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, TE};
+use http::{HeaderName, Request, Response};
+use tonic::body::Body;
+use tower::{Service, ServiceExt};
+
+use crate::app::SharedState;
+use crate::error::RETRY_AFTER_MS_METADATA;
+use crate::ratelimit::Tier;
+use crate::ratelimit::middleware::client_ip;
+
+/// Path prefix of the proxied service; the router mounts the proxy under it.
+pub const SERVICE_PREFIX: &str = "/chat.v1.ChatService/";
+
+/// Request headers passed on to chat-core; everything else stays at the edge.
+const FORWARDED_HEADERS: [HeaderName; 9] = [
+    CONTENT_TYPE,
+    TE,
+    AUTHORIZATION,
+    HeaderName::from_static("grpc-timeout"),
+    HeaderName::from_static("grpc-encoding"),
+    HeaderName::from_static("grpc-accept-encoding"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
+
+/// Forwards authenticated, rate-limited `ChatService` calls to chat-core.
+#[derive(Clone, Debug)]
+pub struct GrpcWebProxy {
+    state: SharedState,
+}
+
+impl GrpcWebProxy {
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+}
+
+impl Service<Request<Body>> for GrpcWebProxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            Ok(forward(state, request)
+                .await
+                .unwrap_or_else(tonic::Status::into_http))
+        })
+    }
+}
+
+async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<Body>, tonic::Status> {
+    let method = request
+        .uri()
+        .path()
+        .strip_prefix(SERVICE_PREFIX)
+        .unwrap_or_default();
+    if method == "Connect" {
+        return Err(tonic::Status::unimplemented(
+            "bidirectional streams are not possible over gRPC-Web; use the WebSocket",
+        ));
+    }
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::bearer)
+        .map(str::to_owned);
+    let ip = client_ip(&request, state.trust_forwarded_for);
+    let user = authenticate(&state, token.as_deref(), &ip).await?;
+    limit(&state, Tier::Api, &format!("user:{user}")).await?;
+    if method == "SendMessage" {
+        limit(&state, Tier::Messages, &user).await?;
+    }
+
+    let (parts, body) = request.into_parts();
+    let mut upstream = Request::builder()
+        .method(http::Method::POST)
+        .uri(parts.uri.path())
+        .body(body)
+        .map_err(|_| tonic::Status::invalid_argument("malformed request"))?;
+    for name in FORWARDED_HEADERS {
+        for value in parts.headers.get_all(&name) {
+            upstream.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    let channel = state.core.channel();
+    let response = channel.oneshot(upstream).await.map_err(|error| {
+        tracing::warn!(%error, "grpc-web call to chat-core failed");
+        ErrorCode::Unavailable.status("service unavailable, try again")
+    })?;
+    Ok(response.map(Body::new))
+}
+
+/// The verified user of the call; anonymous calls still count against their IP.
+async fn authenticate(state: &SharedState, token: Option<&str>, ip: &str) -> Result<String, tonic::Status> {
+    match token.map(|t| state.tokens.verify_access(t)) {
+        Some(Ok(user)) => Ok(user.user_id),
+        _ => {
+            limit(state, Tier::Api, &format!("ip:{ip}")).await?;
+            Err(ErrorCode::Unauthenticated.status("missing, invalid or expired access token"))
+        }
+    }
+}
+
+async fn limit(state: &SharedState, tier: Tier, key: &str) -> Result<(), tonic::Status> {
+    match state.rate_limits.check(tier, key).await {
+        Some(decision) if !decision.allowed => {
+            let retry_after_ms = decision.retry_after_ms();
+            let mut status =
+                ErrorCode::RateLimited.status(format!("too many requests, retry in {retry_after_ms} ms"));
+            if let Ok(value) = retry_after_ms.to_string().parse() {
+                status.metadata_mut().insert(RETRY_AFTER_MS_METADATA, value);
+            }
+            Err(status)
+        }
+        _ => Ok(()),
+    }
+}
