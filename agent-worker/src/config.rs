@@ -175,7 +175,8 @@ impl AgentsConfig {
         let declared = Declared(self.agents.iter().map(|a| (a.name(), a)).collect());
         for agent in &self.agents {
             match agent {
-                AgentSpec::Echo(_) | AgentSpec::HumanHandoff(_) | AgentSpec::Llm(_) => {}
+                AgentSpec::Echo(_) | AgentSpec::HumanHandoff(_) => {}
+                AgentSpec::Llm(spec) => spec.validate_targets(&declared)?,
                 AgentSpec::Webhook(spec) => spec.validate()?,
                 AgentSpec::Rules(spec) => spec.validate(&declared)?,
                 AgentSpec::Router(spec) => spec.validate(&declared)?,

@@ -90,6 +90,7 @@ impl Settings {
             timeout_secs: 60.0,
             builtin_tools: BUILTIN_TOOLS.iter().map(|&tool| tool.to_owned()).collect(),
             tools: Vec::new(),
+            handoffs: vec![crate::agents::events::HUMAN.to_owned()],
         })
     }
 }

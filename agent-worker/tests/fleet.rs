@@ -72,10 +72,10 @@ async fn start_worker(
         let mut ready = Some(ready_tx);
         while let Ok(Some(line)) = lines.next_line().await {
             let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if log["message"] == "agent-worker listening" {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
+            if log["message"] == "agent-worker listening"
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(());
             }
             if log["message"] == "run started" {
                 let run_id = log["span"]["run_id"]

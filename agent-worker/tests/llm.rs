@@ -415,3 +415,108 @@ async fn an_llm_base_url_adds_an_assistant_that_the_bank_router_falls_back_to() 
     assert_eq!(received.body["model"], "local-model");
     assert_eq!(received.body["messages"][0]["role"], "system");
 }
+
+/// A completion that streams `text` (if any), then calls the handoff tool with `arguments`.
+fn handoff_answer(text: &str, arguments: &str) -> Vec<String> {
+    let mut chunks = Vec::new();
+    if !text.is_empty() {
+        chunks.extend(text_answer(&[text]).into_iter().take(2));
+    }
+    chunks.push(tool_call_start(0, "call_handoff", "handoff"));
+    chunks.push(tool_call_arguments(0, arguments));
+    chunks.push(tool_calls_finished());
+    chunks
+}
+
+const HANDOFF_TARGETS: &str = r#"handoffs = ["cards", "human"]
+    [[agents]]
+    name = "cards"
+    kind = "echo"
+    prefix = "cards team here: "
+    "#;
+
+#[tokio::test]
+async fn the_model_hands_off_to_an_agent_which_answers_in_the_same_run() {
+    let stand_in = StandIn::start(vec![Reply::Stream(handoff_answer(
+        "One moment. ",
+        r#"{"agent": "cards", "reason": "card question"}"#,
+    ))])
+    .await;
+    let registry = registry(&stand_in, HANDOFF_TARGETS);
+
+    let events = run(&registry, "gpt", &[("user", "my card is blocked")]).await;
+
+    let [
+        Event::Delta(first),
+        Event::ToolCall(call),
+        Event::Handoff(handoff),
+        rest @ ..,
+    ] = events.as_slice()
+    else {
+        panic!("expected a delta, the handoff call and a handoff: {events:?}");
+    };
+    assert_eq!(first.text, "One moment. ");
+    assert_eq!(call.name, "handoff");
+    assert_eq!(
+        (handoff.to_agent.as_str(), handoff.reason.as_str()),
+        ("cards", "card question")
+    );
+    let (deltas, content) = deltas_and_final(rest);
+    assert_eq!(deltas.concat(), "cards team here: my card is blocked");
+    assert_eq!(
+        content, "One moment. cards team here: my card is blocked",
+        "final repeats every delta of the run"
+    );
+    let received = stand_in.received();
+    let offered: Vec<&str> = received[0].body["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|tool| tool["function"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(offered, ["handoff"]);
+}
+
+#[tokio::test]
+async fn the_model_escalates_to_a_person_with_a_holding_reply() {
+    let stand_in = StandIn::start(vec![Reply::Stream(handoff_answer(
+        "",
+        r#"{"agent": "human", "reason": "angry customer"}"#,
+    ))])
+    .await;
+    let registry = registry(&stand_in, HANDOFF_TARGETS);
+
+    let events = run(&registry, "gpt", &[("user", "this is unacceptable")]).await;
+
+    let [Event::ToolCall(_), Event::Handoff(handoff), rest @ ..] = events.as_slice() else {
+        panic!("expected the handoff call and a handoff: {events:?}");
+    };
+    assert_eq!(
+        (handoff.to_agent.as_str(), handoff.reason.as_str()),
+        ("human", "angry customer")
+    );
+    let (_, content) = deltas_and_final(rest);
+    assert!(content.contains("member of our team"), "{content}");
+}
+
+#[tokio::test]
+async fn a_handoff_to_an_unlisted_agent_is_refused_back_to_the_model() {
+    let stand_in = StandIn::start(vec![
+        Reply::Stream(handoff_answer("", r#"{"agent": "loans", "reason": "loan"}"#)),
+        Reply::Stream(text_answer(&["I can't do loans."])),
+    ])
+    .await;
+    let registry = registry(&stand_in, HANDOFF_TARGETS);
+
+    let events = run(&registry, "gpt", &[("user", "I want a loan")]).await;
+
+    let [Event::ToolCall(_), Event::ToolResult(result), rest @ ..] = events.as_slice() else {
+        panic!("expected the call and its error result: {events:?}");
+    };
+    assert!(
+        result.content.contains("`loans` is not one of cards, human"),
+        "{}",
+        result.content
+    );
+    assert_eq!(deltas_and_final(rest).1, "I can't do loans.");
+}

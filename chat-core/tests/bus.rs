@@ -52,6 +52,7 @@ async fn next_index(stream: &mut BoxStream<'static, BusItem>) -> u32 {
             other => panic!("unexpected event {other:?}"),
         },
         BusItem::Lagged(n) => panic!("lagged by {n}"),
+        BusItem::Resync => panic!("unexpected resync"),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -191,6 +191,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(security_header("x-frame-options", "DENY"))
         .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(state.clone(), strict_transport_security))
         .layer(middleware::from_fn(scope_request_id));
     // Innermost: limits whose plain responses `json_errors` rewrites.
     let limits = ServiceBuilder::new()
@@ -216,6 +217,34 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(middleware)
         .with_state(state)
+}
+
+/// HSTS, sent only on requests that came over TLS.
+const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
+
+/// Adds HSTS when the request came over TLS. The gateway itself serves plain
+/// HTTP, so that means a trusted proxy in front terminated TLS and said so in
+/// `X-Forwarded-Proto` (honoured only with `--trust-forwarded-for`).
+async fn strict_transport_security(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let over_tls = state.trust_forwarded_for
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let mut response = next.run(request).await;
+    if over_tls {
+        response.headers_mut().insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
+    response
 }
 
 /// Longest client-supplied request id kept; longer or odd ones are replaced.

@@ -104,7 +104,8 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "gateway:ratelimit")]
     pub rate_limit_redis_prefix: String,
 
-    /// Take the client IP from the last `X-Forwarded-For` entry (set only behind one trusted proxy).
+    /// Trust the one proxy in front: take the client IP from the last `X-Forwarded-For` entry,
+    /// and send HSTS when `X-Forwarded-Proto` says the client used https.
     #[arg(long, env = "TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
 

@@ -1210,7 +1210,7 @@
     // A refused upgrade (e.g. an expired token) is invisible to the browser:
     // probe the REST API, which refreshes the token (then reconnect at once)
     // or goes back to the login form.
-    if (!conn.openedAt || ev.code === 1008) probeAuth();
+    if (!conn.openedAt || ev.code === 1008 || ev.code === 4001) probeAuth();
     refreshPendingLabels();
     scheduleReconnect(ev.reason);
   }
@@ -1340,6 +1340,7 @@
         break;
       case 'unsubscribed':
       case 'pong':
+      case 'authenticated':
         break;
       default:
         break; // unknown frame types are ignored (the contract is additive)
@@ -1402,6 +1403,10 @@
       onSocketUnauthenticated();
       return;
     }
+    if (f.code === 'token_expired') {
+      renewSocketToken();
+      return;
+    }
     const item = f.client_msg_id ? state.outbox.get(f.client_msg_id) : null;
     if (item) {
       onSendError(item, f);
@@ -1430,6 +1435,21 @@
       }
     }
     toast(f.message || `Error: ${f.code}`);
+  }
+
+  // The socket's token expired: refresh it and hand the new one to the open
+  // socket in-band (the server closes it with 4001 after a grace period).
+  async function renewSocketToken() {
+    if (!state.auth) return;
+    const outcome = await refreshAuth(state.auth.access_token);
+    if (outcome === 'denied') {
+      expireSession();
+      return;
+    }
+    if (outcome === 'ok' && isOpen()) {
+      conn.ws.send(JSON.stringify({ type: 'auth', access_token: state.auth.access_token }));
+      conn.token = state.auth.access_token;
+    }
   }
 
   // Token rejected on the socket: refresh once, else back to login.

@@ -174,3 +174,40 @@ async fn request_id_is_forwarded_to_chat_core_as_grpc_metadata() -> anyhow::Resu
     assert_eq!(seen, ["trace-me-1".to_owned(), generated_id]);
     Ok(())
 }
+
+#[tokio::test]
+async fn hsts_only_when_a_trusted_proxy_terminated_tls() -> anyhow::Result<()> {
+    // Arrange
+    let behind_proxy = TestStack::spawn_with(&["--trust-forwarded-for"]).await?;
+    let direct = TestStack::spawn().await?;
+    let hsts = |response: &reqwest::Response| response.headers().get("strict-transport-security").is_some();
+
+    // Act
+    let over_tls = behind_proxy
+        .http
+        .get(behind_proxy.url("/nope"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await?;
+    let plain = behind_proxy
+        .http
+        .get(behind_proxy.url("/healthz"))
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await?;
+    let spoofed = direct
+        .http
+        .get(direct.url("/healthz"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await?;
+
+    // Assert
+    assert!(hsts(&over_tls), "https through the trusted proxy, even on a 404");
+    assert!(!hsts(&plain));
+    assert!(
+        !hsts(&spoofed),
+        "x-forwarded-proto is ignored without --trust-forwarded-for"
+    );
+    Ok(())
+}

@@ -23,7 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const SECRET: &str = "soak-secret";
 const PASSWORD: &str = "correct horse battery";
 /// Gateway flags that lift the per-user limits for a load test.
-const GATEWAY_FLAGS: &[&str] = &[];
+const GATEWAY_FLAGS: &[&str] = &["--message-rate-limit", "100000"];
 
 /// A redis-server of the test's own, so it can be restarted.
 struct PrivateRedis {

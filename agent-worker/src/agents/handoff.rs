@@ -26,6 +26,9 @@ pub fn follow(
 ) -> impl Stream<Item = RunEvent> + Send + 'static {
     async_stream::stream! {
         let mut visited = vec![request.agent.clone()];
+        // Deltas streamed by agents that handed off: the final content repeats them, so it stays
+        // the concatenation of every delta of the run.
+        let mut streamed_before = String::new();
         loop {
             let Some(agent) = registry.get(&request.agent) else {
                 yield unknown_agent(&request.agent);
@@ -33,8 +36,16 @@ pub fn follow(
             };
             let mut events = agent.run(&registry, &request);
             let mut next_agent = None;
-            while let Some(event) = events.next().await {
+            let mut streamed = String::new();
+            while let Some(mut event) = events.next().await {
                 next_agent = None;
+                match &mut event.event {
+                    Some(Event::Delta(delta)) => streamed.push_str(&delta.text),
+                    Some(Event::Final(reply)) if !streamed_before.is_empty() => {
+                        reply.content.insert_str(0, &streamed_before);
+                    }
+                    _ => {}
+                }
                 if let Some(Event::Handoff(handoff)) = &event.event
                     && handoff.to_agent != events::HUMAN
                 {
@@ -51,6 +62,7 @@ pub fn follow(
             };
             tracing::debug!(from = %request.agent, to = %next_agent, "handoff");
             visited.push(next_agent.clone());
+            streamed_before.push_str(&streamed);
             request.agent = next_agent;
         }
     }

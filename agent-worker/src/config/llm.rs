@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, Declared};
 
 /// Built-in tools an `llm` agent may offer the model.
 pub const BUILTIN_TOOLS: [&str; 2] = ["calculator", "current_time"];
@@ -34,6 +34,9 @@ pub struct LlmSpec {
     /// Tools served over HTTP.
     #[serde(default)]
     pub tools: Vec<HttpToolSpec>,
+    /// Agents (or `human`) the model may hand the conversation to, through a `handoff` tool.
+    #[serde(default)]
+    pub handoffs: Vec<String>,
 }
 
 /// A tool the model may call, executed by sending its arguments to `url`.
@@ -108,10 +111,34 @@ impl LlmSpec {
             tool.validate().map_err(|m| bad(format!("tool `{name}`: {m}")))?;
         }
         for tool in &self.tools {
+            if tool.name == "handoff" {
+                return Err(bad("tool name `handoff` is reserved for handoffs".to_owned()));
+            }
             if names.contains(&tool.name.as_str()) {
                 return Err(bad(format!("tool `{}` is declared more than once", tool.name)));
             }
             names.push(&tool.name);
+        }
+        Ok(())
+    }
+}
+
+// === impl LlmSpec ===
+
+impl LlmSpec {
+    /// Checks that each handoff target is `human` or another declared agent.
+    pub(super) fn validate_targets(&self, declared: &Declared<'_>) -> Result<(), ConfigError> {
+        for target in &self.handoffs {
+            if target == crate::agents::events::HUMAN {
+                continue;
+            }
+            if *target == self.name {
+                return Err(ConfigError::BadOption {
+                    agent: self.name.clone(),
+                    message: "handoffs names the agent itself".to_owned(),
+                });
+            }
+            declared.get(&self.name, "handoffs".to_owned(), target)?;
         }
         Ok(())
     }

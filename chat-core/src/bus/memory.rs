@@ -13,7 +13,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{BusItem, EventBus};
 
-type Channels = DashMap<String, broadcast::Sender<Arc<SessionEvent>>>;
+/// What travels on a session's channel: an event, or `None` asking
+/// subscribers to re-read the database (events may have been lost).
+type Item = Option<Arc<SessionEvent>>;
+type Channels = DashMap<String, broadcast::Sender<Item>>;
 
 /// Fan-out within one process.
 #[derive(Clone)]
@@ -32,6 +35,15 @@ impl InProcessBus {
     }
 }
 
+impl InProcessBus {
+    /// Asks every subscriber of every session to re-read the database.
+    pub fn resync_all(&self) {
+        for channel in self.channels.iter() {
+            let _ = channel.value().send(None);
+        }
+    }
+}
+
 impl Default for InProcessBus {
     fn default() -> Self {
         Self::new(4096)
@@ -41,7 +53,7 @@ impl Default for InProcessBus {
 /// One subscriber's stream; dropping it drops the session's channel once no
 /// subscriber is left.
 struct Subscription {
-    rx: BroadcastStream<Arc<SessionEvent>>,
+    rx: BroadcastStream<Item>,
     channels: Arc<Channels>,
     session_id: String,
 }
@@ -63,7 +75,8 @@ impl futures::Stream for Subscription {
     ) -> std::task::Poll<Option<BusItem>> {
         std::pin::Pin::new(&mut self.rx).poll_next(cx).map(|item| {
             item.map(|item| match item {
-                Ok(event) => BusItem::Event(event),
+                Ok(Some(event)) => BusItem::Event(event),
+                Ok(None) => BusItem::Resync,
                 Err(BroadcastStreamRecvError::Lagged(n)) => BusItem::Lagged(n),
             })
         })
@@ -74,7 +87,7 @@ impl futures::Stream for Subscription {
 impl EventBus for InProcessBus {
     async fn publish(&self, session_id: &str, event: SessionEvent) {
         if let Some(tx) = self.channels.get(session_id) {
-            let _ = tx.send(Arc::new(event));
+            let _ = tx.send(Some(Arc::new(event)));
         }
     }
 

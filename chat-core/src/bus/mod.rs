@@ -17,6 +17,9 @@ use futures::stream::BoxStream;
 pub enum BusItem {
     Event(std::sync::Arc<SessionEvent>),
     Lagged(u64),
+    /// Events may have been lost (the shared bus reconnected): re-read the
+    /// database from the last delivered seq.
+    Resync,
 }
 
 /// Publishes a session's events to every subscriber of that session.
@@ -28,7 +31,7 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Records a delta of a run attempt where every replica can read it. The
     /// in-process bus keeps nothing: its replica's dispatcher has the deltas.
-    async fn append_delta(&self, _run_id: &str, _attempt: u32, _text: &str) {}
+    async fn append_delta(&self, _run_id: &str, _attempt: u32, _index: u32, _text: &str) {}
 
     /// The deltas recorded for a run attempt, index 0 first; `None` when this
     /// bus keeps none or cannot reach its store.

@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{BusItem, EventBus, InProcessBus};
 
@@ -29,6 +29,18 @@ fn delta_key(run_id: &str, attempt: u32) -> String {
 
 fn channel(session_id: &str) -> String {
     format!("{CHANNEL_PREFIX}{session_id}")
+}
+
+/// The texts of `index:text` entries when they run 0, 1, 2, … without a hole.
+fn contiguous(entries: Vec<String>) -> Option<Vec<String>> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(position, entry)| {
+            let (index, text) = entry.split_once(':')?;
+            (index.parse::<usize>().ok()? == position).then(|| text.to_owned())
+        })
+        .collect()
 }
 
 /// Fan-out across replicas through Redis pub/sub.
@@ -60,9 +72,20 @@ impl RedisBus {
             .build_subscriber_client()?;
         publisher.init().await?;
         subscriber.init().await?;
-        // Re-subscribes every tracked channel after a reconnect.
-        let _resubscribe = subscriber.manage_subscriptions();
         let local = InProcessBus::default();
+        // After a reconnect: subscribe again, then have every local
+        // subscriber re-read what it may have missed meanwhile.
+        let mut reconnects = subscriber.reconnect_rx();
+        let (resubscriber, resync) = (subscriber.clone(), local.clone());
+        tokio::spawn(async move {
+            while let Ok(server) = reconnects.recv().await {
+                if let Err(error) = resubscriber.resubscribe_all().await {
+                    warn!(%error, "redis resubscribe failed");
+                }
+                info!(%server, "redis reconnected; subscribers resync");
+                resync.resync_all();
+            }
+        });
         let mut messages = subscriber.message_rx();
         let relay = local.clone();
         tokio::spawn(async move {
@@ -168,10 +191,12 @@ impl EventBus for RedisBus {
         .boxed()
     }
 
-    async fn append_delta(&self, run_id: &str, attempt: u32, text: &str) {
+    async fn append_delta(&self, run_id: &str, attempt: u32, index: u32, text: &str) {
         let key = delta_key(run_id, attempt);
         let pipeline = self.publisher.pipeline();
-        let _: Result<(), _> = pipeline.rpush(&key, text).await;
+        // Each entry carries its index: a log that lost entries (Redis
+        // restarted) is detected on read instead of misnumbering deltas.
+        let _: Result<(), _> = pipeline.rpush(&key, format!("{index}:{text}")).await;
         let _: Result<(), _> = pipeline.expire(&key, DELTA_LOG_TTL_SECS, None).await;
         if let Err(error) = pipeline.all::<()>().await {
             debug!(%error, run_id, "failed to record delta in redis");
@@ -184,7 +209,7 @@ impl EventBus for RedisBus {
             .lrange::<Vec<String>, _>(delta_key(run_id, attempt), 0, -1)
             .await
         {
-            Ok(deltas) => Some(deltas),
+            Ok(entries) => contiguous(entries),
             Err(error) => {
                 warn!(%error, run_id, "failed to read deltas from redis");
                 None
@@ -194,5 +219,22 @@ impl EventBus for RedisBus {
 
     async fn clear_deltas(&self, run_id: &str, attempt: u32) {
         let _: Result<(), _> = self.publisher.del(delta_key(run_id, attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contiguous;
+
+    #[test]
+    fn delta_logs_with_holes_are_refused() {
+        let log = |entries: &[&str]| contiguous(entries.iter().map(|e| (*e).to_owned()).collect());
+        assert_eq!(
+            log(&["0:he", "1:llo: you"]),
+            Some(vec!["he".to_owned(), "llo: you".to_owned()])
+        );
+        assert_eq!(log(&[]), Some(vec![]));
+        assert_eq!(log(&["3:lo", "4:st"]), None, "entries lost before index 3");
+        assert_eq!(log(&["0:a", "2:c"]), None);
     }
 }

@@ -235,7 +235,7 @@ impl Dispatcher {
                     text.push_str(&delta.text);
                     let index = inflight.push(delta.text.clone());
                     self.bus
-                        .append_delta(&run.id, inflight.attempt, &delta.text)
+                        .append_delta(&run.id, inflight.attempt, index, &delta.text)
                         .await;
                     let delta = pb::Delta {
                         session_id: run.session_id.clone(),

@@ -86,6 +86,36 @@ struct RunInFlight {
 }
 
 impl ChatCore {
+    /// Stored messages with `after < seq < before` (or all after `after`).
+    async fn stored_after(
+        &self,
+        session_id: &str,
+        after: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<crate::store::MessageRecord>, ServiceError> {
+        let mut all = Vec::new();
+        let mut cursor = after;
+        loop {
+            let page = self
+                .store
+                .list_messages(MessageQuery {
+                    session_id: session_id.to_owned(),
+                    after_seq: Some(cursor),
+                    before_seq: before,
+                    limit: REPLAY_PAGE,
+                })
+                .await?;
+            let full = page.len() as u64 == REPLAY_PAGE;
+            if let Some(last) = page.last() {
+                cursor = last.seq;
+            }
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
     /// The session's run in flight: from this replica's dispatcher, or from
     /// the shared delta log when another replica runs it.
     async fn run_in_flight(&self, session_id: &str) -> Option<RunInFlight> {
@@ -180,17 +210,46 @@ impl ChatCore {
                 }
             }
         }
+        let core = self.clone();
+        let session_id = session.id.clone();
         let events = async_stream::stream! {
             for ev in opening {
                 yield Ok(ev);
             }
             while let Some(item) = live.next().await {
+                // Messages are numbered without gaps: a jump, or a bus that
+                // reconnected, means events were lost; the database has them.
+                let missed_before = match &item {
+                    BusItem::Event(ev) => match &ev.event {
+                        Some(Event::Message(m)) if m.seq > delivered.last_seq + 1 => Some(Some(m.seq)),
+                        _ => None,
+                    },
+                    BusItem::Resync => Some(None),
+                    BusItem::Lagged(_) => None,
+                };
+                if let Some(before) = missed_before {
+                    match core.stored_after(&session_id, delivered.last_seq, before).await {
+                        Ok(messages) => {
+                            for message in messages {
+                                let ev = event(Event::Message(convert::message(&message)));
+                                if delivered.admit(&ev) {
+                                    yield Ok(ev);
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            yield Err(error);
+                            break;
+                        }
+                    }
+                }
                 match item {
                     BusItem::Event(ev) => {
                         if delivered.admit(&ev) {
                             yield Ok(ev.as_ref().clone());
                         }
                     }
+                    BusItem::Resync => {}
                     BusItem::Lagged(_) => {
                         yield Err(lagged());
                         break;
@@ -268,6 +327,26 @@ impl ChatCore {
                 let ev = match item {
                     BusItem::Event(ev) => ev,
                     BusItem::Lagged(_) => { yield Err(lagged()); return; }
+                    BusItem::Resync => {
+                        // Events may be lost: if the run ended meanwhile, report its stored outcome.
+                        match core.store.get_run(&run.id).await {
+                            Ok(Some(stored)) => {
+                                if let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) {
+                                    if status == RunStatus::Completed
+                                        && let Ok(Some(reply)) = core.reply_of(&run.id).await
+                                    {
+                                        yield Ok(event(Event::Message(convert::message(&reply))));
+                                    }
+                                    let error = stored.error.clone().unwrap_or_default();
+                                    yield Ok(event(Event::Run(convert::run_update(&stored, status, &error))));
+                                    return;
+                                }
+                            }
+                            Ok(None) => return,
+                            Err(e) => { yield Err(e.into()); return; }
+                        }
+                        continue;
+                    }
                 };
                 let (ours, terminal) = match &ev.event {
                     Some(Event::Message(m)) => (m.run_id.as_deref() == Some(run.id.as_str()), false),

@@ -22,6 +22,8 @@ const AUTH_ROUTES: [&str; 3] = [
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
 ];
+/// Longest username kept in an auth-tier key (usernames are at most 64 characters).
+const MAX_USERNAME_CHARS: usize = 64;
 /// The REST route that posts a message.
 const MESSAGES_ROUTE: &str = "/api/v1/sessions/{id}/messages";
 
@@ -111,7 +113,12 @@ fn auth_account(body: &[u8], state: &SharedState) -> String {
         return String::new();
     };
     if let Some(username) = body.username {
-        return username.to_lowercase();
+        // Longer names are invalid anyway; bounded keys keep the store small.
+        return username
+            .chars()
+            .take(MAX_USERNAME_CHARS)
+            .collect::<String>()
+            .to_lowercase();
     }
     body.refresh_token
         .and_then(|t| state.tokens.verify_refresh(&t).ok())

@@ -13,7 +13,6 @@ use chat_proto::chat::v1 as pb;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
@@ -54,19 +53,14 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let limits = &state.limits;
+    // No span for the socket's life (its cost per idle socket adds up): the
+    // request id is logged with the socket's events and sent to chat-core.
     let request_id = current_request_id();
-    let span = tracing::info_span!(
-        "websocket",
-        request_id = request_id
-            .as_ref()
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or_default()
-    );
     ws.read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state, user, request_id).instrument(span))
+        .on_upgrade(move |socket| serve(socket, state, user, request_id))
 }
 
 /// One socket's life. Futures needed only briefly (opening the stream,
@@ -84,6 +78,11 @@ async fn serve(
     } = user;
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
     let outbound = ReceiverStream::new(rx).map(|frame| *frame);
+    let request_id_text = request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let upstream = match authorized(outbound, &token) {
         Ok(mut request) => {
             tag_request_id(&mut request, request_id);
@@ -94,7 +93,7 @@ async fn serve(
     drop(token);
     match upstream {
         Ok(upstream) => {
-            tracing::debug!(%user_id, "websocket connected");
+            tracing::debug!(%user_id, request_id = %request_id_text, "websocket connected");
             let shutdown = state.shutdown.clone().cancelled_owned();
             let peer = Peer {
                 user_id,
@@ -106,10 +105,10 @@ async fn serve(
             };
             drop(state);
             relay(&mut socket, upstream, to_core, &peer, shutdown).await;
-            tracing::debug!(user_id = %peer.user_id, "websocket closed");
+            tracing::debug!(user_id = %peer.user_id, request_id = %request_id_text, "websocket closed");
         }
         Err(status) => {
-            tracing::warn!(code = ?status.code(), "failed to open chat-core connect stream");
+            tracing::warn!(code = ?status.code(), request_id = %request_id_text, "failed to open chat-core connect stream");
             Box::pin(close_with_error(&mut socket, &status)).await;
         }
     }

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use self::wire::{ChatMessage, ChatRequest, Chunk, ToolCall, ToolCalls};
 use super::events;
+use super::rules::DEFAULT_ESCALATION_REPLY;
 use super::tools::Toolbox;
 use super::upstream::{UpstreamError, quote};
 use crate::config::{ConfigError, LlmSpec};
@@ -24,6 +25,9 @@ pub const MAX_TOOL_ROUNDS: usize = 5;
 
 /// `ErrorEvent.code` of a model that keeps calling tools or gives an empty answer.
 pub const BAD_COMPLETION: &str = "bad_completion";
+
+/// The tool offered to models of agents with `handoffs`: calling it hands the conversation over.
+pub const HANDOFF_TOOL: &str = "handoff";
 
 /// Streams chat completions from the configured endpoint and model.
 #[derive(Clone, Debug)]
@@ -46,6 +50,8 @@ struct Inner {
     timeout: Duration,
     client: reqwest::Client,
     tools: Toolbox,
+    /// Agents (or `human`) the model may hand the conversation to.
+    handoffs: Vec<String>,
 }
 
 // === impl LlmAgent ===
@@ -87,6 +93,7 @@ impl LlmAgent {
                 timeout,
                 client,
                 tools,
+                handoffs: spec.handoffs,
             }),
             name: spec.name,
             description: spec.description,
@@ -127,6 +134,26 @@ impl LlmAgent {
                     }
                     return;
                 }
+                let mut handoff_error = None;
+                if let Some(call) = calls.iter().find(|call| call.function.name == HANDOFF_TOOL) {
+                    match inner.parse_handoff(&call.function.arguments) {
+                        Ok((to_agent, reason)) => {
+                            yield tool_call_event(call);
+                            let escalates = to_agent == events::HUMAN;
+                            yield events::handoff(to_agent, reason);
+                            if escalates {
+                                // The user hears from the model, or a holding reply, while a person is found.
+                                let reply = if reply.is_empty() { DEFAULT_ESCALATION_REPLY.to_owned() } else { reply };
+                                let mut holding = events::reply(reply).boxed();
+                                while let Some(event) = holding.next().await {
+                                    yield event;
+                                }
+                            }
+                            return;
+                        }
+                        Err(message) => handoff_error = Some(message),
+                    }
+                }
                 if round == MAX_TOOL_ROUNDS {
                     let message = format!("the model still called tools after {MAX_TOOL_ROUNDS} rounds");
                     yield events::error(BAD_COMPLETION, message, false);
@@ -135,7 +162,10 @@ impl LlmAgent {
                 messages.push(ChatMessage::tool_request(text, calls.clone()));
                 for call in calls {
                     yield tool_call_event(&call);
-                    let result = inner.tools.call(&call.function.name, &call.function.arguments).await;
+                    let result = match (&handoff_error, call.function.name == HANDOFF_TOOL) {
+                        (Some(message), true) => format!("error: {message}"),
+                        _ => inner.tools.call(&call.function.name, &call.function.arguments).await,
+                    };
                     yield tool_result_event(&call.id, &result);
                     messages.push(ChatMessage::tool_result(call.id, result));
                 }
@@ -180,7 +210,7 @@ impl Inner {
         last_round: bool,
     ) -> BoxStream<'a, Result<Step, UpstreamError>> {
         async_stream::try_stream! {
-            let tools = self.tools.definitions();
+            let tools = self.tool_definitions();
             let body = ChatRequest {
                 model: &self.model,
                 messages,
@@ -245,6 +275,53 @@ impl Inner {
             yield Step::ToolCalls(calls);
         }
         .boxed()
+    }
+
+    /// The `tools` of a request: the toolbox's, and the handoff tool when there are targets.
+    fn tool_definitions(&self) -> Vec<serde_json::Value> {
+        let mut tools = self.tools.definitions();
+        if !self.handoffs.is_empty() {
+            tools.push(serde_json::json!({
+                "type": "function",
+                "function": {
+                    "name": HANDOFF_TOOL,
+                    "description": "Hands the conversation to another agent, or to a person (`human`), \
+                        when they are better placed to help. Use it instead of answering.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "agent": { "type": "string", "enum": self.handoffs },
+                            "reason": { "type": "string", "description": "Why, in a few words" }
+                        },
+                        "required": ["agent", "reason"]
+                    }
+                }
+            }));
+        }
+        tools
+    }
+
+    /// The target and reason of a handoff call, or what is wrong with it (told to the model).
+    fn parse_handoff(&self, arguments: &str) -> Result<(String, String), String> {
+        let arguments: serde_json::Value =
+            serde_json::from_str(arguments).map_err(|err| format!("arguments are not valid JSON: {err}"))?;
+        let agent = arguments
+            .get("agent")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if !self.handoffs.iter().any(|target| target == agent) {
+            return Err(format!("`{agent}` is not one of {}", self.handoffs.join(", ")));
+        }
+        let reason = arguments
+            .get("reason")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let reason = if reason.trim().is_empty() {
+            "the model handed off"
+        } else {
+            reason
+        };
+        Ok((agent.to_owned(), reason.to_owned()))
     }
 
     fn timed_out(&self) -> UpstreamError {
