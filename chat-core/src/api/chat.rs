@@ -198,6 +198,22 @@ impl ChatService for ChatApi {
         Ok(Response::new(convert::session(&session)))
     }
 
+    async fn hand_back(
+        &self,
+        request: Request<pb::HandBackRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        if !req.agent.is_empty() {
+            self.check_agent(&req.agent).await?;
+        }
+        let session = self
+            .core
+            .hand_back(&principal, &req.session_id, &req.agent)
+            .await?;
+        Ok(Response::new(convert::session(&session)))
+    }
+
     async fn delete_session(
         &self,
         request: Request<pb::DeleteSessionRequest>,

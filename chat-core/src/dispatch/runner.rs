@@ -19,6 +19,10 @@ enum Outcome {
     Reply {
         content: String,
         first_delta_at: Option<i64>,
+        /// The agent that answered: the run's, or the last one handed to.
+        agent: String,
+        /// The conversation was handed to a human.
+        escalated: bool,
     },
     Failed {
         error: String,
@@ -28,6 +32,9 @@ enum Outcome {
     /// The lease was lost (taken over, or the run cancelled elsewhere).
     LostLease,
 }
+
+/// The handoff target that means "a person takes over".
+const HUMAN: &str = "human";
 
 impl Outcome {
     fn failed(error: impl Into<String>, retryable: bool) -> Self {
@@ -128,6 +135,41 @@ impl Dispatcher {
         self.cancels.remove(&run.id);
     }
 
+    /// Applies a run's handoffs to its session: an escalation waits for a
+    /// human; a handoff by a non-router agent makes the new agent the
+    /// session's (a router picks afresh for every message).
+    async fn after_handoff(&self, run: &RunRecord, agent: &str, escalated: bool) {
+        let changed = if escalated {
+            self.store
+                .set_session_status(&run.session_id, crate::domain::SessionStatus::PendingHuman)
+                .await
+        } else if agent != run.agent && !self.is_router(&run.agent).await {
+            self.store.set_session_agent(&run.session_id, agent).await
+        } else {
+            return;
+        };
+        match changed {
+            Ok(session) => {
+                let update = pb::SessionChanged {
+                    session_id: session.id,
+                    status: session.status,
+                    agent: session.agent,
+                };
+                self.bus
+                    .publish(&run.session_id, event(Event::Session(update)))
+                    .await;
+            }
+            Err(error) => warn!(run_id = %run.id, %error, "failed to apply handoff to the session"),
+        }
+    }
+
+    async fn is_router(&self, agent: &str) -> bool {
+        self.workers
+            .list_agents()
+            .await
+            .is_ok_and(|agents| agents.iter().any(|a| a.name == agent && a.kind == "router"))
+    }
+
     /// Records and announces how a run ended.
     async fn conclude(&self, run: &RunRecord, outcome: Outcome) {
         match outcome {
@@ -141,11 +183,13 @@ impl Dispatcher {
             Outcome::Reply {
                 content,
                 first_delta_at,
+                agent,
+                escalated,
             } => {
                 let completion = RunCompletion {
                     run_id: run.id.clone(),
                     session_id: run.session_id.clone(),
-                    agent: run.agent.clone(),
+                    agent: agent.clone(),
                     content,
                     first_delta_at,
                     lease_owner: self.lease().owner,
@@ -155,6 +199,7 @@ impl Dispatcher {
                         self.bus
                             .publish(&run.session_id, event(Event::Message(convert::message(&message))))
                             .await;
+                        self.after_handoff(run, &agent, escalated).await;
                         self.publish_status(run, RunStatus::Completed, "").await;
                     }
                     Err(StoreError::Conflict(_)) => {
@@ -205,6 +250,8 @@ impl Dispatcher {
         };
         let mut first_delta_at = None;
         let mut text = String::new();
+        let mut answering = run.agent.clone();
+        let mut escalated = false;
         let lease = self.lease();
         let mut renew = tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,6 +306,8 @@ impl Dispatcher {
                     return Outcome::Reply {
                         content,
                         first_delta_at,
+                        agent: answering,
+                        escalated,
                     };
                 }
                 Some(Ok(agent::RunEvent {
@@ -266,7 +315,27 @@ impl Dispatcher {
                 })) => {
                     return Outcome::failed(format!("{}: {}", error.code, error.message), error.retryable);
                 }
-                // Tool calls and handoffs are reported by later agent kinds.
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::Handoff(handoff)),
+                })) => {
+                    let to_human = handoff.to_agent == HUMAN;
+                    let update = pb::Handoff {
+                        session_id: run.session_id.clone(),
+                        run_id: run.id.clone(),
+                        from_agent: answering.clone(),
+                        to_agent: handoff.to_agent.clone(),
+                        reason: handoff.reason,
+                    };
+                    self.bus
+                        .publish(&run.session_id, event(Event::Handoff(update)))
+                        .await;
+                    if to_human {
+                        escalated = true;
+                    } else {
+                        answering = handoff.to_agent;
+                    }
+                }
+                // Tool calls and results are streamed by the worker but not yet stored.
                 Some(Ok(_)) => {}
                 Some(Err(status)) => {
                     return Outcome::failed(

@@ -134,7 +134,8 @@ impl ChatCore {
             return Err(ServiceError::Conflict(format!("session is {}", session.status)));
         }
         let policy = self.policy_of(&session);
-        let start_run = role == MessageRole::User;
+        // While a person handles the session, user messages wait for them.
+        let start_run = role == MessageRole::User && session.status != SessionStatus::PendingHuman.as_str();
         let appended = self
             .store
             .append_message(NewMessage {
@@ -245,6 +246,33 @@ impl ChatCore {
             .store
             .set_session_status(&session.id, SessionStatus::Ended)
             .await?)
+    }
+
+    /// Gives a session waiting for a human back to an agent (service tokens only).
+    pub async fn hand_back(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        agent: &str,
+    ) -> Result<SessionRecord, ServiceError> {
+        if !principal.is_service() {
+            return Err(ServiceError::Forbidden);
+        }
+        let session = self.authorized_session(principal, session_id).await?;
+        if !agent.is_empty() && agent != session.agent {
+            self.store.set_session_agent(&session.id, agent).await?;
+        }
+        let session = self
+            .store
+            .set_session_status(&session.id, SessionStatus::Active)
+            .await?;
+        let update = pb::SessionChanged {
+            session_id: session.id.clone(),
+            status: session.status.clone(),
+            agent: session.agent.clone(),
+        };
+        self.bus.publish(&session.id, event(Event::Session(update))).await;
+        Ok(session)
     }
 
     /// Cancels a queued or running run of the session.

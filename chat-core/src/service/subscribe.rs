@@ -67,7 +67,7 @@ impl Delivered {
                 *next = d.index + 1;
                 true
             }
-            Some(Event::Run(_)) => true,
+            Some(Event::Run(_) | Event::Handoff(_) | Event::Session(_)) => true,
             None => false,
         }
     }
@@ -351,6 +351,8 @@ impl ChatCore {
                 let (ours, terminal) = match &ev.event {
                     Some(Event::Message(m)) => (m.run_id.as_deref() == Some(run.id.as_str()), false),
                     Some(Event::Delta(d)) => (d.run_id == run.id, false),
+                    Some(Event::Handoff(h)) => (h.run_id == run.id, false),
+                    Some(Event::Session(_)) => (true, false),
                     Some(Event::Run(r)) => {
                         let status = pb::RunStatus::try_from(r.status).unwrap_or_default();
                         let terminal = matches!(

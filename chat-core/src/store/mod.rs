@@ -37,6 +37,8 @@ pub trait ChatStore: Send + Sync + 'static {
         id: &str,
         status: crate::domain::SessionStatus,
     ) -> Result<SessionRecord, StoreError>;
+    /// Makes `agent` the session's current agent.
+    async fn set_session_agent(&self, id: &str, agent: &str) -> Result<SessionRecord, StoreError>;
     /// Sessions of `owner` that are active or waiting for a human.
     async fn count_open_sessions(&self, owner_id: &str) -> Result<u64, StoreError>;
     /// Marks active sessions idle since before `idle_before` (epoch ms) as

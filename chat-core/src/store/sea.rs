@@ -365,6 +365,19 @@ impl ChatStore for SeaStore {
         self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
     }
 
+    async fn set_session_agent(&self, id: &str, agent: &str) -> Result<SessionRecord, StoreError> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::Agent, Expr::value(agent))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
     async fn count_open_sessions(&self, owner_id: &str) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
         Ok(session::Entity::find()

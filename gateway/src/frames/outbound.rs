@@ -34,6 +34,20 @@ pub enum OutFrame {
         /// A retried run streams again from index 0 under a higher attempt.
         attempt: u32,
     },
+    /// The conversation moved to another agent, or to a human (`to_agent: "human"`).
+    Handoff {
+        session_id: String,
+        run_id: String,
+        from_agent: String,
+        to_agent: String,
+        reason: String,
+    },
+    /// The session's status or current agent changed.
+    Session {
+        session_id: String,
+        status: String,
+        agent: String,
+    },
     Error(ErrorView),
     Pong,
     /// The socket now runs on a fresh access token, valid until `expires_at` (Unix seconds).
@@ -85,6 +99,8 @@ impl OutFrame {
             Self::Message { .. } => "message",
             Self::Run(_) => "run",
             Self::Delta { .. } => "delta",
+            Self::Handoff { .. } => "handoff",
+            Self::Session { .. } => "session",
             Self::Error(_) => "error",
             Self::Pong => "pong",
             Self::Authenticated { .. } => "authenticated",
@@ -176,6 +192,18 @@ impl OutFrame {
                 index: d.index,
                 text: d.text,
                 attempt: d.attempt,
+            },
+            EventKind::Handoff(h) => Self::Handoff {
+                session_id: h.session_id,
+                run_id: h.run_id,
+                from_agent: h.from_agent,
+                to_agent: h.to_agent,
+                reason: h.reason,
+            },
+            EventKind::Session(s) => Self::Session {
+                session_id: s.session_id,
+                status: s.status,
+                agent: s.agent,
             },
         })
     }
