@@ -59,6 +59,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &cli.agents_config {
         worker_args.extend(["--agents-config".into(), path.display().to_string()]);
     }
+    // An OpenAI key alone is enough to add the `assistant` llm agent.
+    let base_url_unset = std::env::var("LLM_BASE_URL").map_or(true, |v| v.is_empty());
+    if base_url_unset && std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) {
+        worker_args.extend(["--llm-base-url".into(), "https://api.openai.com/v1".into()]);
+    }
     let worker = agent_worker::Application::build(agent_worker::Settings::parse_from(worker_args)).await?;
     let worker_url = format!("http://{}", worker.local_addr());
 
