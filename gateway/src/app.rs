@@ -165,6 +165,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/sessions", get(sessions::list).post(sessions::create))
         .route("/sessions/{id}", get(sessions::get).delete(sessions::delete))
         .route("/sessions/{id}/resolve", post(sessions::resolve))
+        .route("/sessions/{id}/end", post(sessions::end))
         .route(
             "/sessions/{id}/messages",
             get(messages::list).post(messages::post),

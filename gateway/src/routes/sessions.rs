@@ -1,4 +1,4 @@
-//! Sessions: create, list, read, resolve, delete.
+//! Sessions: create, list, read, resolve, end, delete.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -21,6 +21,9 @@ pub struct CreateSession {
     agent: Option<String>,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// enqueue, reject or interrupt.
+    #[serde(default)]
+    concurrency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,7 @@ pub async fn create(
         title: body.title.unwrap_or_default(),
         agent: body.agent.unwrap_or_default(),
         metadata_json,
+        concurrency: body.concurrency.unwrap_or_default(),
         ..Default::default()
     };
     let request = state.core.unary(request, &user.token)?;
@@ -127,5 +131,21 @@ pub async fn resolve(
     };
     let request = state.core.unary(request, &user.token)?;
     let session = state.core.chat().resolve_session(request).await?.into_inner();
+    Ok(Json(session.into()))
+}
+
+/// `POST /api/v1/sessions/{id}/end` → the ended session (its runs cancelled)
+pub async fn end(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let request = state.core.unary(
+        pb::EndSessionRequest {
+            session_id: session_id(&id)?,
+        },
+        &user.token,
+    )?;
+    let session = state.core.chat().end_session(request).await?.into_inner();
     Ok(Json(session.into()))
 }
