@@ -17,12 +17,14 @@ pub enum ErrorCode {
     TooLarge,
     RateLimited,
     Busy,
+    /// The client read too slowly and fell behind its connection's queue.
+    SlowConsumer,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         Self::Invalid,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -31,6 +33,7 @@ impl ErrorCode {
         Self::TooLarge,
         Self::RateLimited,
         Self::Busy,
+        Self::SlowConsumer,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -46,6 +49,7 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Busy => "busy",
+            Self::SlowConsumer => "slow_consumer",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -65,6 +69,7 @@ impl ErrorCode {
             Self::TooLarge => tonic::Code::OutOfRange,
             Self::RateLimited => tonic::Code::ResourceExhausted,
             Self::Busy => tonic::Code::FailedPrecondition,
+            Self::SlowConsumer => tonic::Code::Aborted,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
@@ -79,6 +84,7 @@ impl ErrorCode {
             Self::NotFound => S::NOT_FOUND,
             Self::Conflict | Self::Busy => S::CONFLICT,
             Self::TooLarge => S::PAYLOAD_TOO_LARGE,
+            Self::SlowConsumer => S::TOO_MANY_REQUESTS,
             Self::RateLimited => S::TOO_MANY_REQUESTS,
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
             Self::Internal => S::INTERNAL_SERVER_ERROR,

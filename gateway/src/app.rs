@@ -47,6 +47,7 @@ pub struct Limits {
     pub ws_write_buffer_bytes: usize,
     /// How long a socket whose token expired stays open for a fresh one.
     pub ws_token_grace: std::time::Duration,
+    pub ws_flush_timeout: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -90,6 +91,7 @@ impl Application {
             ws_read_buffer_bytes: settings.ws_read_buffer_bytes,
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
             ws_token_grace: settings.ws_token_grace(),
+            ws_flush_timeout: std::time::Duration::from_secs(settings.ws_flush_timeout_secs.max(1)),
         };
         let rate_limits = RateLimits::new(rate_limit_store(&settings).await?);
         let shutdown = CancellationToken::new();

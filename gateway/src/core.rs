@@ -69,6 +69,11 @@ pub struct CoreClient {
     unary_timeout: Duration,
 }
 
+/// HTTP/2 flow-control window of each stream from chat-core.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// HTTP/2 flow-control window of the whole connection to chat-core.
+const CONNECTION_WINDOW_BYTES: u32 = 1 << 30;
+
 impl CoreClient {
     /// Builds the clients; nothing connects until the first call.
     pub fn new(url: &str, unary_timeout: Duration) -> anyhow::Result<Self> {
@@ -78,6 +83,11 @@ impl CoreClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true)
+            // Every client connection shares this HTTP/2 connection. A small
+            // per-stream window bounds what one stalled client can hold of
+            // the (large) connection window, so it never stalls the others.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         let max = chat_proto::MAX_MESSAGE_BYTES;
         Ok(Self {

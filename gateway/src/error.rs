@@ -156,6 +156,7 @@ pub fn generic_message(code: ErrorCode) -> &'static str {
         ErrorCode::TooLarge => "too large",
         ErrorCode::RateLimited => "too many requests",
         ErrorCode::Busy => "busy, try again",
+        ErrorCode::SlowConsumer => "fell too far behind; reconnect and resume",
         ErrorCode::Unavailable => "service unavailable, try again",
         ErrorCode::Internal => "internal error",
     }

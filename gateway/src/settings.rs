@@ -62,6 +62,11 @@ pub struct Settings {
     #[arg(long, env = "WS_TOKEN_GRACE_SECS", default_value_t = 30)]
     pub ws_token_grace_secs: u64,
 
+    /// Seconds a WebSocket client may take to accept buffered frames before it is dropped
+    /// as a slow consumer (it recovers by reconnecting and resuming with `after_seq`).
+    #[arg(long, env = "WS_FLUSH_TIMEOUT_SECS", default_value_t = 30)]
+    pub ws_flush_timeout_secs: u64,
+
     /// Seconds a plain HTTP request may take; SSE streams and WebSockets are not limited.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

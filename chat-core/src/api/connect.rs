@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
+use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use crate::domain::{MessageRole, Principal};
@@ -43,17 +44,37 @@ pub fn serve(
     principal: Principal,
     frames: Streaming<pb::ClientFrame>,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
-    let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+    let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
+    let slow = CancellationToken::new();
     tokio::spawn(
         Connection {
             core,
             principal,
             tx,
             subscriptions: HashMap::new(),
+            slow: slow.clone(),
         }
         .run(frames),
     );
-    Box::pin(ReceiverStream::new(rx))
+    // Ends the stream with `slow_consumer` as soon as the queue overflows,
+    // without first draining what the client could not keep up with.
+    Box::pin(async_stream::stream! {
+        loop {
+            tokio::select! {
+                biased;
+                () = slow.cancelled() => {
+                    yield Err(ErrorCode::SlowConsumer.status(format!(
+                        "fell more than {OUTGOING_QUEUE} frames behind; reconnect and resume with after_seq"
+                    )));
+                    break;
+                }
+                item = rx.recv() => match item {
+                    Some(item) => yield item,
+                    None => break,
+                },
+            }
+        }
+    })
 }
 
 struct Connection {
@@ -61,6 +82,8 @@ struct Connection {
     principal: Principal,
     tx: Outgoing,
     subscriptions: HashMap<String, JoinHandle<()>>,
+    /// Cancelled when the client fell behind its outgoing queue.
+    slow: CancellationToken,
 }
 
 impl Connection {
@@ -153,17 +176,24 @@ impl Connection {
         let tx = self.tx.clone();
         let session_id = sub.session_id.clone();
         let mut events = subscription.events;
+        let slow = self.slow.clone();
         let task = tokio::spawn(async move {
             while let Some(item) = events.next().await {
                 let out = match item {
                     Ok(ev) => frame(Out::Event(ev)),
-                    Err(err) => {
-                        let _ = tx.send(error_frame(&err, &session_id, "")).await;
+                    Err(err) => error_frame(&err, &session_id, ""),
+                };
+                let failed = out.is_err() || matches!(&out, Ok(f) if matches!(f.frame, Some(Out::Error(_))));
+                match tx.try_send(out) {
+                    Ok(()) if !failed => {}
+                    Ok(()) => return,
+                    // A full queue means the client cannot keep up: end the
+                    // connection rather than block the session's events.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slow.cancel();
                         return;
                     }
-                };
-                if tx.send(out).await.is_err() {
-                    return;
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         });

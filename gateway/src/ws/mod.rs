@@ -28,8 +28,6 @@ pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock};
 const CLIENT_FRAME_QUEUE: usize = 16;
 /// Server frames written to the socket before one flush.
 const MAX_BATCH: usize = 64;
-/// A client that does not take a flush for this long is dropped.
-const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Close codes the gateway uses.
 mod close {
@@ -40,6 +38,8 @@ mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The access token expired and no fresh one came in the grace period.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The client fell too far behind its outgoing queue; reconnect and resume.
+    pub const SLOW_CONSUMER: u16 = 4008;
 }
 
 /// Checks the origin (403) and authenticates (401) before upgrading the connection.
@@ -102,6 +102,7 @@ async fn serve(
                 tokens: state.tokens.clone(),
                 expires_at,
                 token_grace: state.limits.ws_token_grace,
+                flush_timeout: state.limits.ws_flush_timeout,
             };
             drop(state);
             relay(&mut socket, upstream, to_core, &peer, shutdown).await;
@@ -165,7 +166,7 @@ pub async fn relay<S, U>(
                 }
             }
             item = upstream.next() => {
-                if !Box::pin(forward_batch(socket, &mut upstream, item)).await {
+                if !Box::pin(forward_batch(socket, &mut upstream, item, peer.flush_timeout)).await {
                     return;
                 }
             }
@@ -227,6 +228,7 @@ async fn forward_batch<S, U>(
     socket: &mut S,
     upstream: &mut U,
     first: Option<Result<pb::ServerFrame, tonic::Status>>,
+    flush_timeout: Duration,
 ) -> bool
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
@@ -261,10 +263,16 @@ where
             None => break,
         }
     }
-    matches!(
-        tokio::time::timeout(SLOW_CLIENT_TIMEOUT, socket.flush()).await,
-        Ok(Ok(()))
-    )
+    match tokio::time::timeout(flush_timeout, socket.flush()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            // A slow consumer: its socket is dropped (no close frame can get
+            // through a full buffer); it recovers by resuming with after_seq.
+            tracing::debug!("websocket client too slow; dropping it");
+            false
+        }
+    }
 }
 
 async fn send<S>(socket: &mut S, frame: &OutFrame) -> Result<(), axum::Error>
@@ -283,6 +291,7 @@ where
     let code = ErrorCode::from_status(status);
     let close_code = match code {
         ErrorCode::RateLimited | ErrorCode::Busy => close::TRY_AGAIN_LATER,
+        ErrorCode::SlowConsumer => close::SLOW_CONSUMER,
         ErrorCode::Unauthenticated | ErrorCode::Forbidden => close::POLICY,
         _ => close::INTERNAL,
     };
@@ -395,6 +404,7 @@ mod tests {
             tokens,
             expires_at,
             token_grace,
+            flush_timeout: Duration::from_secs(30),
         };
         let task = tokio::spawn(async move {
             relay(

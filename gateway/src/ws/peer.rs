@@ -26,6 +26,8 @@ pub struct Peer {
     pub expires_at: u64,
     /// How long after expiry the socket waits for a fresh token before closing.
     pub token_grace: Duration,
+    /// How long a write may wait on the client before it counts as a slow consumer.
+    pub flush_timeout: Duration,
 }
 
 impl Peer {
