@@ -80,6 +80,7 @@ impl Application {
                 max_sessions_per_user: settings.max_sessions_per_user,
                 default_concurrency: Concurrency::parse(&settings.default_concurrency)
                     .context("DEFAULT_CONCURRENCY must be enqueue, reject or interrupt")?,
+                agent_concurrency: agent_policies(&settings.agent_concurrency)?,
             },
             settings.default_agent.clone(),
         );
@@ -201,4 +202,22 @@ async fn sweep_idle_sessions(store: Arc<dyn ChatStore>, ttl: Duration, every: Du
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Parses `agent=policy` entries of AGENT_CONCURRENCY.
+fn agent_policies(entries: &[String]) -> anyhow::Result<std::collections::HashMap<String, Concurrency>> {
+    entries
+        .iter()
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            entry
+                .split_once('=')
+                .and_then(|(agent, policy)| {
+                    Some((agent.trim().to_owned(), Concurrency::parse(policy.trim())?))
+                })
+                .with_context(|| {
+                    format!("AGENT_CONCURRENCY entry `{entry}` is not agent=enqueue|reject|interrupt")
+                })
+        })
+        .collect()
 }

@@ -71,6 +71,11 @@ pub struct Settings {
     #[arg(long, env = "DISPATCH_TIMEOUT_MS", default_value_t = 5_000)]
     pub dispatch_timeout_ms: u64,
 
+    /// Per-agent concurrency policies, e.g. `bank=interrupt,slow=reject`; a
+    /// session's own policy wins, then its agent's, then the default.
+    #[arg(long, env = "AGENT_CONCURRENCY", value_delimiter = ',')]
+    pub agent_concurrency: Vec<String>,
+
     /// What a message does while its session has a run: enqueue, reject or interrupt.
     #[arg(long, env = "DEFAULT_CONCURRENCY", default_value = "enqueue")]
     pub default_concurrency: String,

@@ -353,3 +353,33 @@ async fn replies_carry_their_agent_run_and_timing() {
     assert!(total >= 150, "the slow agent waits between words: {total} ms");
     assert_eq!(messages[0].first_delta_ms, None, "user messages have no timing");
 }
+
+#[tokio::test]
+async fn an_agents_policy_applies_to_its_sessions_unless_the_session_has_its_own() {
+    let (_db, core) = slow_stack(&["--agent-concurrency", "slow=reject"]).await;
+    let (_, token) = register(core.addr).await;
+    let by_agent = create_session_with(core.addr, &token, "slow", "").await;
+    let first = start_send(core.addr, &token, &by_agent.id, "m1", "one two three four")
+        .await
+        .unwrap();
+    let refused = start_send(core.addr, &token, &by_agent.id, "m2", "too soon")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorCode::from_status(&refused),
+        ErrorCode::Busy,
+        "the agent's reject policy applies"
+    );
+    assert!(!first.run_id.is_empty());
+
+    let own = create_session_with(core.addr, &token, "slow", "enqueue").await;
+    start_send(core.addr, &token, &own.id, "m1", "one two three four")
+        .await
+        .unwrap();
+    assert!(
+        start_send(core.addr, &token, &own.id, "m2", "queued")
+            .await
+            .is_ok(),
+        "the session's own policy wins over its agent's"
+    );
+}

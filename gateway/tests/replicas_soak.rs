@@ -525,3 +525,79 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
         }
     }
 }
+
+#[tokio::test]
+async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: redis-server not found");
+        return;
+    };
+    let stack = spawn_stack(&redis.url()).await;
+    let (token, session) = stack.user_and_session("redis_outage_user").await;
+    if let Some(mut child) = redis.child.take() {
+        child.kill().await.unwrap();
+    }
+
+    // The replica the client talks to runs the session and serves it alone.
+    let mut local = connect(stack.gateways[0], &token).await;
+    send_frame(
+        &mut local,
+        json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+    )
+    .await;
+    let send =
+        json!({"type": "send", "session_id": session, "client_msg_id": "down-1", "content": "redis is down"});
+    send_frame(&mut local, send).await;
+    let mut seen = Seen::default();
+    while seen.messages.len() < 2 {
+        let frame = recv(&mut local, Duration::from_secs(10))
+            .await
+            .expect("served without redis");
+        seen.take(&frame);
+    }
+    assert_eq!(seen.messages[&2]["content"], "redis is down");
+
+    // A client of the other replica resumes from the database.
+    let mut remote = connect(stack.gateways[1], &token).await;
+    send_frame(
+        &mut remote,
+        json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+    )
+    .await;
+    let mut remote_seen = Seen::default();
+    while remote_seen.messages.len() < 2 {
+        let frame = recv(&mut remote, Duration::from_secs(10))
+            .await
+            .expect("resume works without redis");
+        remote_seen.take(&frame);
+    }
+
+    // Redis returns: live fan-out to the other replica recovers by itself.
+    assert!(redis.spawn().await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut turn = 0;
+    loop {
+        turn += 1;
+        let content = format!("redis is back {turn}");
+        let send = json!({"type": "send", "session_id": session, "client_msg_id": format!("up-{turn}"), "content": content});
+        send_frame(&mut local, send).await;
+        let mut got = false;
+        while let Some(frame) = recv(&mut remote, Duration::from_secs(2)).await {
+            remote_seen.take(&frame);
+            if frame["type"] == "message" && frame["message"]["content"] == content.as_str() {
+                got = true;
+                break;
+            }
+        }
+        if got {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cross-replica fan-out never recovered");
+    }
+    let stored = stack.history(&token, &session).await;
+    let last = stored.last().unwrap()["seq"].as_i64().unwrap();
+    assert!(
+        remote_seen.messages.len() as i64 >= last - 1,
+        "the remote client has every message up to the last turn"
+    );
+}

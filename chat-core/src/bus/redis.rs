@@ -20,6 +20,8 @@ use tracing::{debug, info, warn};
 use super::{BusItem, EventBus, InProcessBus};
 
 const CHANNEL_PREFIX: &str = "chat:session:";
+/// Longest a Redis command may take; past it the bus carries on without Redis.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a run's delta log outlives its last write.
 const DELTA_LOG_TTL_SECS: i64 = 600;
 
@@ -65,21 +67,29 @@ impl RedisBus {
         let publisher = Builder::from_config(config.clone())
             .set_policy(policy.clone())
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_performance_config(|c| c.default_command_timeout = COMMAND_TIMEOUT)
             .build()?;
         let subscriber = Builder::from_config(config)
             .set_policy(policy)
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_performance_config(|c| c.default_command_timeout = COMMAND_TIMEOUT)
             .build_subscriber_client()?;
         publisher.init().await?;
         subscriber.init().await?;
         let local = InProcessBus::default();
         // After a reconnect: subscribe again, then have every local
         // subscriber re-read what it may have missed meanwhile.
+        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let mut reconnects = subscriber.reconnect_rx();
-        let (resubscriber, resync) = (subscriber.clone(), local.clone());
+        let (resubscriber, resync, sessions) = (subscriber.clone(), local.clone(), counts.clone());
         tokio::spawn(async move {
             while let Ok(server) = reconnects.recv().await {
-                if let Err(error) = resubscriber.resubscribe_all().await {
+                // Every session with local subscribers, including any whose
+                // SUBSCRIBE failed while Redis was away.
+                let channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
+                if !channels.is_empty()
+                    && let Err(error) = resubscriber.subscribe(channels).await
+                {
                     warn!(%error, "redis resubscribe failed");
                 }
                 info!(%server, "redis reconnected; subscribers resync");
@@ -114,7 +124,7 @@ impl RedisBus {
             publisher,
             subscriber,
             local,
-            counts: Arc::default(),
+            counts,
         })
     }
 }
@@ -160,10 +170,15 @@ impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, session_id: &str, event: SessionEvent) {
+        if !self.publisher.is_connected() {
+            // Redis is down: this replica's own subscribers are still served,
+            // and every other client resumes from the database.
+            self.local.publish(session_id, event).await;
+            return;
+        }
         let payload = Bytes::from(event.encode_to_vec());
         let published: Result<(), _> = self.publisher.publish(channel(session_id), payload).await;
         if let Err(error) = published {
-            // Redis is down: this replica's own subscribers are still served.
             warn!(%error, "redis publish failed; delivering locally only");
             self.local.publish(session_id, event).await;
         }
@@ -192,6 +207,9 @@ impl EventBus for RedisBus {
     }
 
     async fn append_delta(&self, run_id: &str, attempt: u32, index: u32, text: &str) {
+        if !self.publisher.is_connected() {
+            return;
+        }
         let key = delta_key(run_id, attempt);
         let pipeline = self.publisher.pipeline();
         // Each entry carries its index: a log that lost entries (Redis
@@ -204,6 +222,9 @@ impl EventBus for RedisBus {
     }
 
     async fn read_deltas(&self, run_id: &str, attempt: u32) -> Option<Vec<String>> {
+        if !self.publisher.is_connected() {
+            return None;
+        }
         match self
             .publisher
             .lrange::<Vec<String>, _>(delta_key(run_id, attempt), 0, -1)

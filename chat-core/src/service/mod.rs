@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_sessions_per_user: u64,
     /// Policy of sessions created without one.
     pub default_concurrency: Concurrency,
+    /// Policies of sessions of these agents created without one.
+    pub agent_concurrency: std::collections::HashMap<String, Concurrency>,
 }
 
 /// What a new message does while its session already has a run.
@@ -194,6 +196,7 @@ impl ChatCore {
             .concurrency
             .as_deref()
             .and_then(Concurrency::parse)
+            .or_else(|| self.limits.agent_concurrency.get(&session.agent).copied())
             .unwrap_or(self.limits.default_concurrency)
     }
 
