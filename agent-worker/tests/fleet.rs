@@ -387,3 +387,81 @@ async fn runs_spread_across_workers_survive_a_killed_worker_and_resume_after_res
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn a_worker_asked_to_stop_finishes_its_runs_and_takes_no_new_ones() {
+    let mut fleet = Fleet::start(2).await;
+    let token = fleet.user().await;
+    let session = fleet.session(&token, "slow").await;
+    let mut watcher = {
+        let request = authed(
+            pb::SubscribeRequest {
+                session_id: session.clone(),
+                after_seq: 0,
+            },
+            &token,
+        );
+        fleet
+            .client()
+            .await
+            .subscribe(request)
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let content = "a reply that is finished even though its worker is stopping";
+    let sending = {
+        let (core, token, session) = (fleet.core, token.clone(), session.clone());
+        tokio::spawn(async move { send(core, &token, &session, content).await })
+    };
+    let run_id = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Event::Delta(d)) = event.event {
+            break d.run_id;
+        }
+    };
+    let stopping = fleet.worker_of(&run_id).unwrap();
+    let pid = fleet.workers[stopping].child.as_ref().unwrap().id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let (_, events) = sending.await.unwrap();
+    let done = final_status(&events).unwrap();
+    assert_eq!(
+        (done.status(), done.attempt),
+        (pb::RunStatus::Completed, 1),
+        "finished where it started: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Run(r) if r.status() == pb::RunStatus::Retrying))
+    );
+    let exited = tokio::time::timeout(
+        Duration::from_secs(10),
+        fleet.workers[stopping].child.as_mut().unwrap().wait(),
+    )
+    .await;
+    assert!(
+        exited.unwrap().unwrap().success(),
+        "the worker exits cleanly once drained"
+    );
+
+    let echo = fleet.session(&token, "echo").await;
+    for i in 0..6 {
+        let (run_id, events) = fleet.send(&token, &echo, &format!("after the stop {i}")).await;
+        assert_eq!(final_status(&events).unwrap().status(), pb::RunStatus::Completed);
+        assert_ne!(
+            fleet.worker_of(&run_id),
+            Some(stopping),
+            "a stopped worker takes no new runs"
+        );
+    }
+}
