@@ -58,7 +58,12 @@ impl Application {
             Some(url) => Arc::new(RedisBus::connect(url).await?),
             None => Arc::new(InProcessBus::default()),
         };
-        let workers = WorkerPool::new(&settings.agent_worker_urls).context("invalid agent-worker url")?;
+        let workers = WorkerPool::new(
+            &settings.agent_worker_urls,
+            Duration::from_secs(settings.agent_worker_resolve_secs.max(1)),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let dispatcher = Dispatcher::new(
             store.clone(),
             bus.clone(),

@@ -41,6 +41,10 @@ pub struct Settings {
     )]
     pub agent_worker_urls: Vec<String>,
 
+    /// Seconds between DNS lookups of agent-worker names (a headless service's pods).
+    #[arg(long, env = "AGENT_WORKER_RESOLVE_SECS", default_value_t = 10)]
+    pub agent_worker_resolve_secs: u64,
+
     /// Shared secret that signs and verifies access and service tokens (HS256).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -311,3 +311,15 @@ async fn health_reports_serving_with_the_database_up() {
         }
     }
 }
+
+#[tokio::test]
+async fn agent_workers_named_by_dns_are_resolved() {
+    let db = chat_core::testing::TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let port = worker.url.rsplit(':').next().unwrap();
+    let core = spawn_core(&db.url, &format!("http://localhost:{port}")).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+    let events = send(core.addr, &token, &session.id, "m1", "found by name").await;
+    assert_eq!(reply_of(&events).content, "found by name");
+}

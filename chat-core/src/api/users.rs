@@ -1,4 +1,5 @@
-//! `chat.v1.UserService`: accounts, for the gateway's register and login.
+//! `chat.v1.UserService`: accounts and refresh tokens, for the gateway's
+//! register, login, refresh and logout.
 
 use std::sync::{Arc, LazyLock};
 
@@ -8,8 +9,16 @@ use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::principal;
+use crate::domain::now_ms;
 use crate::service::ServiceError;
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Rotation};
+
+/// Random bytes in a refresh token.
+const REFRESH_TOKEN_BYTES: usize = 32;
+/// Longest refresh token looked up (ours are 43 characters).
+const MAX_REFRESH_TOKEN_CHARS: usize = 128;
+/// Longest refresh token lifetime accepted, in seconds (one year).
+const MAX_REFRESH_TTL_SECS: u64 = 366 * 24 * 3600;
 
 /// A hash checked when the user does not exist, so both paths cost the same.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash("not-a-real-password").unwrap_or_default());
@@ -54,6 +63,47 @@ fn validate_password(password: &str) -> Result<(), ServiceError> {
             "password must be 8 to 256 characters".into(),
         ))
     }
+}
+
+/// A new opaque refresh token: random bytes, base64url without padding.
+fn new_refresh_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the store keeps of a refresh token: its SHA-256, lowercase hex.
+fn refresh_token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The expiry (epoch ms) of a token issued now that lives `ttl_secs`.
+fn refresh_expiry(ttl_secs: u64) -> Result<i64, ServiceError> {
+    if !(1..=MAX_REFRESH_TTL_SECS).contains(&ttl_secs) {
+        return Err(ServiceError::Invalid(format!(
+            "ttl_secs must be 1 to {MAX_REFRESH_TTL_SECS}"
+        )));
+    }
+    // In range, so the product fits.
+    Ok(now_ms() + (ttl_secs as i64) * 1000)
+}
+
+/// The presented refresh token, if it could be one of ours.
+fn presented_refresh_token(token: &str) -> Result<&str, Status> {
+    if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_CHARS {
+        return Err(invalid_refresh_token());
+    }
+    Ok(token)
+}
+
+fn invalid_refresh_token() -> Status {
+    chat_common::ErrorCode::Unauthenticated.status("refresh token is invalid, expired or revoked")
 }
 
 /// Account operations, callable with a service token only.
@@ -119,5 +169,102 @@ impl UserService for UserApi {
             Some(user) if matches => Ok(Response::new(pb::VerifyPasswordResponse { user_id: user.id })),
             _ => Err(chat_common::ErrorCode::Unauthenticated.status("invalid username or password")),
         }
+    }
+
+    async fn issue_refresh_token(
+        &self,
+        request: Request<pb::IssueRefreshTokenRequest>,
+    ) -> Result<Response<pb::IssueRefreshTokenResponse>, Status> {
+        require_service(&request)?;
+        let pb::IssueRefreshTokenRequest { user_id, ttl_secs } = request.into_inner();
+        let expires_at = refresh_expiry(ttl_secs)?;
+        let refresh_token = new_refresh_token();
+        self.store
+            .issue_refresh_token(&user_id, &refresh_token_hash(&refresh_token), expires_at)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::IssueRefreshTokenResponse {
+            refresh_token,
+            expires_at_ms: expires_at,
+        }))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        request: Request<pb::RotateRefreshTokenRequest>,
+    ) -> Result<Response<pb::RotateRefreshTokenResponse>, Status> {
+        require_service(&request)?;
+        let pb::RotateRefreshTokenRequest {
+            refresh_token,
+            ttl_secs,
+        } = request.into_inner();
+        let expires_at = refresh_expiry(ttl_secs)?;
+        let presented = presented_refresh_token(&refresh_token)?;
+        let next = new_refresh_token();
+        let rotation = self
+            .store
+            .rotate_refresh_token(
+                &refresh_token_hash(presented),
+                &refresh_token_hash(&next),
+                expires_at,
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        match rotation {
+            Rotation::Rotated(record) => Ok(Response::new(pb::RotateRefreshTokenResponse {
+                user_id: record.user_id,
+                refresh_token: next,
+                expires_at_ms: record.expires_at,
+            })),
+            Rotation::Reused => {
+                tracing::warn!("refresh token reused; its family is revoked");
+                Err(invalid_refresh_token())
+            }
+            Rotation::Invalid => Err(invalid_refresh_token()),
+        }
+    }
+
+    async fn revoke_refresh_token(
+        &self,
+        request: Request<pb::RevokeRefreshTokenRequest>,
+    ) -> Result<Response<pb::RevokeRefreshTokenResponse>, Status> {
+        require_service(&request)?;
+        let refresh_token = request.into_inner().refresh_token;
+        if let Ok(presented) = presented_refresh_token(&refresh_token) {
+            self.store
+                .revoke_refresh_family(&refresh_token_hash(presented))
+                .await
+                .map_err(ServiceError::from)?;
+        }
+        Ok(Response::new(pb::RevokeRefreshTokenResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed_to_hex() {
+        let (a, b) = (new_refresh_token(), new_refresh_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43, "32 bytes in base64url without padding");
+        let hash = refresh_token_hash(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(
+            hash.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(
+            refresh_token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn refresh_lifetimes_are_bounded() {
+        assert!(refresh_expiry(0).is_err());
+        assert!(refresh_expiry(MAX_REFRESH_TTL_SECS + 1).is_err());
+        assert!(refresh_expiry(60).expect("valid") > now_ms());
     }
 }

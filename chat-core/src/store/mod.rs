@@ -24,6 +24,28 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError>;
     async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
 
+    // === refresh tokens ===
+
+    /// Stores the hash of a new refresh token of `user_id`, starting a new family.
+    /// Fails with [`StoreError::NotFound`] when the user does not exist.
+    async fn issue_refresh_token(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<RefreshTokenRecord, StoreError>;
+    /// In one transaction: revokes the live token `token_hash` and stores
+    /// `next_hash` in its family; or, when the token was already rotated or
+    /// revoked, revokes its whole family (reuse detection).
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        next_hash: &str,
+        expires_at: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes every token of `token_hash`'s family; `false` when no such token exists.
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError>;
+
     // === sessions ===
 
     async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError>;

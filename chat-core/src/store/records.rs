@@ -1,11 +1,13 @@
 //! Plain records the store takes and returns.
 
-use super::entity::{message, run, session, user};
+use super::entity::{external_identity, message, refresh_token, run, session, user};
 
 pub type UserRecord = user::Model;
 pub type SessionRecord = session::Model;
 pub type MessageRecord = message::Model;
 pub type RunRecord = run::Model;
+pub type RefreshTokenRecord = refresh_token::Model;
+pub type ExternalIdentityRecord = external_identity::Model;
 
 #[derive(Clone, Debug)]
 pub struct NewSession {
@@ -87,4 +89,15 @@ pub struct RunCompletion {
 pub struct Lease {
     pub owner: String,
     pub duration_ms: i64,
+}
+
+/// What presenting a refresh token for rotation came to.
+#[derive(Clone, Debug)]
+pub enum Rotation {
+    /// The token was live: it is now revoked, and this one replaces it in the same family.
+    Rotated(RefreshTokenRecord),
+    /// The token had already been rotated or revoked: its whole family is now revoked.
+    Reused,
+    /// No such token, or it expired.
+    Invalid,
 }

@@ -13,7 +13,7 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use super::entity::{message, run, session, user};
+use super::entity::{message, refresh_token, run, session, user};
 use super::*;
 use crate::domain::{MessageRole, RunStatus, SessionStatus, new_id, now_ms};
 
@@ -215,6 +215,44 @@ async fn active_runs_in(db: &impl ConnectionTrait, session_id: &str) -> Result<V
         .await?)
 }
 
+/// A live refresh token row `id` in `family_id`.
+fn new_refresh_token(
+    id: String,
+    user_id: &str,
+    family_id: &str,
+    token_hash: &str,
+    expires_at: i64,
+) -> refresh_token::ActiveModel {
+    refresh_token::ActiveModel {
+        id: Set(id),
+        user_id: Set(user_id.to_owned()),
+        family_id: Set(family_id.to_owned()),
+        token_hash: Set(token_hash.to_owned()),
+        expires_at: Set(expires_at),
+        created_at: Set(now_ms()),
+        revoked_at: Set(None),
+        replaced_by: Set(None),
+    }
+}
+
+/// Revokes the tokens of a family that are not revoked yet.
+async fn revoke_family(db: &impl ConnectionTrait, family_id: &str, now: i64) -> Result<(), StoreError> {
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn is_foreign_key_violation(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+    )
+}
+
 fn derive_title(content: &str) -> String {
     let line = content
         .lines()
@@ -265,6 +303,84 @@ impl ChatStore for SeaStore {
             .filter(user::Column::Username.eq(username))
             .one(&self.db)
             .await?)
+    }
+
+    // === refresh tokens ===
+
+    async fn issue_refresh_token(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<RefreshTokenRecord, StoreError> {
+        let model = new_refresh_token(new_id(), user_id, &new_id(), token_hash, expires_at);
+        match model.insert(&self.db).await {
+            Ok(token) => Ok(token),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound("user")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        next_hash: &str,
+        expires_at: i64,
+    ) -> Result<Rotation, StoreError> {
+        let txn = self.db.begin().await?;
+        let now = now_ms();
+        let next_id = new_id();
+        // A conditional write first: of concurrent rotations of one token,
+        // exactly one matches; the others find it revoked below.
+        let rotated = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+            .col_expr(refresh_token::Column::ReplacedBy, Expr::value(next_id.clone()))
+            .filter(refresh_token::Column::TokenHash.eq(token_hash))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now))
+            .exec(&txn)
+            .await?;
+        let Some(current) = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(token_hash))
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(Rotation::Invalid);
+        };
+        if rotated.rows_affected == 1 {
+            let next = new_refresh_token(
+                next_id,
+                &current.user_id,
+                &current.family_id,
+                next_hash,
+                expires_at,
+            )
+            .insert(&txn)
+            .await?;
+            txn.commit().await?;
+            return Ok(Rotation::Rotated(next));
+        }
+        if current.revoked_at.is_none() {
+            // Unrevoked but not rotated: it expired.
+            txn.rollback().await?;
+            return Ok(Rotation::Invalid);
+        }
+        revoke_family(&txn, &current.family_id, now).await?;
+        txn.commit().await?;
+        Ok(Rotation::Reused)
+    }
+
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let Some(token) = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(false);
+        };
+        revoke_family(&self.db, &token.family_id, now_ms()).await?;
+        Ok(true)
     }
 
     async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError> {
