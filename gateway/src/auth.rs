@@ -1,5 +1,6 @@
-//! Tokens: issuing user token pairs, verifying them on every request, and
-//! holding the gateway's own service token for account calls.
+//! Tokens: signing user access tokens, verifying them on every request, and
+//! holding the gateway's own service token for account calls. Refresh tokens
+//! are opaque and live in chat-core (see `routes::auth`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,9 +19,6 @@ const SERVICE_SUBJECT: &str = "gateway";
 /// Lifetime of the service token, and how long before expiry it is re-signed.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const SERVICE_TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// Refresh tokens name `refresh:<user_id>` so they cannot pass as access tokens.
-const REFRESH_PREFIX: &str = "refresh:";
-
 /// The tokens a successful login or refresh hands out.
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
@@ -49,31 +47,32 @@ impl Tokens {
         }
     }
 
-    pub fn issue_pair(&self, user_id: &str) -> Result<TokenPair, ApiError> {
-        let access_token = self
-            .keys
+    /// Signs an access token for `user_id`.
+    pub fn issue_access(&self, user_id: &str) -> Result<String, ApiError> {
+        self.keys
             .sign(user_id, Role::User, self.access_ttl)
-            .map_err(ApiError::internal)?;
-        let refresh_token = self
-            .keys
-            .sign(
-                &format!("{REFRESH_PREFIX}{user_id}"),
-                Role::User,
-                self.refresh_ttl,
-            )
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::internal)
+    }
+
+    /// A fresh access token for `user_id` with the refresh token chat-core issued.
+    pub fn pair(&self, user_id: &str, refresh_token: String) -> Result<TokenPair, ApiError> {
         Ok(TokenPair {
-            access_token,
+            access_token: self.issue_access(user_id)?,
             refresh_token,
             token_type: "Bearer",
             expires_in: self.access_ttl.as_secs(),
         })
     }
 
+    /// Lifetime of the refresh tokens chat-core issues for the gateway.
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
     /// Checks an access token and returns the user it speaks for.
     pub fn verify_access(&self, token: &str) -> Result<AuthUser, ApiError> {
         let claims = self.keys.verify(token).map_err(|_| invalid_token())?;
-        if claims.role != Role::User || claims.sub.starts_with(REFRESH_PREFIX) || claims.sub.is_empty() {
+        if claims.role != Role::User || claims.sub.is_empty() {
             return Err(invalid_token());
         }
         Ok(AuthUser {
@@ -81,15 +80,6 @@ impl Tokens {
             token: token.to_owned(),
             expires_at: claims.exp,
         })
-    }
-
-    /// Checks a refresh token and returns its user id.
-    pub fn verify_refresh(&self, token: &str) -> Result<String, ApiError> {
-        let claims = self.keys.verify(token).map_err(|_| invalid_refresh_token())?;
-        match claims.sub.strip_prefix(REFRESH_PREFIX) {
-            Some(user_id) if claims.role == Role::User && !user_id.is_empty() => Ok(user_id.to_owned()),
-            _ => Err(invalid_refresh_token()),
-        }
     }
 
     /// The gateway's service token, re-signed shortly before it expires.
@@ -114,10 +104,6 @@ impl Tokens {
 
 fn invalid_token() -> ApiError {
     ApiError::unauthenticated("access token is invalid or expired")
-}
-
-fn invalid_refresh_token() -> ApiError {
-    ApiError::unauthenticated("refresh token is invalid or expired")
 }
 
 // === impl AuthUser ===
@@ -188,16 +174,14 @@ mod tests {
     }
 
     #[test]
-    fn access_and_refresh_tokens_are_not_interchangeable() {
+    fn issued_access_tokens_verify_as_their_user() {
         let tokens = tokens();
-        let pair = tokens.issue_pair("u1").expect("sign");
+        let pair = tokens.pair("u1", "opaque".into()).expect("sign");
         assert_eq!(
             tokens.verify_access(&pair.access_token).expect("access").user_id,
             "u1"
         );
-        assert_eq!(tokens.verify_refresh(&pair.refresh_token).expect("refresh"), "u1");
         assert!(tokens.verify_access(&pair.refresh_token).is_err());
-        assert!(tokens.verify_refresh(&pair.access_token).is_err());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct MessageView {
     /// Replies: milliseconds from the run's start to the stored reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Replies that used tools: `[{call_id, name, arguments, result}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 impl From<pb::Message> for MessageView {
@@ -79,6 +82,9 @@ impl From<pb::Message> for MessageView {
             run_id: message.run_id.filter(|id| !id.is_empty()),
             first_delta_ms: message.first_delta_ms,
             duration_ms: message.duration_ms,
+            tool_calls: (!message.tool_calls_json.is_empty())
+                .then(|| serde_json::from_str(&message.tool_calls_json).ok())
+                .flatten(),
         }
     }
 }

@@ -141,39 +141,28 @@ async fn auth_tier_counts_refreshes() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let refresh = json!({"refresh_token": pair["refresh_token"]});
+    let refresh = |token: &Value| {
+        stack
+            .http
+            .post(stack.url("/api/v1/auth/refresh"))
+            .json(&json!({"refresh_token": token}))
+            .send()
+    };
 
-    // Act
-    let first = stack
-        .http
-        .post(stack.url("/api/v1/auth/refresh"))
-        .json(&refresh)
-        .send()
-        .await?;
-    let second = stack
-        .http
-        .post(stack.url("/api/v1/auth/refresh"))
-        .json(&refresh)
-        .send()
-        .await?;
-    let third = stack
-        .http
-        .post(stack.url("/api/v1/auth/refresh"))
-        .json(&refresh)
-        .send()
-        .await?;
-
-    // Assert: refreshes have their own count per user and IP.
+    // Act: each refresh spends its token and hands out the next.
+    let first = refresh(&pair["refresh_token"]).await?;
     assert_eq!(first.status(), 200);
+    let first: Value = first.json().await?;
+    let second = refresh(&first["refresh_token"]).await?;
     assert_eq!(second.status(), 200);
     assert_eq!(header(&second, "ratelimit-remaining"), Some(1));
+    let second: Value = second.json().await?;
+    let third = refresh(&second["refresh_token"]).await?;
+
+    // Assert: refreshes have their own count per client IP.
     assert_eq!(third.status(), 200);
-    let fourth = stack
-        .http
-        .post(stack.url("/api/v1/auth/refresh"))
-        .json(&refresh)
-        .send()
-        .await?;
+    let third: Value = third.json().await?;
+    let fourth = refresh(&third["refresh_token"]).await?;
     assert_rate_limited(fourth).await?;
     Ok(())
 }

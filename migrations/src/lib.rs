@@ -5,6 +5,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_initial;
 mod m20261126_000002_leases_and_timing;
+mod m20261126_000003_refresh_tokens;
+mod m20261126_000004_tool_calls;
 
 pub struct Migrator;
 
@@ -14,6 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_leases_and_timing::Migration),
+            Box::new(m20261126_000003_refresh_tokens::Migration),
+            Box::new(m20261126_000004_tool_calls::Migration),
         ]
     }
 }

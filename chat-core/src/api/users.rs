@@ -17,6 +17,9 @@ use crate::store::{ChatStore, Rotation};
 const REFRESH_TOKEN_BYTES: usize = 32;
 /// Longest refresh token looked up (ours are 43 characters).
 const MAX_REFRESH_TOKEN_CHARS: usize = 128;
+/// Longest external issuer and subject accepted, in bytes (the column widths).
+const MAX_ISSUER_BYTES: usize = 512;
+const MAX_SUBJECT_BYTES: usize = 255;
 /// Longest refresh token lifetime accepted, in seconds (one year).
 const MAX_REFRESH_TTL_SECS: u64 = 366 * 24 * 3600;
 
@@ -31,14 +34,17 @@ fn hash(password: &str) -> Result<String, ServiceError> {
         .map_err(|e| ServiceError::Internal(e.to_string().into()))
 }
 
+/// Users without a usable hash (external identities) cost the same as others and never match.
 fn verify(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => {
+            let _ = verify(password, &DUMMY_HASH);
+            false
+        }
+    }
 }
 
 fn validate_username(username: &str) -> Result<(), ServiceError> {
@@ -237,6 +243,33 @@ impl UserService for UserApi {
                 .map_err(ServiceError::from)?;
         }
         Ok(Response::new(pb::RevokeRefreshTokenResponse {}))
+    }
+
+    async fn ensure_external_user(
+        &self,
+        request: Request<pb::EnsureExternalUserRequest>,
+    ) -> Result<Response<pb::EnsureExternalUserResponse>, Status> {
+        require_service(&request)?;
+        let pb::EnsureExternalUserRequest { issuer, subject } = request.into_inner();
+        if issuer.is_empty() || issuer.len() > MAX_ISSUER_BYTES {
+            return Err(
+                ServiceError::Invalid(format!("issuer must be 1 to {MAX_ISSUER_BYTES} bytes")).into(),
+            );
+        }
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES {
+            return Err(
+                ServiceError::Invalid(format!("subject must be 1 to {MAX_SUBJECT_BYTES} bytes")).into(),
+            );
+        }
+        let (user_id, created) = self
+            .store
+            .ensure_external_user(&issuer, &subject)
+            .await
+            .map_err(ServiceError::from)?;
+        if created {
+            tracing::info!(%user_id, issuer, "external user created");
+        }
+        Ok(Response::new(pb::EnsureExternalUserResponse { user_id, created }))
     }
 }
 

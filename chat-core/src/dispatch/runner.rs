@@ -23,6 +23,8 @@ enum Outcome {
         agent: String,
         /// The conversation was handed to a human.
         escalated: bool,
+        /// The tool calls made for the reply, with their results.
+        tool_calls: Vec<serde_json::Value>,
     },
     Failed {
         error: String,
@@ -185,6 +187,7 @@ impl Dispatcher {
                 first_delta_at,
                 agent,
                 escalated,
+                tool_calls,
             } => {
                 let completion = RunCompletion {
                     run_id: run.id.clone(),
@@ -193,6 +196,8 @@ impl Dispatcher {
                     content,
                     first_delta_at,
                     lease_owner: self.lease().owner,
+                    tool_calls: (!tool_calls.is_empty())
+                        .then(|| serde_json::Value::Array(tool_calls).to_string()),
                 };
                 match self.commit_reply(completion).await {
                     Ok(message) => {
@@ -252,6 +257,7 @@ impl Dispatcher {
         let mut text = String::new();
         let mut answering = run.agent.clone();
         let mut escalated = false;
+        let mut tool_calls: Vec<serde_json::Value> = Vec::new();
         let lease = self.lease();
         let mut renew = tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -308,6 +314,7 @@ impl Dispatcher {
                         first_delta_at,
                         agent: answering,
                         escalated,
+                        tool_calls,
                     };
                 }
                 Some(Ok(agent::RunEvent {
@@ -335,7 +342,47 @@ impl Dispatcher {
                         answering = handoff.to_agent;
                     }
                 }
-                // Tool calls and results are streamed by the worker but not yet stored.
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::ToolCall(call)),
+                })) => {
+                    let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments_json)
+                        .unwrap_or_else(|_| serde_json::Value::String(call.arguments_json.clone()));
+                    tool_calls.push(serde_json::json!({
+                        "call_id": call.call_id,
+                        "name": call.name,
+                        "arguments": arguments,
+                    }));
+                    let update = pb::ToolCall {
+                        session_id: run.session_id.clone(),
+                        run_id: run.id.clone(),
+                        call_id: call.call_id,
+                        name: call.name,
+                        arguments_json: call.arguments_json,
+                    };
+                    self.bus
+                        .publish(&run.session_id, event(Event::ToolCall(update)))
+                        .await;
+                }
+                Some(Ok(agent::RunEvent {
+                    event: Some(AgentEvent::ToolResult(result)),
+                })) => {
+                    if let Some(call) = tool_calls
+                        .iter_mut()
+                        .rev()
+                        .find(|c| c["call_id"] == result.call_id.as_str())
+                    {
+                        call["result"] = serde_json::Value::String(result.content.clone());
+                    }
+                    let update = pb::ToolResult {
+                        session_id: run.session_id.clone(),
+                        run_id: run.id.clone(),
+                        call_id: result.call_id,
+                        content: result.content,
+                    };
+                    self.bus
+                        .publish(&run.session_id, event(Event::ToolResult(update)))
+                        .await;
+                }
                 Some(Ok(_)) => {}
                 Some(Err(status)) => {
                     return Outcome::failed(

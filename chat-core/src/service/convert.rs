@@ -34,6 +34,7 @@ pub fn message(m: &MessageRecord) -> pb::Message {
         run_id: m.run_id.clone(),
         first_delta_ms: m.first_delta_ms,
         duration_ms: m.duration_ms,
+        tool_calls_json: m.tool_calls.clone().unwrap_or_default(),
     }
 }
 

@@ -67,7 +67,13 @@ impl Delivered {
                 *next = d.index + 1;
                 true
             }
-            Some(Event::Run(_) | Event::Handoff(_) | Event::Session(_)) => true,
+            Some(
+                Event::Run(_)
+                | Event::Handoff(_)
+                | Event::Session(_)
+                | Event::ToolCall(_)
+                | Event::ToolResult(_),
+            ) => true,
             None => false,
         }
     }
@@ -352,6 +358,8 @@ impl ChatCore {
                     Some(Event::Message(m)) => (m.run_id.as_deref() == Some(run.id.as_str()), false),
                     Some(Event::Delta(d)) => (d.run_id == run.id, false),
                     Some(Event::Handoff(h)) => (h.run_id == run.id, false),
+                    Some(Event::ToolCall(t)) => (t.run_id == run.id, false),
+                    Some(Event::ToolResult(t)) => (t.run_id == run.id, false),
                     Some(Event::Session(_)) => (true, false),
                     Some(Event::Run(r)) => {
                         let status = pb::RunStatus::try_from(r.status).unwrap_or_default();

@@ -46,6 +46,13 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Revokes every token of `token_hash`'s family; `false` when no such token exists.
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError>;
 
+    // === external identities ===
+
+    /// The user mapped to an identity provider's `(issuer, subject)`, created
+    /// (with a username of `ext-` and random hex, and no usable password) on
+    /// first sight; the flag says whether this call created it.
+    async fn ensure_external_user(&self, issuer: &str, subject: &str) -> Result<(String, bool), StoreError>;
+
     // === sessions ===
 
     async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError>;

@@ -82,6 +82,8 @@ pub struct RunCompletion {
     pub first_delta_at: Option<i64>,
     /// The replica holding the run's lease; the reply is refused if it lost it.
     pub lease_owner: String,
+    /// JSON array of the tool calls made for this reply, if any.
+    pub tool_calls: Option<String>,
 }
 
 /// A claim on a session's next run, held by one chat-core replica.

@@ -13,7 +13,7 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use super::entity::{message, refresh_token, run, session, user};
+use super::entity::{external_identity, message, refresh_token, run, session, user};
 use super::*;
 use crate::domain::{MessageRole, RunStatus, SessionStatus, new_id, now_ms};
 
@@ -168,6 +168,7 @@ impl SeaStore {
             created_at: Set(now),
             first_delta_ms: Set(None),
             duration_ms: Set(None),
+            tool_calls: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -233,6 +234,19 @@ fn new_refresh_token(
         revoked_at: Set(None),
         replaced_by: Set(None),
     }
+}
+
+async fn find_external_user(
+    db: &impl ConnectionTrait,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(external_identity::Entity::find()
+        .filter(external_identity::Column::Issuer.eq(issuer))
+        .filter(external_identity::Column::Subject.eq(subject))
+        .one(db)
+        .await?
+        .map(|identity| identity.user_id))
 }
 
 /// Revokes the tokens of a family that are not revoked yet.
@@ -381,6 +395,53 @@ impl ChatStore for SeaStore {
         };
         revoke_family(&self.db, &token.family_id, now_ms()).await?;
         Ok(true)
+    }
+
+    // === external identities ===
+
+    async fn ensure_external_user(&self, issuer: &str, subject: &str) -> Result<(String, bool), StoreError> {
+        if let Some(user_id) = find_external_user(&self.db, issuer, subject).await? {
+            return Ok((user_id, false));
+        }
+        let now = now_ms();
+        let user_id = new_id();
+        let txn = self.db.begin().await?;
+        let inserted = async {
+            user::ActiveModel {
+                id: Set(user_id.clone()),
+                username: Set(format!("ext-{}", uuid::Uuid::new_v4().simple())),
+                // Not a PHC string: no password ever verifies.
+                password_hash: Set(String::new()),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            external_identity::ActiveModel {
+                id: Set(new_id()),
+                issuer: Set(issuer.to_owned()),
+                subject: Set(subject.to_owned()),
+                user_id: Set(user_id.clone()),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await
+        }
+        .await;
+        match inserted {
+            Ok(_) => {
+                txn.commit().await?;
+                Ok((user_id, true))
+            }
+            Err(e) if StoreError::is_unique_violation(&e) => {
+                // A concurrent first sight won the race: use its user.
+                txn.rollback().await?;
+                find_external_user(&self.db, issuer, subject)
+                    .await?
+                    .map(|user_id| (user_id, false))
+                    .ok_or_else(|| StoreError::Conflict("concurrent external user creation".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError> {
@@ -709,6 +770,7 @@ impl ChatStore for SeaStore {
                 .first_delta_at
                 .map(|at| std::cmp::max(at - started_at, 0))),
             duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
+            tool_calls: Set(completion.tool_calls.clone()),
         }
         .insert(&txn)
         .await?;

@@ -42,6 +42,21 @@ pub enum OutFrame {
         to_agent: String,
         reason: String,
     },
+    /// An agent called a tool while writing its reply.
+    ToolCall {
+        session_id: String,
+        run_id: String,
+        call_id: String,
+        name: String,
+        arguments: serde_json::Value,
+    },
+    /// The result of a tool call, as given back to the agent.
+    ToolResult {
+        session_id: String,
+        run_id: String,
+        call_id: String,
+        content: String,
+    },
     /// The session's status or current agent changed.
     Session {
         session_id: String,
@@ -100,6 +115,8 @@ impl OutFrame {
             Self::Run(_) => "run",
             Self::Delta { .. } => "delta",
             Self::Handoff { .. } => "handoff",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
             Self::Session { .. } => "session",
             Self::Error(_) => "error",
             Self::Pong => "pong",
@@ -199,6 +216,20 @@ impl OutFrame {
                 from_agent: h.from_agent,
                 to_agent: h.to_agent,
                 reason: h.reason,
+            },
+            EventKind::ToolCall(t) => Self::ToolCall {
+                session_id: t.session_id,
+                run_id: t.run_id,
+                call_id: t.call_id,
+                name: t.name,
+                arguments: serde_json::from_str(&t.arguments_json)
+                    .unwrap_or(serde_json::Value::String(t.arguments_json)),
+            },
+            EventKind::ToolResult(t) => Self::ToolResult {
+                session_id: t.session_id,
+                run_id: t.run_id,
+                call_id: t.call_id,
+                content: t.content,
             },
             EventKind::Session(s) => Self::Session {
                 session_id: s.session_id,

@@ -30,7 +30,6 @@ const MESSAGES_ROUTE: &str = "/api/v1/sessions/{id}/messages";
 #[derive(Deserialize)]
 struct AuthBody {
     username: Option<String>,
-    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,7 +63,7 @@ pub async fn limit(State(state): State<SharedState>, request: Request, next: Nex
             Ok(bytes) => bytes,
             Err(_) => return ApiError::too_large("request body is too large").into_response(),
         };
-        let account = auth_account(&bytes, &state);
+        let account = auth_account(&bytes);
         decisions.extend(limits.check(Tier::Auth, &format!("{ip}|{account}")).await);
         Request::from_parts(parts, Body::from(bytes))
     } else {
@@ -107,22 +106,20 @@ fn request_user(request: &Request, state: &SharedState) -> Option<String> {
     state.tokens.verify_access(&token).ok().map(|user| user.user_id)
 }
 
-/// Who an auth request is for: the username, or the user of a refresh token.
-fn auth_account(body: &[u8], state: &SharedState) -> String {
-    let Ok(body) = serde_json::from_slice::<AuthBody>(body) else {
-        return String::new();
-    };
-    if let Some(username) = body.username {
+/// Who an auth request is for: the username. Refresh tokens are opaque (and
+/// change on every refresh), so refreshes count per client IP alone.
+fn auth_account(body: &[u8]) -> String {
+    serde_json::from_slice::<AuthBody>(body)
+        .ok()
+        .and_then(|body| body.username)
         // Longer names are invalid anyway; bounded keys keep the store small.
-        return username
-            .chars()
-            .take(MAX_USERNAME_CHARS)
-            .collect::<String>()
-            .to_lowercase();
-    }
-    body.refresh_token
-        .and_then(|t| state.tokens.verify_refresh(&t).ok())
-        .map(|user_id| format!("user:{user_id}"))
+        .map(|username| {
+            username
+                .chars()
+                .take(MAX_USERNAME_CHARS)
+                .collect::<String>()
+                .to_lowercase()
+        })
         .unwrap_or_default()
 }
 

@@ -1,7 +1,9 @@
 //! Accounts and tokens: register, login, refresh, logout.
 //!
-//! Passwords are checked by chat-core (`UserService`, argon2); the gateway
-//! signs the tokens and calls chat-core with its own service token.
+//! Passwords are checked by chat-core (`UserService`, argon2), which also
+//! keeps the refresh tokens (opaque, stored hashed, rotated on every refresh,
+//! a reused one revoking its family). The gateway signs the access tokens and
+//! calls chat-core with its own service token.
 
 use axum::Json;
 use axum::extract::State;
@@ -72,25 +74,69 @@ pub async fn login(
             });
         }
     };
-    Ok(Json(state.tokens.issue_pair(&user_id)?))
+    let request = pb::IssueRefreshTokenRequest {
+        user_id: user_id.clone(),
+        ttl_secs: state.tokens.refresh_ttl().as_secs(),
+    };
+    let request = state.core.unary(request, &state.tokens.service_token()?)?;
+    let refresh_token = state
+        .core
+        .users()
+        .issue_refresh_token(request)
+        .await?
+        .into_inner()
+        .refresh_token;
+    Ok(Json(state.tokens.pair(&user_id, refresh_token)?))
 }
 
 /// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair.
 ///
-/// Stateless for now: the old refresh token stays valid until it expires.
+/// The presented refresh token is spent: using it again is taken as theft
+/// and revokes every token descended from the same login.
 pub async fn refresh(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let user_id = state.tokens.verify_refresh(&body.refresh_token)?;
-    Ok(Json(state.tokens.issue_pair(&user_id)?))
+    if body.refresh_token.is_empty() {
+        return Err(invalid_refresh_token());
+    }
+    let request = pb::RotateRefreshTokenRequest {
+        refresh_token: body.refresh_token,
+        ttl_secs: state.tokens.refresh_ttl().as_secs(),
+    };
+    let request = state.core.unary(request, &state.tokens.service_token()?)?;
+    let rotated = match state.core.users().rotate_refresh_token(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return Err(match ErrorCode::from_status(&status) {
+                ErrorCode::Unauthenticated | ErrorCode::NotFound | ErrorCode::Invalid => {
+                    invalid_refresh_token()
+                }
+                _ => status.into(),
+            });
+        }
+    };
+    Ok(Json(state.tokens.pair(&rotated.user_id, rotated.refresh_token)?))
 }
 
-/// `POST /api/v1/auth/logout {refresh_token}` → 204.
-///
-/// Stateless for now: tokens are not revoked, the client forgets them.
-pub async fn logout(OptionalJson(_body): OptionalJson<RefreshBody>) -> StatusCode {
-    StatusCode::NO_CONTENT
+/// `POST /api/v1/auth/logout {refresh_token}` → 204, revoking the refresh
+/// token's family (idempotent; without a token there is nothing to revoke).
+pub async fn logout(
+    State(state): State<SharedState>,
+    OptionalJson(body): OptionalJson<RefreshBody>,
+) -> Result<StatusCode, ApiError> {
+    if !body.refresh_token.is_empty() {
+        let request = pb::RevokeRefreshTokenRequest {
+            refresh_token: body.refresh_token,
+        };
+        let request = state.core.unary(request, &state.tokens.service_token()?)?;
+        state.core.users().revoke_refresh_token(request).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn invalid_refresh_token() -> ApiError {
+    ApiError::unauthenticated("refresh token is invalid, expired or revoked")
 }
 
 fn validate_username(username: &str) -> Result<(), ApiError> {

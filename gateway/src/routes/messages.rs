@@ -188,6 +188,7 @@ where
             run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
             first_delta_ms: None,
             duration_ms: None,
+            tool_calls: None,
         });
     Ok(Posted {
         message,

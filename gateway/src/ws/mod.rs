@@ -550,7 +550,7 @@ mod tests {
         let mut h = start_with_token(unix_now(), Duration::from_millis(300));
         assert_eq!(next_json(&mut h.client_rx).await["code"], "token_expired");
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let fresh = tokens.issue_pair("u1").expect("sign").access_token;
+        let fresh = tokens.issue_access("u1").expect("sign");
         let auth = json!({"type": "auth", "access_token": fresh});
         h.client_tx
             .unbounded_send(Message::Text(auth.to_string().into()))
@@ -569,7 +569,7 @@ mod tests {
     async fn in_band_token_of_another_user_or_garbage_is_refused() {
         let mut h = start();
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let other = tokens.issue_pair("u2").expect("sign").access_token;
+        let other = tokens.issue_access("u2").expect("sign");
         for token in [other.as_str(), "garbage"] {
             let auth = json!({"type": "auth", "access_token": token});
             h.client_tx

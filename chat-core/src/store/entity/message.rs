@@ -15,6 +15,8 @@ pub struct Model {
     pub created_at: i64,
     pub first_delta_ms: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// JSON array of `{call_id, name, arguments, result}` for replies that used tools.
+    pub tool_calls: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
