@@ -171,6 +171,7 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
             content: "first".into(),
             first_delta_at: None,
             lease_owner: "a".into(),
+            tool_calls: None,
         })
         .await
         .unwrap();
@@ -214,6 +215,7 @@ async fn a_cancelled_run_cannot_be_completed() {
         content: "late".into(),
         first_delta_at: None,
         lease_owner: "a".into(),
+        tool_calls: None,
     };
     assert!(matches!(
         store.complete_run(completion).await,
@@ -285,6 +287,7 @@ async fn a_live_lease_keeps_other_replicas_out_until_it_expires() {
         content: "stale".into(),
         first_delta_at: None,
         lease_owner: "a".into(),
+        tool_calls: None,
     };
     assert!(
         matches!(store.complete_run(late).await, Err(StoreError::Conflict(_))),

@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::core::CoreClient;
 use crate::error::ApiError;
 use crate::grpc_web::{self, GrpcWebProxy};
+use crate::idp::{External, ExternalUsers, Providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, page, sessions};
@@ -55,6 +56,8 @@ pub struct Limits {
 pub struct AppState {
     pub core: CoreClient,
     pub tokens: Arc<Tokens>,
+    /// External identity providers, when configured.
+    pub external: Option<External>,
     pub limits: Limits,
     pub rate_limits: RateLimits,
     /// Client IPs come from `X-Forwarded-For` (see `--trust-forwarded-for`).
@@ -84,6 +87,19 @@ impl Application {
             settings.access_token_ttl(),
             settings.refresh_token_ttl(),
         ));
+        let providers = settings
+            .identity_providers()
+            .map_err(|message| anyhow::anyhow!(message))?;
+        let external = if providers.is_empty() {
+            None
+        } else {
+            let min_refresh = std::time::Duration::from_secs(settings.jwks_min_refresh_secs);
+            Some(External {
+                providers: Providers::new(providers, min_refresh)
+                    .map_err(|message| anyhow::anyhow!(message))?,
+                users: ExternalUsers::new(std::time::Duration::from_secs(settings.external_user_cache_secs)),
+            })
+        };
         let limits = Limits {
             max_content_bytes: settings.max_content_bytes,
             max_body_bytes: settings.max_body_bytes,
@@ -98,6 +114,7 @@ impl Application {
         let state = Arc::new(AppState {
             core,
             tokens,
+            external,
             limits,
             rate_limits,
             trust_forwarded_for: settings.trust_forwarded_for,

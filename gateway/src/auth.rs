@@ -1,6 +1,7 @@
-//! Tokens: signing user access tokens, verifying them on every request, and
-//! holding the gateway's own service token for account calls. Refresh tokens
-//! are opaque and live in chat-core (see `routes::auth`).
+//! Tokens: signing user access tokens, verifying them on every request (ours,
+//! or a configured identity provider's, see [`authenticate`]), and holding the
+//! gateway's own service token for account calls. Refresh tokens are opaque
+//! and live in chat-core (see `routes::auth`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,8 +12,10 @@ use http::header::AUTHORIZATION;
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
 
-use crate::app::SharedState;
+use crate::app::{AppState, SharedState};
 use crate::error::ApiError;
+use crate::idp::{ExternalIdentity, MAX_TOKEN_BYTES};
+use chat_proto::chat::v1 as pb;
 
 /// Subject of the gateway's service token.
 const SERVICE_SUBJECT: &str = "gateway";
@@ -52,6 +55,23 @@ impl Tokens {
         self.keys
             .sign(user_id, Role::User, self.access_ttl)
             .map_err(ApiError::internal)
+    }
+
+    /// Signs an access token for `user_id` that expires by `expires_at` (Unix
+    /// seconds) at the latest; returns it with its actual expiry.
+    pub fn issue_access_until(&self, user_id: &str, expires_at: u64) -> Result<(String, u64), ApiError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let ttl = self
+            .access_ttl
+            .min(Duration::from_secs(expires_at.saturating_sub(now).max(1)));
+        let token = self
+            .keys
+            .sign(user_id, Role::User, ttl)
+            .map_err(ApiError::internal)?;
+        Ok((token, now + ttl.as_secs()))
     }
 
     /// A fresh access token for `user_id` with the refresh token chat-core issued.
@@ -106,6 +126,53 @@ fn invalid_token() -> ApiError {
     ApiError::unauthenticated("access token is invalid or expired")
 }
 
+// === authenticate ===
+
+/// Verifies a bearer token: the gateway's own access token, or a configured
+/// identity provider's. For the latter the caller becomes the local user
+/// mapped to `(iss, sub)` (created on first sight by chat-core), and carries a
+/// short-lived access token of ours for chat-core, which trusts only the
+/// shared secret.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid_token());
+    }
+    let internal = state.tokens.verify_access(token);
+    let Some(external) = state.external.as_ref().filter(|_| internal.is_err()) else {
+        return internal;
+    };
+    let identity = external.providers.verify(token).await.ok_or_else(invalid_token)?;
+    let user_id = match external.users.get(&identity) {
+        Some(user_id) => user_id,
+        None => {
+            let user_id = ensure_external_user(state, &identity).await?;
+            external.users.put(&identity, &user_id);
+            user_id
+        }
+    };
+    let (token, expires_at) = state.tokens.issue_access_until(&user_id, identity.expires_at)?;
+    Ok(AuthUser {
+        user_id,
+        token,
+        expires_at,
+    })
+}
+
+async fn ensure_external_user(state: &AppState, identity: &ExternalIdentity) -> Result<String, ApiError> {
+    let request = pb::EnsureExternalUserRequest {
+        issuer: identity.issuer.clone(),
+        subject: identity.subject.clone(),
+    };
+    let request = state.core.unary(request, &state.tokens.service_token()?)?;
+    Ok(state
+        .core
+        .users()
+        .ensure_external_user(request)
+        .await?
+        .into_inner()
+        .user_id)
+}
+
 // === impl AuthUser ===
 
 /// The verified user behind a request, with the token forwarded to chat-core.
@@ -121,8 +188,11 @@ impl FromRequestParts<SharedState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
         let token = header_token(parts)?.ok_or_else(missing_token)?;
-        state.tokens.verify_access(token)
+        authenticate(state, token).await
     }
 }
 
@@ -139,15 +209,18 @@ impl FromRequestParts<SharedState> for WsAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(Self(user.clone()));
+        }
         if let Some(token) = header_token(parts)? {
-            return state.tokens.verify_access(token).map(Self);
+            return authenticate(state, token).await.map(Self);
         }
         let query = Query::<TokenQuery>::try_from_uri(&parts.uri).ok();
         let token = query
             .and_then(|Query(q)| q.access_token)
             .filter(|t| !t.is_empty());
         let token = token.ok_or_else(missing_token)?;
-        state.tokens.verify_access(&token).map(Self)
+        authenticate(state, &token).await.map(Self)
     }
 }
 

@@ -11,11 +11,12 @@ use chat_common::ErrorCode;
 use chat_common::token;
 use futures::future::BoxFuture;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, TE};
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tonic::body::Body;
 use tower::{Service, ServiceExt};
 
 use crate::app::SharedState;
+use crate::auth::{self, AuthUser};
 use crate::error::RETRY_AFTER_MS_METADATA;
 use crate::ratelimit::Tier;
 use crate::ratelimit::middleware::client_ip;
@@ -24,10 +25,11 @@ use crate::ratelimit::middleware::client_ip;
 pub const SERVICE_PREFIX: &str = "/chat.v1.ChatService/";
 
 /// Request headers passed on to chat-core; everything else stays at the edge.
-const FORWARDED_HEADERS: [HeaderName; 9] = [
+/// `authorization` is set anew: the caller's verified token, or for an
+/// external identity provider's token, the gateway's own for that user.
+const FORWARDED_HEADERS: [HeaderName; 8] = [
     CONTENT_TYPE,
     TE,
-    AUTHORIZATION,
     HeaderName::from_static("grpc-timeout"),
     HeaderName::from_static("grpc-encoding"),
     HeaderName::from_static("grpc-accept-encoding"),
@@ -86,10 +88,12 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
         .map(str::to_owned);
     let ip = client_ip(&request, state.trust_forwarded_for);
     let user = authenticate(&state, token.as_deref(), &ip).await?;
-    limit(&state, Tier::Api, &format!("user:{user}")).await?;
+    limit(&state, Tier::Api, &format!("user:{}", user.user_id)).await?;
     if method == "SendMessage" {
-        limit(&state, Tier::Messages, &user).await?;
+        limit(&state, Tier::Messages, &user.user_id).await?;
     }
+    let authorization = HeaderValue::try_from(format!("Bearer {}", user.token))
+        .map_err(|_| ErrorCode::Unauthenticated.status("malformed access token"))?;
 
     let (parts, body) = request.into_parts();
     let mut upstream = Request::builder()
@@ -102,6 +106,7 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
             upstream.headers_mut().append(name.clone(), value.clone());
         }
     }
+    upstream.headers_mut().insert(AUTHORIZATION, authorization);
     let channel = state.core.channel();
     let response = channel.oneshot(upstream).await.map_err(|error| {
         tracing::warn!(%error, "grpc-web call to chat-core failed");
@@ -111,9 +116,13 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
 }
 
 /// The verified user of the call; anonymous calls still count against their IP.
-async fn authenticate(state: &SharedState, token: Option<&str>, ip: &str) -> Result<String, tonic::Status> {
-    match token.map(|t| state.tokens.verify_access(t)) {
-        Some(Ok(user)) => Ok(user.user_id),
+async fn authenticate(state: &SharedState, token: Option<&str>, ip: &str) -> Result<AuthUser, tonic::Status> {
+    let user = match token {
+        Some(token) => Some(auth::authenticate(state, token).await),
+        None => None,
+    };
+    match user {
+        Some(Ok(user)) => Ok(user),
         _ => {
             limit(state, Tier::Api, &format!("ip:{ip}")).await?;
             Err(ErrorCode::Unauthenticated.status("missing, invalid or expired access token"))

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod frames;
 pub mod grpc_web;
+pub mod idp;
 pub mod json;
 pub mod origin;
 pub mod ratelimit;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chat_common::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::idp::{ProviderConfig, parse_providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{Policies, Policy};
 
@@ -36,6 +37,20 @@ pub struct Settings {
     /// Lifetime of the refresh tokens issued at login, in seconds.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+
+    /// External identity providers whose RS256/ES256 user tokens are accepted, as a JSON list:
+    /// `[{"issuer", "audience", "jwks_url" or "public_key_pem", "algorithms": ["RS256", "ES256"]}]`.
+    #[arg(long, env = "OIDC_PROVIDERS")]
+    pub oidc_providers: Option<String>,
+
+    /// Least seconds between two fetches of a provider's JWKS (a token naming an unknown `kid`
+    /// triggers one).
+    #[arg(long, env = "JWKS_MIN_REFRESH_SECS", default_value_t = 30)]
+    pub jwks_min_refresh_secs: u64,
+
+    /// Seconds an external identity's local user id is cached by the gateway.
+    #[arg(long, env = "EXTERNAL_USER_CACHE_SECS", default_value_t = 60)]
+    pub external_user_cache_secs: u64,
 
     /// Largest message content accepted, in bytes (larger sends get `too_large`).
     #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
@@ -133,6 +148,14 @@ impl Settings {
         Duration::from_secs(self.refresh_token_ttl_secs)
     }
 
+    /// The configured identity providers (none without `--oidc-providers`).
+    pub fn identity_providers(&self) -> Result<Vec<ProviderConfig>, String> {
+        match self.oidc_providers.as_deref().map(str::trim) {
+            None | Some("") => Ok(Vec::new()),
+            Some(json) => parse_providers(json),
+        }
+    }
+
     pub fn ws_token_grace(&self) -> Duration {
         Duration::from_secs(self.ws_token_grace_secs)
     }
@@ -197,6 +220,7 @@ impl Settings {
             return Err("rate limit windows must be positive".into());
         }
         AllowedOrigins::parse(&self.allowed_origins)?;
+        self.identity_providers()?;
         Ok(())
     }
 }

@@ -43,13 +43,7 @@ pub enum OutFrame {
         reason: String,
     },
     /// An agent called a tool while writing its reply.
-    ToolCall {
-        session_id: String,
-        run_id: String,
-        call_id: String,
-        name: String,
-        arguments: serde_json::Value,
-    },
+    ToolCall(Box<ToolCallView>),
     /// The result of a tool call, as given back to the agent.
     ToolResult {
         session_id: String,
@@ -69,6 +63,16 @@ pub enum OutFrame {
     Authenticated {
         expires_at: u64,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallView {
+    pub session_id: String,
+    pub run_id: String,
+    pub call_id: String,
+    pub name: String,
+    /// The call's arguments: JSON when they parse, else the raw text.
+    pub arguments: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -115,7 +119,7 @@ impl OutFrame {
             Self::Run(_) => "run",
             Self::Delta { .. } => "delta",
             Self::Handoff { .. } => "handoff",
-            Self::ToolCall { .. } => "tool_call",
+            Self::ToolCall(_) => "tool_call",
             Self::ToolResult { .. } => "tool_result",
             Self::Session { .. } => "session",
             Self::Error(_) => "error",
@@ -217,14 +221,14 @@ impl OutFrame {
                 to_agent: h.to_agent,
                 reason: h.reason,
             },
-            EventKind::ToolCall(t) => Self::ToolCall {
+            EventKind::ToolCall(t) => Self::ToolCall(Box::new(ToolCallView {
                 session_id: t.session_id,
                 run_id: t.run_id,
                 call_id: t.call_id,
                 name: t.name,
                 arguments: serde_json::from_str(&t.arguments_json)
                     .unwrap_or(serde_json::Value::String(t.arguments_json)),
-            },
+            })),
             EventKind::ToolResult(t) => Self::ToolResult {
                 session_id: t.session_id,
                 run_id: t.run_id,

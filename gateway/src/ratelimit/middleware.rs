@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{Decision, Tier};
 use crate::app::SharedState;
+use crate::auth;
 use crate::error::ApiError;
 
 /// Routes counted in the auth tier.
@@ -39,9 +40,22 @@ struct TokenQuery {
 
 /// Counts the request in its tiers; answers 429 when one of them is exhausted,
 /// otherwise sets the headers of the most constrained tier on the response.
-pub async fn limit(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
     let ip = client_ip(&request, state.trust_forwarded_for);
-    let user = request_user(&request, &state);
+    // Authenticated once here; the handler's extractor reuses the result.
+    let token = request_token(&request);
+    let user = match token {
+        Some(token) => auth::authenticate(&state, &token).await.ok(),
+        None => None,
+    };
+    let user = match user {
+        Some(user) => {
+            let user_id = user.user_id.clone();
+            request.extensions_mut().insert(user);
+            Some(user_id)
+        }
+        None => None,
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -90,20 +104,19 @@ pub async fn limit(State(state): State<SharedState>, request: Request, next: Nex
     response
 }
 
-/// The verified user of the request's access token (header, or query on the WebSocket).
-fn request_user(request: &Request, state: &SharedState) -> Option<String> {
+/// The request's access token (header, or query on the WebSocket).
+fn request_token(request: &Request) -> Option<String> {
     let from_header = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(token::bearer)
         .map(str::to_owned);
-    let token = from_header.or_else(|| {
+    from_header.or_else(|| {
         Query::<TokenQuery>::try_from_uri(request.uri())
             .ok()
             .and_then(|Query(q)| q.access_token)
-    })?;
-    state.tokens.verify_access(&token).ok().map(|user| user.user_id)
+    })
 }
 
 /// Who an auth request is for: the username. Refresh tokens are opaque (and
