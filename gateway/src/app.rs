@@ -62,6 +62,8 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// Client IPs come from `X-Forwarded-For` (see `--trust-forwarded-for`).
     pub trust_forwarded_for: bool,
+    /// The gateway terminates TLS itself.
+    pub serves_tls: bool,
     pub allowed_origins: AllowedOrigins,
     /// Cancelled when the server stops: open WebSockets close with 1001.
     pub shutdown: CancellationToken,
@@ -75,6 +77,8 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     shutdown: CancellationToken,
+    /// Certificate and key when the gateway terminates TLS itself.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 impl Application {
@@ -118,6 +122,7 @@ impl Application {
             limits,
             rate_limits,
             trust_forwarded_for: settings.trust_forwarded_for,
+            serves_tls: settings.tls_cert.is_some(),
             allowed_origins: AllowedOrigins::parse(&settings.allowed_origins)
                 .map_err(|message| anyhow::anyhow!(message))?,
             shutdown: shutdown.clone(),
@@ -129,11 +134,26 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .context("failed to read the bound address")?;
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "failed to load TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             listener,
             local_addr,
             router,
             shutdown,
+            tls,
         })
     }
 
@@ -153,8 +173,26 @@ impl Application {
             sockets.cancel();
         };
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(signal)
+        let Some(tls) = self.tls else {
+            return axum::serve(self.listener, service)
+                .with_graceful_shutdown(signal)
+                .await
+                .context("server failed");
+        };
+        let handle = axum_server::Handle::new();
+        let draining = handle.clone();
+        tokio::spawn(async move {
+            signal.await;
+            draining.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        });
+        let listener = self
+            .listener
+            .into_std()
+            .context("failed to hand the listener to TLS")?;
+        axum_server::from_tcp_rustls(listener, tls)
+            .context("failed to serve TLS on the listener")?
+            .handle(handle)
+            .serve(service)
             .await
             .context("server failed")
     }
@@ -242,21 +280,22 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
 /// HSTS, sent only on requests that came over TLS.
 const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
 
-/// Adds HSTS when the request came over TLS. The gateway itself serves plain
-/// HTTP, so that means a trusted proxy in front terminated TLS and said so in
+/// Adds HSTS when the request came over TLS: the gateway terminates TLS itself
+/// (`--tls-cert`), or a trusted proxy in front did and said so in
 /// `X-Forwarded-Proto` (honoured only with `--trust-forwarded-for`).
 async fn strict_transport_security(
     State(state): State<SharedState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let over_tls = state.trust_forwarded_for
-        && request
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let over_tls = state.serves_tls
+        || state.trust_forwarded_for
+            && request
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
     let mut response = next.run(request).await;
     if over_tls {
         response.headers_mut().insert(

@@ -158,6 +158,22 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
     })
 }
 
+/// The outcome of authenticating a request's token, kept in its extensions
+/// (by the rate-limit middleware) so the handler's extractor need not repeat it.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub token: String,
+    pub result: Result<AuthUser, ApiError>,
+}
+
+/// Authenticates `token`, reusing the outcome recorded for this request if any.
+async fn authenticate_once(parts: &Parts, state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    match parts.extensions.get::<Authenticated>() {
+        Some(done) if done.token == token => done.result.clone(),
+        _ => authenticate(state, token).await,
+    }
+}
+
 async fn ensure_external_user(state: &AppState, identity: &ExternalIdentity) -> Result<String, ApiError> {
     let request = pb::EnsureExternalUserRequest {
         issuer: identity.issuer.clone(),
@@ -188,11 +204,8 @@ impl FromRequestParts<SharedState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        if let Some(user) = parts.extensions.get::<AuthUser>() {
-            return Ok(user.clone());
-        }
         let token = header_token(parts)?.ok_or_else(missing_token)?;
-        authenticate(state, token).await
+        authenticate_once(parts, state, token).await
     }
 }
 
@@ -209,18 +222,15 @@ impl FromRequestParts<SharedState> for WsAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        if let Some(user) = parts.extensions.get::<AuthUser>() {
-            return Ok(Self(user.clone()));
-        }
         if let Some(token) = header_token(parts)? {
-            return authenticate(state, token).await.map(Self);
+            return authenticate_once(parts, state, token).await.map(Self);
         }
         let query = Query::<TokenQuery>::try_from_uri(&parts.uri).ok();
         let token = query
             .and_then(|Query(q)| q.access_token)
             .filter(|t| !t.is_empty());
         let token = token.ok_or_else(missing_token)?;
-        authenticate(state, &token).await.map(Self)
+        authenticate_once(parts, state, &token).await.map(Self)
     }
 }
 

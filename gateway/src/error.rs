@@ -14,7 +14,7 @@ use serde::Serialize;
 pub const RETRY_AFTER_MS_METADATA: &str = "x-retry-after-ms";
 
 /// An error as clients see it: a code, a safe message and the HTTP status derived from the code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,

@@ -77,6 +77,15 @@ pub struct Settings {
     #[arg(long, env = "WS_TOKEN_GRACE_SECS", default_value_t = 30)]
     pub ws_token_grace_secs: u64,
 
+    /// PEM certificate chain: with `--tls-key`, the gateway serves HTTPS and WSS itself (rustls)
+    /// and sends HSTS on every response.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Seconds a WebSocket client may take to accept buffered frames before it is dropped
     /// as a slow consumer (it recovers by reconnecting and resuming with `after_seq`).
     #[arg(long, env = "WS_FLUSH_TIMEOUT_SECS", default_value_t = 30)]
@@ -192,6 +201,9 @@ impl Settings {
 
     /// Checks the values clap cannot: returns one line naming the bad option.
     pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert (TLS_CERT_FILE) and --tls-key (TLS_KEY_FILE) go together".into());
+        }
         if self.jwt_secret.expose_secret().is_empty() {
             return Err("--jwt-secret (JWT_SECRET) must not be empty".into());
         }

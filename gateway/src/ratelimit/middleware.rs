@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Decision, Tier};
 use crate::app::SharedState;
-use crate::auth;
+use crate::auth::{self, Authenticated};
 use crate::error::ApiError;
 
 /// Routes counted in the auth tier.
@@ -42,17 +42,13 @@ struct TokenQuery {
 /// otherwise sets the headers of the most constrained tier on the response.
 pub async fn limit(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
     let ip = client_ip(&request, state.trust_forwarded_for);
-    // Authenticated once here; the handler's extractor reuses the result.
-    let token = request_token(&request);
-    let user = match token {
-        Some(token) => auth::authenticate(&state, &token).await.ok(),
-        None => None,
-    };
-    let user = match user {
-        Some(user) => {
-            let user_id = user.user_id.clone();
-            request.extensions_mut().insert(user);
-            Some(user_id)
+    // Authenticated once here; the handler's extractor reuses the outcome.
+    let user = match request_token(&request) {
+        Some(token) => {
+            let result = auth::authenticate(&state, &token).await;
+            let user_id = result.as_ref().ok().map(|user| user.user_id.clone());
+            request.extensions_mut().insert(Authenticated { token, result });
+            user_id
         }
         None => None,
     };
