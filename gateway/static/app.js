@@ -1338,13 +1338,39 @@
       case 'subscribed':
         conn.confirming.delete(f.session_id);
         break;
+      case 'session':
+        onSessionFrame(f);
+        break;
+      case 'handoff':
+        onHandoffFrame(f);
+        break;
       case 'unsubscribed':
       case 'pong':
       case 'authenticated':
+      case 'tool_call':
+      case 'tool_result':
         break;
       default:
         break; // unknown frame types are ignored (the contract is additive)
     }
+  }
+
+  // The session's status or agent changed (a handoff, a person taking over).
+  function onSessionFrame(f) {
+    for (const meta of [findSession(f.session_id), state.convs.get(f.session_id)?.meta]) {
+      if (!meta) continue;
+      if (f.status) meta.status = f.status;
+      if (f.agent) meta.agent = f.agent;
+    }
+    renderSessions();
+    if (currentConv()?.id === f.session_id) renderHeader();
+  }
+
+  // An agent handed the conversation on: say so briefly.
+  function onHandoffFrame(f) {
+    if (currentConv()?.id !== f.session_id) return;
+    const to = f.to_agent === 'human' ? 'a member of the team' : f.to_agent;
+    toast(`Handed over to ${to}`, false);
   }
 
   // Events are only applied for the session subscribed on this socket.
