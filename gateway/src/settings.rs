@@ -282,6 +282,19 @@ mod tests {
     }
 
     #[test]
+    fn identity_providers_are_checked_at_start_up() {
+        let with = |providers: &str| {
+            Settings::parse_from(["gateway", "--jwt-secret", "s", "--oidc-providers", providers])
+        };
+        let good = with(r#"[{"issuer":"https://idp","audience":"chat","jwks_url":"http://idp/jwks"}]"#);
+        assert!(good.validate().is_ok());
+        assert_eq!(good.identity_providers().map(|p| p.len()), Ok(1));
+        let hmac = with(r#"[{"issuer":"i","audience":"a","jwks_url":"http://x","algorithms":["HS256"]}]"#);
+        assert!(hmac.validate().is_err());
+        assert!(with("{not json").validate().is_err());
+    }
+
+    #[test]
     fn debug_output_hides_the_secret() {
         let settings = Settings::parse_from(["gateway", "--jwt-secret", "hunter2-secret"]);
         assert!(!format!("{settings:?}").contains("hunter2-secret"));

@@ -146,6 +146,15 @@ fn es256(sub: &str) -> String {
     sign(Algorithm::ES256, Some("ec-1"), &claims(sub))
 }
 
+/// An ES256 token of `sub` with some claims replaced.
+fn with_claims(sub: &str, patch: Value) -> String {
+    let mut claims = claims(sub);
+    for (key, value) in patch.as_object().into_iter().flatten() {
+        claims[key] = value.clone();
+    }
+    sign(Algorithm::ES256, Some("ec-1"), &claims)
+}
+
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
@@ -200,8 +209,8 @@ async fn rsa_and_ec_tokens_of_one_subject_are_one_local_user() -> anyhow::Result
     let from_pem = session_ids(&stack, &pem).await?;
 
     // Assert
-    assert_eq!(with_ec, [session.clone()]);
-    assert_eq!(again, [session.clone()]);
+    assert_eq!(with_ec, std::slice::from_ref(&session));
+    assert_eq!(again, std::slice::from_ref(&session));
     assert!(other.is_empty(), "another subject is another user");
     assert!(
         from_pem.is_empty(),
@@ -244,6 +253,31 @@ async fn external_tokens_work_over_websocket_and_grpc_web() -> anyhow::Result<()
     assert_eq!(subscribed["session_id"], session.as_str());
     assert_eq!(listed.sessions.len(), 1);
     assert_eq!(listed.sessions[0].id, session);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_websocket_renews_its_token_in_band_with_a_provider_token() -> anyhow::Result<()> {
+    // Arrange
+    let idp = Idp::spawn(&["rsa-1", "ec-1"]).await?;
+    let stack = stack_with(&idp, "30").await?;
+    let mut ws = stack.ws(&rs256("nina")).await?;
+
+    // Act
+    ws.send(json!({"type": "auth", "access_token": es256("nina")}))
+        .await;
+    let renewed = ws.recv().await;
+    ws.send(json!({"type": "auth", "access_token": es256("someone-else")}))
+        .await;
+    let foreign = ws.recv().await;
+    ws.send(json!({"type": "auth", "access_token": with_claims("nina", json!({"aud": "other"}))}))
+        .await;
+    let invalid = ws.recv().await;
+
+    // Assert
+    assert_eq!(renewed["type"], "authenticated", "{renewed}");
+    assert_eq!(foreign["code"], "unauthenticated", "{foreign}");
+    assert_eq!(invalid["code"], "unauthenticated", "{invalid}");
     Ok(())
 }
 

@@ -100,6 +100,7 @@ async fn serve(
                 max_content_bytes: state.limits.max_content_bytes,
                 rate_limits: state.rate_limits.clone(),
                 tokens: state.tokens.clone(),
+                state: Some(state.clone()),
                 expires_at,
                 token_grace: state.limits.ws_token_grace,
                 flush_timeout: state.limits.ws_flush_timeout,
@@ -210,7 +211,7 @@ pub async fn relay<S, U>(
                         }
                     }
                     Inbound::Auth(token) => {
-                        let reply = peer.reauthenticate(&token, &mut clock);
+                        let reply = peer.reauthenticate(&token, &mut clock).await;
                         expiry.as_mut().reset(clock.deadline());
                         if send(socket, &reply).await.is_err() {
                             return;
@@ -402,6 +403,7 @@ mod tests {
                 messages: policy,
             })),
             tokens,
+            state: None,
             expires_at,
             token_grace,
             flush_timeout: Duration::from_secs(30),

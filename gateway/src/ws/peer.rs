@@ -8,7 +8,8 @@ use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
 use tokio::time::Instant;
 
-use crate::auth::Tokens;
+use crate::app::SharedState;
+use crate::auth::{self, Tokens};
 use crate::frames::{AccessToken, ErrorView, OutFrame};
 use crate::ratelimit::{RateLimits, Tier};
 
@@ -22,6 +23,10 @@ pub struct Peer {
     pub max_content_bytes: usize,
     pub rate_limits: RateLimits,
     pub tokens: Arc<Tokens>,
+    /// The gateway's state, so in-band tokens may also come from an external
+    /// identity provider (see `auth::authenticate`); without it only the
+    /// gateway's own access tokens are taken.
+    pub state: Option<SharedState>,
     /// When the token the socket was opened with expires, in Unix seconds.
     pub expires_at: u64,
     /// How long after expiry the socket waits for a fresh token before closing.
@@ -51,8 +56,12 @@ impl Peer {
     }
 
     /// Takes a fresh access token for the same user and moves the clock; the answer frame.
-    pub(super) fn reauthenticate(&self, token: &AccessToken, clock: &mut TokenClock) -> OutFrame {
-        match self.tokens.verify_access(&token.0) {
+    pub(super) async fn reauthenticate(&self, token: &AccessToken, clock: &mut TokenClock) -> OutFrame {
+        let verified = match &self.state {
+            Some(state) => auth::authenticate(state, &token.0).await,
+            None => self.tokens.verify_access(&token.0),
+        };
+        match verified {
             Ok(user) if user.user_id == self.user_id => {
                 clock.renew(user.expires_at);
                 OutFrame::Authenticated {
