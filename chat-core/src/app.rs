@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::api::{AuthInterceptor, ChatApi, UserApi};
+use crate::api::{AuthInterceptor, ChatApi, Passwords, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
 use crate::service::{ChatCore, Concurrency, Limits};
@@ -133,6 +133,13 @@ impl Application {
                 Duration::from_millis(settings.session_sweep_interval_ms.max(10)),
             ))
         });
+        let policy = settings.password_policy();
+        let passwords = Arc::new(
+            tokio::task::spawn_blocking(move || Passwords::new(policy))
+                .await
+                .context("password set-up failed")?
+                .map_err(anyhow::Error::msg)?,
+        );
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -140,7 +147,8 @@ impl Application {
             .context("failed to build reflection service")?;
         let interceptor = AuthInterceptor::new(keys);
         let chat = ChatServiceServer::with_interceptor(ChatApi::new(core.clone()), interceptor.clone());
-        let users = UserServiceServer::with_interceptor(UserApi::new(core.store().clone()), interceptor);
+        let users =
+            UserServiceServer::with_interceptor(UserApi::new(core.store().clone(), passwords), interceptor);
         let dispatcher = core.dispatcher.clone();
         info!(addr = %listener.local_addr()?, "chat-core listening");
         let result = tonic::transport::Server::builder()

@@ -104,7 +104,40 @@ pub struct Settings {
     #[arg(long, env = "HEALTH_INTERVAL_MS", default_value_t = 1000)]
     pub health_interval_ms: u64,
 
+    /// Fewest characters a new password may have.
+    #[arg(long, env = "PASSWORD_MIN_LENGTH", default_value_t = 8)]
+    pub password_min_length: usize,
+
+    /// Most characters a new password may have.
+    #[arg(long, env = "PASSWORD_MAX_LENGTH", default_value_t = 256)]
+    pub password_max_length: usize,
+
+    /// Memory cost of argon2id password hashes, in KiB.
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// Iterations (time cost) of argon2id password hashes.
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Lanes (parallelism) of argon2id password hashes.
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
     /// Log format: pretty or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Password rules and hashing costs.
+    pub fn password_policy(&self) -> crate::api::PasswordPolicy {
+        crate::api::PasswordPolicy {
+            min_chars: self.password_min_length,
+            max_chars: self.password_max_length,
+            argon2_memory_kib: self.argon2_memory_kib,
+            argon2_iterations: self.argon2_iterations,
+            argon2_parallelism: self.argon2_parallelism,
+        }
+    }
 }

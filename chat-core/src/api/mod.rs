@@ -9,7 +9,7 @@ mod users;
 
 pub use auth::AuthInterceptor;
 pub use chat::ChatApi;
-pub use users::UserApi;
+pub use users::{PasswordPolicy, Passwords, UserApi};
 
 use crate::domain::Principal;
 use crate::service::ServiceError;

@@ -1,7 +1,7 @@
 //! `chat.v1.UserService`: accounts and refresh tokens, for the gateway's
 //! register, login, refresh and logout.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
@@ -23,26 +23,79 @@ const MAX_SUBJECT_BYTES: usize = 255;
 /// Longest refresh token lifetime accepted, in seconds (one year).
 const MAX_REFRESH_TTL_SECS: u64 = 366 * 24 * 3600;
 
-/// A hash checked when the user does not exist, so both paths cost the same.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash("not-a-real-password").unwrap_or_default());
-
-fn hash(password: &str) -> Result<String, ServiceError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ServiceError::Internal(e.to_string().into()))
+/// Password rules and hashing (argon2id with configured costs).
+pub struct Passwords {
+    argon2: Argon2<'static>,
+    min_chars: usize,
+    max_chars: usize,
+    /// A hash checked when the user does not exist, so both paths cost the same.
+    dummy: String,
 }
 
-/// Users without a usable hash (external identities) cost the same as others and never match.
-fn verify(password: &str, stored: &str) -> bool {
-    match PasswordHash::new(stored) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => {
-            let _ = verify(password, &DUMMY_HASH);
-            false
+/// Costs and rules of [`Passwords`].
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordPolicy {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Passwords {
+    pub fn new(policy: PasswordPolicy) -> Result<Self, String> {
+        if policy.min_chars == 0 || policy.min_chars > policy.max_chars {
+            return Err("password lengths must satisfy 1 <= min <= max".into());
+        }
+        let params = argon2::Params::new(
+            policy.argon2_memory_kib,
+            policy.argon2_iterations,
+            policy.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut passwords = Self {
+            argon2,
+            min_chars: policy.min_chars,
+            max_chars: policy.max_chars,
+            dummy: String::new(),
+        };
+        passwords.dummy = passwords.hash("not-a-real-password").map_err(|e| e.to_string())?;
+        Ok(passwords)
+    }
+
+    fn hash(&self, password: &str) -> Result<String, ServiceError> {
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon2
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ServiceError::Internal(e.to_string().into()))
+    }
+
+    /// Users without a usable hash (external identities) cost the same as others and never match.
+    fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        let parsed = stored.and_then(|s| PasswordHash::new(s).ok());
+        match parsed {
+            Some(parsed) => self.argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
+            None => {
+                if let Ok(dummy) = PasswordHash::new(&self.dummy) {
+                    let _ = self.argon2.verify_password(password.as_bytes(), &dummy);
+                }
+                false
+            }
+        }
+    }
+
+    fn validate(&self, password: &str) -> Result<(), ServiceError> {
+        let chars = password.chars().count();
+        if (self.min_chars..=self.max_chars).contains(&chars) {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(format!(
+                "password must be {} to {} characters",
+                self.min_chars, self.max_chars
+            )))
         }
     }
 }
@@ -57,16 +110,6 @@ fn validate_username(username: &str) -> Result<(), ServiceError> {
     } else {
         Err(ServiceError::Invalid(
             "username must be 3 to 64 characters of letters, digits, _ . -".into(),
-        ))
-    }
-}
-
-fn validate_password(password: &str) -> Result<(), ServiceError> {
-    if (8..=256).contains(&password.chars().count()) {
-        Ok(())
-    } else {
-        Err(ServiceError::Invalid(
-            "password must be 8 to 256 characters".into(),
         ))
     }
 }
@@ -115,11 +158,12 @@ fn invalid_refresh_token() -> Status {
 /// Account operations, callable with a service token only.
 pub struct UserApi {
     store: Arc<dyn ChatStore>,
+    passwords: Arc<Passwords>,
 }
 
 impl UserApi {
-    pub fn new(store: Arc<dyn ChatStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>) -> Self {
+        Self { store, passwords }
     }
 }
 
@@ -146,8 +190,9 @@ impl UserService for UserApi {
         require_service(&request)?;
         let pb::RegisterRequest { username, password } = request.into_inner();
         validate_username(&username)?;
-        validate_password(&password)?;
-        let password_hash = blocking(move || hash(&password)).await??;
+        self.passwords.validate(&password)?;
+        let passwords = self.passwords.clone();
+        let password_hash = blocking(move || passwords.hash(&password)).await??;
         let user = self
             .store
             .create_user(&username, &password_hash)
@@ -167,10 +212,9 @@ impl UserService for UserApi {
             .find_user(&username)
             .await
             .map_err(ServiceError::from)?;
-        let stored = user
-            .as_ref()
-            .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
-        let matches = blocking(move || verify(&password, &stored)).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let passwords = self.passwords.clone();
+        let matches = blocking(move || passwords.verify(&password, stored.as_deref())).await?;
         match user {
             Some(user) if matches => Ok(Response::new(pb::VerifyPasswordResponse { user_id: user.id })),
             _ => Err(chat_common::ErrorCode::Unauthenticated.status("invalid username or password")),

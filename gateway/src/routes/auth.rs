@@ -153,11 +153,15 @@ fn validate_username(username: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Longest password the gateway passes on; chat-core applies the configured
+/// rules (PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH) and answers with them.
+const MAX_PASSWORD_CHARS: usize = 1024;
+
 fn validate_password(password: &str) -> Result<(), ApiError> {
-    if (8..=256).contains(&password.chars().count()) {
+    if (1..=MAX_PASSWORD_CHARS).contains(&password.chars().count()) {
         Ok(())
     } else {
-        Err(ApiError::invalid("password must be 8 to 256 characters"))
+        Err(ApiError::invalid("password must be 1 to 1024 characters"))
     }
 }
 
@@ -171,9 +175,12 @@ mod tests {
         assert!(validate_username("ab").is_err());
         assert!(validate_username("has space").is_err());
         assert!(validate_username(&"a".repeat(65)).is_err());
-        assert!(validate_password("12345678").is_ok());
-        assert!(validate_password("1234567").is_err());
-        assert!(validate_password(&"é".repeat(256)).is_ok());
-        assert!(validate_password(&"x".repeat(257)).is_err());
+        assert!(
+            validate_password("1234567").is_ok(),
+            "length rules are chat-core's"
+        );
+        assert!(validate_password("").is_err());
+        assert!(validate_password(&"é".repeat(1024)).is_ok());
+        assert!(validate_password(&"x".repeat(1025)).is_err());
     }
 }
