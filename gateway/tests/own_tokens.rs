@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use chat_common::token::{Role, TokenKeys};
+use chat_common::token::TokenKeys;
 use common::{SECRET, TestStack};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
