@@ -5,19 +5,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use chat_core::testing::{CuttableProxy, TestDatabase, socket_addr_of, with_host};
-use clap::Parser;
+use chat_core::testing::{CuttableProxy, socket_addr_of, with_host};
+use common::TestStack;
 use serde_json::{Value, json};
 
-const SECRET: &str = "outage-test-secret";
-
-async fn wait_for_ready(http: &reqwest::Client, base: &str, wanted: u16) {
+async fn wait_for_ready(stack: &TestStack, wanted: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = http
-            .get(format!("{base}/readyz"))
+        let status = stack
+            .http
+            .get(stack.url("/readyz"))
             .send()
             .await
             .unwrap()
@@ -36,125 +37,52 @@ async fn wait_for_ready(http: &reqwest::Client, base: &str, wanted: u16) {
 
 #[tokio::test]
 async fn postgres_outage_gives_503_and_red_readyz_then_recovers() {
-    let db = TestDatabase::new().await.unwrap();
-    if !db.is_postgres() {
+    let Some(admin_url) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
         eprintln!("skipped: set TEST_DATABASE_URL to run against Postgres");
         return;
-    }
-    let proxy = CuttableProxy::start(socket_addr_of(&db.url).unwrap())
+    };
+    let proxy = CuttableProxy::start(socket_addr_of(&admin_url).unwrap())
         .await
         .unwrap();
-    let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
-        "agent-worker",
-        "--listen",
-        "127.0.0.1:0",
-    ]))
-    .await
-    .unwrap();
-    let worker_url = format!("http://{}", worker.local_addr());
-    tokio::spawn(worker.run_until_stopped(std::future::pending()));
-    let core = chat_core::Application::build(chat_core::Settings::parse_from([
-        "chat-core",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &with_host(&db.url, proxy.addr()),
-        "--migrate",
-        "--agent-worker-url",
-        &worker_url,
-        "--jwt-secret",
-        SECRET,
-        "--health-interval-ms",
-        "100",
-    ]))
-    .await
-    .unwrap();
-    let core_url = format!("http://{}", core.local_addr());
-    tokio::spawn(core.run_until_stopped(std::future::pending()));
-    let gateway = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        &core_url,
-        "--jwt-secret",
-        SECRET,
-    ]))
-    .await
-    .unwrap();
-    let base = format!("http://{}", gateway.local_addr());
-    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-
-    let credentials = json!({"username": "outage_user", "password": "correct horse battery"});
-    let status = http
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
-    let login: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let through_proxy = |url: &str| with_host(url, proxy.addr());
+    let stack = TestStack::spawn_full(&[], &[], Some(&through_proxy))
         .await
         .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let session: Value = http
-        .post(format!("{base}/api/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"agent": "echo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let messages_url = format!(
-        "{base}/api/v1/sessions/{}/messages",
-        session["id"].as_str().unwrap()
-    );
+    let token = stack.user("outage_user").await.unwrap();
+    let session = stack.session(&token, "echo").await.unwrap();
+    let messages_url = stack.url(&format!("/api/v1/sessions/{session}/messages"));
     let post = |content: &str| {
-        http.post(&messages_url)
+        stack
+            .http
+            .post(&messages_url)
             .bearer_auth(&token)
             .json(&json!({"content": content}))
             .send()
     };
     assert_eq!(post("before").await.unwrap().status(), 200);
-    wait_for_ready(&http, &base, 200).await;
+    wait_for_ready(&stack, 200).await;
 
     proxy.cut();
-    wait_for_ready(&http, &base, 503).await;
+    wait_for_ready(&stack, 503).await;
     let response = post("during").await.unwrap();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
-    let response = http.get(&messages_url).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-
-    proxy.restore();
-    wait_for_ready(&http, &base, 200).await;
-    let response = post("after").await.unwrap();
-    assert_eq!(response.status(), 200);
-    let history: Value = http
+    let response = stack
+        .http
         .get(&messages_url)
         .bearer_auth(&token)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let contents: Vec<_> = history["messages"]
-        .as_array()
+    assert_eq!(response.status(), 503);
+
+    proxy.restore();
+    wait_for_ready(&stack, 200).await;
+    assert_eq!(post("after").await.unwrap().status(), 200);
+    let contents: Vec<_> = stack
+        .history(&token, &session)
+        .await
         .unwrap()
         .iter()
         .map(|m| m["content"].clone())

@@ -5,95 +5,34 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+mod common;
+
+use common::TestStack;
 use serde_json::{Value, json};
 
-const SECRET: &str = "sessions-test-secret";
-
 struct Api {
-    base: String,
-    http: reqwest::Client,
+    stack: TestStack,
     token: String,
-    _db: chat_core::testing::TestDatabase,
 }
 
 impl Api {
     async fn start() -> Self {
-        let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
-            "agent-worker",
-            "--listen",
-            "127.0.0.1:0",
-        ]))
-        .await
-        .unwrap();
-        let worker_url = format!("http://{}", worker.local_addr());
-        tokio::spawn(worker.run_until_stopped(std::future::pending()));
-        let db = chat_core::testing::TestDatabase::new().await.unwrap();
-        let core = chat_core::Application::build(chat_core::Settings::parse_from([
-            "chat-core",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db.url,
-            "--migrate",
-            "--agent-worker-url",
-            &worker_url,
-            "--jwt-secret",
-            SECRET,
+        let core_flags = [
             "--max-sessions-per-user",
             "4",
             "--session-ttl-secs",
             "2",
             "--session-sweep-interval-ms",
             "50",
-        ]))
-        .await
-        .unwrap();
-        let core_url = format!("http://{}", core.local_addr());
-        tokio::spawn(core.run_until_stopped(std::future::pending()));
-        let gateway = gateway::Application::build(gateway::Settings::parse_from([
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--chat-core-url",
-            &core_url,
-            "--jwt-secret",
-            SECRET,
-        ]))
-        .await
-        .unwrap();
-        let base = format!("http://{}/api/v1", gateway.local_addr());
-        tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-        let http = reqwest::Client::new();
-        let credentials = json!({"username": "lifecycle_user", "password": "correct horse battery"});
-        http.post(format!("{base}/auth/register"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap();
-        let login: Value = http
-            .post(format!("{base}/auth/login"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap().to_owned();
-        Self {
-            base,
-            http,
-            token,
-            _db: db,
-        }
+        ];
+        let stack = TestStack::spawn_full(&core_flags, &[], None).await.unwrap();
+        let token = stack.user("lifecycle_user").await.unwrap();
+        Self { stack, token }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let url = self.stack.url(&format!("/api/v1{path}"));
+        let mut request = self.stack.http.request(method, url).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -6,12 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+mod common;
+
+use common::TestStack;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "slow-consumer-secret";
 const TURNS: usize = 40;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -40,79 +41,12 @@ async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
-    let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
-        "agent-worker",
-        "--listen",
-        "127.0.0.1:0",
-    ]))
-    .await
-    .unwrap();
-    let worker_url = format!("http://{}", worker.local_addr());
-    tokio::spawn(worker.run_until_stopped(std::future::pending()));
-    let db = chat_core::testing::TestDatabase::new().await.unwrap();
-    let core = chat_core::Application::build(chat_core::Settings::parse_from([
-        "chat-core",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db.url,
-        "--migrate",
-        "--agent-worker-url",
-        &worker_url,
-        "--jwt-secret",
-        SECRET,
-    ]))
-    .await
-    .unwrap();
-    let core_url = format!("http://{}", core.local_addr());
-    tokio::spawn(core.run_until_stopped(std::future::pending()));
-    let gateway = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        &core_url,
-        "--jwt-secret",
-        SECRET,
-        "--message-rate-limit",
-        "100000",
-        "--ws-flush-timeout-secs",
-        "2",
-    ]))
-    .await
-    .unwrap();
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}/api/v1");
-    let credentials = json!({"username": "slow_reader", "password": "correct horse battery"});
-    http.post(format!("{base}/auth/register"))
-        .json(&credentials)
-        .send()
+    let stack = TestStack::spawn_with(&["--message-rate-limit", "100000", "--ws-flush-timeout-secs", "2"])
         .await
         .unwrap();
-    let login: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let session: Value = http
-        .post(format!("{base}/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"agent": "echo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session_id = session["id"].as_str().unwrap().to_owned();
+    let addr = stack.addr;
+    let token = stack.user("slow_reader").await.unwrap();
+    let session_id = stack.session(&token, "echo").await.unwrap();
     let subscribe = json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}).to_string();
 
     let mut stalled = connect(addr, &token, Some(4096)).await;

@@ -35,6 +35,17 @@ impl TestStack {
 
     /// Spawns the stack with extra gateway flags (limits, origins, lifetimes).
     pub async fn spawn_with(gateway_args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_full(&[], gateway_args, None).await
+    }
+
+    /// Spawns the stack with extra chat-core and gateway flags, on a fresh
+    /// database or, with `database_url`, on that one (for example through a
+    /// proxy in front of the test database).
+    pub async fn spawn_full(
+        core_args: &[&str],
+        gateway_args: &[&str],
+        database_url: Option<&dyn Fn(&str) -> String>,
+    ) -> anyhow::Result<Self> {
         chat_common::telemetry::init_for_tests();
         let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
             "agent-worker",
@@ -46,19 +57,24 @@ impl TestStack {
         tokio::spawn(worker.run_until_stopped(std::future::pending()));
 
         let db = chat_core::testing::TestDatabase::new().await?;
-        let core = chat_core::Application::build(chat_core::Settings::parse_from([
+        let database_url = database_url.map_or_else(|| db.url.clone(), |rewrite| rewrite(&db.url));
+        let base = [
             "chat-core",
             "--listen",
             "127.0.0.1:0",
             "--database-url",
-            &db.url,
+            &database_url,
             "--migrate",
             "--agent-worker-url",
             &worker_url,
             "--jwt-secret",
             SECRET,
-        ]))
-        .await?;
+            "--health-interval-ms",
+            "100",
+        ];
+        let core =
+            chat_core::Application::build(chat_core::Settings::parse_from(base.iter().chain(core_args)))
+                .await?;
         let core_url = format!("http://{}", core.local_addr());
         tokio::spawn(core.run_until_stopped(std::future::pending()));
 
