@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::{Dispatcher, InflightRun};
 use crate::domain::{RunStatus, now_ms};
-use crate::service::convert;
+use crate::service::{convert, event};
 use crate::store::{MessageQuery, RunCompletion, RunRecord, StoreError};
 
 /// How a run ended, before it is recorded.
@@ -452,18 +452,7 @@ impl Dispatcher {
     }
 
     async fn publish_status(&self, run: &RunRecord, status: RunStatus, error: &str) {
-        let update = pb::RunUpdate {
-            session_id: run.session_id.clone(),
-            run_id: run.id.clone(),
-            status: status.to_proto().into(),
-            agent: run.agent.clone(),
-            attempt: u32::try_from(run.attempt).unwrap_or_default(),
-            error: error.to_owned(),
-        };
+        let update = convert::run_update(run, status, error);
         self.bus.publish(&run.session_id, event(Event::Run(update))).await;
     }
-}
-
-fn event(event: Event) -> pb::SessionEvent {
-    pb::SessionEvent { event: Some(event) }
 }

@@ -210,18 +210,24 @@ impl ChatCore {
             }
         };
         for earlier in active.iter().filter(|r| r.user_seq < run.user_seq) {
-            if self.dispatcher.cancel_running(&earlier.id) {
-                continue;
-            }
-            if let Ok(true) = self
-                .store
-                .finish_run(&earlier.id, RunStatus::Cancelled, None)
-                .await
-            {
-                let update = convert::run_update(earlier, RunStatus::Cancelled, "");
-                self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+            if let Err(error) = self.cancel_run(earlier).await {
+                tracing::warn!(run_id = %earlier.id, %error, "failed to interrupt a run");
             }
         }
+    }
+
+    /// Stops a running run here, or marks a run that is not running here
+    /// cancelled (its replica notices at its next lease renewal) and tells
+    /// subscribers.
+    async fn cancel_run(&self, run: &RunRecord) -> Result<(), ServiceError> {
+        if self.dispatcher.cancel_running(&run.id) {
+            return Ok(());
+        }
+        if self.store.finish_run(&run.id, RunStatus::Cancelled, None).await? {
+            let update = convert::run_update(run, RunStatus::Cancelled, "");
+            self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+        }
+        Ok(())
     }
 
     /// Creates a session for `owner_id`, within the per-user cap.
@@ -243,7 +249,7 @@ impl ChatCore {
     ) -> Result<SessionRecord, ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
         for run in self.store.active_runs(&session.id).await? {
-            self.cancel(principal, &session.id, &run.id).await?;
+            self.cancel_run(&run).await?;
         }
         Ok(self
             .store
@@ -292,14 +298,7 @@ impl ChatCore {
             .await?
             .filter(|r| r.session_id == session.id)
             .ok_or(ServiceError::NotFound("run"))?;
-        if self.dispatcher.cancel_running(&run.id) {
-            return Ok(());
-        }
-        if self.store.finish_run(&run.id, RunStatus::Cancelled, None).await? {
-            let update = convert::run_update(&run, RunStatus::Cancelled, "");
-            self.bus.publish(&session.id, event(Event::Run(update))).await;
-        }
-        Ok(())
+        self.cancel_run(&run).await
     }
 
     /// The stored reply of a run, when it has one.

@@ -122,6 +122,27 @@ impl ChatCore {
         }
     }
 
+    /// The stored outcome of a run that has ended (its reply when completed,
+    /// then its terminal status); nothing for a deleted run; `None` while it
+    /// is still going.
+    async fn ended_run_events(&self, run_id: &str) -> Result<Option<Vec<pb::SessionEvent>>, ServiceError> {
+        let Some(stored) = self.store.get_run(run_id).await? else {
+            return Ok(Some(Vec::new()));
+        };
+        let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) else {
+            return Ok(None);
+        };
+        let mut events = Vec::new();
+        if status == RunStatus::Completed
+            && let Some(reply) = self.reply_of(run_id).await?
+        {
+            events.push(event(Event::Message(convert::message(&reply))));
+        }
+        let error = stored.error.clone().unwrap_or_default();
+        events.push(event(Event::Run(convert::run_update(&stored, status, &error))));
+        Ok(Some(events))
+    }
+
     /// The session's run in flight: from this replica's dispatcher, or from
     /// the shared delta log when another replica runs it.
     async fn run_in_flight(&self, session_id: &str) -> Option<RunInFlight> {
@@ -159,28 +180,11 @@ impl ChatCore {
     ) -> Result<Subscription, ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
         let mut live = self.bus.subscribe(&session.id).await;
-        let mut stored = Vec::new();
-        let mut cursor = after_seq.max(0);
-        loop {
-            let page = self
-                .store
-                .list_messages(MessageQuery {
-                    session_id: session.id.clone(),
-                    after_seq: Some(cursor),
-                    before_seq: None,
-                    limit: REPLAY_PAGE,
-                })
-                .await?;
-            let full = page.len() as u64 == REPLAY_PAGE;
-            if let Some(last) = page.last() {
-                cursor = last.seq;
-            }
-            stored.extend(page);
-            if !full {
-                break;
-            }
-        }
-        let last_seq = cursor.max(session.last_seq);
+        let stored = self.stored_after(&session.id, after_seq.max(0), None).await?;
+        let last_seq = stored
+            .last()
+            .map_or(after_seq.max(0), |m| m.seq)
+            .max(session.last_seq);
         let mut delivered = Delivered {
             last_seq: after_seq.max(0),
             ..Delivered::default()
@@ -203,14 +207,7 @@ impl ChatCore {
                 attempt: run.attempt,
                 error: String::new(),
             })));
-            for (index, text) in run.deltas.into_iter().enumerate() {
-                let ev = event(Event::Delta(pb::Delta {
-                    session_id: session.id.clone(),
-                    run_id: run.run_id.clone(),
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    text,
-                    attempt: run.attempt,
-                }));
+            for ev in delta_events(&session.id, &run.run_id, run.attempt, run.deltas) {
                 if delivered.admit(&ev) {
                     opening.push(ev);
                 }
@@ -285,7 +282,7 @@ impl ChatCore {
         ),
         ServiceError,
     > {
-        domain_check(session_id)?;
+        crate::domain::validate_session_id(session_id)?;
         let mut live = self.bus.subscribe(session_id).await;
         let sent = self
             .send(principal, session_id, client_msg_id, content, role)
@@ -296,34 +293,19 @@ impl ChatCore {
         let events = async_stream::stream! {
             let Some(run) = run else { return };
             // Already over (a resent message): report the stored outcome.
-            match core.store.get_run(&run.id).await {
-                Ok(Some(stored)) => {
-                    if let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) {
-                        if status == RunStatus::Completed {
-                            match core.reply_of(&run.id).await {
-                                Ok(Some(reply)) => yield Ok(event(Event::Message(convert::message(&reply)))),
-                                Ok(None) => {}
-                                Err(e) => { yield Err(e); return; }
-                            }
-                        }
-                        let error = stored.error.clone().unwrap_or_default();
-                        yield Ok(event(Event::Run(convert::run_update(&stored, status, &error))));
-                        return;
+            match core.ended_run_events(&run.id).await {
+                Ok(Some(events)) => {
+                    for ev in events {
+                        yield Ok(ev);
                     }
+                    return;
                 }
-                Ok(None) => return,
-                Err(e) => { yield Err(e.into()); return; }
+                Ok(None) => {}
+                Err(e) => { yield Err(e); return; }
             }
             let mut delivered = Delivered::default();
             if let Some(inflight) = core.dispatcher.inflight(&run.session_id).filter(|r| r.run_id == run.id) {
-                for (index, text) in inflight.snapshot().into_iter().enumerate() {
-                    let ev = event(Event::Delta(pb::Delta {
-                        session_id: run.session_id.clone(),
-                        run_id: run.id.clone(),
-                        index: u32::try_from(index).unwrap_or(u32::MAX),
-                        text,
-                        attempt: inflight.attempt,
-                    }));
+                for ev in delta_events(&run.session_id, &run.id, inflight.attempt, inflight.snapshot()) {
                     if delivered.admit(&ev) {
                         yield Ok(ev);
                     }
@@ -335,23 +317,16 @@ impl ChatCore {
                     BusItem::Lagged(_) => { yield Err(lagged()); return; }
                     BusItem::Resync => {
                         // Events may be lost: if the run ended meanwhile, report its stored outcome.
-                        match core.store.get_run(&run.id).await {
-                            Ok(Some(stored)) => {
-                                if let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) {
-                                    if status == RunStatus::Completed
-                                        && let Ok(Some(reply)) = core.reply_of(&run.id).await
-                                    {
-                                        yield Ok(event(Event::Message(convert::message(&reply))));
-                                    }
-                                    let error = stored.error.clone().unwrap_or_default();
-                                    yield Ok(event(Event::Run(convert::run_update(&stored, status, &error))));
-                                    return;
+                        match core.ended_run_events(&run.id).await {
+                            Ok(Some(events)) => {
+                                for ev in events {
+                                    yield Ok(ev);
                                 }
+                                return;
                             }
-                            Ok(None) => return,
-                            Err(e) => { yield Err(e.into()); return; }
+                            Ok(None) => continue,
+                            Err(e) => { yield Err(e); return; }
                         }
-                        continue;
                     }
                 };
                 let (ours, terminal) = match &ev.event {
@@ -387,6 +362,21 @@ impl ChatCore {
     }
 }
 
-fn domain_check(session_id: &str) -> Result<(), ServiceError> {
-    crate::domain::validate_session_id(session_id)
+/// A run attempt's deltas as events, index 0 first.
+fn delta_events(
+    session_id: &str,
+    run_id: &str,
+    attempt: u32,
+    deltas: Vec<String>,
+) -> impl Iterator<Item = pb::SessionEvent> {
+    let (session_id, run_id) = (session_id.to_owned(), run_id.to_owned());
+    deltas.into_iter().enumerate().map(move |(index, text)| {
+        event(Event::Delta(pb::Delta {
+            session_id: session_id.clone(),
+            run_id: run_id.clone(),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            text,
+            attempt,
+        }))
+    })
 }

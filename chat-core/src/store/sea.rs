@@ -621,16 +621,15 @@ impl ChatStore for SeaStore {
         if let Some(before) = query.before_seq {
             select = select.filter(message::Column::Seq.lt(before));
         }
-        if query.after_seq.is_some() || query.before_seq.is_none() && query.after_seq.is_none() {
-            // Forward from after_seq, or from the start when no bound is given.
-            if query.after_seq.is_some() {
-                return Ok(select
-                    .order_by_asc(message::Column::Seq)
-                    .limit(limit)
-                    .all(&self.db)
-                    .await?);
-            }
+        if query.after_seq.is_some() {
+            // Forward from after_seq.
+            return Ok(select
+                .order_by_asc(message::Column::Seq)
+                .limit(limit)
+                .all(&self.db)
+                .await?);
         }
+        // Otherwise the last `limit` before before_seq (or the end), oldest first.
         let mut messages = select
             .order_by_desc(message::Column::Seq)
             .limit(limit)
