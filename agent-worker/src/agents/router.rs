@@ -136,7 +136,11 @@ impl RouterAgent {
                 turn(1, "system", instructions),
                 turn(2, "user", message.to_owned()),
             ],
-            ..request.clone()
+            // Every other field of `request`, spelled out so its history is not cloned only to be replaced.
+            run_id: request.run_id.clone(),
+            session_id: request.session_id.clone(),
+            attempt: request.attempt,
+            metadata_json: request.metadata_json.clone(),
         }
     }
 }

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use chat_proto::agent::v1::RunEvent;
+use secrecy::SecretString;
 
 use super::events;
+use crate::config::ConfigError;
 
 /// Longest upstream error text quoted in an error event.
 const MAX_QUOTED_CHARS: usize = 300;
@@ -74,6 +76,25 @@ impl UpstreamError {
         } else {
             Self::Unreachable { service, message }
         }
+    }
+}
+
+/// The API key of agent `agent` from the variable `var` (read with `env`), if it names one;
+/// a named variable that is unset or blank refuses the agent.
+pub fn read_api_key(
+    agent: &str,
+    var: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    match env(var).filter(|key| !key.trim().is_empty()) {
+        Some(key) => Ok(Some(SecretString::from(key))),
+        None => Err(ConfigError::BadOption {
+            agent: agent.to_owned(),
+            message: format!("environment variable {var} (api_key_env) is not set"),
+        }),
     }
 }
 

@@ -317,10 +317,15 @@ fn router_candidates_default_to_its_route_agents_and_default() {
 
 // === llm ===
 
-fn llm_config(options: &str) -> String {
+/// A config with one llm agent `gpt` of `base_url` and `model`, plus `options`.
+fn llm_agent(base_url: &str, model: &str, options: &str) -> String {
     format!(
-        "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"https://api.openai.com/v1\"\nmodel = \"gpt-4o-mini\"\n{options}\n"
+        "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n{options}\n"
     )
+}
+
+fn llm_config(options: &str) -> String {
+    llm_agent("https://api.openai.com/v1", "gpt-4o-mini", options)
 }
 
 #[test]
@@ -346,11 +351,7 @@ fn llm_agent_gets_defaults_and_normalized_tools() {
 
 #[test]
 fn llm_options_are_checked() {
-    let with = |base_url: &str, model: &str, options: &str| {
-        format!(
-            "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n{options}\n"
-        )
-    };
+    let with = llm_agent;
     let url = "https://api.openai.com/v1";
     for (text, problem) in [
         (with("not a url", "m", ""), "base_url"),

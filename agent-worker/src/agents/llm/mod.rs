@@ -17,7 +17,7 @@ use self::wire::{ChatMessage, ChatRequest, Chunk, ToolCall, ToolCalls};
 use super::events;
 use super::rules::DEFAULT_ESCALATION_REPLY;
 use super::tools::Toolbox;
-use super::upstream::{UpstreamError, quote};
+use super::upstream::{UpstreamError, quote, read_api_key};
 use crate::config::{ConfigError, LlmSpec};
 
 /// Most rounds of tool calls in one run; the round after it must answer in text.
@@ -50,6 +50,8 @@ struct Inner {
     timeout: Duration,
     client: reqwest::Client,
     tools: Toolbox,
+    /// The `tools` of every request: built once, as they never change.
+    tool_definitions: Vec<serde_json::Value>,
     /// Agents (or `human`) the model may hand the conversation to.
     handoffs: Vec<String>,
 }
@@ -63,23 +65,14 @@ impl LlmAgent {
             agent: spec.name.clone(),
             message,
         };
-        let api_key = match &spec.api_key_env {
-            Some(var) => match env(var).filter(|key| !key.trim().is_empty()) {
-                Some(key) => Some(SecretString::from(key)),
-                None => {
-                    return Err(bad(format!(
-                        "environment variable {var} (api_key_env) is not set"
-                    )));
-                }
-            },
-            None => None,
-        };
+        let api_key = read_api_key(&spec.name, spec.api_key_env.as_deref(), env)?;
         let timeout = Duration::from_secs_f64(spec.timeout_secs);
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .build()
             .map_err(|err| bad(format!("failed to build the HTTP client: {err}")))?;
         let tools = Toolbox::new(&spec.builtin_tools, spec.tools, client.clone(), timeout);
+        let tool_definitions = tool_definitions(&tools, &spec.handoffs);
         Ok(Self {
             inner: Arc::new(Inner {
                 service: format!("llm endpoint of `{}`", spec.name),
@@ -93,6 +86,7 @@ impl LlmAgent {
                 timeout,
                 client,
                 tools,
+                tool_definitions,
                 handoffs: spec.handoffs,
             }),
             name: spec.name,
@@ -210,14 +204,14 @@ impl Inner {
         last_round: bool,
     ) -> BoxStream<'a, Result<Step, UpstreamError>> {
         async_stream::try_stream! {
-            let tools = self.tool_definitions();
+            let tools = &self.tool_definitions;
             let body = ChatRequest {
                 model: &self.model,
                 messages,
                 stream: true,
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
-                tools: &tools,
+                tools,
                 tool_choice: (last_round && !tools.is_empty()).then_some("none"),
             };
             let mut request = self.client.post(&self.url).json(&body);
@@ -277,30 +271,6 @@ impl Inner {
         .boxed()
     }
 
-    /// The `tools` of a request: the toolbox's, and the handoff tool when there are targets.
-    fn tool_definitions(&self) -> Vec<serde_json::Value> {
-        let mut tools = self.tools.definitions();
-        if !self.handoffs.is_empty() {
-            tools.push(serde_json::json!({
-                "type": "function",
-                "function": {
-                    "name": HANDOFF_TOOL,
-                    "description": "Hands the conversation to another agent, or to a person (`human`), \
-                        when they are better placed to help. Use it instead of answering.",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {
-                            "agent": { "type": "string", "enum": self.handoffs },
-                            "reason": { "type": "string", "description": "Why, in a few words" }
-                        },
-                        "required": ["agent", "reason"]
-                    }
-                }
-            }));
-        }
-        tools
-    }
-
     /// The target and reason of a handoff call, or what is wrong with it (told to the model).
     fn parse_handoff(&self, arguments: &str) -> Result<(String, String), String> {
         let arguments: serde_json::Value =
@@ -352,6 +322,30 @@ impl Inner {
             message: quote(message, self.api_key.as_ref().map(|key| key.expose_secret())),
         }
     }
+}
+
+/// The `tools` of a request: the toolbox's, and the handoff tool when there are targets.
+fn tool_definitions(toolbox: &Toolbox, handoffs: &[String]) -> Vec<serde_json::Value> {
+    let mut tools = toolbox.definitions();
+    if !handoffs.is_empty() {
+        tools.push(serde_json::json!({
+            "type": "function",
+            "function": {
+                "name": HANDOFF_TOOL,
+                "description": "Hands the conversation to another agent, or to a person (`human`), \
+                    when they are better placed to help. Use it instead of answering.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "agent": { "type": "string", "enum": handoffs },
+                        "reason": { "type": "string", "description": "Why, in a few words" }
+                    },
+                    "required": ["agent", "reason"]
+                }
+            }
+        }));
+    }
+    tools
 }
 
 fn tool_call_event(call: &ToolCall) -> RunEvent {

@@ -49,10 +49,6 @@ impl Toolbox {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tools.is_empty()
-    }
-
     /// The `tools` array of a chat completions request.
     pub fn definitions(&self) -> Vec<Value> {
         self.tools.iter().map(Tool::definition).collect()

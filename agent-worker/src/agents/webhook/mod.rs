@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use self::breaker::Breaker;
 use super::events;
-use super::upstream::{UpstreamError, error_chain, quote};
+use super::upstream::{UpstreamError, error_chain, quote, read_api_key};
 use crate::config::{ConfigError, WebhookMode, WebhookSpec};
 
 /// Fields of a `seed` reply that hold its text, in the order they are looked for.
@@ -52,17 +52,7 @@ impl WebhookAgent {
             agent: spec.name.clone(),
             message,
         };
-        let api_key = match &spec.api_key_env {
-            Some(var) => match env(var).filter(|key| !key.trim().is_empty()) {
-                Some(key) => Some(SecretString::from(key)),
-                None => {
-                    return Err(bad(format!(
-                        "environment variable {var} (api_key_env) is not set"
-                    )));
-                }
-            },
-            None => None,
-        };
+        let api_key = read_api_key(&spec.name, spec.api_key_env.as_deref(), env)?;
         let client = reqwest::Client::builder()
             .build()
             .map_err(|err| bad(format!("failed to build the HTTP client: {err}")))?;
