@@ -14,10 +14,18 @@ use tokio::sync::mpsc::Sender;
 use tonic::transport::{Channel, Endpoint, channel::Change};
 use tracing::{debug, info, warn};
 
+/// How long a fetched agent list is reused before the fleet is asked again.
+const AGENTS_TTL: Duration = Duration::from_secs(5);
+
+type AgentsCache = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<agent::AgentInfo>)>>>;
+
 /// Client for every configured agent-worker, balanced per call.
 #[derive(Clone, Debug)]
 pub struct WorkerPool {
     client: AgentWorkerClient<Channel>,
+    /// The fleet's agents, fetched at most every [`AGENTS_TTL`]: session
+    /// creation and handoffs consult them, and they rarely change.
+    agents: AgentsCache,
 }
 
 /// A worker URL taken apart: scheme, host (name or IP) and port.
@@ -150,7 +158,10 @@ impl WorkerPool {
         let client = AgentWorkerClient::new(channel)
             .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES);
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            agents: AgentsCache::default(),
+        })
     }
 
     pub async fn run(
@@ -163,16 +174,25 @@ impl WorkerPool {
         Ok(self.client.clone().run(request).await?.into_inner())
     }
 
+    /// The agents the fleet serves (cached for a few seconds).
     pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
+        if let Some((at, agents)) = self.agents.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && at.elapsed() < AGENTS_TTL
+        {
+            return Ok(agents.clone());
+        }
         let mut request = tonic::Request::new(agent::ListAgentsRequest {});
         request.set_timeout(Duration::from_secs(5));
-        Ok(self
+        let agents = self
             .client
             .clone()
             .list_agents(request)
             .await?
             .into_inner()
-            .agents)
+            .agents;
+        *self.agents.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), agents.clone()));
+        Ok(agents)
     }
 }
 
