@@ -290,10 +290,13 @@ impl ChatCore {
         self.announce(&sent).await;
         let core = self.clone();
         let run = sent.run.clone();
+        let resent = sent.ack.duplicate;
         let events = async_stream::stream! {
             let Some(run) = run else { return };
-            // Already over (a resent message): report the stored outcome.
-            match core.ended_run_events(&run.id).await {
+            // A resent message's run may be over: report its stored outcome.
+            // A new one is followed live (the bus subscription predates it),
+            // so a fast run's deltas and handoffs are never skipped.
+            match if resent { core.ended_run_events(&run.id).await } else { Ok(None) } {
                 Ok(Some(events)) => {
                     for ev in events {
                         yield Ok(ev);
