@@ -536,3 +536,41 @@ async fn usernames_are_unique_and_deleting_a_session_removes_its_messages() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn the_recent_filter_leaves_out_sessions_idle_since_before_the_cutoff() {
+    use sea_orm::ConnectionTrait;
+    let (store, db) = fresh_store().await;
+    let (owner, old) = user_and_session(&store).await;
+    let fresh = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    let conn = store::connect(&db.url, 1, Duration::from_secs(5)).await.unwrap();
+    conn.execute_unprepared(&format!(
+        "UPDATE sessions SET updated_at = 1000 WHERE id = '{old}'"
+    ))
+    .await
+    .unwrap();
+    let query = SessionQuery {
+        owner_id: Some(owner),
+        filter: SessionFilter::UpdatedSince(1_000_000),
+        limit: 50,
+        cursor: None,
+    };
+    let ids: Vec<_> = store
+        .list_sessions(query)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, vec![fresh.id]);
+}
