@@ -213,9 +213,10 @@ impl FromRequestParts<SharedState> for AuthUser {
 #[derive(Clone, Debug)]
 pub struct WsAuthUser(pub AuthUser);
 
+/// The `?access_token=` query of a WebSocket upgrade.
 #[derive(Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
+pub(crate) struct TokenQuery {
+    pub(crate) access_token: Option<String>,
 }
 
 impl FromRequestParts<SharedState> for WsAuthUser {

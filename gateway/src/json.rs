@@ -25,9 +25,6 @@ pub struct SessionView {
 
 impl From<pb::Session> for SessionView {
     fn from(session: pb::Session) -> Self {
-        let metadata = (!session.metadata_json.is_empty())
-            .then(|| serde_json::from_str(&session.metadata_json).ok())
-            .flatten();
         Self {
             id: session.id,
             title: session.title,
@@ -36,7 +33,7 @@ impl From<pb::Session> for SessionView {
             created_at: rfc3339(session.created_at_ms),
             updated_at: rfc3339(session.updated_at_ms),
             last_seq: session.last_seq,
-            metadata,
+            metadata: embedded_json(&session.metadata_json),
             resolution_notes: Some(session.resolution_notes).filter(|n| !n.is_empty()),
             concurrency: Some(session.concurrency).filter(|c| !c.is_empty()),
         }
@@ -82,11 +79,17 @@ impl From<pb::Message> for MessageView {
             run_id: message.run_id.filter(|id| !id.is_empty()),
             first_delta_ms: message.first_delta_ms,
             duration_ms: message.duration_ms,
-            tool_calls: (!message.tool_calls_json.is_empty())
-                .then(|| serde_json::from_str(&message.tool_calls_json).ok())
-                .flatten(),
+            tool_calls: embedded_json(&message.tool_calls_json),
         }
     }
+}
+
+/// A JSON document chat-core carries as text; none when empty or malformed.
+fn embedded_json(text: &str) -> Option<serde_json::Value> {
+    if text.is_empty() {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 /// Formats epoch milliseconds as an RFC 3339 UTC timestamp with milliseconds.

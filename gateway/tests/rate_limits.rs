@@ -126,21 +126,8 @@ async fn auth_tier_counts_refreshes() -> anyhow::Result<()> {
         "600",
     ])
     .await?;
-    let credentials = json!({"username": "alice", "password": PASSWORD});
-    stack
-        .http
-        .post(stack.url("/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await?;
-    let pair: Value = stack
-        .http
-        .post(stack.url("/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await?
-        .json()
-        .await?;
+    stack.register("alice").await?;
+    let pair = stack.login("alice").await?;
     let refresh = |token: &Value| {
         stack
             .http

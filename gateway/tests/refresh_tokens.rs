@@ -5,21 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PASSWORD, TestStack};
+use common::TestStack;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Registers `username` and logs in; returns the login's token pair.
 async fn login(stack: &TestStack, username: &str) -> anyhow::Result<Value> {
-    stack.user(username).await?;
-    let response = stack
-        .http
-        .post(stack.url("/api/v1/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 200, "login: {}", response.status());
-    Ok(response.json().await?)
+    stack.register(username).await?;
+    stack.login(username).await
 }
 
 /// Presents `refresh_token`; returns the status and body.
@@ -69,14 +62,7 @@ async fn refresh_rotates_the_token_and_the_new_pair_works() -> anyhow::Result<()
 async fn reusing_a_rotated_token_revokes_its_whole_family() -> anyhow::Result<()> {
     let stack = TestStack::spawn().await?;
     let stolen = login(&stack, "victim").await?;
-    let other_device = stack
-        .http
-        .post(stack.url("/api/v1/auth/login"))
-        .json(&json!({"username": "victim", "password": PASSWORD}))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?;
+    let other_device = stack.login("victim").await?;
     let (_, newest) = refresh(&stack, &stolen["refresh_token"]).await?;
 
     let (reuse, body) = refresh(&stack, &stolen["refresh_token"]).await?;

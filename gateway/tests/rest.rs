@@ -252,18 +252,8 @@ async fn health() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn readyz_is_unavailable_without_chat_core() -> anyhow::Result<()> {
-    let app = gateway::Application::build(<gateway::Settings as clap::Parser>::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        "http://127.0.0.1:1",
-        "--jwt-secret",
-        "s",
-    ]))
-    .await?;
-    let url = format!("http://{}/readyz", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let addr = common::spawn_gateway("http://127.0.0.1:1", &[]).await?;
+    let url = format!("http://{addr}/readyz");
     let response = reqwest::get(&url).await?;
     assert_eq!(response.status(), 503);
     assert_eq!(response.json::<Value>().await?, json!({"status": "unavailable"}));

@@ -5,25 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PASSWORD, TIMEOUT, TestStack, WsClient};
+use common::{TIMEOUT, TestStack, WsClient};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const SHORT_LIVED: [&str; 4] = ["--access-token-ttl-secs", "4", "--ws-token-grace-secs", "1"];
 
-/// Logs in; returns the token pair.
+/// Registers `username` and logs in; returns the token pair.
 async fn login(stack: &TestStack, username: &str) -> anyhow::Result<Value> {
-    stack.user(username).await?;
-    let pair = stack
-        .http
-        .post(stack.url("/api/v1/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(pair)
+    stack.register(username).await?;
+    stack.login(username).await
 }
 
 /// The next message that is not a ping or pong: a JSON frame or the close code.

@@ -181,23 +181,11 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Result<()> {
-    use clap::Parser;
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
     // Arrange: a gateway whose chat-core is not there.
-    let app = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        "http://127.0.0.1:1",
-        "--jwt-secret",
-        common::SECRET,
-    ]))
-    .await?;
-    let addr = app.local_addr();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let addr = common::spawn_gateway("http://127.0.0.1:1", &[]).await?;
     let keys = chat_common::token::TokenKeys::new(common::SECRET.as_bytes());
     let token = keys.sign(
         "someone",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Decision, Tier};
 use crate::app::SharedState;
-use crate::auth::{self, Authenticated};
+use crate::auth::{self, Authenticated, TokenQuery};
 use crate::error::ApiError;
 
 /// Routes counted in the auth tier.
@@ -33,11 +33,6 @@ struct AuthBody {
     username: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
-}
-
 /// Counts the request in its tiers; answers 429 when one of them is exhausted,
 /// otherwise sets the headers of the most constrained tier on the response.
 pub async fn limit(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
@@ -52,12 +47,10 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
         }
         None => None,
     };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let route = route.as_deref().unwrap_or_default();
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let is_post = request.method() == Method::POST;
+    let is_auth_post = is_post && route.is_some_and(|route| AUTH_ROUTES.contains(&route));
+    let is_message_post = is_post && route == Some(MESSAGES_ROUTE);
     let limits = &state.rate_limits;
 
     let mut decisions: Vec<Decision> = Vec::with_capacity(2);
@@ -67,7 +60,7 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
     };
     decisions.extend(limits.check(Tier::Api, &api_key).await);
 
-    let request = if is_post && AUTH_ROUTES.contains(&route) {
+    let request = if is_auth_post {
         let (parts, body) = request.into_parts();
         let bytes = match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
             Ok(bytes) => bytes,
@@ -79,10 +72,7 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
     } else {
         request
     };
-    if is_post
-        && route == MESSAGES_ROUTE
-        && let Some(user_id) = &user
-    {
+    if is_message_post && let Some(user_id) = &user {
         decisions.extend(limits.check(Tier::Messages, user_id).await);
     }
 

@@ -172,26 +172,26 @@ pub async fn relay<S, U>(
                 }
             }
             message = socket.next(), if pending.is_none() => {
-                let text = match message {
-                    Some(Ok(Message::Text(text))) => Some(text.as_str().to_owned()),
-                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                        Ok(text) => Some(text),
+                // Borrowed from the frame: parsing needs no copy of its text.
+                let text = match &message {
+                    Some(Ok(Message::Text(text))) => text.as_str(),
+                    Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(bytes) {
+                        Ok(text) => text,
                         Err(_) => {
                             let error = OutFrame::error(ErrorCode::Invalid, "frames must be UTF-8 JSON text");
                             if send(socket, &error).await.is_err() {
                                 return;
                             }
-                            None
+                            continue;
                         }
                     },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         let _ = socket.close().await;
                         return;
                     }
                 };
-                let Some(text) = text else { continue };
-                match parse_client_frame(&text, peer.max_content_bytes) {
+                match parse_client_frame(text, peer.max_content_bytes) {
                     Inbound::Forward(frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
                             if send(socket, &error).await.is_err() {

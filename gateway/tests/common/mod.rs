@@ -97,13 +97,12 @@ impl TestStack {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Registers `username` and logs in; returns the access token.
-    pub async fn user(&self, username: &str) -> anyhow::Result<String> {
-        let credentials = json!({"username": username, "password": PASSWORD});
+    /// Registers `username` with [`PASSWORD`].
+    pub async fn register(&self, username: &str) -> anyhow::Result<()> {
         let response = self
             .http
             .post(self.url("/api/v1/auth/register"))
-            .json(&credentials)
+            .json(&json!({"username": username, "password": PASSWORD}))
             .send()
             .await?;
         anyhow::ensure!(
@@ -112,10 +111,15 @@ impl TestStack {
             response.status(),
             response.text().await?
         );
+        Ok(())
+    }
+
+    /// Logs `username` in with [`PASSWORD`]; returns the token pair.
+    pub async fn login(&self, username: &str) -> anyhow::Result<Value> {
         let response = self
             .http
             .post(self.url("/api/v1/auth/login"))
-            .json(&credentials)
+            .json(&json!({"username": username, "password": PASSWORD}))
             .send()
             .await?;
         anyhow::ensure!(
@@ -124,8 +128,14 @@ impl TestStack {
             response.status(),
             response.text().await?
         );
-        let body: Value = response.json().await?;
-        body["access_token"]
+        Ok(response.json().await?)
+    }
+
+    /// Registers `username` and logs in; returns the access token.
+    pub async fn user(&self, username: &str) -> anyhow::Result<String> {
+        self.register(username).await?;
+        let pair = self.login(username).await?;
+        pair["access_token"]
             .as_str()
             .map(str::to_owned)
             .context("login returned no access_token")
