@@ -17,7 +17,8 @@ use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::ServingStatus;
+use chat_common::Health;
+use tokio_util::sync::CancellationToken;
 
 pub use config::AgentsConfig;
 pub use service::AgentWorkerService;
@@ -31,6 +32,8 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     service: AgentWorkerService,
+    health: Health,
+    shutdown_timeout: std::time::Duration,
 }
 
 // === impl Application ===
@@ -44,7 +47,13 @@ impl Application {
                 None => "invalid built-in agents config".to_owned(),
             }
         })?;
-        let env = |name: &str| std::env::var(name).ok();
+        let env = |name: &str| match chat_common::secret::from_env(name) {
+            Ok(value) => value.map(|v| secrecy::ExposeSecret::expose_secret(&v).to_owned()),
+            Err(error) => {
+                tracing::warn!(%error, "secret not read");
+                None
+            }
+        };
         if let Some(assistant) = settings.llm_assistant(&env) {
             let default_of = settings.agents_config.is_none().then_some(BANK_ROUTER);
             config
@@ -65,6 +74,8 @@ impl Application {
             listener,
             local_addr,
             service,
+            health: Health::new("agent-worker"),
+            shutdown_timeout: std::time::Duration::from_secs(settings.shutdown_timeout_secs),
         })
     }
 
@@ -73,16 +84,21 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves gRPC until `shutdown` completes, then drains in-flight runs and returns.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AgentWorkerServer<AgentWorkerService>>()
-            .await;
-        health.set_service_status("", ServingStatus::Serving).await;
+    /// Readiness: not draining.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Serves gRPC until `stop` completes, then drains: readiness turns red,
+    /// no new runs are taken, and in-flight runs finish within the shutdown
+    /// deadline.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
+            self.health.clone(),
+            reporter,
+            chat_proto::agent::v1::agent_worker_server::SERVICE_NAME,
+        ));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -102,24 +118,41 @@ impl Application {
                 }
             })
         });
-        let shutdown = async move {
-            shutdown.await;
-            tracing::info!("agent-worker draining");
-            health
-                .set_not_serving::<AgentWorkerServer<AgentWorkerService>>()
-                .await;
-            health.set_service_status("", ServingStatus::NotServing).await;
+        let draining = CancellationToken::new();
+        let stopping = draining.clone();
+        let server = async move {
+            tonic::transport::Server::builder()
+                .layer(chat_common::metrics::GrpcMetricsLayer)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(worker)
+                .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
+                .await
+                .context("gRPC server failed")
         };
-
         tracing::info!(addr = %self.local_addr, "agent-worker listening");
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(worker)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("gRPC server failed")?;
+        let result =
+            chat_common::shutdown::drain(stop, &self.health, self.shutdown_timeout, draining, server).await;
+        mirror.abort();
         tracing::info!("agent-worker stopped");
-        Ok(())
+        result
     }
+}
+
+/// Log levels when `RUST_LOG` is unset.
+pub const LOG_FILTER: &str = "info";
+
+/// Runs a worker from its settings: logging, the admin listener, then the
+/// server until SIGTERM or Ctrl-C. What the `agent-worker` binary and `chat
+/// agent-worker` do.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let _telemetry = chat_common::telemetry::init("agent-worker", settings.log_format, LOG_FILTER);
+    let admin_listen = settings.admin_listen;
+    let app = Application::build(settings).await?;
+    let admin = chat_common::admin::Admin::bind(admin_listen, vec![app.health().clone()])
+        .await?
+        .spawn();
+    let result = app.run_until_stopped(chat_common::shutdown::signal()).await;
+    admin.abort();
+    result
 }

@@ -70,12 +70,23 @@ impl AgentWorker for AgentWorkerService {
             attempt = request.attempt,
             "run started"
         );
+        // Only names the worker serves become label values, so a caller cannot grow the series.
+        let known = self.registry.agents().iter().any(|a| a.name() == request.agent);
+        let agent = if known { request.agent.clone() } else { "unknown".to_owned() };
         let events = self.registry.run(request);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let in_flight = metrics::gauge!("chat_runs_in_flight");
+        in_flight.increment(1.0);
         tokio::spawn(
             async move {
                 let outcome = forward(events, &tx).await;
                 tracing::debug!(?outcome, "run ended");
+                in_flight.decrement(1.0);
+                let status = match outcome {
+                    Forwarded::Completed => "completed",
+                    Forwarded::ClientGone => "cancelled",
+                };
+                metrics::counter!("chat_runs_total", "agent" => agent, "status" => status).increment(1);
                 drop(slot);
             }
             .instrument(span),

@@ -24,15 +24,23 @@ pub struct Settings {
     #[arg(long, env = "AGENTS_CONFIG", value_name = "PATH")]
     pub agents_config: Option<PathBuf>,
 
-    /// Log output: `pretty` for people reading a terminal, `json` for log collectors.
-    /// `RUST_LOG` sets the filter (default `info`).
+    /// Address of the admin listener: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9002")]
+    pub admin_listen: SocketAddr,
+
+    /// Log output: `auto` (JSON unless writing to a terminal), `pretty` for people reading a
+    /// terminal, `json` for log collectors. `RUST_LOG` sets the filter (default `info`).
     #[arg(
         long,
         env = "LOG_FORMAT",
-        value_name = "pretty|json",
-        default_value = "pretty"
+        value_name = "auto|pretty|json",
+        default_value = "auto"
     )]
     pub log_format: LogFormat,
+
+    /// Seconds a stopping worker (SIGTERM) has to finish its in-flight runs; it takes no new ones.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
 
     /// Most runs this worker executes at once; runs beyond it are refused with
     /// RESOURCE_EXHAUSTED so chat-core can send them to another worker.
@@ -57,7 +65,8 @@ pub struct Settings {
     pub llm_model: String,
 
     /// Name of the environment variable holding the API key of the added `assistant` agent
-    /// (the key itself is never taken as a flag, so it does not show in process lists).
+    /// (the key itself is never taken as a flag, so it does not show in process lists). Like
+    /// every key variable an agent names, it can also be given as a file in `<VAR>_FILE`.
     #[arg(
         long,
         env = "LLM_API_KEY_ENV",

@@ -1,67 +1,152 @@
-//! `chat`: gateway, chat-core and one agent-worker in one process, talking
-//! over real loopback gRPC as they do in production, on the embedded default
-//! (a SQLite file under `./data` and the in-process event bus).
+//! `chat`: the whole chat backend in one process, or any one of its services.
+//!
+//! With no subcommand, gateway, chat-core and one agent-worker run together,
+//! talking over real loopback gRPC as they do in production, on the embedded
+//! default (a SQLite file under `./data` and the in-process event bus). The
+//! subcommands run one service each, exactly as its own binary does, so one
+//! container image serves every role.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-/// Runs the whole chat backend in one process.
+/// Runs the whole chat backend in one process, or one of its services.
 #[derive(Parser)]
-#[command(name = "chat", version, about)]
+#[command(name = "chat", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    all: AllInOne,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway alone (the flags of the `gateway` binary).
+    Gateway(gateway::Settings),
+    /// Run chat-core alone, or apply migrations (the flags of the `chat-core` binary).
+    #[command(name = "chat-core")]
+    ChatCore(chat_core::Cli),
+    /// Run an agent-worker alone (the flags of the `agent-worker` binary).
+    #[command(name = "agent-worker")]
+    AgentWorker(agent_worker::Settings),
+    /// Exit 0 when URL answers with a 2xx status within two seconds (for container health checks).
+    Healthcheck {
+        /// URL to probe, plain HTTP.
+        #[arg(default_value = "http://127.0.0.1:9000/healthz")]
+        url: String,
+    },
+}
+
+/// Settings of the all-in-one.
+#[derive(clap::Args)]
+struct AllInOne {
     /// Address the gateway (HTTP, WebSocket, chat page) listens on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:3006")]
     listen: SocketAddr,
+
+    /// Address of the admin listener serving all three services' `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9000")]
+    admin_listen: SocketAddr,
 
     /// Folder for the SQLite database and the generated token secret.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
 
     /// Database URL; defaults to `<data-dir>/chat.db` (SQLite). Postgres works too.
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<SecretString>,
+
+    /// File holding the database URL, instead of `DATABASE_URL`.
+    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
+    database_url_file: Option<PathBuf>,
 
     /// Token signing secret; generated once and kept in `<data-dir>/jwt_secret` when unset.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
+    jwt_secret: Option<SecretString>,
+
+    /// File holding the token secret, instead of `JWT_SECRET`.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
+    jwt_secret_file: Option<PathBuf>,
 
     /// Agents configuration file (TOML); the built-in agents when unset.
     #[arg(long, env = "AGENTS_CONFIG")]
     agents_config: Option<PathBuf>,
 
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    /// Log format: `auto` (JSON unless writing to a terminal), `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     log_format: chat_common::telemetry::LogFormat,
+
+    /// Seconds the stopping services (SIGTERM) have to drain.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    shutdown_timeout_secs: u64,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let started = Instant::now();
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    chat_common::telemetry::init(cli.log_format, "info,sqlx=warn,sea_orm=warn,tower_http=warn");
+    match cli.command {
+        None => chat_common::shutdown::exit_code("chat", all_in_one(cli.all).await),
+        Some(Command::Gateway(settings)) => {
+            chat_common::shutdown::exit_code("gateway", gateway::app::run(settings).await)
+        }
+        Some(Command::ChatCore(cli)) => chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await),
+        Some(Command::AgentWorker(settings)) => {
+            chat_common::shutdown::exit_code("agent-worker", agent_worker::run(settings).await)
+        }
+        Some(Command::Healthcheck { url }) => match healthcheck(&url).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("unhealthy: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _telemetry = chat_common::telemetry::init(
+        "chat",
+        cli.log_format,
+        "info,sqlx=warn,sea_orm=warn,tower_http=warn",
+    );
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("failed to create {}", cli.data_dir.display()))?;
-    let secret = match cli.jwt_secret.clone().filter(|s| !s.is_empty()) {
-        Some(secret) => secret,
+    let secret = chat_common::secret::resolve("JWT_SECRET", cli.jwt_secret, cli.jwt_secret_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let secret = match secret.filter(|s| !s.expose_secret().is_empty()) {
+        Some(secret) => secret.expose_secret().to_owned(),
         None => load_or_create_secret(&cli.data_dir.join("jwt_secret"))?,
     };
-    let database_url = cli
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cli.data_dir.join("chat.db").display()));
+    let database_url =
+        chat_common::secret::resolve("DATABASE_URL", cli.database_url, cli.database_url_file.as_deref())
+            .map_err(anyhow::Error::msg)?
+            .map(|url| url.expose_secret().to_owned())
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cli.data_dir.join("chat.db").display()));
+    let shutdown_timeout = cli.shutdown_timeout_secs.to_string();
 
-    let mut worker_args = vec!["agent-worker".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
+    let mut worker_args = vec![
+        "agent-worker".to_owned(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--shutdown-timeout-secs".into(),
+        shutdown_timeout.clone(),
+    ];
     if let Some(path) = &cli.agents_config {
         worker_args.extend(["--agents-config".into(), path.display().to_string()]);
     }
     // An OpenAI key alone is enough to add the `assistant` llm agent.
     let base_url_unset = std::env::var("LLM_BASE_URL").map_or(true, |v| v.is_empty());
-    if base_url_unset && std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) {
+    let has_key = chat_common::secret::from_env("OPENAI_API_KEY").is_ok_and(|k| k.is_some());
+    if base_url_unset && has_key {
         worker_args.extend(["--llm-base-url".into(), "https://api.openai.com/v1".into()]);
     }
     let worker = agent_worker::Application::build(agent_worker::Settings::parse_from(worker_args)).await?;
@@ -78,6 +163,8 @@ async fn main() -> anyhow::Result<()> {
         &worker_url,
         "--jwt-secret",
         &secret,
+        "--shutdown-timeout-secs",
+        &shutdown_timeout,
     ]))
     .await?;
     let core_url = format!("http://{}", core.local_addr());
@@ -90,31 +177,69 @@ async fn main() -> anyhow::Result<()> {
         &core_url,
         "--jwt-secret",
         &secret,
+        "--shutdown-timeout-secs",
+        &shutdown_timeout,
     ]))
     .await?;
     let address = gateway.local_addr();
+    let admin = chat_common::admin::Admin::bind(
+        cli.admin_listen,
+        vec![
+            gateway.health().clone(),
+            core.health().clone(),
+            worker.health().clone(),
+        ],
+    )
+    .await?;
+    let admin_addr = admin.local_addr();
+    let admin = admin.spawn();
 
-    let stop = CancellationToken::new();
-    let stopped = |token: &CancellationToken| {
-        let token = token.clone();
-        async move { token.cancelled().await }
-    };
-    let worker_task = tokio::spawn(worker.run_until_stopped(stopped(&stop)));
-    let core_task = tokio::spawn(core.run_until_stopped(stopped(&stop)));
-    let gateway_task = tokio::spawn(gateway.run_until_stopped(stopped(&stop)));
+    // The gateway drains first, then chat-core, then the worker.
+    let stop_gateway = CancellationToken::new();
+    let stop_core = CancellationToken::new();
+    let stop_worker = CancellationToken::new();
+    let gateway_task = tokio::spawn(gateway.run_until_stopped(stop_gateway.clone().cancelled_owned()));
+    let core_task = tokio::spawn(core.run_until_stopped(stop_core.clone().cancelled_owned()));
+    let worker_task = tokio::spawn(worker.run_until_stopped(stop_worker.clone().cancelled_owned()));
 
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
     println!();
     println!("  chat is running: open http://{address} in a browser");
+    println!("  admin: http://{admin_addr}/readyz and /metrics");
     println!("  data: {}   stop: Ctrl-C", cli.data_dir.display());
     println!();
 
     chat_common::shutdown::signal().await;
-    stop.cancel();
-    // The gateway drains first, then chat-core, then the worker.
+    stop_gateway.cancel();
     gateway_task.await??;
+    stop_core.cancel();
     core_task.await??;
+    stop_worker.cancel();
     worker_task.await??;
+    admin.abort();
+    Ok(())
+}
+
+/// GETs `url` (plain HTTP) and succeeds on a 2xx status.
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: http::Uri = url.parse().context("invalid url")?;
+    let host = uri.host().context("url has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let read = stream.read(&mut head).await?;
+        anyhow::Ok(String::from_utf8_lossy(&head[..read]).into_owned())
+    };
+    let head = tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .context("timed out")??;
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(status.starts_with('2'), "status {status}");
     Ok(())
 }
 

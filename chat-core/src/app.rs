@@ -14,6 +14,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
+use chat_common::Health;
+use futures::StreamExt as _;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
 use crate::api::{AuthInterceptor, ChatApi, Passwords, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
@@ -29,19 +34,22 @@ pub struct Application {
     listener: TcpListener,
     core: ChatCore,
     keys: Arc<TokenKeys>,
+    health: Health,
     settings: Settings,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        settings.load_secret_files().map_err(anyhow::Error::msg)?;
+        settings.validate().map_err(anyhow::Error::msg)?;
         let secret = settings
             .jwt_secret
-            .clone()
-            .filter(|s| !s.is_empty())
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
             .context("JWT_SECRET is required")?;
         let keys = Arc::new(TokenKeys::new(secret.as_bytes()));
         let db = store::connect(
-            &settings.database_url,
+            settings.database_url(),
             settings.database_max_connections,
             Duration::from_secs(settings.database_acquire_timeout_secs),
         )
@@ -54,7 +62,7 @@ impl Application {
         }
         info!(backend = store::backend_name(&db), "database connected");
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
-        let bus: Arc<dyn EventBus> = match settings.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let bus: Arc<dyn EventBus> = match settings.redis_url() {
             Some(url) => Arc::new(RedisBus::connect(url).await?),
             None => Arc::new(InProcessBus::default()),
         };
@@ -92,37 +100,48 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let health = Health::new("chat-core");
+        health.set("database", false);
         Ok(Self {
             listener,
             core,
             keys,
+            health,
             settings,
         })
+    }
+
+    /// Readiness: database (and Redis, when configured) reachable, not draining.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
-    /// Serves until `shutdown` completes, then stops runners and drains calls.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves until `stop` completes, then drains: readiness turns red,
+    /// client streams end (gateways reconnect their clients elsewhere), no
+    /// new runs are claimed, and the runs held are released for another
+    /// replica to take over, all within the shutdown deadline.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self {
             listener,
             core,
             keys,
+            health,
             settings,
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        // Known (not serving) from the first call on; the probe turns it green.
-        health_reporter
-            .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
-            .await;
-        let probe = tokio::spawn(probe_database(
-            core.store().clone(),
+        let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
+            health.clone(),
             health_reporter,
+            HEALTH_SERVICE,
+        ));
+        let probe = tokio::spawn(probe_dependencies(
+            core.store().clone(),
+            core.bus().clone(),
+            health.clone(),
             Duration::from_millis(settings.health_interval_ms.max(50)),
         ));
         core.dispatcher.spawn_orphan_scan();
@@ -145,58 +164,83 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("failed to build reflection service")?;
+        let draining = CancellationToken::new();
         let interceptor = AuthInterceptor::new(keys);
-        let chat = ChatServiceServer::with_interceptor(ChatApi::new(core.clone()), interceptor.clone());
+        let chat = ChatServiceServer::with_interceptor(
+            ChatApi::new(core.clone(), draining.clone()),
+            interceptor.clone(),
+        );
         let users =
             UserServiceServer::with_interceptor(UserApi::new(core.store().clone(), passwords), interceptor);
         let dispatcher = core.dispatcher.clone();
         info!(addr = %listener.local_addr()?, "chat-core listening");
-        let result = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(1 << 20))
-            .tcp_nodelay(true)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(chat)
-            .add_service(users)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                dispatcher.shutdown().await;
+        let incoming = TcpListenerStream::new(listener).map(|stream| {
+            stream.inspect(|stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    warn!(%error, "failed to set TCP_NODELAY");
+                }
             })
-            .await;
+        });
+        let stopping = draining.clone();
+        let server = async move {
+            tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(1 << 20))
+                .layer(chat_common::metrics::GrpcMetricsLayer)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(chat)
+                .add_service(users)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    stopping.cancelled().await;
+                    dispatcher.shutdown().await;
+                })
+                .await
+                .context("gRPC server failed")
+        };
+        let result = chat_common::shutdown::drain(
+            stop,
+            &health,
+            Duration::from_secs(settings.shutdown_timeout_secs),
+            draining,
+            server,
+        )
+        .await;
         probe.abort();
+        mirror.abort();
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
-        result.context("gRPC server failed")
+        info!("chat-core stopped");
+        result
     }
 }
 
-/// Reports SERVING while the database answers, NOT_SERVING otherwise.
-async fn probe_database(
+/// Keeps the `database` and `redis` readiness checks current.
+async fn probe_dependencies(
     store: Arc<dyn ChatStore>,
-    reporter: tonic_health::server::HealthReporter,
+    bus: Arc<dyn EventBus>,
+    health: Health,
     every: Duration,
 ) {
-    let mut serving = None;
+    let mut database_ok = None;
     loop {
         let ok = tokio::time::timeout(every.max(Duration::from_secs(2)), store.ping())
             .await
             .is_ok_and(|r| r.is_ok());
-        if serving != Some(ok) {
-            let status = if ok {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            reporter.set_service_status(HEALTH_SERVICE, status).await;
-            reporter.set_service_status("", status).await;
+        health.set("database", ok);
+        if database_ok != Some(ok) {
             if ok {
-                info!("database reachable: serving");
+                info!("database reachable");
             } else {
-                warn!("database unreachable: not serving");
+                warn!("database unreachable: not ready");
             }
-            serving = Some(ok);
+            database_ok = Some(ok);
         }
+        if let Some(connected) = bus.is_connected() {
+            health.set("redis", connected);
+            metrics::gauge!("chat_redis_up").set(if connected { 1.0 } else { 0.0 });
+        }
+        store.record_pool_metrics();
         tokio::time::sleep(every).await;
     }
 }

@@ -19,11 +19,55 @@ mod app;
 pub use app::Application;
 pub use settings::Settings;
 
+/// chat-core's command line: serve (the default) or apply migrations.
+#[derive(clap::Parser)]
+#[command(name = "chat-core", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+}
+
+/// Log levels when `RUST_LOG` is unset.
+pub const LOG_FILTER: &str = "info,sqlx=warn,sea_orm=warn";
+
+/// Runs chat-core from its command line: logging, then migrations or the
+/// admin listener and the server until SIGTERM or Ctrl-C. What the
+/// `chat-core` binary and `chat chat-core` do.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = cli.settings;
+    settings.load_secret_files().map_err(anyhow::Error::msg)?;
+    let _telemetry = chat_common::telemetry::init("chat-core", settings.log_format, LOG_FILTER);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => migrate(&settings).await,
+        Command::Serve => {
+            settings.validate().map_err(anyhow::Error::msg)?;
+            let admin_listen = settings.admin_listen;
+            let app = Application::build(settings).await?;
+            let admin = chat_common::admin::Admin::bind(admin_listen, vec![app.health().clone()])
+                .await?
+                .spawn();
+            let result = app.run_until_stopped(chat_common::shutdown::signal()).await;
+            admin.abort();
+            result
+        }
+    }
+}
+
 /// Applies pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     use anyhow::Context;
     use migration::MigratorTrait;
-    let db = store::connect(&settings.database_url, 1, std::time::Duration::from_secs(10))
+    let db = store::connect(settings.database_url(), 1, std::time::Duration::from_secs(10))
         .await
         .context("failed to connect to the database")?;
     migration::Migrator::up(&db, None)

@@ -1,34 +1,11 @@
-use clap::{Parser, Subcommand};
+//! The `chat-core` binary: `chat-core [serve]` or `chat-core migrate`.
 
-use chat_core::{Application, Settings};
+use std::process::ExitCode;
 
-/// chat-core: owns sessions, messages and runs; dispatches runs to agent-workers.
-#[derive(Parser)]
-#[command(name = "chat-core", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    settings: Settings,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve gRPC (the default).
-    Serve,
-    /// Apply pending database migrations, then exit.
-    Migrate,
-}
+use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    chat_common::telemetry::init(cli.settings.log_format, "info,sqlx=warn,sea_orm=warn");
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => chat_core::migrate(&cli.settings).await,
-        Command::Serve => {
-            let app = Application::build(cli.settings).await?;
-            app.run_until_stopped(chat_common::shutdown::signal()).await
-        }
-    }
+async fn main() -> ExitCode {
+    let cli = chat_core::Cli::parse();
+    chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await)
 }

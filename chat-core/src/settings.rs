@@ -1,8 +1,11 @@
 //! chat-core configuration: flags, each with an environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use chat_common::secret;
 use chat_common::telemetry::LogFormat;
+use secrecy::{ExposeSecret, SecretString};
 
 /// chat-core: owns sessions, messages and runs, and dispatches runs to agent-workers.
 #[derive(Clone, clap::Parser)]
@@ -12,9 +15,18 @@ pub struct Settings {
     #[arg(long, env = "CHAT_CORE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Database URL: `postgres://user@host/db` or `sqlite://path/to/file.db?mode=rwc`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/chat.db?mode=rwc")]
-    pub database_url: String,
+    /// Address of the admin listener: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9001")]
+    pub admin_listen: SocketAddr,
+
+    /// Database URL: `postgres://user:password@host/db` or `sqlite://path/to/file.db?mode=rwc`
+    /// [default: sqlite://data/chat.db?mode=rwc].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// File holding the database URL, instead of `DATABASE_URL`.
+    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
+    pub database_url_file: Option<PathBuf>,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
@@ -25,8 +37,12 @@ pub struct Settings {
     pub database_acquire_timeout_secs: u64,
 
     /// Redis URL for cross-replica event fan-out; the in-process bus when unset.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// File holding the Redis URL, instead of `REDIS_URL`.
+    #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
+    pub redis_url_file: Option<PathBuf>,
 
     /// Run pending database migrations at start-up.
     #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
@@ -47,7 +63,11 @@ pub struct Settings {
 
     /// Shared secret that signs and verifies access and service tokens (HS256).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
+
+    /// File holding the token secret, instead of `JWT_SECRET`.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Agent of new sessions that do not name one.
     #[arg(long, env = "DEFAULT_AGENT", default_value = "echo")]
@@ -124,12 +144,74 @@ pub struct Settings {
     #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    /// Log format: `auto` (JSON unless writing to a terminal), `pretty` or `json`. `RUST_LOG` sets levels.
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: LogFormat,
+
+    /// Seconds a stopping chat-core (SIGTERM) has to end its client streams and finish or
+    /// release the runs it holds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
 }
 
+/// Database used when neither `DATABASE_URL` nor `DATABASE_URL_FILE` is set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/chat.db?mode=rwc";
+
 impl Settings {
+    /// Reads the secrets given as files (`*_FILE`) into their settings.
+    pub fn load_secret_files(&mut self) -> Result<(), String> {
+        let file = self.jwt_secret_file.take();
+        self.jwt_secret = secret::resolve("JWT_SECRET", self.jwt_secret.take(), file.as_deref())?;
+        let file = self.database_url_file.take();
+        self.database_url = secret::resolve("DATABASE_URL", self.database_url.take(), file.as_deref())?;
+        let file = self.redis_url_file.take();
+        self.redis_url = secret::resolve("REDIS_URL", self.redis_url.take(), file.as_deref())?;
+        Ok(())
+    }
+
+    /// The database URL, or the embedded default.
+    pub fn database_url(&self) -> &str {
+        self.database_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|url| !url.is_empty())
+            .unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
+    /// The Redis URL, when one is set.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|url| !url.is_empty())
+    }
+
+    /// Checks what clap cannot; the error is one line naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_secret.as_ref().is_none_or(|s| s.expose_secret().is_empty()) {
+            return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
+        }
+        if self.agent_worker_urls.iter().all(|u| u.trim().is_empty()) {
+            return Err("AGENT_WORKER_URLS (--agent-worker-url) names no agent-worker".into());
+        }
+        for url in &self.agent_worker_urls {
+            chat_common::discovery::Target::parse(url).map_err(|e| format!("AGENT_WORKER_URLS: {e}"))?;
+        }
+        if self.agent_worker_resolve_secs == 0 {
+            return Err("AGENT_WORKER_RESOLVE_SECS must be positive".into());
+        }
+        if self.run_max_attempts == 0 {
+            return Err("RUN_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.run_lease_ms < 100 {
+            return Err("RUN_LEASE_MS must be at least 100".into());
+        }
+        if self.database_max_connections == 0 {
+            return Err("DATABASE_MAX_CONNECTIONS must be positive".into());
+        }
+        Ok(())
+    }
+
     /// Password rules and hashing costs.
     pub fn password_policy(&self) -> crate::api::PasswordPolicy {
         crate::api::PasswordPolicy {

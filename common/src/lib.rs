@@ -1,10 +1,16 @@
 //! Code shared by gateway, chat-core and agent-worker: the error codes both
-//! transports speak, the token claims chat-core verifies, telemetry set-up
-//! and shutdown signals.
+//! transports speak, the token claims chat-core verifies, health, the admin
+//! listener, metrics, telemetry, secrets, endpoint discovery and shutdown.
 
+pub mod admin;
+pub mod discovery;
 pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
 
 pub use error::ErrorCode;
+pub use health::Health;

@@ -9,10 +9,10 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chat_common::ErrorCode;
+use chat_common::{ErrorCode, Health};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
-use secrecy::ExposeSecret;
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, ServiceBuilder};
@@ -65,7 +65,10 @@ pub struct AppState {
     /// The gateway terminates TLS itself.
     pub serves_tls: bool,
     pub allowed_origins: AllowedOrigins,
-    /// Cancelled when the server stops: open WebSockets close with 1001.
+    /// Readiness, as `/readyz` reports it.
+    pub health: Health,
+    /// Cancelled when the gateway starts draining: open WebSockets close with
+    /// 1012, SSE and gRPC-Web streams end.
     pub shutdown: CancellationToken,
 }
 
@@ -76,18 +79,29 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    core: CoreClient,
+    health: Health,
     shutdown: CancellationToken,
+    shutdown_timeout: std::time::Duration,
     /// Certificate and key when the gateway terminates TLS itself.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 impl Application {
     /// Validates settings, builds the chat-core clients and binds the listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        settings.validate().map_err(|message| anyhow::anyhow!(message))?;
-        let core = CoreClient::new(&settings.chat_core_url, settings.request_timeout())?;
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        settings.load_secret_files().map_err(anyhow::Error::msg)?;
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let core = CoreClient::new(
+            &settings.chat_core_url,
+            std::time::Duration::from_secs(settings.chat_core_resolve_secs),
+            settings.request_timeout(),
+        )
+        .await?;
+        let health = Health::new("gateway");
+        health.set("chat-core", false);
         let tokens = Arc::new(Tokens::new(
-            settings.jwt_secret.expose_secret().as_bytes(),
+            settings.jwt_secret().as_bytes(),
             settings.access_token_ttl(),
             settings.refresh_token_ttl(),
         ));
@@ -125,8 +139,10 @@ impl Application {
             serves_tls: settings.tls_cert.is_some(),
             allowed_origins: AllowedOrigins::parse(&settings.allowed_origins)
                 .map_err(|message| anyhow::anyhow!(message))?,
+            health: health.clone(),
             shutdown: shutdown.clone(),
         });
+        let state_core = state.core.clone();
         let router = router(state, &settings);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -152,7 +168,10 @@ impl Application {
             listener,
             local_addr,
             router,
+            core: state_core,
+            health,
             shutdown,
+            shutdown_timeout: settings.shutdown_timeout(),
             tls,
         })
     }
@@ -161,29 +180,46 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then drains HTTP requests and closes WebSockets.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Readiness of this gateway: chat-core reachable, not draining.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Serves until `stop` completes, then drains: readiness turns red, the
+    /// listener stops accepting, in-flight requests finish, SSE and gRPC-Web
+    /// streams end and WebSockets close with 1012, all within the shutdown
+    /// deadline.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr, "gateway listening");
-        let sockets = self.shutdown.clone();
-        let signal = async move {
-            shutdown.await;
-            sockets.cancel();
-        };
+        let probe = tokio::spawn(probe_chat_core(self.core.clone(), self.health.clone()));
+        let draining = self.shutdown.clone();
+        let health = self.health.clone();
+        let result = chat_common::shutdown::drain(
+            stop,
+            &health,
+            self.shutdown_timeout,
+            draining.clone(),
+            self.serve(draining),
+        )
+        .await;
+        probe.abort();
+        tracing::info!("gateway stopped");
+        result
+    }
+
+    async fn serve(self, draining: CancellationToken) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let Some(tls) = self.tls else {
             return axum::serve(self.listener, service)
-                .with_graceful_shutdown(signal)
+                .with_graceful_shutdown(draining.cancelled_owned())
                 .await
                 .context("server failed");
         };
         let handle = axum_server::Handle::new();
-        let draining = handle.clone();
+        let stopping = handle.clone();
         tokio::spawn(async move {
-            signal.await;
-            draining.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            draining.cancelled().await;
+            stopping.graceful_shutdown(None);
         });
         let listener = self
             .listener
@@ -197,6 +233,47 @@ impl Application {
             .context("server failed")
     }
 }
+
+/// How often the gateway checks that chat-core answers.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the `chat-core` readiness check current.
+async fn probe_chat_core(core: CoreClient, health: Health) {
+    let mut reachable = None;
+    loop {
+        let now = core.is_reachable().await;
+        health.set("chat-core", now);
+        if reachable != Some(now) {
+            if now {
+                tracing::info!("chat-core reachable");
+            } else {
+                tracing::warn!("chat-core unreachable: not ready");
+            }
+            reachable = Some(now);
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// Runs a gateway from its settings: logging, the admin listener, then the
+/// server until SIGTERM or Ctrl-C. What the `gateway` binary and `chat
+/// gateway` do.
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    settings.load_secret_files().map_err(anyhow::Error::msg)?;
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let _telemetry = chat_common::telemetry::init("gateway", settings.log_format, LOG_FILTER);
+    let admin_listen = settings.admin_listen;
+    let app = Application::build(settings).await?;
+    let admin = chat_common::admin::Admin::bind(admin_listen, vec![app.health().clone()])
+        .await?
+        .spawn();
+    let result = app.run_until_stopped(chat_common::shutdown::signal()).await;
+    admin.abort();
+    result
+}
+
+/// Log levels when `RUST_LOG` is unset.
+pub const LOG_FILTER: &str = "info";
 
 /// Redis when `--redis-url` is set (limits shared by every replica), else in memory.
 async fn rate_limit_store(settings: &Settings) -> anyhow::Result<Arc<dyn RateLimitStore>> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use chat_proto::chat::v1 as pb;
 use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use chat_proto::chat::v1::user_service_client::UserServiceClient;
@@ -74,21 +74,34 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 /// HTTP/2 flow-control window of the whole connection to chat-core.
 const CONNECTION_WINDOW_BYTES: u32 = 1 << 30;
 
+/// One connection to one chat-core replica.
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        // Many client connections share each HTTP/2 connection. A small
+        // per-stream window bounds what one stalled client can hold of the
+        // (large) connection window, so it never stalls the others.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES))
+}
+
 impl CoreClient {
-    /// Builds the clients; nothing connects until the first call.
-    pub fn new(url: &str, unary_timeout: Duration) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("invalid chat-core url `{url}`"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            // Every client connection shares this HTTP/2 connection. A small
-            // per-stream window bounds what one stalled client can hold of
-            // the (large) connection window, so it never stalls the others.
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .connect_lazy();
+    /// Builds the clients over every chat-core replica `url` stands for (a
+    /// DNS name is resolved to all its addresses, again every
+    /// `resolve_every`); calls and new streams are spread across them, and
+    /// nothing connects until the first call.
+    pub async fn new(url: &str, resolve_every: Duration, unary_timeout: Duration) -> anyhow::Result<Self> {
+        endpoint(url).with_context(|| format!("invalid chat-core url `{url}`"))?;
+        let endpoints = chat_common::discovery::watch(&[url.to_owned()], resolve_every)
+            .await
+            .map_err(|e| anyhow::anyhow!("chat-core url: {e}"))?;
+        if endpoints.borrow().is_empty() {
+            tracing::warn!(%url, "chat-core name does not resolve yet; retrying in the background");
+        }
+        let channel = chat_common::discovery::balanced_channel(endpoints, endpoint);
         let max = chat_proto::MAX_MESSAGE_BYTES;
         Ok(Self {
             chat: ChatServiceClient::new(channel.clone())
@@ -145,6 +158,21 @@ impl CoreClient {
         let mut request = authorized(message, token)?;
         request.set_timeout(self.unary_timeout);
         Ok(request)
+    }
+
+    /// True when a chat-core replica answers its health check, whatever it
+    /// reports: a gateway stays ready while chat-core's database is down, so
+    /// clients get JSON 503s from it rather than refused connections.
+    pub async fn is_reachable(&self) -> bool {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: READINESS_SERVICE.into(),
+        });
+        request.set_timeout(READINESS_TIMEOUT);
+        let mut health = self.health.clone();
+        matches!(
+            tokio::time::timeout(READINESS_TIMEOUT, health.check(request)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// True when chat-core reports its `ChatService` as serving.

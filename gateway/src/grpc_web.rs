@@ -5,6 +5,7 @@
 //! server-streaming calls work; `Connect` (bidirectional) cannot over gRPC-Web.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use chat_common::ErrorCode;
@@ -112,7 +113,63 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
         tracing::warn!(%error, "grpc-web call to chat-core failed");
         ErrorCode::Unavailable.status("service unavailable, try again")
     })?;
-    Ok(response.map(Body::new))
+    let draining = state.shutdown.clone().cancelled_owned();
+    Ok(response.map(|body| {
+        Body::new(UntilDrained {
+            inner: body,
+            draining: Box::pin(draining),
+            done: false,
+        })
+    }))
+}
+
+/// A response body from chat-core that ends with `UNAVAILABLE` when the
+/// gateway drains, so a server stream (`Subscribe`) does not hold the
+/// gateway open; the client resumes elsewhere.
+struct UntilDrained<B> {
+    inner: B,
+    draining: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl<B> http_body::Body for UntilDrained<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.draining.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("14"));
+            trailers.insert(
+                "grpc-message",
+                HeaderValue::from_static("server%20restarting%3B%20resume%20on%20another%20connection"),
+            );
+            trailers.insert(
+                chat_common::error::ERROR_CODE_METADATA,
+                HeaderValue::from_static(ErrorCode::Unavailable.as_str()),
+            );
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() {
+            self.done = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
 }
 
 /// The verified user of the call; anonymous calls still count against their IP.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use chat_common::secret;
 use chat_common::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -22,13 +23,27 @@ pub struct Settings {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:3006")]
     pub listen: SocketAddr,
 
-    /// gRPC endpoint of chat-core, e.g. `http://127.0.0.1:50051`.
+    /// Address of the admin listener: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9000")]
+    pub admin_listen: SocketAddr,
+
+    /// gRPC endpoint of chat-core, e.g. `http://127.0.0.1:50051`. A DNS name (such as a Kubernetes
+    /// headless service) is resolved to every address it has, and new client streams are spread
+    /// across all of them.
     #[arg(long, env = "CHAT_CORE_URL", default_value = "http://127.0.0.1:50051")]
     pub chat_core_url: String,
 
+    /// Seconds between DNS lookups of the chat-core name, so replicas join and leave the balance.
+    #[arg(long, env = "CHAT_CORE_RESOLVE_SECS", default_value_t = 10)]
+    pub chat_core_resolve_secs: u64,
+
     /// Shared secret that signs and verifies access and service tokens (HS256); must match chat-core's.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: SecretString,
+    pub jwt_secret: Option<SecretString>,
+
+    /// File holding the token secret, instead of `JWT_SECRET`.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
 
     /// Lifetime of the access tokens issued at login, in seconds.
     #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
@@ -129,6 +144,10 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
 
+    /// File holding the Redis URL, instead of `REDIS_URL` (for URLs with a password).
+    #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
+    pub redis_url_file: Option<std::path::PathBuf>,
+
     /// Prefix of the rate limit keys in Redis.
     #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "gateway:ratelimit")]
     pub rate_limit_redis_prefix: String,
@@ -143,9 +162,13 @@ pub struct Settings {
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Log format: pretty or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    /// Log format: `auto` (JSON unless writing to a terminal), `pretty` or `json`. `RUST_LOG` sets levels.
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: LogFormat,
+
+    /// Seconds a stopping gateway (SIGTERM) has to finish requests and close its sockets.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Settings {
@@ -199,13 +222,34 @@ impl Settings {
         }
     }
 
+    /// Reads the secrets given as files (`JWT_SECRET_FILE`, `REDIS_URL_FILE`) into their settings.
+    pub fn load_secret_files(&mut self) -> Result<(), String> {
+        let file = self.jwt_secret_file.take();
+        self.jwt_secret = secret::resolve("JWT_SECRET", self.jwt_secret.take(), file.as_deref())?;
+        let file = self.redis_url_file.take();
+        self.redis_url = secret::resolve("REDIS_URL", self.redis_url.take(), file.as_deref())?;
+        Ok(())
+    }
+
+    /// The token secret (empty until given; [`Settings::validate`] refuses that).
+    pub fn jwt_secret(&self) -> &str {
+        self.jwt_secret.as_ref().map_or("", ExposeSecret::expose_secret)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
     /// Checks the values clap cannot: returns one line naming the bad option.
     pub fn validate(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert (TLS_CERT_FILE) and --tls-key (TLS_KEY_FILE) go together".into());
         }
-        if self.jwt_secret.expose_secret().is_empty() {
-            return Err("--jwt-secret (JWT_SECRET) must not be empty".into());
+        if self.jwt_secret().is_empty() {
+            return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
+        }
+        if self.chat_core_resolve_secs == 0 {
+            return Err("--chat-core-resolve-secs (CHAT_CORE_RESOLVE_SECS) must be positive".into());
         }
         if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
             return Err("token lifetimes must be at least one second".into());
@@ -253,7 +297,7 @@ mod tests {
             "--jwt-secret",
             "s",
         ]);
-        assert_eq!(settings.jwt_secret.expose_secret(), "s");
+        assert_eq!(settings.jwt_secret(), "s");
         assert_eq!(settings.max_content_bytes, 16384);
         assert_eq!(settings.ws_read_buffer_bytes, 4096);
         assert!(settings.validate().is_ok());

@@ -10,6 +10,9 @@ use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use http::header::ACCEPT;
 
+use chat_common::ErrorCode;
+use tokio_util::sync::CancellationToken;
+
 use crate::frames::OutFrame;
 
 /// True when the client asked for an event stream.
@@ -28,15 +31,30 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Streams the ack, then the run's events, until chat-core ends the stream.
-/// A failure mid-stream becomes a final `error` event.
-pub fn send_stream<U>(ack: pb::Ack, rest: U) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+/// A failure mid-stream becomes a final `error` event, as does the gateway
+/// draining (`draining` cancelled): the reply is still stored, and the
+/// client fetches it from the session's messages.
+pub fn send_stream<U>(
+    ack: pb::Ack,
+    rest: U,
+    draining: CancellationToken,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Send + 'static,
 {
     let events = async_stream::stream! {
         yield Ok(event(&OutFrame::from_ack(ack)));
         let mut rest = std::pin::pin!(rest);
-        while let Some(item) = rest.next().await {
+        loop {
+            let item = tokio::select! {
+                item = rest.next() => item,
+                () = draining.cancelled() => {
+                    let restarting = ErrorCode::Unavailable.status("server restarting; the reply is stored: read it from the session's messages");
+                    yield Ok(event(&OutFrame::from_status(&restarting)));
+                    break;
+                }
+            };
+            let Some(item) = item else { break };
             match item {
                 Ok(pb::SendMessageEvent { event: Some(pb::send_message_event::Event::Ack(ack)) }) => {
                     yield Ok(event(&OutFrame::from_ack(ack)));

@@ -2,8 +2,10 @@
 
 use std::pin::Pin;
 
+use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, chat_service_server::ChatService};
 use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::principal;
@@ -24,14 +26,39 @@ const MAX_MESSAGE_LIMIT: u32 = 1000;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Ends `stream` with `UNAVAILABLE` once chat-core starts draining, so the
+/// caller reconnects to another replica and resumes.
+fn until_drained<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    draining: CancellationToken,
+) -> EventStream<T> {
+    Box::pin(async_stream::stream! {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(item) => yield item,
+                    None => break,
+                },
+                () = draining.cancelled() => {
+                    yield Err(ErrorCode::Unavailable.status("chat-core restarting; reconnect and resume"));
+                    break;
+                }
+            }
+        }
+    })
+}
+
 /// The gRPC face of [`ChatCore`].
 pub struct ChatApi {
     core: ChatCore,
+    /// Cancelled when chat-core starts draining: every stream ends.
+    draining: CancellationToken,
 }
 
 impl ChatApi {
-    pub fn new(core: ChatCore) -> Self {
-        Self { core }
+    pub fn new(core: ChatCore, draining: CancellationToken) -> Self {
+        Self { core, draining }
     }
 
     async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
@@ -284,7 +311,7 @@ impl ChatService for ChatApi {
             })
             .map_err(Status::from)
         }));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(until_drained(stream, self.draining.clone())))
     }
 
     type SubscribeStream = EventStream<pb::SessionEvent>;
@@ -299,8 +326,9 @@ impl ChatService for ChatApi {
             .core
             .subscribe(&principal, &req.session_id, req.after_seq)
             .await?;
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(until_drained(
             subscription.events.map(|item| item.map_err(Status::from)),
+            self.draining.clone(),
         )))
     }
 
@@ -322,10 +350,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal = principal(&request)?;
         let frames = request.into_inner();
-        Ok(Response::new(super::connect::serve(
-            self.core.clone(),
-            principal,
-            frames,
+        Ok(Response::new(until_drained(
+            super::connect::serve(self.core.clone(), principal, frames),
+            self.draining.clone(),
         )))
     }
 

@@ -41,4 +41,10 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Drops a run attempt's recorded deltas once its outcome is stored.
     async fn clear_deltas(&self, _run_id: &str, _attempt: u32) {}
+
+    /// Whether the bus reaches its shared broker; `None` when it has none
+    /// (the in-process bus).
+    fn is_connected(&self) -> Option<bool> {
+        None
+    }
 }

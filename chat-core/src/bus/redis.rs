@@ -238,6 +238,10 @@ impl EventBus for RedisBus {
         }
     }
 
+    fn is_connected(&self) -> Option<bool> {
+        Some(self.publisher.is_connected() && self.subscriber.is_connected())
+    }
+
     async fn clear_deltas(&self, run_id: &str, attempt: u32) {
         let _: Result<(), _> = self.publisher.del(delta_key(run_id, attempt)).await;
     }

@@ -273,7 +273,7 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                next = stream.next() => next,
+                next = stream.events.next() => next,
                 () = cancel.cancelled() => return Outcome::Cancelled,
                 () = tokio::time::sleep_until(deadline) => return Outcome::failed("run timed out", false),
             };

@@ -1,84 +1,72 @@
-//! The agent-worker fleet as one balanced gRPC client. Worker URLs may name
-//! IP addresses or DNS names; names are resolved again every
-//! `resolve_every`, so a Kubernetes headless service's pods join and leave
-//! the pool as they come and go.
+//! The agent-worker fleet, routed by agent.
+//!
+//! Worker URLs may name IP addresses or DNS names (a Kubernetes headless
+//! service); [`chat_common::discovery`] keeps the set of worker endpoints
+//! current. The pool asks each worker which agents it serves when it joins,
+//! and again every `resolve_every`, and sends each run to the least busy
+//! worker that serves the run's agent. `ListAgents` is the union of the
+//! fleet. A worker that has not answered `ListAgents` yet gets no runs.
 
-use std::collections::BTreeSet;
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chat_common::discovery::{self, Endpoints};
 use chat_proto::agent::v1::{self as agent, agent_worker_client::AgentWorkerClient};
-use tokio::sync::mpsc::Sender;
-use tonic::transport::{Channel, Endpoint, channel::Change};
+use futures::future::join_all;
+use tokio::sync::{Mutex, watch};
+use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-/// How long a fetched agent list is reused before the fleet is asked again.
-const AGENTS_TTL: Duration = Duration::from_secs(5);
+/// How long a worker may take to answer `ListAgents`.
+const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
-type AgentsCache = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<agent::AgentInfo>)>>>;
-
-/// Client for every configured agent-worker, balanced per call.
+/// Client for every agent-worker, routing each run by agent.
 #[derive(Clone, Debug)]
 pub struct WorkerPool {
+    inner: Arc<Pool>,
+}
+
+#[derive(Debug)]
+struct Pool {
+    endpoints: watch::Receiver<Endpoints>,
+    workers: RwLock<BTreeMap<String, Worker>>,
+    /// Serialises refreshes: concurrent callers wait for the one running.
+    refreshing: Mutex<()>,
+    /// Rotates the starting point among equally busy workers.
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Debug)]
+struct Worker {
     client: AgentWorkerClient<Channel>,
-    /// The fleet's agents, fetched at most every [`AGENTS_TTL`]: session
-    /// creation and handoffs consult them, and they rarely change.
-    agents: AgentsCache,
+    /// What it serves; `None` until it answered `ListAgents`.
+    agents: Option<Vec<agent::AgentInfo>>,
+    /// Runs this replica has running on it.
+    in_flight: Arc<AtomicUsize>,
 }
 
-/// A worker URL taken apart: scheme, host (name or IP) and port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Target {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-fn parse_target(url: &str) -> Result<Target, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid agent-worker url `{url}`: {e}"))?;
-    let scheme = uri.scheme_str().unwrap_or("http").to_owned();
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("agent-worker url `{url}` has no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-    Ok(Target { scheme, host, port })
-}
-
-fn endpoint_url(scheme: &str, addr: SocketAddr) -> String {
-    format!("{scheme}://{addr}")
-}
-
-/// The endpoint URLs the targets stand for now. A name that fails to
-/// resolve keeps its previous addresses (from `previous`), so a DNS hiccup
-/// never empties the pool.
-async fn desired<R, F>(targets: &[Target], previous: &BTreeSet<String>, resolve: &R) -> BTreeSet<String>
-where
-    R: Fn(String, u16) -> F,
-    F: Future<Output = io::Result<Vec<SocketAddr>>>,
-{
-    let mut urls = BTreeSet::new();
-    for target in targets {
-        if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
-            urls.insert(endpoint_url(&target.scheme, SocketAddr::new(ip, target.port)));
-            continue;
-        }
-        match resolve(target.host.clone(), target.port).await {
-            Ok(addrs) if !addrs.is_empty() => {
-                urls.extend(addrs.into_iter().map(|addr| endpoint_url(&target.scheme, addr)));
-            }
-            Ok(_) | Err(_) => {
-                warn!(host = %target.host, "agent-worker name did not resolve; keeping its last addresses");
-                let prefix = format!("{}://", target.scheme);
-                urls.extend(previous.iter().filter(|u| u.starts_with(&prefix)).cloned());
-            }
-        }
+impl Worker {
+    fn serves(&self, name: &str) -> bool {
+        self.agents
+            .as_ref()
+            .is_some_and(|agents| agents.iter().any(|a| a.name == name))
     }
-    urls
+}
+
+/// A run streaming from a worker; counts against the worker while held.
+pub struct RunStream {
+    pub events: tonic::Streaming<agent::RunEvent>,
+    _in_flight: InFlight,
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -89,179 +77,201 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_while_idle(true))
 }
 
-/// Applies the difference between the current and desired endpoints.
-async fn apply(
-    current: &mut BTreeSet<String>,
-    desired: BTreeSet<String>,
-    changes: &Sender<Change<String, Endpoint>>,
-) -> bool {
-    for gone in current.difference(&desired) {
-        info!(worker = %gone, "agent-worker left the pool");
-        if changes.send(Change::Remove(gone.clone())).await.is_err() {
-            return false;
-        }
-    }
-    for new in desired.difference(current) {
-        match endpoint(new) {
-            Ok(endpoint) => {
-                info!(worker = %new, "agent-worker joined the pool");
-                if changes.send(Change::Insert(new.clone(), endpoint)).await.is_err() {
-                    return false;
-                }
-            }
-            Err(error) => warn!(worker = %new, %error, "invalid agent-worker endpoint"),
-        }
-    }
-    *current = desired;
-    true
+fn client(url: &str) -> Result<AgentWorkerClient<Channel>, tonic::transport::Error> {
+    Ok(AgentWorkerClient::new(endpoint(url)?.connect_lazy())
+        .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES))
+}
+
+async fn list_agents(mut client: AgentWorkerClient<Channel>) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
+    let mut request = tonic::Request::new(agent::ListAgentsRequest {});
+    request.set_timeout(LIST_TIMEOUT);
+    let response = tokio::time::timeout(LIST_TIMEOUT, client.list_agents(request))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("ListAgents timed out"))??;
+    Ok(response.into_inner().agents)
 }
 
 impl WorkerPool {
-    /// Builds the balanced client over `urls`, resolving names now and then
-    /// every `resolve_every`.
+    /// Builds the pool over `urls`, learns what each worker serves, and keeps
+    /// both current every `resolve_every`.
     pub async fn new(urls: &[String], resolve_every: Duration) -> Result<Self, String> {
-        let targets = urls
-            .iter()
-            .map(|u| parse_target(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (channel, changes) = Channel::balance_channel::<String>(64);
-        let resolve = |host: String, port: u16| async move {
-            tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map(|addrs| addrs.collect::<Vec<_>>())
+        let endpoints = discovery::watch(urls, resolve_every)
+            .await
+            .map_err(|e| format!("agent-worker urls: {e}"))?;
+        let pool = Self {
+            inner: Arc::new(Pool {
+                endpoints,
+                workers: RwLock::default(),
+                refreshing: Mutex::new(()),
+                next: AtomicUsize::new(0),
+            }),
         };
-        let mut current = BTreeSet::new();
-        let first = desired(&targets, &current, &resolve).await;
-        apply(&mut current, first, &changes).await;
-        let has_names = targets
-            .iter()
-            .any(|t| t.host.parse::<std::net::IpAddr>().is_err());
-        if has_names {
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(resolve_every).await;
-                    let next = desired(&targets, &current, &resolve).await;
-                    if next != current {
-                        debug!(workers = next.len(), "agent-worker addresses changed");
-                    }
-                    if !apply(&mut current, next, &changes).await {
-                        return;
-                    }
+        pool.refresh().await;
+        let weak = Arc::downgrade(&pool.inner);
+        let mut changes = pool.inner.endpoints.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(resolve_every) => {}
+                    changed = changes.changed() => if changed.is_err() {
+                        // Fixed addresses: keep refreshing what they serve.
+                        tokio::time::sleep(resolve_every).await;
+                    },
                 }
+                let Some(inner) = weak.upgrade() else { return };
+                WorkerPool { inner }.refresh().await;
+            }
+        });
+        Ok(pool)
+    }
+
+    /// Brings the workers in line with the endpoints, and asks every worker
+    /// what it serves.
+    async fn refresh(&self) {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        let wanted: BTreeSet<String> = self.inner.endpoints.borrow().clone();
+        let known: Vec<(String, AgentWorkerClient<Channel>)> = {
+            let mut workers = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
+            workers.retain(|url, _| {
+                let keep = wanted.contains(url);
+                if !keep {
+                    info!(worker = %url, "agent-worker left the pool");
+                }
+                keep
             });
-        } else {
-            // Static addresses: keep the sender alive so the pool stays as it is.
-            tokio::spawn(async move {
-                changes.closed().await;
-            });
-        }
-        let client = AgentWorkerClient::new(channel)
-            .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES);
-        Ok(Self {
-            client,
-            agents: AgentsCache::default(),
-        })
-    }
-
-    pub async fn run(
-        &self,
-        request: agent::RunRequest,
-        timeout: Duration,
-    ) -> Result<tonic::Streaming<agent::RunEvent>, tonic::Status> {
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(timeout);
-        Ok(self.client.clone().run(request).await?.into_inner())
-    }
-
-    /// The agents the fleet serves (cached for a few seconds).
-    pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
-        if let Some((at, agents)) = self.agents.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
-            && at.elapsed() < AGENTS_TTL
-        {
-            return Ok(agents.clone());
-        }
-        let mut request = tonic::Request::new(agent::ListAgentsRequest {});
-        request.set_timeout(Duration::from_secs(5));
-        let agents = self
-            .client
-            .clone()
-            .list_agents(request)
-            .await?
-            .into_inner()
-            .agents;
-        *self.agents.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((std::time::Instant::now(), agents.clone()));
-        Ok(agents)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn urls_are_taken_apart() {
-        let target = parse_target("http://workers.chat.svc:50052").unwrap();
-        assert_eq!((target.host.as_str(), target.port), ("workers.chat.svc", 50052));
-        assert_eq!(parse_target("http://[::1]:7").unwrap().host, "::1");
-        assert!(parse_target("not a url").is_err());
-    }
-
-    #[tokio::test]
-    async fn names_are_resolved_again_and_the_pool_follows() {
-        let answers = Arc::new(Mutex::new(vec![
-            Ok(vec![addr("10.0.0.1:50052"), addr("10.0.0.2:50052")]),
-            Err(io::Error::other("dns down")),
-            Ok(vec![addr("10.0.0.2:50052"), addr("10.0.0.3:50052")]),
-        ]));
-        let resolve = |_host: String, _port: u16| {
-            let answer = answers.lock().unwrap().remove(0);
-            async move { answer }
+            for url in &wanted {
+                if workers.contains_key(url) {
+                    continue;
+                }
+                match client(url) {
+                    Ok(client) => {
+                        workers.insert(
+                            url.clone(),
+                            Worker {
+                                client,
+                                agents: None,
+                                in_flight: Arc::default(),
+                            },
+                        );
+                    }
+                    Err(error) => warn!(worker = %url, %error, "invalid agent-worker endpoint"),
+                }
+            }
+            workers
+                .iter()
+                .map(|(url, worker)| (url.clone(), worker.client.clone()))
+                .collect()
         };
-        let targets = vec![
-            parse_target("http://workers:50052").unwrap(),
-            parse_target("http://10.9.9.9:1").unwrap(),
-        ];
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let mut current = BTreeSet::new();
+        let answers = join_all(known.into_iter().map(|(url, client)| async move {
+            let answer = list_agents(client).await;
+            (url, answer)
+        }))
+        .await;
+        let mut workers = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
+        for (url, answer) in answers {
+            let Some(worker) = workers.get_mut(&url) else { continue };
+            match answer {
+                Ok(agents) => {
+                    if worker.agents.as_ref() != Some(&agents) {
+                        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+                        info!(worker = %url, agents = ?names, "agent-worker serves");
+                    }
+                    worker.agents = Some(agents);
+                }
+                Err(status) => {
+                    if worker.agents.is_some() {
+                        warn!(worker = %url, code = ?status.code(), "agent-worker stopped answering; no runs until it does");
+                    } else {
+                        debug!(worker = %url, code = ?status.code(), "agent-worker not answering yet");
+                    }
+                    worker.agents = None;
+                }
+            }
+        }
+    }
 
-        let first = desired(&targets, &current, &resolve).await;
-        assert!(apply(&mut current, first, &tx).await);
-        let inserted: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|c| match c {
-                Change::Insert(key, _) => key,
-                Change::Remove(key) => panic!("unexpected removal of {key}"),
-            })
+    /// Workers serving `agent`, least busy first (ties rotate).
+    fn candidates(&self, agent: &str) -> Vec<(Worker, String)> {
+        let workers = self.inner.workers.read().unwrap_or_else(|e| e.into_inner());
+        let mut serving: Vec<(Worker, String)> = workers
+            .iter()
+            .filter(|(_, w)| w.serves(agent))
+            .map(|(url, w)| (w.clone(), url.clone()))
             .collect();
-        assert_eq!(
-            inserted,
-            [
-                "http://10.0.0.1:50052",
-                "http://10.0.0.2:50052",
-                "http://10.9.9.9:1"
-            ]
-        );
+        if serving.len() > 1 {
+            let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % serving.len();
+            serving.rotate_left(start);
+            serving.sort_by_key(|(w, _)| w.in_flight.load(Ordering::Relaxed));
+        }
+        serving
+    }
 
-        // DNS fails: nothing changes.
-        let same = desired(&targets, &current, &resolve).await;
-        assert_eq!(same, current);
+    /// Starts `request` on a worker that serves its agent. A worker that is
+    /// full (`RESOURCE_EXHAUSTED`) or unreachable is skipped for the next one.
+    pub async fn run(&self, request: agent::RunRequest, timeout: Duration) -> Result<RunStream, tonic::Status> {
+        let mut candidates = self.candidates(&request.agent);
+        if candidates.is_empty() {
+            // A worker may have joined since the last refresh.
+            self.refresh().await;
+            candidates = self.candidates(&request.agent);
+        }
+        if candidates.is_empty() {
+            return Err(tonic::Status::unavailable(format!(
+                "no agent-worker serves agent `{}`",
+                request.agent
+            )));
+        }
+        let mut last = None;
+        for (worker, url) in candidates {
+            worker.in_flight.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight(worker.in_flight.clone());
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(timeout);
+            match worker.client.clone().run(call).await {
+                Ok(response) => {
+                    return Ok(RunStream {
+                        events: response.into_inner(),
+                        _in_flight: guard,
+                    });
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                    ) =>
+                {
+                    debug!(worker = %url, code = ?status.code(), "agent-worker declined the run; trying the next");
+                    last = Some(status);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no agent-worker accepted the run")))
+    }
 
-        // A pod left, another joined.
-        let next = desired(&targets, &current, &resolve).await;
-        assert!(apply(&mut current, next, &tx).await);
-        let changes: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|c| match c {
-                Change::Insert(key, _) => format!("+{key}"),
-                Change::Remove(key) => format!("-{key}"),
-            })
-            .collect();
-        assert_eq!(changes, ["-http://10.0.0.1:50052", "+http://10.0.0.3:50052"]);
+    /// The agents the fleet serves: the union of every worker's, by name.
+    pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
+        if !self.knows_any() {
+            self.refresh().await;
+        }
+        let workers = self.inner.workers.read().unwrap_or_else(|e| e.into_inner());
+        let mut union = BTreeMap::new();
+        let mut answered = false;
+        for agents in workers.values().filter_map(|w| w.agents.as_ref()) {
+            answered = true;
+            for agent in agents {
+                union.entry(agent.name.clone()).or_insert_with(|| agent.clone());
+            }
+        }
+        if !answered {
+            return Err(tonic::Status::unavailable("no agent-worker is reachable"));
+        }
+        Ok(union.into_values().collect())
+    }
+
+    fn knows_any(&self) -> bool {
+        let workers = self.inner.workers.read().unwrap_or_else(|e| e.into_inner());
+        workers.values().any(|w| w.agents.is_some())
     }
 }

@@ -98,6 +98,10 @@ impl ChatCore {
         &self.store
     }
 
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
     /// Loads a session the principal may act on.
     pub async fn authorized_session(
         &self,

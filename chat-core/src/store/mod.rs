@@ -18,6 +18,9 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Sets the `chat_db_pool_connections{state}` gauges from the pool.
+    fn record_pool_metrics(&self) {}
+
     // === users ===
 
     /// Fails with [`StoreError::Conflict`] when the username is taken.

@@ -296,6 +296,23 @@ impl ChatStore for SeaStore {
         Ok(())
     }
 
+    fn record_pool_metrics(&self) {
+        let (size, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => return,
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        metrics::gauge!("chat_db_pool_connections", "state" => "idle").set(f64::from(idle));
+        metrics::gauge!("chat_db_pool_connections", "state" => "in_use").set(f64::from(size.saturating_sub(idle)));
+    }
+
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError> {
         let model = user::ActiveModel {
             id: Set(new_id()),

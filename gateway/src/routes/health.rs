@@ -1,4 +1,5 @@
-//! Liveness and readiness probes.
+//! Liveness and readiness on the public port, the same answers as the admin
+//! listener's.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,9 +14,11 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: chat-core answers and reports itself serving (so its database is reachable).
+/// `GET /readyz`: this gateway takes traffic: chat-core answers and the
+/// gateway is not draining. It stays ready while chat-core's database is
+/// down, so clients get JSON 503s rather than refused connections.
 pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
-    if state.core.is_ready().await {
+    if state.health.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     } else {
         (

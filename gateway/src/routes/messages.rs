@@ -117,7 +117,7 @@ pub async fn post(
         _ => return Err(ApiError::internal("send stream did not start with an ack")),
     };
     if sse::wants_event_stream(&headers) {
-        return Ok(sse::send_stream(ack, stream).into_response());
+        return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
     }
     let posted = collect_reply(&state, &user, ack, body.content, stream).await?;
     Ok(Json(posted).into_response())

@@ -31,7 +31,7 @@ const MAX_BATCH: usize = 64;
 
 /// Close codes the gateway uses.
 mod close {
-    pub const GOING_AWAY: u16 = 1001;
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const POLICY: u16 = 1008;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
@@ -122,7 +122,7 @@ async fn serve(
 /// socket stays open, as do `send` frames over the messages rate limit. When
 /// `to_core` is full the socket is not read until it drains, while server
 /// frames keep flowing. When `shutdown` completes the socket is closed with
-/// 1001 (going away) so the client reconnects elsewhere. When the access token
+/// 1012 (service restart) so the client reconnects elsewhere and resumes. When the access token
 /// expires the client is warned, then after the grace period the socket is
 /// closed with 4001 unless an `auth` frame brought a fresh token.
 pub async fn relay<S, U>(
@@ -142,7 +142,7 @@ pub async fn relay<S, U>(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                Box::pin(close_with(socket, close::GOING_AWAY, "server shutting down; reconnect")).await;
+                Box::pin(close_with(socket, close::SERVICE_RESTART, "server restarting; reconnect and resume")).await;
                 return;
             }
             () = &mut expiry => {

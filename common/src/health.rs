@@ -1,0 +1,179 @@
+//! Liveness and readiness of one service, shared by its admin listener and
+//! its gRPC health service.
+//!
+//! A service is ready when every named check passes and it is not draining.
+//! Draining starts when the process is asked to stop: readiness turns red
+//! first, so load balancers move traffic away while in-flight work finishes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// Readiness of one service: named checks plus a draining flag.
+#[derive(Clone, Debug)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    service: &'static str,
+    state: Mutex<State>,
+    ready: watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    draining: bool,
+    checks: BTreeMap<&'static str, bool>,
+}
+
+impl State {
+    fn ready(&self) -> bool {
+        !self.draining && self.checks.values().all(|ok| *ok)
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub service: &'static str,
+    pub ready: bool,
+    pub draining: bool,
+    pub checks: BTreeMap<&'static str, bool>,
+}
+
+impl Health {
+    /// A service with no checks yet: ready until a check says otherwise.
+    pub fn new(service: &'static str) -> Self {
+        let (ready, _) = watch::channel(true);
+        Self {
+            inner: Arc::new(Inner {
+                service,
+                state: Mutex::new(State::default()),
+                ready,
+            }),
+        }
+    }
+
+    /// The service's name, as reported by `/readyz`.
+    pub fn service(&self) -> &'static str {
+        self.inner.service
+    }
+
+    /// Records the outcome of the dependency check `name`.
+    pub fn set(&self, name: &'static str, ok: bool) {
+        self.update(|state| {
+            state.checks.insert(name, ok);
+        });
+    }
+
+    /// Turns readiness red for good: the process is stopping.
+    pub fn start_draining(&self) {
+        self.update(|state| state.draining = true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.lock().draining
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().ready()
+    }
+
+    /// Follows readiness: the receiver sees every change.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.inner.ready.subscribe()
+    }
+
+    pub fn report(&self) -> Report {
+        let state = self.lock();
+        Report {
+            service: self.inner.service,
+            ready: state.ready(),
+            draining: state.draining,
+            checks: state.checks.clone(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let ready = {
+            let mut state = self.lock();
+            change(&mut state);
+            state.ready()
+        };
+        self.inner.ready.send_if_modified(|current| {
+            let changed = *current != ready;
+            *current = ready;
+            changed
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Mirrors `health` into gRPC health for `grpc_service` and the server as a
+/// whole (`""`), and keeps `liveness` serving for as long as the process
+/// runs, so Kubernetes gRPC probes can ask for either.
+pub async fn mirror_to_grpc(
+    health: Health,
+    reporter: tonic_health::server::HealthReporter,
+    grpc_service: &'static str,
+) {
+    use tonic_health::ServingStatus;
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    let mut ready = health.watch();
+    loop {
+        let status = if *ready.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(grpc_service, status).await;
+        reporter.set_service_status("", status).await;
+        if ready.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// gRPC health service name that answers SERVING while the process is alive
+/// (for liveness and startup probes); readiness uses the API's own name.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_check_passes_and_not_draining() {
+        let health = Health::new("svc");
+        assert!(health.is_ready());
+        health.set("database", false);
+        assert!(!health.is_ready());
+        health.set("database", true);
+        health.set("redis", true);
+        assert!(health.is_ready());
+        health.start_draining();
+        assert!(!health.is_ready());
+        health.set("database", true);
+        assert!(!health.is_ready(), "draining is for good");
+        let report = health.report();
+        assert!(report.draining);
+        assert_eq!(report.checks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn watchers_see_changes() {
+        let health = Health::new("svc");
+        let mut ready = health.watch();
+        health.set("database", false);
+        ready.changed().await.expect("sender alive");
+        assert!(!*ready.borrow());
+    }
+}
