@@ -13,11 +13,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use chat_common::Health;
+use chat_common::trace::{AccessLog, GrpcTraceLayer};
 use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use chat_common::Health;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentsConfig;
@@ -123,6 +124,9 @@ impl Application {
         let server = async move {
             tonic::transport::Server::builder()
                 .layer(chat_common::metrics::GrpcMetricsLayer)
+                // Per-call access lines at debug (chat-core polls `ListAgents`);
+                // each run logs its own start and end at info.
+                .layer(GrpcTraceLayer::new(AccessLog::Debug).continued_traces_only())
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(worker)

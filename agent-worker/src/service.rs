@@ -55,21 +55,24 @@ impl AgentWorker for AgentWorkerService {
             let limit = self.max_concurrent_runs;
             ErrorCode::RateLimited.status(format!("worker is already running its limit of {limit} runs"))
         })?;
+        let request_id = request
+            .extensions()
+            .get::<chat_common::trace::RequestId>()
+            .map(|id| id.0.clone());
         let request = request.into_inner();
-        let span = tracing::debug_span!(
+        // The agent runs in this span (a child of the call's, so of
+        // chat-core's run): its HTTP calls carry it onward.
+        let span = tracing::info_span!(
             "run",
+            otel.name = %format_args!("agent {}", request.agent),
             run_id = %request.run_id,
             session_id = %request.session_id,
             agent = %request.agent,
             attempt = request.attempt,
+            request_id = request_id.as_deref().unwrap_or_default(),
         );
-        tracing::info!(
-            run_id = %request.run_id,
-            session_id = %request.session_id,
-            agent = %request.agent,
-            attempt = request.attempt,
-            "run started"
-        );
+        span.in_scope(|| tracing::info!("run started"));
+        let started = std::time::Instant::now();
         // Only names the worker serves become label values, so a caller cannot grow the series.
         let known = self.registry.agents().iter().any(|a| a.name() == request.agent);
         let agent = if known { request.agent.clone() } else { "unknown".to_owned() };
@@ -80,7 +83,8 @@ impl AgentWorker for AgentWorkerService {
         tokio::spawn(
             async move {
                 let outcome = forward(events, &tx).await;
-                tracing::debug!(?outcome, "run ended");
+                let duration_ms = chat_common::trace::millis(started.elapsed());
+                tracing::info!(?outcome, duration_ms, "run ended");
                 in_flight.decrement(1.0);
                 let status = match outcome {
                     Forwarded::Completed => "completed",

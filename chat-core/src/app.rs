@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use chat_common::Health;
+use chat_common::trace::AccessLog;
 use futures::StreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
@@ -186,6 +187,9 @@ impl Application {
             tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(1 << 20))
                 .layer(chat_common::metrics::GrpcMetricsLayer)
+                // Per-call access lines at debug: chat-core serves every
+                // client call, so an info line each would dominate the logs.
+                .layer(chat_common::trace::GrpcTraceLayer::new(AccessLog::Debug))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(chat)

@@ -1,6 +1,7 @@
 //! Code shared by gateway, chat-core and agent-worker: the error codes both
 //! transports speak, the token claims chat-core verifies, health, the admin
-//! listener, metrics, telemetry, secrets, endpoint discovery and shutdown.
+//! listener, metrics, logging and trace export, trace context propagation,
+//! secrets, endpoint discovery and shutdown.
 
 pub mod admin;
 pub mod discovery;
@@ -11,6 +12,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
+pub mod trace;
 
 pub use error::ErrorCode;
 pub use health::Health;

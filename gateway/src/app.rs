@@ -315,11 +315,8 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(middleware::map_request(drop_unusable_request_id))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            // The path only: a WebSocket query string may carry an access token.
-            let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(crate::access::request_span))
+        .layer(middleware::from_fn(crate::access::log))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(security_header("x-content-type-options", "nosniff"))
         .layer(security_header("referrer-policy", "no-referrer"))

@@ -52,11 +52,13 @@ pub fn current_request_id() -> Option<AsciiMetadataValue> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Tags a chat-core call with `request_id` (or the current request's).
+/// Tags a chat-core call with `request_id` (or the current request's) and,
+/// when traces are exported, the current span's trace context.
 pub fn tag_request_id<T>(request: &mut tonic::Request<T>, request_id: Option<AsciiMetadataValue>) {
     if let Some(id) = request_id.or_else(current_request_id) {
         request.metadata_mut().insert(REQUEST_ID_METADATA, id);
     }
+    chat_common::trace::inject_metadata(request.metadata_mut());
 }
 
 /// Clients for chat-core's `ChatService`, `UserService` and health service.
@@ -194,8 +196,8 @@ impl CoreClient {
     }
 }
 
-/// Wraps `message` in a request carrying `authorization: Bearer <token>`
-/// and the current request id.
+/// Wraps `message` in a request carrying `authorization: Bearer <token>`,
+/// the current request id and trace context.
 pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
     let value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| ApiError::unauthenticated("malformed access token"))?;

@@ -108,6 +108,9 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
         }
     }
     upstream.headers_mut().insert(AUTHORIZATION, authorization);
+    // While tracing, chat-core's span is a child of this request's (which
+    // continues the caller's `traceparent`); otherwise it is passed as sent.
+    chat_common::trace::inject_headers(upstream.headers_mut());
     let channel = state.core.channel();
     let response = channel.oneshot(upstream).await.map_err(|error| {
         tracing::warn!(%error, "grpc-web call to chat-core failed");

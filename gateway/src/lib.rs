@@ -3,9 +3,10 @@
 //! Browsers speak HTTP, WebSocket and SSE here; every request is
 //! authenticated, validated and translated into gRPC calls and streams to
 //! chat-core, which owns all state. A request goes through [`app`]'s
-//! middleware, then a handler in [`routes`] (or [`ws`] for sockets), which
+//! middleware (its span and access line in [`access`]), then a handler in [`routes`] (or [`ws`] for sockets), which
 //! calls chat-core through [`core`]; errors leave through [`error`].
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod core;

@@ -8,7 +8,8 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::principal;
+use super::{principal, request_id};
+use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal};
 use crate::service::Concurrency;
@@ -296,11 +297,19 @@ impl ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::SendMessageStream>, Status> {
         let principal = principal(&request)?;
+        let origin = RunOrigin::current(request_id(&request));
         let req = request.into_inner();
         let role = parse_role(&principal, &req.role)?;
         let (sent, events) = self
             .core
-            .send_and_follow(&principal, &req.session_id, &req.client_msg_id, req.content, role)
+            .send_and_follow(
+                &principal,
+                &req.session_id,
+                &req.client_msg_id,
+                req.content,
+                role,
+                origin,
+            )
             .await?;
         let ack = pb::SendMessageEvent {
             event: Some(pb::send_message_event::Event::Ack(sent.ack)),
@@ -349,9 +358,10 @@ impl ChatService for ChatApi {
         request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal = principal(&request)?;
+        let request_id = request_id(&request);
         let frames = request.into_inner();
         Ok(Response::new(until_drained(
-            super::connect::serve(self.core.clone(), principal, frames),
+            super::connect::serve(self.core.clone(), principal, request_id, frames),
             self.draining.clone(),
         )))
     }

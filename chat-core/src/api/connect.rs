@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
+use tracing::Instrument as _;
 
+use crate::dispatch::RunOrigin;
 use crate::domain::{MessageRole, Principal};
 use crate::service::{ChatCore, ServiceError};
 
@@ -39,9 +41,11 @@ fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Res
 }
 
 /// Starts serving a connection and returns its outgoing frames.
+/// `request_id` is the connection's (the client's WebSocket upgrade).
 pub fn serve(
     core: ChatCore,
     principal: Principal,
+    request_id: Option<String>,
     frames: Streaming<pb::ClientFrame>,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
     let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -50,6 +54,7 @@ pub fn serve(
         Connection {
             core,
             principal,
+            request_id,
             tx,
             subscriptions: HashMap::new(),
             slow: slow.clone(),
@@ -80,6 +85,7 @@ pub fn serve(
 struct Connection {
     core: ChatCore,
     principal: Principal,
+    request_id: Option<String>,
     tx: Outgoing,
     subscriptions: HashMap<String, JoinHandle<()>>,
     /// Cancelled when the client fell behind its outgoing queue.
@@ -119,24 +125,8 @@ impl Connection {
                 }))
             }
             In::Send(send) => {
-                let result = self
-                    .core
-                    .send(
-                        &self.principal,
-                        &send.session_id,
-                        &send.client_msg_id,
-                        send.content,
-                        MessageRole::User,
-                    )
-                    .await;
-                match result {
-                    Ok(sent) => {
-                        let _ = self.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
-                        self.core.announce(&sent).await;
-                        None
-                    }
-                    Err(err) => Some(error_frame(&err, &send.session_id, &send.client_msg_id)),
-                }
+                let span = self.turn_span(&send);
+                self.send(send).instrument(span).await
             }
             In::Cancel(cancel) => match self
                 .core
@@ -151,6 +141,45 @@ impl Connection {
         if let Some(reply) = reply {
             let _ = self.tx.send(reply).await;
         }
+    }
+
+    async fn send(&mut self, send: pb::SendFrame) -> Option<Result<pb::ServerFrame, Status>> {
+        let result = self
+            .core
+            .send(
+                &self.principal,
+                &send.session_id,
+                &send.client_msg_id,
+                send.content,
+                MessageRole::User,
+            )
+            .await;
+        match result {
+            Ok(sent) => {
+                let _ = self.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
+                let origin = RunOrigin::current(self.request_id.clone());
+                self.core.announce(&sent, origin).await;
+                None
+            }
+            Err(err) => Some(error_frame(&err, &send.session_id, &send.client_msg_id)),
+        }
+    }
+
+    /// The span of a `send` frame that brings its turn's trace context; none
+    /// for frames without one, so untraced turns cost nothing here.
+    fn turn_span(&self, send: &pb::SendFrame) -> tracing::Span {
+        if send.trace_context.is_empty() || !chat_common::trace::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "turn",
+            otel.name = "chat.v1.ChatService/Connect send",
+            otel.kind = "server",
+            session_id = %send.session_id,
+            request_id = self.request_id.as_deref().unwrap_or_default(),
+        );
+        chat_common::trace::continue_from_map(&span, &send.trace_context);
+        span
     }
 
     async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Result<pb::ServerFrame, Status>> {

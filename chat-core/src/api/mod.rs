@@ -14,6 +14,14 @@ pub use users::{PasswordPolicy, Passwords, UserApi};
 use crate::domain::Principal;
 use crate::service::ServiceError;
 
+/// The request id of the client request behind a call (`x-request-id`).
+fn request_id<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<chat_common::trace::RequestId>()
+        .map(|id| id.0.clone())
+}
+
 /// The principal the interceptor attached to the request.
 fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
     request

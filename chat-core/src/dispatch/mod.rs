@@ -12,7 +12,7 @@ pub use workers::WorkerPool;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,39 @@ pub struct DispatchConfig {
     pub dispatch_timeout: Duration,
 }
 
+/// Where a run came from: the trace and the request id of the send that
+/// queued it, so the run's spans join the sender's trace and its logs (and
+/// the worker's) carry the request id.
+///
+/// Kept in memory only, from the send to the start of the run on this
+/// replica. A run started elsewhere (another replica took it over, or this
+/// one restarted) has no origin: its span starts a new trace, still tagged
+/// with the session and run ids.
+#[derive(Clone, Debug, Default)]
+pub struct RunOrigin {
+    pub request_id: Option<String>,
+    pub parent: chat_common::trace::Parent,
+}
+
+impl RunOrigin {
+    /// The current span's trace, with `request_id`.
+    pub fn current(request_id: Option<String>) -> Self {
+        Self {
+            request_id,
+            parent: chat_common::trace::Parent::current(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.request_id.is_none() && !self.parent.is_some()
+    }
+}
+
+/// How long the origin of a run that does not start here is kept.
+const ORIGIN_TTL: Duration = Duration::from_secs(600);
+/// Most origins kept at once; beyond, runs start without one.
+const MAX_ORIGINS: usize = 100_000;
+
 /// Owns the session runners of this process.
 pub struct Dispatcher {
     store: Arc<dyn ChatStore>,
@@ -46,6 +79,8 @@ pub struct Dispatcher {
     inflight: DashMap<String, Arc<InflightRun>>,
     /// Cancellation handle of each running run.
     cancels: DashMap<String, CancellationToken>,
+    /// Origins of the runs queued by sends to this replica, until they start.
+    origins: DashMap<String, (Instant, RunOrigin)>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// This replica's identity in run leases.
@@ -67,6 +102,7 @@ impl Dispatcher {
             runners: Mutex::default(),
             inflight: DashMap::new(),
             cancels: DashMap::new(),
+            origins: DashMap::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             owner: format!("core-{}", uuid::Uuid::new_v4().simple()),
@@ -97,6 +133,7 @@ impl Dispatcher {
                     }
                     Err(error) => tracing::debug!(%error, "orphan scan failed"),
                 }
+                this.origins.retain(|_, (at, _)| at.elapsed() < ORIGIN_TTL);
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
                     () = this.shutdown.cancelled() => return,
@@ -107,6 +144,21 @@ impl Dispatcher {
 
     pub fn workers(&self) -> &WorkerPool {
         &self.workers
+    }
+
+    /// Remembers where a queued run came from, for when it starts. Call
+    /// before [`Dispatcher::wake`].
+    pub fn queued(&self, run_id: &str, origin: RunOrigin) {
+        if !origin.is_empty() && self.origins.len() < MAX_ORIGINS {
+            self.origins.insert(run_id.to_owned(), (Instant::now(), origin));
+        }
+    }
+
+    fn take_origin(&self, run_id: &str) -> RunOrigin {
+        self.origins
+            .remove(run_id)
+            .map(|(_, (_, origin))| origin)
+            .unwrap_or_default()
     }
 
     /// Makes sure a runner is working through the session's queue.

@@ -7,7 +7,7 @@ use chat_proto::agent::v1::{self as agent, run_event::Event as AgentEvent};
 use chat_proto::chat::v1::{self as pb, session_event::Event};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use super::{Dispatcher, InflightRun};
 use crate::domain::{RunStatus, now_ms};
@@ -94,7 +94,28 @@ impl Dispatcher {
         }
     }
 
-    async fn execute(&self, mut run: RunRecord) {
+    /// Executes a claimed run in its span: a child of the send that queued
+    /// it when that send came to this replica, else the root of a new trace.
+    async fn execute(&self, run: RunRecord) {
+        let origin = self.take_origin(&run.id);
+        let span = tracing::info_span!(
+            "run",
+            otel.name = %format_args!("run {}", run.agent),
+            session_id = %run.session_id,
+            run_id = %run.id,
+            agent = %run.agent,
+            request_id = tracing::field::Empty,
+        );
+        origin.parent.adopt(&span);
+        if let Some(id) = &origin.request_id {
+            span.record("request_id", id.as_str());
+        }
+        self.execute_attempts(run, origin.request_id.as_deref())
+            .instrument(span)
+            .await;
+    }
+
+    async fn execute_attempts(&self, mut run: RunRecord, request_id: Option<&str>) {
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
         loop {
@@ -107,7 +128,9 @@ impl Dispatcher {
                 self.publish_status(&run, RunStatus::Retrying, "").await;
             }
             self.publish_status(&run, RunStatus::Running, "").await;
-            let outcome = self.stream_from_worker(&run, &inflight, &cancel).await;
+            let outcome = self
+                .stream_from_worker(&run, &inflight, &cancel, request_id)
+                .await;
             self.bus.clear_deltas(&run.id, attempt).await;
             match outcome {
                 Outcome::Failed {
@@ -228,6 +251,7 @@ impl Dispatcher {
         run: &RunRecord,
         inflight: &InflightRun,
         cancel: &CancellationToken,
+        request_id: Option<&str>,
     ) -> Outcome {
         let history = match self.history(run).await {
             Ok(history) => history,
@@ -243,7 +267,7 @@ impl Dispatcher {
         };
         let deadline = tokio::time::Instant::now() + self.config.run_timeout;
         let mut stream = tokio::select! {
-            result = tokio::time::timeout(self.config.dispatch_timeout, self.workers.run(request, self.config.run_timeout)) => match result {
+            result = tokio::time::timeout(self.config.dispatch_timeout, self.workers.run(request, self.config.run_timeout, request_id)) => match result {
                 Ok(Ok(stream)) => stream,
                 Err(_) => return Outcome::failed("no agent-worker accepted the run in time", true),
                 Ok(Err(status)) => {

@@ -170,7 +170,9 @@ impl WorkerPool {
         .await;
         let mut workers = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
         for (url, answer) in answers {
-            let Some(worker) = workers.get_mut(&url) else { continue };
+            let Some(worker) = workers.get_mut(&url) else {
+                continue;
+            };
             match answer {
                 Ok(agents) => {
                     if worker.agents.as_ref() != Some(&agents) {
@@ -207,9 +209,16 @@ impl WorkerPool {
         serving
     }
 
-    /// Starts `request` on a worker that serves its agent. A worker that is
+    /// Starts `request` on a worker that serves its agent, with the current
+    /// trace context and `request_id` in its metadata. A worker that is
     /// full (`RESOURCE_EXHAUSTED`) or unreachable is skipped for the next one.
-    pub async fn run(&self, request: agent::RunRequest, timeout: Duration) -> Result<RunStream, tonic::Status> {
+    pub async fn run(
+        &self,
+        request: agent::RunRequest,
+        timeout: Duration,
+        request_id: Option<&str>,
+    ) -> Result<RunStream, tonic::Status> {
+        let request_id = request_id.and_then(|id| tonic::metadata::AsciiMetadataValue::try_from(id).ok());
         let mut candidates = self.candidates(&request.agent);
         if candidates.is_empty() {
             // A worker may have joined since the last refresh.
@@ -228,6 +237,11 @@ impl WorkerPool {
             let guard = InFlight(worker.in_flight.clone());
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(timeout);
+            chat_common::trace::inject_metadata(call.metadata_mut());
+            if let Some(id) = &request_id {
+                call.metadata_mut()
+                    .insert(chat_common::trace::REQUEST_ID, id.clone());
+            }
             match worker.client.clone().run(call).await {
                 Ok(response) => {
                     return Ok(RunStream {

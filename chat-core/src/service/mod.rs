@@ -10,9 +10,10 @@ pub use error::ServiceError;
 use std::sync::Arc;
 
 use chat_proto::chat::v1::{self as pb, session_event::Event};
+use tracing::Instrument as _;
 
 use crate::bus::EventBus;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, RunOrigin};
 use crate::domain::{self, MessageRole, Principal, RunStatus, SessionStatus};
 use crate::store::{ChatStore, MessageRecord, NewMessage, RunRecord, SessionRecord};
 
@@ -128,6 +129,25 @@ impl ChatCore {
         content: String,
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
+        let span = tracing::info_span!("send", session_id = %session_id, run_id = tracing::field::Empty);
+        let sent = self
+            .commit_send(principal, session_id, client_msg_id, content, role)
+            .instrument(span.clone())
+            .await?;
+        if let Some(run) = &sent.run {
+            span.record("run_id", run.id.as_str());
+        }
+        Ok(sent)
+    }
+
+    async fn commit_send(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        client_msg_id: &str,
+        content: String,
+        role: MessageRole,
+    ) -> Result<Sent, ServiceError> {
         if !client_msg_id.is_empty() {
             domain::validate_client_msg_id(client_msg_id)?;
         }
@@ -171,8 +191,9 @@ impl ChatCore {
     }
 
     /// Tells subscribers about a committed message and wakes the session's
-    /// runner. Called after the ack is queued, so the ack precedes the events.
-    pub async fn announce(&self, sent: &Sent) {
+    /// runner, handing it the run's `origin`. Called after the ack is queued,
+    /// so the ack precedes the events.
+    pub async fn announce(&self, sent: &Sent, origin: RunOrigin) {
         let session_id = &sent.ack.session_id;
         if !sent.ack.duplicate {
             if let Some(message) = &sent.ack.message {
@@ -188,7 +209,10 @@ impl ChatCore {
         if let Some(run) = sent.run.as_ref().filter(|_| sent.interrupt) {
             self.interrupt_before(run).await;
         }
-        if sent.run.is_some() {
+        if let Some(run) = &sent.run {
+            if !sent.ack.duplicate {
+                self.dispatcher.queued(&run.id, origin);
+            }
             // Also for duplicates: a restart may have left the run queued.
             self.dispatcher.wake(session_id);
         }

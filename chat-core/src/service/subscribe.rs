@@ -275,6 +275,7 @@ impl ChatCore {
         client_msg_id: &str,
         content: String,
         role: crate::domain::MessageRole,
+        origin: crate::dispatch::RunOrigin,
     ) -> Result<
         (
             Sent,
@@ -287,7 +288,7 @@ impl ChatCore {
         let sent = self
             .send(principal, session_id, client_msg_id, content, role)
             .await?;
-        self.announce(&sent).await;
+        self.announce(&sent, origin).await;
         let core = self.clone();
         let run = sent.run.clone();
         let resent = sent.ack.duplicate;

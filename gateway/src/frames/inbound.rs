@@ -136,6 +136,7 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
                 session_id: b.session_id,
                 client_msg_id,
                 content: b.content,
+                trace_context: Default::default(),
             })
         }
         "cancel" => {

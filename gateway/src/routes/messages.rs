@@ -87,6 +87,8 @@ pub async fn post(
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<Response, ApiError> {
     let session_id = session_id(&id)?;
+    let span = tracing::Span::current();
+    span.record("session_id", session_id.as_str());
     if body.content.trim().is_empty() {
         return Err(ApiError::invalid("content must not be empty"));
     }
@@ -116,6 +118,7 @@ pub async fn post(
         }) => ack,
         _ => return Err(ApiError::internal("send stream did not start with an ack")),
     };
+    span.record("run_id", ack.run_id.as_str());
     if sse::wants_event_stream(&headers) {
         return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
     }

@@ -22,7 +22,7 @@ use crate::origin::UpgradeOrigin;
 
 mod peer;
 
-pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock};
+pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces};
 
 /// Client frames queued towards chat-core before the socket stops being read.
 const CLIENT_FRAME_QUEUE: usize = 16;
@@ -50,17 +50,20 @@ pub async fn upgrade(
     State(state): State<SharedState>,
     _origin: UpgradeOrigin,
     WsAuthUser(user): WsAuthUser,
+    headers: http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let limits = &state.limits;
     // No span for the socket's life (its cost per idle socket adds up): the
-    // request id is logged with the socket's events and sent to chat-core.
+    // request id is logged with the socket's events and sent to chat-core,
+    // and each turn sent on it gets its own span (see `TurnTraces`).
     let request_id = current_request_id();
+    let traces = TurnTraces::of_upgrade(&headers);
     ws.read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state, user, request_id))
+        .on_upgrade(move |socket| serve(socket, state, user, request_id, traces))
 }
 
 /// One socket's life. Futures needed only briefly (opening the stream,
@@ -70,7 +73,9 @@ async fn serve(
     state: SharedState,
     user: AuthUser,
     request_id: Option<tonic::metadata::AsciiMetadataValue>,
+    traces: TurnTraces,
 ) {
+    let opened = std::time::Instant::now();
     let AuthUser {
         user_id,
         token,
@@ -104,10 +109,21 @@ async fn serve(
                 expires_at,
                 token_grace: state.limits.ws_token_grace,
                 flush_timeout: state.limits.ws_flush_timeout,
+                traces,
             };
             drop(state);
-            relay(&mut socket, upstream, to_core, &peer, shutdown).await;
-            tracing::debug!(user_id = %peer.user_id, request_id = %request_id_text, "websocket closed");
+            let ended = relay(&mut socket, upstream, to_core, &peer, shutdown).await;
+            tracing::info!(
+                target: "access",
+                user_id = %peer.user_id,
+                request_id = %request_id_text,
+                duration_ms = chat_common::trace::millis(opened.elapsed()),
+                frames_in = ended.frames_in,
+                frames_out = ended.frames_out,
+                close_code = ended.close_code,
+                closed_by = ended.closed_by.as_str(),
+                "websocket closed"
+            );
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), request_id = %request_id_text, "failed to open chat-core connect stream");
@@ -116,7 +132,47 @@ async fn serve(
     }
 }
 
-/// Relays frames between a client socket and chat-core until either side ends.
+/// How a socket's relay ended, for its access log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Text and binary frames read from the client.
+    pub frames_in: u64,
+    /// Frames written to the client.
+    pub frames_out: u64,
+    /// The close code sent or received, if a close frame was.
+    pub close_code: Option<u16>,
+    pub closed_by: ClosedBy,
+}
+
+/// Which side ended a socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The client closed the socket or went away.
+    #[default]
+    Client,
+    /// The gateway closed it (restart, token expiry, chat-core's end, a slow client).
+    Gateway,
+}
+
+impl ClosedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+impl Ended {
+    fn by_gateway(mut self, code: Option<u16>) -> Self {
+        self.closed_by = ClosedBy::Gateway;
+        self.close_code = code;
+        self
+    }
+}
+
+/// Relays frames between a client socket and chat-core until either side
+/// ends, and tells how it ended.
 ///
 /// Client frames are validated here; invalid ones get an error frame and the
 /// socket stays open, as do `send` frames over the messages rate limit. When
@@ -131,7 +187,8 @@ pub async fn relay<S, U>(
     to_core: mpsc::Sender<Box<pb::ClientFrame>>,
     peer: &Peer,
     shutdown: impl Future<Output = ()>,
-) where
+) -> Ended
+where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
 {
@@ -139,23 +196,24 @@ pub async fn relay<S, U>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut clock = TokenClock::new(peer.expires_at, peer.token_grace);
     let mut expiry = std::pin::pin!(tokio::time::sleep_until(clock.deadline()));
+    let mut ended = Ended::default();
     loop {
         tokio::select! {
             () = &mut shutdown => {
                 Box::pin(close_with(socket, close::SERVICE_RESTART, "server restarting; reconnect and resume")).await;
-                return;
+                return ended.by_gateway(Some(close::SERVICE_RESTART));
             }
             () = &mut expiry => {
                 match clock.elapsed() {
                     Expiry::Warn => {
                         tracing::debug!(user_id = %peer.user_id, "websocket token expired");
-                        if send(socket, &clock.warning()).await.is_err() {
-                            return;
+                        if send(socket, &clock.warning(), &mut ended).await.is_err() {
+                            return ended;
                         }
                     }
                     Expiry::Close => {
                         Box::pin(close_with(socket, close::TOKEN_EXPIRED, TOKEN_EXPIRED)).await;
-                        return;
+                        return ended.by_gateway(Some(close::TOKEN_EXPIRED));
                     }
                 }
                 expiry.as_mut().reset(clock.deadline());
@@ -167,8 +225,8 @@ pub async fn relay<S, U>(
                 }
             }
             item = upstream.next() => {
-                if !Box::pin(forward_batch(socket, &mut upstream, item, peer.flush_timeout)).await {
-                    return;
+                if let Some(closed) = Box::pin(forward_batch(socket, &mut upstream, item, peer.flush_timeout, &mut ended.frames_out)).await {
+                    return ended.by_gateway(closed);
                 }
             }
             message = socket.next(), if pending.is_none() => {
@@ -178,27 +236,35 @@ pub async fn relay<S, U>(
                     Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(bytes) {
                         Ok(text) => text,
                         Err(_) => {
+                            ended.frames_in += 1;
                             let error = OutFrame::error(ErrorCode::Invalid, "frames must be UTF-8 JSON text");
-                            if send(socket, &error).await.is_err() {
-                                return;
+                            if send(socket, &error, &mut ended).await.is_err() {
+                                return ended;
                             }
                             continue;
                         }
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    Some(Ok(Message::Close(frame))) => {
+                        ended.close_code = frame.as_ref().map(|f| f.code);
                         let _ = socket.close().await;
-                        return;
+                        return ended;
+                    }
+                    Some(Err(_)) | None => {
+                        let _ = socket.close().await;
+                        return ended;
                     }
                 };
+                ended.frames_in += 1;
                 match parse_client_frame(text, peer.max_content_bytes) {
-                    Inbound::Forward(frame) => {
+                    Inbound::Forward(mut frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
-                            if send(socket, &error).await.is_err() {
-                                return;
+                            if send(socket, &error, &mut ended).await.is_err() {
+                                return ended;
                             }
                             continue;
                         }
+                        peer.traces.trace_turn(&mut frame, &peer.user_id);
                         match to_core.try_send(Box::new(frame)) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(frame)) => pending = Some(frame),
@@ -206,15 +272,15 @@ pub async fn relay<S, U>(
                         }
                     }
                     Inbound::Reply(frame) => {
-                        if send(socket, &frame).await.is_err() {
-                            return;
+                        if send(socket, &frame, &mut ended).await.is_err() {
+                            return ended;
                         }
                     }
                     Inbound::Auth(token) => {
                         let reply = peer.reauthenticate(&token, &mut clock).await;
                         expiry.as_mut().reset(clock.deadline());
-                        if send(socket, &reply).await.is_err() {
-                            return;
+                        if send(socket, &reply, &mut ended).await.is_err() {
+                            return ended;
                         }
                     }
                 }
@@ -223,14 +289,16 @@ pub async fn relay<S, U>(
     }
 }
 
-/// Writes `first` and whatever else chat-core has ready, then flushes once.
-/// Returns false when the connection is over.
+/// Writes `first` and whatever else chat-core has ready, then flushes once,
+/// counting the frames written in `written`. Returns `None` while the
+/// connection goes on, and once it is over, the close code sent, if any.
 async fn forward_batch<S, U>(
     socket: &mut S,
     upstream: &mut U,
     first: Option<Result<pb::ServerFrame, tonic::Status>>,
     flush_timeout: Duration,
-) -> bool
+    written: &mut u64,
+) -> Option<Option<u16>>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
     U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
@@ -239,15 +307,16 @@ where
     for _ in 0..MAX_BATCH {
         match item {
             Some(Ok(frame)) => {
-                if let Some(out) = OutFrame::from_server_frame(frame)
-                    && socket.feed(Message::Text(out.to_json().into())).await.is_err()
-                {
-                    return false;
+                if let Some(out) = OutFrame::from_server_frame(frame) {
+                    if socket.feed(Message::Text(out.to_json().into())).await.is_err() {
+                        return Some(None);
+                    }
+                    *written += 1;
                 }
             }
             Some(Err(status)) => {
-                close_with_error(socket, &status).await;
-                return false;
+                *written += 1;
+                return Some(Some(close_with_error(socket, &status).await));
             }
             None => {
                 let frame = OutFrame::error(
@@ -255,8 +324,9 @@ where
                     "chat-core closed the connection; reconnect",
                 );
                 let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                *written += 1;
                 close_with(socket, close::RESTART, "chat-core closed the connection").await;
-                return false;
+                return Some(Some(close::RESTART));
             }
         }
         match upstream.next().now_or_never() {
@@ -265,26 +335,29 @@ where
         }
     }
     match tokio::time::timeout(flush_timeout, socket.flush()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(None),
         Err(_) => {
             // A slow consumer: its socket is dropped (no close frame can get
             // through a full buffer); it recovers by resuming with after_seq.
             tracing::debug!("websocket client too slow; dropping it");
-            false
+            Some(None)
         }
     }
 }
 
-async fn send<S>(socket: &mut S, frame: &OutFrame) -> Result<(), axum::Error>
+async fn send<S>(socket: &mut S, frame: &OutFrame, ended: &mut Ended) -> Result<(), axum::Error>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    socket.send(Message::Text(frame.to_json().into())).await
+    socket.send(Message::Text(frame.to_json().into())).await?;
+    ended.frames_out += 1;
+    Ok(())
 }
 
-/// Sends the error frame of a failed stream, then closes with a matching code.
-async fn close_with_error<S>(socket: &mut S, status: &tonic::Status)
+/// Sends the error frame of a failed stream, then closes with a matching
+/// code, which it returns.
+async fn close_with_error<S>(socket: &mut S, status: &tonic::Status) -> u16
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
@@ -298,6 +371,7 @@ where
     };
     let _ = socket.feed(Message::Text(frame.to_json().into())).await;
     close_with(socket, close_code, code.as_str()).await;
+    close_code
 }
 
 async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
@@ -407,6 +481,7 @@ mod tests {
             expires_at,
             token_grace,
             flush_timeout: Duration::from_secs(30),
+            traces: TurnTraces::default(),
         };
         let task = tokio::spawn(async move {
             relay(

@@ -33,6 +33,58 @@ pub struct Peer {
     pub token_grace: Duration,
     /// How long a write may wait on the client before it counts as a slow consumer.
     pub flush_timeout: Duration,
+    /// How the turns sent on the socket are traced.
+    pub traces: TurnTraces,
+}
+
+/// How each turn (`send` frame) on a socket is traced, while traces are
+/// exported: every turn gets a span whose context travels to chat-core in
+/// the frame (a `Connect` stream carries many turns, so its metadata
+/// cannot). When the client sent a `traceparent` with the upgrade, its
+/// turns join that trace; otherwise each turn starts a trace of its own,
+/// linked to the upgrade request's span.
+#[derive(Clone, Debug, Default)]
+pub struct TurnTraces {
+    /// The span of the upgrade request.
+    upgrade: chat_common::trace::Parent,
+    /// The client asked for its trace to be continued.
+    continue_upgrade: bool,
+}
+
+impl TurnTraces {
+    /// For a socket upgraded from a request with `headers`, from within that
+    /// request's span.
+    pub fn of_upgrade(headers: &http::HeaderMap) -> Self {
+        Self {
+            upgrade: chat_common::trace::Parent::current(),
+            continue_upgrade: headers.contains_key("traceparent"),
+        }
+    }
+
+    /// Opens the span of a `send` frame and writes its context into the frame.
+    pub(super) fn trace_turn(&self, frame: &mut pb::ClientFrame, user_id: &str) {
+        let Some(pb::client_frame::Frame::Send(send)) = &mut frame.frame else {
+            return;
+        };
+        if !chat_common::trace::enabled() {
+            return;
+        }
+        let span = tracing::info_span!(
+            parent: None,
+            "turn",
+            otel.name = "websocket send",
+            otel.kind = "server",
+            session_id = %send.session_id,
+            client_msg_id = %send.client_msg_id,
+            user_id,
+        );
+        if self.continue_upgrade {
+            self.upgrade.adopt(&span);
+        } else {
+            self.upgrade.link(&span);
+        }
+        send.trace_context = span.in_scope(chat_common::trace::context_map);
+    }
 }
 
 impl Peer {

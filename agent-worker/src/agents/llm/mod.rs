@@ -214,7 +214,11 @@ impl Inner {
                 tools,
                 tool_choice: (last_round && !tools.is_empty()).then_some("none"),
             };
-            let mut request = self.client.post(&self.url).json(&body);
+            let mut request = self
+                .client
+                .post(&self.url)
+                .headers(chat_common::trace::headers())
+                .json(&body);
             if let Some(key) = &self.api_key {
                 request = request.bearer_auth(key.expose_secret());
             }

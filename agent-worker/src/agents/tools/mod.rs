@@ -98,6 +98,7 @@ impl Toolbox {
             self.client.post(&spec.url).json(arguments)
         };
         let response = request
+            .headers(chat_common::trace::headers())
             .timeout(self.timeout)
             .send()
             .await

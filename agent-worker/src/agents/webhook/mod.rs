@@ -160,7 +160,12 @@ impl Inner {
 
     /// One call: the reply text, or why there is none.
     async fn post(&self, body: &Value) -> Result<String, UpstreamError> {
-        let mut request = self.client.post(&self.url).json(body).timeout(self.timeout);
+        let mut request = self
+            .client
+            .post(&self.url)
+            .headers(chat_common::trace::headers())
+            .json(body)
+            .timeout(self.timeout);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
