@@ -13,11 +13,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use chat_common::Health;
 use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use chat_common::Health;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentsConfig;
@@ -92,7 +92,10 @@ impl Application {
     /// Serves gRPC until `stop` completes, then drains: readiness turns red,
     /// no new runs are taken, and in-flight runs finish within the shutdown
     /// deadline.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
             self.health.clone(),

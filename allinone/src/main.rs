@@ -97,7 +97,9 @@ async fn main() -> ExitCode {
         Some(Command::Gateway(settings)) => {
             chat_common::shutdown::exit_code("gateway", gateway::app::run(settings).await)
         }
-        Some(Command::ChatCore(cli)) => chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await),
+        Some(Command::ChatCore(cli)) => {
+            chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await)
+        }
         Some(Command::AgentWorker(settings)) => {
             chat_common::shutdown::exit_code("agent-worker", agent_worker::run(settings).await)
         }

@@ -170,7 +170,9 @@ impl WorkerPool {
         .await;
         let mut workers = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
         for (url, answer) in answers {
-            let Some(worker) = workers.get_mut(&url) else { continue };
+            let Some(worker) = workers.get_mut(&url) else {
+                continue;
+            };
             match answer {
                 Ok(agents) => {
                     if worker.agents.as_ref() != Some(&agents) {
@@ -209,7 +211,11 @@ impl WorkerPool {
 
     /// Starts `request` on a worker that serves its agent. A worker that is
     /// full (`RESOURCE_EXHAUSTED`) or unreachable is skipped for the next one.
-    pub async fn run(&self, request: agent::RunRequest, timeout: Duration) -> Result<RunStream, tonic::Status> {
+    pub async fn run(
+        &self,
+        request: agent::RunRequest,
+        timeout: Duration,
+    ) -> Result<RunStream, tonic::Status> {
         let mut candidates = self.candidates(&request.agent);
         if candidates.is_empty() {
             // A worker may have joined since the last refresh.

@@ -63,6 +63,44 @@ pub async fn upgrade(
         .on_upgrade(move |socket| serve(socket, state, user, request_id))
 }
 
+/// Counts an open socket in `chat_ws_connections` for as long as it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn count() -> Self {
+        metrics::gauge!("chat_ws_connections").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!("chat_ws_connections").decrement(1.0);
+    }
+}
+
+fn count_frame(direction: &'static str, kind: &'static str) {
+    metrics::counter!("chat_ws_frames_total", "direction" => direction, "type" => kind).increment(1);
+}
+
+/// The `type` of a client frame, as counted in `chat_ws_frames_total`.
+fn inbound_kind(inbound: &Inbound) -> &'static str {
+    use pb::client_frame::Frame;
+    match inbound {
+        Inbound::Forward(frame) => match frame.frame {
+            Some(Frame::Subscribe(_)) => "subscribe",
+            Some(Frame::Unsubscribe(_)) => "unsubscribe",
+            Some(Frame::Send(_)) => "send",
+            Some(Frame::Cancel(_)) => "cancel",
+            Some(Frame::Ping(_)) => "ping",
+            None => "invalid",
+        },
+        Inbound::Reply(OutFrame::Pong) => "ping",
+        Inbound::Reply(_) => "invalid",
+        Inbound::Auth(_) => "auth",
+    }
+}
+
 /// One socket's life. Futures needed only briefly (opening the stream,
 /// writing, closing) are boxed so an idle socket's task stays small.
 async fn serve(
@@ -71,6 +109,7 @@ async fn serve(
     user: AuthUser,
     request_id: Option<tonic::metadata::AsciiMetadataValue>,
 ) {
+    let _open = OpenSocket::count();
     let AuthUser {
         user_id,
         token,
@@ -191,7 +230,9 @@ pub async fn relay<S, U>(
                         return;
                     }
                 };
-                match parse_client_frame(text, peer.max_content_bytes) {
+                let inbound = parse_client_frame(text, peer.max_content_bytes);
+                count_frame("in", inbound_kind(&inbound));
+                match inbound {
                     Inbound::Forward(frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
                             if send(socket, &error).await.is_err() {
@@ -239,10 +280,11 @@ where
     for _ in 0..MAX_BATCH {
         match item {
             Some(Ok(frame)) => {
-                if let Some(out) = OutFrame::from_server_frame(frame)
-                    && socket.feed(Message::Text(out.to_json().into())).await.is_err()
-                {
-                    return false;
+                if let Some(out) = OutFrame::from_server_frame(frame) {
+                    count_frame("out", out.kind());
+                    if socket.feed(Message::Text(out.to_json().into())).await.is_err() {
+                        return false;
+                    }
                 }
             }
             Some(Err(status)) => {
@@ -280,6 +322,7 @@ async fn send<S>(socket: &mut S, frame: &OutFrame) -> Result<(), axum::Error>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
+    count_frame("out", frame.kind());
     socket.send(Message::Text(frame.to_json().into())).await
 }
 
