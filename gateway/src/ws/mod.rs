@@ -31,7 +31,6 @@ const MAX_BATCH: usize = 64;
 
 /// Close codes the gateway uses.
 mod close {
-    pub const SERVICE_RESTART: u16 = 1012;
     pub const POLICY: u16 = 1008;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
@@ -181,7 +180,7 @@ pub async fn relay<S, U>(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                Box::pin(close_with(socket, close::SERVICE_RESTART, "server restarting; reconnect and resume")).await;
+                Box::pin(close_with(socket, close::RESTART, "server restarting; reconnect and resume")).await;
                 return;
             }
             () = &mut expiry => {
@@ -286,6 +285,14 @@ where
                         return false;
                     }
                 }
+            }
+            Some(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                // The chat-core replica is restarting: the client reconnects
+                // (reaching another replica) and resumes.
+                let frame = OutFrame::from_status(&status);
+                let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                close_with(socket, close::RESTART, "chat-core restarting").await;
+                return false;
             }
             Some(Err(status)) => {
                 close_with_error(socket, &status).await;
