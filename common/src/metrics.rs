@@ -195,7 +195,9 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 // A trailers-only response carries its status in the headers.
-                if let (Some(code), Some(done)) = (status_of(response.headers()), call.take()) {
+                if let Some(code) = status_of(response.headers())
+                    && let Some(done) = call.take()
+                {
                     done.record(code);
                 }
                 Ok(response.map(|body| MeteredBody { inner: body, call }))
