@@ -93,7 +93,10 @@ impl Application {
     /// Serves gRPC until `stop` completes, then drains: readiness turns red,
     /// no new runs are taken, and in-flight runs finish within the shutdown
     /// deadline.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
             self.health.clone(),

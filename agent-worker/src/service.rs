@@ -75,7 +75,11 @@ impl AgentWorker for AgentWorkerService {
         let started = std::time::Instant::now();
         // Only names the worker serves become label values, so a caller cannot grow the series.
         let known = self.registry.agents().iter().any(|a| a.name() == request.agent);
-        let agent = if known { request.agent.clone() } else { "unknown".to_owned() };
+        let agent = if known {
+            request.agent.clone()
+        } else {
+            "unknown".to_owned()
+        };
         let events = self.registry.run(request);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let in_flight = metrics::gauge!("chat_runs_in_flight");

@@ -57,7 +57,14 @@ async fn start_worker(
     runs: RunLog,
 ) -> tokio::process::Child {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-worker"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .arg("--agents-config")
         .arg(config)
         .env("RUST_LOG", "info")

@@ -6,88 +6,15 @@
 //! subcommands run one service each, exactly as its own binary does, so one
 //! container image serves every role.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
+use chat_allinone::cli::{AllInOne, Cli, Command};
+use clap::Parser;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
-
-/// Runs the whole chat backend in one process, or one of its services.
-#[derive(Parser)]
-#[command(name = "chat", version, about, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-
-    #[command(flatten)]
-    all: AllInOne,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway alone (the flags of the `gateway` binary).
-    Gateway(gateway::Settings),
-    /// Run chat-core alone, or apply migrations (the flags of the `chat-core` binary).
-    #[command(name = "chat-core")]
-    ChatCore(chat_core::Cli),
-    /// Run an agent-worker alone (the flags of the `agent-worker` binary).
-    #[command(name = "agent-worker")]
-    AgentWorker(agent_worker::Settings),
-    /// Exit 0 when URL answers with a 2xx status within two seconds (for container health checks).
-    Healthcheck {
-        /// URL to probe, plain HTTP.
-        #[arg(default_value = "http://127.0.0.1:9000/healthz")]
-        url: String,
-    },
-}
-
-/// Settings of the all-in-one.
-#[derive(clap::Args)]
-struct AllInOne {
-    /// Address the gateway (HTTP, WebSocket, chat page) listens on.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:3006")]
-    listen: SocketAddr,
-
-    /// Address of the admin listener serving all three services' `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9000")]
-    admin_listen: SocketAddr,
-
-    /// Folder for the SQLite database and the generated token secret.
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
-
-    /// Database URL; defaults to `<data-dir>/chat.db` (SQLite). Postgres works too.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<SecretString>,
-
-    /// File holding the database URL, instead of `DATABASE_URL`.
-    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
-    database_url_file: Option<PathBuf>,
-
-    /// Token signing secret; generated once and kept in `<data-dir>/jwt_secret` when unset.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<SecretString>,
-
-    /// File holding the token secret, instead of `JWT_SECRET`.
-    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
-    jwt_secret_file: Option<PathBuf>,
-
-    /// Agents configuration file (TOML); the built-in agents when unset.
-    #[arg(long, env = "AGENTS_CONFIG")]
-    agents_config: Option<PathBuf>,
-
-    /// Log format: `auto` (JSON unless writing to a terminal), `pretty` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
-    log_format: chat_common::telemetry::LogFormat,
-
-    /// Seconds the stopping services (SIGTERM) have to drain.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
-    shutdown_timeout_secs: u64,
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -97,7 +24,9 @@ async fn main() -> ExitCode {
         Some(Command::Gateway(settings)) => {
             chat_common::shutdown::exit_code("gateway", gateway::app::run(settings).await)
         }
-        Some(Command::ChatCore(cli)) => chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await),
+        Some(Command::ChatCore(cli)) => {
+            chat_common::shutdown::exit_code("chat-core", chat_core::run(cli).await)
+        }
         Some(Command::AgentWorker(settings)) => {
             chat_common::shutdown::exit_code("agent-worker", agent_worker::run(settings).await)
         }

@@ -125,7 +125,10 @@ impl Application {
     /// client streams end (gateways reconnect their clients elsewhere), no
     /// new runs are claimed, and the runs held are released for another
     /// replica to take over, all within the shutdown deadline.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             listener,
             core,
@@ -245,6 +248,9 @@ async fn probe_dependencies(
             metrics::gauge!("chat_redis_up").set(if connected { 1.0 } else { 0.0 });
         }
         store.record_pool_metrics();
+        if ok && let Ok(queued) = store.count_queued_runs().await {
+            metrics::gauge!("chat_runs_queued").set(queued as f64);
+        }
         tokio::time::sleep(every).await;
     }
 }

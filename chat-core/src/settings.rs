@@ -188,7 +188,11 @@ impl Settings {
 
     /// Checks what clap cannot; the error is one line naming the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.jwt_secret.as_ref().is_none_or(|s| s.expose_secret().is_empty()) {
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_none_or(|s| s.expose_secret().is_empty())
+        {
             return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
         }
         if self.agent_worker_urls.iter().all(|u| u.trim().is_empty()) {

@@ -142,6 +142,8 @@ async fn spawn_core_process(database_url: &str, worker_url: &str, redis_url: &st
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--database-url",
             database_url,
             "--migrate",

@@ -52,7 +52,10 @@ impl Admin {
 /// The admin routes over `services`.
 pub fn router(services: Vec<Health>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(move || readyz(services.clone())))
         .route("/metrics", get(metrics))
 }

@@ -225,7 +225,11 @@ mod tests {
             .collect();
         assert_eq!(
             inserted,
-            ["http://10.0.0.1:50052", "http://10.0.0.2:50052", "http://10.9.9.9:1"]
+            [
+                "http://10.0.0.1:50052",
+                "http://10.0.0.2:50052",
+                "http://10.9.9.9:1"
+            ]
         );
 
         // DNS fails: nothing changes.
@@ -277,12 +281,17 @@ mod tests {
         let mut client = HealthClient::new(channel);
         for _ in 0..40 {
             client
-                .check(HealthCheckRequest { service: String::new() })
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
                 .await
                 .expect("served");
         }
         let counts: Vec<usize> = hits.iter().map(|c| c.load(Ordering::SeqCst)).collect();
         assert_eq!(counts.iter().sum::<usize>(), 40);
-        assert!(counts.iter().all(|&n| n > 0), "every replica served some calls: {counts:?}");
+        assert!(
+            counts.iter().all(|&n| n > 0),
+            "every replica served some calls: {counts:?}"
+        );
     }
 }

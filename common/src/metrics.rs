@@ -14,8 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets, in seconds: 1 ms to 60 s.
 pub const BUCKETS: [f64; 17] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0,
-    60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0,
 ];
 
 /// How often recorded histogram samples are folded into their buckets when
@@ -196,7 +195,9 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 // A trailers-only response carries its status in the headers.
-                if let (Some(code), Some(done)) = (status_of(response.headers()), call.take()) {
+                if let Some(code) = status_of(response.headers())
+                    && let Some(done) = call.take()
+                {
                     done.record(code);
                 }
                 Ok(response.map(|body| MeteredBody { inner: body, call }))

@@ -45,7 +45,9 @@ impl std::str::FromStr for LogFormat {
             "auto" => Ok(Self::Auto),
             "pretty" | "text" => Ok(Self::Pretty),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format `{other}` (expected auto, pretty or json)")),
+            other => Err(format!(
+                "unknown log format `{other}` (expected auto, pretty or json)"
+            )),
         }
     }
 }

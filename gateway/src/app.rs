@@ -189,7 +189,10 @@ impl Application {
     /// listener stops accepting, in-flight requests finish, SSE and gRPC-Web
     /// streams end and WebSockets close with 1012, all within the shutdown
     /// deadline.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr, "gateway listening");
         let probe = tokio::spawn(probe_chat_core(self.core.clone(), self.health.clone()));
         let draining = self.shutdown.clone();
@@ -345,10 +348,40 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
             tonic_web::GrpcWebLayer::new().layer(GrpcWebProxy::new(state.clone())),
         )
         .fallback(not_found)
+        .layer(middleware::from_fn(http_metrics))
         .layer(limits)
         .layer(middleware::from_fn(json_errors))
         .layer(middleware)
         .with_state(state)
+}
+
+/// Records `chat_http_request_duration_seconds{method, route, status}`; the
+/// route is the matched pattern (ids never become label values).
+async fn http_metrics(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = match *request.method() {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "chat_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_str().to_owned(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// HSTS, sent only on requests that came over TLS.

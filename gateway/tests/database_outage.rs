@@ -1,6 +1,8 @@
-//! Postgres going away under a running stack: REST answers 503 and
-//! `/readyz` turns red, nothing is kept in memory instead, and everything
-//! works again once the database returns, without a restart. Runs when
+//! Postgres going away under a running stack: REST answers JSON 503s,
+//! chat-core's readiness turns red while the gateway's stays green (so
+//! clients reach a gateway and get a clear error rather than a refused
+//! connection), nothing is kept in memory instead, and everything works
+//! again once the database returns, without a restart. Runs when
 //! `TEST_DATABASE_URL` is set (SQLite cannot be taken away).
 
 #![allow(clippy::unwrap_used)]
@@ -13,26 +15,51 @@ use chat_core::testing::{CuttableProxy, socket_addr_of, with_host};
 use common::TestStack;
 use serde_json::{Value, json};
 
-async fn wait_for_ready(stack: &TestStack, wanted: u16) {
+/// Waits until chat-core's gRPC readiness (`chat.v1.ChatService`) is `serving`.
+async fn wait_for_core(stack: &TestStack, serving: bool) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(stack.core_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "chat.v1.ChatService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wanted = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = stack
-            .http
-            .get(stack.url("/readyz"))
-            .send()
+        let next = tokio::time::timeout_at(deadline.into(), watch.message())
             .await
+            .expect("chat-core readiness did not change in time")
             .unwrap()
-            .status()
-            .as_u16();
-        if status == wanted {
+            .expect("health stream open");
+        if next.status() == wanted {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed {status}, wanted {wanted}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn gateway_ready(stack: &TestStack) -> u16 {
+    stack
+        .http
+        .get(stack.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -60,10 +87,11 @@ async fn postgres_outage_gives_503_and_red_readyz_then_recovers() {
             .send()
     };
     assert_eq!(post("before").await.unwrap().status(), 200);
-    wait_for_ready(&stack, 200).await;
+    wait_for_core(&stack, true).await;
 
     proxy.cut();
-    wait_for_ready(&stack, 503).await;
+    wait_for_core(&stack, false).await;
+    assert_eq!(gateway_ready(&stack).await, 200, "the gateway stays ready");
     let response = post("during").await.unwrap();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -78,7 +106,7 @@ async fn postgres_outage_gives_503_and_red_readyz_then_recovers() {
     assert_eq!(response.status(), 503);
 
     proxy.restore();
-    wait_for_ready(&stack, 200).await;
+    wait_for_core(&stack, true).await;
     assert_eq!(post("after").await.unwrap().status(), 200);
     let contents: Vec<_> = stack
         .history(&token, &session)

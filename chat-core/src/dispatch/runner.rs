@@ -116,6 +116,9 @@ impl Dispatcher {
     }
 
     async fn execute_attempts(&self, mut run: RunRecord, request_id: Option<&str>) {
+        let in_flight = metrics::gauge!("chat_runs_in_flight");
+        in_flight.increment(1.0);
+        let _in_flight = scopeguard(move || in_flight.decrement(1.0));
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
         loop {
@@ -224,6 +227,8 @@ impl Dispatcher {
                 };
                 match self.commit_reply(completion).await {
                     Ok(message) => {
+                        metrics::counter!("chat_messages_stored_total", "role" => message.role.clone())
+                            .increment(1);
                         self.bus
                             .publish(&run.session_id, event(Event::Message(convert::message(&message))))
                             .await;
@@ -266,6 +271,7 @@ impl Dispatcher {
             metadata_json: String::new(),
         };
         let deadline = tokio::time::Instant::now() + self.config.run_timeout;
+        let attempt_started = std::time::Instant::now();
         let mut stream = tokio::select! {
             result = tokio::time::timeout(self.config.dispatch_timeout, self.workers.run(request, self.config.run_timeout, request_id)) => match result {
                 Ok(Ok(stream)) => stream,
@@ -307,6 +313,10 @@ impl Dispatcher {
                 })) => {
                     if delta.text.is_empty() {
                         continue;
+                    }
+                    if first_delta_at.is_none() {
+                        metrics::histogram!("chat_run_first_delta_seconds", "agent" => run.agent.clone())
+                            .record(attempt_started.elapsed().as_secs_f64());
                     }
                     first_delta_at.get_or_insert_with(now_ms);
                     text.push_str(&delta.text);
@@ -476,7 +486,29 @@ impl Dispatcher {
     }
 
     async fn publish_status(&self, run: &RunRecord, status: RunStatus, error: &str) {
+        if status.is_terminal() {
+            let agent = run.agent.clone();
+            metrics::counter!("chat_runs_total", "agent" => agent.clone(), "status" => status.as_str())
+                .increment(1);
+            // From queued to the outcome: what the user waited for.
+            let waited_ms = now_ms().saturating_sub(run.created_at).max(0);
+            metrics::histogram!("chat_run_duration_seconds", "agent" => agent)
+                .record(waited_ms as f64 / 1000.0);
+        }
         let update = convert::run_update(run, status, error);
         self.bus.publish(&run.session_id, event(Event::Run(update))).await;
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

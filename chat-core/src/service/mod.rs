@@ -173,6 +173,9 @@ impl ChatCore {
                 reject_if_busy: start_run && policy == Concurrency::Reject,
             })
             .await?;
+        if !appended.duplicate {
+            metrics::counter!("chat_messages_stored_total", "role" => role.as_str()).increment(1);
+        }
         let message = convert::message(&appended.message);
         let ack = pb::Ack {
             session_id: session.id.clone(),

@@ -21,6 +21,9 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Sets the `chat_db_pool_connections{state}` gauges from the pool.
     fn record_pool_metrics(&self) {}
 
+    /// Runs waiting for their session's turn, across every replica.
+    async fn count_queued_runs(&self) -> Result<u64, StoreError>;
+
     // === users ===
 
     /// Fails with [`StoreError::Conflict`] when the username is taken.

@@ -296,6 +296,14 @@ impl ChatStore for SeaStore {
         Ok(())
     }
 
+    async fn count_queued_runs(&self) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(run::Entity::find()
+            .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+            .count(&self.db)
+            .await?)
+    }
+
     fn record_pool_metrics(&self) {
         let (size, idle) = match self.db.get_database_backend() {
             DbBackend::Postgres => {
@@ -310,7 +318,8 @@ impl ChatStore for SeaStore {
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
         metrics::gauge!("chat_db_pool_connections", "state" => "idle").set(f64::from(idle));
-        metrics::gauge!("chat_db_pool_connections", "state" => "in_use").set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!("chat_db_pool_connections", "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
     }
 
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError> {

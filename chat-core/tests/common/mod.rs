@@ -96,7 +96,10 @@ pub async fn spawn_core_with(database_url: &str, worker_url: &str, extra: &[&str
         "100",
     ];
     let mut settings = chat_core::Settings::parse_from(base.iter().chain(extra.iter()));
-    settings.redis_url = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    settings.redis_url = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(Into::into);
     let app = chat_core::Application::build(settings)
         .await
         .expect("core builds");

@@ -167,7 +167,12 @@ impl RateLimits {
     /// (`None`): an unreachable Redis must not take the whole API down.
     pub async fn check(&self, tier: Tier, key: &str) -> Option<Decision> {
         match self.store.check(tier, key).await {
-            Ok(decision) => Some(decision),
+            Ok(decision) => {
+                if !decision.allowed {
+                    metrics::counter!("chat_rate_limited_total", "tier" => tier.as_str()).increment(1);
+                }
+                Some(decision)
+            }
             Err(error) => {
                 tracing::warn!(tier = tier.as_str(), %error, "rate limit not applied");
                 None

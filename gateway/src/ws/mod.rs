@@ -31,7 +31,6 @@ const MAX_BATCH: usize = 64;
 
 /// Close codes the gateway uses.
 mod close {
-    pub const SERVICE_RESTART: u16 = 1012;
     pub const POLICY: u16 = 1008;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
@@ -66,6 +65,44 @@ pub async fn upgrade(
         .on_upgrade(move |socket| serve(socket, state, user, request_id, traces))
 }
 
+/// Counts an open socket in `chat_ws_connections` for as long as it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn count() -> Self {
+        metrics::gauge!("chat_ws_connections").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!("chat_ws_connections").decrement(1.0);
+    }
+}
+
+fn count_frame(direction: &'static str, kind: &'static str) {
+    metrics::counter!("chat_ws_frames_total", "direction" => direction, "type" => kind).increment(1);
+}
+
+/// The `type` of a client frame, as counted in `chat_ws_frames_total`.
+fn inbound_kind(inbound: &Inbound) -> &'static str {
+    use pb::client_frame::Frame;
+    match inbound {
+        Inbound::Forward(frame) => match frame.frame {
+            Some(Frame::Subscribe(_)) => "subscribe",
+            Some(Frame::Unsubscribe(_)) => "unsubscribe",
+            Some(Frame::Send(_)) => "send",
+            Some(Frame::Cancel(_)) => "cancel",
+            Some(Frame::Ping(_)) => "ping",
+            None => "invalid",
+        },
+        Inbound::Reply(OutFrame::Pong) => "ping",
+        Inbound::Reply(_) => "invalid",
+        Inbound::Auth(_) => "auth",
+    }
+}
+
 /// One socket's life. Futures needed only briefly (opening the stream,
 /// writing, closing) are boxed so an idle socket's task stays small.
 async fn serve(
@@ -76,6 +113,7 @@ async fn serve(
     traces: TurnTraces,
 ) {
     let opened = std::time::Instant::now();
+    let _open = OpenSocket::count();
     let AuthUser {
         user_id,
         token,
@@ -200,8 +238,8 @@ where
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                Box::pin(close_with(socket, close::SERVICE_RESTART, "server restarting; reconnect and resume")).await;
-                return ended.by_gateway(Some(close::SERVICE_RESTART));
+                Box::pin(close_with(socket, close::RESTART, "server restarting; reconnect and resume")).await;
+                return ended.by_gateway(Some(close::RESTART));
             }
             () = &mut expiry => {
                 match clock.elapsed() {
@@ -256,7 +294,9 @@ where
                     }
                 };
                 ended.frames_in += 1;
-                match parse_client_frame(text, peer.max_content_bytes) {
+                let inbound = parse_client_frame(text, peer.max_content_bytes);
+                count_frame("in", inbound_kind(&inbound));
+                match inbound {
                     Inbound::Forward(mut frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
                             if send(socket, &error, &mut ended).await.is_err() {
@@ -308,11 +348,21 @@ where
         match item {
             Some(Ok(frame)) => {
                 if let Some(out) = OutFrame::from_server_frame(frame) {
+                    count_frame("out", out.kind());
                     if socket.feed(Message::Text(out.to_json().into())).await.is_err() {
                         return Some(None);
                     }
                     *written += 1;
                 }
+            }
+            Some(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                // The chat-core replica is restarting: the client reconnects
+                // (reaching another replica) and resumes.
+                let frame = OutFrame::from_status(&status);
+                let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                *written += 1;
+                close_with(socket, close::RESTART, "chat-core restarting").await;
+                return Some(Some(close::RESTART));
             }
             Some(Err(status)) => {
                 *written += 1;
@@ -350,6 +400,7 @@ async fn send<S>(socket: &mut S, frame: &OutFrame, ended: &mut Ended) -> Result<
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
+    count_frame("out", frame.kind());
     socket.send(Message::Text(frame.to_json().into())).await?;
     ended.frames_out += 1;
     Ok(())

@@ -1,0 +1,3 @@
+//! The all-in-one `chat` binary's command line (see [`cli`]).
+
+pub mod cli;
