@@ -1,40 +1,25 @@
-//! Checks on client input, done before anything touches the database.
+//! Checks on client input, done before anything touches the database. The
+//! rules themselves live in [`chat_common::limits`], shared with the gateway.
+
+use chat_common::limits::{self, ContentError};
 
 use crate::service::ServiceError;
 
-/// Longest accepted `client_msg_id`.
-pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
-
 pub fn validate_session_id(id: &str) -> Result<(), ServiceError> {
-    uuid::Uuid::parse_str(id)
+    limits::normalize_session_id(id)
         .map(drop)
-        .map_err(|_| ServiceError::NotFound("session"))
+        .ok_or(ServiceError::NotFound("session"))
 }
 
 pub fn validate_content(content: &str, max_bytes: usize) -> Result<(), ServiceError> {
-    if content.trim().is_empty() {
-        return Err(ServiceError::Invalid("content must not be empty".into()));
-    }
-    if content.len() > max_bytes {
-        return Err(ServiceError::TooLarge(format!(
-            "content exceeds {max_bytes} bytes"
-        )));
-    }
-    Ok(())
+    limits::check_content(content, max_bytes).map_err(|error| match error {
+        ContentError::Empty => ServiceError::Invalid(error.to_string()),
+        ContentError::TooLarge(_) => ServiceError::TooLarge(error.to_string()),
+    })
 }
 
 pub fn validate_client_msg_id(id: &str) -> Result<(), ServiceError> {
-    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN {
-        return Err(ServiceError::Invalid(format!(
-            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} characters"
-        )));
-    }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ServiceError::Invalid(
-            "client_msg_id must be printable ASCII".into(),
-        ));
-    }
-    Ok(())
+    limits::check_client_msg_id(id).map_err(ServiceError::Invalid)
 }
 
 #[cfg(test)]
