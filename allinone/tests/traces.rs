@@ -83,7 +83,10 @@ async fn one_turn_is_one_trace_across_the_three_services() -> anyhow::Result<()>
         ];
         let expected = |service: &str| {
             let over_socket = std::ptr::eq(turn, &WS_TURN) && service == "gateway";
-            all.iter().copied().filter(|(k, _)| !(over_socket && *k == "run_id")).collect::<Vec<_>>()
+            all.iter()
+                .copied()
+                .filter(|(k, _)| !(over_socket && *k == "run_id"))
+                .collect::<Vec<_>>()
         };
         let trace = receiver.trace(turn.trace_id, &expected).await;
         for service in SERVICES {
@@ -113,7 +116,11 @@ async fn one_turn_is_one_trace_across_the_three_services() -> anyhow::Result<()>
                 && line["request_id"] == REST_TURN.request_id
         })
         .await?;
-    assert_eq!((post["method"].as_str(), post["status"].as_u64()), (Some("POST"), Some(200)), "{post}");
+    assert_eq!(
+        (post["method"].as_str(), post["status"].as_u64()),
+        (Some("POST"), Some(200)),
+        "{post}"
+    );
     assert!(post["latency_ms"].as_f64().is_some(), "{post}");
     let socket = stack
         .gateway
@@ -152,7 +159,9 @@ fn has_span(trace: &[Span], service: &str, attributes: &[(&str, &str)]) -> bool 
 /// The span names of a trace, by service.
 fn describe(trace: &[Span]) -> String {
     let seen: BTreeMap<&str, BTreeSet<&str>> = trace.iter().fold(BTreeMap::new(), |mut seen, span| {
-        seen.entry(span.service.as_str()).or_default().insert(span.name.as_str());
+        seen.entry(span.service.as_str())
+            .or_default()
+            .insert(span.name.as_str());
         seen
     });
     format!("{seen:?}")
@@ -196,7 +205,9 @@ impl Stack {
             &receiver.grpc_endpoint(),
             "grpc",
         )?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         for service in [&worker, &core, &gateway] {
             service.ready(&http).await?;
         }
@@ -267,7 +278,10 @@ impl Stack {
             .json()
             .await?;
         anyhow::ensure!(posted["reply"]["content"] == "hello traces", "{posted}");
-        posted["run"]["run_id"].as_str().map(str::to_owned).context("run id")
+        posted["run"]["run_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("run id")
     }
 
     /// Opens a socket (token in the query string), sends one message, waits
@@ -275,8 +289,12 @@ impl Stack {
     async fn socket_turn(&self, token: &str, session_id: &str, turn: &Turn) -> anyhow::Result<String> {
         let url = format!("ws://{}/api/v1/ws?access_token={token}", self.gateway.listen);
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("traceparent", turn.traceparent().parse()?);
-        request.headers_mut().insert("x-request-id", turn.request_id.parse()?);
+        request
+            .headers_mut()
+            .insert("traceparent", turn.traceparent().parse()?);
+        request
+            .headers_mut()
+            .insert("x-request-id", turn.request_id.parse()?);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
         let frames = [
             json!({"type": "subscribe", "session_id": session_id}),
@@ -293,7 +311,8 @@ impl Stack {
                 if frame["type"] == "ack" {
                     run_id = frame["run_id"].as_str().map(str::to_owned);
                 }
-                let replies_to_ack = run_id.is_some() && frame["message"]["run_id"].as_str() == run_id.as_deref();
+                let replies_to_ack =
+                    run_id.is_some() && frame["message"]["run_id"].as_str() == run_id.as_deref();
                 if frame["type"] == "message" && frame["message"]["role"] == "assistant" && replies_to_ack {
                     return anyhow::Ok(frame);
                 }
@@ -329,7 +348,12 @@ impl Service {
         let (listen, admin) = (free_port()?, free_port()?);
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat"))
             .arg(name)
-            .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
             .args(args)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
@@ -504,14 +528,25 @@ impl Receiver {
 
     /// The spans of trace `trace_id`, once every service sent one carrying
     /// the attributes it is `expected` to (or what came within [`PATIENCE`]).
-    async fn trace<'a>(&mut self, trace_id: &str, expected: &impl Fn(&str) -> Vec<(&'a str, &'a str)>) -> Vec<Span> {
-        let (mut trace, kept): (Vec<Span>, Vec<Span>) =
-            std::mem::take(&mut self.kept).into_iter().partition(|s| s.trace_id == trace_id);
+    async fn trace<'a>(
+        &mut self,
+        trace_id: &str,
+        expected: &impl Fn(&str) -> Vec<(&'a str, &'a str)>,
+    ) -> Vec<Span> {
+        let (mut trace, kept): (Vec<Span>, Vec<Span>) = std::mem::take(&mut self.kept)
+            .into_iter()
+            .partition(|s| s.trace_id == trace_id);
         self.kept = kept;
-        let complete = |trace: &[Span]| SERVICES.iter().all(|service| has_span(trace, service, &expected(service)));
+        let complete = |trace: &[Span]| {
+            SERVICES
+                .iter()
+                .all(|service| has_span(trace, service, &expected(service)))
+        };
         let _ = tokio::time::timeout(PATIENCE, async {
             while !complete(&trace) {
-                let Some(span) = self.spans.recv().await else { break };
+                let Some(span) = self.spans.recv().await else {
+                    break;
+                };
                 if span.trace_id == trace_id {
                     trace.push(span);
                 } else {

@@ -324,9 +324,15 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .layer(security_header("x-content-type-options", "nosniff"))
         .layer(security_header("referrer-policy", "no-referrer"))
         .layer(security_header("x-frame-options", "DENY"))
-        .layer(security_header("content-security-policy", CONTENT_SECURITY_POLICY))
+        .layer(security_header(
+            "content-security-policy",
+            CONTENT_SECURITY_POLICY,
+        ))
         .layer(cors)
-        .layer(middleware::from_fn_with_state(state.clone(), strict_transport_security))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            strict_transport_security,
+        ))
         .layer(middleware::from_fn(scope_request_id));
     // Innermost: limits whose plain responses `json_errors` rewrites.
     let limits = ServiceBuilder::new()
