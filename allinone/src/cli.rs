@@ -81,4 +81,3 @@ pub struct AllInOne {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
 }
-
