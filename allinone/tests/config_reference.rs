@@ -14,14 +14,26 @@ const END: &str = "<!-- end of configuration reference -->";
 /// One table per command: every setting that reads an environment variable.
 fn reference() -> String {
     let commands = [
-        ("gateway", "`gateway` or `chat gateway`", gateway::Settings::command()),
-        ("chat-core", "`chat-core` or `chat chat-core`", chat_core::Cli::command()),
+        (
+            "gateway",
+            "`gateway` or `chat gateway`",
+            gateway::Settings::command(),
+        ),
+        (
+            "chat-core",
+            "`chat-core` or `chat chat-core`",
+            chat_core::Cli::command(),
+        ),
         (
             "agent-worker",
             "`agent-worker` or `chat agent-worker`",
             agent_worker::Settings::command(),
         ),
-        ("all-in-one", "`chat` with no subcommand", chat_allinone::cli::Cli::command()),
+        (
+            "all-in-one",
+            "`chat` with no subcommand",
+            chat_allinone::cli::Cli::command(),
+        ),
     ];
     let mut out = String::new();
     for (name, how, command) in commands {
@@ -62,8 +74,13 @@ fn reference() -> String {
 #[test]
 fn the_configuration_reference_matches_the_code() {
     let doc = std::fs::read_to_string(DOC).unwrap();
-    let start = doc.find(BEGIN).expect("docs/operations.md has the reference's begin marker") + BEGIN.len();
-    let end = doc.find(END).expect("docs/operations.md has the reference's end marker");
+    let start = doc
+        .find(BEGIN)
+        .expect("docs/operations.md has the reference's begin marker")
+        + BEGIN.len();
+    let end = doc
+        .find(END)
+        .expect("docs/operations.md has the reference's end marker");
     let generated = format!("{}\n", reference());
     if doc[start..end] == generated {
         return;

@@ -608,13 +608,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failed_upstream_sends_unavailable_and_closes_with_1011() {
+    async fn an_upstream_gone_mid_stream_sends_unavailable_and_closes_with_1012() {
+        // A chat-core replica restarting or lost: the client reconnects and resumes.
         let mut h = start();
         h.core_tx
             .send(Err(tonic::Status::unavailable("connection reset")))
             .await
             .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await["code"], "unavailable");
+        match h.client_rx.next().await {
+            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1012),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
+    async fn a_failed_upstream_closes_with_1011() {
+        let mut h = start();
+        h.core_tx
+            .send(Err(tonic::Status::internal("broken")))
+            .await
+            .expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await["type"], "error");
         match h.client_rx.next().await {
             Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1011),
             other => panic!("expected a close frame, got {other:?}"),
