@@ -169,7 +169,10 @@ async fn every_module_the_page_imports_is_served_as_javascript() -> anyhow::Resu
         );
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header("cache-control"), "no-cache", "{path}");
-        assert!(header("content-security-policy").contains("default-src 'self'"), "{path}");
+        assert!(
+            header("content-security-policy").contains("default-src 'self'"),
+            "{path}"
+        );
         let source = response.text().await?;
         for (_, specifier) in imports(&source) {
             queue.push_back(resolve(&path, &specifier));
@@ -183,7 +186,10 @@ async fn every_module_the_page_imports_is_served_as_javascript() -> anyhow::Resu
             let target = resolve(path, &specifier);
             let exported = exports(&sources[&target]);
             for name in names.into_iter().flatten() {
-                assert!(exported.contains(&name), "{path} imports {name} from {target}, which does not export it");
+                assert!(
+                    exported.contains(&name),
+                    "{path} imports {name} from {target}, which does not export it"
+                );
             }
         }
     }
@@ -192,10 +198,17 @@ async fn every_module_the_page_imports_is_served_as_javascript() -> anyhow::Resu
     for file in std::fs::read_dir(&dir)? {
         let name = file?.file_name().to_string_lossy().into_owned();
         if name.ends_with(".js") {
-            assert!(sources.contains_key(&format!("/js/{name}")), "static/js/{name} is not imported by the page");
+            assert!(
+                sources.contains_key(&format!("/js/{name}")),
+                "static/js/{name} is not imported by the page"
+            );
         }
     }
-    assert!(sources.len() > 1, "the entry imports modules: {:?}", sources.keys());
+    assert!(
+        sources.len() > 1,
+        "the entry imports modules: {:?}",
+        sources.keys()
+    );
     Ok(())
 }
 
@@ -206,7 +219,10 @@ async fn an_unknown_module_is_a_json_404() -> anyhow::Result<()> {
         let response = http.get(format!("{base}{path}")).send().await?;
         assert_eq!(response.status(), 404, "{path}");
         let content_type = response.headers()["content-type"].to_str()?.to_owned();
-        assert!(content_type.starts_with("application/json"), "{path}: {content_type}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path}: {content_type}"
+        );
     }
     Ok(())
 }
