@@ -12,7 +12,6 @@ pub mod domain;
 pub mod service;
 pub mod settings;
 pub mod store;
-pub mod testing;
 
 mod app;
 
