@@ -17,12 +17,12 @@ use chat_proto::chat::v1::{
     self as pb, chat_service_client::ChatServiceClient, session_event::Event,
     user_service_client::UserServiceClient,
 };
-use clap::Parser;
+
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
-const SECRET: &str = "fleet-secret";
+use chat_testkit::SECRET;
 const AGENTS: &str = r#"
 [[agents]]
 name = "echo"
@@ -128,24 +128,11 @@ impl Fleet {
             .map(|w| format!("http://127.0.0.1:{}", w.port))
             .collect();
         let db = chat_testkit::TestDatabase::new().await.unwrap();
-        let core = chat_core::Application::build(chat_core::Settings::parse_from([
-            "chat-core",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db.url,
-            "--migrate",
-            "--agent-worker-url",
-            &urls.join(","),
-            "--jwt-secret",
-            SECRET,
-            "--dispatch-timeout-ms",
-            "1500",
-        ]))
-        .await
-        .unwrap();
-        let addr = core.local_addr();
-        tokio::spawn(core.run_until_stopped(std::future::pending()));
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let core = chat_testkit::core(&db.url, &urls, |s| s.dispatch_timeout_ms = 1500)
+            .await
+            .unwrap();
+        let addr = core.addr;
         Self {
             workers,
             config,

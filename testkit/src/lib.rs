@@ -8,4 +8,7 @@ mod db;
 mod stack;
 
 pub use db::{CuttableProxy, TestDatabase, socket_addr_of, with_database, with_host};
-pub use stack::{Core, Gateway, SECRET, SLOW_AGENTS, Stack, StackBuilder, Worker, core, gateway, worker};
+pub use stack::{
+    Core, Gateway, Rewrite, SECRET, SLOW_AGENTS, Stack, StackBuilder, Worker, agents_file, core, gateway,
+    worker,
+};

@@ -111,8 +111,11 @@ pub async fn core(
     let app = chat_core::Application::build(settings).await?;
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
+    // Stops on `Core::stop` only: a dropped handle leaves it serving.
     let done = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }));
     Ok(Core {
         addr,
@@ -154,7 +157,8 @@ pub async fn gateway(
 }
 
 type Configure<T> = Box<dyn FnOnce(&mut T) + Send>;
-type Rewrite = Box<dyn FnOnce(&str) -> String + Send>;
+/// Makes chat-core's database URL out of the test database's.
+pub type Rewrite = Box<dyn FnOnce(&str) -> String + Send>;
 
 /// A fresh database with a worker, a chat-core and, when asked for, a gateway.
 pub struct Stack {

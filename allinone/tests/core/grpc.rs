@@ -144,7 +144,7 @@ async fn history_survives_a_restart_and_subscribe_resumes_after_seq() {
         )
         .await;
     }
-    core.stop().await;
+    core.stop().await.expect("core stops");
 
     let core = spawn_core(&db.url, &worker.url).await;
     let messages = history(core.addr, &token, &session.id).await;

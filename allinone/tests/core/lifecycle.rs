@@ -20,16 +20,16 @@ fn is_delta_of(event: &Event, run_id: &str) -> bool {
     matches!(event, Event::Delta(d) if d.run_id == run_id)
 }
 
-async fn slow_stack(extra: &[&str]) -> (chat_testkit::TestDatabase, Core) {
+async fn slow_stack(configure: impl FnOnce(&mut chat_core::Settings)) -> (chat_testkit::TestDatabase, Core) {
     let db = chat_testkit::TestDatabase::new().await.unwrap();
     let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
-    let core = spawn_core_with(&db.url, &worker.url, extra).await;
+    let core = spawn_core_with(&db.url, &worker.url, configure).await;
     (db, core)
 }
 
 #[tokio::test]
 async fn reject_policy_answers_busy_while_a_run_is_active() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "reject").await;
     assert_eq!(session.concurrency, "reject");
@@ -62,7 +62,7 @@ async fn reject_policy_answers_busy_while_a_run_is_active() {
 
 #[tokio::test]
 async fn interrupt_policy_cancels_the_running_run_and_answers_the_new_message() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "interrupt").await;
     let mut observer = watch(core.addr, &token, &session.id).await;
@@ -108,7 +108,7 @@ async fn interrupt_policy_cancels_the_running_run_and_answers_the_new_message() 
 
 #[tokio::test]
 async fn cancel_stops_a_running_run_and_every_subscriber_is_told() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "").await;
     let mut observer = watch(core.addr, &token, &session.id).await;
@@ -151,7 +151,7 @@ async fn cancel_stops_a_running_run_and_every_subscriber_is_told() {
 
 #[tokio::test]
 async fn queued_runs_can_be_cancelled_before_they_start() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "enqueue").await;
     let mut observer = watch(core.addr, &token, &session.id).await;
@@ -188,7 +188,7 @@ async fn queued_runs_can_be_cancelled_before_they_start() {
 
 #[tokio::test]
 async fn the_open_session_cap_holds_and_ending_a_session_frees_a_slot() {
-    let (_db, core) = slow_stack(&["--max-sessions-per-user", "2"]).await;
+    let (_db, core) = slow_stack(|s| s.max_sessions_per_user = 2).await;
     let (_, token) = register(core.addr).await;
     let first = create_session(core.addr, &token).await;
     create_session(core.addr, &token).await;
@@ -235,7 +235,11 @@ async fn the_open_session_cap_holds_and_ending_a_session_frees_a_slot() {
 
 #[tokio::test]
 async fn idle_sessions_expire_by_the_sweeper() {
-    let (_db, core) = slow_stack(&["--session-ttl-secs", "1", "--session-sweep-interval-ms", "50"]).await;
+    let (_db, core) = slow_stack(|s| {
+        s.session_ttl_secs = 1;
+        s.session_sweep_interval_ms = 50;
+    })
+    .await;
     let (_, token) = register(core.addr).await;
     let session = create_session(core.addr, &token).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -263,7 +267,7 @@ async fn idle_sessions_expire_by_the_sweeper() {
 
 #[tokio::test]
 async fn sessions_list_by_filter_and_page_by_cursor() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let mut created = Vec::new();
     for _ in 0..5 {
@@ -336,7 +340,7 @@ async fn sessions_list_by_filter_and_page_by_cursor() {
 
 #[tokio::test]
 async fn replies_carry_their_agent_run_and_timing() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "").await;
     let events = send(core.addr, &token, &session.id, "m1", "two words").await;
@@ -356,7 +360,13 @@ async fn replies_carry_their_agent_run_and_timing() {
 
 #[tokio::test]
 async fn an_agents_policy_applies_to_its_sessions_unless_the_session_has_its_own() {
-    let (_db, core) = slow_stack(&["--agent-concurrency", "slow=reject"]).await;
+    let (_db, core) = slow_stack(|s| {
+        s.agent_concurrency = vec![chat_core::settings::AgentPolicy {
+            agent: "slow".into(),
+            policy: chat_core::service::Concurrency::Reject,
+        }];
+    })
+    .await;
     let (_, token) = register(core.addr).await;
     let by_agent = create_session_with(core.addr, &token, "slow", "").await;
     let first = start_send(core.addr, &token, &by_agent.id, "m1", "one two three four")

@@ -16,15 +16,12 @@ use common::*;
 async fn password_rules_and_argon2_costs_are_configurable() {
     let db = chat_testkit::TestDatabase::new().await.unwrap();
     let worker = spawn_worker().await;
-    let flags = [
-        "--password-min-length",
-        "12",
-        "--argon2-memory-kib",
-        "8192",
-        "--argon2-iterations",
-        "1",
-    ];
-    let core = spawn_core_with(&db.url, &worker.url, &flags).await;
+    let core = spawn_core_with(&db.url, &worker.url, |s| {
+        s.password_min_length = 12;
+        s.argon2_memory_kib = 8192;
+        s.argon2_iterations = 1;
+    })
+    .await;
     let service = TokenKeys::new(SECRET.as_bytes())
         .sign("tests", Role::Service, Duration::from_secs(60))
         .unwrap();

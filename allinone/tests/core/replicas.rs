@@ -189,7 +189,7 @@ async fn a_replica_killed_mid_run_has_its_run_completed_by_another() {
     let db = TestDatabase::new().await.unwrap();
     let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
     let mut doomed = spawn_core_process(&db.url, &worker.url, &redis_url).await;
-    let survivor = spawn_core_with(&db.url, &worker.url, &["--run-lease-ms", "600"]).await;
+    let survivor = spawn_core_with(&db.url, &worker.url, |s| s.run_lease_ms = 600).await;
     let (_, token) = register(survivor.addr).await;
     let session = create_session_with(survivor.addr, &token, "slow", "").await;
     let mut observer = watch(survivor.addr, &token, &session.id).await;

@@ -38,12 +38,10 @@ struct Matrix {
 
 impl Matrix {
     async fn new() -> anyhow::Result<Self> {
-        let stack = TestStack::spawn_with(&[
-            "--rate-limit-max-requests",
-            "100000",
-            "--message-rate-limit",
-            "10000",
-        ])
+        let stack = TestStack::spawn_with(|s| {
+            s.rate_limit_max_requests = common::nz(100_000);
+            s.message_rate_limit = common::nz(10_000);
+        })
         .await?;
         let owner = stack.user("owner").await?;
         let other = stack.user("other").await?;

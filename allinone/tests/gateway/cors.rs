@@ -26,10 +26,9 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn preflight_from_a_listed_origin_is_allowed() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&[
-        "--allowed-origins",
-        "http://localhost:5173,https://app.example.com",
-    ])
+    let stack = TestStack::spawn_with(|s| {
+        s.allowed_origins = vec!["http://localhost:5173".into(), "https://app.example.com".into()];
+    })
     .await?;
 
     // Act
@@ -51,7 +50,7 @@ async fn preflight_from_a_listed_origin_is_allowed() -> anyhow::Result<()> {
 #[tokio::test]
 async fn preflight_from_another_origin_gets_no_allow_origin() -> anyhow::Result<()> {
     // Arrange
-    let listed = TestStack::spawn_with(&["--allowed-origins", ALLOWED]).await?;
+    let listed = TestStack::spawn_with(|s| s.allowed_origins = vec![ALLOWED.into()]).await?;
     let unlisted = TestStack::spawn().await?;
 
     // Act
@@ -67,7 +66,7 @@ async fn preflight_from_another_origin_gets_no_allow_origin() -> anyhow::Result<
 #[tokio::test]
 async fn listed_origin_reads_responses_and_rate_limit_headers() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&["--allowed-origins", ALLOWED]).await?;
+    let stack = TestStack::spawn_with(|s| s.allowed_origins = vec![ALLOWED.into()]).await?;
     let token = stack.user("alice").await?;
 
     // Act
@@ -108,7 +107,7 @@ async fn upgrade(stack: &TestStack, token: &str, origin: Option<&str>) -> anyhow
 #[tokio::test]
 async fn websocket_from_a_foreign_origin_is_forbidden() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&["--allowed-origins", ALLOWED]).await?;
+    let stack = TestStack::spawn_with(|s| s.allowed_origins = vec![ALLOWED.into()]).await?;
     let token = stack.user("alice").await?;
     let own = format!("http://{}", stack.addr);
 

@@ -71,8 +71,9 @@ async fn postgres_outage_gives_503_and_red_readyz_then_recovers() {
     let proxy = CuttableProxy::start(socket_addr_of(&admin_url).unwrap())
         .await
         .unwrap();
-    let through_proxy = |url: &str| with_host(url, proxy.addr());
-    let stack = TestStack::spawn_full(&[], &[], Some(&through_proxy))
+    let proxy_addr = proxy.addr();
+    let through_proxy = Box::new(move |url: &str| with_host(url, proxy_addr));
+    let stack = TestStack::spawn_full(|_| {}, |_| {}, Some(through_proxy))
         .await
         .unwrap();
     let token = stack.user("outage_user").await.unwrap();

@@ -95,12 +95,11 @@ impl Idp {
 
 async fn stack_with(idp: &Idp, min_refresh_secs: &str) -> anyhow::Result<TestStack> {
     let providers = idp.providers();
-    TestStack::spawn_with(&[
-        "--oidc-providers",
-        &providers,
-        "--jwks-min-refresh-secs",
-        min_refresh_secs,
-    ])
+    let min_refresh_secs: u64 = min_refresh_secs.parse()?;
+    TestStack::spawn_with(move |s| {
+        s.oidc_providers = Some(providers);
+        s.jwks_min_refresh_secs = min_refresh_secs;
+    })
     .await
 }
 

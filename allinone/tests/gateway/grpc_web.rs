@@ -152,12 +152,10 @@ async fn send_message_streams_ack_and_reply() -> anyhow::Result<()> {
 #[tokio::test]
 async fn connect_is_unimplemented_and_sends_are_rate_limited() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&[
-        "--message-rate-limit",
-        "1",
-        "--message-rate-limit-window-secs",
-        "600",
-    ])
+    let stack = TestStack::spawn_with(|s| {
+        s.message_rate_limit = common::nz(1);
+        s.message_rate_limit_window_secs = 600;
+    })
     .await?;
     let token = stack.user("alice").await?;
     let session_id = stack.session(&token, "echo").await?;
@@ -191,7 +189,7 @@ async fn connect_is_unimplemented_and_sends_are_rate_limited() -> anyhow::Result
 #[tokio::test]
 async fn grpc_web_preflight_from_a_listed_origin_is_allowed() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&["--allowed-origins", "https://app.example.com"]).await?;
+    let stack = TestStack::spawn_with(|s| s.allowed_origins = vec!["https://app.example.com".into()]).await?;
 
     // Act
     let response = stack

@@ -34,7 +34,7 @@ fn assert_hardened(response: &reqwest::Response, what: &str) {
 #[tokio::test]
 async fn every_kind_of_response_carries_the_security_headers() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&["--auth-rate-limit-max", "1"]).await?;
+    let stack = TestStack::spawn_with(|s| s.auth_rate_limit_max = common::nz(1)).await?;
     let http = &stack.http;
     let login = stack.url("/api/v1/auth/login");
     let wrong = json!({"username": "zed", "password": "wrong password"});
@@ -156,7 +156,7 @@ async fn recording_health_server() -> anyhow::Result<(String, Arc<Mutex<Vec<Stri
 async fn request_id_is_forwarded_to_chat_core_as_grpc_metadata() -> anyhow::Result<()> {
     // Arrange
     let (core_url, seen) = recording_health_server().await?;
-    let addr = common::spawn_gateway(&core_url, &[]).await?;
+    let addr = common::spawn_gateway(&core_url, |_| {}).await?;
     let http = reqwest::Client::new();
     let keys = gateway::auth::Tokens::new(
         common::SECRET.as_bytes(),
@@ -197,7 +197,7 @@ async fn request_id_is_forwarded_to_chat_core_as_grpc_metadata() -> anyhow::Resu
 #[tokio::test]
 async fn hsts_only_when_a_trusted_proxy_terminated_tls() -> anyhow::Result<()> {
     // Arrange
-    let behind_proxy = TestStack::spawn_with(&["--trust-forwarded-for"]).await?;
+    let behind_proxy = TestStack::spawn_with(|s| s.trust_forwarded_for = true).await?;
     let direct = TestStack::spawn().await?;
     let hsts = |response: &reqwest::Response| response.headers().get("strict-transport-security").is_some();
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// A gateway alone: the page needs no chat-core.
 async fn gateway() -> anyhow::Result<(String, reqwest::Client)> {
-    let addr = common::spawn_gateway("http://127.0.0.1:1", &[]).await?;
+    let addr = common::spawn_gateway("http://127.0.0.1:1", |_| {}).await?;
     let http = reqwest::Client::builder().timeout(common::TIMEOUT).build()?;
     Ok((format!("http://{addr}"), http))
 }

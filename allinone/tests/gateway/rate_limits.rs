@@ -25,8 +25,11 @@ async fn assert_rate_limited(response: reqwest::Response) -> anyhow::Result<()> 
 #[tokio::test]
 async fn api_tier_limits_each_user_then_recovers() -> anyhow::Result<()> {
     // Arrange: four anonymous requests (register and login twice) fill the IP's allowance.
-    let stack =
-        TestStack::spawn_with(&["--rate-limit-max-requests", "4", "--rate-limit-window-ms", "4000"]).await?;
+    let stack = TestStack::spawn_with(|s| {
+        s.rate_limit_max_requests = common::nz(4);
+        s.rate_limit_window_ms = Some(4000);
+    })
+    .await?;
     let alice = stack.user("alice").await?;
     let bob = stack.user("bob").await?;
     let agents = stack.url("/api/v1/agents");
@@ -57,12 +60,10 @@ async fn api_tier_limits_each_user_then_recovers() -> anyhow::Result<()> {
 #[tokio::test]
 async fn api_tier_limits_anonymous_requests_per_ip() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&[
-        "--rate-limit-max-requests",
-        "2",
-        "--rate-limit-window-secs",
-        "600",
-    ])
+    let stack = TestStack::spawn_with(|s| {
+        s.rate_limit_max_requests = common::nz(2);
+        s.rate_limit_window_secs = Some(600);
+    })
     .await?;
     let agents = stack.url("/api/v1/agents");
 
@@ -85,8 +86,11 @@ async fn api_tier_limits_anonymous_requests_per_ip() -> anyhow::Result<()> {
 #[tokio::test]
 async fn auth_tier_limits_each_ip_and_username_then_recovers() -> anyhow::Result<()> {
     // Arrange
-    let stack =
-        TestStack::spawn_with(&["--auth-rate-limit-max", "3", "--auth-rate-limit-window-secs", "6"]).await?;
+    let stack = TestStack::spawn_with(|s| {
+        s.auth_rate_limit_max = common::nz(3);
+        s.auth_rate_limit_window_secs = 6;
+    })
+    .await?;
     let login = stack.url("/api/v1/auth/login");
     let wrong = json!({"username": "mallory", "password": "not the password"});
 
@@ -119,12 +123,10 @@ async fn auth_tier_limits_each_ip_and_username_then_recovers() -> anyhow::Result
 #[tokio::test]
 async fn auth_tier_counts_refreshes() -> anyhow::Result<()> {
     // Arrange: register and login use two of the three.
-    let stack = TestStack::spawn_with(&[
-        "--auth-rate-limit-max",
-        "3",
-        "--auth-rate-limit-window-secs",
-        "600",
-    ])
+    let stack = TestStack::spawn_with(|s| {
+        s.auth_rate_limit_max = common::nz(3);
+        s.auth_rate_limit_window_secs = 600;
+    })
     .await?;
     stack.register("alice").await?;
     let pair = stack.login("alice").await?;
@@ -157,12 +159,10 @@ async fn auth_tier_counts_refreshes() -> anyhow::Result<()> {
 #[tokio::test]
 async fn message_tier_counts_rest_posts_and_ws_sends_then_recovers() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&[
-        "--message-rate-limit",
-        "2",
-        "--message-rate-limit-window-secs",
-        "4",
-    ])
+    let stack = TestStack::spawn_with(|s| {
+        s.message_rate_limit = common::nz(2);
+        s.message_rate_limit_window_secs = 4;
+    })
     .await?;
     let token = stack.user("alice").await?;
     let session_id = stack.session(&token, "echo").await?;
@@ -239,18 +239,14 @@ async fn two_gateways_sharing_redis_share_the_limit() -> anyhow::Result<()> {
     };
     // Arrange: two gateways, one Redis, a key prefix of this test's own.
     let prefix = format!("test:{}", uuid::Uuid::new_v4());
-    let args = [
-        "--redis-url",
-        &redis_url,
-        "--rate-limit-redis-prefix",
-        &prefix,
-        "--rate-limit-max-requests",
-        "4",
-        "--rate-limit-window-secs",
-        "600",
-    ];
-    let stack = TestStack::spawn_with(&args).await?;
-    let second = stack.spawn_gateway(&args).await?;
+    let shared = move |s: &mut gateway::Settings| {
+        s.redis_url = Some(redis_url.as_str().into());
+        s.rate_limit_redis_prefix = prefix;
+        s.rate_limit_max_requests = common::nz(4);
+        s.rate_limit_window_secs = Some(600);
+    };
+    let stack = TestStack::spawn_with(shared.clone()).await?;
+    let second = stack.spawn_gateway(shared).await?;
     let token = stack.user("alice").await?;
     let urls = [
         stack.url("/api/v1/agents"),

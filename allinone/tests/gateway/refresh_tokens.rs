@@ -103,7 +103,7 @@ async fn logout_revokes_the_refresh_token() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn expired_refresh_token_is_refused() -> anyhow::Result<()> {
-    let stack = TestStack::spawn_with(&["--refresh-token-ttl-secs", "1"]).await?;
+    let stack = TestStack::spawn_with(|s| s.refresh_token_ttl_secs = 1).await?;
     let pair = login(&stack, "sleepy").await?;
 
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -8,22 +8,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const SECRET: &str = "soak-secret";
 const PASSWORD: &str = "correct horse battery";
-/// Gateway flags that lift the per-user limits for a load test.
-const GATEWAY_FLAGS: &[&str] = &["--message-rate-limit", "100000"];
 
 /// A redis-server of the test's own, so it can be restarted.
 struct PrivateRedis {
@@ -89,52 +87,23 @@ struct Stack {
 }
 
 async fn spawn_stack(redis_url: &str) -> Stack {
-    chat_common::telemetry::init_for_tests();
-    let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
-        "agent-worker",
-        "--listen",
-        "127.0.0.1:0",
-    ]))
-    .await
-    .unwrap();
-    let worker_url = format!("http://{}", worker.local_addr());
-    tokio::spawn(worker.run_until_stopped(std::future::pending()));
+    // Two chat-cores on one database and Redis, a gateway in front of each.
+    let worker = chat_testkit::worker(None, |_| {}).await.unwrap();
     let db = chat_testkit::TestDatabase::new().await.unwrap();
     let mut gateways = Vec::new();
     for _ in 0..2 {
-        let core = chat_core::Application::build(chat_core::Settings::parse_from([
-            "chat-core",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db.url,
-            "--migrate",
-            "--agent-worker-url",
-            &worker_url,
-            "--jwt-secret",
-            SECRET,
-            "--redis-url",
-            redis_url,
-        ]))
+        let redis_url = redis_url.to_owned();
+        let core = chat_testkit::core(&db.url, &[&worker.url], move |s| {
+            s.redis_url = Some(redis_url.into());
+        })
         .await
         .unwrap();
-        let core_url = format!("http://{}", core.local_addr());
-        tokio::spawn(core.run_until_stopped(std::future::pending()));
-        let mut args = vec![
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--chat-core-url",
-            &core_url,
-            "--jwt-secret",
-            SECRET,
-        ];
-        args.extend_from_slice(GATEWAY_FLAGS);
-        let gateway = gateway::Application::build(gateway::Settings::parse_from(args))
-            .await
-            .unwrap();
-        gateways.push(gateway.local_addr());
-        tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+        let gateway = chat_testkit::gateway(&core.url, |s| {
+            s.message_rate_limit = common::nz(100_000);
+        })
+        .await
+        .unwrap();
+        gateways.push(gateway.addr);
     }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

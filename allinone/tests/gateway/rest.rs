@@ -252,7 +252,7 @@ async fn health() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn readyz_is_unavailable_without_chat_core() -> anyhow::Result<()> {
-    let addr = common::spawn_gateway("http://127.0.0.1:1", &[]).await?;
+    let addr = common::spawn_gateway("http://127.0.0.1:1", |_| {}).await?;
     let url = format!("http://{addr}/readyz");
     let response = reqwest::get(&url).await?;
     assert_eq!(response.status(), 503);

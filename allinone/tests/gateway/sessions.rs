@@ -17,15 +17,12 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
-        let core_flags = [
-            "--max-sessions-per-user",
-            "4",
-            "--session-ttl-secs",
-            "2",
-            "--session-sweep-interval-ms",
-            "50",
-        ];
-        let stack = TestStack::spawn_full(&core_flags, &[], None).await.unwrap();
+        let core = |s: &mut chat_core::Settings| {
+            s.max_sessions_per_user = 4;
+            s.session_ttl_secs = 2;
+            s.session_sweep_interval_ms = 50;
+        };
+        let stack = TestStack::spawn_full(core, |_| {}, None).await.unwrap();
         let token = stack.user("lifecycle_user").await.unwrap();
         Self { stack, token }
     }

@@ -41,9 +41,12 @@ async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
-    let stack = TestStack::spawn_with(&["--message-rate-limit", "100000", "--ws-flush-timeout-secs", "2"])
-        .await
-        .unwrap();
+    let stack = TestStack::spawn_with(|s| {
+        s.message_rate_limit = common::nz(100_000);
+        s.ws_flush_timeout_secs = 2;
+    })
+    .await
+    .unwrap();
     let addr = stack.addr;
     let token = stack.user("slow_reader").await.unwrap();
     let session_id = stack.session(&token, "echo").await.unwrap();

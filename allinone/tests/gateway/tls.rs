@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use clap::Parser;
-
 #[tokio::test]
 async fn the_gateway_serves_https_with_hsts() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -14,19 +12,14 @@ async fn the_gateway_serves_https_with_hsts() {
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
 
     // chat-core is not needed for /healthz; nothing connects to it until a call.
-    let gateway = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        "http://127.0.0.1:9",
-        "--jwt-secret",
-        "tls-secret",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]))
+    let gateway = gateway::Application::build(gateway::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        chat_core_url: "http://127.0.0.1:9".into(),
+        jwt_secret: Some("tls-secret".into()),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+        ..Default::default()
+    })
     .await
     .unwrap();
     let port = gateway.local_addr().port();
@@ -58,15 +51,12 @@ async fn the_gateway_serves_https_with_hsts() {
 
 #[tokio::test]
 async fn a_certificate_without_a_key_is_refused_at_start() {
-    let result = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        "s",
-        "--tls-cert",
-        "/nonexistent.pem",
-    ]))
+    let result = gateway::Application::build(gateway::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some("s".into()),
+        tls_cert: Some("/nonexistent.pem".into()),
+        ..Default::default()
+    })
     .await;
     assert!(result.is_err());
 }

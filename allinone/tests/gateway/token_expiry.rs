@@ -10,7 +10,11 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-const SHORT_LIVED: [&str; 4] = ["--access-token-ttl-secs", "4", "--ws-token-grace-secs", "1"];
+/// Access tokens that expire in 4 s, sockets closed 1 s after.
+fn short_lived(s: &mut gateway::Settings) {
+    s.access_token_ttl_secs = 4;
+    s.ws_token_grace_secs = 1;
+}
 
 /// Registers `username` and logs in; returns the token pair.
 async fn login(stack: &TestStack, username: &str) -> anyhow::Result<Value> {
@@ -36,7 +40,7 @@ async fn next_event(ws: &mut WsClient) -> Result<Value, Option<u16>> {
 #[tokio::test]
 async fn expired_token_is_warned_then_closed_with_4001() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&SHORT_LIVED).await?;
+    let stack = TestStack::spawn_with(short_lived).await?;
     let pair = login(&stack, "alice").await?;
     let mut ws = stack.ws(pair["access_token"].as_str().expect("token")).await?;
 
@@ -58,7 +62,7 @@ async fn expired_token_is_warned_then_closed_with_4001() -> anyhow::Result<()> {
 #[tokio::test]
 async fn fresh_token_sent_in_band_keeps_the_socket_open() -> anyhow::Result<()> {
     // Arrange
-    let stack = TestStack::spawn_with(&SHORT_LIVED).await?;
+    let stack = TestStack::spawn_with(short_lived).await?;
     let pair = login(&stack, "alice").await?;
     let bob = login(&stack, "bob").await?;
     let token = pair["access_token"].as_str().expect("token");

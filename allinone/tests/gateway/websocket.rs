@@ -185,7 +185,7 @@ async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Resul
     use tokio_tungstenite::tungstenite::Message;
 
     // Arrange: a gateway whose chat-core is not there.
-    let addr = common::spawn_gateway("http://127.0.0.1:1", &[]).await?;
+    let addr = common::spawn_gateway("http://127.0.0.1:1", |_| {}).await?;
     let keys = chat_common::token::TokenKeys::new(common::SECRET.as_bytes());
     let token = keys.sign(
         "someone",

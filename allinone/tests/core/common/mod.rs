@@ -9,110 +9,41 @@ use chat_proto::chat::v1::{
     self as pb, chat_service_client::ChatServiceClient, user_service_client::UserServiceClient,
 };
 use chat_testkit::TestDatabase;
-use clap::Parser;
 use futures::StreamExt;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-pub const SECRET: &str = "test-secret";
-
-pub struct Worker {
-    pub url: String,
-}
+pub use chat_testkit::{Core, SECRET, SLOW_AGENTS, Worker};
 
 pub async fn spawn_worker() -> Worker {
     spawn_worker_with(None).await
 }
 
-/// Agents for tests that need a run to take a while.
-pub const SLOW_AGENTS: &str = r#"
-[[agents]]
-name = "echo"
-description = "echo"
-kind = "echo"
-
-[[agents]]
-name = "slow"
-description = "echo, one word every 150 ms"
-kind = "echo"
-delay_ms = 150
-"#;
-
 /// A worker with the agents of `config` (TOML), or the built-in ones.
 pub async fn spawn_worker_with(config: Option<&str>) -> Worker {
-    let mut args = vec!["agent-worker".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
-    if let Some(config) = config {
-        let path = std::env::temp_dir().join(format!("agents-{}.toml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&path, config).expect("write agents config");
-        args.extend(["--agents-config".into(), path.display().to_string()]);
-    }
-    let settings = agent_worker::Settings::parse_from(args);
-    let app = agent_worker::Application::build(settings)
-        .await
-        .expect("worker builds");
-    let url = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Worker { url }
-}
-
-/// A running chat-core that can be stopped.
-pub struct Core {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Core {
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.done)
-            .await
-            .expect("core stops")
-            .ok();
-    }
+    chat_testkit::worker(config, |_| {}).await.expect("worker starts")
 }
 
 pub async fn spawn_core(database_url: &str, worker_url: &str) -> Core {
-    spawn_core_with(database_url, worker_url, &[]).await
+    spawn_core_with(database_url, worker_url, |_| {}).await
 }
 
-/// A chat-core with extra flags.
-pub async fn spawn_core_with(database_url: &str, worker_url: &str, extra: &[&str]) -> Core {
-    chat_common::telemetry::init_for_tests();
-    let base = [
-        "chat-core",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        database_url,
-        "--migrate",
-        "--agent-worker-url",
-        worker_url,
-        "--jwt-secret",
-        SECRET,
-        "--health-interval-ms",
-        "100",
-    ];
-    let mut settings = chat_core::Settings::parse_from(base.iter().chain(extra.iter()));
-    settings.redis_url = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map(Into::into);
-    let app = chat_core::Application::build(settings)
-        .await
-        .expect("core builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Core {
-        addr,
-        stop: Some(stop),
-        done,
-    }
+/// A chat-core with its settings adjusted by `configure`; on Redis when
+/// `TEST_REDIS_URL` is set. `worker_urls` is comma separated.
+pub async fn spawn_core_with(
+    database_url: &str,
+    worker_urls: &str,
+    configure: impl FnOnce(&mut chat_core::Settings),
+) -> Core {
+    let workers: Vec<&str> = worker_urls.split(',').collect();
+    chat_testkit::core(database_url, &workers, |settings| {
+        settings.redis_url = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Into::into);
+        configure(settings);
+    })
+    .await
+    .expect("core starts")
 }
 
 pub struct Stack {

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -15,7 +14,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "integration-test-secret";
+pub use chat_testkit::SECRET;
+
+/// A positive count, as the rate limit settings take them.
+pub fn nz(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).expect("positive")
+}
 pub const PASSWORD: &str = "correct horse battery";
 /// Longest any single awaited frame or response may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,72 +29,49 @@ pub struct TestStack {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub core_url: String,
-    _db: chat_testkit::TestDatabase,
+    _stack: chat_testkit::Stack,
 }
 
 impl TestStack {
     pub async fn spawn() -> anyhow::Result<Self> {
-        Self::spawn_with(&[]).await
+        Self::spawn_with(|_| {}).await
     }
 
-    /// Spawns the stack with extra gateway flags (limits, origins, lifetimes).
-    pub async fn spawn_with(gateway_args: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn_full(&[], gateway_args, None).await
-    }
-
-    /// Spawns the stack with extra chat-core and gateway flags, on a fresh
-    /// database or, with `database_url`, on that one (for example through a
-    /// proxy in front of the test database).
-    pub async fn spawn_full(
-        core_args: &[&str],
-        gateway_args: &[&str],
-        database_url: Option<&dyn Fn(&str) -> String>,
+    /// Spawns the stack with the gateway's settings adjusted (limits, origins, lifetimes).
+    pub async fn spawn_with(
+        gateway: impl FnOnce(&mut gateway::Settings) + Send + 'static,
     ) -> anyhow::Result<Self> {
-        chat_common::telemetry::init_for_tests();
-        let worker = agent_worker::Application::build(agent_worker::Settings::parse_from([
-            "agent-worker",
-            "--listen",
-            "127.0.0.1:0",
-        ]))
-        .await?;
-        let worker_url = format!("http://{}", worker.local_addr());
-        tokio::spawn(worker.run_until_stopped(std::future::pending()));
+        Self::spawn_full(|_| {}, gateway, None).await
+    }
 
-        let db = chat_testkit::TestDatabase::new().await?;
-        let database_url = database_url.map_or_else(|| db.url.clone(), |rewrite| rewrite(&db.url));
-        let base = [
-            "chat-core",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &database_url,
-            "--migrate",
-            "--agent-worker-url",
-            &worker_url,
-            "--jwt-secret",
-            SECRET,
-            "--health-interval-ms",
-            "100",
-        ];
-        let core =
-            chat_core::Application::build(chat_core::Settings::parse_from(base.iter().chain(core_args)))
-                .await?;
-        let core_url = format!("http://{}", core.local_addr());
-        tokio::spawn(core.run_until_stopped(std::future::pending()));
-
-        let addr = spawn_gateway(&core_url, gateway_args).await?;
+    /// Spawns the stack with chat-core's and the gateway's settings adjusted,
+    /// on a fresh database or, with `database_url`, on that one (for example
+    /// through a proxy in front of the test database).
+    pub async fn spawn_full(
+        core: impl FnOnce(&mut chat_core::Settings) + Send + 'static,
+        gateway: impl FnOnce(&mut gateway::Settings) + Send + 'static,
+        database_url: Option<chat_testkit::Rewrite>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = chat_testkit::Stack::builder().core(core).gateway(gateway);
+        if let Some(rewrite) = database_url {
+            builder = builder.database_url(rewrite);
+        }
+        let stack = builder.start().await?;
         let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
         Ok(Self {
-            addr,
+            addr: stack.gateway().addr,
             http,
-            core_url,
-            _db: db,
+            core_url: stack.core.url.clone(),
+            _stack: stack,
         })
     }
 
     /// Another gateway in front of the same chat-core; returns its address.
-    pub async fn spawn_gateway(&self, gateway_args: &[&str]) -> anyhow::Result<SocketAddr> {
-        spawn_gateway(&self.core_url, gateway_args).await
+    pub async fn spawn_gateway(
+        &self,
+        configure: impl FnOnce(&mut gateway::Settings),
+    ) -> anyhow::Result<SocketAddr> {
+        spawn_gateway(&self.core_url, configure).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -186,22 +167,12 @@ impl TestStack {
     }
 }
 
-/// Starts a gateway on 127.0.0.1:0 in front of `core_url` with extra flags.
-pub async fn spawn_gateway(core_url: &str, extra: &[&str]) -> anyhow::Result<SocketAddr> {
-    let mut args = vec![
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--chat-core-url",
-        core_url,
-        "--jwt-secret",
-        SECRET,
-    ];
-    args.extend_from_slice(extra);
-    let gateway = gateway::Application::build(gateway::Settings::try_parse_from(args)?).await?;
-    let addr = gateway.local_addr();
-    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-    Ok(addr)
+/// Starts a gateway on 127.0.0.1:0 in front of `core_url`, its settings adjusted by `configure`.
+pub async fn spawn_gateway(
+    core_url: &str,
+    configure: impl FnOnce(&mut gateway::Settings),
+) -> anyhow::Result<SocketAddr> {
+    Ok(chat_testkit::gateway(core_url, configure).await?.addr)
 }
 
 /// Retries `attempt` until it returns `Some`, failing after [`TIMEOUT`].
