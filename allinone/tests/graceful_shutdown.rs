@@ -651,12 +651,8 @@ async fn last_turn(stack: &Stack, client: &mut Client) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_any_replica_loses_and_duplicates_no_reply() {
-    let database = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
-    let redis = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
-    let (Some(_), Some(redis_url)) = (database, redis) else {
-        println!(
-            "skipped: needs TEST_DATABASE_URL (Postgres) and TEST_REDIS_URL for two replicas of each service"
-        );
+    // Two replicas of each service share Postgres and Redis.
+    let (Some(_), Some(redis_url)) = (chat_testkit::needs::postgres(), chat_testkit::needs::redis()) else {
         return;
     };
     let mut stack = Stack::start(&redis_url).await.unwrap();

@@ -5,6 +5,7 @@
 //! loopback, configured in code.
 
 mod db;
+pub mod needs;
 mod stack;
 
 pub use db::{CuttableProxy, TestDatabase, socket_addr_of, with_database, with_host};

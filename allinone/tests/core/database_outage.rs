@@ -34,11 +34,10 @@ async fn wait_for_health(addr: std::net::SocketAddr, wanted: ServingStatus) {
 
 #[tokio::test]
 async fn database_outage_fails_clearly_and_recovers_without_restart() {
-    let db = TestDatabase::new().await.unwrap();
-    if !db.is_postgres() {
-        eprintln!("skipped: set TEST_DATABASE_URL to run against Postgres");
+    if chat_testkit::needs::postgres().is_none() {
         return;
     }
+    let db = TestDatabase::new().await.unwrap();
     let proxy = CuttableProxy::start(socket_addr_of(&db.url).unwrap())
         .await
         .unwrap();

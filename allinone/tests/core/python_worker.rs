@@ -26,10 +26,9 @@ fn python_with_grpc() -> bool {
 /// Starts the Python worker; returns the process and its gRPC address.
 async fn spawn_python_worker() -> Option<(tokio::process::Child, String)> {
     if !python_with_grpc() {
-        eprintln!(
-            "skipped: python3 with grpcio and grpcio-tools not found (pip install -r examples/python-worker/requirements.txt)"
+        return chat_testkit::needs::skip(
+            "needs python3 with grpcio and grpcio-tools (pip install -r examples/python-worker/requirements.txt)",
         );
-        return None;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python-worker/worker.py");
     let mut worker = tokio::process::Command::new("python3")

@@ -15,10 +15,6 @@ use chat_testkit::TestDatabase;
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn redis() -> Option<String> {
-    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
-}
-
 fn deltas_of(events: &[Event], run_id: &str) -> Vec<(u32, u32, String)> {
     events
         .iter()
@@ -51,8 +47,7 @@ fn completed(run_id: &str) -> impl FnMut(&Event) -> bool + '_ {
 
 #[tokio::test]
 async fn a_message_sent_through_one_replica_streams_on_the_other() {
-    if redis().is_none() {
-        eprintln!("skipped: set TEST_REDIS_URL");
+    if chat_testkit::needs::redis().is_none() {
         return;
     }
     let db = TestDatabase::new().await.unwrap();
@@ -89,8 +84,7 @@ async fn a_message_sent_through_one_replica_streams_on_the_other() {
 
 #[tokio::test]
 async fn a_late_subscriber_on_another_replica_gets_the_run_in_flight_from_delta_zero() {
-    if redis().is_none() {
-        eprintln!("skipped: set TEST_REDIS_URL");
+    if chat_testkit::needs::redis().is_none() {
         return;
     }
     let db = TestDatabase::new().await.unwrap();
@@ -182,8 +176,7 @@ async fn spawn_core_process(database_url: &str, worker_url: &str, redis_url: &st
 
 #[tokio::test]
 async fn a_replica_killed_mid_run_has_its_run_completed_by_another() {
-    let Some(redis_url) = redis() else {
-        eprintln!("skipped: set TEST_REDIS_URL");
+    let Some(redis_url) = chat_testkit::needs::redis() else {
         return;
     };
     let db = TestDatabase::new().await.unwrap();

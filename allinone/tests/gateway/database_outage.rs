@@ -64,8 +64,7 @@ async fn gateway_ready(stack: &TestStack) -> u16 {
 
 #[tokio::test]
 async fn postgres_outage_gives_503_and_red_readyz_then_recovers() {
-    let Some(admin_url) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!("skipped: set TEST_DATABASE_URL to run against Postgres");
+    let Some(admin_url) = chat_testkit::needs::postgres() else {
         return;
     };
     let proxy = CuttableProxy::start(socket_addr_of(&admin_url).unwrap())

@@ -70,8 +70,7 @@ async fn memory_store_passes_the_suite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn redis_store_passes_the_suite() -> anyhow::Result<()> {
-    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("skipped: TEST_REDIS_URL is not set");
+    let Some(url) = chat_testkit::needs::redis() else {
         return Ok(());
     };
     let prefix = format!("test:{}", uuid::Uuid::new_v4());
@@ -80,8 +79,7 @@ async fn redis_store_passes_the_suite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn concurrent_checks_on_redis_never_exceed_the_limit() -> anyhow::Result<()> {
-    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("skipped: TEST_REDIS_URL is not set");
+    let Some(url) = chat_testkit::needs::redis() else {
         return Ok(());
     };
     let prefix = format!("test:{}", uuid::Uuid::new_v4());

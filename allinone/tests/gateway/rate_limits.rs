@@ -233,8 +233,7 @@ async fn message_tier_counts_rest_posts_and_ws_sends_then_recovers() -> anyhow::
 
 #[tokio::test]
 async fn two_gateways_sharing_redis_share_the_limit() -> anyhow::Result<()> {
-    let Ok(redis_url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("skipped: TEST_REDIS_URL is not set");
+    let Some(redis_url) = chat_testkit::needs::redis() else {
         return Ok(());
     };
     // Arrange: two gateways, one Redis, a key prefix of this test's own.

@@ -4,7 +4,7 @@
 //! the full reply exactly once; and a soak of 20 sessions × 50 messages with
 //! random disconnects, resumes across replicas and a Redis restart loses and
 //! duplicates nothing, checked message by message against the database.
-//! Needs `redis-server` on PATH (skipped otherwise).
+//! Needs `redis-server` on PATH (skipped otherwise; failed under `REQUIRE_ALL_TESTS`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -237,8 +237,10 @@ impl Seen {
 
 #[tokio::test]
 async fn two_connections_on_two_gateways_see_identical_sequences() {
-    let Some(redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: redis-server not found");
+    let Some(redis) = PrivateRedis::start()
+        .await
+        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
+    else {
         return;
     };
     let stack = spawn_stack(&redis.url()).await;
@@ -285,8 +287,10 @@ async fn two_connections_on_two_gateways_see_identical_sequences() {
 
 #[tokio::test]
 async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once() {
-    let Some(redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: redis-server not found");
+    let Some(redis) = PrivateRedis::start()
+        .await
+        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
+    else {
         return;
     };
     let stack = spawn_stack(&redis.url()).await;
@@ -417,8 +421,10 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
 
 #[tokio::test]
 async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: redis-server not found");
+    let Some(mut redis) = PrivateRedis::start()
+        .await
+        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
+    else {
         return;
     };
     const SESSIONS: usize = 20;
@@ -497,8 +503,10 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
 
 #[tokio::test]
 async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        eprintln!("skipped: redis-server not found");
+    let Some(mut redis) = PrivateRedis::start()
+        .await
+        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
+    else {
         return;
     };
     let stack = spawn_stack(&redis.url()).await;

@@ -27,23 +27,16 @@ pub async fn spawn_core(database_url: &str, worker_url: &str) -> Core {
     spawn_core_with(database_url, worker_url, |_| {}).await
 }
 
-/// A chat-core with its settings adjusted by `configure`; on Redis when
-/// `TEST_REDIS_URL` is set. `worker_urls` is comma separated.
+/// A chat-core with its settings adjusted by `configure`. `worker_urls` is comma separated.
 pub async fn spawn_core_with(
     database_url: &str,
     worker_urls: &str,
     configure: impl FnOnce(&mut chat_core::Settings),
 ) -> Core {
     let workers: Vec<&str> = worker_urls.split(',').collect();
-    chat_testkit::core(database_url, &workers, |settings| {
-        settings.redis_url = std::env::var("TEST_REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .map(Into::into);
-        configure(settings);
-    })
-    .await
-    .expect("core starts")
+    chat_testkit::core(database_url, &workers, configure)
+        .await
+        .expect("core starts")
 }
 
 pub struct Stack {
