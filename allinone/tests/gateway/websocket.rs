@@ -218,3 +218,37 @@ async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Resul
     assert_eq!(u16::from(close.code), 1011);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_closed_with_1009() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Arrange: a small frame limit, and a neighbour on the same gateway.
+    let stack = TestStack::spawn_with(|s| {
+        s.max_content_bytes = 1024;
+        s.max_ws_frame_bytes = 4096;
+    })
+    .await?;
+    let token = stack.user("too_big").await?;
+    let neighbour_token = stack.user("neighbour").await?;
+    let mut neighbour = stack.ws(&neighbour_token).await?;
+    let mut ws = stack.ws(&token).await?;
+
+    // Act: one text frame larger than the limit.
+    ws.send_raw(Message::text("x".repeat(10_000))).await;
+
+    // Assert: RFC 6455's "message too big", not a bare disconnect (1005/1006).
+    let close = loop {
+        match tokio::time::timeout(common::TIMEOUT, ws.stream.next()).await? {
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    // The neighbour is unaffected.
+    neighbour.send(json!({"type": "ping"})).await;
+    assert_eq!(neighbour.recv().await["type"], "pong");
+    Ok(())
+}

@@ -32,6 +32,7 @@ const MAX_BATCH: usize = 64;
 /// Close codes the gateway uses.
 mod close {
     pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -288,6 +289,11 @@ where
                         let _ = socket.close().await;
                         return ended;
                     }
+                    Some(Err(error)) if is_too_big(&error) => {
+                        // RFC 6455: 1009 for a message too big to process.
+                        Box::pin(close_with(socket, close::TOO_BIG, "frame too large")).await;
+                        return ended.by_gateway(Some(close::TOO_BIG));
+                    }
                     Some(Err(_)) | None => {
                         let _ = socket.close().await;
                         return ended;
@@ -423,6 +429,13 @@ where
     let _ = socket.feed(Message::Text(frame.to_json().into())).await;
     close_with(socket, close_code, code.as_str()).await;
     close_code
+}
+
+/// Whether a read failed because the client's message or frame exceeded
+/// `--max-ws-frame-bytes` (tungstenite's capacity errors).
+fn is_too_big(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Message too long") || text.contains("Space limit exceeded")
 }
 
 async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
