@@ -44,13 +44,26 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| body_error(rejection.status()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))
+        decode_optional_json(&bytes).map(Self)
     }
+}
+
+/// Decodes a body [`ApiJson`] has read (after its `Content-Type` check), as
+/// axum's `Json` does; public for the fuzz targets.
+#[doc(hidden)]
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(value)| value)
+        .map_err(|rejection| json_rejection(&rejection))
+}
+
+/// Decodes a body as [`OptionalJson`] does: blank means `T::default()`.
+#[doc(hidden)]
+pub fn decode_optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {

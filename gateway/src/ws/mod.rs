@@ -289,7 +289,7 @@ where
                         let _ = socket.close().await;
                         return ended;
                     }
-                    Some(Err(error)) if is_too_big(&error) => {
+                    Some(Err(error)) if is_too_big(error) => {
                         // RFC 6455: 1009 for a message too big to process.
                         Box::pin(close_with(socket, close::TOO_BIG, "frame too large")).await;
                         return ended.by_gateway(Some(close::TOO_BIG));
