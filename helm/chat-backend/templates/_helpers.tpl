@@ -227,6 +227,7 @@ Takes (dict "root" $ "component" "gateway"|"chat-core"|"agent-worker").
 {{- $_ := set $env "GATEWAY_LISTEN" "0.0.0.0:3006" }}
 {{- $_ := set $env "ADMIN_LISTEN" "0.0.0.0:9000" }}
 {{- $_ := set $env "CHAT_CORE_URL" (printf "http://%s:50051" (include "chat-backend.componentName" (dict "root" $root "component" "chat-core"))) }}
+{{- $_ := set $env "CHAT_CORE_RESOLVE_SECS" $values.chatCoreResolveSeconds }}
 {{- $_ := set $env "TRUST_FORWARDED_FOR" (ternary "true" "false" $trust) }}
 {{- with $values.allowedOrigins }}{{ $_ := set $env "ALLOWED_ORIGINS" (join "," .) }}{{ end }}
 {{- else if eq .component "chat-core" }}
