@@ -137,8 +137,20 @@ impl Service {
         env: &[(&str, &str)],
         dir: &Path,
     ) -> anyhow::Result<Self> {
-        let addr = free_addr();
-        let admin = free_addr();
+        Self::spawn_on(kind, name, args, env, dir, free_addr(), free_addr())
+    }
+
+    /// Spawns the process on the given API and admin addresses (say, those
+    /// of a process it replaces) without waiting for it.
+    pub fn spawn_on(
+        kind: Kind,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let mut full = vec![
             kind.subcommand().to_owned(),
@@ -254,6 +266,18 @@ impl Service {
         ensure!(status.success(), "kill -TERM {pid} failed: {status}");
         self.terminated_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// Sends SIGKILL: the process dies at once, without draining.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .start_kill()
+            .with_context(|| format!("kill {}", self.name))
+    }
+
+    /// Whether the process has exited (and was reaped).
+    pub fn exited(&mut self) -> bool {
+        self.has_exited()
     }
 
     /// Waits for the process to exit; returns its status and the time since
