@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
-use crate::domain::{MessageRole, Principal};
+use crate::domain::{MessageRole, Principal, UserId};
 use crate::service::Concurrency;
 use crate::service::{ChatCore, ServiceError, convert};
 use crate::store::{MessageQuery, NewSession, SessionFilter, SessionQuery};
@@ -101,7 +101,7 @@ impl ChatService for ChatApi {
         let req = request.into_inner();
         let owner_id = match &principal {
             Principal::User(id) => id.clone(),
-            Principal::Service(_) if !req.owner_id.is_empty() => req.owner_id.clone(),
+            Principal::Service(_) if !req.owner_id.is_empty() => UserId::parse(&req.owner_id)?,
             Principal::Service(_) => return Err(ServiceError::Invalid("owner_id is required".into()).into()),
         };
         let agent = if req.agent.is_empty() {
@@ -126,14 +126,9 @@ impl ChatService for ChatApi {
         }
         let concurrency = match req.concurrency.as_str() {
             "" => None,
-            other => Some(
-                Concurrency::parse(other)
-                    .ok_or_else(|| {
-                        ServiceError::Invalid("concurrency must be enqueue, reject or interrupt".into())
-                    })?
-                    .as_str()
-                    .to_owned(),
-            ),
+            other => Some(Concurrency::parse(other).ok_or_else(|| {
+                ServiceError::Invalid("concurrency must be enqueue, reject or interrupt".into())
+            })?),
         };
         let session = self
             .core
@@ -203,14 +198,11 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let session = self.core.authorized_session(&principal, &req.session_id).await?;
         let notes = (!req.notes.is_empty()).then_some(req.notes);
         let session = self
             .core
-            .store()
-            .resolve_session(&session.id, notes)
-            .await
-            .map_err(ServiceError::from)?;
+            .resolve_session(&principal, &req.session_id, notes)
+            .await?;
         Ok(Response::new(convert::session(&session)))
     }
 

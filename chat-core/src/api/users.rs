@@ -9,7 +9,7 @@ use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::principal;
-use crate::domain::now_ms;
+use crate::domain::{UserId, now_ms};
 use crate::service::ServiceError;
 use crate::store::{ChatStore, Rotation};
 
@@ -198,7 +198,9 @@ impl UserService for UserApi {
             .create_user(&username, &password_hash)
             .await
             .map_err(ServiceError::from)?;
-        Ok(Response::new(pb::RegisterResponse { user_id: user.id }))
+        Ok(Response::new(pb::RegisterResponse {
+            user_id: user.id.into_string(),
+        }))
     }
 
     async fn verify_password(
@@ -216,7 +218,9 @@ impl UserService for UserApi {
         let passwords = self.passwords.clone();
         let matches = blocking(move || passwords.verify(&password, stored.as_deref())).await?;
         match user {
-            Some(user) if matches => Ok(Response::new(pb::VerifyPasswordResponse { user_id: user.id })),
+            Some(user) if matches => Ok(Response::new(pb::VerifyPasswordResponse {
+                user_id: user.id.into_string(),
+            })),
             _ => Err(chat_common::ErrorCode::Unauthenticated.status("invalid username or password")),
         }
     }
@@ -230,7 +234,11 @@ impl UserService for UserApi {
         let expires_at = refresh_expiry(ttl_secs)?;
         let refresh_token = new_refresh_token();
         self.store
-            .issue_refresh_token(&user_id, &refresh_token_hash(&refresh_token), expires_at)
+            .issue_refresh_token(
+                &UserId::parse(&user_id)?,
+                &refresh_token_hash(&refresh_token),
+                expires_at,
+            )
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(pb::IssueRefreshTokenResponse {
@@ -262,7 +270,7 @@ impl UserService for UserApi {
             .map_err(ServiceError::from)?;
         match rotation {
             Rotation::Rotated(record) => Ok(Response::new(pb::RotateRefreshTokenResponse {
-                user_id: record.user_id,
+                user_id: record.user_id.into_string(),
                 refresh_token: next,
                 expires_at_ms: record.expires_at,
             })),
@@ -313,7 +321,10 @@ impl UserService for UserApi {
         if created {
             tracing::info!(%user_id, issuer, "external user created");
         }
-        Ok(Response::new(pb::EnsureExternalUserResponse { user_id, created }))
+        Ok(Response::new(pb::EnsureExternalUserResponse {
+            user_id: user_id.into_string(),
+            created,
+        }))
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
+use crate::domain::{RunId, SessionId};
 use crate::store::{ChatStore, Lease};
 
 /// Settings of the run lifecycle.
@@ -74,13 +75,13 @@ pub struct Dispatcher {
     workers: WorkerPool,
     config: DispatchConfig,
     /// Sessions with a live runner; `true` when new work arrived while it ran.
-    runners: Mutex<HashMap<String, bool>>,
+    runners: Mutex<HashMap<SessionId, bool>>,
     /// The run in flight of each session, with the deltas streamed so far.
-    inflight: DashMap<String, Arc<InflightRun>>,
+    inflight: DashMap<SessionId, Arc<InflightRun>>,
     /// Cancellation handle of each running run.
-    cancels: DashMap<String, CancellationToken>,
+    cancels: DashMap<RunId, CancellationToken>,
     /// Origins of the runs queued by sends to this replica, until they start.
-    origins: DashMap<String, (Instant, RunOrigin)>,
+    origins: DashMap<RunId, (Instant, RunOrigin)>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// This replica's identity in run leases.
@@ -148,13 +149,13 @@ impl Dispatcher {
 
     /// Remembers where a queued run came from, for when it starts. Call
     /// before [`Dispatcher::wake`].
-    pub fn queued(&self, run_id: &str, origin: RunOrigin) {
+    pub fn queued(&self, run_id: &RunId, origin: RunOrigin) {
         if !origin.is_empty() && self.origins.len() < MAX_ORIGINS {
-            self.origins.insert(run_id.to_owned(), (Instant::now(), origin));
+            self.origins.insert(run_id.clone(), (Instant::now(), origin));
         }
     }
 
-    fn take_origin(&self, run_id: &str) -> RunOrigin {
+    fn take_origin(&self, run_id: &RunId) -> RunOrigin {
         self.origins
             .remove(run_id)
             .map(|(_, (_, origin))| origin)
@@ -162,7 +163,7 @@ impl Dispatcher {
     }
 
     /// Makes sure a runner is working through the session's queue.
-    pub fn wake(self: &Arc<Self>, session_id: &str) {
+    pub fn wake(self: &Arc<Self>, session_id: &SessionId) {
         if self.shutdown.is_cancelled() {
             return;
         }
@@ -172,16 +173,16 @@ impl Dispatcher {
                 *dirty = true;
                 return;
             }
-            runners.insert(session_id.to_owned(), false);
+            runners.insert(session_id.clone(), false);
         }
         let this = self.clone();
-        let session_id = session_id.to_owned();
+        let session_id = session_id.clone();
         self.tasks.spawn(async move { this.run_queue(session_id).await });
     }
 
     /// Called by a runner that found its queue empty: returns whether it must
     /// look again (work arrived meanwhile) or may stop.
-    fn runner_idle(&self, session_id: &str) -> bool {
+    fn runner_idle(&self, session_id: &SessionId) -> bool {
         let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
         match runners.get_mut(session_id) {
             Some(dirty) if *dirty => {
@@ -196,12 +197,12 @@ impl Dispatcher {
     }
 
     /// The run in flight in a session, if any.
-    pub fn inflight(&self, session_id: &str) -> Option<Arc<InflightRun>> {
+    pub fn inflight(&self, session_id: &SessionId) -> Option<Arc<InflightRun>> {
         self.inflight.get(session_id).map(|r| r.clone())
     }
 
     /// Stops a running run; returns whether one was running here.
-    pub fn cancel_running(&self, run_id: &str) -> bool {
+    pub fn cancel_running(&self, run_id: &RunId) -> bool {
         match self.cancels.get(run_id) {
             Some(token) => {
                 token.cancel();

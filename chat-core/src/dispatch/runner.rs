@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use super::{Dispatcher, InflightRun};
-use crate::domain::{RunStatus, now_ms};
+use crate::domain::{Message, Run, RunStatus, SessionChange, SessionId, now_ms};
 use crate::service::{convert, event};
-use crate::store::{MessageQuery, RunCompletion, RunRecord, StoreError};
+use crate::store::{MessageQuery, RunCompletion, StoreError, Transition};
 
 /// How a run ended, before it is recorded.
 enum Outcome {
@@ -62,14 +62,14 @@ fn retryable(status: &tonic::Status) -> bool {
 
 impl Dispatcher {
     /// Works through the session's queue until it is empty.
-    pub(super) async fn run_queue(self: Arc<Self>, session_id: String) {
+    pub(super) async fn run_queue(self: Arc<Self>, session_id: SessionId) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.shutdown.is_cancelled() {
                 self.runners
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&session_id);
+                    .remove(session_id.as_str());
                 return;
             }
             match self.store.claim_next_run(&session_id, &self.lease()).await {
@@ -96,7 +96,7 @@ impl Dispatcher {
 
     /// Executes a claimed run in its span: a child of the send that queued
     /// it when that send came to this replica, else the root of a new trace.
-    async fn execute(&self, run: RunRecord) {
+    async fn execute(&self, run: Run) {
         let origin = self.take_origin(&run.id);
         let span = tracing::info_span!(
             "run",
@@ -115,14 +115,14 @@ impl Dispatcher {
             .await;
     }
 
-    async fn execute_attempts(&self, mut run: RunRecord, request_id: Option<&str>) {
+    async fn execute_attempts(&self, mut run: Run, request_id: Option<&str>) {
         let in_flight = metrics::gauge!("chat_runs_in_flight");
         in_flight.increment(1.0);
         let _in_flight = scopeguard(move || in_flight.decrement(1.0));
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
         loop {
-            let attempt = u32::try_from(run.attempt).unwrap_or(1);
+            let attempt = run.attempt.max(1);
             let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
             self.inflight.insert(run.session_id.clone(), inflight.clone());
             if attempt > 1 {
@@ -166,10 +166,10 @@ impl Dispatcher {
     /// Applies a run's handoffs to its session: an escalation waits for a
     /// human; a handoff by a non-router agent makes the new agent the
     /// session's (a router picks afresh for every message).
-    async fn after_handoff(&self, run: &RunRecord, agent: &str, escalated: bool) {
+    async fn after_handoff(&self, run: &Run, agent: &str, escalated: bool) {
         let changed = if escalated {
             self.store
-                .set_session_status(&run.session_id, crate::domain::SessionStatus::PendingHuman)
+                .transition_session(&run.session_id, Transition::new(SessionChange::Escalate))
                 .await
         } else if agent != run.agent && !self.is_router(&run.agent).await {
             self.store.set_session_agent(&run.session_id, agent).await
@@ -178,11 +178,7 @@ impl Dispatcher {
         };
         match changed {
             Ok(session) => {
-                let update = pb::SessionChanged {
-                    session_id: session.id,
-                    status: session.status,
-                    agent: session.agent,
-                };
+                let update = convert::session_changed(&session);
                 self.bus
                     .publish(&run.session_id, event(Event::Session(update)))
                     .await;
@@ -199,7 +195,7 @@ impl Dispatcher {
     }
 
     /// Records and announces how a run ended.
-    async fn conclude(&self, run: &RunRecord, outcome: Outcome) {
+    async fn conclude(&self, run: &Run, outcome: Outcome) {
         match outcome {
             Outcome::LostLease => {
                 info!(run_id = %run.id, "run lease lost; another replica or a cancel owns it now");
@@ -227,7 +223,7 @@ impl Dispatcher {
                 };
                 match self.commit_reply(completion).await {
                     Ok(message) => {
-                        metrics::counter!("chat_messages_stored_total", "role" => message.role.clone())
+                        metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str())
                             .increment(1);
                         self.bus
                             .publish(&run.session_id, event(Event::Message(convert::message(&message))))
@@ -253,7 +249,7 @@ impl Dispatcher {
 
     async fn stream_from_worker(
         &self,
-        run: &RunRecord,
+        run: &Run,
         inflight: &InflightRun,
         cancel: &CancellationToken,
         request_id: Option<&str>,
@@ -263,8 +259,8 @@ impl Dispatcher {
             Err(error) => return Outcome::failed(format!("failed to load history: {error}"), true),
         };
         let request = agent::RunRequest {
-            run_id: run.id.clone(),
-            session_id: run.session_id.clone(),
+            run_id: run.id.to_string(),
+            session_id: run.session_id.to_string(),
             agent: run.agent.clone(),
             attempt: inflight.attempt,
             history,
@@ -325,8 +321,8 @@ impl Dispatcher {
                         .append_delta(&run.id, inflight.attempt, index, &delta.text)
                         .await;
                     let delta = pb::Delta {
-                        session_id: run.session_id.clone(),
-                        run_id: run.id.clone(),
+                        session_id: run.session_id.to_string(),
+                        run_id: run.id.to_string(),
                         index,
                         text: delta.text,
                         attempt: inflight.attempt,
@@ -361,8 +357,8 @@ impl Dispatcher {
                 })) => {
                     let to_human = handoff.to_agent == HUMAN;
                     let update = pb::Handoff {
-                        session_id: run.session_id.clone(),
-                        run_id: run.id.clone(),
+                        session_id: run.session_id.to_string(),
+                        run_id: run.id.to_string(),
                         from_agent: answering.clone(),
                         to_agent: handoff.to_agent.clone(),
                         reason: handoff.reason,
@@ -387,8 +383,8 @@ impl Dispatcher {
                         "arguments": arguments,
                     }));
                     let update = pb::ToolCall {
-                        session_id: run.session_id.clone(),
-                        run_id: run.id.clone(),
+                        session_id: run.session_id.to_string(),
+                        run_id: run.id.to_string(),
                         call_id: call.call_id,
                         name: call.name,
                         arguments_json: call.arguments_json,
@@ -408,8 +404,8 @@ impl Dispatcher {
                         call["result"] = serde_json::Value::String(result.content.clone());
                     }
                     let update = pb::ToolResult {
-                        session_id: run.session_id.clone(),
-                        run_id: run.id.clone(),
+                        session_id: run.session_id.to_string(),
+                        run_id: run.id.to_string(),
                         call_id: result.call_id,
                         content: result.content,
                     };
@@ -429,7 +425,7 @@ impl Dispatcher {
         }
     }
 
-    async fn history(&self, run: &RunRecord) -> Result<Vec<agent::HistoryMessage>, StoreError> {
+    async fn history(&self, run: &Run) -> Result<Vec<agent::HistoryMessage>, StoreError> {
         let messages = self
             .store
             .list_messages(MessageQuery {
@@ -443,7 +439,7 @@ impl Dispatcher {
             .into_iter()
             .map(|m| agent::HistoryMessage {
                 seq: m.seq,
-                role: m.role,
+                role: m.role.as_str().to_owned(),
                 agent: m.agent.unwrap_or_default(),
                 content: m.content,
             })
@@ -451,10 +447,7 @@ impl Dispatcher {
     }
 
     /// Commits the reply, retrying while the database is unreachable.
-    async fn commit_reply(
-        &self,
-        completion: RunCompletion,
-    ) -> Result<crate::store::MessageRecord, StoreError> {
+    async fn commit_reply(&self, completion: RunCompletion) -> Result<Message, StoreError> {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
             match self.store.complete_run(completion.clone()).await {
@@ -469,7 +462,7 @@ impl Dispatcher {
         self.store.complete_run(completion).await
     }
 
-    async fn record_end(&self, run: &RunRecord, status: RunStatus, error: &str) {
+    async fn record_end(&self, run: &Run, status: RunStatus, error: &str) {
         let stored = self
             .store
             .finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned()))
@@ -485,7 +478,7 @@ impl Dispatcher {
         }
     }
 
-    async fn publish_status(&self, run: &RunRecord, status: RunStatus, error: &str) {
+    async fn publish_status(&self, run: &Run, status: RunStatus, error: &str) {
         if status.is_terminal() {
             let agent = run.agent.clone();
             metrics::counter!("chat_runs_total", "agent" => agent.clone(), "status" => status.as_str())

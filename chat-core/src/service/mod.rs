@@ -14,8 +14,13 @@ use tracing::Instrument as _;
 
 use crate::bus::EventBus;
 use crate::dispatch::{Dispatcher, RunOrigin};
-use crate::domain::{self, MessageRole, Principal, RunStatus, SessionStatus};
-use crate::store::{ChatStore, MessageRecord, NewMessage, RunRecord, SessionRecord};
+use crate::domain::{
+    self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionChange,
+    SessionId,
+};
+use crate::store::{ChatStore, NewMessage, Transition};
+
+pub use crate::domain::Concurrency;
 
 /// Limits applied to client input.
 #[derive(Clone, Debug)]
@@ -27,36 +32,6 @@ pub struct Limits {
     pub default_concurrency: Concurrency,
     /// Policies of sessions of these agents created without one.
     pub agent_concurrency: std::collections::HashMap<String, Concurrency>,
-}
-
-/// What a new message does while its session already has a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Concurrency {
-    /// Queue behind the active run (the default).
-    Enqueue,
-    /// Refuse with `busy`.
-    Reject,
-    /// Cancel the active and queued runs, then take the new message.
-    Interrupt,
-}
-
-impl Concurrency {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "enqueue" => Some(Self::Enqueue),
-            "reject" => Some(Self::Reject),
-            "interrupt" => Some(Self::Interrupt),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enqueue => "enqueue",
-            Self::Reject => "reject",
-            Self::Interrupt => "interrupt",
-        }
-    }
 }
 
 /// chat-core's operations over its store, bus and dispatcher.
@@ -73,7 +48,7 @@ pub struct ChatCore {
 #[derive(Clone, Debug)]
 pub struct Sent {
     pub ack: pb::Ack,
-    pub run: Option<RunRecord>,
+    pub run: Option<Run>,
     /// Earlier runs of the session are to be cancelled (interrupt policy).
     pub interrupt: bool,
 }
@@ -108,11 +83,11 @@ impl ChatCore {
         &self,
         principal: &Principal,
         session_id: &str,
-    ) -> Result<SessionRecord, ServiceError> {
-        domain::validate_session_id(session_id)?;
+    ) -> Result<Session, ServiceError> {
+        let session_id = SessionId::parse(session_id)?;
         let session = self
             .store
-            .get_session(session_id)
+            .get_session(&session_id)
             .await?
             .ok_or(ServiceError::NotFound("session"))?;
         principal.authorize(&session)?;
@@ -148,27 +123,22 @@ impl ChatCore {
         content: String,
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
-        if !client_msg_id.is_empty() {
-            domain::validate_client_msg_id(client_msg_id)?;
-        }
+        let client_msg_id = (!client_msg_id.is_empty())
+            .then(|| ClientMsgId::parse(client_msg_id))
+            .transpose()?;
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
-        if matches!(
-            SessionStatus::parse(&session.status),
-            Some(SessionStatus::Ended | SessionStatus::Expired)
-        ) {
-            return Err(ServiceError::Conflict(format!("session is {}", session.status)));
-        }
+        session.check_accepts_messages()?;
         let policy = self.policy_of(&session);
         // While a person handles the session, user messages wait for them.
-        let start_run = role == MessageRole::User && session.status != SessionStatus::PendingHuman.as_str();
+        let start_run = role == MessageRole::User && session.can_start_runs();
         let appended = self
             .store
             .append_message(NewMessage {
                 session_id: session.id.clone(),
                 role,
                 content,
-                client_msg_id: (!client_msg_id.is_empty()).then(|| client_msg_id.to_owned()),
+                client_msg_id: client_msg_id.clone(),
                 start_run,
                 reject_if_busy: start_run && policy == Concurrency::Reject,
             })
@@ -178,11 +148,15 @@ impl ChatCore {
         }
         let message = convert::message(&appended.message);
         let ack = pb::Ack {
-            session_id: session.id.clone(),
-            client_msg_id: client_msg_id.to_owned(),
-            message_id: appended.message.id.clone(),
+            session_id: session.id.to_string(),
+            client_msg_id: client_msg_id.map(String::from).unwrap_or_default(),
+            message_id: appended.message.id.to_string(),
             seq: appended.message.seq,
-            run_id: appended.run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+            run_id: appended
+                .run
+                .as_ref()
+                .map(|r| r.id.to_string())
+                .unwrap_or_default(),
             duplicate: appended.duplicate,
             message: Some(message.clone()),
         };
@@ -217,22 +191,20 @@ impl ChatCore {
                 self.dispatcher.queued(&run.id, origin);
             }
             // Also for duplicates: a restart may have left the run queued.
-            self.dispatcher.wake(session_id);
+            self.dispatcher.wake(&run.session_id);
         }
     }
 
     /// The concurrency policy of a session.
-    pub fn policy_of(&self, session: &SessionRecord) -> Concurrency {
+    pub fn policy_of(&self, session: &Session) -> Concurrency {
         session
             .concurrency
-            .as_deref()
-            .and_then(Concurrency::parse)
             .or_else(|| self.limits.agent_concurrency.get(&session.agent).copied())
             .unwrap_or(self.limits.default_concurrency)
     }
 
     /// Cancels every active run of the session older than `run`.
-    async fn interrupt_before(&self, run: &RunRecord) {
+    async fn interrupt_before(&self, run: &Run) {
         let active = match self.store.active_runs(&run.session_id).await {
             Ok(active) => active,
             Err(error) => {
@@ -250,7 +222,7 @@ impl ChatCore {
     /// Stops a running run here, or marks a run that is not running here
     /// cancelled (its replica notices at its next lease renewal) and tells
     /// subscribers.
-    async fn cancel_run(&self, run: &RunRecord) -> Result<(), ServiceError> {
+    async fn cancel_run(&self, run: &Run) -> Result<(), ServiceError> {
         if self.dispatcher.cancel_running(&run.id) {
             return Ok(());
         }
@@ -262,7 +234,7 @@ impl ChatCore {
     }
 
     /// Creates a session for `owner_id`, within the per-user cap.
-    pub async fn create_session(&self, new: crate::store::NewSession) -> Result<SessionRecord, ServiceError> {
+    pub async fn create_session(&self, new: crate::store::NewSession) -> Result<Session, ServiceError> {
         let cap = self.limits.max_sessions_per_user;
         if cap > 0 && self.store.count_open_sessions(&new.owner_id).await? >= cap {
             return Err(ServiceError::Conflict(format!(
@@ -277,15 +249,30 @@ impl ChatCore {
         &self,
         principal: &Principal,
         session_id: &str,
-    ) -> Result<SessionRecord, ServiceError> {
+    ) -> Result<Session, ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
         for run in self.store.active_runs(&session.id).await? {
             self.cancel_run(&run).await?;
         }
         Ok(self
             .store
-            .set_session_status(&session.id, SessionStatus::Ended)
+            .transition_session(&session.id, Transition::new(SessionChange::End))
             .await?)
+    }
+
+    /// Marks a session resolved, with optional notes.
+    pub async fn resolve_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        notes: Option<String>,
+    ) -> Result<Session, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        let transition = Transition {
+            notes,
+            ..Transition::new(SessionChange::Resolve)
+        };
+        Ok(self.store.transition_session(&session.id, transition).await?)
     }
 
     /// Gives a session waiting for a human back to an agent (service tokens only).
@@ -294,23 +281,17 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
         agent: &str,
-    ) -> Result<SessionRecord, ServiceError> {
+    ) -> Result<Session, ServiceError> {
         if !principal.is_service() {
             return Err(ServiceError::Forbidden);
         }
         let session = self.authorized_session(principal, session_id).await?;
+        let mut transition = Transition::new(SessionChange::HandBack);
         if !agent.is_empty() && agent != session.agent {
-            self.store.set_session_agent(&session.id, agent).await?;
+            transition.agent = Some(agent.to_owned());
         }
-        let session = self
-            .store
-            .set_session_status(&session.id, SessionStatus::Active)
-            .await?;
-        let update = pb::SessionChanged {
-            session_id: session.id.clone(),
-            status: session.status.clone(),
-            agent: session.agent.clone(),
-        };
+        let session = self.store.transition_session(&session.id, transition).await?;
+        let update = convert::session_changed(&session);
         self.bus.publish(&session.id, event(Event::Session(update))).await;
         Ok(session)
     }
@@ -323,9 +304,10 @@ impl ChatCore {
         run_id: &str,
     ) -> Result<(), ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
+        let run_id = RunId::parse(run_id)?;
         let run = self
             .store
-            .get_run(run_id)
+            .get_run(&run_id)
             .await?
             .filter(|r| r.session_id == session.id)
             .ok_or(ServiceError::NotFound("run"))?;
@@ -333,7 +315,7 @@ impl ChatCore {
     }
 
     /// The stored reply of a run, when it has one.
-    pub async fn reply_of(&self, run_id: &str) -> Result<Option<MessageRecord>, ServiceError> {
+    pub async fn reply_of(&self, run_id: &RunId) -> Result<Option<Message>, ServiceError> {
         Ok(self.store.find_reply(run_id).await?)
     }
 }
