@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
 use crate::domain::{RunId, SessionId};
+use crate::lifecycle::SessionLifecycle;
 use crate::store::{ChatStore, Lease};
 
 /// Settings of the run lifecycle.
@@ -72,6 +73,8 @@ const MAX_ORIGINS: usize = 100_000;
 pub struct Dispatcher {
     store: Arc<dyn ChatStore>,
     bus: Arc<dyn EventBus>,
+    /// Handoffs change the session's status or agent through here.
+    sessions: SessionLifecycle,
     workers: WorkerPool,
     config: DispatchConfig,
     /// Sessions with a live runner; `true` when new work arrived while it ran.
@@ -96,6 +99,7 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            sessions: SessionLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
             workers,

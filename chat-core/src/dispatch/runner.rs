@@ -12,7 +12,7 @@ use tracing::{Instrument as _, info, warn};
 use super::{Dispatcher, InflightRun};
 use crate::domain::{Message, Run, RunStatus, SessionChange, SessionId, now_ms};
 use crate::service::{convert, event};
-use crate::store::{MessageQuery, RunCompletion, StoreError, Transition};
+use crate::store::{MessageQuery, RunCompletion, StoreError};
 
 /// How a run ended, before it is recorded.
 enum Outcome {
@@ -168,22 +168,16 @@ impl Dispatcher {
     /// session's (a router picks afresh for every message).
     async fn after_handoff(&self, run: &Run, agent: &str, escalated: bool) {
         let changed = if escalated {
-            self.store
-                .transition_session(&run.session_id, Transition::new(SessionChange::Escalate))
+            self.sessions
+                .change(&run.session_id, SessionChange::Escalate)
                 .await
         } else if agent != run.agent && !self.is_router(&run.agent).await {
-            self.store.set_session_agent(&run.session_id, agent).await
+            self.sessions.set_agent(&run.session_id, agent).await
         } else {
             return;
         };
-        match changed {
-            Ok(session) => {
-                let update = convert::session_changed(&session);
-                self.bus
-                    .publish(&run.session_id, event(Event::Session(update)))
-                    .await;
-            }
-            Err(error) => warn!(run_id = %run.id, %error, "failed to apply handoff to the session"),
+        if let Err(error) = changed {
+            warn!(run_id = %run.id, %error, "failed to apply handoff to the session");
         }
     }
 

@@ -18,6 +18,7 @@ use crate::domain::{
     self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionChange,
     SessionId,
 };
+use crate::lifecycle::SessionLifecycle;
 use crate::store::{ChatStore, NewMessage, Transition};
 
 pub use crate::domain::Concurrency;
@@ -40,6 +41,7 @@ pub struct ChatCore {
     pub(crate) store: Arc<dyn ChatStore>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) sessions: SessionLifecycle,
     pub(crate) limits: Limits,
     pub(crate) default_agent: String,
 }
@@ -62,6 +64,7 @@ impl ChatCore {
         default_agent: String,
     ) -> Self {
         Self {
+            sessions: SessionLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
             dispatcher,
@@ -76,6 +79,11 @@ impl ChatCore {
 
     pub fn bus(&self) -> &Arc<dyn EventBus> {
         &self.bus
+    }
+
+    /// Every session status change goes through here.
+    pub fn sessions(&self) -> &SessionLifecycle {
+        &self.sessions
     }
 
     /// Loads a session the principal may act on.
@@ -254,10 +262,7 @@ impl ChatCore {
         for run in self.store.active_runs(&session.id).await? {
             self.cancel_run(&run).await?;
         }
-        Ok(self
-            .store
-            .transition_session(&session.id, Transition::new(SessionChange::End))
-            .await?)
+        Ok(self.sessions.change(&session.id, SessionChange::End).await?)
     }
 
     /// Marks a session resolved, with optional notes.
@@ -272,7 +277,7 @@ impl ChatCore {
             notes,
             ..Transition::new(SessionChange::Resolve)
         };
-        Ok(self.store.transition_session(&session.id, transition).await?)
+        Ok(self.sessions.apply(&session.id, transition).await?)
     }
 
     /// Gives a session waiting for a human back to an agent (service tokens only).
@@ -290,10 +295,7 @@ impl ChatCore {
         if !agent.is_empty() && agent != session.agent {
             transition.agent = Some(agent.to_owned());
         }
-        let session = self.store.transition_session(&session.id, transition).await?;
-        let update = convert::session_changed(&session);
-        self.bus.publish(&session.id, event(Event::Session(update))).await;
-        Ok(session)
+        Ok(self.sessions.apply(&session.id, transition).await?)
     }
 
     /// Cancels a queued or running run of the session.
