@@ -239,18 +239,9 @@ impl ChatService for ChatApi {
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let principal = principal(&request)?;
-        let session = self
-            .core
-            .authorized_session(&principal, &request.get_ref().session_id)
-            .await?;
-        if let Some(run) = self.core.dispatcher.inflight(&session.id) {
-            self.core.dispatcher.cancel_running(&run.run_id);
-        }
         self.core
-            .store()
-            .delete_session(&session.id)
-            .await
-            .map_err(ServiceError::from)?;
+            .delete_session(&principal, &request.get_ref().session_id)
+            .await?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 

@@ -3,6 +3,7 @@
 //! and reports every status change. At most one run per session executes at
 //! a time; later messages wait in the queue.
 
+mod attempt;
 mod inflight;
 mod runner;
 mod workers;
@@ -19,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
-use crate::domain::{RunId, SessionId};
-use crate::lifecycle::SessionLifecycle;
-use crate::store::{ChatStore, Lease};
+use crate::domain::{Run, RunId, RunStatus, SessionId};
+use crate::lifecycle::RunLifecycle;
+use crate::store::{ChatStore, Lease, StoreError};
 
 /// Settings of the run lifecycle.
 #[derive(Clone, Debug)]
@@ -73,8 +74,8 @@ const MAX_ORIGINS: usize = 100_000;
 pub struct Dispatcher {
     store: Arc<dyn ChatStore>,
     bus: Arc<dyn EventBus>,
-    /// Handoffs change the session's status or agent through here.
-    sessions: SessionLifecycle,
+    /// Every run status change (and a reply's effect on its session) goes through here.
+    runs: RunLifecycle,
     workers: WorkerPool,
     config: DispatchConfig,
     /// Sessions with a live runner; `true` when new work arrived while it ran.
@@ -99,7 +100,7 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            sessions: SessionLifecycle::new(store.clone(), bus.clone()),
+            runs: RunLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
             workers,
@@ -205,8 +206,20 @@ impl Dispatcher {
         self.inflight.get(session_id).map(|r| r.clone())
     }
 
-    /// Stops a running run; returns whether one was running here.
-    pub fn cancel_running(&self, run_id: &RunId) -> bool {
+    /// The one way to cancel a run. A run executing on this replica is
+    /// stopped and its runner records `cancelled`; any other unfinished run
+    /// is stored `cancelled` and announced here (a replica executing it
+    /// notices when it next renews its lease). A run that already ended
+    /// stays as it was.
+    pub async fn cancel(&self, run: &Run) -> Result<(), StoreError> {
+        if self.cancel_running(&run.id) {
+            return Ok(());
+        }
+        self.runs.finish(run, RunStatus::Cancelled, "").await.map(drop)
+    }
+
+    /// Stops a run executing here; returns whether one was.
+    fn cancel_running(&self, run_id: &RunId) -> bool {
         match self.cancels.get(run_id) {
             Some(token) => {
                 token.cancel();

@@ -231,14 +231,7 @@ impl ChatCore {
     /// cancelled (its replica notices at its next lease renewal) and tells
     /// subscribers.
     async fn cancel_run(&self, run: &Run) -> Result<(), ServiceError> {
-        if self.dispatcher.cancel_running(&run.id) {
-            return Ok(());
-        }
-        if self.store.finish_run(&run.id, RunStatus::Cancelled, None).await? {
-            let update = convert::run_update(run, RunStatus::Cancelled, "");
-            self.bus.publish(&run.session_id, event(Event::Run(update))).await;
-        }
-        Ok(())
+        Ok(self.dispatcher.cancel(run).await?)
     }
 
     /// Creates a session for `owner_id`, within the per-user cap.
@@ -278,6 +271,16 @@ impl ChatCore {
             ..Transition::new(SessionChange::Resolve)
         };
         Ok(self.sessions.apply(&session.id, transition).await?)
+    }
+
+    /// Deletes a session with its messages and runs; its unfinished runs
+    /// are cancelled first.
+    pub async fn delete_session(&self, principal: &Principal, session_id: &str) -> Result<(), ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        for run in self.store.active_runs(&session.id).await? {
+            self.cancel_run(&run).await?;
+        }
+        Ok(self.store.delete_session(&session.id).await?)
     }
 
     /// Gives a session waiting for a human back to an agent (service tokens only).
