@@ -14,7 +14,7 @@ use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal, UserId};
 use crate::service::Concurrency;
 use crate::service::{ChatCore, ServiceError, convert};
-use crate::store::{MessageQuery, NewSession, SessionFilter, SessionQuery};
+use crate::store::{NewSession, SessionFilter};
 
 /// What the `recent` filter means: updated within the last day.
 const RECENT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -61,24 +61,6 @@ impl ChatApi {
     pub fn new(core: ChatCore, draining: CancellationToken) -> Self {
         Self { core, draining }
     }
-
-    async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
-        let valid_name = !agent.is_empty()
-            && agent.len() <= 64
-            && agent
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !valid_name {
-            return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
-        }
-        // When the fleet cannot be asked, the run reports an unknown agent later.
-        if let Ok(agents) = self.core.dispatcher.workers().list_agents().await
-            && !agents.iter().any(|a| a.name == agent)
-        {
-            return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
-        }
-        Ok(())
-    }
 }
 
 fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceError> {
@@ -109,7 +91,7 @@ impl ChatService for ChatApi {
         } else {
             req.agent.clone()
         };
-        self.check_agent(&agent).await?;
+        self.core.check_agent(&agent).await?;
         let metadata = if req.metadata_json.is_empty() {
             "{}".to_owned()
         } else {
@@ -161,10 +143,6 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let owner_id = match principal {
-            Principal::User(id) => Some(id),
-            Principal::Service(_) => None,
-        };
         let filter = match req.status.as_str() {
             "" => SessionFilter::All,
             "unresolved" => SessionFilter::Unresolved,
@@ -175,17 +153,9 @@ impl ChatService for ChatApi {
                 ))
             })?),
         };
-        let page = self
-            .core
-            .store()
-            .list_sessions(SessionQuery {
-                owner_id,
-                filter,
-                limit: u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) }),
-                cursor: (!req.cursor.is_empty()).then_some(req.cursor),
-            })
-            .await
-            .map_err(ServiceError::from)?;
+        let limit = u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) });
+        let cursor = (!req.cursor.is_empty()).then_some(req.cursor);
+        let page = self.core.list_sessions(&principal, filter, limit, cursor).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: page.sessions.iter().map(convert::session).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
@@ -225,7 +195,7 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         if !req.agent.is_empty() {
-            self.check_agent(&req.agent).await?;
+            self.core.check_agent(&req.agent).await?;
         }
         let session = self
             .core
@@ -251,7 +221,6 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let session = self.core.authorized_session(&principal, &req.session_id).await?;
         let limit = if req.limit == 0 {
             DEFAULT_MESSAGE_LIMIT
         } else {
@@ -259,15 +228,14 @@ impl ChatService for ChatApi {
         };
         let messages = self
             .core
-            .store()
-            .list_messages(MessageQuery {
-                session_id: session.id,
-                after_seq: req.after_seq,
-                before_seq: req.before_seq,
-                limit: u64::from(limit),
-            })
-            .await
-            .map_err(ServiceError::from)?;
+            .list_messages(
+                &principal,
+                &req.session_id,
+                req.after_seq,
+                req.before_seq,
+                u64::from(limit),
+            )
+            .await?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages: messages.iter().map(convert::message).collect(),
         }))
@@ -353,15 +321,7 @@ impl ChatService for ChatApi {
         &self,
         _request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self
-            .core
-            .dispatcher
-            .workers()
-            .list_agents()
-            .await
-            .map_err(|status| {
-                ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
-            })?;
+        let agents = self.core.list_agents().await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents
                 .into_iter()

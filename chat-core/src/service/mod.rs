@@ -1,10 +1,13 @@
 //! The operations of chat-core, independent of transport: every gRPC handler
 //! authorises through here and calls one of these.
 
+mod accounts;
 pub mod convert;
 mod error;
+mod sessions;
 mod subscribe;
 
+pub use accounts::{Accounts, PasswordPolicy, Passwords};
 pub use error::ServiceError;
 
 use std::sync::Arc;
@@ -15,11 +18,10 @@ use tracing::Instrument as _;
 use crate::bus::EventBus;
 use crate::dispatch::{Dispatcher, RunOrigin};
 use crate::domain::{
-    self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionChange,
-    SessionId,
+    self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionId,
 };
 use crate::lifecycle::SessionLifecycle;
-use crate::store::{ChatStore, NewMessage, Transition};
+use crate::store::{ChatStore, NewMessage};
 
 pub use crate::domain::Concurrency;
 
@@ -232,91 +234,6 @@ impl ChatCore {
     /// subscribers.
     async fn cancel_run(&self, run: &Run) -> Result<(), ServiceError> {
         Ok(self.dispatcher.cancel(run).await?)
-    }
-
-    /// Creates a session for `owner_id`, within the per-user cap.
-    pub async fn create_session(&self, new: crate::store::NewSession) -> Result<Session, ServiceError> {
-        let cap = self.limits.max_sessions_per_user;
-        if cap > 0 && self.store.count_open_sessions(&new.owner_id).await? >= cap {
-            return Err(ServiceError::Conflict(format!(
-                "open session limit reached ({cap}); resolve or end a session first"
-            )));
-        }
-        Ok(self.store.create_session(new).await?)
-    }
-
-    /// Ends a session: its active runs are cancelled and it takes no more messages.
-    pub async fn end_session(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-    ) -> Result<Session, ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        for run in self.store.active_runs(&session.id).await? {
-            self.cancel_run(&run).await?;
-        }
-        Ok(self.sessions.change(&session.id, SessionChange::End).await?)
-    }
-
-    /// Marks a session resolved, with optional notes.
-    pub async fn resolve_session(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        notes: Option<String>,
-    ) -> Result<Session, ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        let transition = Transition {
-            notes,
-            ..Transition::new(SessionChange::Resolve)
-        };
-        Ok(self.sessions.apply(&session.id, transition).await?)
-    }
-
-    /// Deletes a session with its messages and runs; its unfinished runs
-    /// are cancelled first.
-    pub async fn delete_session(&self, principal: &Principal, session_id: &str) -> Result<(), ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        for run in self.store.active_runs(&session.id).await? {
-            self.cancel_run(&run).await?;
-        }
-        Ok(self.store.delete_session(&session.id).await?)
-    }
-
-    /// Gives a session waiting for a human back to an agent (service tokens only).
-    pub async fn hand_back(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        agent: &str,
-    ) -> Result<Session, ServiceError> {
-        if !principal.is_service() {
-            return Err(ServiceError::Forbidden);
-        }
-        let session = self.authorized_session(principal, session_id).await?;
-        let mut transition = Transition::new(SessionChange::HandBack);
-        if !agent.is_empty() && agent != session.agent {
-            transition.agent = Some(agent.to_owned());
-        }
-        Ok(self.sessions.apply(&session.id, transition).await?)
-    }
-
-    /// Cancels a queued or running run of the session.
-    pub async fn cancel(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        run_id: &str,
-    ) -> Result<(), ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        let run_id = RunId::parse(run_id)?;
-        let run = self
-            .store
-            .get_run(&run_id)
-            .await?
-            .filter(|r| r.session_id == session.id)
-            .ok_or(ServiceError::NotFound("run"))?;
-        self.cancel_run(&run).await
     }
 
     /// The stored reply of a run, when it has one.
