@@ -78,6 +78,13 @@ pub struct Settings {
 
 // === impl Settings ===
 
+impl Default for Settings {
+    /// The flags' defaults, without reading the environment.
+    fn default() -> Self {
+        chat_common::config::defaults()
+    }
+}
+
 impl Settings {
     /// The `assistant` llm agent these settings ask for, if any; `env` reads environment variables.
     pub fn llm_assistant(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<LlmSpec> {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use helpers::openai::{
     Reply, StandIn, text_answer, tool_call_arguments, tool_call_start, tool_calls_finished,
 };
-use helpers::{deltas_and_final, spawn_app_with_args};
+use helpers::{deltas_and_final, spawn_app_with};
 use serde_json::json;
 
 const API_KEY: &str = "sk-test-0123456789";
@@ -377,14 +377,11 @@ async fn an_llm_base_url_adds_an_assistant_that_the_bank_router_falls_back_to() 
     ]))])
     .await;
     let base_url = stand_in.base_url();
-    let app = spawn_app_with_args(&[
-        "--llm-base-url",
-        &base_url,
-        "--llm-model",
-        "local-model",
-        "--llm-api-key-env",
-        "AGENT_WORKER_TEST_SURELY_UNSET_KEY",
-    ])
+    let app = spawn_app_with(|s| {
+        s.llm_base_url = Some(base_url);
+        s.llm_model = "local-model".into();
+        s.llm_api_key_env = "AGENT_WORKER_TEST_SURELY_UNSET_KEY".into();
+    })
     .await;
 
     let agents = app

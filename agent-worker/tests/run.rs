@@ -128,7 +128,7 @@ async fn run_without_history_ends_with_an_invalid_error_event() {
 
 #[tokio::test]
 async fn runs_beyond_the_concurrency_limit_are_refused() {
-    let app = helpers::spawn_app_with_args(&["--max-concurrent-runs", "1"]).await;
+    let app = helpers::spawn_app_with(|s| s.max_concurrent_runs = 1).await;
     // Its deltas (~4 MiB) overflow the worker's buffer and the HTTP/2 flow-control windows,
     // so while the client does not read them the first run stays in flight.
     let long_text = "w ".repeat(400_000);

@@ -6,6 +6,7 @@
 //! subcommands run one service each, exactly as its own binary does, so one
 //! container image serves every role.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -60,56 +61,44 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?
             .map(|url| url.expose_secret().to_owned())
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", cli.data_dir.join("chat.db").display()));
-    let shutdown_timeout = cli.shutdown_timeout_secs.to_string();
 
-    let mut worker_args = vec![
-        "agent-worker".to_owned(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--shutdown-timeout-secs".into(),
-        shutdown_timeout.clone(),
-    ];
-    if let Some(path) = &cli.agents_config {
-        worker_args.extend(["--agents-config".into(), path.display().to_string()]);
-    }
+    let shutdown_timeout_secs = cli.shutdown_timeout_secs;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+
+    // Each service reads its own variables from the environment, as its
+    // binary does; the all-in-one then sets what ties them together.
+    let mut worker_settings: agent_worker::Settings = from_env("agent-worker")?;
+    worker_settings.listen = loopback;
+    worker_settings.shutdown_timeout_secs = shutdown_timeout_secs;
+    worker_settings.agents_config = cli.agents_config.clone();
     // An OpenAI key alone is enough to add the `assistant` llm agent.
-    let base_url_unset = std::env::var("LLM_BASE_URL").map_or(true, |v| v.is_empty());
-    let has_key = chat_common::secret::from_env("OPENAI_API_KEY").is_ok_and(|k| k.is_some());
+    let base_url_unset = worker_settings.llm_base_url.as_deref().is_none_or(str::is_empty);
+    let has_key = chat_common::secret::from_env(&worker_settings.llm_api_key_env).is_ok_and(|k| k.is_some());
     if base_url_unset && has_key {
-        worker_args.extend(["--llm-base-url".into(), "https://api.openai.com/v1".into()]);
+        worker_settings.llm_base_url = Some("https://api.openai.com/v1".to_owned());
     }
-    let worker = agent_worker::Application::build(agent_worker::Settings::parse_from(worker_args)).await?;
+    let worker = agent_worker::Application::build(worker_settings).await?;
     let worker_url = format!("http://{}", worker.local_addr());
 
-    let core = chat_core::Application::build(chat_core::Settings::parse_from([
-        "chat-core",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &database_url,
-        "--migrate",
-        "--agent-worker-url",
-        &worker_url,
-        "--jwt-secret",
-        &secret,
-        "--shutdown-timeout-secs",
-        &shutdown_timeout,
-    ]))
-    .await?;
+    let mut core_settings: chat_core::Settings = from_env("chat-core")?;
+    core_settings.listen = loopback;
+    core_settings.database_url = Some(database_url.into());
+    core_settings.database_url_file = None;
+    core_settings.migrate = true;
+    core_settings.agent_worker_urls = vec![worker_url];
+    core_settings.jwt_secret = Some(secret.clone().into());
+    core_settings.jwt_secret_file = None;
+    core_settings.shutdown_timeout_secs = shutdown_timeout_secs;
+    let core = chat_core::Application::build(core_settings).await?;
     let core_url = format!("http://{}", core.local_addr());
 
-    let gateway = gateway::Application::build(gateway::Settings::parse_from([
-        "gateway",
-        "--listen",
-        &cli.listen.to_string(),
-        "--chat-core-url",
-        &core_url,
-        "--jwt-secret",
-        &secret,
-        "--shutdown-timeout-secs",
-        &shutdown_timeout,
-    ]))
-    .await?;
+    let mut gateway_settings: gateway::Settings = from_env("gateway")?;
+    gateway_settings.listen = cli.listen;
+    gateway_settings.chat_core_url = core_url;
+    gateway_settings.jwt_secret = Some(secret.into());
+    gateway_settings.jwt_secret_file = None;
+    gateway_settings.shutdown_timeout_secs = shutdown_timeout_secs;
+    let gateway = gateway::Application::build(gateway_settings).await?;
     let address = gateway.local_addr();
     let admin = chat_common::admin::Admin::bind(
         cli.admin_listen,
@@ -147,6 +136,20 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
     worker_task.await??;
     admin.abort();
     Ok(())
+}
+
+/// A service's settings from the environment alone (no flags): what its
+/// binary would run with.
+fn from_env<T: clap::Parser>(name: &str) -> anyhow::Result<T> {
+    T::try_parse_from([name]).map_err(|error| {
+        let first = error.to_string();
+        let line = first
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        anyhow::anyhow!("{name}: {line}")
+    })
 }
 
 /// GETs `url` (plain HTTP) and succeeds on a 2xx status.

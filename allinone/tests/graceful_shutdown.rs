@@ -62,7 +62,7 @@ fn args(list: &[&str]) -> Vec<String> {
 /// The processes of the test; a stopped one moves to `stopped`.
 struct Stack {
     dir: tempfile::TempDir,
-    _db: chat_core::testing::TestDatabase,
+    _db: chat_testkit::TestDatabase,
     workers: Vec<Option<Service>>,
     cores: Vec<Option<Service>>,
     gateways: Vec<Option<Service>>,
@@ -72,7 +72,7 @@ struct Stack {
 impl Stack {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let db = chat_core::testing::TestDatabase::new().await?;
+        let db = chat_testkit::TestDatabase::new().await?;
         ensure!(db.is_postgres(), "TEST_DATABASE_URL must be a Postgres URL");
         let agents = dir.path().join("agents.toml");
         std::fs::write(&agents, AGENTS)?;

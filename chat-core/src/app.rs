@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AuthInterceptor, ChatApi, Passwords, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
-use crate::service::{ChatCore, Concurrency, Limits};
+use crate::service::{ChatCore, Limits};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, SeaStore};
 
@@ -69,7 +69,7 @@ impl Application {
         };
         let workers = WorkerPool::new(
             &settings.agent_worker_urls,
-            Duration::from_secs(settings.agent_worker_resolve_secs.max(1)),
+            Duration::from_secs(settings.agent_worker_resolve_secs),
         )
         .await
         .map_err(anyhow::Error::msg)?;
@@ -81,8 +81,8 @@ impl Application {
                 history_window: settings.history_window,
                 run_timeout: Duration::from_secs(settings.run_timeout_secs),
                 lease: Duration::from_millis(settings.run_lease_ms),
-                max_attempts: settings.run_max_attempts.max(1),
-                dispatch_timeout: Duration::from_millis(settings.dispatch_timeout_ms.max(1)),
+                max_attempts: settings.run_max_attempts,
+                dispatch_timeout: Duration::from_millis(settings.dispatch_timeout_ms),
             },
         );
         let core = ChatCore::new(
@@ -92,9 +92,12 @@ impl Application {
             Limits {
                 max_content_bytes: settings.max_content_bytes,
                 max_sessions_per_user: settings.max_sessions_per_user,
-                default_concurrency: Concurrency::parse(&settings.default_concurrency)
-                    .context("DEFAULT_CONCURRENCY must be enqueue, reject or interrupt")?,
-                agent_concurrency: agent_policies(&settings.agent_concurrency)?,
+                default_concurrency: settings.default_concurrency,
+                agent_concurrency: settings
+                    .agent_concurrency
+                    .iter()
+                    .map(|p| (p.agent.clone(), p.policy))
+                    .collect(),
             },
             settings.default_agent.clone(),
         );
@@ -146,14 +149,14 @@ impl Application {
             core.store().clone(),
             core.bus().clone(),
             health.clone(),
-            Duration::from_millis(settings.health_interval_ms.max(50)),
+            Duration::from_millis(settings.health_interval_ms),
         ));
         core.dispatcher.spawn_orphan_scan();
         let sweeper = (settings.session_ttl_secs > 0).then(|| {
             tokio::spawn(sweep_idle_sessions(
                 core.sessions().clone(),
                 Duration::from_secs(settings.session_ttl_secs),
-                Duration::from_millis(settings.session_sweep_interval_ms.max(10)),
+                Duration::from_millis(settings.session_sweep_interval_ms),
             ))
         });
         let policy = settings.password_policy();
@@ -269,22 +272,4 @@ async fn sweep_idle_sessions(sessions: crate::lifecycle::SessionLifecycle, ttl: 
         }
         tokio::time::sleep(every).await;
     }
-}
-
-/// Parses `agent=policy` entries of AGENT_CONCURRENCY.
-fn agent_policies(entries: &[String]) -> anyhow::Result<std::collections::HashMap<String, Concurrency>> {
-    entries
-        .iter()
-        .filter(|entry| !entry.trim().is_empty())
-        .map(|entry| {
-            entry
-                .split_once('=')
-                .and_then(|(agent, policy)| {
-                    Some((agent.trim().to_owned(), Concurrency::parse(policy.trim())?))
-                })
-                .with_context(|| {
-                    format!("AGENT_CONCURRENCY entry `{entry}` is not agent=enqueue|reject|interrupt")
-                })
-        })
-        .collect()
 }

@@ -15,7 +15,6 @@ pub mod lifecycle;
 pub mod service;
 pub mod settings;
 pub mod store;
-pub mod testing;
 
 mod app;
 

@@ -7,6 +7,8 @@ use chat_common::secret;
 use chat_common::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::service::Concurrency;
+
 /// chat-core: owns sessions, messages and runs, and dispatches runs to agent-workers.
 #[derive(Clone, clap::Parser)]
 #[command(name = "chat-core", version, about, long_about = None)]
@@ -97,12 +99,12 @@ pub struct Settings {
 
     /// Per-agent concurrency policies, e.g. `bank=interrupt,slow=reject`; a
     /// session's own policy wins, then its agent's, then the default.
-    #[arg(long, env = "AGENT_CONCURRENCY", value_delimiter = ',')]
-    pub agent_concurrency: Vec<String>,
+    #[arg(long, env = "AGENT_CONCURRENCY", value_delimiter = ',', value_parser = parse_agent_policy)]
+    pub agent_concurrency: Vec<AgentPolicy>,
 
     /// What a message does while its session has a run: enqueue, reject or interrupt.
-    #[arg(long, env = "DEFAULT_CONCURRENCY", default_value = "enqueue")]
-    pub default_concurrency: String,
+    #[arg(long, env = "DEFAULT_CONCURRENCY", default_value = "enqueue", value_parser = parse_concurrency)]
+    pub default_concurrency: Concurrency,
 
     /// Open (active or pending_human) sessions one user may have; 0 for no cap.
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 100)]
@@ -117,7 +119,7 @@ pub struct Settings {
     pub session_sweep_interval_ms: u64,
 
     /// Largest message content accepted, in bytes.
-    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = chat_common::limits::DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
 
     /// Milliseconds between database health probes (drives gRPC health and readiness).
@@ -152,6 +154,38 @@ pub struct Settings {
     /// release the runs it holds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
+}
+
+/// An agent's own concurrency policy (`agent=policy` in `AGENT_CONCURRENCY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentPolicy {
+    pub agent: String,
+    pub policy: Concurrency,
+}
+
+fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
+    Concurrency::parse(value.trim()).ok_or_else(|| format!("`{value}` is not enqueue, reject or interrupt"))
+}
+
+fn parse_agent_policy(entry: &str) -> Result<AgentPolicy, String> {
+    let (agent, policy) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("`{entry}` is not agent=enqueue|reject|interrupt"))?;
+    let agent = agent.trim();
+    if agent.is_empty() {
+        return Err(format!("`{entry}` names no agent"));
+    }
+    Ok(AgentPolicy {
+        agent: agent.to_owned(),
+        policy: parse_concurrency(policy)?,
+    })
+}
+
+impl Default for Settings {
+    /// The flags' defaults, without reading the environment.
+    fn default() -> Self {
+        chat_common::config::defaults()
+    }
 }
 
 /// Database used when neither `DATABASE_URL` nor `DATABASE_URL_FILE` is set.
@@ -212,6 +246,24 @@ impl Settings {
         }
         if self.database_max_connections == 0 {
             return Err("DATABASE_MAX_CONNECTIONS must be positive".into());
+        }
+        if self.health_interval_ms < 10 {
+            return Err("HEALTH_INTERVAL_MS must be at least 10".into());
+        }
+        if self.session_sweep_interval_ms < 10 {
+            return Err("SESSION_SWEEP_INTERVAL_MS must be at least 10".into());
+        }
+        if self.dispatch_timeout_ms == 0 {
+            return Err("DISPATCH_TIMEOUT_MS must be positive".into());
+        }
+        if self.run_timeout_secs == 0 {
+            return Err("RUN_TIMEOUT_SECS must be positive".into());
+        }
+        if self.max_content_bytes == 0 {
+            return Err("MAX_CONTENT_BYTES must be positive".into());
+        }
+        if self.password_min_length > self.password_max_length {
+            return Err("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH".into());
         }
         Ok(())
     }

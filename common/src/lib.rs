@@ -4,9 +4,11 @@
 //! secrets, endpoint discovery and shutdown.
 
 pub mod admin;
+pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod secret;
 pub mod shutdown;

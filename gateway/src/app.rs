@@ -125,7 +125,7 @@ impl Application {
             ws_read_buffer_bytes: settings.ws_read_buffer_bytes,
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
             ws_token_grace: settings.ws_token_grace(),
-            ws_flush_timeout: std::time::Duration::from_secs(settings.ws_flush_timeout_secs.max(1)),
+            ws_flush_timeout: std::time::Duration::from_secs(settings.ws_flush_timeout_secs),
         };
         let rate_limits = RateLimits::new(rate_limit_store(&settings).await?);
         let shutdown = CancellationToken::new();
@@ -345,6 +345,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::app_js))
+        .route("/js/{file}", get(page::module))
         .route("/app.css", get(page::app_css))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

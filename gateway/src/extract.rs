@@ -108,7 +108,5 @@ where
 
 /// Parses a session id from a path: anything but a UUID names no session.
 pub fn session_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.hyphenated().to_string())
-        .map_err(|_| ApiError::not_found("session not found"))
+    chat_common::limits::normalize_session_id(raw).ok_or_else(|| ApiError::not_found("session not found"))
 }

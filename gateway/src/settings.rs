@@ -68,7 +68,7 @@ pub struct Settings {
     pub external_user_cache_secs: u64,
 
     /// Largest message content accepted, in bytes (larger sends get `too_large`).
-    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = chat_common::limits::DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
 
     /// Largest HTTP request body accepted, in bytes (larger bodies get 413 `too_large`).
@@ -171,6 +171,13 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
 }
 
+impl Default for Settings {
+    /// The flags' defaults, without reading the environment.
+    fn default() -> Self {
+        chat_common::config::defaults()
+    }
+}
+
 impl Settings {
     pub fn access_token_ttl(&self) -> Duration {
         Duration::from_secs(self.access_token_ttl_secs)
@@ -265,6 +272,9 @@ impl Settings {
         }
         if self.ws_read_buffer_bytes == 0 || self.ws_write_buffer_bytes == 0 {
             return Err("WebSocket buffer sizes must be positive".into());
+        }
+        if self.ws_flush_timeout_secs == 0 {
+            return Err("--ws-flush-timeout-secs (WS_FLUSH_TIMEOUT_SECS) must be positive".into());
         }
         if self.request_timeout_secs == 0 {
             return Err("--request-timeout-secs must be positive".into());

@@ -10,7 +10,6 @@ use agent_worker::{Application, Settings};
 use chat_proto::agent::v1::agent_worker_client::AgentWorkerClient;
 use chat_proto::agent::v1::run_event::Event;
 use chat_proto::agent::v1::{HistoryMessage, RunRequest};
-use clap::Parser;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -26,7 +25,7 @@ pub struct TestApp {
 
 /// Starts a worker with the built-in agents config.
 pub async fn spawn_app() -> TestApp {
-    spawn(&[], None).await
+    spawn(|_| {}, None).await
 }
 
 /// Starts a worker serving the agents declared in `toml`, passed as an `--agents-config` file.
@@ -34,25 +33,22 @@ pub async fn spawn_app_with_config(toml: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agents.toml");
     std::fs::write(&path, toml).expect("write agents config");
-    let path = path.to_str().expect("utf-8 temp path").to_owned();
-    spawn(&["--agents-config", &path], Some(dir)).await
+    spawn(move |s| s.agents_config = Some(path), Some(dir)).await
 }
 
-/// Starts a worker with the built-in agents config and extra command-line flags.
-pub async fn spawn_app_with_args(args: &[&str]) -> TestApp {
-    spawn(args, None).await
+/// Starts a worker with the built-in agents config and its settings adjusted by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, None).await
 }
 
-async fn spawn(args: &[&str], config_dir: Option<tempfile::TempDir>) -> TestApp {
+async fn spawn(configure: impl FnOnce(&mut Settings), config_dir: Option<tempfile::TempDir>) -> TestApp {
     chat_common::telemetry::init_for_tests();
-    // An LLM_BASE_URL in the developer's environment must not add an agent to the tests' workers.
-    let no_llm: &[&str] = if args.contains(&"--llm-base-url") {
-        &[]
-    } else {
-        &["--llm-base-url", ""]
+    // Built in code: an LLM_BASE_URL in the developer's environment cannot add an agent.
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..Default::default()
     };
-    let fixed = ["agent-worker", "--listen", "127.0.0.1:0"];
-    let settings = Settings::parse_from(fixed.iter().chain(no_llm).chain(args));
+    configure(&mut settings);
     let app = Application::build(settings).await.expect("application builds");
     let addr = app.local_addr();
     let (shutdown, stopped) = oneshot::channel::<()>();

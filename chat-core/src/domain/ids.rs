@@ -1,9 +1,10 @@
 //! Identifier newtypes, parsed once where input enters chat-core.
 
+use chat_common::limits;
+
 use super::DomainError;
 
-/// Longest accepted `client_msg_id`.
-pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
+pub use limits::MAX_CLIENT_MSG_ID_LEN;
 
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
@@ -99,11 +100,12 @@ pub fn new_id() -> String {
 }
 
 impl SessionId {
-    /// A session id as a client wrote it; anything but a UUID names no session.
+    /// A session id as a client wrote it, in its canonical form; anything
+    /// but a UUID names no session.
     pub fn parse(id: &str) -> Result<Self, DomainError> {
-        uuid::Uuid::parse_str(id)
-            .map(|_| Self(id.to_owned()))
-            .map_err(|_| DomainError::NotFound("session"))
+        limits::normalize_session_id(id)
+            .map(Self)
+            .ok_or(DomainError::NotFound("session"))
     }
 
     pub fn generate() -> Self {
@@ -147,16 +149,7 @@ impl UserId {
 impl ClientMsgId {
     /// 1 to [`MAX_CLIENT_MSG_ID_LEN`] printable ASCII characters.
     pub fn parse(id: &str) -> Result<Self, DomainError> {
-        if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN {
-            return Err(DomainError::Invalid(format!(
-                "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} characters"
-            )));
-        }
-        if !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(DomainError::Invalid(
-                "client_msg_id must be printable ASCII".into(),
-            ));
-        }
+        limits::check_client_msg_id(id).map_err(DomainError::Invalid)?;
         Ok(Self(id.to_owned()))
     }
 }
@@ -177,6 +170,11 @@ mod tests {
     fn session_and_run_ids_must_be_uuids() {
         assert!(SessionId::parse("not-a-uuid").is_err());
         assert!(SessionId::parse("0190f5c2-7b1e-7cc0-8000-000000000000").is_ok());
+        assert_eq!(
+            SessionId::parse("0190F5C2-7B1E-7CC0-8000-000000000000").unwrap(),
+            "0190f5c2-7b1e-7cc0-8000-000000000000",
+            "one canonical form"
+        );
         assert!(RunId::parse("nope").is_err());
         assert!(RunId::parse(&new_id()).is_ok());
     }

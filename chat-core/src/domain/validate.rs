@@ -1,17 +1,15 @@
 //! Checks on message content, done before anything touches the database.
+//! The rule itself lives in [`chat_common::limits`], shared with the gateway.
+
+use chat_common::limits::{self, ContentError};
 
 use super::DomainError;
 
 pub fn validate_content(content: &str, max_bytes: usize) -> Result<(), DomainError> {
-    if content.trim().is_empty() {
-        return Err(DomainError::Invalid("content must not be empty".into()));
-    }
-    if content.len() > max_bytes {
-        return Err(DomainError::TooLarge(format!(
-            "content exceeds {max_bytes} bytes"
-        )));
-    }
-    Ok(())
+    limits::check_content(content, max_bytes).map_err(|error| match error {
+        ContentError::Empty => DomainError::Invalid(error.to_string()),
+        ContentError::TooLarge(_) => DomainError::TooLarge(error.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@ use chat_proto::chat::v1 as pb;
 use pb::client_frame::Frame as ClientKind;
 use serde::Deserialize;
 
+use chat_common::limits::{self, ContentError};
+
 use super::OutFrame;
 
 /// Longest accepted `client_msg_id` (chat-core's limit too).
-pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
+pub use chat_common::limits::MAX_CLIENT_MSG_ID_LEN;
 
 /// What to do with a frame a client sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,20 +100,19 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
         }
         "subscribe" => {
             let b: SubscribeBody = from_value(value.clone(), &kind).map_err(&invalid)?;
-            check_session_id(&b.session_id)?;
+            let session_id = canonical_session_id(&b.session_id)?;
             if b.after_seq < 0 {
                 return Err(invalid("`after_seq` must not be negative".to_owned()));
             }
             ClientKind::Subscribe(pb::SubscribeFrame {
-                session_id: b.session_id,
+                session_id,
                 after_seq: b.after_seq,
             })
         }
         "unsubscribe" => {
             let b: SessionBody = from_value(value.clone(), &kind).map_err(&invalid)?;
-            check_session_id(&b.session_id)?;
             ClientKind::Unsubscribe(pb::UnsubscribeFrame {
-                session_id: b.session_id,
+                session_id: canonical_session_id(&b.session_id)?,
             })
         }
         "send" => {
@@ -120,20 +121,18 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
                 .client_msg_id
                 .ok_or_else(|| invalid("`send` frames need a `client_msg_id`".into()))?;
             check_client_msg_id(&client_msg_id).map_err(&invalid)?;
-            if b.content.trim().is_empty() {
-                return Err(invalid("content must not be empty".to_owned()));
+            match limits::check_content(&b.content, max_content_bytes) {
+                Ok(()) => {}
+                Err(error @ ContentError::Empty) => return Err(invalid(error.to_string())),
+                Err(error @ ContentError::TooLarge(_)) => {
+                    return Err(OutFrame::error(ErrorCode::TooLarge, error.to_string())
+                        .with_context(Some(&b.session_id), Some(&client_msg_id)));
+                }
             }
-            if b.content.len() > max_content_bytes {
-                return Err(OutFrame::error(
-                    ErrorCode::TooLarge,
-                    format!("content exceeds {max_content_bytes} bytes"),
-                )
-                .with_context(Some(&b.session_id), Some(&client_msg_id)));
-            }
-            check_session_id(&b.session_id)
+            let session_id = canonical_session_id(&b.session_id)
                 .map_err(|f| f.with_context(Some(&b.session_id), Some(&client_msg_id)))?;
             ClientKind::Send(pb::SendFrame {
-                session_id: b.session_id,
+                session_id,
                 client_msg_id,
                 content: b.content,
                 trace_context: Default::default(),
@@ -141,9 +140,8 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
         }
         "cancel" => {
             let b: CancelBody = from_value(value.clone(), &kind).map_err(&invalid)?;
-            check_session_id(&b.session_id)?;
             ClientKind::Cancel(pb::CancelFrame {
-                session_id: b.session_id,
+                session_id: canonical_session_id(&b.session_id)?,
                 run_id: b.run_id,
             })
         }
@@ -156,21 +154,14 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, kind: &s
     serde_json::from_value(value).map_err(|err| format!("invalid `{kind}` frame: {err}"))
 }
 
-fn check_session_id(session_id: &str) -> Result<(), OutFrame> {
-    uuid::Uuid::parse_str(session_id).map(drop).map_err(|_| {
+/// The session id in its canonical form, as REST paths have it too.
+fn canonical_session_id(session_id: &str) -> Result<String, OutFrame> {
+    limits::normalize_session_id(session_id).ok_or_else(|| {
         OutFrame::error(ErrorCode::NotFound, "session not found").with_context(Some(session_id), None)
     })
 }
 
-/// `client_msg_id`: 1 to 128 printable ASCII characters.
-pub fn check_client_msg_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} printable ASCII characters"
-        ));
-    }
-    Ok(())
-}
+pub use chat_common::limits::check_client_msg_id;
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +175,22 @@ mod tests {
             Inbound::Reply(frame) => serde_json::to_value(&frame).expect("serialize"),
             other => panic!("expected a reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn session_ids_are_canonical_as_on_rest_paths() {
+        let upper = SESSION.to_ascii_uppercase();
+        let text = json!({"type": "subscribe", "session_id": upper, "after_seq": 3}).to_string();
+        let expected = ClientKind::Subscribe(pb::SubscribeFrame {
+            session_id: SESSION.into(),
+            after_seq: 3,
+        });
+        assert_eq!(
+            parse_client_frame(&text, 10),
+            Inbound::Forward(pb::ClientFrame {
+                frame: Some(expected)
+            })
+        );
     }
 
     #[test]

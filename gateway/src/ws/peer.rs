@@ -49,15 +49,24 @@ pub struct TurnTraces {
     upgrade: chat_common::trace::Parent,
     /// The client asked for its trace to be continued.
     continue_upgrade: bool,
+    /// The upgrade request's id.
+    request_id: Option<Box<str>>,
 }
 
 impl TurnTraces {
     /// For a socket upgraded from a request with `headers`, from within that
     /// request's span.
     pub fn of_upgrade(headers: &http::HeaderMap) -> Self {
+        if !chat_common::trace::enabled() {
+            return Self::default();
+        }
         Self {
             upgrade: chat_common::trace::Parent::current(),
             continue_upgrade: headers.contains_key("traceparent"),
+            request_id: headers
+                .get(chat_common::trace::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(Box::from),
         }
     }
 
@@ -77,6 +86,7 @@ impl TurnTraces {
             session_id = %send.session_id,
             client_msg_id = %send.client_msg_id,
             user_id,
+            request_id = self.request_id.as_deref().unwrap_or_default(),
         );
         if self.continue_upgrade {
             self.upgrade.adopt(&span);

@@ -1,0 +1,18 @@
+//! chat-core's suites: the gRPC API, the store, the bus, dispatch, agents and replicas, on
+//! SQLite or (with `TEST_DATABASE_URL` / `TEST_REDIS_URL`) Postgres and Redis.
+
+#![allow(clippy::unwrap_used)]
+
+mod agents;
+mod bus;
+mod common;
+mod database_outage;
+mod external_users;
+mod grpc;
+mod lifecycle;
+mod passwords;
+mod python_worker;
+mod refresh_tokens;
+mod replicas;
+mod store;
+mod tools;

@@ -1,0 +1,590 @@
+//! The `ChatStore` suite: runs against SQLite always, and against Postgres
+//! when `TEST_DATABASE_URL` is set (each test gets a fresh database).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::domain::{
+    ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
+};
+use chat_core::store::{
+    self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
+    SessionQuery, StoreError, Transition,
+};
+use chat_testkit::TestDatabase;
+use migration::MigratorTrait;
+
+async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
+    let db = TestDatabase::new().await.expect("test database");
+    let conn = store::connect(&db.url, 8, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    migration::Migrator::up(&conn, None).await.expect("migrate");
+    (Arc::new(SeaStore::new(conn)), db)
+}
+
+async fn user_and_session(store: &Arc<dyn ChatStore>) -> (UserId, SessionId) {
+    let user = store
+        .create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash")
+        .await
+        .unwrap();
+    let session = store
+        .create_session(NewSession {
+            owner_id: user.id.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    (user.id, session.id)
+}
+
+fn lease(owner: &str) -> Lease {
+    Lease {
+        owner: owner.to_owned(),
+        duration_ms: 60_000,
+    }
+}
+
+fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> NewMessage {
+    NewMessage {
+        session_id: session_id.clone(),
+        role: MessageRole::User,
+        content: content.to_owned(),
+        client_msg_id: Some(ClientMsgId::parse(client_msg_id).unwrap()),
+        start_run: true,
+        reject_if_busy: false,
+    }
+}
+
+#[tokio::test]
+async fn seq_starts_at_one_and_has_no_gaps() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    for i in 1..=5 {
+        let appended = store
+            .append_message(user_message(&session, &format!("m{i}"), "hi"))
+            .await
+            .unwrap();
+        assert_eq!(appended.message.seq, i);
+        assert!(!appended.duplicate);
+    }
+    let stored = store.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.last_seq, 5);
+    assert_eq!(stored.title, "hi", "the first message names the session");
+}
+
+#[tokio::test]
+async fn repeated_client_msg_id_returns_the_original_message_and_run() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let first = store
+        .append_message(user_message(&session, "same", "hello"))
+        .await
+        .unwrap();
+    let again = store
+        .append_message(user_message(&session, "same", "hello"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.id, first.message.id);
+    assert_eq!(again.run.unwrap().id, first.run.unwrap().id);
+    let all = store
+        .list_messages(MessageQuery {
+            session_id: session,
+            after_seq: Some(0),
+            before_seq: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_sends_get_distinct_consecutive_seqs() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let session = session.clone();
+            tokio::spawn(async move {
+                store
+                    .append_message(user_message(&session, &format!("c{i}"), "x"))
+                    .await
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap().unwrap().message.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_store_one_message() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let session = session.clone();
+            tokio::spawn(async move { store.append_message(user_message(&session, "dup", "x")).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().unwrap().message.id);
+    }
+    assert_eq!(ids.len(), 1);
+}
+
+#[tokio::test]
+async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let a = store
+        .append_message(user_message(&session, "a", "first"))
+        .await
+        .unwrap();
+    let b = store
+        .append_message(user_message(&session, "b", "second"))
+        .await
+        .unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.id, a.run.unwrap().id);
+    assert_eq!(run.attempt, 1);
+    let reply = store
+        .complete_run(RunCompletion {
+            run_id: run.id.clone(),
+            session_id: session.clone(),
+            agent: "echo".into(),
+            content: "first".into(),
+            first_delta_at: None,
+            lease_owner: "a".into(),
+            tool_calls: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.seq, 3,
+        "the reply takes the next seq after both user messages"
+    );
+    assert_eq!(reply.run_id.as_deref(), Some(run.id.as_str()));
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+    let next = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, b.run.unwrap().id);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_cannot_be_completed() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .finish_run(&run.id, RunStatus::Cancelled, None)
+            .await
+            .unwrap()
+    );
+    let completion = RunCompletion {
+        run_id: run.id.clone(),
+        session_id: session.clone(),
+        agent: "echo".into(),
+        content: "late".into(),
+        first_delta_at: None,
+        lease_owner: "a".into(),
+        tool_calls: None,
+    };
+    assert!(matches!(
+        store.complete_run(completion).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let stored = store.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.last_seq, 1, "the rolled-back reply leaves no gap");
+    assert!(
+        !store.finish_run(&run.id, RunStatus::Failed, None).await.unwrap(),
+        "terminal runs stay terminal"
+    );
+}
+
+#[tokio::test]
+async fn a_live_lease_keeps_other_replicas_out_until_it_expires() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    store
+        .append_message(user_message(&session, "b", "y"))
+        .await
+        .unwrap();
+    let short = Lease {
+        owner: "a".into(),
+        duration_ms: 200,
+    };
+    let run = store.claim_next_run(&session, &short).await.unwrap().unwrap();
+    assert!(
+        store
+            .claim_next_run(&session, &lease("b"))
+            .await
+            .unwrap()
+            .is_none(),
+        "one run per session: the second run waits while the first is leased"
+    );
+    assert!(store.renew_lease(&run.id, &short).await.unwrap());
+    assert!(
+        !store.renew_lease(&run.id, &lease("b")).await.unwrap(),
+        "only the owner renews"
+    );
+
+    // The owner dies: once its lease lapses the orphan scan finds the session
+    // and another replica takes the same run over as a new attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store.orphaned_sessions(60_000).await.unwrap().contains(&session) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired lease never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((taken.id.as_str(), taken.attempt), (run.id.as_str(), 2));
+    assert!(
+        !store.renew_lease(&run.id, &short).await.unwrap(),
+        "the old owner lost it"
+    );
+    let late = RunCompletion {
+        run_id: run.id.clone(),
+        session_id: session.clone(),
+        agent: "echo".into(),
+        content: "stale".into(),
+        first_delta_at: None,
+        lease_owner: "a".into(),
+        tool_calls: None,
+    };
+    assert!(
+        matches!(store.complete_run(late).await, Err(StoreError::Conflict(_))),
+        "a stale owner cannot commit"
+    );
+}
+
+#[tokio::test]
+async fn released_leases_are_taken_over_at_once() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_leases("a").await.unwrap();
+    assert!(store.orphaned_sessions(60_000).await.unwrap().contains(&session));
+    let taken = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.id, run.id);
+}
+
+#[tokio::test]
+async fn reject_policy_refuses_a_message_while_a_run_is_active() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let refused = store
+        .append_message(NewMessage {
+            reject_if_busy: true,
+            ..user_message(&session, "b", "y")
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::Busy)));
+    assert_eq!(
+        store.get_session(&session).await.unwrap().unwrap().last_seq,
+        1,
+        "nothing was stored"
+    );
+    let run = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .finish_run(&run.id, RunStatus::Failed, Some("x".into()))
+        .await
+        .unwrap();
+    let accepted = store
+        .append_message(NewMessage {
+            reject_if_busy: true,
+            ..user_message(&session, "b", "y")
+        })
+        .await;
+    assert_eq!(accepted.unwrap().message.seq, 2);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_filters_select_by_status() {
+    let (store, _db) = fresh_store().await;
+    let (owner, idle) = user_and_session(&store).await;
+    let busy = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    let resolved = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    store
+        .transition_session(
+            &resolved.id,
+            Transition {
+                notes: Some("done".into()),
+                ..Transition::new(SessionChange::Resolve)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 2);
+    let cutoff = store.get_session(&busy.id).await.unwrap().unwrap().updated_at + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .append_message(user_message(&busy.id, "a", "x"))
+        .await
+        .unwrap();
+
+    let expired = store.expire_idle_sessions(cutoff).await.unwrap();
+    assert_eq!(
+        expired,
+        vec![idle.clone()],
+        "only the idle active session expires"
+    );
+    assert_eq!(
+        store.get_session(&idle).await.unwrap().unwrap().status,
+        SessionStatus::Expired
+    );
+    assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 1);
+
+    let ids = |filter| {
+        let store = store.clone();
+        let owner = owner.clone();
+        async move {
+            let q = SessionQuery {
+                owner_id: Some(owner),
+                filter,
+                limit: 50,
+                cursor: None,
+            };
+            store
+                .list_sessions(q)
+                .await
+                .unwrap()
+                .sessions
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(SessionFilter::Unresolved).await, vec![busy.id.clone()]);
+    assert_eq!(
+        ids(SessionFilter::Status(SessionStatus::Resolved)).await,
+        vec![resolved.id.clone()]
+    );
+    assert_eq!(
+        ids(SessionFilter::UpdatedSince(cutoff)).await.first(),
+        Some(&busy.id)
+    );
+    let ended = store
+        .transition_session(&busy.id, Transition::new(SessionChange::End))
+        .await
+        .unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    assert!(ended.ended_at.is_some());
+}
+
+#[tokio::test]
+async fn message_pages_go_forward_and_backward() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    for i in 0..10 {
+        let new = NewMessage {
+            start_run: false,
+            ..user_message(&session, &format!("m{i}"), "x")
+        };
+        store.append_message(new).await.unwrap();
+    }
+    let q = |after_seq, before_seq, limit| MessageQuery {
+        session_id: session.clone(),
+        after_seq,
+        before_seq,
+        limit,
+    };
+    let seqs = |ms: Vec<Message>| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.list_messages(q(Some(3), None, 3)).await.unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(None, Some(5), 2)).await.unwrap()),
+        vec![3, 4]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(None, None, 3)).await.unwrap()),
+        vec![8, 9, 10]
+    );
+    assert_eq!(
+        seqs(store.list_messages(q(Some(2), Some(5), 10)).await.unwrap()),
+        vec![3, 4]
+    );
+}
+
+#[tokio::test]
+async fn sessions_list_newest_first_with_cursor_and_owner_filter() {
+    let (store, _db) = fresh_store().await;
+    let (owner, first) = user_and_session(&store).await;
+    let mut ids = vec![first];
+    for _ in 0..4 {
+        let s = store
+            .create_session(NewSession {
+                owner_id: owner.clone(),
+                title: "t".into(),
+                agent: "echo".into(),
+                metadata: "{}".into(),
+                concurrency: None,
+            })
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let (_, other) = user_and_session(&store).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_sessions(SessionQuery {
+                owner_id: Some(owner.clone()),
+                filter: SessionFilter::All,
+                limit: 2,
+                cursor,
+            })
+            .await
+            .unwrap();
+        seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    assert!(!seen.contains(&other));
+}
+
+#[tokio::test]
+async fn usernames_are_unique_and_deleting_a_session_removes_its_messages() {
+    let (store, _db) = fresh_store().await;
+    store.create_user("alice", "h").await.unwrap();
+    assert!(matches!(
+        store.create_user("alice", "h").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    store.delete_session(&session).await.unwrap();
+    assert!(store.get_session(&session).await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_session(&session).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_recent_filter_leaves_out_sessions_idle_since_before_the_cutoff() {
+    use sea_orm::ConnectionTrait;
+    let (store, db) = fresh_store().await;
+    let (owner, old) = user_and_session(&store).await;
+    let fresh = store
+        .create_session(NewSession {
+            owner_id: owner.clone(),
+            title: String::new(),
+            agent: "echo".into(),
+            metadata: "{}".into(),
+            concurrency: None,
+        })
+        .await
+        .unwrap();
+    let conn = store::connect(&db.url, 1, Duration::from_secs(5)).await.unwrap();
+    conn.execute_unprepared(&format!(
+        "UPDATE sessions SET updated_at = 1000 WHERE id = '{old}'"
+    ))
+    .await
+    .unwrap();
+    let query = SessionQuery {
+        owner_id: Some(owner),
+        filter: SessionFilter::UpdatedSince(1_000_000),
+        limit: 50,
+        cursor: None,
+    };
+    let ids: Vec<_> = store
+        .list_sessions(query)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, vec![fresh.id]);
+}

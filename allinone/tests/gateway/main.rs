@@ -1,0 +1,26 @@
+//! The gateway's suites: REST, WebSocket, SSE, gRPC-Web, auth, limits and the edge, each
+//! against a real chat-core and agent-worker.
+
+#![allow(clippy::unwrap_used)]
+
+mod access;
+mod authz_matrix;
+mod common;
+mod cors;
+mod database_outage;
+mod external_idp;
+mod grpc_web;
+mod headers;
+mod own_tokens;
+mod page;
+mod rate_limit_store;
+mod rate_limits;
+mod refresh_tokens;
+mod replicas_soak;
+mod rest;
+mod sessions;
+mod slow_consumer;
+mod tls;
+mod token_expiry;
+mod validation;
+mod websocket;

@@ -1,0 +1,126 @@
+//! Refresh tokens over REST: rotation on every refresh, reuse of a spent
+//! token revoking its whole family, logout, and expiry.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::TestStack;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Registers `username` and logs in; returns the login's token pair.
+async fn login(stack: &TestStack, username: &str) -> anyhow::Result<Value> {
+    stack.register(username).await?;
+    stack.login(username).await
+}
+
+/// Presents `refresh_token`; returns the status and body.
+async fn refresh(stack: &TestStack, refresh_token: &Value) -> anyhow::Result<(StatusCode, Value)> {
+    let response = stack
+        .http
+        .post(stack.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": refresh_token}))
+        .send()
+        .await?;
+    Ok((response.status(), response.json().await?))
+}
+
+async fn sessions_status(stack: &TestStack, access_token: &Value) -> anyhow::Result<StatusCode> {
+    let response = stack
+        .http
+        .get(stack.url("/api/v1/sessions"))
+        .bearer_auth(access_token.as_str().unwrap_or_default())
+        .send()
+        .await?;
+    Ok(response.status())
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_token_and_the_new_pair_works() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    let first = login(&stack, "rotating").await?;
+
+    let (status, second) = refresh(&stack, &first["refresh_token"]).await?;
+    assert_eq!(status, 200, "{second}");
+    let (status, third) = refresh(&stack, &second["refresh_token"]).await?;
+
+    assert_eq!(status, 200, "{third}");
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert_ne!(third["refresh_token"], second["refresh_token"]);
+    assert_eq!(third["token_type"], "Bearer");
+    assert_eq!(sessions_status(&stack, &third["access_token"]).await?, 200);
+    assert_eq!(
+        sessions_status(&stack, &third["refresh_token"]).await?,
+        401,
+        "a refresh token is not an access token"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_token_revokes_its_whole_family() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    let stolen = login(&stack, "victim").await?;
+    let other_device = stack.login("victim").await?;
+    let (_, newest) = refresh(&stack, &stolen["refresh_token"]).await?;
+
+    let (reuse, body) = refresh(&stack, &stolen["refresh_token"]).await?;
+
+    assert_eq!(reuse, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    let (after, _) = refresh(&stack, &newest["refresh_token"]).await?;
+    assert_eq!(after, 401, "the newest token of the family is revoked too");
+    let (other, _) = refresh(&stack, &other_device["refresh_token"]).await?;
+    assert_eq!(other, 200, "another login's family is untouched");
+    Ok(())
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    let pair = login(&stack, "leaving").await?;
+    let (_, pair) = refresh(&stack, &pair["refresh_token"]).await?;
+    let logout = || {
+        stack
+            .http
+            .post(stack.url("/api/v1/auth/logout"))
+            .json(&json!({"refresh_token": pair["refresh_token"]}))
+            .send()
+    };
+
+    let first = logout().await?;
+    let again = logout().await?;
+
+    assert_eq!(first.status(), 204);
+    assert_eq!(again.status(), 204, "logout is idempotent");
+    let (status, _) = refresh(&stack, &pair["refresh_token"]).await?;
+    assert_eq!(status, 401);
+    let empty = stack.http.post(stack.url("/api/v1/auth/logout")).send().await?;
+    assert_eq!(empty.status(), 204);
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_refresh_token_is_refused() -> anyhow::Result<()> {
+    let stack = TestStack::spawn_with(|s| s.refresh_token_ttl_secs = 1).await?;
+    let pair = login(&stack, "sleepy").await?;
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, body) = refresh(&stack, &pair["refresh_token"]).await?;
+
+    assert_eq!(status, 401, "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_refresh_tokens_are_refused() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    for token in [json!(""), json!("garbage"), json!("x".repeat(4096)), json!(null)] {
+        let (status, body) = refresh(&stack, &token).await?;
+        assert!(status == 401 || status == 400, "{token:.20}: {status} {body}");
+    }
+    let (status, _) = refresh(&stack, &json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await?;
+    assert_eq!(status, 401);
+    Ok(())
+}

@@ -1,0 +1,572 @@
+//! Two gateways and two chat-cores on one database and a private Redis,
+//! all real: a user's two connections on different gateways see the same
+//! events; a client that drops mid-run and resumes on the other gateway gets
+//! the full reply exactly once; and a soak of 20 sessions × 50 messages with
+//! random disconnects, resumes across replicas and a Redis restart loses and
+//! duplicates nothing, checked message by message against the database.
+//! Needs `redis-server` on PATH (skipped otherwise).
+
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A redis-server of the test's own, so it can be restarted.
+struct PrivateRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.spawn().await.then_some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) -> bool {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+        assert!(self.spawn().await, "redis restarts");
+    }
+}
+
+struct Stack {
+    gateways: [SocketAddr; 2],
+    http: reqwest::Client,
+    _db: chat_testkit::TestDatabase,
+}
+
+async fn spawn_stack(redis_url: &str) -> Stack {
+    // Two chat-cores on one database and Redis, a gateway in front of each.
+    let worker = chat_testkit::worker(None, |_| {}).await.unwrap();
+    let db = chat_testkit::TestDatabase::new().await.unwrap();
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let redis_url = redis_url.to_owned();
+        let core = chat_testkit::core(&db.url, &[&worker.url], move |s| {
+            s.redis_url = Some(redis_url.into());
+        })
+        .await
+        .unwrap();
+        let gateway = chat_testkit::gateway(&core.url, |s| {
+            s.message_rate_limit = common::nz(100_000);
+        })
+        .await
+        .unwrap();
+        gateways.push(gateway.addr);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    Stack {
+        gateways: [gateways[0], gateways[1]],
+        http,
+        _db: db,
+    }
+}
+
+impl Stack {
+    async fn user_and_session(&self, username: &str) -> (String, String) {
+        let base = format!("http://{}", self.gateways[0]);
+        let credentials = json!({"username": username, "password": PASSWORD});
+        let status = self
+            .http
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201);
+        let login: Value = self
+            .http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        let session: Value = self
+            .http
+            .post(format!("{base}/api/v1/sessions"))
+            .bearer_auth(&token)
+            .json(&json!({"agent": "echo"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (token, session["id"].as_str().unwrap().to_owned())
+    }
+
+    async fn history(&self, token: &str, session_id: &str) -> Vec<Value> {
+        let url = format!(
+            "http://{}/api/v1/sessions/{session_id}/messages?after_seq=0&limit=1000",
+            self.gateways[1]
+        );
+        let body: Value = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["messages"].as_array().unwrap().clone()
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(gateway: SocketAddr, token: &str) -> Socket {
+    let url = format!("ws://{gateway}/api/v1/ws?access_token={token}");
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send_frame(socket: &mut Socket, frame: Value) -> bool {
+    socket.send(Message::text(frame.to_string())).await.is_ok()
+}
+
+/// The next JSON frame, or `None` when the socket ends or `wait` passes.
+async fn recv(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// What one client has seen of its session, deduplicated by seq.
+#[derive(Default)]
+struct Seen {
+    messages: BTreeMap<i64, Value>,
+    /// Per run: (attempt, text assembled from deltas in index order).
+    streamed: HashMap<String, (u64, String, u64)>,
+}
+
+impl Seen {
+    fn last_seq(&self) -> i64 {
+        self.messages.keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn take(&mut self, frame: &Value) {
+        match frame["type"].as_str() {
+            Some("message") => {
+                let message = frame["message"].clone();
+                self.messages.insert(message["seq"].as_i64().unwrap(), message);
+            }
+            Some("delta") => {
+                let run = frame["run_id"].as_str().unwrap().to_owned();
+                let (attempt, index) = (
+                    frame["attempt"].as_u64().unwrap_or(1),
+                    frame["index"].as_u64().unwrap(),
+                );
+                let entry = self.streamed.entry(run).or_insert((attempt, String::new(), 0));
+                if attempt > entry.0 {
+                    *entry = (attempt, String::new(), 0);
+                }
+                assert!(index <= entry.2, "delta {index} arrived before {} (gap)", entry.2);
+                if attempt == entry.0 && index == entry.2 {
+                    entry.1.push_str(frame["text"].as_str().unwrap());
+                    entry.2 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_connections_on_two_gateways_see_identical_sequences() {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: redis-server not found");
+        return;
+    };
+    let stack = spawn_stack(&redis.url()).await;
+    let (token, session) = stack.user_and_session("twin_user").await;
+    let mut a = connect(stack.gateways[0], &token).await;
+    let mut b = connect(stack.gateways[1], &token).await;
+    for socket in [&mut a, &mut b] {
+        send_frame(
+            socket,
+            json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+        )
+        .await;
+        assert_eq!(
+            recv(socket, Duration::from_secs(10)).await.unwrap()["type"],
+            "subscribed"
+        );
+    }
+    for i in 0..3 {
+        let frame = json!({"type": "send", "session_id": session, "client_msg_id": format!("m{i}"), "content": format!("turn {i} here")});
+        send_frame(&mut a, frame).await;
+    }
+    let mut streams = Vec::new();
+    for socket in [&mut a, &mut b] {
+        let mut events = Vec::new();
+        let mut replies = 0;
+        while replies < 3 {
+            let frame = recv(socket, Duration::from_secs(15))
+                .await
+                .expect("events keep coming");
+            if frame["type"] == "message" && frame["message"]["role"] == "assistant" {
+                replies += 1;
+            }
+            if frame["type"] != "ack" {
+                events.push(frame);
+            }
+        }
+        streams.push(events);
+    }
+    assert_eq!(
+        streams[0], streams[1],
+        "the same events in the same order on both gateways"
+    );
+}
+
+#[tokio::test]
+async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once() {
+    let Some(redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: redis-server not found");
+        return;
+    };
+    let stack = spawn_stack(&redis.url()).await;
+    let (token, session) = stack.user_and_session("resume_user").await;
+    let content = "a reply long enough to be cut somewhere in the middle of its many words";
+    let mut a = connect(stack.gateways[0], &token).await;
+    send_frame(
+        &mut a,
+        json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+    )
+    .await;
+    send_frame(
+        &mut a,
+        json!({"type": "send", "session_id": session, "client_msg_id": "only", "content": content}),
+    )
+    .await;
+    let mut seen = Seen::default();
+    // Read until the ack, then cut the connection.
+    loop {
+        let frame = recv(&mut a, Duration::from_secs(10)).await.unwrap();
+        seen.take(&frame);
+        if frame["type"] == "ack" {
+            break;
+        }
+    }
+    drop(a);
+
+    let mut b = connect(stack.gateways[1], &token).await;
+    send_frame(
+        &mut b,
+        json!({"type": "subscribe", "session_id": session, "after_seq": seen.last_seq()}),
+    )
+    .await;
+    while seen.messages.len() < 2 {
+        let frame = recv(&mut b, Duration::from_secs(10))
+            .await
+            .expect("the reply arrives after resuming");
+        seen.take(&frame);
+    }
+    let reply = &seen.messages[&2];
+    assert_eq!(reply["content"], content);
+    let stored = stack.history(&token, &session).await;
+    assert_eq!(stored.len(), 2, "one message, one reply");
+    assert_eq!(stored[1]["id"], reply["id"]);
+}
+
+/// Drives one session: sends `turns` messages, drops and resumes randomly on
+/// either gateway, resends unacked messages with the same client_msg_id,
+/// and returns what it saw once every reply arrived.
+async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns: usize, seed: u64) -> Seen {
+    let mut rng = seed;
+    let mut roll = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let mut seen = Seen::default();
+    let mut next_turn = 0usize;
+    let mut unacked: Option<(String, String)> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "session {session} stalled at seq {}",
+            seen.last_seq()
+        );
+        let gateway = gateways[roll(2) as usize];
+        let mut socket = connect(gateway, &token).await;
+        let after = seen.last_seq();
+        if !send_frame(
+            &mut socket,
+            json!({"type": "subscribe", "session_id": session, "after_seq": after}),
+        )
+        .await
+        {
+            continue;
+        }
+        let mut dropped = false;
+        while !dropped {
+            let replies = seen
+                .messages
+                .values()
+                .filter(|m| m["role"] == "assistant")
+                .count();
+            if replies == turns {
+                return seen;
+            }
+            if unacked.is_none() && next_turn < turns {
+                let id = format!("{session}-{next_turn}");
+                let content = format!("message {next_turn} of {session}");
+                unacked = Some((id, content));
+                next_turn += 1;
+            }
+            if let Some((id, content)) = &unacked {
+                let frame =
+                    json!({"type": "send", "session_id": session, "client_msg_id": id, "content": content});
+                if !send_frame(&mut socket, frame).await {
+                    break;
+                }
+            }
+            // Read until this message is acked (or, with nothing to send, until
+            // the next event), dropping the connection now and then.
+            loop {
+                // A connection that hears nothing for a while is treated as dead.
+                let Some(frame) = recv(&mut socket, Duration::from_secs(3)).await else {
+                    dropped = true;
+                    break;
+                };
+                if frame["type"] == "error" {
+                    panic!("unexpected error frame {frame}");
+                }
+                seen.take(&frame);
+                if frame["type"] == "ack" {
+                    unacked = None;
+                    if roll(10) == 0 {
+                        dropped = true;
+                    }
+                    break;
+                }
+                if unacked.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: redis-server not found");
+        return;
+    };
+    const SESSIONS: usize = 20;
+    const TURNS: usize = 50;
+    let stack = spawn_stack(&redis.url()).await;
+    let mut clients = Vec::new();
+    for i in 0..SESSIONS {
+        let (token, session) = stack.user_and_session(&format!("soak_user_{i}")).await;
+        clients.push((token.clone(), session.clone()));
+    }
+    let drivers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, (token, session))| {
+            tokio::spawn(drive(
+                stack.gateways,
+                token.clone(),
+                session.clone(),
+                TURNS,
+                i as u64 + 1,
+            ))
+        })
+        .collect();
+    // Restart Redis while the soak runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart().await;
+
+    for ((token, session), driver) in clients.iter().zip(drivers) {
+        let seen = driver.await.unwrap();
+        let stored = stack.history(token, session).await;
+        assert_eq!(
+            stored.len(),
+            2 * TURNS,
+            "session {session}: every message and reply stored once"
+        );
+        let seqs: Vec<_> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=(2 * TURNS) as i64).collect::<Vec<_>>(),
+            "no gaps, in order"
+        );
+        for message in &stored {
+            let seq = message["seq"].as_i64().unwrap();
+            assert_eq!(
+                seen.messages.get(&seq),
+                Some(message),
+                "session {session}: client saw seq {seq} as stored"
+            );
+        }
+        let users: Vec<_> = stored
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .map(|m| m["content"].clone())
+            .collect();
+        let replies: Vec<_> = stored
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .map(|m| m["content"].clone())
+            .collect();
+        let expected: Vec<Value> = (0..TURNS)
+            .map(|t| json!(format!("message {t} of {session}")))
+            .collect();
+        assert_eq!(users, expected, "each message once, in send order");
+        assert_eq!(replies, expected, "each reply once, in order");
+        for reply in stored.iter().filter(|m| m["role"] == "assistant") {
+            let run = reply["run_id"].as_str().unwrap();
+            if let Some((_, text, _)) = seen.streamed.get(run) {
+                assert!(
+                    reply["content"].as_str().unwrap().starts_with(text.as_str()),
+                    "streamed text is a prefix of the reply"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        eprintln!("skipped: redis-server not found");
+        return;
+    };
+    let stack = spawn_stack(&redis.url()).await;
+    let (token, session) = stack.user_and_session("redis_outage_user").await;
+    if let Some(mut child) = redis.child.take() {
+        child.kill().await.unwrap();
+    }
+
+    // The replica the client talks to runs the session and serves it alone.
+    let mut local = connect(stack.gateways[0], &token).await;
+    send_frame(
+        &mut local,
+        json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+    )
+    .await;
+    let send =
+        json!({"type": "send", "session_id": session, "client_msg_id": "down-1", "content": "redis is down"});
+    send_frame(&mut local, send).await;
+    let mut seen = Seen::default();
+    while seen.messages.len() < 2 {
+        let frame = recv(&mut local, Duration::from_secs(10))
+            .await
+            .expect("served without redis");
+        seen.take(&frame);
+    }
+    assert_eq!(seen.messages[&2]["content"], "redis is down");
+
+    // A client of the other replica resumes from the database.
+    let mut remote = connect(stack.gateways[1], &token).await;
+    send_frame(
+        &mut remote,
+        json!({"type": "subscribe", "session_id": session, "after_seq": 0}),
+    )
+    .await;
+    let mut remote_seen = Seen::default();
+    while remote_seen.messages.len() < 2 {
+        let frame = recv(&mut remote, Duration::from_secs(10))
+            .await
+            .expect("resume works without redis");
+        remote_seen.take(&frame);
+    }
+
+    // Redis returns: live fan-out to the other replica recovers by itself.
+    assert!(redis.spawn().await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut turn = 0;
+    loop {
+        turn += 1;
+        let content = format!("redis is back {turn}");
+        let send = json!({"type": "send", "session_id": session, "client_msg_id": format!("up-{turn}"), "content": content});
+        send_frame(&mut local, send).await;
+        let mut got = false;
+        while let Some(frame) = recv(&mut remote, Duration::from_secs(2)).await {
+            remote_seen.take(&frame);
+            if frame["type"] == "message" && frame["message"]["content"] == content.as_str() {
+                got = true;
+                break;
+            }
+        }
+        if got {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cross-replica fan-out never recovered");
+    }
+    let stored = stack.history(&token, &session).await;
+    let last = stored.last().unwrap()["seq"].as_i64().unwrap();
+    assert!(
+        remote_seen.messages.len() as i64 >= last - 1,
+        "the remote client has every message up to the last turn"
+    );
+}

@@ -1,0 +1,139 @@
+//! Session lifecycle over REST: the open-session cap, resolve, end, status
+//! filters with cursor paging, and idle expiry by the sweeper.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::TestStack;
+use serde_json::{Value, json};
+
+struct Api {
+    stack: TestStack,
+    token: String,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let core = |s: &mut chat_core::Settings| {
+            s.max_sessions_per_user = 4;
+            s.session_ttl_secs = 2;
+            s.session_sweep_interval_ms = 50;
+        };
+        let stack = TestStack::spawn_full(core, |_| {}, None).await.unwrap();
+        let token = stack.user("lifecycle_user").await.unwrap();
+        Self { stack, token }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = self.stack.url(&format!("/api/v1{path}"));
+        let mut request = self.stack.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, "/sessions", Some(body)).await
+    }
+
+    async fn ids(&self, query: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let path = format!("/sessions?{query}&limit=1{cursor}");
+            let (status, page) = self.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            ids.extend(
+                page["sessions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return ids,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_capped_resolved_ended_filtered_paged_and_expired() {
+    let api = Api::start().await;
+    let (status, kept) = api
+        .create(json!({"title": "kept busy", "concurrency": "reject"}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(kept["concurrency"], "reject");
+    let mut ids = vec![kept["id"].as_str().unwrap().to_owned()];
+    for title in ["b", "c", "d"] {
+        let (status, session) = api.create(json!({"title": title})).await;
+        assert_eq!(status, 201);
+        ids.push(session["id"].as_str().unwrap().to_owned());
+    }
+    let (status, refused) = api.create(json!({})).await;
+    assert_eq!(status, 409, "the fifth open session is refused: {refused}");
+    assert_eq!(refused["error"]["code"], "conflict");
+
+    let (status, resolved) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/resolve", ids[1]),
+            Some(json!({"notes": "done"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            resolved["status"].clone(),
+            resolved["resolution_notes"].clone()
+        ),
+        (200, json!("resolved"), json!("done"))
+    );
+    let (status, ended) = api
+        .call(reqwest::Method::POST, &format!("/sessions/{}/end", ids[2]), None)
+        .await;
+    assert_eq!((status, ended["status"].clone()), (200, json!("ended")));
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/messages", ids[2]),
+            Some(json!({"content": "hi"})),
+        )
+        .await;
+    assert_eq!(status, 409, "an ended session takes no messages");
+    assert_eq!(
+        api.create(json!({})).await.0,
+        201,
+        "resolving and ending freed slots"
+    );
+
+    let unresolved = api.ids("status=unresolved").await;
+    assert_eq!(unresolved.len(), 3, "{unresolved:?}");
+    assert!(!unresolved.contains(&ids[1]) && !unresolved.contains(&ids[2]));
+    assert_eq!(api.ids("status=resolved").await, vec![ids[1].clone()]);
+    assert_eq!(api.ids("status=ended").await, vec![ids[2].clone()]);
+    assert_eq!(api.ids("status=recent").await.len(), 5);
+    let (status, bad) = api
+        .call(reqwest::Method::GET, "/sessions?status=bogus", None)
+        .await;
+    assert_eq!((status, bad["error"]["code"].clone()), (400, json!("invalid")));
+
+    // Idle active sessions expire; the sweeper runs every 50 ms with a 2 s TTL.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.ids("status=expired").await.len() < 3 {
+        assert!(Instant::now() < deadline, "idle sessions never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, expired) = api
+        .call(reqwest::Method::GET, &format!("/sessions/{}", ids[0]), None)
+        .await;
+    assert_eq!(expired["status"], "expired");
+}

@@ -1,0 +1,116 @@
+//! A deliberately stalled reader is dropped at its bound while a fast reader
+//! of the same session keeps getting its replies promptly; the dropped
+//! client recovers everything by resuming with `after_seq`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::TestStack;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const TURNS: usize = 40;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A WebSocket over a socket with a tiny receive buffer, so a client that
+/// stops reading backs up into the gateway quickly.
+async fn connect(gateway: std::net::SocketAddr, token: &str, recv_buffer: Option<u32>) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let stream = socket.connect(gateway).await.unwrap();
+    let url = format!("ws://{gateway}/api/v1/ws?access_token={token}");
+    tokio_tungstenite::client_async(url, stream).await.unwrap().0
+}
+
+async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
+    let stack = TestStack::spawn_with(|s| {
+        s.message_rate_limit = common::nz(100_000);
+        s.ws_flush_timeout_secs = 2;
+    })
+    .await
+    .unwrap();
+    let addr = stack.addr;
+    let token = stack.user("slow_reader").await.unwrap();
+    let session_id = stack.session(&token, "echo").await.unwrap();
+    let subscribe = json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}).to_string();
+
+    let mut stalled = connect(addr, &token, Some(4096)).await;
+    stalled.send(Message::text(subscribe.clone())).await.unwrap();
+    assert_eq!(
+        next_json(&mut stalled, Duration::from_secs(10)).await.unwrap()["type"],
+        "subscribed"
+    );
+    // From here on `stalled` is not read until the load is over.
+
+    let mut fast = connect(addr, &token, None).await;
+    fast.send(Message::text(subscribe)).await.unwrap();
+    let words = "stream ".repeat(1200);
+    let mut slowest = Duration::ZERO;
+    for turn in 0..TURNS {
+        let started = Instant::now();
+        let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("t{turn}"), "content": words});
+        fast.send(Message::text(send.to_string())).await.unwrap();
+        loop {
+            let frame = next_json(&mut fast, Duration::from_secs(10))
+                .await
+                .expect("the fast reader is never dropped");
+            assert_ne!(frame["type"], "error", "{frame}");
+            if frame["type"] == "message" && frame["message"]["role"] == "assistant" {
+                break;
+            }
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(3),
+        "the fast reader waited {slowest:?} for a turn"
+    );
+
+    // The stalled reader was dropped: reading now ends early, well before
+    // the last message of the load.
+    let mut last_seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(frame) = next_json(&mut stalled, Duration::from_secs(5)).await {
+        if frame["type"] == "message" {
+            last_seq = frame["message"]["seq"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the stalled reader was never dropped");
+    }
+    assert!(
+        last_seq < (2 * TURNS) as i64,
+        "dropped before the end (saw up to seq {last_seq})"
+    );
+
+    // It recovers everything by resuming.
+    let mut resumed = connect(addr, &token, None).await;
+    let resume = json!({"type": "subscribe", "session_id": session_id, "after_seq": last_seq});
+    resumed.send(Message::text(resume.to_string())).await.unwrap();
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&((2 * TURNS) as i64)) {
+        let frame = next_json(&mut resumed, Duration::from_secs(10))
+            .await
+            .expect("resume delivers the rest");
+        if frame["type"] == "message" {
+            seqs.push(frame["message"]["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seqs, ((last_seq + 1)..=(2 * TURNS) as i64).collect::<Vec<_>>());
+}

@@ -1,0 +1,220 @@
+//! Chatting over the WebSocket: acks, streamed deltas, stored replies, resends, ordering.
+
+use crate::common;
+
+use common::{TestStack, is_reply, of_type};
+use serde_json::json;
+
+#[tokio::test]
+async fn ws_send_streams_ack_deltas_and_stored_reply() -> anyhow::Result<()> {
+    // Arrange
+    let stack = TestStack::spawn().await?;
+    let token = stack.user("alice").await?;
+    let session_id = stack.session(&token, "echo").await?;
+    let mut ws = stack.ws(&token).await?;
+    let subscribed = ws.subscribe(&session_id).await;
+    assert_eq!(subscribed["last_seq"], 0);
+
+    // Act
+    let content = "hello there streaming world";
+    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "c1", "content": content}))
+        .await;
+    let frames = ws.recv_until(is_reply).await;
+
+    // Assert
+    let ack = of_type(&frames, "ack");
+    assert_eq!(ack.len(), 1, "{frames:?}");
+    let ack = ack[0];
+    assert_eq!(
+        (ack["seq"].as_i64(), ack["client_msg_id"].as_str()),
+        (Some(1), Some("c1"))
+    );
+    assert_eq!(ack["duplicate"], false);
+    assert_eq!(frames[0]["type"], "ack", "the ack comes before the run's events");
+    let run_id = ack["run_id"].as_str().expect("run_id");
+    assert!(of_type(&frames, "run").iter().all(|r| r["run_id"] == run_id));
+    assert!(
+        !of_type(&frames, "run").is_empty(),
+        "run status frames: {frames:?}"
+    );
+
+    let deltas = of_type(&frames, "delta");
+    assert!(deltas.len() >= 2, "expected several deltas: {frames:?}");
+    for (i, delta) in deltas.iter().enumerate() {
+        assert_eq!(delta["index"].as_u64(), Some(i as u64));
+        assert_eq!(delta["run_id"], run_id);
+    }
+    let streamed: String = deltas.iter().map(|d| d["text"].as_str().expect("text")).collect();
+
+    let reply = &frames.last().expect("reply")["message"];
+    assert_eq!(reply["seq"], 2);
+    assert_eq!(reply["content"], streamed);
+    assert_eq!(reply["content"], content);
+    assert_eq!(reply["run_id"], run_id);
+
+    let history = stack.history(&token, &session_id).await?;
+    let summary: Vec<_> = history
+        .iter()
+        .map(|m| (m["seq"].as_i64(), m["role"].as_str()))
+        .collect();
+    assert_eq!(summary, [(Some(1), Some("user")), (Some(2), Some("assistant"))]);
+    assert_eq!(history[0]["content"], content);
+    assert_eq!(history[0]["client_msg_id"], "c1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn resent_client_msg_id_returns_original_ack() -> anyhow::Result<()> {
+    // Arrange
+    let stack = TestStack::spawn().await?;
+    let token = stack.user("alice").await?;
+    let session_id = stack.session(&token, "echo").await?;
+    let mut ws = stack.ws(&token).await?;
+    ws.subscribe(&session_id).await;
+    let send = json!({"type": "send", "session_id": session_id, "client_msg_id": "same", "content": "only once please"});
+
+    // Act
+    ws.send(send.clone()).await;
+    ws.send(send).await;
+    let mut acks = 0;
+    let mut replies = 0;
+    let frames = ws
+        .recv_until(|f| {
+            acks += usize::from(f["type"] == "ack");
+            replies += usize::from(is_reply(f));
+            acks == 2 && replies == 1
+        })
+        .await;
+
+    // Assert
+    let acks = of_type(&frames, "ack");
+    assert_eq!(acks[0]["message_id"], acks[1]["message_id"]);
+    assert_eq!(acks[0]["seq"], acks[1]["seq"]);
+    assert_eq!(acks[0]["run_id"], acks[1]["run_id"]);
+    assert_eq!(
+        (acks[0]["duplicate"].as_bool(), acks[1]["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let history = stack.history(&token, &session_id).await?;
+    let roles: Vec<_> = history.iter().map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, [Some("user"), Some("assistant")]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
+    // Arrange
+    let stack = TestStack::spawn().await?;
+    let token = stack.user("alice").await?;
+    let session_id = stack.session(&token, "echo").await?;
+    let mut ws = stack.ws(&token).await?;
+    ws.subscribe(&session_id).await;
+    let contents = ["first of three", "second one here", "third and last"];
+
+    // Act
+    for (i, content) in contents.iter().enumerate() {
+        ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": format!("c{i}"), "content": content}))
+            .await;
+    }
+    let mut replies = 0;
+    let frames = ws
+        .recv_until(|f| {
+            replies += usize::from(is_reply(f));
+            replies == 3
+        })
+        .await;
+
+    // Assert: one run per message, answered in the order sent.
+    let acks = of_type(&frames, "ack");
+    let run_ids: Vec<_> = acks
+        .iter()
+        .map(|a| a["run_id"].as_str().expect("run_id"))
+        .collect();
+    assert_eq!(
+        acks.iter()
+            .map(|a| a["client_msg_id"].as_str())
+            .collect::<Vec<_>>(),
+        [Some("c0"), Some("c1"), Some("c2")]
+    );
+    let replies: Vec<_> = frames
+        .iter()
+        .filter(|f| is_reply(f))
+        .map(|f| &f["message"])
+        .collect();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["run_id"], run_ids[i]);
+        assert_eq!(reply["content"], contents[i]);
+    }
+
+    // Deltas of one run are never interleaved with another's.
+    let mut delta_runs: Vec<&str> = Vec::new();
+    for delta in of_type(&frames, "delta") {
+        let run_id = delta["run_id"].as_str().expect("run_id");
+        if delta_runs.last() != Some(&run_id) {
+            assert!(
+                !delta_runs.contains(&run_id),
+                "deltas of run {run_id} interleaved: {frames:?}"
+            );
+            delta_runs.push(run_id);
+        }
+    }
+    assert_eq!(delta_runs, run_ids);
+
+    // Stored: seqs 1..=6 without gaps; every reply follows its own message.
+    let history = stack.history(&token, &session_id).await?;
+    let seqs: Vec<_> = history.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    for (i, content) in contents.iter().enumerate() {
+        let user = history
+            .iter()
+            .find(|m| m["role"] == "user" && m["content"] == *content)
+            .expect("user message");
+        let reply = history
+            .iter()
+            .find(|m| m["role"] == "assistant" && m["run_id"] == run_ids[i])
+            .expect("reply");
+        assert_eq!(reply["content"], *content);
+        assert!(reply["seq"].as_i64() > user["seq"].as_i64());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Arrange: a gateway whose chat-core is not there.
+    let addr = common::spawn_gateway("http://127.0.0.1:1", |_| {}).await?;
+    let keys = chat_common::token::TokenKeys::new(common::SECRET.as_bytes());
+    let token = keys.sign(
+        "someone",
+        chat_common::token::Role::User,
+        std::time::Duration::from_secs(60),
+    )?;
+
+    // Act
+    let url = format!("ws://{addr}/api/v1/ws?access_token={token}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let first = tokio::time::timeout(common::TIMEOUT, socket.next())
+        .await?
+        .expect("frame")?;
+    let second = tokio::time::timeout(common::TIMEOUT, socket.next())
+        .await?
+        .expect("frame")?;
+
+    // Assert
+    let Message::Text(text) = first else {
+        panic!("expected an error frame, got {first:?}")
+    };
+    let error: serde_json::Value = serde_json::from_str(text.as_str())?;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unavailable"))
+    );
+    let Message::Close(Some(close)) = second else {
+        panic!("expected a close frame, got {second:?}")
+    };
+    assert_eq!(u16::from(close.code), 1011);
+    Ok(())
+}

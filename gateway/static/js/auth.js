@@ -1,0 +1,185 @@
+// Authentication: tokens (storage, refresh, expiry), the login form,
+// starting and stopping the app for a user, following other tabs.
+
+import { KEY_AUTH, KEY_OUTBOX } from './config.js';
+import { el } from './dom.js';
+import { loadJson, saveJson } from './util.js';
+import { state } from './state.js';
+import { ApiError, request } from './api.js';
+import { loadAgents, loadSessions, route } from './sessions.js';
+import { clearConversationView } from './render.js';
+import { restoreOutbox } from './outbox.js';
+import { closeSocket, connect, setConnStatus } from './connection.js';
+
+// ---------------------------------------------------------------------------
+// Auth tokens: storage, refresh (single flight, shared across tabs), expiry
+// ---------------------------------------------------------------------------
+function setAuth(auth) {
+  state.auth = auth;
+  saveJson(KEY_AUTH, auth);
+}
+
+function tokensFrom(resp, username) {
+  const expiresIn = Number(resp.expires_in);
+  return {
+    access_token: resp.access_token,
+    refresh_token: resp.refresh_token || null,
+    expires_at: expiresIn > 0 ? Date.now() + expiresIn * 1000 : null,
+    username,
+  };
+}
+
+export function tokenExpiringSoon() {
+  const at = state.auth && state.auth.expires_at;
+  return Boolean(at) && Date.now() > at - 30000;
+}
+
+let refreshing = null;
+// Resolves 'ok' (new tokens in state.auth), 'denied' (log in again) or 'offline'.
+export function refreshAuth(staleToken) {
+  const auth = state.auth;
+  if (!auth) return Promise.resolve('denied');
+  if (staleToken && auth.access_token !== staleToken) return Promise.resolve('ok'); // already refreshed here
+  const stored = loadJson(KEY_AUTH, null);
+  if (stored && stored.access_token && stored.access_token !== auth.access_token) {
+    state.auth = stored; // another tab refreshed first
+    return Promise.resolve('ok');
+  }
+  if (!auth.refresh_token) return Promise.resolve('denied');
+  if (!refreshing) {
+    refreshing = (async () => {
+      try {
+        const resp = await request('POST', '/auth/refresh', { refresh_token: auth.refresh_token });
+        if (state.auth !== auth) return 'denied'; // logged out meanwhile
+        if (!resp || !resp.access_token) return 'denied';
+        const next = tokensFrom(resp, auth.username);
+        if (!next.refresh_token) next.refresh_token = auth.refresh_token;
+        setAuth(next);
+        return 'ok';
+      } catch (e) {
+        return e.status === 0 ? 'offline' : 'denied';
+      } finally {
+        refreshing = null;
+      }
+    })();
+  }
+  return refreshing;
+}
+
+// Tokens no longer valid: back to the login form, keep unsent messages.
+export function expireSession() {
+  if (!state.auth) return;
+  const username = state.auth.username;
+  teardown();
+  saveJson(KEY_AUTH, null);
+  showAuth('Your session has expired. Please log in again.', username);
+}
+
+export async function logout() {
+  const auth = state.auth;
+  teardown();
+  saveJson(KEY_AUTH, null);
+  saveJson(KEY_OUTBOX, null);
+  history.replaceState(null, '', location.pathname + location.search);
+  showAuth('', '');
+  if (auth && auth.refresh_token) {
+    request('POST', '/auth/logout', { refresh_token: auth.refresh_token }, auth.access_token).catch(() => {});
+  }
+}
+
+// Drop all per-user state, close the socket.
+function teardown() {
+  state.epoch += 1;
+  state.auth = null;
+  closeSocket();
+  state.agents = [];
+  state.sessions = [];
+  state.nextCursor = null;
+  state.currentId = null;
+  state.convs.clear();
+  state.outbox.clear();
+  state.creating = false;
+  clearConversationView();
+  el.sessionList.replaceChildren();
+}
+
+// ---------------------------------------------------------------------------
+// Auth view
+// ---------------------------------------------------------------------------
+export function showAuth(message, username) {
+  el.appView.hidden = true;
+  el.authView.hidden = false;
+  el.authError.textContent = message || '';
+  if (username != null) el.authUser.value = username;
+  el.authPass.value = '';
+  (el.authUser.value ? el.authPass : el.authUser).focus();
+}
+
+function setAuthBusy(busy) {
+  el.loginBtn.disabled = busy;
+  el.registerBtn.disabled = busy;
+}
+
+export async function submitAuth(register) {
+  const username = el.authUser.value.trim();
+  const password = el.authPass.value;
+  if (!username || !password) {
+    el.authError.textContent = 'Enter a username and a password.';
+    return;
+  }
+  setAuthBusy(true);
+  el.authError.textContent = '';
+  try {
+    if (register) await request('POST', '/auth/register', { username, password });
+    const resp = await request('POST', '/auth/login', { username, password });
+    if (!resp || !resp.access_token) throw new ApiError(500, 'internal', 'Unexpected login response.');
+    setAuth(tokensFrom(resp, username));
+    el.authPass.value = '';
+    startApp();
+  } catch (e) {
+    el.authError.textContent = e.message;
+  } finally {
+    setAuthBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// App start: show the chat, connect, load agents/sessions, open the route
+// ---------------------------------------------------------------------------
+export function startApp() {
+  el.authView.hidden = true;
+  el.appView.hidden = false;
+  el.userName.textContent = state.auth.username || '';
+  el.userName.title = state.auth.username || '';
+  restoreOutbox();
+  setConnStatus('connecting');
+  connect();
+  loadAgents();
+  loadSessions(false);
+  route();
+}
+
+// ---------------------------------------------------------------------------
+// Other tabs: follow their token refreshes and log-outs
+// ---------------------------------------------------------------------------
+export function onStorage(ev) {
+  if (ev.key !== KEY_AUTH && ev.key !== null) return;
+  const stored = loadJson(KEY_AUTH, null);
+  if (!stored || !stored.access_token) {
+    if (state.auth) {
+      teardown();
+      showAuth('You were logged out.', '');
+    }
+  } else if (state.auth) {
+    if (stored.username !== state.auth.username) {
+      teardown();
+      state.auth = stored;
+      startApp();
+    } else {
+      state.auth = stored;
+    }
+  } else {
+    state.auth = stored;
+    startApp();
+  }
+}
