@@ -154,7 +154,7 @@ impl Application {
         core.dispatcher.spawn_orphan_scan();
         let sweeper = (settings.session_ttl_secs > 0).then(|| {
             tokio::spawn(sweep_idle_sessions(
-                core.store().clone(),
+                core.sessions().clone(),
                 Duration::from_secs(settings.session_ttl_secs),
                 Duration::from_millis(settings.session_sweep_interval_ms),
             ))
@@ -259,14 +259,14 @@ async fn probe_dependencies(
 }
 
 /// Expires sessions idle for longer than `ttl`.
-async fn sweep_idle_sessions(store: Arc<dyn ChatStore>, ttl: Duration, every: Duration) {
+async fn sweep_idle_sessions(sessions: crate::lifecycle::SessionLifecycle, ttl: Duration, every: Duration) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     loop {
-        match store
-            .expire_idle_sessions(crate::domain::now_ms().saturating_sub(ttl_ms))
+        match sessions
+            .expire_idle(crate::domain::now_ms().saturating_sub(ttl_ms))
             .await
         {
-            Ok(expired) if !expired.is_empty() => info!(count = expired.len(), "expired idle sessions"),
+            Ok(expired) if expired > 0 => info!(count = expired, "expired idle sessions"),
             Ok(_) => {}
             Err(error) => warn!(%error, "session sweep failed"),
         }

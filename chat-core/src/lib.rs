@@ -3,12 +3,15 @@
 //! A send commits the user message and its run in one transaction, acks,
 //! then the [`dispatch`] module runs the session's queue one run at a time on
 //! an agent-worker, relaying deltas through the [`bus`] and committing the
-//! reply. [`api`] holds the gRPC handlers, [`store`] the database.
+//! reply. [`api`] holds the gRPC handlers, [`service`] the operations they
+//! call, [`domain`] the types and rules, [`lifecycle`] every status change
+//! and the event it publishes, [`store`] the database.
 
 pub mod api;
 pub mod bus;
 pub mod dispatch;
 pub mod domain;
+pub mod lifecycle;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -393,3 +393,71 @@ async fn an_agents_policy_applies_to_its_sessions_unless_the_session_has_its_own
         "the session's own policy wins over its agent's"
     );
 }
+
+fn is_session_status(event: &Event, session_id: &str, status: &str) -> bool {
+    matches!(event, Event::Session(s) if s.session_id == session_id && s.status == status)
+}
+
+#[tokio::test]
+async fn resolving_ending_and_idle_expiry_are_published_to_subscribers() {
+    let (_db, core) = slow_stack(&["--session-ttl-secs", "2", "--session-sweep-interval-ms", "50"]).await;
+    let (_, token) = register(core.addr).await;
+    let handled = create_session(core.addr, &token).await;
+    let idle = create_session(core.addr, &token).await;
+    let mut handled_events = watch(core.addr, &token, &handled.id).await;
+    let mut idle_events = watch(core.addr, &token, &idle.id).await;
+
+    let request = pb::ResolveSessionRequest {
+        session_id: handled.id.clone(),
+        notes: "done".into(),
+    };
+    client(core.addr)
+        .await
+        .resolve_session(with_token(request, &token))
+        .await
+        .unwrap();
+    next_matching(&mut handled_events, |e| {
+        is_session_status(e, &handled.id, "resolved")
+    })
+    .await;
+
+    let request = pb::EndSessionRequest {
+        session_id: handled.id.clone(),
+    };
+    client(core.addr)
+        .await
+        .end_session(with_token(request, &token))
+        .await
+        .unwrap();
+    next_matching(&mut handled_events, |e| {
+        is_session_status(e, &handled.id, "ended")
+    })
+    .await;
+
+    next_matching(&mut idle_events, |e| is_session_status(e, &idle.id, "expired")).await;
+}
+
+#[tokio::test]
+async fn an_ended_session_cannot_be_resolved_or_handed_back() {
+    let (_db, core) = slow_stack(&[]).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+    let request = pb::EndSessionRequest {
+        session_id: session.id.clone(),
+    };
+    client(core.addr)
+        .await
+        .end_session(with_token(request, &token))
+        .await
+        .unwrap();
+    let request = pb::ResolveSessionRequest {
+        session_id: session.id.clone(),
+        notes: String::new(),
+    };
+    let refused = client(core.addr)
+        .await
+        .resolve_session(with_token(request, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorCode::from_status(&refused), ErrorCode::Conflict);
+}

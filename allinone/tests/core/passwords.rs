@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_common::ErrorCode;
 use chat_common::token::{Role, TokenKeys};
-use chat_core::store::{ChatStore, SeaStore};
+use chat_core::store::{AccountStore, SeaStore};
 use chat_proto::chat::v1::{self as pb, user_service_client::UserServiceClient};
 use common::*;
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_common::token::Role;
+use chat_core::domain::UserId;
 use chat_core::store::{self, ChatStore, Rotation, SeaStore, StoreError};
 use chat_proto::chat::v1::{self as pb, user_service_client::UserServiceClient};
 use chat_testkit::TestDatabase;
@@ -24,7 +25,7 @@ async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
     (Arc::new(SeaStore::new(conn)), db)
 }
 
-async fn user(store: &Arc<dyn ChatStore>) -> String {
+async fn user(store: &Arc<dyn ChatStore>) -> UserId {
     store
         .create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash")
         .await
@@ -37,7 +38,7 @@ fn in_an_hour() -> i64 {
     chat_core::domain::now_ms() + 3_600_000
 }
 
-fn rotated(rotation: Rotation) -> store::RefreshTokenRecord {
+fn rotated(rotation: Rotation) -> store::RefreshToken {
     match rotation {
         Rotation::Rotated(record) => record,
         other => panic!("expected a rotation, got {other:?}"),
@@ -211,7 +212,7 @@ async fn concurrent_rotations_of_one_token_let_one_win_and_revoke_the_family() {
 async fn tokens_need_an_existing_user() {
     let (store, _db) = fresh_store().await;
     let missing = store
-        .issue_refresh_token(&uuid::Uuid::new_v4().to_string(), "h", in_an_hour())
+        .issue_refresh_token(&UserId::generate(), "h", in_an_hour())
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound("user"))),

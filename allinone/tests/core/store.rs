@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::domain::{MessageRole, RunStatus, SessionStatus};
+use chat_core::domain::{
+    ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
+};
 use chat_core::store::{
     self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
-    SessionQuery, StoreError,
+    SessionQuery, StoreError, Transition,
 };
 use chat_testkit::TestDatabase;
 use migration::MigratorTrait;
@@ -23,7 +25,7 @@ async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
     (Arc::new(SeaStore::new(conn)), db)
 }
 
-async fn user_and_session(store: &Arc<dyn ChatStore>) -> (String, String) {
+async fn user_and_session(store: &Arc<dyn ChatStore>) -> (UserId, SessionId) {
     let user = store
         .create_user(&format!("u{}", uuid::Uuid::new_v4().simple()), "hash")
         .await
@@ -48,12 +50,12 @@ fn lease(owner: &str) -> Lease {
     }
 }
 
-fn user_message(session_id: &str, client_msg_id: &str, content: &str) -> NewMessage {
+fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> NewMessage {
     NewMessage {
-        session_id: session_id.to_owned(),
+        session_id: session_id.clone(),
         role: MessageRole::User,
         content: content.to_owned(),
-        client_msg_id: Some(client_msg_id.to_owned()),
+        client_msg_id: Some(ClientMsgId::parse(client_msg_id).unwrap()),
         start_run: true,
         reject_if_busy: false,
     }
@@ -180,7 +182,10 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
         "the reply takes the next seq after both user messages"
     );
     assert_eq!(reply.run_id.as_deref(), Some(run.id.as_str()));
-    assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().status, "completed");
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
     let next = store
         .claim_next_run(&session, &lease("a"))
         .await
@@ -381,7 +386,13 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
         .await
         .unwrap();
     store
-        .resolve_session(&resolved.id, Some("done".into()))
+        .transition_session(
+            &resolved.id,
+            Transition {
+                notes: Some("done".into()),
+                ..Transition::new(SessionChange::Resolve)
+            },
+        )
         .await
         .unwrap();
     assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 2);
@@ -398,7 +409,10 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
         vec![idle.clone()],
         "only the idle active session expires"
     );
-    assert_eq!(store.get_session(&idle).await.unwrap().unwrap().status, "expired");
+    assert_eq!(
+        store.get_session(&idle).await.unwrap().unwrap().status,
+        SessionStatus::Expired
+    );
     assert_eq!(store.count_open_sessions(&owner).await.unwrap(), 1);
 
     let ids = |filter| {
@@ -431,10 +445,10 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
         Some(&busy.id)
     );
     let ended = store
-        .set_session_status(&busy.id, SessionStatus::Ended)
+        .transition_session(&busy.id, Transition::new(SessionChange::End))
         .await
         .unwrap();
-    assert_eq!(ended.status, "ended");
+    assert_eq!(ended.status, SessionStatus::Ended);
     assert!(ended.ended_at.is_some());
 }
 
@@ -455,7 +469,7 @@ async fn message_pages_go_forward_and_backward() {
         before_seq,
         limit,
     };
-    let seqs = |ms: Vec<store::MessageRecord>| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let seqs = |ms: Vec<Message>| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
         seqs(store.list_messages(q(Some(3), None, 3)).await.unwrap()),
         vec![4, 5, 6]

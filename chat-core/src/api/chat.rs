@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
-use crate::domain::{MessageRole, Principal};
+use crate::domain::{MessageRole, Principal, UserId};
 use crate::service::Concurrency;
 use crate::service::{ChatCore, ServiceError, convert};
-use crate::store::{MessageQuery, NewSession, SessionFilter, SessionQuery};
+use crate::store::{NewSession, SessionFilter};
 
 /// What the `recent` filter means: updated within the last day.
 const RECENT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -61,24 +61,6 @@ impl ChatApi {
     pub fn new(core: ChatCore, draining: CancellationToken) -> Self {
         Self { core, draining }
     }
-
-    async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
-        let valid_name = !agent.is_empty()
-            && agent.len() <= 64
-            && agent
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !valid_name {
-            return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
-        }
-        // When the fleet cannot be asked, the run reports an unknown agent later.
-        if let Ok(agents) = self.core.dispatcher.workers().list_agents().await
-            && !agents.iter().any(|a| a.name == agent)
-        {
-            return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
-        }
-        Ok(())
-    }
 }
 
 fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceError> {
@@ -101,7 +83,7 @@ impl ChatService for ChatApi {
         let req = request.into_inner();
         let owner_id = match &principal {
             Principal::User(id) => id.clone(),
-            Principal::Service(_) if !req.owner_id.is_empty() => req.owner_id.clone(),
+            Principal::Service(_) if !req.owner_id.is_empty() => UserId::parse(&req.owner_id)?,
             Principal::Service(_) => return Err(ServiceError::Invalid("owner_id is required".into()).into()),
         };
         let agent = if req.agent.is_empty() {
@@ -109,7 +91,7 @@ impl ChatService for ChatApi {
         } else {
             req.agent.clone()
         };
-        self.check_agent(&agent).await?;
+        self.core.check_agent(&agent).await?;
         let metadata = if req.metadata_json.is_empty() {
             "{}".to_owned()
         } else {
@@ -126,14 +108,9 @@ impl ChatService for ChatApi {
         }
         let concurrency = match req.concurrency.as_str() {
             "" => None,
-            other => Some(
-                Concurrency::parse(other)
-                    .ok_or_else(|| {
-                        ServiceError::Invalid("concurrency must be enqueue, reject or interrupt".into())
-                    })?
-                    .as_str()
-                    .to_owned(),
-            ),
+            other => Some(Concurrency::parse(other).ok_or_else(|| {
+                ServiceError::Invalid("concurrency must be enqueue, reject or interrupt".into())
+            })?),
         };
         let session = self
             .core
@@ -166,10 +143,6 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let owner_id = match principal {
-            Principal::User(id) => Some(id),
-            Principal::Service(_) => None,
-        };
         let filter = match req.status.as_str() {
             "" => SessionFilter::All,
             "unresolved" => SessionFilter::Unresolved,
@@ -180,17 +153,9 @@ impl ChatService for ChatApi {
                 ))
             })?),
         };
-        let page = self
-            .core
-            .store()
-            .list_sessions(SessionQuery {
-                owner_id,
-                filter,
-                limit: u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) }),
-                cursor: (!req.cursor.is_empty()).then_some(req.cursor),
-            })
-            .await
-            .map_err(ServiceError::from)?;
+        let limit = u64::from(if req.limit == 0 { 50 } else { req.limit.min(200) });
+        let cursor = (!req.cursor.is_empty()).then_some(req.cursor);
+        let page = self.core.list_sessions(&principal, filter, limit, cursor).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: page.sessions.iter().map(convert::session).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
@@ -203,14 +168,11 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let session = self.core.authorized_session(&principal, &req.session_id).await?;
         let notes = (!req.notes.is_empty()).then_some(req.notes);
         let session = self
             .core
-            .store()
-            .resolve_session(&session.id, notes)
-            .await
-            .map_err(ServiceError::from)?;
+            .resolve_session(&principal, &req.session_id, notes)
+            .await?;
         Ok(Response::new(convert::session(&session)))
     }
 
@@ -233,7 +195,7 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         if !req.agent.is_empty() {
-            self.check_agent(&req.agent).await?;
+            self.core.check_agent(&req.agent).await?;
         }
         let session = self
             .core
@@ -247,18 +209,9 @@ impl ChatService for ChatApi {
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let principal = principal(&request)?;
-        let session = self
-            .core
-            .authorized_session(&principal, &request.get_ref().session_id)
-            .await?;
-        if let Some(run) = self.core.dispatcher.inflight(&session.id) {
-            self.core.dispatcher.cancel_running(&run.run_id);
-        }
         self.core
-            .store()
-            .delete_session(&session.id)
-            .await
-            .map_err(ServiceError::from)?;
+            .delete_session(&principal, &request.get_ref().session_id)
+            .await?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 
@@ -268,7 +221,6 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        let session = self.core.authorized_session(&principal, &req.session_id).await?;
         let limit = if req.limit == 0 {
             DEFAULT_MESSAGE_LIMIT
         } else {
@@ -276,15 +228,14 @@ impl ChatService for ChatApi {
         };
         let messages = self
             .core
-            .store()
-            .list_messages(MessageQuery {
-                session_id: session.id,
-                after_seq: req.after_seq,
-                before_seq: req.before_seq,
-                limit: u64::from(limit),
-            })
-            .await
-            .map_err(ServiceError::from)?;
+            .list_messages(
+                &principal,
+                &req.session_id,
+                req.after_seq,
+                req.before_seq,
+                u64::from(limit),
+            )
+            .await?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages: messages.iter().map(convert::message).collect(),
         }))
@@ -370,15 +321,7 @@ impl ChatService for ChatApi {
         &self,
         _request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self
-            .core
-            .dispatcher
-            .workers()
-            .list_agents()
-            .await
-            .map_err(|status| {
-                ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
-            })?;
+        let agents = self.core.list_agents().await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents
                 .into_iter()

@@ -1,15 +1,18 @@
 //! gRPC handlers: `chat.v1.ChatService` and `chat.v1.UserService`. Each
-//! handler reads the verified [`Principal`](crate::domain::Principal) and
-//! calls [`ChatCore`](crate::service::ChatCore).
+//! handler reads the verified [`Principal`](crate::domain::Principal),
+//! checks the shape of its input, and calls the service layer
+//! ([`ChatCore`](crate::service::ChatCore), [`Accounts`](crate::service::Accounts));
+//! none reaches the store or the dispatcher itself.
 
 mod auth;
 mod chat;
 mod connect;
 mod users;
 
+pub use crate::service::{PasswordPolicy, Passwords};
 pub use auth::AuthInterceptor;
 pub use chat::ChatApi;
-pub use users::{PasswordPolicy, Passwords, UserApi};
+pub use users::UserApi;
 
 use crate::domain::Principal;
 use crate::service::ServiceError;

@@ -3,17 +3,19 @@
 
 use std::sync::Mutex;
 
+use crate::domain::RunId;
+
 /// A run in flight and the text it has streamed so far.
 #[derive(Debug)]
 pub struct InflightRun {
-    pub run_id: String,
+    pub run_id: RunId,
     pub agent: String,
     pub attempt: u32,
     deltas: Mutex<Vec<String>>,
 }
 
 impl InflightRun {
-    pub fn new(run_id: String, agent: String, attempt: u32) -> Self {
+    pub fn new(run_id: RunId, agent: String, attempt: u32) -> Self {
         Self {
             run_id,
             agent,

@@ -3,6 +3,7 @@
 //! and reports every status change. At most one run per session executes at
 //! a time; later messages wait in the queue.
 
+mod attempt;
 mod inflight;
 mod runner;
 mod workers;
@@ -19,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
-use crate::store::{ChatStore, Lease};
+use crate::domain::{Run, RunId, RunStatus, SessionId};
+use crate::lifecycle::RunLifecycle;
+use crate::store::{ChatStore, Lease, StoreError};
 
 /// Settings of the run lifecycle.
 #[derive(Clone, Debug)]
@@ -71,16 +74,18 @@ const MAX_ORIGINS: usize = 100_000;
 pub struct Dispatcher {
     store: Arc<dyn ChatStore>,
     bus: Arc<dyn EventBus>,
+    /// Every run status change (and a reply's effect on its session) goes through here.
+    runs: RunLifecycle,
     workers: WorkerPool,
     config: DispatchConfig,
     /// Sessions with a live runner; `true` when new work arrived while it ran.
-    runners: Mutex<HashMap<String, bool>>,
+    runners: Mutex<HashMap<SessionId, bool>>,
     /// The run in flight of each session, with the deltas streamed so far.
-    inflight: DashMap<String, Arc<InflightRun>>,
+    inflight: DashMap<SessionId, Arc<InflightRun>>,
     /// Cancellation handle of each running run.
-    cancels: DashMap<String, CancellationToken>,
+    cancels: DashMap<RunId, CancellationToken>,
     /// Origins of the runs queued by sends to this replica, until they start.
-    origins: DashMap<String, (Instant, RunOrigin)>,
+    origins: DashMap<RunId, (Instant, RunOrigin)>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// This replica's identity in run leases.
@@ -95,6 +100,7 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            runs: RunLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
             workers,
@@ -148,13 +154,13 @@ impl Dispatcher {
 
     /// Remembers where a queued run came from, for when it starts. Call
     /// before [`Dispatcher::wake`].
-    pub fn queued(&self, run_id: &str, origin: RunOrigin) {
+    pub fn queued(&self, run_id: &RunId, origin: RunOrigin) {
         if !origin.is_empty() && self.origins.len() < MAX_ORIGINS {
-            self.origins.insert(run_id.to_owned(), (Instant::now(), origin));
+            self.origins.insert(run_id.clone(), (Instant::now(), origin));
         }
     }
 
-    fn take_origin(&self, run_id: &str) -> RunOrigin {
+    fn take_origin(&self, run_id: &RunId) -> RunOrigin {
         self.origins
             .remove(run_id)
             .map(|(_, (_, origin))| origin)
@@ -162,7 +168,7 @@ impl Dispatcher {
     }
 
     /// Makes sure a runner is working through the session's queue.
-    pub fn wake(self: &Arc<Self>, session_id: &str) {
+    pub fn wake(self: &Arc<Self>, session_id: &SessionId) {
         if self.shutdown.is_cancelled() {
             return;
         }
@@ -172,16 +178,16 @@ impl Dispatcher {
                 *dirty = true;
                 return;
             }
-            runners.insert(session_id.to_owned(), false);
+            runners.insert(session_id.clone(), false);
         }
         let this = self.clone();
-        let session_id = session_id.to_owned();
+        let session_id = session_id.clone();
         self.tasks.spawn(async move { this.run_queue(session_id).await });
     }
 
     /// Called by a runner that found its queue empty: returns whether it must
     /// look again (work arrived meanwhile) or may stop.
-    fn runner_idle(&self, session_id: &str) -> bool {
+    fn runner_idle(&self, session_id: &SessionId) -> bool {
         let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
         match runners.get_mut(session_id) {
             Some(dirty) if *dirty => {
@@ -196,12 +202,24 @@ impl Dispatcher {
     }
 
     /// The run in flight in a session, if any.
-    pub fn inflight(&self, session_id: &str) -> Option<Arc<InflightRun>> {
+    pub fn inflight(&self, session_id: &SessionId) -> Option<Arc<InflightRun>> {
         self.inflight.get(session_id).map(|r| r.clone())
     }
 
-    /// Stops a running run; returns whether one was running here.
-    pub fn cancel_running(&self, run_id: &str) -> bool {
+    /// The one way to cancel a run. A run executing on this replica is
+    /// stopped and its runner records `cancelled`; any other unfinished run
+    /// is stored `cancelled` and announced here (a replica executing it
+    /// notices when it next renews its lease). A run that already ended
+    /// stays as it was.
+    pub async fn cancel(&self, run: &Run) -> Result<(), StoreError> {
+        if self.cancel_running(&run.id) {
+            return Ok(());
+        }
+        self.runs.finish(run, RunStatus::Cancelled, "").await.map(drop)
+    }
+
+    /// Stops a run executing here; returns whether one was.
+    fn cancel_running(&self, run_id: &RunId) -> bool {
         match self.cancels.get(run_id) {
             Some(token) => {
                 token.cancel();

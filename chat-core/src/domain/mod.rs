@@ -1,12 +1,22 @@
-//! Domain vocabulary: roles, statuses, who is calling, and input validation.
+//! The domain: ids, sessions, messages and runs with their lifecycle rules.
+//! Depends on nothing else in the crate; the store maps its rows to these
+//! types and the service enforces these rules.
 
+mod error;
+mod ids;
+mod message;
 mod principal;
-mod status;
+mod run;
+mod session;
 mod validate;
 
+pub use error::DomainError;
+pub use ids::{ClientMsgId, MAX_CLIENT_MSG_ID_LEN, MessageId, RunId, SessionId, UserId, new_id};
+pub use message::{HUMAN_AGENT, Message, MessageRole, ToolCallRecord};
 pub use principal::Principal;
-pub use status::{MessageRole, RunStatus, SessionStatus};
-pub use validate::{validate_client_msg_id, validate_content, validate_session_id};
+pub use run::{Run, RunStatus};
+pub use session::{Concurrency, Session, SessionChange, SessionStatus};
+pub use validate::validate_content;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -16,7 +26,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// A new time-ordered id.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// An enum with stored names: `as_str`, `parse`, `ALL` and `Display`.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
+pub(crate) use named_enum;

@@ -2,14 +2,13 @@
 
 use chat_common::token::{Claims, Role};
 
-use crate::service::ServiceError;
-use crate::store::SessionRecord;
+use super::{DomainError, Session, UserId};
 
 /// Who is calling, as proven by their token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// An end user, who may act on their own sessions only.
-    User(String),
+    User(UserId),
     /// An internal service, which may act on any session.
     Service(String),
 }
@@ -17,7 +16,7 @@ pub enum Principal {
 impl Principal {
     pub fn from_claims(claims: &Claims) -> Self {
         match claims.role {
-            Role::User => Self::User(claims.sub.clone()),
+            Role::User => Self::User(UserId::from_trusted(claims.sub.clone())),
             Role::Service => Self::Service(claims.sub.clone()),
         }
     }
@@ -27,11 +26,11 @@ impl Principal {
     }
 
     /// Allows the call when this principal may act on `session`.
-    pub fn authorize(&self, session: &SessionRecord) -> Result<(), ServiceError> {
+    pub fn authorize(&self, session: &Session) -> Result<(), DomainError> {
         match self {
             Self::Service(_) => Ok(()),
             Self::User(id) if *id == session.owner_id => Ok(()),
-            Self::User(_) => Err(ServiceError::Forbidden),
+            Self::User(_) => Err(DomainError::Forbidden),
         }
     }
 }

@@ -1,50 +1,69 @@
-//! Records to protobuf messages.
+//! Domain types to protobuf messages.
 
 use chat_proto::chat::v1 as pb;
 
-use crate::domain::RunStatus;
-use crate::store::{MessageRecord, RunRecord, SessionRecord};
+use crate::domain::{Message, Run, RunStatus, Session};
 
-pub fn session(s: &SessionRecord) -> pb::Session {
+pub fn session(s: &Session) -> pb::Session {
     pb::Session {
-        id: s.id.clone(),
-        owner_id: s.owner_id.clone(),
+        id: s.id.to_string(),
+        owner_id: s.owner_id.to_string(),
         title: s.title.clone(),
-        status: s.status.clone(),
+        status: s.status.as_str().to_owned(),
         agent: s.agent.clone(),
         created_at_ms: s.created_at,
         updated_at_ms: s.updated_at,
         last_seq: s.last_seq,
         metadata_json: s.metadata.clone(),
         resolution_notes: s.resolution_notes.clone().unwrap_or_default(),
-        concurrency: s.concurrency.clone().unwrap_or_default(),
+        concurrency: s.concurrency.map(|c| c.as_str().to_owned()).unwrap_or_default(),
     }
 }
 
-pub fn message(m: &MessageRecord) -> pb::Message {
+/// A session's status or agent changed.
+pub fn session_changed(s: &Session) -> pb::SessionChanged {
+    pb::SessionChanged {
+        session_id: s.id.to_string(),
+        status: s.status.as_str().to_owned(),
+        agent: s.agent.clone(),
+    }
+}
+
+pub fn message(m: &Message) -> pb::Message {
     pb::Message {
-        id: m.id.clone(),
-        session_id: m.session_id.clone(),
+        id: m.id.to_string(),
+        session_id: m.session_id.to_string(),
         seq: m.seq,
-        role: m.role.clone(),
+        role: m.role.as_str().to_owned(),
         agent: m.agent.clone().unwrap_or_default(),
         content: m.content.clone(),
         created_at_ms: m.created_at,
-        client_msg_id: m.client_msg_id.clone(),
-        run_id: m.run_id.clone(),
+        client_msg_id: m.client_msg_id.as_ref().map(ToString::to_string),
+        run_id: m.run_id.as_ref().map(ToString::to_string),
         first_delta_ms: m.first_delta_ms,
         duration_ms: m.duration_ms,
         tool_calls_json: m.tool_calls.clone().unwrap_or_default(),
     }
 }
 
-pub fn run_update(run: &RunRecord, status: RunStatus, error: &str) -> pb::RunUpdate {
+pub fn run_status(status: RunStatus) -> pb::RunStatus {
+    match status {
+        RunStatus::Queued => pb::RunStatus::Queued,
+        RunStatus::Running => pb::RunStatus::Running,
+        RunStatus::Retrying => pb::RunStatus::Retrying,
+        RunStatus::Completed => pb::RunStatus::Completed,
+        RunStatus::Failed => pb::RunStatus::Failed,
+        RunStatus::Cancelled => pb::RunStatus::Cancelled,
+    }
+}
+
+pub fn run_update(run: &Run, status: RunStatus, error: &str) -> pb::RunUpdate {
     pb::RunUpdate {
-        session_id: run.session_id.clone(),
-        run_id: run.id.clone(),
-        status: status.to_proto().into(),
+        session_id: run.session_id.to_string(),
+        run_id: run.id.to_string(),
+        status: run_status(status).into(),
         agent: run.agent.clone(),
-        attempt: u32::try_from(run.attempt).unwrap_or_default(),
+        attempt: run.attempt,
         error: error.to_owned(),
     }
 }

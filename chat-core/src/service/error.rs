@@ -3,6 +3,7 @@
 use chat_common::ErrorCode;
 use tracing::error;
 
+use crate::domain::DomainError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,24 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Other(source) => Self::Internal(Box::new(source)),
         }
+    }
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::Invalid(msg) => Self::Invalid(msg),
+            DomainError::TooLarge(msg) => Self::TooLarge(msg),
+            DomainError::NotFound(what) => Self::NotFound(what),
+            DomainError::Forbidden => Self::Forbidden,
+            DomainError::Conflict(msg) => Self::Conflict(msg),
+        }
+    }
+}
+
+impl From<DomainError> for tonic::Status {
+    fn from(err: DomainError) -> Self {
+        ServiceError::from(err).into()
     }
 }
 

@@ -1,10 +1,13 @@
 //! The operations of chat-core, independent of transport: every gRPC handler
 //! authorises through here and calls one of these.
 
+mod accounts;
 pub mod convert;
 mod error;
+mod sessions;
 mod subscribe;
 
+pub use accounts::{Accounts, PasswordPolicy, Passwords};
 pub use error::ServiceError;
 
 use std::sync::Arc;
@@ -14,8 +17,13 @@ use tracing::Instrument as _;
 
 use crate::bus::EventBus;
 use crate::dispatch::{Dispatcher, RunOrigin};
-use crate::domain::{self, MessageRole, Principal, RunStatus, SessionStatus};
-use crate::store::{ChatStore, MessageRecord, NewMessage, RunRecord, SessionRecord};
+use crate::domain::{
+    self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionId,
+};
+use crate::lifecycle::SessionLifecycle;
+use crate::store::{ChatStore, NewMessage};
+
+pub use crate::domain::Concurrency;
 
 /// Limits applied to client input.
 #[derive(Clone, Debug)]
@@ -29,42 +37,13 @@ pub struct Limits {
     pub agent_concurrency: std::collections::HashMap<String, Concurrency>,
 }
 
-/// What a new message does while its session already has a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Concurrency {
-    /// Queue behind the active run (the default).
-    Enqueue,
-    /// Refuse with `busy`.
-    Reject,
-    /// Cancel the active and queued runs, then take the new message.
-    Interrupt,
-}
-
-impl Concurrency {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "enqueue" => Some(Self::Enqueue),
-            "reject" => Some(Self::Reject),
-            "interrupt" => Some(Self::Interrupt),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enqueue => "enqueue",
-            Self::Reject => "reject",
-            Self::Interrupt => "interrupt",
-        }
-    }
-}
-
 /// chat-core's operations over its store, bus and dispatcher.
 #[derive(Clone)]
 pub struct ChatCore {
     pub(crate) store: Arc<dyn ChatStore>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) sessions: SessionLifecycle,
     pub(crate) limits: Limits,
     pub(crate) default_agent: String,
 }
@@ -73,7 +52,7 @@ pub struct ChatCore {
 #[derive(Clone, Debug)]
 pub struct Sent {
     pub ack: pb::Ack,
-    pub run: Option<RunRecord>,
+    pub run: Option<Run>,
     /// Earlier runs of the session are to be cancelled (interrupt policy).
     pub interrupt: bool,
 }
@@ -87,6 +66,7 @@ impl ChatCore {
         default_agent: String,
     ) -> Self {
         Self {
+            sessions: SessionLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
             dispatcher,
@@ -103,16 +83,21 @@ impl ChatCore {
         &self.bus
     }
 
+    /// Every session status change goes through here.
+    pub fn sessions(&self) -> &SessionLifecycle {
+        &self.sessions
+    }
+
     /// Loads a session the principal may act on.
     pub async fn authorized_session(
         &self,
         principal: &Principal,
         session_id: &str,
-    ) -> Result<SessionRecord, ServiceError> {
-        domain::validate_session_id(session_id)?;
+    ) -> Result<Session, ServiceError> {
+        let session_id = SessionId::parse(session_id)?;
         let session = self
             .store
-            .get_session(session_id)
+            .get_session(&session_id)
             .await?
             .ok_or(ServiceError::NotFound("session"))?;
         principal.authorize(&session)?;
@@ -148,27 +133,22 @@ impl ChatCore {
         content: String,
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
-        if !client_msg_id.is_empty() {
-            domain::validate_client_msg_id(client_msg_id)?;
-        }
+        let client_msg_id = (!client_msg_id.is_empty())
+            .then(|| ClientMsgId::parse(client_msg_id))
+            .transpose()?;
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
-        if matches!(
-            SessionStatus::parse(&session.status),
-            Some(SessionStatus::Ended | SessionStatus::Expired)
-        ) {
-            return Err(ServiceError::Conflict(format!("session is {}", session.status)));
-        }
+        session.check_accepts_messages()?;
         let policy = self.policy_of(&session);
         // While a person handles the session, user messages wait for them.
-        let start_run = role == MessageRole::User && session.status != SessionStatus::PendingHuman.as_str();
+        let start_run = role == MessageRole::User && session.can_start_runs();
         let appended = self
             .store
             .append_message(NewMessage {
                 session_id: session.id.clone(),
                 role,
                 content,
-                client_msg_id: (!client_msg_id.is_empty()).then(|| client_msg_id.to_owned()),
+                client_msg_id: client_msg_id.clone(),
                 start_run,
                 reject_if_busy: start_run && policy == Concurrency::Reject,
             })
@@ -178,11 +158,15 @@ impl ChatCore {
         }
         let message = convert::message(&appended.message);
         let ack = pb::Ack {
-            session_id: session.id.clone(),
-            client_msg_id: client_msg_id.to_owned(),
-            message_id: appended.message.id.clone(),
+            session_id: session.id.to_string(),
+            client_msg_id: client_msg_id.map(String::from).unwrap_or_default(),
+            message_id: appended.message.id.to_string(),
             seq: appended.message.seq,
-            run_id: appended.run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+            run_id: appended
+                .run
+                .as_ref()
+                .map(|r| r.id.to_string())
+                .unwrap_or_default(),
             duplicate: appended.duplicate,
             message: Some(message.clone()),
         };
@@ -217,22 +201,20 @@ impl ChatCore {
                 self.dispatcher.queued(&run.id, origin);
             }
             // Also for duplicates: a restart may have left the run queued.
-            self.dispatcher.wake(session_id);
+            self.dispatcher.wake(&run.session_id);
         }
     }
 
     /// The concurrency policy of a session.
-    pub fn policy_of(&self, session: &SessionRecord) -> Concurrency {
+    pub fn policy_of(&self, session: &Session) -> Concurrency {
         session
             .concurrency
-            .as_deref()
-            .and_then(Concurrency::parse)
             .or_else(|| self.limits.agent_concurrency.get(&session.agent).copied())
             .unwrap_or(self.limits.default_concurrency)
     }
 
     /// Cancels every active run of the session older than `run`.
-    async fn interrupt_before(&self, run: &RunRecord) {
+    async fn interrupt_before(&self, run: &Run) {
         let active = match self.store.active_runs(&run.session_id).await {
             Ok(active) => active,
             Err(error) => {
@@ -250,90 +232,12 @@ impl ChatCore {
     /// Stops a running run here, or marks a run that is not running here
     /// cancelled (its replica notices at its next lease renewal) and tells
     /// subscribers.
-    async fn cancel_run(&self, run: &RunRecord) -> Result<(), ServiceError> {
-        if self.dispatcher.cancel_running(&run.id) {
-            return Ok(());
-        }
-        if self.store.finish_run(&run.id, RunStatus::Cancelled, None).await? {
-            let update = convert::run_update(run, RunStatus::Cancelled, "");
-            self.bus.publish(&run.session_id, event(Event::Run(update))).await;
-        }
-        Ok(())
-    }
-
-    /// Creates a session for `owner_id`, within the per-user cap.
-    pub async fn create_session(&self, new: crate::store::NewSession) -> Result<SessionRecord, ServiceError> {
-        let cap = self.limits.max_sessions_per_user;
-        if cap > 0 && self.store.count_open_sessions(&new.owner_id).await? >= cap {
-            return Err(ServiceError::Conflict(format!(
-                "open session limit reached ({cap}); resolve or end a session first"
-            )));
-        }
-        Ok(self.store.create_session(new).await?)
-    }
-
-    /// Ends a session: its active runs are cancelled and it takes no more messages.
-    pub async fn end_session(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-    ) -> Result<SessionRecord, ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        for run in self.store.active_runs(&session.id).await? {
-            self.cancel_run(&run).await?;
-        }
-        Ok(self
-            .store
-            .set_session_status(&session.id, SessionStatus::Ended)
-            .await?)
-    }
-
-    /// Gives a session waiting for a human back to an agent (service tokens only).
-    pub async fn hand_back(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        agent: &str,
-    ) -> Result<SessionRecord, ServiceError> {
-        if !principal.is_service() {
-            return Err(ServiceError::Forbidden);
-        }
-        let session = self.authorized_session(principal, session_id).await?;
-        if !agent.is_empty() && agent != session.agent {
-            self.store.set_session_agent(&session.id, agent).await?;
-        }
-        let session = self
-            .store
-            .set_session_status(&session.id, SessionStatus::Active)
-            .await?;
-        let update = pb::SessionChanged {
-            session_id: session.id.clone(),
-            status: session.status.clone(),
-            agent: session.agent.clone(),
-        };
-        self.bus.publish(&session.id, event(Event::Session(update))).await;
-        Ok(session)
-    }
-
-    /// Cancels a queued or running run of the session.
-    pub async fn cancel(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        run_id: &str,
-    ) -> Result<(), ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
-        let run = self
-            .store
-            .get_run(run_id)
-            .await?
-            .filter(|r| r.session_id == session.id)
-            .ok_or(ServiceError::NotFound("run"))?;
-        self.cancel_run(&run).await
+    async fn cancel_run(&self, run: &Run) -> Result<(), ServiceError> {
+        Ok(self.dispatcher.cancel(run).await?)
     }
 
     /// The stored reply of a run, when it has one.
-    pub async fn reply_of(&self, run_id: &str) -> Result<Option<MessageRecord>, ServiceError> {
+    pub async fn reply_of(&self, run_id: &RunId) -> Result<Option<Message>, ServiceError> {
         Ok(self.store.find_reply(run_id).await?)
     }
 }

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 
 use super::{ChatCore, Sent, ServiceError, convert, event};
 use crate::bus::BusItem;
-use crate::domain::{Principal, RunStatus};
+use crate::domain::{Message, Principal, RunId, RunStatus, SessionId};
 use crate::store::MessageQuery;
 
 /// Page size used when replaying stored messages.
@@ -95,17 +95,17 @@ impl ChatCore {
     /// Stored messages with `after < seq < before` (or all after `after`).
     async fn stored_after(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         after: i64,
         before: Option<i64>,
-    ) -> Result<Vec<crate::store::MessageRecord>, ServiceError> {
+    ) -> Result<Vec<Message>, ServiceError> {
         let mut all = Vec::new();
         let mut cursor = after;
         loop {
             let page = self
                 .store
                 .list_messages(MessageQuery {
-                    session_id: session_id.to_owned(),
+                    session_id: session_id.clone(),
                     after_seq: Some(cursor),
                     before_seq: before,
                     limit: REPLAY_PAGE,
@@ -125,13 +125,14 @@ impl ChatCore {
     /// The stored outcome of a run that has ended (its reply when completed,
     /// then its terminal status); nothing for a deleted run; `None` while it
     /// is still going.
-    async fn ended_run_events(&self, run_id: &str) -> Result<Option<Vec<pb::SessionEvent>>, ServiceError> {
+    async fn ended_run_events(&self, run_id: &RunId) -> Result<Option<Vec<pb::SessionEvent>>, ServiceError> {
         let Some(stored) = self.store.get_run(run_id).await? else {
             return Ok(Some(Vec::new()));
         };
-        let Some(status) = RunStatus::parse(&stored.status).filter(|s| s.is_terminal()) else {
+        let status = stored.status;
+        if !status.is_terminal() {
             return Ok(None);
-        };
+        }
         let mut events = Vec::new();
         if status == RunStatus::Completed
             && let Some(reply) = self.reply_of(run_id).await?
@@ -145,10 +146,10 @@ impl ChatCore {
 
     /// The session's run in flight: from this replica's dispatcher, or from
     /// the shared delta log when another replica runs it.
-    async fn run_in_flight(&self, session_id: &str) -> Option<RunInFlight> {
+    async fn run_in_flight(&self, session_id: &SessionId) -> Option<RunInFlight> {
         if let Some(local) = self.dispatcher.inflight(session_id) {
             return Some(RunInFlight {
-                run_id: local.run_id.clone(),
+                run_id: local.run_id.to_string(),
                 agent: local.agent.clone(),
                 attempt: local.attempt,
                 deltas: local.snapshot(),
@@ -160,11 +161,11 @@ impl ChatCore {
             .await
             .ok()?
             .into_iter()
-            .find(|r| r.status == RunStatus::Running.as_str())?;
-        let attempt = u32::try_from(running.attempt).unwrap_or_default();
+            .find(|r| r.status == RunStatus::Running)?;
+        let attempt = running.attempt;
         let deltas = self.bus.read_deltas(&running.id, attempt).await?;
         Some(RunInFlight {
-            run_id: running.id,
+            run_id: running.id.into_string(),
             agent: running.agent,
             attempt,
             deltas,
@@ -200,9 +201,9 @@ impl ChatCore {
             && !delivered.replied.contains(&run.run_id)
         {
             opening.push(event(Event::Run(pb::RunUpdate {
-                session_id: session.id.clone(),
+                session_id: session.id.to_string(),
                 run_id: run.run_id.clone(),
-                status: RunStatus::Running.to_proto().into(),
+                status: convert::run_status(RunStatus::Running).into(),
                 agent: run.agent.clone(),
                 attempt: run.attempt,
                 error: String::new(),
@@ -283,7 +284,7 @@ impl ChatCore {
         ),
         ServiceError,
     > {
-        crate::domain::validate_session_id(session_id)?;
+        SessionId::parse(session_id)?;
         let mut live = self.bus.subscribe(session_id).await;
         let sent = self
             .send(principal, session_id, client_msg_id, content, role)
@@ -335,10 +336,10 @@ impl ChatCore {
                 };
                 let (ours, terminal) = match &ev.event {
                     Some(Event::Message(m)) => (m.run_id.as_deref() == Some(run.id.as_str()), false),
-                    Some(Event::Delta(d)) => (d.run_id == run.id, false),
-                    Some(Event::Handoff(h)) => (h.run_id == run.id, false),
-                    Some(Event::ToolCall(t)) => (t.run_id == run.id, false),
-                    Some(Event::ToolResult(t)) => (t.run_id == run.id, false),
+                    Some(Event::Delta(d)) => (run.id == d.run_id.as_str(), false),
+                    Some(Event::Handoff(h)) => (run.id == h.run_id.as_str(), false),
+                    Some(Event::ToolCall(t)) => (run.id == t.run_id.as_str(), false),
+                    Some(Event::ToolResult(t)) => (run.id == t.run_id.as_str(), false),
                     Some(Event::Session(_)) => (true, false),
                     Some(Event::Run(r)) => {
                         let status = pb::RunStatus::try_from(r.status).unwrap_or_default();
@@ -346,7 +347,7 @@ impl ChatCore {
                             status,
                             pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled
                         );
-                        (r.run_id == run.id, terminal)
+                        (run.id == r.run_id.as_str(), terminal)
                     }
                     None => (false, false),
                 };

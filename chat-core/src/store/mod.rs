@@ -1,45 +1,53 @@
-//! Durable state behind one trait, [`ChatStore`], with a sea-orm
-//! implementation that serves Postgres and SQLite alike.
+//! Durable state: one trait per aggregate (accounts, sessions, messages,
+//! runs), joined in [`ChatStore`], the seam held as `Arc<dyn ChatStore>`.
+//! [`SeaStore`] implements them over sea-orm for Postgres and SQLite alike,
+//! and maps its rows to the [`domain`](crate::domain) types here, in
+//! `store/` only.
 
 pub mod entity;
 mod error;
 mod records;
-mod sea;
 
+mod accounts;
+mod connection;
+mod mapping;
+mod messages;
+mod runs;
+mod sessions;
+
+pub use connection::{SeaStore, backend_name, connect};
 pub use error::StoreError;
 pub use records::*;
-pub use sea::{SeaStore, backend_name, connect};
 
 use async_trait::async_trait;
 
+use crate::domain::{Message, Run, RunId, RunStatus, Session, SessionId, UserId};
+
 /// Everything chat-core keeps in its database.
 #[async_trait]
-pub trait ChatStore: Send + Sync + 'static {
+pub trait ChatStore: AccountStore + SessionStore + MessageStore + RunStore + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Sets the `chat_db_pool_connections{state}` gauges from the pool.
     fn record_pool_metrics(&self) {}
+}
 
-    /// Runs waiting for their session's turn, across every replica.
-    async fn count_queued_runs(&self) -> Result<u64, StoreError>;
-
-    // === users ===
-
+/// Users, their refresh tokens and external identities.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the username is taken.
-    async fn create_user(&self, username: &str, password_hash: &str) -> Result<UserRecord, StoreError>;
-    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
-
-    // === refresh tokens ===
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<User, StoreError>;
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
 
     /// Stores the hash of a new refresh token of `user_id`, starting a new family.
     /// Fails with [`StoreError::NotFound`] when the user does not exist.
     async fn issue_refresh_token(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         token_hash: &str,
         expires_at: i64,
-    ) -> Result<RefreshTokenRecord, StoreError>;
+    ) -> Result<RefreshToken, StoreError>;
     /// In one transaction: revokes the live token `token_hash` and stores
     /// `next_hash` in its family; or, when the token was already rotated or
     /// revoked, revokes its whole family (reuse detection).
@@ -52,78 +60,84 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Revokes every token of `token_hash`'s family; `false` when no such token exists.
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError>;
 
-    // === external identities ===
-
     /// The user mapped to an identity provider's `(issuer, subject)`, created
     /// (with a username of `ext-` and random hex, and no usable password) on
     /// first sight; the flag says whether this call created it.
-    async fn ensure_external_user(&self, issuer: &str, subject: &str) -> Result<(String, bool), StoreError>;
+    async fn ensure_external_user(&self, issuer: &str, subject: &str) -> Result<(UserId, bool), StoreError>;
+}
 
-    // === sessions ===
-
-    async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError>;
-    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+/// Sessions and their status.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, new: NewSession) -> Result<Session, StoreError>;
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
     /// Newest first (by last update). `owner` restricts to one user's sessions.
     async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError>;
-    async fn resolve_session(&self, id: &str, notes: Option<String>) -> Result<SessionRecord, StoreError>;
-    /// Moves a session to `status` (recording `ended_at` for `ended`).
-    async fn set_session_status(
-        &self,
-        id: &str,
-        status: crate::domain::SessionStatus,
-    ) -> Result<SessionRecord, StoreError>;
+    /// Applies a status change if the session's current status allows it
+    /// ([`SessionStatus::next`](crate::domain::SessionStatus::next)), checked
+    /// in the same statement. Fails with [`StoreError::Conflict`] when it
+    /// does not.
+    async fn transition_session(&self, id: &SessionId, transition: Transition)
+    -> Result<Session, StoreError>;
     /// Makes `agent` the session's current agent.
-    async fn set_session_agent(&self, id: &str, agent: &str) -> Result<SessionRecord, StoreError>;
+    async fn set_session_agent(&self, id: &SessionId, agent: &str) -> Result<Session, StoreError>;
     /// Sessions of `owner` that are active or waiting for a human.
-    async fn count_open_sessions(&self, owner_id: &str) -> Result<u64, StoreError>;
+    async fn count_open_sessions(&self, owner_id: &UserId) -> Result<u64, StoreError>;
     /// Marks active sessions idle since before `idle_before` (epoch ms) as
     /// expired and returns their ids.
-    async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<String>, StoreError>;
+    async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<SessionId>, StoreError>;
     /// Deletes the session with its messages and runs.
-    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+    async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
+}
 
-    // === messages ===
-
+/// The messages of sessions.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
     /// Ascending by seq. With `after_seq`, the first `limit` after it; otherwise
     /// the last `limit` before `before_seq` (or the end).
-    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<MessageRecord>, StoreError>;
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<Message>, StoreError>;
 
     /// Commits a message and, for user messages, its queued run, in one
     /// transaction. A `client_msg_id` seen before in the session returns the
     /// original message and run with `duplicate` set.
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;
 
-    // === runs ===
+    /// The stored reply of a run, if any.
+    async fn find_reply(&self, run_id: &RunId) -> Result<Option<Message>, StoreError>;
+}
 
-    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+/// Runs, their leases and outcomes.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Runs waiting for their session's turn, across every replica.
+    async fn count_queued_runs(&self) -> Result<u64, StoreError>;
+    async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, StoreError>;
     /// Claims the session's next run for `lease.owner`: the oldest queued
     /// run, or a running one whose lease expired. Returns `None` when the
     /// queue is empty or another replica holds a live lease in the session.
-    async fn claim_next_run(&self, session_id: &str, lease: &Lease) -> Result<Option<RunRecord>, StoreError>;
+    async fn claim_next_run(&self, session_id: &SessionId, lease: &Lease) -> Result<Option<Run>, StoreError>;
     /// Extends a lease; `false` when the run is no longer running under it.
-    async fn renew_lease(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    async fn renew_lease(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError>;
     /// Starts the next attempt of a run this owner holds (attempt + 1, lease
     /// extended); `false` when the lease was lost.
-    async fn next_attempt(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    async fn next_attempt(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError>;
     /// Expires every lease of `owner` at once, so another replica (or the
     /// next start) takes its runs over immediately.
     async fn release_leases(&self, owner: &str) -> Result<(), StoreError>;
     /// Queued and running runs of a session, oldest first.
-    async fn active_runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError>;
+    async fn active_runs(&self, session_id: &SessionId) -> Result<Vec<Run>, StoreError>;
     /// Commits the reply and completes the run, in one transaction. Fails with
     /// [`StoreError::Conflict`] when the run is no longer running.
-    async fn complete_run(&self, completion: RunCompletion) -> Result<MessageRecord, StoreError>;
-    /// Moves a run that is not yet terminal to `failed` or `cancelled`;
-    /// returns whether it changed.
+    async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError>;
+    /// Moves a run to `failed` or `cancelled` if its status allows it
+    /// ([`RunStatus::can_become`]); returns whether it changed.
     async fn finish_run(
         &self,
-        run_id: &str,
-        status: crate::domain::RunStatus,
+        run_id: &RunId,
+        status: RunStatus,
         error: Option<String>,
     ) -> Result<bool, StoreError>;
-    /// The stored reply of a run, if any.
-    async fn find_reply(&self, run_id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// Sessions with work nobody is doing: a run whose lease expired, or a
     /// queued run older than `stale_ms` with no live run in the session.
-    async fn orphaned_sessions(&self, stale_ms: i64) -> Result<Vec<String>, StoreError>;
+    async fn orphaned_sessions(&self, stale_ms: i64) -> Result<Vec<SessionId>, StoreError>;
 }

@@ -1,21 +1,63 @@
-//! Plain records the store takes and returns.
+//! What the store takes and returns besides the domain types.
 
-use super::entity::{external_identity, message, refresh_token, run, session, user};
+use crate::domain::{
+    ClientMsgId, Concurrency, Message, MessageRole, Run, RunId, Session, SessionChange, SessionId,
+    SessionStatus, UserId,
+};
 
-pub type UserRecord = user::Model;
-pub type SessionRecord = session::Model;
-pub type MessageRecord = message::Model;
-pub type RunRecord = run::Model;
-pub type RefreshTokenRecord = refresh_token::Model;
-pub type ExternalIdentityRecord = external_identity::Model;
+/// A user account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    /// A PHC string, or empty for users without a password (external identities).
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// A stored refresh token (only its hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub id: String,
+    pub user_id: UserId,
+    /// Every token rotated from one login shares its family.
+    pub family_id: String,
+    /// SHA-256 of the opaque token, lowercase hex.
+    pub token_hash: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// The token this one was rotated into.
+    pub replaced_by: Option<String>,
+}
 
 #[derive(Clone, Debug)]
 pub struct NewSession {
-    pub owner_id: String,
+    pub owner_id: UserId,
     pub title: String,
     pub agent: String,
     pub metadata: String,
-    pub concurrency: Option<String>,
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A session status change, with what it records besides the status.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub change: SessionChange,
+    /// Make this agent the session's at the same time.
+    pub agent: Option<String>,
+    /// Resolution notes (resolving only).
+    pub notes: Option<String>,
+}
+
+impl Transition {
+    pub fn new(change: SessionChange) -> Self {
+        Self {
+            change,
+            agent: None,
+            notes: None,
+        }
+    }
 }
 
 /// Which sessions a listing returns.
@@ -24,7 +66,7 @@ pub enum SessionFilter {
     #[default]
     All,
     /// Exactly this status.
-    Status(crate::domain::SessionStatus),
+    Status(SessionStatus),
     /// Active or waiting for a human.
     Unresolved,
     /// Updated at or after this time (epoch ms).
@@ -33,7 +75,7 @@ pub enum SessionFilter {
 
 #[derive(Clone, Debug, Default)]
 pub struct SessionQuery {
-    pub owner_id: Option<String>,
+    pub owner_id: Option<UserId>,
     pub filter: SessionFilter,
     pub limit: u64,
     /// Opaque position returned as `next_cursor` by the previous page.
@@ -42,13 +84,13 @@ pub struct SessionQuery {
 
 #[derive(Clone, Debug)]
 pub struct SessionPage {
-    pub sessions: Vec<SessionRecord>,
+    pub sessions: Vec<Session>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct MessageQuery {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub after_seq: Option<i64>,
     pub before_seq: Option<i64>,
     pub limit: u64,
@@ -56,10 +98,10 @@ pub struct MessageQuery {
 
 #[derive(Clone, Debug)]
 pub struct NewMessage {
-    pub session_id: String,
-    pub role: crate::domain::MessageRole,
+    pub session_id: SessionId,
+    pub role: MessageRole,
     pub content: String,
-    pub client_msg_id: Option<String>,
+    pub client_msg_id: Option<ClientMsgId>,
     /// Whether the message starts a run (user messages do).
     pub start_run: bool,
     /// Refuse with [`super::StoreError::Busy`] when the session has a queued or running run.
@@ -68,21 +110,22 @@ pub struct NewMessage {
 
 #[derive(Clone, Debug)]
 pub struct Appended {
-    pub message: MessageRecord,
-    pub run: Option<RunRecord>,
+    pub message: Message,
+    pub run: Option<Run>,
     pub duplicate: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct RunCompletion {
-    pub run_id: String,
-    pub session_id: String,
+    pub run_id: RunId,
+    pub session_id: SessionId,
     pub agent: String,
     pub content: String,
     pub first_delta_at: Option<i64>,
     /// The replica holding the run's lease; the reply is refused if it lost it.
     pub lease_owner: String,
-    /// JSON array of the tool calls made for this reply, if any.
+    /// JSON array of the tool calls made for this reply, if any
+    /// ([`ToolCallRecord::encode`](crate::domain::ToolCallRecord::encode)).
     pub tool_calls: Option<String>,
 }
 
@@ -97,7 +140,7 @@ pub struct Lease {
 #[derive(Clone, Debug)]
 pub enum Rotation {
     /// The token was live: it is now revoked, and this one replaces it in the same family.
-    Rotated(RefreshTokenRecord),
+    Rotated(RefreshToken),
     /// The token had already been rotated or revoked: its whole family is now revoked.
     Reused,
     /// No such token, or it expired.

@@ -1,0 +1,144 @@
+//! Run status changes, each checked against [`RunStatus::can_become`],
+//! stored, and published as a `run` event (with its metrics).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto::chat::v1::session_event::Event;
+use tracing::warn;
+
+use super::SessionLifecycle;
+use crate::bus::EventBus;
+use crate::domain::{Message, Run, RunStatus, SessionChange, now_ms};
+use crate::service::{convert, event};
+use crate::store::{ChatStore, RunCompletion, StoreError};
+
+/// What a reply's handoffs do to its session once the reply is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEffect {
+    None,
+    /// A person takes over.
+    Escalate,
+    /// The agent handed to becomes the session's.
+    SetAgent(String),
+}
+
+/// Records and announces how runs move through their lifecycle.
+#[derive(Clone)]
+pub struct RunLifecycle {
+    store: Arc<dyn ChatStore>,
+    bus: Arc<dyn EventBus>,
+    sessions: SessionLifecycle,
+}
+
+impl RunLifecycle {
+    pub fn new(store: Arc<dyn ChatStore>, bus: Arc<dyn EventBus>) -> Self {
+        Self {
+            sessions: SessionLifecycle::new(store.clone(), bus.clone()),
+            store,
+            bus,
+        }
+    }
+
+    pub fn sessions(&self) -> &SessionLifecycle {
+        &self.sessions
+    }
+
+    /// Announces a status the run is in (queued, running, retrying), or one
+    /// it ended in; terminal statuses are counted in the run metrics.
+    pub async fn publish(&self, run: &Run, status: RunStatus, error: &str) {
+        if status.is_terminal() {
+            let agent = run.agent.clone();
+            metrics::counter!("chat_runs_total", "agent" => agent.clone(), "status" => status.as_str())
+                .increment(1);
+            // From queued to the outcome: what the user waited for.
+            let waited_ms = now_ms().saturating_sub(run.created_at).max(0);
+            metrics::histogram!("chat_run_duration_seconds", "agent" => agent)
+                .record(waited_ms as f64 / 1000.0);
+        }
+        let update = convert::run_update(run, status, error);
+        self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+    }
+
+    /// Moves a run that has not ended to `failed` or `cancelled` and
+    /// announces it; returns whether it changed (a run that already ended
+    /// stays as it was, and nothing is published).
+    pub async fn finish(&self, run: &Run, status: RunStatus, error: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .store
+            .finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned()))
+            .await?;
+        if changed {
+            self.publish(run, status, error).await;
+        }
+        if status == RunStatus::Failed {
+            warn!(run_id = %run.id, %error, "run failed");
+        }
+        Ok(changed)
+    }
+
+    /// [`RunLifecycle::finish`], logging a failure to store it (the run is
+    /// then taken over once its lease expires).
+    pub async fn record_end(&self, run: &Run, status: RunStatus, error: &str) {
+        if let Err(e) = self.finish(run, status, error).await {
+            warn!(run_id = %run.id, error = %e, "failed to record the end of a run");
+        }
+    }
+
+    /// Commits the reply with the run's completion, then announces the
+    /// reply, its effect on the session and the `completed` status. A run
+    /// cancelled or taken over meanwhile is announced `cancelled`; a reply
+    /// that cannot be stored fails the run.
+    pub async fn complete(&self, run: &Run, completion: RunCompletion, effect: SessionEffect) {
+        match self.commit_reply(completion).await {
+            Ok(message) => {
+                metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str()).increment(1);
+                self.bus
+                    .publish(&run.session_id, event(Event::Message(convert::message(&message))))
+                    .await;
+                self.apply_effect(run, effect).await;
+                self.publish(run, RunStatus::Completed, "").await;
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Cancelled (or taken over) while the reply was being committed.
+                self.publish(run, RunStatus::Cancelled, "").await;
+            }
+            Err(error) => {
+                warn!(run_id = %run.id, %error, "failed to store reply");
+                self.record_end(run, RunStatus::Failed, "failed to store the reply")
+                    .await;
+            }
+        }
+    }
+
+    async fn apply_effect(&self, run: &Run, effect: SessionEffect) {
+        let changed = match effect {
+            SessionEffect::None => return,
+            SessionEffect::Escalate => {
+                self.sessions
+                    .change(&run.session_id, SessionChange::Escalate)
+                    .await
+            }
+            SessionEffect::SetAgent(agent) => self.sessions.set_agent(&run.session_id, &agent).await,
+        };
+        if let Err(error) = changed {
+            warn!(run_id = %run.id, %error, "failed to apply handoff to the session");
+        }
+    }
+
+    /// Commits the reply, retrying while the database is unreachable.
+    async fn commit_reply(&self, completion: RunCompletion) -> Result<Message, StoreError> {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.store.complete_run(completion.clone()).await {
+                Err(StoreError::Unavailable(error)) => {
+                    warn!(run_id = %completion.run_id, %error, "database unavailable while storing reply; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+        self.store.complete_run(completion).await
+    }
+}

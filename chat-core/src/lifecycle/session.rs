@@ -1,0 +1,63 @@
+//! Session status and agent changes, each stored and then published as a
+//! `session` event.
+
+use std::sync::Arc;
+
+use chat_proto::chat::v1::session_event::Event;
+
+use crate::bus::EventBus;
+use crate::domain::{Session, SessionChange, SessionId};
+use crate::service::{convert, event};
+use crate::store::{ChatStore, StoreError, Transition};
+
+/// Changes sessions' status (per [`SessionStatus::next`](crate::domain::SessionStatus::next))
+/// and agent, and tells their subscribers.
+#[derive(Clone)]
+pub struct SessionLifecycle {
+    store: Arc<dyn ChatStore>,
+    bus: Arc<dyn EventBus>,
+}
+
+impl SessionLifecycle {
+    pub fn new(store: Arc<dyn ChatStore>, bus: Arc<dyn EventBus>) -> Self {
+        Self { store, bus }
+    }
+
+    /// Applies `transition` if the session's status allows it, then publishes it.
+    pub async fn apply(&self, id: &SessionId, transition: Transition) -> Result<Session, StoreError> {
+        let session = self.store.transition_session(id, transition).await?;
+        self.publish(&session).await;
+        Ok(session)
+    }
+
+    /// Shorthand for [`SessionLifecycle::apply`] without agent or notes.
+    pub async fn change(&self, id: &SessionId, change: SessionChange) -> Result<Session, StoreError> {
+        self.apply(id, Transition::new(change)).await
+    }
+
+    /// Makes `agent` the session's agent, then publishes it.
+    pub async fn set_agent(&self, id: &SessionId, agent: &str) -> Result<Session, StoreError> {
+        let session = self.store.set_session_agent(id, agent).await?;
+        self.publish(&session).await;
+        Ok(session)
+    }
+
+    /// Expires active sessions idle since before `idle_before` (epoch ms)
+    /// and publishes each; returns how many expired.
+    pub async fn expire_idle(&self, idle_before: i64) -> Result<usize, StoreError> {
+        let expired = self.store.expire_idle_sessions(idle_before).await?;
+        for id in &expired {
+            match self.store.get_session(id).await {
+                Ok(Some(session)) => self.publish(&session).await,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(session_id = %id, %error, "failed to read an expired session"),
+            }
+        }
+        Ok(expired.len())
+    }
+
+    async fn publish(&self, session: &Session) {
+        let update = convert::session_changed(session);
+        self.bus.publish(&session.id, event(Event::Session(update))).await;
+    }
+}

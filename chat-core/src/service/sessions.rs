@@ -1,0 +1,165 @@
+//! Session operations: create, list, read, resolve, end, hand back,
+//! delete, cancel a run, and the agents a session may use.
+
+use chat_proto::agent::v1 as agent;
+
+use super::{ChatCore, ServiceError};
+use crate::domain::{Message, Principal, RunId, Session, SessionChange, UserId};
+use crate::store::{MessageQuery, NewSession, SessionFilter, SessionPage, SessionQuery, Transition};
+
+impl ChatCore {
+    /// Creates a session for `owner_id`, within the per-user cap.
+    pub async fn create_session(&self, new: NewSession) -> Result<Session, ServiceError> {
+        let cap = self.limits.max_sessions_per_user;
+        if cap > 0 && self.store.count_open_sessions(&new.owner_id).await? >= cap {
+            return Err(ServiceError::Conflict(format!(
+                "open session limit reached ({cap}); resolve or end a session first"
+            )));
+        }
+        Ok(self.store.create_session(new).await?)
+    }
+
+    /// Ends a session: its active runs are cancelled and it takes no more messages.
+    pub async fn end_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<Session, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        for run in self.store.active_runs(&session.id).await? {
+            self.cancel_run(&run).await?;
+        }
+        Ok(self.sessions.change(&session.id, SessionChange::End).await?)
+    }
+
+    /// Marks a session resolved, with optional notes.
+    pub async fn resolve_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        notes: Option<String>,
+    ) -> Result<Session, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        let transition = Transition {
+            notes,
+            ..Transition::new(SessionChange::Resolve)
+        };
+        Ok(self.sessions.apply(&session.id, transition).await?)
+    }
+
+    /// Deletes a session with its messages and runs; its unfinished runs
+    /// are cancelled first.
+    pub async fn delete_session(&self, principal: &Principal, session_id: &str) -> Result<(), ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        for run in self.store.active_runs(&session.id).await? {
+            self.cancel_run(&run).await?;
+        }
+        Ok(self.store.delete_session(&session.id).await?)
+    }
+
+    /// Gives a session waiting for a human back to an agent (service tokens only).
+    pub async fn hand_back(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        agent: &str,
+    ) -> Result<Session, ServiceError> {
+        if !principal.is_service() {
+            return Err(ServiceError::Forbidden);
+        }
+        let session = self.authorized_session(principal, session_id).await?;
+        let mut transition = Transition::new(SessionChange::HandBack);
+        if !agent.is_empty() && agent != session.agent {
+            transition.agent = Some(agent.to_owned());
+        }
+        Ok(self.sessions.apply(&session.id, transition).await?)
+    }
+
+    /// Cancels a queued or running run of the session.
+    pub async fn cancel(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        run_id: &str,
+    ) -> Result<(), ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        let run_id = RunId::parse(run_id)?;
+        let run = self
+            .store
+            .get_run(&run_id)
+            .await?
+            .filter(|r| r.session_id == session.id)
+            .ok_or(ServiceError::NotFound("run"))?;
+        self.cancel_run(&run).await
+    }
+
+    /// A page of sessions: a user's own, or anyone's for a service.
+    pub async fn list_sessions(
+        &self,
+        principal: &Principal,
+        filter: SessionFilter,
+        limit: u64,
+        cursor: Option<String>,
+    ) -> Result<SessionPage, ServiceError> {
+        let owner_id: Option<UserId> = match principal {
+            Principal::User(id) => Some(id.clone()),
+            Principal::Service(_) => None,
+        };
+        Ok(self
+            .store
+            .list_sessions(SessionQuery {
+                owner_id,
+                filter,
+                limit,
+                cursor,
+            })
+            .await?)
+    }
+
+    /// Messages of a session, ascending by seq (see [`MessageQuery`]).
+    pub async fn list_messages(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        after_seq: Option<i64>,
+        before_seq: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Message>, ServiceError> {
+        let session = self.authorized_session(principal, session_id).await?;
+        Ok(self
+            .store
+            .list_messages(MessageQuery {
+                session_id: session.id,
+                after_seq,
+                before_seq,
+                limit,
+            })
+            .await?)
+    }
+
+    /// The agents the worker fleet serves.
+    pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, ServiceError> {
+        self.dispatcher.workers().list_agents().await.map_err(|status| {
+            ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
+        })
+    }
+
+    /// Refuses an agent name that is malformed or that the fleet does not serve.
+    pub async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
+        let valid_name = !agent.is_empty()
+            && agent.len() <= 64
+            && agent
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
+            return Err(ServiceError::Invalid(format!("invalid agent name `{agent}`")));
+        }
+        // When the fleet cannot be asked, the run reports an unknown agent later.
+        if let Ok(agents) = self.dispatcher.workers().list_agents().await
+            && !agents.iter().any(|a| a.name == agent)
+        {
+            return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
+        }
+        Ok(())
+    }
+}

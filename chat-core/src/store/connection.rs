@@ -1,0 +1,127 @@
+//! The sea-orm connection behind [`SeaStore`]: one implementation for
+//! Postgres and SQLite.
+//!
+//! Every write transaction starts with a write (the `last_seq` bump), so on
+//! SQLite it takes the write lock first and waits on `busy_timeout` rather
+//! than failing to upgrade a read lock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+use super::{ChatStore, StoreError};
+
+/// Opens a pool for `url`, creating the SQLite file's folder when needed.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<DatabaseConnection, StoreError> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite
+        && let Some(parent) =
+            sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned()))
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
+                "failed to create {}: {e}",
+                parent.display()
+            )))
+        })?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(if sqlite {
+            std::cmp::min(max_connections, 8)
+        } else {
+            max_connections
+        })
+        .min_connections(1)
+        .connect_timeout(acquire_timeout)
+        .acquire_timeout(acquire_timeout)
+        .sqlx_logging(false);
+    if sqlite {
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    Ok(Database::connect(options).await?)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// The sea-orm store.
+#[derive(Clone, Debug)]
+pub struct SeaStore {
+    pub(super) db: DatabaseConnection,
+}
+
+impl SeaStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+#[async_trait]
+impl ChatStore for SeaStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
+    fn record_pool_metrics(&self) {
+        let (size, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => return,
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        metrics::gauge!("chat_db_pool_connections", "state" => "idle").set(f64::from(idle));
+        metrics::gauge!("chat_db_pool_connections", "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
+    }
+}
+
+/// Reports which database family a URL points at, for logs.
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        DbBackend::Postgres => "postgres",
+        DbBackend::Sqlite => "sqlite",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://data/chat.db?mode=rwc"),
+            Some("data/chat.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! Rows to domain types: the only place stored status and role names are read.
+
+use sea_orm::DbErr;
+
+use super::StoreError;
+use super::entity::{message, refresh_token, run, session, user};
+use super::records::{RefreshToken, User};
+use crate::domain::{
+    ClientMsgId, Concurrency, Message, MessageId, MessageRole, Run, RunId, RunStatus, Session, SessionId,
+    SessionStatus, UserId,
+};
+
+fn unknown(what: &str, value: &str) -> StoreError {
+    StoreError::Other(DbErr::Type(format!("unknown {what} `{value}` in the database")))
+}
+
+impl TryFrom<session::Model> for Session {
+    type Error = StoreError;
+
+    fn try_from(row: session::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            status: SessionStatus::parse(&row.status)
+                .ok_or_else(|| unknown("session status", &row.status))?,
+            id: SessionId::from_trusted(row.id),
+            owner_id: UserId::from_trusted(row.owner_id),
+            title: row.title,
+            agent: row.agent,
+            metadata: row.metadata,
+            resolution_notes: row.resolution_notes,
+            last_seq: row.last_seq,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            // Policies are checked on the way in; an unknown one means none.
+            concurrency: row.concurrency.as_deref().and_then(Concurrency::parse),
+            ended_at: row.ended_at,
+        })
+    }
+}
+
+impl TryFrom<message::Model> for Message {
+    type Error = StoreError;
+
+    fn try_from(row: message::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            role: MessageRole::parse(&row.role).ok_or_else(|| unknown("message role", &row.role))?,
+            id: MessageId::from_trusted(row.id),
+            session_id: SessionId::from_trusted(row.session_id),
+            seq: row.seq,
+            agent: row.agent,
+            content: row.content,
+            client_msg_id: row.client_msg_id.map(ClientMsgId::from_trusted),
+            run_id: row.run_id.map(RunId::from_trusted),
+            created_at: row.created_at,
+            first_delta_ms: row.first_delta_ms,
+            duration_ms: row.duration_ms,
+            tool_calls: row.tool_calls,
+        })
+    }
+}
+
+impl TryFrom<run::Model> for Run {
+    type Error = StoreError;
+
+    fn try_from(row: run::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            status: RunStatus::parse(&row.status).ok_or_else(|| unknown("run status", &row.status))?,
+            id: RunId::from_trusted(row.id),
+            session_id: SessionId::from_trusted(row.session_id),
+            user_message_id: MessageId::from_trusted(row.user_message_id),
+            user_seq: row.user_seq,
+            agent: row.agent,
+            attempt: u32::try_from(row.attempt).unwrap_or_default(),
+            error: row.error,
+            reply_message_id: row.reply_message_id.map(MessageId::from_trusted),
+            created_at: row.created_at,
+            started_at: row.started_at,
+            first_delta_at: row.first_delta_at,
+            finished_at: row.finished_at,
+            lease_owner: row.lease_owner,
+            lease_expires_at: row.lease_expires_at,
+        })
+    }
+}
+
+impl From<user::Model> for User {
+    fn from(row: user::Model) -> Self {
+        Self {
+            id: UserId::from_trusted(row.id),
+            username: row.username,
+            password_hash: row.password_hash,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl From<refresh_token::Model> for RefreshToken {
+    fn from(row: refresh_token::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: UserId::from_trusted(row.user_id),
+            family_id: row.family_id,
+            token_hash: row.token_hash,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+            replaced_by: row.replaced_by,
+        }
+    }
+}
+
+/// Maps every row, failing on the first that does not map.
+pub(super) fn all<M, T: TryFrom<M, Error = StoreError>>(rows: Vec<M>) -> Result<Vec<T>, StoreError> {
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// The stored names of `statuses`, for `IN (…)` filters.
+pub(super) fn names<S: Copy>(statuses: &[S], name: impl Fn(S) -> &'static str) -> Vec<&'static str> {
+    statuses.iter().map(|s| name(*s)).collect()
+}

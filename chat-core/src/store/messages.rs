@@ -1,0 +1,223 @@
+//! [`MessageStore`] over sea-orm, and the `last_seq` bump every
+//! message-writing transaction starts with.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+
+use super::entity::{message, run, session};
+use super::mapping::all;
+use super::runs::active_runs_in;
+use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
+use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, new_id, now_ms};
+
+/// Longest title derived from a first message, in characters.
+const TITLE_CHARS: usize = 60;
+
+/// Bumps the session's `last_seq` and returns the new value with the
+/// session's title and agent; this is the first statement of every
+/// message-writing transaction.
+pub(super) async fn next_seq(
+    txn: &DatabaseTransaction,
+    session_id: &SessionId,
+) -> Result<(i64, String, String), StoreError> {
+    let now = now_ms();
+    let stmt = Query::update()
+        .table(session::Entity)
+        .value(
+            session::Column::LastSeq,
+            Expr::col(session::Column::LastSeq).add(1),
+        )
+        .value(session::Column::UpdatedAt, now)
+        .and_where(Expr::col(session::Column::Id).eq(session_id.as_str()))
+        .returning(Query::returning().columns([
+            session::Column::LastSeq,
+            session::Column::Title,
+            session::Column::Agent,
+        ]))
+        .to_owned();
+    let row = txn
+        .query_one(&stmt)
+        .await?
+        .ok_or(StoreError::NotFound("session"))?;
+    Ok((
+        row.try_get::<i64>("", "last_seq").map_err(StoreError::Other)?,
+        row.try_get::<String>("", "title").map_err(StoreError::Other)?,
+        row.try_get::<String>("", "agent").map_err(StoreError::Other)?,
+    ))
+}
+
+impl SeaStore {
+    async fn find_by_client_msg_id(
+        &self,
+        session_id: &SessionId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Appended>, StoreError> {
+        let Some(message) = message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id.as_str()))
+            .filter(message::Column::ClientMsgId.eq(client_msg_id.as_str()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run = run::Entity::find()
+            .filter(run::Column::UserMessageId.eq(message.id.clone()))
+            .one(&self.db)
+            .await?;
+        Ok(Some(Appended {
+            message: message.try_into()?,
+            run: run.map(TryInto::try_into).transpose()?,
+            duplicate: true,
+        }))
+    }
+
+    async fn insert_message(&self, new: &NewMessage) -> Result<Appended, StoreError> {
+        let txn = self.db.begin().await?;
+        let (seq, title, agent) = next_seq(&txn, &new.session_id).await?;
+        let now = now_ms();
+        if new.reject_if_busy && !active_runs_in(&txn, &new.session_id).await?.is_empty() {
+            txn.rollback().await?;
+            return Err(StoreError::Busy);
+        }
+        if seq == 1 && title.is_empty() {
+            session::Entity::update_many()
+                .col_expr(session::Column::Title, Expr::value(derive_title(&new.content)))
+                .filter(session::Column::Id.eq(new.session_id.as_str()))
+                .exec(&txn)
+                .await?;
+        }
+        let message = message::ActiveModel {
+            id: Set(new_id()),
+            session_id: Set(new.session_id.to_string()),
+            seq: Set(seq),
+            role: Set(new.role.as_str().to_owned()),
+            agent: Set(None),
+            content: Set(new.content.clone()),
+            client_msg_id: Set(new.client_msg_id.as_ref().map(ToString::to_string)),
+            run_id: Set(None),
+            created_at: Set(now),
+            first_delta_ms: Set(None),
+            duration_ms: Set(None),
+            tool_calls: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        let run = if new.start_run {
+            Some(
+                run::ActiveModel {
+                    id: Set(new_id()),
+                    session_id: Set(new.session_id.to_string()),
+                    user_message_id: Set(message.id.clone()),
+                    user_seq: Set(seq),
+                    agent: Set(agent),
+                    status: Set(RunStatus::Queued.as_str().to_owned()),
+                    attempt: Set(0),
+                    error: Set(None),
+                    reply_message_id: Set(None),
+                    created_at: Set(now),
+                    started_at: Set(None),
+                    first_delta_at: Set(None),
+                    finished_at: Set(None),
+                    lease_owner: Set(None),
+                    lease_expires_at: Set(None),
+                }
+                .insert(&txn)
+                .await?,
+            )
+        } else {
+            None
+        };
+        txn.commit().await?;
+        Ok(Appended {
+            message: message.try_into()?,
+            run: run.map(TryInto::try_into).transpose()?,
+            duplicate: false,
+        })
+    }
+}
+
+#[async_trait]
+impl MessageStore for SeaStore {
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<Message>, StoreError> {
+        let limit = query.limit.clamp(1, 1000);
+        let mut select =
+            message::Entity::find().filter(message::Column::SessionId.eq(query.session_id.as_str()));
+        if let Some(after) = query.after_seq {
+            select = select.filter(message::Column::Seq.gt(after));
+        }
+        if let Some(before) = query.before_seq {
+            select = select.filter(message::Column::Seq.lt(before));
+        }
+        if query.after_seq.is_some() {
+            // Forward from after_seq.
+            return all(select
+                .order_by_asc(message::Column::Seq)
+                .limit(limit)
+                .all(&self.db)
+                .await?);
+        }
+        // Otherwise the last `limit` before before_seq (or the end), oldest first.
+        let mut messages = select
+            .order_by_desc(message::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        messages.reverse();
+        all(messages)
+    }
+
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        if let Some(id) = &new.client_msg_id
+            && let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await?
+        {
+            return Ok(existing);
+        }
+        match self.insert_message(&new).await {
+            Err(StoreError::Other(e)) if StoreError::is_unique_violation(&e) => {
+                // A concurrent send with the same client_msg_id won the race.
+                let id = new.client_msg_id.as_ref().ok_or(StoreError::Other(e))?;
+                self.find_by_client_msg_id(&new.session_id, id)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict("concurrent duplicate send".into()))
+            }
+            other => other,
+        }
+    }
+
+    async fn find_reply(&self, run_id: &RunId) -> Result<Option<Message>, StoreError> {
+        message::Entity::find()
+            .filter(message::Column::RunId.eq(run_id.as_str()))
+            .one(&self.db)
+            .await?
+            .map(Message::try_from)
+            .transpose()
+    }
+}
+
+fn derive_title(content: &str) -> String {
+    let line = content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    let mut title: String = line.chars().take(TITLE_CHARS).collect();
+    if line.chars().count() > TITLE_CHARS {
+        title.push('…');
+    }
+    title
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_take_the_first_line_and_are_bounded() {
+        assert_eq!(derive_title("\n  hello there \nmore"), "hello there");
+        assert_eq!(derive_title(&"x".repeat(70)).chars().count(), TITLE_CHARS + 1);
+    }
+}

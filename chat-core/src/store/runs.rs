@@ -1,0 +1,223 @@
+//! [`RunStore`] over sea-orm: claims under a lease, attempts, outcomes.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use super::entity::{message, run, session};
+use super::mapping::{all, names};
+use super::messages::next_seq;
+use super::{Lease, RunCompletion, RunStore, SeaStore, StoreError};
+use crate::domain::{Message, MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
+
+/// The stored names of the statuses a run may move to `next` from.
+fn allowing(next: RunStatus) -> Vec<&'static str> {
+    names(&RunStatus::allowing(next), RunStatus::as_str)
+}
+
+/// Queued and running runs of a session, oldest first.
+pub(super) async fn active_runs_in(
+    db: &impl ConnectionTrait,
+    session_id: &SessionId,
+) -> Result<Vec<Run>, StoreError> {
+    let active: Vec<_> = RunStatus::ALL.iter().copied().filter(|s| s.is_active()).collect();
+    all(run::Entity::find()
+        .filter(run::Column::SessionId.eq(session_id.as_str()))
+        .filter(run::Column::Status.is_in(names(&active, RunStatus::as_str)))
+        .order_by_asc(run::Column::UserSeq)
+        .all(db)
+        .await?)
+}
+
+#[async_trait]
+impl RunStore for SeaStore {
+    async fn count_queued_runs(&self) -> Result<u64, StoreError> {
+        Ok(run::Entity::find()
+            .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
+            .count(&self.db)
+            .await?)
+    }
+
+    async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, StoreError> {
+        run::Entity::find_by_id(run_id.to_string())
+            .one(&self.db)
+            .await?
+            .map(Run::try_from)
+            .transpose()
+    }
+
+    async fn claim_next_run(&self, session_id: &SessionId, lease: &Lease) -> Result<Option<Run>, StoreError> {
+        let txn = self.db.begin().await?;
+        // A no-op write on the session row serializes claims within the
+        // session: a row lock on Postgres, the write lock on SQLite.
+        let locked = session::Entity::update_many()
+            .col_expr(session::Column::LastSeq, Expr::col(session::Column::LastSeq))
+            .filter(session::Column::Id.eq(session_id.as_str()))
+            .exec(&txn)
+            .await?;
+        if locked.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let now = now_ms();
+        let active = active_runs_in(&txn, session_id).await?;
+        let live_elsewhere = active.iter().any(|r| r.holds_live_lease(now));
+        let Some(next) = active
+            .into_iter()
+            .next()
+            .filter(|r| !live_elsewhere && r.status.can_become(RunStatus::Running))
+        else {
+            txn.commit().await?;
+            return Ok(None);
+        };
+        let expires = now + lease.duration_ms;
+        run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+            .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+            .col_expr(run::Column::StartedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseOwner, Expr::value(lease.owner.clone()))
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(expires))
+            .filter(run::Column::Id.eq(next.id.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some(Run {
+            status: RunStatus::Running,
+            attempt: next.attempt + 1,
+            started_at: Some(now),
+            lease_owner: Some(lease.owner.clone()),
+            lease_expires_at: Some(expires),
+            ..next
+        }))
+    }
+
+    async fn renew_lease(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError> {
+        let result = run::Entity::update_many()
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(now_ms() + lease.duration_ms),
+            )
+            .filter(run::Column::Id.eq(run_id.as_str()))
+            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn next_attempt(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let result = run::Entity::update_many()
+            .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+            .col_expr(run::Column::StartedAt, Expr::value(now))
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(now + lease.duration_ms))
+            .filter(run::Column::Id.eq(run_id.as_str()))
+            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<(), StoreError> {
+        run::Entity::update_many()
+            .col_expr(run::Column::LeaseExpiresAt, Expr::value(0i64))
+            .filter(run::Column::LeaseOwner.eq(owner))
+            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn active_runs(&self, session_id: &SessionId) -> Result<Vec<Run>, StoreError> {
+        active_runs_in(&self.db, session_id).await
+    }
+
+    async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError> {
+        let txn = self.db.begin().await?;
+        let (seq, _, _) = next_seq(&txn, &completion.session_id).await?;
+        let now = now_ms();
+        let started_at = run::Entity::find_by_id(completion.run_id.to_string())
+            .one(&txn)
+            .await?
+            .and_then(|r| r.started_at)
+            .unwrap_or(now);
+        let message = message::ActiveModel {
+            id: Set(new_id()),
+            session_id: Set(completion.session_id.to_string()),
+            seq: Set(seq),
+            role: Set(MessageRole::Assistant.as_str().to_owned()),
+            agent: Set(Some(completion.agent.clone())),
+            content: Set(completion.content.clone()),
+            client_msg_id: Set(None),
+            run_id: Set(Some(completion.run_id.to_string())),
+            created_at: Set(now),
+            first_delta_ms: Set(completion
+                .first_delta_at
+                .map(|at| std::cmp::max(at - started_at, 0))),
+            duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
+            tool_calls: Set(completion.tool_calls.clone()),
+        }
+        .insert(&txn)
+        .await?;
+        let updated = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Completed.as_str()))
+            .col_expr(run::Column::ReplyMessageId, Expr::value(message.id.clone()))
+            .col_expr(run::Column::FinishedAt, Expr::value(now))
+            .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
+            .filter(run::Column::Id.eq(completion.run_id.as_str()))
+            .filter(run::Column::Status.is_in(allowing(RunStatus::Completed)))
+            .filter(run::Column::LeaseOwner.eq(completion.lease_owner.clone()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(StoreError::Conflict(
+                "run is no longer running under this lease".into(),
+            ));
+        }
+        txn.commit().await?;
+        message.try_into()
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let result = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(status.as_str()))
+            .col_expr(run::Column::Error, Expr::value(error))
+            .col_expr(run::Column::FinishedAt, Expr::value(now_ms()))
+            .filter(run::Column::Id.eq(run_id.as_str()))
+            .filter(run::Column::Status.is_in(allowing(status)))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn orphaned_sessions(&self, stale_ms: i64) -> Result<Vec<SessionId>, StoreError> {
+        let now = now_ms();
+        let expired = run::Column::Status.eq(RunStatus::Running.as_str()).and(
+            run::Column::LeaseExpiresAt
+                .is_null()
+                .or(run::Column::LeaseExpiresAt.lt(now)),
+        );
+        let stale = run::Column::Status
+            .eq(RunStatus::Queued.as_str())
+            .and(run::Column::CreatedAt.lt(now - stale_ms));
+        let sessions = run::Entity::find()
+            .select_only()
+            .column(run::Column::SessionId)
+            .distinct()
+            .filter(expired.or(stale))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(sessions.into_iter().map(SessionId::from_trusted).collect())
+    }
+}

@@ -1,0 +1,217 @@
+//! [`SessionStore`] over sea-orm.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+
+use super::entity::{message, run, session};
+use super::mapping::{all, names};
+use super::{
+    NewSession, SeaStore, SessionFilter, SessionPage, SessionQuery, SessionStore, StoreError, Transition,
+};
+use crate::domain::{Session, SessionChange, SessionId, SessionStatus, UserId, new_id, now_ms};
+
+/// The stored names of the open statuses.
+fn open_statuses() -> Vec<&'static str> {
+    let open: Vec<_> = SessionStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.is_open())
+        .collect();
+    names(&open, SessionStatus::as_str)
+}
+
+#[async_trait]
+impl SessionStore for SeaStore {
+    async fn create_session(&self, new: NewSession) -> Result<Session, StoreError> {
+        let now = now_ms();
+        let model = session::ActiveModel {
+            id: Set(new_id()),
+            owner_id: Set(new.owner_id.into_string()),
+            title: Set(new.title),
+            status: Set(SessionStatus::Active.as_str().to_owned()),
+            agent: Set(new.agent),
+            metadata: Set(new.metadata),
+            resolution_notes: Set(None),
+            last_seq: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+            concurrency: Set(new.concurrency.map(|c| c.as_str().to_owned())),
+            ended_at: Set(None),
+        };
+        model.insert(&self.db).await?.try_into()
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        session::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(Session::try_from)
+            .transpose()
+    }
+
+    async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError> {
+        let limit = query.limit.clamp(1, 200);
+        let mut select = session::Entity::find();
+        if let Some(owner) = &query.owner_id {
+            select = select.filter(session::Column::OwnerId.eq(owner.as_str()));
+        }
+        select = match &query.filter {
+            SessionFilter::All => select,
+            SessionFilter::Status(status) => select.filter(session::Column::Status.eq(status.as_str())),
+            SessionFilter::Unresolved => select.filter(session::Column::Status.is_in(open_statuses())),
+            SessionFilter::UpdatedSince(since) => select.filter(session::Column::UpdatedAt.gte(*since)),
+        };
+        if let Some((at, id)) = query.cursor.as_deref().and_then(decode_cursor) {
+            select = select.filter(
+                Expr::col(session::Column::UpdatedAt)
+                    .lt(at)
+                    .or(Expr::col(session::Column::UpdatedAt)
+                        .eq(at)
+                        .and(Expr::col(session::Column::Id).lt(id))),
+            );
+        }
+        let mut sessions: Vec<Session> = all(select
+            .order_by_desc(session::Column::UpdatedAt)
+            .order_by_desc(session::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?)?;
+        let next_cursor = if sessions.len() as u64 > limit {
+            sessions.truncate(limit as usize);
+            sessions.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(SessionPage {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    async fn transition_session(
+        &self,
+        id: &SessionId,
+        transition: Transition,
+    ) -> Result<Session, StoreError> {
+        let from = SessionStatus::allowing(transition.change);
+        let Some(next) = from.first().and_then(|s| s.next(transition.change).ok()) else {
+            return Err(StoreError::Conflict(format!(
+                "no session can {:?}",
+                transition.change
+            )));
+        };
+        let now = now_ms();
+        let mut update = session::Entity::update_many()
+            .col_expr(session::Column::Status, Expr::value(next.as_str()))
+            .col_expr(
+                session::Column::EndedAt,
+                Expr::value((next == SessionStatus::Ended).then_some(now)),
+            )
+            .col_expr(session::Column::UpdatedAt, Expr::value(now));
+        if transition.change == SessionChange::Resolve {
+            update = update.col_expr(session::Column::ResolutionNotes, Expr::value(transition.notes));
+        }
+        if let Some(agent) = transition.agent {
+            update = update.col_expr(session::Column::Agent, Expr::value(agent));
+        }
+        let result = update
+            .filter(session::Column::Id.eq(id.as_str()))
+            .filter(session::Column::Status.is_in(names(&from, SessionStatus::as_str)))
+            .exec(&self.db)
+            .await?;
+        let session = self
+            .get_session(id)
+            .await?
+            .ok_or(StoreError::NotFound("session"))?;
+        if result.rows_affected == 0 {
+            let refused = session.status.next(transition.change).err();
+            return Err(StoreError::Conflict(refused.map_or_else(
+                || format!("session is {}", session.status),
+                |e| e.to_string(),
+            )));
+        }
+        Ok(session)
+    }
+
+    async fn set_session_agent(&self, id: &SessionId, agent: &str) -> Result<Session, StoreError> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::Agent, Expr::value(agent))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
+    async fn count_open_sessions(&self, owner_id: &UserId) -> Result<u64, StoreError> {
+        Ok(session::Entity::find()
+            .filter(session::Column::OwnerId.eq(owner_id.as_str()))
+            .filter(session::Column::Status.is_in(open_statuses()))
+            .count(&self.db)
+            .await?)
+    }
+
+    async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<SessionId>, StoreError> {
+        let from = names(
+            &SessionStatus::allowing(SessionChange::Expire),
+            SessionStatus::as_str,
+        );
+        let idle = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::Status.is_in(from.clone()))
+            .filter(session::Column::UpdatedAt.lt(idle_before))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        if idle.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Re-checked in the update: a session touched since the read stays active.
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::Status,
+                Expr::value(SessionStatus::Expired.as_str()),
+            )
+            .filter(session::Column::Id.is_in(idle.clone()))
+            .filter(session::Column::Status.is_in(from))
+            .filter(session::Column::UpdatedAt.lt(idle_before))
+            .exec(&self.db)
+            .await?;
+        Ok(idle.into_iter().map(SessionId::from_trusted).collect())
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let result = session::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        message::Entity::delete_many()
+            .filter(message::Column::SessionId.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        run::Entity::delete_many()
+            .filter(run::Column::SessionId.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+fn encode_cursor(s: &Session) -> String {
+    format!("{}_{}", s.updated_at, s.id)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, id) = cursor.split_once('_')?;
+    Some((at.parse().ok()?, uuid::Uuid::parse_str(id).ok()?.to_string()))
+}
