@@ -400,7 +400,11 @@ fn is_session_status(event: &Event, session_id: &str, status: &str) -> bool {
 
 #[tokio::test]
 async fn resolving_ending_and_idle_expiry_are_published_to_subscribers() {
-    let (_db, core) = slow_stack(&["--session-ttl-secs", "2", "--session-sweep-interval-ms", "50"]).await;
+    let (_db, core) = slow_stack(|s| {
+        s.session_ttl_secs = 2;
+        s.session_sweep_interval_ms = 50;
+    })
+    .await;
     let (_, token) = register(core.addr).await;
     let handled = create_session(core.addr, &token).await;
     let idle = create_session(core.addr, &token).await;
@@ -439,7 +443,7 @@ async fn resolving_ending_and_idle_expiry_are_published_to_subscribers() {
 
 #[tokio::test]
 async fn an_ended_session_cannot_be_resolved_or_handed_back() {
-    let (_db, core) = slow_stack(&[]).await;
+    let (_db, core) = slow_stack(|_| {}).await;
     let (_, token) = register(core.addr).await;
     let session = create_session(core.addr, &token).await;
     let request = pb::EndSessionRequest {
