@@ -64,12 +64,16 @@ impl ChatApi {
 }
 
 fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceError> {
-    match (principal.is_service(), role) {
-        (_, "" | "user") => Ok(MessageRole::User),
-        (true, "human") => Ok(MessageRole::Human),
-        (true, "system") => Ok(MessageRole::System),
-        (false, _) => Err(ServiceError::Forbidden),
-        (true, other) => Err(ServiceError::Invalid(format!("role `{other}` cannot be posted"))),
+    let parsed = if role.is_empty() {
+        Some(MessageRole::User)
+    } else {
+        MessageRole::parse(role)
+    };
+    match parsed {
+        Some(MessageRole::User) => Ok(MessageRole::User),
+        _ if !principal.is_service() => Err(ServiceError::Forbidden),
+        Some(role) if role.can_be_posted_by_a_service() => Ok(role),
+        _ => Err(ServiceError::Invalid(format!("role `{role}` cannot be posted"))),
     }
 }
 

@@ -13,6 +13,14 @@ named_enum!(
     }
 );
 
+impl MessageRole {
+    /// Roles an internal service may post as: a user, a person who took
+    /// over, or the system; replies come only from runs.
+    pub fn can_be_posted_by_a_service(self) -> bool {
+        matches!(self, Self::User | Self::Human | Self::System)
+    }
+}
+
 /// The handoff target that means "a person takes over".
 pub const HUMAN_AGENT: &str = "human";
 
@@ -72,6 +80,14 @@ impl ToolCallRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_runs_write_assistant_messages() {
+        assert!(!MessageRole::Assistant.can_be_posted_by_a_service());
+        for role in [MessageRole::User, MessageRole::Human, MessageRole::System] {
+            assert!(role.can_be_posted_by_a_service());
+        }
+    }
 
     #[test]
     fn tool_calls_are_stored_as_before() {
