@@ -105,7 +105,12 @@ impl Dispatcher {
                         Ok(false) => break,
                         Err(e) => {
                             self.runs
-                                .record_end(&run, RunStatus::Failed, &format!("{error} (then {e})"))
+                                .record_end(
+                                    &run,
+                                    RunStatus::Failed,
+                                    &format!("{error} (then {e})"),
+                                    &self.lease().owner,
+                                )
                                 .await;
                             break;
                         }
@@ -145,8 +150,16 @@ impl Dispatcher {
                 };
                 self.runs.complete(run, completion, effect).await;
             }
-            Outcome::Failed { error, .. } => self.runs.record_end(run, RunStatus::Failed, &error).await,
-            Outcome::Cancelled => self.runs.record_end(run, RunStatus::Cancelled, "").await,
+            Outcome::Failed { error, .. } => {
+                self.runs
+                    .record_end(run, RunStatus::Failed, &error, &self.lease().owner)
+                    .await;
+            }
+            Outcome::Cancelled => {
+                self.runs
+                    .record_end(run, RunStatus::Cancelled, "", &self.lease().owner)
+                    .await;
+            }
         }
     }
 
