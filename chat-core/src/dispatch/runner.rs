@@ -214,13 +214,21 @@ impl Dispatcher {
             .history(run)
             .await
             .map_err(|error| Outcome::failed(format!("failed to load history: {error}"), true))?;
+        // The session's metadata (set at creation) reaches the agent with every run.
+        let metadata_json = self
+            .store
+            .get_session(&run.session_id)
+            .await
+            .map_err(|error| Outcome::failed(format!("failed to load the session: {error}"), true))?
+            .map(|session| session.metadata)
+            .unwrap_or_default();
         let request = agent::RunRequest {
             run_id: run.id.to_string(),
             session_id: run.session_id.to_string(),
             agent: run.agent.clone(),
             attempt,
             history,
-            metadata_json: String::new(),
+            metadata_json,
         };
         let dispatch = self.workers.run(request, self.config.run_timeout, request_id);
         tokio::select! {
