@@ -142,7 +142,7 @@ async fn seed_mode_speaks_the_replaced_systems_contract_over_the_worker() {
             "message": "what is my balance?",
             "conversationContext": [{ "role": "user", "content": "hello" }],
             "previousResults": [],
-            "sessionInfo": { "sessionId": "session-1", "agent": "legacy" }
+            "sessionInfo": { "sessionId": "session-1", "agent": "legacy", "metadata": {} }
         })
     );
 }

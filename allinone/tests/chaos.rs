@@ -1193,7 +1193,6 @@ async fn check(
 // --- the test ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "service bug (issue 10): a replica whose run was taken over still publishes `cancelled` after the new attempt's `completed` (dispatch/runner.rs `conclude`: a commit Conflict publishes Cancelled); clients see two outcomes"]
 async fn chat_survives_a_seeded_chaos_schedule() {
     let (Some(_), Some(_)) = (chat_testkit::needs::postgres(), chat_testkit::needs::redis()) else {
         return;

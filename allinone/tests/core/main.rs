@@ -10,6 +10,7 @@ mod database_outage;
 mod external_users;
 mod grpc;
 mod lifecycle;
+mod metadata;
 mod passwords;
 mod python_worker;
 mod refresh_tokens;

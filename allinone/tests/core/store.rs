@@ -209,7 +209,7 @@ async fn a_cancelled_run_cannot_be_completed() {
         .unwrap();
     assert!(
         store
-            .finish_run(&run.id, RunStatus::Cancelled, None)
+            .finish_run(&run.id, RunStatus::Cancelled, None, None)
             .await
             .unwrap()
     );
@@ -229,8 +229,40 @@ async fn a_cancelled_run_cannot_be_completed() {
     let stored = store.get_session(&session).await.unwrap().unwrap();
     assert_eq!(stored.last_seq, 1, "the rolled-back reply leaves no gap");
     assert!(
-        !store.finish_run(&run.id, RunStatus::Failed, None).await.unwrap(),
+        !store
+            .finish_run(&run.id, RunStatus::Failed, None, None)
+            .await
+            .unwrap(),
         "terminal runs stay terminal"
+    );
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_ends_a_run_it_runs() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let run = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A replica that lost the run (here, never had it) cannot fail it...
+    let stale = store
+        .finish_run(&run.id, RunStatus::Failed, Some("stale".into()), Some("a"))
+        .await
+        .unwrap();
+    assert!(!stale, "a stale replica ended a run another replica holds");
+    // ...the holder can, and so can a cancel, which names no owner.
+    assert!(
+        store
+            .finish_run(&run.id, RunStatus::Failed, None, Some("b"))
+            .await
+            .unwrap()
     );
 }
 
@@ -349,7 +381,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
         .unwrap()
         .unwrap();
     store
-        .finish_run(&run.id, RunStatus::Failed, Some("x".into()))
+        .finish_run(&run.id, RunStatus::Failed, Some("x".into()), None)
         .await
         .unwrap();
     let accepted = store

@@ -215,7 +215,10 @@ impl Dispatcher {
         if self.cancel_running(&run.id) {
             return Ok(());
         }
-        self.runs.finish(run, RunStatus::Cancelled, "").await.map(drop)
+        self.runs
+            .finish(run, RunStatus::Cancelled, "", None)
+            .await
+            .map(drop)
     }
 
     /// Stops a run executing here; returns whether one was.

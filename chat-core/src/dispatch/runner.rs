@@ -105,7 +105,12 @@ impl Dispatcher {
                         Ok(false) => break,
                         Err(e) => {
                             self.runs
-                                .record_end(&run, RunStatus::Failed, &format!("{error} (then {e})"))
+                                .record_end(
+                                    &run,
+                                    RunStatus::Failed,
+                                    &format!("{error} (then {e})"),
+                                    &self.lease().owner,
+                                )
                                 .await;
                             break;
                         }
@@ -145,8 +150,16 @@ impl Dispatcher {
                 };
                 self.runs.complete(run, completion, effect).await;
             }
-            Outcome::Failed { error, .. } => self.runs.record_end(run, RunStatus::Failed, &error).await,
-            Outcome::Cancelled => self.runs.record_end(run, RunStatus::Cancelled, "").await,
+            Outcome::Failed { error, .. } => {
+                self.runs
+                    .record_end(run, RunStatus::Failed, &error, &self.lease().owner)
+                    .await;
+            }
+            Outcome::Cancelled => {
+                self.runs
+                    .record_end(run, RunStatus::Cancelled, "", &self.lease().owner)
+                    .await;
+            }
         }
     }
 
@@ -201,13 +214,21 @@ impl Dispatcher {
             .history(run)
             .await
             .map_err(|error| Outcome::failed(format!("failed to load history: {error}"), true))?;
+        // The session's metadata (set at creation) reaches the agent with every run.
+        let metadata_json = self
+            .store
+            .get_session(&run.session_id)
+            .await
+            .map_err(|error| Outcome::failed(format!("failed to load the session: {error}"), true))?
+            .map(|session| session.metadata)
+            .unwrap_or_default();
         let request = agent::RunRequest {
             run_id: run.id.to_string(),
             session_id: run.session_id.to_string(),
             agent: run.agent.clone(),
             attempt,
             history,
-            metadata_json: String::new(),
+            metadata_json,
         };
         let dispatch = self.workers.run(request, self.config.run_timeout, request_id);
         tokio::select! {

@@ -62,11 +62,23 @@ impl RunLifecycle {
 
     /// Moves a run that has not ended to `failed` or `cancelled` and
     /// announces it; returns whether it changed (a run that already ended
-    /// stays as it was, and nothing is published).
-    pub async fn finish(&self, run: &Run, status: RunStatus, error: &str) -> Result<bool, StoreError> {
+    /// stays as it was, and nothing is published). With `owner`, only while
+    /// that replica holds the run's lease.
+    pub async fn finish(
+        &self,
+        run: &Run,
+        status: RunStatus,
+        error: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .store
-            .finish_run(&run.id, status, (!error.is_empty()).then(|| error.to_owned()))
+            .finish_run(
+                &run.id,
+                status,
+                (!error.is_empty()).then(|| error.to_owned()),
+                owner,
+            )
             .await?;
         if changed {
             self.publish(run, status, error).await;
@@ -77,19 +89,21 @@ impl RunLifecycle {
         Ok(changed)
     }
 
-    /// [`RunLifecycle::finish`], logging a failure to store it (the run is
-    /// then taken over once its lease expires).
-    pub async fn record_end(&self, run: &Run, status: RunStatus, error: &str) {
-        if let Err(e) = self.finish(run, status, error).await {
+    /// [`RunLifecycle::finish`] by the replica `owner` that runs it, logging
+    /// a failure to store it (the run is then taken over once its lease
+    /// expires).
+    pub async fn record_end(&self, run: &Run, status: RunStatus, error: &str, owner: &str) {
+        if let Err(e) = self.finish(run, status, error, Some(owner)).await {
             warn!(run_id = %run.id, error = %e, "failed to record the end of a run");
         }
     }
 
     /// Commits the reply with the run's completion, then announces the
     /// reply, its effect on the session and the `completed` status. A run
-    /// cancelled or taken over meanwhile is announced `cancelled`; a reply
-    /// that cannot be stored fails the run.
+    /// cancelled or taken over meanwhile was announced by whoever did that,
+    /// so nothing is published; a reply that cannot be stored fails the run.
     pub async fn complete(&self, run: &Run, completion: RunCompletion, effect: SessionEffect) {
+        let owner = completion.lease_owner.clone();
         match self.commit_reply(completion).await {
             Ok(message) => {
                 metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str()).increment(1);
@@ -100,12 +114,14 @@ impl RunLifecycle {
                 self.publish(run, RunStatus::Completed, "").await;
             }
             Err(StoreError::Conflict(_)) => {
-                // Cancelled (or taken over) while the reply was being committed.
-                self.publish(run, RunStatus::Cancelled, "").await;
+                // Cancelled, or taken over by another replica, while the reply
+                // was being committed: the canceller or the new owner tells
+                // the clients how the run ends, not this replica.
+                tracing::info!(run_id = %run.id, "run ended elsewhere before its reply was stored; reply dropped");
             }
             Err(error) => {
                 warn!(run_id = %run.id, %error, "failed to store reply");
-                self.record_end(run, RunStatus::Failed, "failed to store the reply")
+                self.record_end(run, RunStatus::Failed, "failed to store the reply", &owner)
                     .await;
             }
         }

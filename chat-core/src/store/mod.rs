@@ -130,12 +130,15 @@ pub trait RunStore: Send + Sync {
     /// [`StoreError::Conflict`] when the run is no longer running.
     async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError>;
     /// Moves a run to `failed` or `cancelled` if its status allows it
-    /// ([`RunStatus::can_become`]); returns whether it changed.
+    /// ([`RunStatus::can_become`]) and, with `owner`, only while that
+    /// replica holds its lease (a replica that lost the run to another must
+    /// not end it); returns whether it changed.
     async fn finish_run(
         &self,
         run_id: &RunId,
         status: RunStatus,
         error: Option<String>,
+        owner: Option<&str>,
     ) -> Result<bool, StoreError>;
     /// Sessions with work nobody is doing: a run whose lease expired, or a
     /// queued run older than `stale_ms` with no live run in the session.

@@ -188,15 +188,18 @@ impl RunStore for SeaStore {
         run_id: &RunId,
         status: RunStatus,
         error: Option<String>,
+        owner: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let result = run::Entity::update_many()
+        let mut update = run::Entity::update_many()
             .col_expr(run::Column::Status, Expr::value(status.as_str()))
             .col_expr(run::Column::Error, Expr::value(error))
             .col_expr(run::Column::FinishedAt, Expr::value(now_ms()))
             .filter(run::Column::Id.eq(run_id.as_str()))
-            .filter(run::Column::Status.is_in(allowing(status)))
-            .exec(&self.db)
-            .await?;
+            .filter(run::Column::Status.is_in(allowing(status)));
+        if let Some(owner) = owner {
+            update = update.filter(run::Column::LeaseOwner.eq(owner));
+        }
+        let result = update.exec(&self.db).await?;
         Ok(result.rows_affected == 1)
     }
 

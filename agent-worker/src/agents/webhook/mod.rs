@@ -102,10 +102,13 @@ impl Inner {
     fn body(&self, request: &RunRequest) -> Value {
         let start = request.history.len().saturating_sub(self.history_window);
         let recent = &request.history[start..];
+        // The session's metadata as JSON (an object when the session has none).
+        let metadata: Value = serde_json::from_str(&request.metadata_json).unwrap_or_else(|_| json!({}));
         match self.mode {
             WebhookMode::Simple => json!({
                 "session_id": request.session_id,
                 "run_id": request.run_id,
+                "metadata": metadata,
                 "history": recent.iter().map(|m| json!({
                     "seq": m.seq, "role": m.role, "agent": m.agent, "content": m.content,
                 })).collect::<Vec<_>>(),
@@ -121,7 +124,7 @@ impl Inner {
                         "role": m.role, "content": m.content,
                     })).collect::<Vec<_>>(),
                     "previousResults": [],
-                    "sessionInfo": { "sessionId": request.session_id, "agent": request.agent },
+                    "sessionInfo": { "sessionId": request.session_id, "agent": request.agent, "metadata": metadata },
                 })
             }
         }
