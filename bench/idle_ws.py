@@ -1,8 +1,10 @@
 """Idle WebSocket cost: opens N authenticated, subscribed WebSockets to a
-gateway and reports how much the gateway's resident memory grew per socket.
+gateway and reports how much the gateway's resident memory grew per socket
+(and chat-core's, with --core-pid: each subscribed socket holds a stream there).
 
     pip install websockets
-    python3 bench/idle_ws.py --gateway-pid $(pgrep -f 'release/gateway') --connections 5000
+    python3 bench/idle_ws.py --gateway-pid $(pgrep -f 'release/gateway') \
+        --core-pid $(pgrep -f 'release/chat-core') --connections 5000
 
 The gateway must be running (its own process, so its RSS is its own) with a
 chat-core behind it. Sources are spread over 127.0.0.x addresses so more than
@@ -49,6 +51,7 @@ async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default="127.0.0.1:3006", help="gateway host:port")
     parser.add_argument("--gateway-pid", type=int, required=True, help="pid of the gateway process")
+    parser.add_argument("--core-pid", type=int, help="pid of chat-core, to report its growth too")
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=200, help="connections opened concurrently")
     args = parser.parse_args()
@@ -60,6 +63,7 @@ async def main():
     session_id = post(base, "/sessions", {"agent": "echo"}, token)["id"]
 
     before = rss_kib(args.gateway_pid)
+    core_before = rss_kib(args.core_pid) if args.core_pid else None
     sockets: list = []
     started = time.time()
     for start in range(0, args.connections, args.batch):
@@ -73,13 +77,23 @@ async def main():
     await asyncio.sleep(2)
     after = rss_kib(args.gateway_pid)
     per_socket = (after - before) / len(sockets)
-    print(json.dumps({
+    report = {
         "connections": len(sockets),
         "gateway_rss_before_kib": before,
         "gateway_rss_after_kib": after,
         "kib_per_idle_socket": round(per_socket, 2),
         "seconds_to_connect": round(time.time() - started, 1),
-    }))
+    }
+    if args.core_pid:
+        core_after = rss_kib(args.core_pid)
+        core_per_socket = (core_after - core_before) / len(sockets)
+        report.update({
+            "core_rss_before_kib": core_before,
+            "core_rss_after_kib": core_after,
+            "core_kib_per_idle_socket": round(core_per_socket, 2),
+            "gateway_plus_core_kib_per_idle_socket": round(per_socket + core_per_socket, 2),
+        })
+    print(json.dumps(report))
     for ws in sockets:
         await ws.close()
 
