@@ -107,10 +107,16 @@ impl WorkerPool {
                 next: AtomicUsize::new(0),
             }),
         };
-        pool.refresh().await;
+        // Workers are asked what they serve in the background: one that is not
+        // up yet (the all-in-one starts its worker after chat-core is built)
+        // must not hold start-up for the call's timeout. A run or a listing
+        // that finds nothing known asks again itself.
         let weak = Arc::downgrade(&pool.inner);
         let mut changes = pool.inner.endpoints.clone();
+        let first = pool.clone();
         tokio::spawn(async move {
+            first.refresh().await;
+            drop(first);
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(resolve_every) => {}

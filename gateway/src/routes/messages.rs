@@ -127,6 +127,9 @@ pub async fn post(
 }
 
 /// Follows the run to its end and picks out the reply.
+/// How long a finished run's stream may take to end before it is dropped.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn collect_reply<U>(
     state: &SharedState,
     user: &AuthUser,
@@ -149,6 +152,14 @@ where
                 let done = is_terminal(update.status());
                 run = Some(update);
                 if done {
+                    // Read the stream to its end rather than dropping it: each
+                    // stream dropped early resets on the shared HTTP/2
+                    // connection, and too many resets make chat-core's side
+                    // close the connection for everyone.
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                        while let Some(Ok(_)) = events.next().await {}
+                    })
+                    .await;
                     break;
                 }
             }
