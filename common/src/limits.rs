@@ -30,6 +30,9 @@ pub fn normalize_session_id(raw: &str) -> Option<String> {
 pub enum ContentError {
     #[error("content must not be empty")]
     Empty,
+    /// Postgres text cannot hold U+0000, so no stored text may.
+    #[error("content must not contain NUL characters")]
+    Nul,
     #[error("content exceeds {0} bytes")]
     TooLarge(usize),
 }
@@ -42,7 +45,17 @@ pub fn check_content(content: &str, max_bytes: usize) -> Result<(), ContentError
     if content.len() > max_bytes {
         return Err(ContentError::TooLarge(max_bytes));
     }
+    if has_nul(content) {
+        return Err(ContentError::Nul);
+    }
     Ok(())
+}
+
+/// Whether `text` holds U+0000, raw or as a JSON `\u0000` escape: the
+/// databases' text and JSON columns cannot store it, so stored text is
+/// refused with it rather than failing in the database.
+pub fn has_nul(text: &str) -> bool {
+    text.contains('\0') || text.to_ascii_lowercase().contains("\\u0000")
 }
 
 #[cfg(test)]
@@ -78,5 +91,8 @@ mod tests {
         assert_eq!(check_content("  \n", 10), Err(ContentError::Empty));
         assert_eq!(check_content("0123456789a", 10), Err(ContentError::TooLarge(10)));
         assert!(check_content("hello", 10).is_ok());
+        assert_eq!(check_content("a\0b", 10), Err(ContentError::Nul));
+        assert!(has_nul(r#"{"k":"\u0000"}"#));
+        assert!(!has_nul("plain"));
     }
 }

@@ -110,6 +110,11 @@ impl ChatService for ChatApi {
         if req.title.chars().count() > 200 {
             return Err(ServiceError::Invalid("title must be at most 200 characters".into()).into());
         }
+        if chat_common::limits::has_nul(&req.title) || chat_common::limits::has_nul(&metadata) {
+            return Err(
+                ServiceError::Invalid("title and metadata must not contain NUL characters".into()).into(),
+            );
+        }
         let concurrency = match req.concurrency.as_str() {
             "" => None,
             other => Some(Concurrency::parse(other).ok_or_else(|| {
@@ -172,6 +177,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
+        if chat_common::limits::has_nul(&req.notes) {
+            return Err(ServiceError::Invalid("notes must not contain NUL characters".into()).into());
+        }
         let notes = (!req.notes.is_empty()).then_some(req.notes);
         let session = self
             .core

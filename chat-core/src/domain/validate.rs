@@ -7,7 +7,7 @@ use super::DomainError;
 
 pub fn validate_content(content: &str, max_bytes: usize) -> Result<(), DomainError> {
     limits::check_content(content, max_bytes).map_err(|error| match error {
-        ContentError::Empty => DomainError::Invalid(error.to_string()),
+        ContentError::Empty | ContentError::Nul => DomainError::Invalid(error.to_string()),
         ContentError::TooLarge(_) => DomainError::TooLarge(error.to_string()),
     })
 }

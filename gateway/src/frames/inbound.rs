@@ -123,7 +123,9 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
             check_client_msg_id(&client_msg_id).map_err(&invalid)?;
             match limits::check_content(&b.content, max_content_bytes) {
                 Ok(()) => {}
-                Err(error @ ContentError::Empty) => return Err(invalid(error.to_string())),
+                Err(error @ (ContentError::Empty | ContentError::Nul)) => {
+                    return Err(invalid(error.to_string()));
+                }
                 Err(error @ ContentError::TooLarge(_)) => {
                     return Err(OutFrame::error(ErrorCode::TooLarge, error.to_string())
                         .with_context(Some(&b.session_id), Some(&client_msg_id)));
