@@ -1231,11 +1231,10 @@ async fn naughty_frames_get_error_frames_and_the_socket_stays_open() -> anyhow::
     }
 
     // A text frame of invalid UTF-8 breaks the protocol (RFC 6455 §8.1): the
-    // socket closes, and only this one. Reported: with no close code (clients
-    // see 1005) where RFC 6455 says 1007; tighten to `Some(1007)` once fixed.
+    // socket closes with 1007 (invalid data), and only this one.
     ws.send_raw_text(b"{\"type\":\"ping\xff\"}").await?;
     match ws.answer().await {
-        Answer::Closed(None | Some(1007)) => {}
+        Answer::Closed(Some(1007)) => {}
         other => failures.push(format!("invalid UTF-8 text: expected close 1007, got {other:?}")),
     }
     // A frame over the limit closes the socket with 1009 (RFC 6455 §7.4.1).

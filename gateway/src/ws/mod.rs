@@ -32,6 +32,7 @@ const MAX_BATCH: usize = 64;
 /// Close codes the gateway uses.
 mod close {
     pub const POLICY: u16 = 1008;
+    pub const BAD_DATA: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
@@ -289,6 +290,11 @@ where
                         let _ = socket.close().await;
                         return ended;
                     }
+                    Some(Err(error)) if is_bad_utf8(error) => {
+                        // RFC 6455: 1007 for a text message that is not UTF-8.
+                        Box::pin(close_with(socket, close::BAD_DATA, "text frame is not UTF-8")).await;
+                        return ended.by_gateway(Some(close::BAD_DATA));
+                    }
                     Some(Err(error)) if is_too_big(error) => {
                         // RFC 6455: 1009 for a message too big to process.
                         Box::pin(close_with(socket, close::TOO_BIG, "frame too large")).await;
@@ -429,6 +435,11 @@ where
     let _ = socket.feed(Message::Text(frame.to_json().into())).await;
     close_with(socket, close_code, code.as_str()).await;
     close_code
+}
+
+/// Whether a read failed because a text message was not UTF-8.
+fn is_bad_utf8(error: &axum::Error) -> bool {
+    error.to_string().contains("UTF-8 encoding error")
 }
 
 /// Whether a read failed because the client's message or frame exceeded
