@@ -1197,12 +1197,12 @@ async fn chat_survives_a_seeded_chaos_schedule() {
     let (Some(_), Some(_)) = (chat_testkit::needs::postgres(), chat_testkit::needs::redis()) else {
         return;
     };
-    let Some(redis) = PrivateRedis::start()
-        .await
-        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
-    else {
+    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
         return;
-    };
+    }
+    let redis = PrivateRedis::start()
+        .await
+        .expect("a private redis-server starts");
     let seed = env_u64("CHAOS_SEED").unwrap_or_else(rand::random);
     let seconds = env_u64("CHAOS_SECONDS").unwrap_or(SHORT_SECONDS);
     let sessions = env_u64("CHAOS_SESSIONS").map_or(SESSIONS, |n| usize::try_from(n).unwrap_or(SESSIONS));

@@ -1,42 +1,66 @@
 //! What a test needs beyond the Rust toolchain, and what happens without it.
 //!
-//! Suites must pass on a bare machine (`cargo test --workspace`), so a test
-//! whose dependency is missing is skipped with a note. CI sets
-//! `REQUIRE_ALL_TESTS=1` in the pass that provides everything: there, a
-//! missing dependency fails the test instead, so no suite can pass skipped.
+//! - Postgres and Redis: a test that needs one runs when `TEST_DATABASE_URL`
+//!   / `TEST_REDIS_URL` is set and is skipped (with a note) only when it is
+//!   unset. Set but unreachable fails the test at once: it never passes
+//!   quietly against a service it could not reach.
+//! - Tools (`redis-server`, Python with grpcio): a missing tool skips the
+//!   test on a developer's machine, and fails it when `REQUIRE_ALL_TESTS` is
+//!   set, as CI sets it in every pass.
 
-/// Environment variable that turns skips into failures.
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+/// Environment variable that turns a missing tool into a failure.
 pub const REQUIRE_ALL: &str = "REQUIRE_ALL_TESTS";
 
 fn required() -> bool {
     std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Skips the test (returns `None`) or, under [`REQUIRE_ALL`], fails it.
-///
-/// # Panics
-/// Under [`REQUIRE_ALL`], always.
-pub fn skip<T>(reason: &str) -> Option<T> {
-    assert!(
-        !required(),
-        "{REQUIRE_ALL} is set but this test cannot run: {reason}"
-    );
-    eprintln!("skipped: {reason}");
-    None
-}
-
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The Postgres admin URL of `TEST_DATABASE_URL`, or a skip.
-pub fn postgres() -> Option<String> {
-    env("TEST_DATABASE_URL").or_else(|| skip("needs Postgres: set TEST_DATABASE_URL"))
+/// The value of `name`, checked reachable; `None` (a skip) only when unset.
+///
+/// # Panics
+/// When `name` is set but nothing answers at its host and port.
+fn service(name: &str, what: &str, default_port: u16) -> Option<String> {
+    let Some(url) = env(name) else {
+        eprintln!("skipped: needs {what}: set {name}");
+        return None;
+    };
+    let authority = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let reachable = host_port.to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok())
+    });
+    assert!(
+        reachable,
+        "{name} is set but {what} at {host_port} does not answer"
+    );
+    Some(url)
 }
 
-/// The Redis URL of `TEST_REDIS_URL`, or a skip.
+/// The Postgres admin URL of `TEST_DATABASE_URL`; `None` (skip) only when unset.
+pub fn postgres() -> Option<String> {
+    service("TEST_DATABASE_URL", "Postgres", 5432)
+}
+
+/// The Redis URL of `TEST_REDIS_URL`; `None` (skip) only when unset.
 pub fn redis() -> Option<String> {
-    env("TEST_REDIS_URL").or_else(|| skip("needs Redis: set TEST_REDIS_URL"))
+    service("TEST_REDIS_URL", "Redis", 6379)
 }
 
 /// The Redis every chat-core of a test stack uses when `TEST_REDIS_URL` is
@@ -45,7 +69,21 @@ pub fn shared_redis() -> Option<String> {
     env("TEST_REDIS_URL")
 }
 
-/// Whether `program` runs on this machine (`program args` exits 0), or a skip.
+/// A tool the test needs is missing: skips it, or under [`REQUIRE_ALL`]
+/// fails it.
+///
+/// # Panics
+/// Under [`REQUIRE_ALL`], always.
+pub fn missing<T>(reason: &str) -> Option<T> {
+    assert!(
+        !required(),
+        "{REQUIRE_ALL} is set but this test cannot run: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+    None
+}
+
+/// `Some` when `program args` runs and exits 0, else [`missing`].
 pub fn program(program: &str, args: &[&str], install_hint: &str) -> Option<()> {
     let ran = std::process::Command::new(program)
         .args(args)
@@ -56,6 +94,16 @@ pub fn program(program: &str, args: &[&str], install_hint: &str) -> Option<()> {
     if ran {
         Some(())
     } else {
-        skip(&format!("needs `{program} {}`: {install_hint}", args.join(" ")))
+        missing(&format!("needs `{program} {}`: {install_hint}", args.join(" ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_that_runs_is_found() {
+        assert_eq!(program("true", &[], "coreutils"), Some(()));
     }
 }

@@ -12,15 +12,11 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-fn redis_url() -> Option<String> {
-    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
-}
-
 /// Every bus implementation under test, as (name, publisher side, subscriber side).
 async fn buses() -> Vec<(&'static str, Arc<dyn EventBus>, Arc<dyn EventBus>)> {
     let memory: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
     let mut all = vec![("in-process", memory.clone(), memory)];
-    if let Some(url) = redis_url() {
+    if let Some(url) = chat_testkit::needs::shared_redis() {
         let a: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url).await.expect("redis"));
         let b: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url).await.expect("redis"));
         all.push(("redis, same replica", a.clone(), a.clone()));

@@ -14,22 +14,13 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn python_with_grpc() -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Starts the Python worker; returns the process and its gRPC address.
 async fn spawn_python_worker() -> Option<(tokio::process::Child, String)> {
-    if !python_with_grpc() {
-        return chat_testkit::needs::skip(
-            "needs python3 with grpcio and grpcio-tools (pip install -r examples/python-worker/requirements.txt)",
-        );
-    }
+    chat_testkit::needs::program(
+        "python3",
+        &["-c", "import grpc, grpc_tools"],
+        "pip install -r examples/python-worker/requirements.txt",
+    )?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python-worker/worker.py");
     let mut worker = tokio::process::Command::new("python3")
         .args([script, "--listen", "127.0.0.1:0"])

@@ -237,12 +237,12 @@ impl Seen {
 
 #[tokio::test]
 async fn two_connections_on_two_gateways_see_identical_sequences() {
-    let Some(redis) = PrivateRedis::start()
-        .await
-        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
-    else {
+    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
         return;
-    };
+    }
+    let redis = PrivateRedis::start()
+        .await
+        .expect("a private redis-server starts");
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("twin_user").await;
     let mut a = connect(stack.gateways[0], &token).await;
@@ -287,12 +287,12 @@ async fn two_connections_on_two_gateways_see_identical_sequences() {
 
 #[tokio::test]
 async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once() {
-    let Some(redis) = PrivateRedis::start()
-        .await
-        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
-    else {
+    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
         return;
-    };
+    }
+    let redis = PrivateRedis::start()
+        .await
+        .expect("a private redis-server starts");
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("resume_user").await;
     let content = "a reply long enough to be cut somewhere in the middle of its many words";
@@ -421,12 +421,12 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
 
 #[tokio::test]
 async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing() {
-    let Some(mut redis) = PrivateRedis::start()
-        .await
-        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
-    else {
+    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
         return;
-    };
+    }
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("a private redis-server starts");
     const SESSIONS: usize = 20;
     const TURNS: usize = 50;
     let stack = spawn_stack(&redis.url()).await;
@@ -503,12 +503,12 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
 
 #[tokio::test]
 async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
-    let Some(mut redis) = PrivateRedis::start()
-        .await
-        .or_else(|| chat_testkit::needs::skip("needs redis-server on PATH"))
-    else {
+    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
         return;
-    };
+    }
+    let mut redis = PrivateRedis::start()
+        .await
+        .expect("a private redis-server starts");
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("redis_outage_user").await;
     if let Some(mut child) = redis.child.take() {
