@@ -166,6 +166,11 @@ pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
 
 /// The `host:port` a URL points at (port defaulting to Postgres's 5432).
 pub fn socket_addr_of(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    address_of(url, 5432)
+}
+
+/// The `host:port` a URL points at, with `default_port` when it names none.
+pub(crate) fn address_of(url: &str, default_port: u16) -> anyhow::Result<std::net::SocketAddr> {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[scheme_end..];
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
@@ -173,7 +178,7 @@ pub fn socket_addr_of(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     let host_port = if host_port.contains(':') {
         host_port.to_owned()
     } else {
-        format!("{host_port}:5432")
+        format!("{host_port}:{default_port}")
     };
     use std::net::ToSocketAddrs;
     host_port

@@ -8,7 +8,6 @@
 //!   test on a developer's machine, and fails it when `REQUIRE_ALL_TESTS` is
 //!   set, as CI sets it in every pass.
 
-use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 /// Environment variable that turns a missing tool into a failure.
@@ -31,25 +30,12 @@ fn service(name: &str, what: &str, default_port: u16) -> Option<String> {
         eprintln!("skipped: needs {what}: set {name}");
         return None;
     };
-    let authority = url
-        .split_once("://")
-        .map_or(url.as_str(), |(_, rest)| rest)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let host_port = if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{default_port}")
-    };
-    let reachable = host_port.to_socket_addrs().is_ok_and(|mut addrs| {
-        addrs.any(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok())
-    });
-    assert!(
-        reachable,
-        "{name} is set but {what} at {host_port} does not answer"
-    );
+    let address = crate::db::address_of(&url, default_port);
+    let reachable = address
+        .as_ref()
+        .is_ok_and(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_secs(3)).is_ok());
+    let at = address.map_or_else(|error| error.to_string(), |addr| addr.to_string());
+    assert!(reachable, "{name} is set but {what} at {at} does not answer");
     Some(url)
 }
 
