@@ -46,6 +46,11 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
 
+    /// Events a session's subscriber may fall behind live delivery; past it,
+    /// the subscriber catches up from the database and the delta log instead.
+    #[arg(long, env = "SUBSCRIBER_BUFFER_EVENTS", default_value_t = 4096)]
+    pub subscriber_buffer_events: usize,
+
     /// Run pending database migrations at start-up.
     #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
     pub migrate: bool,
@@ -237,6 +242,9 @@ impl Settings {
         }
         if self.agent_worker_resolve_secs == 0 {
             return Err("AGENT_WORKER_RESOLVE_SECS must be positive".into());
+        }
+        if self.subscriber_buffer_events == 0 {
+            return Err("SUBSCRIBER_BUFFER_EVENTS must be positive".into());
         }
         if self.run_max_attempts == 0 {
             return Err("RUN_MAX_ATTEMPTS must be at least 1".into());

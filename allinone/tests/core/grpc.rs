@@ -166,18 +166,25 @@ async fn history_survives_a_restart_and_subscribe_resumes_after_seq() {
         .await
         .unwrap()
         .into_inner();
-    let mut seqs = Vec::new();
-    while seqs.len() < 2 {
+    // The replay: the messages after after_seq, then how their run ended.
+    let mut replay = Vec::new();
+    while replay.len() < 3 {
         let event = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if let Some(Event::Message(m)) = event.event {
-            seqs.push(m.seq);
+        match event.event {
+            Some(Event::Message(m)) => replay.push(format!("message {}", m.seq)),
+            Some(Event::Run(r)) => replay.push(format!("run {}", r.status().as_str_name())),
+            other => panic!("unexpected in the replay: {other:?}"),
         }
     }
-    assert_eq!(seqs, vec![5, 6], "exactly the messages after after_seq");
+    assert_eq!(
+        replay,
+        ["message 5", "message 6", "run RUN_STATUS_COMPLETED"],
+        "exactly what follows after_seq"
+    );
     // A new message arrives live on the same subscription, after the replay.
     send(core.addr, &token, &session.id, "m-live", "live").await;
     let event = tokio::time::timeout(Duration::from_secs(5), events.next())

@@ -9,10 +9,10 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
+use chat_testkit::PrivateRedis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -24,62 +24,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const PASSWORD: &str = "correct horse battery";
 
 /// A redis-server of the test's own, so it can be restarted.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.spawn().await.then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) -> bool {
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-        assert!(self.spawn().await, "redis restarts");
-    }
-}
-
 struct Stack {
     gateways: [SocketAddr; 2],
     http: reqwest::Client,
@@ -237,12 +181,9 @@ impl Seen {
 
 #[tokio::test]
 async fn two_connections_on_two_gateways_see_identical_sequences() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(redis) = PrivateRedis::start().await else {
         return;
-    }
-    let redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("twin_user").await;
     let mut a = connect(stack.gateways[0], &token).await;
@@ -287,12 +228,9 @@ async fn two_connections_on_two_gateways_see_identical_sequences() {
 
 #[tokio::test]
 async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(redis) = PrivateRedis::start().await else {
         return;
-    }
-    let redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("resume_user").await;
     let content = "a reply long enough to be cut somewhere in the middle of its many words";
@@ -421,12 +359,9 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
 
 #[tokio::test]
 async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(mut redis) = PrivateRedis::start().await else {
         return;
-    }
-    let mut redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     const SESSIONS: usize = 20;
     const TURNS: usize = 50;
     let stack = spawn_stack(&redis.url()).await;
@@ -503,17 +438,12 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
 
 #[tokio::test]
 async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(mut redis) = PrivateRedis::start().await else {
         return;
-    }
-    let mut redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("redis_outage_user").await;
-    if let Some(mut child) = redis.child.take() {
-        child.kill().await.unwrap();
-    }
+    redis.stop().await;
 
     // The replica the client talks to runs the session and serves it alone.
     let mut local = connect(stack.gateways[0], &token).await;
@@ -550,7 +480,7 @@ async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_w
     }
 
     // Redis returns: live fan-out to the other replica recovers by itself.
-    assert!(redis.spawn().await);
+    redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut turn = 0;
     loop {

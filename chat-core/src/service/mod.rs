@@ -138,10 +138,11 @@ impl ChatCore {
             .transpose()?;
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
+        // Checked again inside the transaction that appends (the status may
+        // change meanwhile); this early answer spares the write.
         session.check_accepts_messages()?;
         let policy = self.policy_of(&session);
-        // While a person handles the session, user messages wait for them.
-        let start_run = role == MessageRole::User && session.can_start_runs();
+        let start_run = role == MessageRole::User;
         let appended = self
             .store
             .append_message(NewMessage {

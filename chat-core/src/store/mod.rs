@@ -126,6 +126,10 @@ pub trait RunStore: Send + Sync {
     async fn release_leases(&self, owner: &str) -> Result<(), StoreError>;
     /// Queued and running runs of a session, oldest first.
     async fn active_runs(&self, session_id: &SessionId) -> Result<Vec<Run>, StoreError>;
+    /// Runs of a session that are active or answer a message with seq over
+    /// `after_seq`, oldest first: what a subscriber that lost events since
+    /// `after_seq` needs to hear about again.
+    async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError>;
     /// Commits the reply and completes the run, in one transaction. Fails with
     /// [`StoreError::Conflict`] when the run is no longer running.
     async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError>;

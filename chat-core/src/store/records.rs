@@ -102,9 +102,11 @@ pub struct NewMessage {
     pub role: MessageRole,
     pub content: String,
     pub client_msg_id: Option<ClientMsgId>,
-    /// Whether the message starts a run (user messages do).
+    /// Whether the message starts a run (user messages do), unless the
+    /// session is with a person when the message is committed.
     pub start_run: bool,
-    /// Refuse with [`super::StoreError::Busy`] when the session has a queued or running run.
+    /// Refuse with [`super::StoreError::Busy`] when the message starts a run
+    /// and the session has a queued or running one.
     pub reject_if_busy: bool,
 }
 

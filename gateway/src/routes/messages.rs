@@ -16,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::core::authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
-use crate::frames::{check_client_msg_id, is_terminal, run_status_name};
+use crate::frames::{check_client_msg_id, run_status_name};
 use crate::json::{MessageView, rfc3339};
 use crate::sse;
 
@@ -149,7 +149,7 @@ where
         match event.event {
             Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(message),
             Some(SessionEventKind::Run(update)) if update.run_id == ack.run_id => {
-                let done = is_terminal(update.status());
+                let done = update.status().is_terminal();
                 run = Some(update);
                 if done {
                     // Read the stream to its end rather than dropping it: each
