@@ -93,6 +93,60 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
 }
 
 #[tokio::test]
+async fn chat_core_accepts_only_tokens_meant_for_it() {
+    use chat_common::token::{Audience, ISSUER, Role};
+    let stack = spawn_stack().await;
+    let mut client = client(stack.core.addr).await;
+    let list = |token: &str| with_token(pb::ListSessionsRequest::default(), token);
+    let raw = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = chat_core::domain::now_ms() as u64 / 1000;
+    let service = |aud: serde_json::Value, typ: &str| {
+        raw(serde_json::json!({
+            "sub": "desk", "role": "service", "typ": typ, "aud": aud,
+            "iss": ISSUER, "iat": now, "exp": now + 60, "jti": "j",
+        }))
+    };
+
+    // The control: a service token for chat-core.
+    let good = service(serde_json::json!(["chat-core"]), "service");
+    assert!(client.list_sessions(list(&good)).await.is_ok());
+    let refused = [
+        (
+            "a token meant for the gateway only",
+            keys()
+                .sign_for("u", Role::User, &[Audience::Gateway], Duration::from_secs(60))
+                .unwrap(),
+        ),
+        (
+            "a service token without an audience",
+            raw(serde_json::json!({
+                "sub": "desk", "role": "service", "typ": "service",
+                "iss": ISSUER, "iat": now, "exp": now + 60, "jti": "j",
+            })),
+        ),
+        (
+            "a service role typed as an access token",
+            service(serde_json::json!(["chat-core"]), "access"),
+        ),
+        (
+            "another audience",
+            service(serde_json::json!(["agent-worker"]), "service"),
+        ),
+    ];
+    for (name, token) in refused {
+        let err = client.list_sessions(list(&token)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn another_users_session_is_forbidden() {
     let stack = spawn_stack().await;
     let (_, alice) = register(stack.core.addr).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::domain::{
-    ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
+    Actor, ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
 };
 use chat_core::store::{
     self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
@@ -473,7 +473,7 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
             &resolved.id,
             Transition {
                 notes: Some("done".into()),
-                ..Transition::new(SessionChange::Resolve)
+                ..Transition::new(SessionChange::Resolve, Actor::Owner)
             },
         )
         .await
@@ -528,7 +528,7 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
         Some(&busy.id)
     );
     let ended = store
-        .transition_session(&busy.id, Transition::new(SessionChange::End))
+        .transition_session(&busy.id, Transition::new(SessionChange::End, Actor::Owner))
         .await
         .unwrap();
     assert_eq!(ended.status, SessionStatus::Ended);

@@ -4,11 +4,13 @@
 mod accounts;
 pub mod convert;
 mod error;
+mod passwords;
 mod sessions;
 mod subscribe;
 
-pub use accounts::{Accounts, PasswordPolicy, Passwords};
+pub use accounts::Accounts;
 pub use error::ServiceError;
+pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 
 use std::sync::Arc;
 

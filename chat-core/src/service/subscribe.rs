@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 
 use super::{ChatCore, Sent, ServiceError, convert, event};
 use crate::bus::BusItem;
-use crate::domain::{Message, Principal, RunId, RunStatus, SessionId};
+use crate::domain::{Message, Principal, RunFailure, RunId, RunStatus, SessionId};
 use crate::store::MessageQuery;
 
 /// Page size used when replaying stored messages.
@@ -151,7 +151,11 @@ impl ChatCore {
         {
             events.push(event(Event::Message(convert::message(&reply))));
         }
-        let error = stored.error.clone().unwrap_or_default();
+        let error = stored
+            .error
+            .as_deref()
+            .map(RunFailure::public_of_stored)
+            .unwrap_or_default();
         events.push(event(Event::Run(convert::run_update(&stored, status, &error))));
         Ok(Some(events))
     }

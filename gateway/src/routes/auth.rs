@@ -103,6 +103,7 @@ pub async fn refresh(
     let request = pb::RotateRefreshTokenRequest {
         refresh_token: body.refresh_token,
         ttl_secs: state.tokens.refresh_ttl().as_secs(),
+        family_ttl_secs: state.tokens.refresh_family_ttl().as_secs(),
     };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let rotated = match state.core.users().rotate_refresh_token(request).await {
