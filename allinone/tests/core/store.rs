@@ -402,7 +402,17 @@ async fn an_ended_or_expired_session_refuses_messages_inside_the_append() {
     for change in [SessionChange::End, SessionChange::Expire] {
         let (_, session) = user_and_session(&store).await;
         store
-            .transition_session(&session, Transition::new(change))
+            .transition_session(
+                &session,
+                Transition::new(
+                    change,
+                    if change == SessionChange::Expire {
+                        Actor::System
+                    } else {
+                        Actor::Owner
+                    },
+                ),
+            )
             .await
             .unwrap();
         let refused = store
@@ -426,7 +436,7 @@ async fn a_session_with_a_person_stores_user_messages_without_a_run() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
     store
-        .transition_session(&session, Transition::new(SessionChange::Escalate))
+        .transition_session(&session, Transition::new(SessionChange::Escalate, Actor::System))
         .await
         .unwrap();
     let appended = store
