@@ -353,6 +353,65 @@ async fn resent_client_msg_id_returns_the_original_ack_and_one_run() {
     assert_eq!(messages.len(), 2, "one user message and one reply");
 }
 
+/// A resend that arrives while the original's run is still streaming, even
+/// with other content, is the original message: the same ack, no second
+/// run (no second `queued` event, no second run id anywhere), and the reply
+/// answers the original content.
+#[tokio::test]
+async fn a_resend_during_the_run_with_other_content_starts_no_second_run() {
+    let db = chat_testkit::TestDatabase::new().await.unwrap();
+    let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
+    let core = spawn_core(&db.url, &worker.url).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session_with(core.addr, &token, "slow", "").await;
+    let mut watcher = watch(core.addr, &token, &session.id).await;
+
+    let first = start_send(core.addr, &token, &session.id, "same-id", "the original words")
+        .await
+        .unwrap();
+    next_matching(
+        &mut watcher,
+        |e| matches!(e, Event::Delta(d) if d.run_id == first.run_id),
+    )
+    .await;
+    let resent = send(core.addr, &token, &session.id, "same-id", "different words").await;
+    let Some(SendEvent::Ack(again)) = &resent[0].event else {
+        panic!("ack first")
+    };
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.message_id.as_str(), again.seq, again.run_id.as_str()),
+        (first.message_id.as_str(), first.seq, first.run_id.as_str())
+    );
+    assert_eq!(reply_of(&resent).content, "the original words");
+
+    let mut run_ids = std::collections::BTreeSet::new();
+    let mut queued = 0;
+    loop {
+        let event = next_matching(&mut watcher, |_| true).await;
+        match &event {
+            Event::Run(r) => {
+                run_ids.insert(r.run_id.clone());
+                queued += usize::from(r.status() == pb::RunStatus::Queued);
+                if r.status().is_terminal() {
+                    break;
+                }
+            }
+            Event::Delta(d) => {
+                run_ids.insert(d.run_id.clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(run_ids, [first.run_id.clone()].into(), "one run only");
+    // The original's `queued` came before its first delta, which the watch
+    // had already passed.
+    assert_eq!(queued, 0, "a run was queued for the resend");
+    let messages = history(core.addr, &token, &session.id).await;
+    assert_eq!(messages.len(), 2, "one user message and one reply");
+    assert_eq!(messages[0].content, "the original words");
+}
+
 #[tokio::test]
 async fn health_reports_serving_with_the_database_up() {
     let stack = spawn_stack().await;
