@@ -6,10 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_common::token::{Role, TokenKeys};
@@ -19,23 +17,30 @@ use chat_proto::chat::v1::{
 };
 
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
 use chat_testkit::SECRET;
-const AGENTS: &str = r#"
-[[agents]]
-name = "echo"
-kind = "echo"
+/// The agents of worker `index`: its replies start with `w<index>: `, so
+/// which worker ran a run is read from what clients see.
+fn agents(index: usize) -> String {
+    format!(
+        "[[agents]]\nname = \"echo\"\nkind = \"echo\"\nprefix = \"w{index}: \"\n\n\
+         [[agents]]\nname = \"slow\"\nkind = \"echo\"\ndelay_ms = 100\nprefix = \"w{index}: \"\n"
+    )
+}
 
-[[agents]]
-name = "slow"
-kind = "echo"
-delay_ms = 100
-"#;
+/// The worker whose prefix starts `text` (a reply, or a run's first delta).
+fn worker_of(text: &str) -> Option<usize> {
+    text.strip_prefix('w')?.split_once(':')?.0.parse().ok()
+}
 
-/// Which worker logged the start of which run.
-type RunLog = Arc<Mutex<HashMap<String, usize>>>;
+/// The worker that wrote the stored reply among a run's events.
+fn replied_by(events: &[Event]) -> Option<usize> {
+    events.iter().find_map(|e| match e {
+        Event::Message(m) if m.role == "assistant" => worker_of(&m.content),
+        _ => None,
+    })
+}
 
 struct Worker {
     port: u16,
@@ -50,74 +55,49 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_worker(
-    index: usize,
-    port: u16,
-    config: &std::path::Path,
-    runs: RunLog,
-) -> tokio::process::Child {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+/// Starts worker `index` on `port` and returns once it accepts connections.
+async fn start_worker(index: usize, port: u16, dir: &std::path::Path) -> tokio::process::Child {
+    let config = dir.join(format!("worker-{index}.toml"));
+    std::fs::write(&config, agents(index)).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat"))
         .arg("agent-worker")
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--admin-listen",
             "127.0.0.1:0",
-            "--log-format",
-            "json",
         ])
         .arg("--agents-config")
         .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if log["message"] == "agent-worker listening"
-                && let Some(ready) = ready.take()
-            {
-                let _ = ready.send(());
-            }
-            if log["message"] == "run started" {
-                let run_id = log["span"]["run_id"]
-                    .as_str()
-                    .or(log["run_id"].as_str())
-                    .unwrap_or_default();
-                runs.lock().unwrap().insert(run_id.to_owned(), index);
-            }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    });
-    tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .unwrap()
-        .unwrap();
+    })
+    .await
+    .expect("the worker accepts connections");
     child
 }
 
 struct Fleet {
     workers: Vec<Worker>,
-    config: std::path::PathBuf,
-    runs: RunLog,
+    dir: tempfile::TempDir,
     core: SocketAddr,
     _db: chat_testkit::TestDatabase,
 }
 
 impl Fleet {
     async fn start(size: usize) -> Self {
-        let config = std::env::temp_dir().join(format!("fleet-{}.toml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&config, AGENTS).unwrap();
-        let runs = RunLog::default();
+        let dir = tempfile::tempdir().unwrap();
         let mut workers = Vec::new();
         for index in 0..size {
             let port = free_port();
-            let child = start_worker(index, port, &config, runs.clone()).await;
+            let child = start_worker(index, port, dir.path()).await;
             workers.push(Worker {
                 port,
                 child: Some(child),
@@ -135,8 +115,7 @@ impl Fleet {
         let addr = core.addr;
         Self {
             workers,
-            config,
-            runs,
+            dir,
             core: addr,
             _db: db,
         }
@@ -150,12 +129,8 @@ impl Fleet {
     }
 
     async fn restart(&mut self, index: usize) {
-        let child = start_worker(index, self.workers[index].port, &self.config, self.runs.clone()).await;
+        let child = start_worker(index, self.workers[index].port, self.dir.path()).await;
         self.workers[index].child = Some(child);
-    }
-
-    fn worker_of(&self, run_id: &str) -> Option<usize> {
-        self.runs.lock().unwrap().get(run_id).copied()
     }
 
     async fn client(&self) -> ChatServiceClient<Channel> {
@@ -285,6 +260,20 @@ fn final_status(events: &[Event]) -> Option<pb::RunUpdate> {
     })
 }
 
+/// The worker streaming the first run the watcher sees, from its first delta.
+async fn first_delta_worker(watcher: &mut tonic::Streaming<pb::SessionEvent>) -> usize {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Event::Delta(d)) = event.event {
+            return worker_of(&d.text).expect("the first delta names its worker");
+        }
+    }
+}
+
 #[tokio::test]
 async fn runs_spread_across_workers_survive_a_killed_worker_and_resume_after_restarts() {
     let mut fleet = Fleet::start(3).await;
@@ -300,9 +289,9 @@ async fn runs_spread_across_workers_survive_a_killed_worker_and_resume_after_res
     }))
     .await;
     let mut per_worker = [0usize; 3];
-    for (run_id, events) in &results {
+    for (_, events) in &results {
         assert_eq!(final_status(events).unwrap().status(), pb::RunStatus::Completed);
-        per_worker[fleet.worker_of(run_id).expect("a worker logged the run")] += 1;
+        per_worker[replied_by(events).expect("a reply names its worker")] += 1;
     }
     assert!(
         per_worker.iter().all(|&n| n > 0),
@@ -333,17 +322,7 @@ async fn runs_spread_across_workers_survive_a_killed_worker_and_resume_after_res
         tokio::spawn(async move { send(core, &token, &session, content).await })
     };
     let mut watcher = watcher;
-    let run_id = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Some(Event::Delta(d)) = event.event {
-            break d.run_id;
-        }
-    };
-    let victim = fleet.worker_of(&run_id).expect("the run's worker is known");
+    let victim = first_delta_worker(&mut watcher).await;
     fleet.kill(victim).await;
     let (_, events) = send.await.unwrap();
     let done = final_status(&events).unwrap();
@@ -353,14 +332,11 @@ async fn runs_spread_across_workers_survive_a_killed_worker_and_resume_after_res
             .iter()
             .any(|e| matches!(e, Event::Run(r) if r.status() == pb::RunStatus::Retrying))
     );
-    assert_ne!(
-        fleet.worker_of(&run_id),
-        Some(victim),
-        "the retry ran on another worker"
-    );
+    let survivor = replied_by(&events).expect("a reply names its worker");
+    assert_ne!(survivor, victim, "the retry ran on another worker");
     let messages = fleet.history(&token, &session).await;
     assert_eq!(messages.len(), 2, "one reply, the dead attempt stored nothing");
-    assert_eq!(messages[1].content, content);
+    assert_eq!(messages[1].content, format!("w{survivor}: {content}"));
 
     // Every worker dead: the run fails cleanly and the client is told.
     for index in 0..3 {
@@ -409,17 +385,7 @@ async fn a_worker_asked_to_stop_finishes_its_runs_and_takes_no_new_ones() {
         let (core, token, session) = (fleet.core, token.clone(), session.clone());
         tokio::spawn(async move { send(core, &token, &session, content).await })
     };
-    let run_id = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Some(Event::Delta(d)) = event.event {
-            break d.run_id;
-        }
-    };
-    let stopping = fleet.worker_of(&run_id).unwrap();
+    let stopping = first_delta_worker(&mut watcher).await;
     let pid = fleet.workers[stopping].child.as_ref().unwrap().id().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -451,10 +417,10 @@ async fn a_worker_asked_to_stop_finishes_its_runs_and_takes_no_new_ones() {
 
     let echo = fleet.session(&token, "echo").await;
     for i in 0..6 {
-        let (run_id, events) = fleet.send(&token, &echo, &format!("after the stop {i}")).await;
+        let (_, events) = fleet.send(&token, &echo, &format!("after the stop {i}")).await;
         assert_eq!(final_status(&events).unwrap().status(), pb::RunStatus::Completed);
         assert_ne!(
-            fleet.worker_of(&run_id),
+            replied_by(&events),
             Some(stopping),
             "a stopped worker takes no new runs"
         );

@@ -78,11 +78,13 @@ mod tests {
     }
 }
 
-/// A TCP proxy in front of a real server whose link can be cut and restored,
-/// to test what happens when the database goes away and comes back.
+/// A TCP proxy in front of a real server whose link can be cut (or stalled)
+/// and restored, to test what happens when a server goes away, or hangs, and
+/// comes back.
 pub struct CuttableProxy {
     addr: std::net::SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: tokio::sync::watch::Sender<bool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -94,19 +96,27 @@ impl CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stalled, _) = tokio::sync::watch::channel(false);
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
         let accept = {
             let cut = cut.clone();
+            let stalled = stalled.clone();
             let connections = connections.clone();
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
+                    let stalled = stalled.subscribe();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await {
+                            let (from_client, to_client) = inbound.into_split();
+                            let (from_server, to_server) = outbound.into_split();
+                            tokio::join!(
+                                pump(from_client, to_server, stalled.clone()),
+                                pump(from_server, to_client, stalled),
+                            );
                         }
                     });
                     connections
@@ -119,6 +129,7 @@ impl CuttableProxy {
         Ok(Self {
             addr,
             cut,
+            stalled,
             connections,
             accept,
         })
@@ -141,10 +152,37 @@ impl CuttableProxy {
         }
     }
 
-    /// Forwards new connections again.
+    /// Stops forwarding bytes on every link, open and new, without closing
+    /// any: the server seems to hang.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again: new connections after a cut, held bytes after a stall.
     pub fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.stalled.send_replace(false);
     }
+}
+
+/// Copies one direction of a link, holding what it reads while stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|stalled| !stalled).await.is_err() || to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for CuttableProxy {

@@ -16,5 +16,6 @@ mod passwords;
 mod python_worker;
 mod refresh_tokens;
 mod replicas;
+mod retries;
 mod store;
 mod tools;

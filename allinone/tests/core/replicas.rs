@@ -214,3 +214,59 @@ async fn a_replica_killed_mid_run_has_its_run_completed_by_another() {
     assert_eq!(messages[1].content, "survive a crash please");
     assert_eq!(messages[1].run_id.as_deref(), Some(ack.run_id.as_str()));
 }
+
+/// A cancel that reaches the replica not running the run: every observer,
+/// on either replica, hears `cancelled`, and no delta of the run follows it.
+/// The running replica stops the run at once: the session's next message
+/// is answered long before the cancelled reply could have ended on its own
+/// (15 s of words) or the runner's next lease renewal (20 s) would notice;
+/// `next_matching` allows 15 s per event.
+#[tokio::test]
+async fn a_cancel_through_the_other_replica_stops_the_run_for_every_observer() {
+    if chat_testkit::needs::redis().is_none() {
+        return;
+    }
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
+    let a = spawn_core_with(&db.url, &worker.url, |s| s.run_lease_ms = 60_000).await;
+    let b = spawn_core_with(&db.url, &worker.url, |s| s.run_lease_ms = 60_000).await;
+    let (_, token) = register(a.addr).await;
+    let session = create_session_with(a.addr, &token, "slow", "").await;
+    let mut on_a = watch(a.addr, &token, &session.id).await;
+    let mut on_b = watch(b.addr, &token, &session.id).await;
+    let long = "word ".repeat(100);
+    let ack = start_send(a.addr, &token, &session.id, "m1", &long)
+        .await
+        .unwrap();
+    let run_id = ack.run_id.clone();
+    next_matching(&mut on_a, |e| matches!(e, Event::Delta(d) if d.run_id == run_id)).await;
+    next_matching(&mut on_b, |e| matches!(e, Event::Delta(d) if d.run_id == run_id)).await;
+
+    let request = pb::CancelRunRequest {
+        session_id: session.id.clone(),
+        run_id: run_id.clone(),
+    };
+    client(b.addr)
+        .await
+        .cancel_run(with_token(request, &token))
+        .await
+        .unwrap();
+    let cancelled = |e: &Event| matches!(e, Event::Run(r) if r.run_id == run_id && r.status() == pb::RunStatus::Cancelled);
+    collect_until(&mut on_a, cancelled).await;
+    collect_until(&mut on_b, cancelled).await;
+
+    // Up to the next turn's end, nothing more of the cancelled run.
+    let next = start_send(a.addr, &token, &session.id, "m2", "next")
+        .await
+        .unwrap();
+    for (name, observer) in [("a", &mut on_a), ("b", &mut on_b)] {
+        let after = collect_until(observer, completed(&next.run_id)).await;
+        assert_eq!(
+            deltas_of(&after, &run_id),
+            [],
+            "observer on {name}: deltas of the cancelled run after `cancelled`"
+        );
+    }
+    let stored = history(a.addr, &token, &session.id).await;
+    assert_eq!(stored.len(), 3, "no reply stored for the cancelled run");
+}

@@ -63,9 +63,7 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
     let mut fast = connect(addr, &token, None).await;
     fast.send(Message::text(subscribe)).await.unwrap();
     let words = "stream ".repeat(1200);
-    let mut slowest = Duration::ZERO;
     for turn in 0..TURNS {
-        let started = Instant::now();
         let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("t{turn}"), "content": words});
         fast.send(Message::text(send.to_string())).await.unwrap();
         loop {
@@ -77,12 +75,10 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
                 break;
             }
         }
-        slowest = slowest.max(started.elapsed());
     }
-    assert!(
-        slowest < Duration::from_secs(3),
-        "the fast reader waited {slowest:?} for a turn"
-    );
+    // (That the stalled reader never holds the fast one up is proven without
+    // a clock by the 4008 test below, where nothing drops the stalled socket
+    // until the fast reader's own turns have overflowed its queue.)
 
     // The stalled reader was dropped: reading now ends early, well before
     // the last message of the load.
