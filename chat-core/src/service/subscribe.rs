@@ -213,6 +213,7 @@ impl ChatCore {
                 runs.push(run);
             }
         }
+        runs.sort_by_key(|run| run.user_seq);
         for run in &runs {
             let error = run.error.as_deref().unwrap_or_default();
             delivered.admit_into(
