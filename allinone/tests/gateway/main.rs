@@ -11,6 +11,8 @@ mod database_outage;
 mod external_idp;
 mod grpc_web;
 mod headers;
+mod legacy_rest;
+mod legacy_socketio;
 mod own_tokens;
 mod page;
 mod rate_limit_store;
