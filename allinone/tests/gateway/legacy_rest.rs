@@ -720,3 +720,159 @@ async fn messages_while_a_person_handles_the_session_are_stored_without_a_reply(
     assert_eq!(history["count"], 3, "{history}");
     Ok(())
 }
+
+#[tokio::test]
+async fn naughty_input_on_legacy_routes_gets_string_errors_and_never_a_500() -> anyhow::Result<()> {
+    // Arrange: limits out of the way; alice with a session, bob beside her.
+    let stack = TestStack::spawn_with(|s| {
+        s.rate_limit_max_requests = nz(1_000_000);
+        s.auth_rate_limit_max = nz(1_000_000);
+        s.message_rate_limit = nz(1_000_000);
+    })
+    .await?;
+    let (alice, alice_id) = log_in(&stack, "alice").await;
+    let (bob, _) = log_in(&stack, "bob").await;
+    let (_, created) = alice.post("/api/sessions", json!({})).await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let routes: Vec<(Method, String)> = vec![
+        (Method::POST, "/auth/login".into()),
+        (Method::POST, "/auth/refresh".into()),
+        (Method::POST, "/auth/logout".into()),
+        (
+            Method::GET,
+            format!("/api/users/{alice_id}/sessions?type=unresolved"),
+        ),
+        (Method::POST, "/api/sessions".into()),
+        (Method::GET, format!("/api/sessions/{id}")),
+        (Method::DELETE, format!("/api/sessions/{id}")),
+        (Method::POST, format!("/api/sessions/{id}/resume")),
+        (Method::POST, format!("/api/sessions/{id}/resolve")),
+        (
+            Method::GET,
+            format!("/api/sessions/{id}/history?offset=0&limit=5"),
+        ),
+        (Method::POST, format!("/api/sessions/{id}/messages")),
+        (Method::POST, "/api/chat/message".into()),
+        (Method::GET, format!("/api/chat/history?sessionId={id}")),
+    ];
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("invalid UTF-8", "application/json", vec![b'{', 0xff, 0xfe, b'}']),
+        ("10,000 deep", "application/json", deep.into_bytes()),
+        ("over the body limit", "application/json", vec![b' '; 64 * 1024 + 1]),
+        ("not JSON", "text/plain", b"hello".to_vec()),
+        (
+            "wrong types",
+            "application/json",
+            json!({"content": [1], "message": {}, "metadata": "x", "notes": 5, "reason": {},
+                   "refreshToken": 5, "username": 5, "password": [], "type": 7, "sessionId": 9})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "control characters and NUL",
+            "application/json",
+            json!({"content": "a\u{0}b", "notes": "\u{0}", "reason": "\u{0}\u{1b}", "metadata": {"k\u{0}": "v"},
+                   "username": "a\u{0}", "password": "\u{0}", "refreshToken": "\u{0}"})
+            .to_string()
+            .into_bytes(),
+        ),
+    ];
+    let mut failures = Vec::new();
+
+    // Act + assert: every route with every body, and odd ids in the path and header.
+    let mut check = |what: String, status: u16, content_type: Option<String>, text: String| {
+        let json_error = serde_json::from_str::<Value>(&text).is_ok_and(|body| body["error"].is_string());
+        let is_json = content_type.is_some_and(|c| c.starts_with("application/json"));
+        if status >= 500 || (status >= 400 && !(json_error && is_json)) {
+            failures.push(format!(
+                "{what}: {status} {}",
+                text.chars().take(200).collect::<String>()
+            ));
+        }
+    };
+    for (method, path) in &routes {
+        for (what, content_type, body) in &bodies {
+            let response = stack
+                .http
+                .request(method.clone(), stack.url(path))
+                .bearer_auth(&alice.token)
+                .header("content-type", *content_type)
+                .header("x-session-id", id.as_str())
+                .body(body.clone())
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            check(
+                format!("{method} {path} with {what}"),
+                status,
+                content_type,
+                response.text().await?,
+            );
+        }
+    }
+    let long = "a".repeat(10_000);
+    for odd in [
+        "..%2F..%2Fetc",
+        "%00",
+        "'%20OR%201=1",
+        long.as_str(),
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        for path in [
+            format!("/api/sessions/{odd}"),
+            format!("/api/sessions/{odd}/history"),
+            format!("/api/users/{odd}/sessions"),
+        ] {
+            let response = stack
+                .http
+                .get(stack.url(&path))
+                .bearer_auth(&alice.token)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            check(
+                format!("GET {}", path.chars().take(80).collect::<String>()),
+                status,
+                content_type,
+                response.text().await?,
+            );
+        }
+    }
+    let response = stack
+        .http
+        .post(stack.url("/api/chat/message"))
+        .bearer_auth(&alice.token)
+        .header("x-session-id", http::HeaderValue::from_bytes(&[0xff, b'x'])?)
+        .json(&json!({"content": "hi"}))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    check(
+        "X-Session-ID not UTF-8".into(),
+        status,
+        Some("application/json".into()),
+        response.text().await?,
+    );
+    assert!(
+        failures.is_empty(),
+        "{} bad answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Bob was never disturbed.
+    let (status, _) = bob.post("/api/sessions", json!({})).await;
+    assert_eq!(status, 201);
+    Ok(())
+}
