@@ -48,7 +48,7 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
         cli.log_format,
         "info,sqlx=warn,sea_orm=warn,tower_http=warn",
     );
-    std::fs::create_dir_all(&cli.data_dir)
+    chat_common::files::create_dir_owner_only(&cli.data_dir)
         .with_context(|| format!("failed to create {}", cli.data_dir.display()))?;
     let secret = chat_common::secret::resolve("JWT_SECRET", cli.jwt_secret, cli.jwt_secret_file.as_deref())
         .map_err(anyhow::Error::msg)?;
@@ -56,6 +56,7 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
         Some(secret) => secret.expose_secret().to_owned(),
         None => load_or_create_secret(&cli.data_dir.join("jwt_secret"))?,
     };
+    chat_common::token::check_secret(secret.as_bytes()).map_err(anyhow::Error::msg)?;
     let database_url =
         chat_common::secret::resolve("DATABASE_URL", cli.database_url, cli.database_url_file.as_deref())
             .map_err(anyhow::Error::msg)?
@@ -175,21 +176,25 @@ async fn healthcheck(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the secret kept in `path`, or creates one there (owner-only).
+/// Reads the secret kept in `path`, or creates one there: 32 random bytes
+/// as 64 hex characters, in a file that is owner-only from its creation.
 fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
-    if let Ok(secret) = std::fs::read_to_string(path) {
-        let secret = secret.trim().to_owned();
-        if !secret.is_empty() {
+    match std::fs::read_to_string(path) {
+        Ok(secret) => {
+            let secret = secret.trim().to_owned();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "{} is empty; delete it to have a new secret generated",
+                path.display()
+            );
             return Ok(secret);
         }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("failed to read {}", path.display())),
     }
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    chat_common::files::create_owner_only(path, secret.as_bytes())
+        .with_context(|| format!("failed to create {}", path.display()))?;
     Ok(secret)
 }

@@ -38,13 +38,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use chat_testkit::{CuttableProxy, TestDatabase, socket_addr_of, with_host};
+use chat_testkit::{CuttableProxy, PrivateRedis, TestDatabase, socket_addr_of, with_host};
 use common::{Api, Kind, SECRET, Service, Ws, WsEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -99,63 +98,6 @@ fn at(start: Instant) -> String {
 }
 
 // --- the stack ---
-
-/// A `redis-server` of this test's own, so restarting it disturbs no other
-/// test.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Option<Self> {
-        let port = common::free_addr().port();
-        let mut redis = Self { port, child: None };
-        redis.spawn().await.then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) -> bool {
-        let port = self.port.to_string();
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-}
 
 /// One process of the stack with the arguments it is restarted with.
 struct Proc {
@@ -448,9 +390,9 @@ async fn apply(
             stack.restart(kind, i).await?;
         }
         Fault::RestartRedis => {
-            stack.redis.kill().await;
+            stack.redis.stop().await;
             tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
-            ensure!(stack.redis.spawn().await, "redis-server does not start again");
+            stack.redis.resume().await?;
             stack.wait_all_ready().await?;
             log.redis_outages.push((began, Instant::now()));
         }
@@ -1197,12 +1139,9 @@ async fn chat_survives_a_seeded_chaos_schedule() {
     let (Some(_), Some(_)) = (chat_testkit::needs::postgres(), chat_testkit::needs::redis()) else {
         return;
     };
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(redis) = PrivateRedis::start().await else {
         return;
-    }
-    let redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let seed = env_u64("CHAOS_SEED").unwrap_or_else(rand::random);
     let seconds = env_u64("CHAOS_SECONDS").unwrap_or(SHORT_SECONDS);
     let sessions = env_u64("CHAOS_SESSIONS").map_or(SESSIONS, |n| usize::try_from(n).unwrap_or(SESSIONS));

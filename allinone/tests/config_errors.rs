@@ -25,6 +25,9 @@ fn chat(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
+/// A secret of the shortest accepted length (32 bytes).
+const SECRET: &str = "config-errors-secret-of-32-bytes";
+
 fn one_line_error(output: &Output) -> String {
     assert!(!output.status.success(), "exited successfully");
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
@@ -38,6 +41,37 @@ fn a_missing_secret_is_named() {
     assert!(gateway.contains("JWT_SECRET"), "{gateway}");
     let core = one_line_error(&chat(&["chat-core", "--admin-listen", "127.0.0.1:0"], &[]));
     assert!(core.contains("JWT_SECRET"), "{core}");
+}
+
+#[test]
+fn a_secret_shorter_than_32_bytes_is_named_on_every_service() {
+    let short = "thirty-one-bytes-of-jwt-secret!";
+    assert_eq!(short.len(), 31);
+    for service in ["gateway", "chat-core"] {
+        let error = one_line_error(&chat(
+            &[service, "--admin-listen", "127.0.0.1:0"],
+            &[("JWT_SECRET", short)],
+        ));
+        assert!(
+            error.contains("JWT_SECRET must be at least 32 bytes"),
+            "{service}: {error}"
+        );
+        assert!(!error.contains(short), "{error}");
+    }
+    // The all-in-one passes a given secret on to its services unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let error = one_line_error(&chat(
+        &[
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("JWT_SECRET", short)],
+    ));
+    assert!(error.contains("JWT_SECRET must be at least 32 bytes"), "{error}");
 }
 
 #[test]
@@ -55,7 +89,13 @@ fn a_secret_given_twice_or_in_a_missing_file_is_named_without_its_value() {
     assert!(!twice.contains("hunter2-value"), "{twice}");
 
     let unreadable = one_line_error(&chat(
-        &["chat-core", "--admin-listen", "127.0.0.1:0", "--jwt-secret", "s"],
+        &[
+            "chat-core",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+        ],
         &[("DATABASE_URL_FILE", missing.to_str().unwrap())],
     ));
     assert!(
@@ -72,7 +112,7 @@ fn an_unreachable_database_fails_without_printing_its_password() {
             "--admin-listen",
             "127.0.0.1:0",
             "--jwt-secret",
-            "s",
+            SECRET,
             "--database-acquire-timeout-secs",
             "1",
         ],
@@ -90,7 +130,7 @@ fn secrets_are_read_from_files() {
     // configuration and fails later on the port it cannot bind instead.
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("jwt");
-    std::fs::write(&secret, "from-a-file\n").unwrap();
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().to_string();
     let error = one_line_error(&chat(

@@ -64,8 +64,8 @@ impl Application {
         info!(backend = store::backend_name(&db), "database connected");
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
         let bus: Arc<dyn EventBus> = match settings.redis_url() {
-            Some(url) => Arc::new(RedisBus::connect(url).await?),
-            None => Arc::new(InProcessBus::default()),
+            Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_events).await?),
+            None => Arc::new(InProcessBus::new(settings.subscriber_buffer_events)),
         };
         let workers = WorkerPool::new(
             &settings.agent_worker_urls,

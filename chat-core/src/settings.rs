@@ -46,6 +46,11 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
 
+    /// Events a session's subscriber may fall behind live delivery; past it,
+    /// the subscriber catches up from the database and the delta log instead.
+    #[arg(long, env = "SUBSCRIBER_BUFFER_EVENTS", default_value_t = 4096)]
+    pub subscriber_buffer_events: usize,
+
     /// Run pending database migrations at start-up.
     #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
     pub migrate: bool,
@@ -147,6 +152,16 @@ pub struct Settings {
     #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
+    /// Password hashes that may run at once (each holds `ARGON2_MEMORY_KIB`)
+    /// [default: the number of CPUs].
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+
+    /// Milliseconds a registration or login waits for a hashing slot before it is refused with
+    /// `unavailable` (HTTP 503 with `Retry-After`).
+    #[arg(long, env = "PASSWORD_HASH_QUEUE_MS", default_value_t = 1000)]
+    pub password_hash_queue_ms: u64,
+
     /// Log format: `auto` (JSON unless writing to a terminal), `pretty` or `json`. `RUST_LOG` sets levels.
     #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: LogFormat,
@@ -223,13 +238,8 @@ impl Settings {
 
     /// Checks what clap cannot; the error is one line naming the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self
-            .jwt_secret
-            .as_ref()
-            .is_none_or(|s| s.expose_secret().is_empty())
-        {
-            return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
-        }
+        let secret = self.jwt_secret.as_ref().map_or("", ExposeSecret::expose_secret);
+        chat_common::token::check_secret(secret.as_bytes())?;
         if self.agent_worker_urls.iter().all(|u| u.trim().is_empty()) {
             return Err("AGENT_WORKER_URLS (--agent-worker-url) names no agent-worker".into());
         }
@@ -238,6 +248,9 @@ impl Settings {
         }
         if self.agent_worker_resolve_secs == 0 {
             return Err("AGENT_WORKER_RESOLVE_SECS must be positive".into());
+        }
+        if self.subscriber_buffer_events == 0 {
+            return Err("SUBSCRIBER_BUFFER_EVENTS must be positive".into());
         }
         if self.run_max_attempts == 0 {
             return Err("RUN_MAX_ATTEMPTS must be at least 1".into());
@@ -263,6 +276,9 @@ impl Settings {
         if self.max_content_bytes == 0 {
             return Err("MAX_CONTENT_BYTES must be positive".into());
         }
+        if self.password_hash_concurrency == Some(0) {
+            return Err("PASSWORD_HASH_CONCURRENCY must be at least 1".into());
+        }
         if self.password_min_length > self.password_max_length {
             return Err("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH".into());
         }
@@ -277,6 +293,14 @@ impl Settings {
             argon2_memory_kib: self.argon2_memory_kib,
             argon2_iterations: self.argon2_iterations,
             argon2_parallelism: self.argon2_parallelism,
+            max_concurrent: self.password_hash_concurrency(),
+            queue_wait: std::time::Duration::from_millis(self.password_hash_queue_ms),
         }
+    }
+
+    /// Hashes that may run at once: the setting, or the number of CPUs.
+    pub fn password_hash_concurrency(&self) -> usize {
+        self.password_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
     }
 }

@@ -5,6 +5,9 @@ use std::fmt;
 
 /// Metadata key carrying the [`ErrorCode`] on a `tonic::Status`.
 pub const ERROR_CODE_METADATA: &str = "x-error-code";
+/// Metadata key of `rate_limited` and `unavailable` statuses: milliseconds to
+/// wait before retrying.
+pub const RETRY_AFTER_MS_METADATA: &str = "x-retry-after-ms";
 
 /// What went wrong, as clients see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,12 +1,13 @@
 //! Code shared by gateway, chat-core and agent-worker: the error codes both
 //! transports speak, the token claims chat-core verifies, health, the admin
 //! listener, metrics, logging and trace export, trace context propagation,
-//! secrets, endpoint discovery and shutdown.
+//! secrets, owner-only files, endpoint discovery and shutdown.
 
 pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod limits;
 pub mod metrics;

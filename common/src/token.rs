@@ -8,6 +8,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Issuer of every token this system signs.
 pub const ISSUER: &str = "chat-backend";
 
+/// Shortest accepted `JWT_SECRET`, in bytes: HS256 needs a key of at least
+/// 256 bits (RFC 7518, section 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Checks the length of the shared token secret; the error is one line
+/// naming the setting.
+pub fn check_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.is_empty() {
+        return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (it has {}); generate one with `openssl rand -hex 32`",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Who a token speaks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -18,10 +37,61 @@ pub enum Role {
     Service,
 }
 
+/// What kind of token it is (the `typ` claim); it must agree with [`Role`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    /// A user's access token, issued by the gateway at login.
+    Access,
+    /// An internal caller's service token.
+    Service,
+}
+
+impl TokenType {
+    /// The type a token of `role` must have.
+    pub fn of(role: Role) -> Self {
+        match role {
+            Role::User => Self::Access,
+            Role::Service => Self::Service,
+        }
+    }
+}
+
+/// A service that verifies tokens; a token names in `aud` the ones it is meant for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The gateway: user access tokens only.
+    Gateway,
+    /// chat-core: user access tokens (forwarded by the gateway) and service tokens.
+    ChatCore,
+}
+
+impl Audience {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "chat-gateway",
+            Self::ChatCore => "chat-core",
+        }
+    }
+
+    /// Where a token of `role` is accepted unless its signer says otherwise:
+    /// a user's access token at the gateway and, forwarded, at chat-core; a
+    /// service token at chat-core only.
+    pub fn defaults(role: Role) -> &'static [Audience] {
+        match role {
+            Role::User => &[Self::Gateway, Self::ChatCore],
+            Role::Service => &[Self::ChatCore],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub role: Role,
+    pub typ: TokenType,
+    /// The services the token is meant for ([`Audience::as_str`]).
+    pub aud: Vec<String>,
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
@@ -51,10 +121,11 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
+    /// Keys of `secret`; services check its length at start-up with [`check_secret`].
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.leeway = 5;
         validation.validate_nbf = true;
         Self {
@@ -64,11 +135,25 @@ impl TokenKeys {
         }
     }
 
+    /// Signs a token of `role` for the role's default audiences.
     pub fn sign(&self, sub: &str, role: Role, ttl: Duration) -> Result<String, TokenError> {
+        self.sign_for(sub, role, Audience::defaults(role), ttl)
+    }
+
+    /// Signs a token of `role` meant for `audiences` only.
+    pub fn sign_for(
+        &self,
+        sub: &str,
+        role: Role,
+        audiences: &[Audience],
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
             role,
+            typ: TokenType::of(role),
+            aud: audiences.iter().map(|a| a.as_str().to_owned()).collect(),
             iss: ISSUER.to_owned(),
             iat: now,
             exp: now + ttl.as_secs(),
@@ -78,13 +163,21 @@ impl TokenKeys {
             .map_err(|_| TokenError::Sign)
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Verifies a token meant for `audience`: signature, issuer, expiry, an
+    /// `aud` naming `audience`, and a `typ` that agrees with its role.
+    pub fn verify(&self, token: &str, audience: Audience) -> Result<Claims, TokenError> {
         if token.len() > 8 * 1024 {
             return Err(TokenError::Invalid);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[audience.as_str()]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|_| TokenError::Invalid)
+            .map_err(|_| TokenError::Invalid)?;
+        if claims.typ != TokenType::of(claims.role) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
     }
 }
 
@@ -108,13 +201,18 @@ pub fn bearer(value: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     #[test]
     fn signed_token_verifies_and_keeps_its_claims() {
-        let keys = TokenKeys::new(b"secret");
+        let keys = TokenKeys::new(SECRET);
         let token = keys.sign("u1", Role::User, Duration::from_secs(60)).unwrap();
-        let claims = keys.verify(&token).unwrap();
+        let claims = keys.verify(&token, Audience::Gateway).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.role, Role::User);
+        assert_eq!(claims.typ, TokenType::Access);
+        assert_eq!(claims.aud, ["chat-gateway", "chat-core"]);
+        assert!(keys.verify(&token, Audience::ChatCore).is_ok());
     }
 
     #[test]
@@ -122,8 +220,53 @@ mod tests {
         let token = TokenKeys::new(b"a")
             .sign("u1", Role::Service, Duration::from_secs(60))
             .unwrap();
-        assert!(TokenKeys::new(b"b").verify(&token).is_err());
-        assert!(TokenKeys::new(b"b").verify("garbage").is_err());
+        assert!(TokenKeys::new(b"b").verify(&token, Audience::ChatCore).is_err());
+        assert!(
+            TokenKeys::new(b"b")
+                .verify("garbage", Audience::ChatCore)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn each_service_accepts_only_tokens_meant_for_it() {
+        let keys = TokenKeys::new(SECRET);
+        let service = keys.sign("s", Role::Service, Duration::from_secs(60)).unwrap();
+        assert!(keys.verify(&service, Audience::ChatCore).is_ok());
+        assert!(
+            keys.verify(&service, Audience::Gateway).is_err(),
+            "service tokens are not for the gateway"
+        );
+        let core_only = keys
+            .sign_for("u1", Role::User, &[Audience::ChatCore], Duration::from_secs(60))
+            .unwrap();
+        assert!(keys.verify(&core_only, Audience::Gateway).is_err());
+    }
+
+    #[test]
+    fn a_type_that_disagrees_with_the_role_is_rejected() {
+        let claims = serde_json::json!({
+            "sub": "u1", "role": "service", "typ": "access", "aud": ["chat-core"],
+            "iss": ISSUER, "iat": unix_now(), "exp": unix_now() + 60, "jti": "j",
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(TokenKeys::new(SECRET).verify(&token, Audience::ChatCore).is_err());
+    }
+
+    #[test]
+    fn secrets_shorter_than_256_bits_are_refused() {
+        assert!(check_secret(b"").unwrap_err().contains("required"));
+        let short = check_secret(&[b'x'; 31]).unwrap_err();
+        assert!(
+            short.starts_with("JWT_SECRET must be at least 32 bytes"),
+            "{short}"
+        );
+        assert!(check_secret(SECRET).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use chat_common::token::{self, ISSUER, Role, TokenKeys};
+use chat_common::token::{self, Audience, ISSUER, Role, TokenKeys};
 use gateway::auth::Tokens;
 use libfuzzer_sys::fuzz_target;
 
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
 /// HS256 token of ours with our issuer ever passes.
 fn verify_any(text: &str) {
     let keys = TokenKeys::new(SECRET);
-    if let Ok(claims) = keys.verify(text) {
+    if let Ok(claims) = keys.verify(text, Audience::ChatCore) {
         assert_eq!(claims.iss, ISSUER);
         let header = jsonwebtoken::decode_header(text).expect("a verified token has a header");
         assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
@@ -69,16 +69,16 @@ fn round_trip(input: Claims) {
     let signed = keys.sign(&input.sub, role, ttl).expect("signing never fails");
     if signed.len() > 8 * 1024 {
         // Longer tokens are refused unread (subjects are ids, never this long).
-        assert!(keys.verify(&signed).is_err());
+        assert!(keys.verify(&signed, Audience::ChatCore).is_err());
         return;
     }
-    let claims = keys.verify(&signed).expect("a fresh token verifies");
+    let claims = keys.verify(&signed, Audience::ChatCore).expect("a fresh token verifies");
     assert_eq!(
         (claims.sub.as_str(), claims.role, claims.iss.as_str()),
         (input.sub.as_str(), role, ISSUER)
     );
     assert_eq!(claims.exp - claims.iat, u64::from(input.ttl_secs));
-    assert!(TokenKeys::new(b"another-secret").verify(&signed).is_err());
+    assert!(TokenKeys::new(b"another-secret").verify(&signed, Audience::ChatCore).is_err());
 
     let mut tampered = signed.clone().into_bytes();
     let at = usize::from(input.tamper_at) % tampered.len();
@@ -88,7 +88,7 @@ fn round_trip(input: Claims) {
     tampered[at] = input.tamper_to;
     if let Ok(tampered) = String::from_utf8(tampered) {
         assert!(
-            keys.verify(&tampered).is_err(),
+            keys.verify(&tampered, Audience::ChatCore).is_err(),
             "a token with byte {at} changed still verifies: {tampered}"
         );
     }

@@ -100,11 +100,14 @@ impl Application {
         .await?;
         let health = Health::new("gateway");
         health.set("chat-core", false);
-        let tokens = Arc::new(Tokens::new(
-            settings.jwt_secret().as_bytes(),
-            settings.access_token_ttl(),
-            settings.refresh_token_ttl(),
-        ));
+        let tokens = Arc::new(
+            Tokens::new(
+                settings.jwt_secret().as_bytes(),
+                settings.access_token_ttl(),
+                settings.refresh_token_ttl(),
+            )
+            .with_refresh_family_ttl(std::time::Duration::from_secs(settings.refresh_family_ttl_secs)),
+        );
         let providers = settings
             .identity_providers()
             .map_err(|message| anyhow::anyhow!(message))?;
@@ -127,7 +130,7 @@ impl Application {
             ws_token_grace: settings.ws_token_grace(),
             ws_flush_timeout: std::time::Duration::from_secs(settings.ws_flush_timeout_secs),
         };
-        let rate_limits = RateLimits::new(rate_limit_store(&settings).await?);
+        let rate_limits = RateLimits::new(rate_limit_store(&settings).await?, &settings.fail_closed_tiers());
         let shutdown = CancellationToken::new();
         let state = Arc::new(AppState {
             core,

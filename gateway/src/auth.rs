@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Query};
-use chat_common::token::{self, Role, TokenKeys};
+use chat_common::token::{self, Audience, Role, TokenKeys};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ const SERVICE_SUBJECT: &str = "gateway";
 /// Lifetime of the service token, and how long before expiry it is re-signed.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const SERVICE_TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Absolute lifetime of a refresh token family unless configured (90 days).
+const DEFAULT_REFRESH_FAMILY_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The tokens a successful login or refresh hands out.
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
@@ -37,6 +39,7 @@ pub struct Tokens {
     keys: TokenKeys,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    refresh_family_ttl: Duration,
     service: Mutex<Option<(String, Instant)>>,
 }
 
@@ -46,6 +49,7 @@ impl Tokens {
             keys: TokenKeys::new(secret),
             access_ttl,
             refresh_ttl,
+            refresh_family_ttl: DEFAULT_REFRESH_FAMILY_TTL,
             service: Mutex::new(None),
         }
     }
@@ -84,14 +88,28 @@ impl Tokens {
         })
     }
 
+    /// Sets how long the refresh tokens of one login may be rotated, in all.
+    pub fn with_refresh_family_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_family_ttl = ttl;
+        self
+    }
+
     /// Lifetime of the refresh tokens chat-core issues for the gateway.
     pub fn refresh_ttl(&self) -> Duration {
         self.refresh_ttl
     }
 
+    /// Absolute lifetime of a refresh token family, from its login.
+    pub fn refresh_family_ttl(&self) -> Duration {
+        self.refresh_family_ttl
+    }
+
     /// Checks an access token and returns the user it speaks for.
     pub fn verify_access(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let claims = self.keys.verify(token).map_err(|_| invalid_token())?;
+        let claims = self
+            .keys
+            .verify(token, Audience::Gateway)
+            .map_err(|_| invalid_token())?;
         if claims.role != Role::User || claims.sub.is_empty() {
             return Err(invalid_token());
         }

@@ -10,8 +10,7 @@ use chat_common::error::ERROR_CODE_METADATA;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-/// Metadata key chat-core may set on `rate_limited` statuses: milliseconds to wait.
-pub const RETRY_AFTER_MS_METADATA: &str = "x-retry-after-ms";
+pub use chat_common::error::RETRY_AFTER_MS_METADATA;
 
 /// An error as clients see it: a code, a safe message and the HTTP status derived from the code.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -192,7 +192,15 @@ async fn authenticate(state: &SharedState, token: Option<&str>, ip: &str) -> Res
 
 async fn limit(state: &SharedState, tier: Tier, key: &str) -> Result<(), tonic::Status> {
     match state.rate_limits.check(tier, key).await {
-        Some(decision) if !decision.allowed => {
+        Err(_down) => {
+            let mut status = ErrorCode::Unavailable.status("rate limiting is unavailable; retry shortly");
+            let retry_after_ms = crate::ratelimit::STORE_DOWN_RETRY_AFTER.as_millis().to_string();
+            if let Ok(value) = retry_after_ms.parse() {
+                status.metadata_mut().insert(RETRY_AFTER_MS_METADATA, value);
+            }
+            Err(status)
+        }
+        Ok(Some(decision)) if !decision.allowed => {
             let retry_after_ms = decision.retry_after_ms();
             let mut status =
                 ErrorCode::RateLimited.status(format!("too many requests, retry in {retry_after_ms} ms"));

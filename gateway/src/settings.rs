@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::idp::{ProviderConfig, parse_providers};
 use crate::origin::AllowedOrigins;
-use crate::ratelimit::{Policies, Policy};
+use crate::ratelimit::{Policies, Policy, Tier};
 
 /// API window when neither `--rate-limit-window-secs` nor `--rate-limit-window-ms` is given.
 const DEFAULT_API_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -52,6 +52,11 @@ pub struct Settings {
     /// Lifetime of the refresh tokens issued at login, in seconds.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+
+    /// Absolute lifetime of a login's refresh tokens, in seconds: rotation never extends a
+    /// family past this (then refresh answers 401 and the user logs in again).
+    #[arg(long, env = "REFRESH_FAMILY_TTL_SECS", default_value_t = 90 * 24 * 3600)]
+    pub refresh_family_ttl_secs: u64,
 
     /// External identity providers whose RS256/ES256 user tokens are accepted, as a JSON list:
     /// `[{"issuer", "audience", "jwks_url" or "public_key_pem", "algorithms": ["RS256", "ES256"]}]`.
@@ -131,6 +136,15 @@ pub struct Settings {
     #[arg(long, env = "AUTH_RATE_LIMIT_WINDOW_SECS", default_value_t = 900)]
     pub auth_rate_limit_window_secs: u64,
 
+    /// Account rate limit: logins per window per username, from any address (against guessing
+    /// one account's password from many addresses).
+    #[arg(long, env = "ACCOUNT_RATE_LIMIT_MAX", default_value = "20")]
+    pub account_rate_limit_max: NonZeroU32,
+
+    /// Account rate limit window in seconds.
+    #[arg(long, env = "ACCOUNT_RATE_LIMIT_WINDOW_SECS", default_value_t = 900)]
+    pub account_rate_limit_window_secs: u64,
+
     /// Message rate limit: messages per window per user (REST posts and WebSocket `send` frames).
     #[arg(long, env = "MESSAGE_RATE_LIMIT", default_value = "60")]
     pub message_rate_limit: NonZeroU32,
@@ -147,6 +161,18 @@ pub struct Settings {
     /// File holding the Redis URL, instead of `REDIS_URL` (for URLs with a password).
     #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
     pub redis_url_file: Option<std::path::PathBuf>,
+
+    /// Tiers that refuse requests (503 with `Retry-After`) while the rate limit store (Redis)
+    /// fails, comma separated from `api`, `auth`, `account`, `messages`, or `none`; the others
+    /// let requests through uncounted.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_FAIL_CLOSED",
+        value_delimiter = ',',
+        default_value = "auth,account",
+        value_parser = parse_fail_closed
+    )]
+    pub rate_limit_fail_closed: Vec<FailClosed>,
 
     /// Prefix of the rate limit keys in Redis.
     #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "gateway:ratelimit")]
@@ -169,6 +195,19 @@ pub struct Settings {
     /// Seconds a stopping gateway (SIGTERM) has to finish requests and close its sockets.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
+}
+
+/// An entry of `RATE_LIMIT_FAIL_CLOSED`: a tier, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailClosed(pub Option<Tier>);
+
+fn parse_fail_closed(value: &str) -> Result<FailClosed, String> {
+    match value.trim() {
+        "none" | "" => Ok(FailClosed(None)),
+        name => Tier::parse(name)
+            .map(|tier| FailClosed(Some(tier)))
+            .ok_or_else(|| format!("`{name}` is not api, auth, account, messages or none")),
+    }
 }
 
 impl Default for Settings {
@@ -212,6 +251,11 @@ impl Settings {
         }
     }
 
+    /// The tiers that refuse requests while the rate limit store fails.
+    pub fn fail_closed_tiers(&self) -> Vec<Tier> {
+        self.rate_limit_fail_closed.iter().filter_map(|f| f.0).collect()
+    }
+
     pub fn rate_limit_policies(&self) -> Policies {
         Policies {
             api: Policy {
@@ -221,6 +265,10 @@ impl Settings {
             auth: Policy {
                 limit: self.auth_rate_limit_max,
                 window: Duration::from_secs(self.auth_rate_limit_window_secs),
+            },
+            account: Policy {
+                limit: self.account_rate_limit_max,
+                window: Duration::from_secs(self.account_rate_limit_window_secs),
             },
             messages: Policy {
                 limit: self.message_rate_limit,
@@ -252,11 +300,12 @@ impl Settings {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert (TLS_CERT_FILE) and --tls-key (TLS_KEY_FILE) go together".into());
         }
-        if self.jwt_secret().is_empty() {
-            return Err("JWT_SECRET (or JWT_SECRET_FILE, --jwt-secret) is required".into());
-        }
+        chat_common::token::check_secret(self.jwt_secret().as_bytes())?;
         if self.chat_core_resolve_secs == 0 {
             return Err("--chat-core-resolve-secs (CHAT_CORE_RESOLVE_SECS) must be positive".into());
+        }
+        if self.refresh_family_ttl_secs == 0 {
+            return Err("REFRESH_FAMILY_TTL_SECS must be positive".into());
         }
         if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
             return Err("token lifetimes must be at least one second".into());
@@ -281,6 +330,7 @@ impl Settings {
         }
         if self.api_rate_limit_window().is_zero()
             || self.auth_rate_limit_window_secs == 0
+            || self.account_rate_limit_window_secs == 0
             || self.message_rate_limit_window_secs == 0
         {
             return Err("rate limit windows must be positive".into());
@@ -296,6 +346,9 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// A secret of the shortest accepted length.
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn test_style_arguments_parse_with_defaults() {
         let settings = Settings::parse_from([
@@ -305,9 +358,9 @@ mod tests {
             "--chat-core-url",
             "http://127.0.0.1:1",
             "--jwt-secret",
-            "s",
+            SECRET,
         ]);
-        assert_eq!(settings.jwt_secret(), "s");
+        assert_eq!(settings.jwt_secret(), SECRET);
         assert_eq!(settings.max_content_bytes, 16384);
         assert_eq!(settings.ws_read_buffer_bytes, 4096);
         assert!(settings.validate().is_ok());
@@ -315,12 +368,19 @@ mod tests {
 
     #[test]
     fn api_window_prefers_seconds_then_the_legacy_milliseconds() {
-        let base = ["gateway", "--jwt-secret", "s"];
+        let base = ["gateway", "--jwt-secret", SECRET];
         let settings = Settings::parse_from(base);
         assert_eq!(settings.api_rate_limit_window(), Duration::from_secs(900));
         assert_eq!(settings.rate_limit_policies().api.limit.get(), 300);
         assert_eq!(settings.rate_limit_policies().auth.limit.get(), 10);
         assert_eq!(settings.rate_limit_policies().messages.limit.get(), 60);
+        assert_eq!(settings.rate_limit_policies().account.limit.get(), 20);
+        assert_eq!(settings.fail_closed_tiers(), [Tier::Auth, Tier::Account]);
+        let open = Settings::parse_from([&base[..], &["--rate-limit-fail-closed", "none"]].concat());
+        assert!(open.fail_closed_tiers().is_empty());
+        assert!(
+            Settings::try_parse_from([&base[..], &["--rate-limit-fail-closed", "nope"]].concat()).is_err()
+        );
         let legacy = Settings::parse_from([&base[..], &["--rate-limit-window-ms", "1500"]].concat());
         assert_eq!(legacy.api_rate_limit_window(), Duration::from_millis(1500));
         let both = Settings::parse_from(
@@ -338,7 +398,7 @@ mod tests {
     #[test]
     fn identity_providers_are_checked_at_start_up() {
         let with = |providers: &str| {
-            Settings::parse_from(["gateway", "--jwt-secret", "s", "--oidc-providers", providers])
+            Settings::parse_from(["gateway", "--jwt-secret", SECRET, "--oidc-providers", providers])
         };
         let good = with(r#"[{"issuer":"https://idp","audience":"chat","jwks_url":"http://idp/jwks"}]"#);
         assert!(good.validate().is_ok());
@@ -346,6 +406,16 @@ mod tests {
         let hmac = with(r#"[{"issuer":"i","audience":"a","jwks_url":"http://x","algorithms":["HS256"]}]"#);
         assert!(hmac.validate().is_err());
         assert!(with("{not json").validate().is_err());
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_naming_the_setting() {
+        let short = Settings::parse_from(["gateway", "--jwt-secret", "s"]);
+        let error = short.validate().expect_err("one byte is too short");
+        assert!(
+            error.starts_with("JWT_SECRET must be at least 32 bytes"),
+            "{error}"
+        );
     }
 
     #[test]

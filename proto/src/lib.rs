@@ -11,6 +11,13 @@ pub mod chat {
     }
 }
 
+impl chat::v1::RunStatus {
+    /// Whether a run in this status has ended: no event of it follows.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
 pub mod agent {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,14 +1,17 @@
 //! Test support for the chat backend's suites, used only as a
 //! dev-dependency: a fresh database per test ([`TestDatabase`]), a TCP proxy
-//! whose link can be cut ([`CuttableProxy`]), and [`Stack`], the one way
+//! whose link can be cut ([`CuttableProxy`]), a `redis-server` of a test's
+//! own ([`PrivateRedis`]), and [`Stack`], the one way
 //! every suite starts real services (agent-workers, chat-cores, gateways) on
 //! loopback, configured in code.
 
 mod db;
 pub mod needs;
+mod redis;
 mod stack;
 
 pub use db::{CuttableProxy, TestDatabase, socket_addr_of, with_database, with_host};
+pub use redis::PrivateRedis;
 pub use stack::{
     Core, Gateway, Rewrite, SECRET, SLOW_AGENTS, Stack, StackBuilder, Worker, agents_file, core, gateway,
     worker,

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::db::TestDatabase;
 
 /// Token secret every service of a test stack shares.
-pub const SECRET: &str = "test-secret";
+pub const SECRET: &str = "test-secret-of-thirty-two-bytes!";
 
 /// Agents for tests that need a run to take a while.
 pub const SLOW_AGENTS: &str = r#"

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Token secret shared by the gateways and chat-cores of a test.
-pub const SECRET: &str = "process-test-secret";
+pub const SECRET: &str = "process-test-secret-of-32-bytes!";
 pub const PASSWORD: &str = "correct horse battery";
 /// Longest a service may take to turn ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -9,6 +9,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use chat_common::ErrorCode;
 use chat_common::token::{Role, TokenKeys};
 use chat_proto::chat::v1::{self as pb, session_event::Event};
 use common::*;
@@ -190,6 +191,27 @@ async fn escalation_waits_for_a_human_who_answers_over_grpc_and_hands_back() {
         unreachable!()
     };
     assert_eq!(human.seq, 4);
+
+    // The user may not resolve the session past the person who holds it; the person's side may.
+    let resolve = |notes: &str| pb::ResolveSessionRequest {
+        session_id: session.id.clone(),
+        notes: notes.into(),
+    };
+    let skipped = client(addr)
+        .await
+        .resolve_session(with_token(resolve("never mind"), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorCode::from_status(&skipped),
+        ErrorCode::Conflict,
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.message().contains("pending_human"),
+        "{}",
+        skipped.message()
+    );
 
     // A user may not post as a human, nor hand the session back.
     let forged = pb::SendMessageRequest {

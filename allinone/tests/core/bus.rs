@@ -17,8 +17,8 @@ async fn buses() -> Vec<(&'static str, Arc<dyn EventBus>, Arc<dyn EventBus>)> {
     let memory: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
     let mut all = vec![("in-process", memory.clone(), memory)];
     if let Some(url) = chat_testkit::needs::shared_redis() {
-        let a: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url).await.expect("redis"));
-        let b: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url).await.expect("redis"));
+        let a: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, 4096).await.expect("redis"));
+        let b: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, 4096).await.expect("redis"));
         all.push(("redis, same replica", a.clone(), a.clone()));
         all.push(("redis, across replicas", a, b));
     }

@@ -93,6 +93,60 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
 }
 
 #[tokio::test]
+async fn chat_core_accepts_only_tokens_meant_for_it() {
+    use chat_common::token::{Audience, ISSUER, Role};
+    let stack = spawn_stack().await;
+    let mut client = client(stack.core.addr).await;
+    let list = |token: &str| with_token(pb::ListSessionsRequest::default(), token);
+    let raw = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = chat_core::domain::now_ms() as u64 / 1000;
+    let service = |aud: serde_json::Value, typ: &str| {
+        raw(serde_json::json!({
+            "sub": "desk", "role": "service", "typ": typ, "aud": aud,
+            "iss": ISSUER, "iat": now, "exp": now + 60, "jti": "j",
+        }))
+    };
+
+    // The control: a service token for chat-core.
+    let good = service(serde_json::json!(["chat-core"]), "service");
+    assert!(client.list_sessions(list(&good)).await.is_ok());
+    let refused = [
+        (
+            "a token meant for the gateway only",
+            keys()
+                .sign_for("u", Role::User, &[Audience::Gateway], Duration::from_secs(60))
+                .unwrap(),
+        ),
+        (
+            "a service token without an audience",
+            raw(serde_json::json!({
+                "sub": "desk", "role": "service", "typ": "service",
+                "iss": ISSUER, "iat": now, "exp": now + 60, "jti": "j",
+            })),
+        ),
+        (
+            "a service role typed as an access token",
+            service(serde_json::json!(["chat-core"]), "access"),
+        ),
+        (
+            "another audience",
+            service(serde_json::json!(["agent-worker"]), "service"),
+        ),
+    ];
+    for (name, token) in refused {
+        let err = client.list_sessions(list(&token)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn another_users_session_is_forbidden() {
     let stack = spawn_stack().await;
     let (_, alice) = register(stack.core.addr).await;
@@ -166,18 +220,25 @@ async fn history_survives_a_restart_and_subscribe_resumes_after_seq() {
         .await
         .unwrap()
         .into_inner();
-    let mut seqs = Vec::new();
-    while seqs.len() < 2 {
+    // The replay: the messages after after_seq, then how their run ended.
+    let mut replay = Vec::new();
+    while replay.len() < 3 {
         let event = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if let Some(Event::Message(m)) = event.event {
-            seqs.push(m.seq);
+        match event.event {
+            Some(Event::Message(m)) => replay.push(format!("message {}", m.seq)),
+            Some(Event::Run(r)) => replay.push(format!("run {}", r.status().as_str_name())),
+            other => panic!("unexpected in the replay: {other:?}"),
         }
     }
-    assert_eq!(seqs, vec![5, 6], "exactly the messages after after_seq");
+    assert_eq!(
+        replay,
+        ["message 5", "message 6", "run RUN_STATUS_COMPLETED"],
+        "exactly what follows after_seq"
+    );
     // A new message arrives live on the same subscription, after the replay.
     send(core.addr, &token, &session.id, "m-live", "live").await;
     let event = tokio::time::timeout(Duration::from_secs(5), events.next())
@@ -290,6 +351,65 @@ async fn resent_client_msg_id_returns_the_original_ack_and_one_run() {
     );
     let messages = history(stack.core.addr, &token, &session.id).await;
     assert_eq!(messages.len(), 2, "one user message and one reply");
+}
+
+/// A resend that arrives while the original's run is still streaming, even
+/// with other content, is the original message: the same ack, no second
+/// run (no second `queued` event, no second run id anywhere), and the reply
+/// answers the original content.
+#[tokio::test]
+async fn a_resend_during_the_run_with_other_content_starts_no_second_run() {
+    let db = chat_testkit::TestDatabase::new().await.unwrap();
+    let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
+    let core = spawn_core(&db.url, &worker.url).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session_with(core.addr, &token, "slow", "").await;
+    let mut watcher = watch(core.addr, &token, &session.id).await;
+
+    let first = start_send(core.addr, &token, &session.id, "same-id", "the original words")
+        .await
+        .unwrap();
+    next_matching(
+        &mut watcher,
+        |e| matches!(e, Event::Delta(d) if d.run_id == first.run_id),
+    )
+    .await;
+    let resent = send(core.addr, &token, &session.id, "same-id", "different words").await;
+    let Some(SendEvent::Ack(again)) = &resent[0].event else {
+        panic!("ack first")
+    };
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.message_id.as_str(), again.seq, again.run_id.as_str()),
+        (first.message_id.as_str(), first.seq, first.run_id.as_str())
+    );
+    assert_eq!(reply_of(&resent).content, "the original words");
+
+    let mut run_ids = std::collections::BTreeSet::new();
+    let mut queued = 0;
+    loop {
+        let event = next_matching(&mut watcher, |_| true).await;
+        match &event {
+            Event::Run(r) => {
+                run_ids.insert(r.run_id.clone());
+                queued += usize::from(r.status() == pb::RunStatus::Queued);
+                if r.status().is_terminal() {
+                    break;
+                }
+            }
+            Event::Delta(d) => {
+                run_ids.insert(d.run_id.clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(run_ids, [first.run_id.clone()].into(), "one run only");
+    // The original's `queued` came before its first delta, which the watch
+    // had already passed.
+    assert_eq!(queued, 0, "a run was queued for the resend");
+    let messages = history(core.addr, &token, &session.id).await;
+    assert_eq!(messages.len(), 2, "one user message and one reply");
+    assert_eq!(messages[0].content, "the original words");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod agents;
 mod bus;
+mod catch_up;
 mod common;
 mod database_outage;
 mod external_users;

@@ -1,4 +1,5 @@
-//! Password rules and argon2 costs come from configuration.
+//! Password rules and argon2 costs come from configuration, and hashing runs
+//! under a concurrency bound.
 
 #![allow(clippy::unwrap_used)]
 
@@ -62,4 +63,54 @@ async fn password_rules_and_argon2_costs_are_configurable() {
         password: "twelve chars".into(),
     };
     assert!(users.verify_password(with_token(login, &service)).await.is_ok());
+}
+
+#[tokio::test]
+async fn password_checks_beyond_the_bound_are_unavailable_with_a_retry_hint() {
+    let db = chat_testkit::TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let core = spawn_core_with(&db.url, &worker.url, |s| {
+        s.password_hash_concurrency = Some(1);
+        s.password_hash_queue_ms = 0;
+    })
+    .await;
+    let service = TokenKeys::new(SECRET.as_bytes())
+        .sign("tests", Role::Service, Duration::from_secs(60))
+        .unwrap();
+    let channel = channel(core.addr).await;
+
+    // Sixteen logins of unknown users at once; one hash (19 MiB, tens of ms) runs at a time.
+    let logins: Vec<_> = (0..16)
+        .map(|i| {
+            let mut users = UserServiceClient::new(channel.clone());
+            let request = with_token(
+                pb::VerifyPasswordRequest {
+                    username: format!("nobody_{i}"),
+                    password: "whatever it is".into(),
+                },
+                &service,
+            );
+            tokio::spawn(async move { users.verify_password(request).await })
+        })
+        .collect();
+    let mut refused = 0;
+    let mut checked = 0;
+    for login in logins {
+        let status = login.await.unwrap().unwrap_err();
+        match ErrorCode::from_status(&status) {
+            ErrorCode::Unauthenticated => checked += 1,
+            ErrorCode::Unavailable => {
+                refused += 1;
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                let retry = status.metadata().get("x-retry-after-ms").unwrap();
+                assert_eq!(retry.to_str().unwrap(), "1000");
+            }
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert!(checked >= 1, "the slot was used");
+    assert!(
+        refused >= 1,
+        "the excess was refused rather than queued without bound"
+    );
 }

@@ -58,13 +58,13 @@ async fn rotation_revokes_the_old_token_and_keeps_the_family() {
 
     let second = rotated(
         store
-            .rotate_refresh_token("h1", "h2", in_an_hour())
+            .rotate_refresh_token("h1", "h2", in_an_hour(), None)
             .await
             .unwrap(),
     );
     let third = rotated(
         store
-            .rotate_refresh_token("h2", "h3", in_an_hour())
+            .rotate_refresh_token("h2", "h3", in_an_hour(), None)
             .await
             .unwrap(),
     );
@@ -90,16 +90,19 @@ async fn reusing_a_rotated_token_revokes_the_whole_family() {
         .unwrap();
     rotated(
         store
-            .rotate_refresh_token("a1", "a2", in_an_hour())
+            .rotate_refresh_token("a1", "a2", in_an_hour(), None)
             .await
             .unwrap(),
     );
 
-    let reuse = store.rotate_refresh_token("a1", "x", in_an_hour()).await.unwrap();
+    let reuse = store
+        .rotate_refresh_token("a1", "x", in_an_hour(), None)
+        .await
+        .unwrap();
 
     assert!(matches!(reuse, Rotation::Reused), "{reuse:?}");
     let newest = store
-        .rotate_refresh_token("a2", "a3", in_an_hour())
+        .rotate_refresh_token("a2", "a3", in_an_hour(), None)
         .await
         .unwrap();
     assert!(
@@ -108,7 +111,7 @@ async fn reusing_a_rotated_token_revokes_the_whole_family() {
     );
     rotated(
         store
-            .rotate_refresh_token("other", "other2", in_an_hour())
+            .rotate_refresh_token("other", "other2", in_an_hour(), None)
             .await
             .unwrap(),
     );
@@ -124,7 +127,7 @@ async fn revoking_ends_the_family_and_is_idempotent() {
         .unwrap();
     rotated(
         store
-            .rotate_refresh_token("r1", "r2", in_an_hour())
+            .rotate_refresh_token("r1", "r2", in_an_hour(), None)
             .await
             .unwrap(),
     );
@@ -134,7 +137,7 @@ async fn revoking_ends_the_family_and_is_idempotent() {
     assert!(!store.revoke_refresh_family("unknown").await.unwrap());
 
     let after = store
-        .rotate_refresh_token("r2", "r3", in_an_hour())
+        .rotate_refresh_token("r2", "r3", in_an_hour(), None)
         .await
         .unwrap();
     assert!(matches!(after, Rotation::Reused), "{after:?}");
@@ -148,11 +151,11 @@ async fn expired_and_unknown_tokens_do_not_rotate() {
     store.issue_refresh_token(&user_id, "old", past).await.unwrap();
 
     let expired = store
-        .rotate_refresh_token("old", "new", in_an_hour())
+        .rotate_refresh_token("old", "new", in_an_hour(), None)
         .await
         .unwrap();
     let unknown = store
-        .rotate_refresh_token("nope", "new", in_an_hour())
+        .rotate_refresh_token("nope", "new", in_an_hour(), None)
         .await
         .unwrap();
 
@@ -161,7 +164,7 @@ async fn expired_and_unknown_tokens_do_not_rotate() {
     assert!(
         matches!(
             store
-                .rotate_refresh_token("new", "x", in_an_hour())
+                .rotate_refresh_token("new", "x", in_an_hour(), None)
                 .await
                 .unwrap(),
             Rotation::Invalid
@@ -184,7 +187,7 @@ async fn concurrent_rotations_of_one_token_let_one_win_and_revoke_the_family() {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .rotate_refresh_token("c0", &format!("c1-{i}"), in_an_hour())
+                    .rotate_refresh_token("c0", &format!("c1-{i}"), in_an_hour(), None)
                     .await
             })
         })
@@ -199,7 +202,7 @@ async fn concurrent_rotations_of_one_token_let_one_win_and_revoke_the_family() {
     assert_eq!(winners.len(), 1, "exactly one rotation succeeds");
     let winner = &winners[0].token_hash;
     let next = store
-        .rotate_refresh_token(winner, "c2", in_an_hour())
+        .rotate_refresh_token(winner, "c2", in_an_hour(), None)
         .await
         .unwrap();
     assert!(
@@ -252,6 +255,7 @@ async fn refresh_token_rpcs_rotate_detect_reuse_and_revoke() {
             pb::RotateRefreshTokenRequest {
                 refresh_token: refresh_token.into(),
                 ttl_secs: 600,
+                family_ttl_secs: 0,
             },
             &service,
         )
@@ -321,6 +325,7 @@ async fn refresh_token_rpcs_need_a_service_token() {
             pb::RotateRefreshTokenRequest {
                 refresh_token: "x".into(),
                 ttl_secs: 600,
+                family_ttl_secs: 0,
             },
             &user_token,
         ))

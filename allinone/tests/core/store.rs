@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::domain::{
-    ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
+    Actor, ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
 };
 use chat_core::store::{
     self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
@@ -393,6 +393,67 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
     assert_eq!(accepted.unwrap().message.seq, 2);
 }
 
+/// The status check that matters is the one inside the appending
+/// transaction: a session ended after the caller looked at it takes no
+/// message, whatever the caller saw.
+#[tokio::test]
+async fn an_ended_or_expired_session_refuses_messages_inside_the_append() {
+    let (store, _db) = fresh_store().await;
+    for change in [SessionChange::End, SessionChange::Expire] {
+        let (_, session) = user_and_session(&store).await;
+        store
+            .transition_session(
+                &session,
+                Transition::new(
+                    change,
+                    if change == SessionChange::Expire {
+                        Actor::System
+                    } else {
+                        Actor::Owner
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+        let refused = store
+            .append_message(user_message(&session, "late", "hello"))
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::Conflict(why)) if why.contains("session is")),
+            "{change:?}: {refused:?}"
+        );
+        let stored = store.get_session(&session).await.unwrap().unwrap();
+        assert_eq!(stored.last_seq, 0, "{change:?}: the refused message took a seq");
+        assert!(store.active_runs(&session).await.unwrap().is_empty());
+    }
+}
+
+/// Whether a user message starts a run is decided with the status the
+/// transaction reads: a session handed to a person meanwhile gets the
+/// message and no run.
+#[tokio::test]
+async fn a_session_with_a_person_stores_user_messages_without_a_run() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .transition_session(&session, Transition::new(SessionChange::Escalate, Actor::System))
+        .await
+        .unwrap();
+    let appended = store
+        .append_message(NewMessage {
+            reject_if_busy: true,
+            ..user_message(&session, "m1", "is anyone there?")
+        })
+        .await
+        .unwrap();
+    assert_eq!(appended.message.seq, 1);
+    assert!(
+        appended.run.is_none(),
+        "a run started while a person handles the session"
+    );
+    assert!(store.active_runs(&session).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn idle_sessions_expire_and_filters_select_by_status() {
     let (store, _db) = fresh_store().await;
@@ -422,7 +483,7 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
             &resolved.id,
             Transition {
                 notes: Some("done".into()),
-                ..Transition::new(SessionChange::Resolve)
+                ..Transition::new(SessionChange::Resolve, Actor::Owner)
             },
         )
         .await
@@ -477,7 +538,7 @@ async fn idle_sessions_expire_and_filters_select_by_status() {
         Some(&busy.id)
     );
     let ended = store
-        .transition_session(&busy.id, Transition::new(SessionChange::End))
+        .transition_session(&busy.id, Transition::new(SessionChange::End, Actor::Owner))
         .await
         .unwrap();
     assert_eq!(ended.status, SessionStatus::Ended);

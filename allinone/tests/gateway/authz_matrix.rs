@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic_web::GrpcWebClientLayer;
 
 /// Who calls.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Caller {
     Anonymous,
     Garbage,
@@ -455,5 +455,189 @@ async fn every_grpc_web_method() -> anyhow::Result<()> {
         }
     }
     assert!(matrix.mismatches.is_empty(), "\n{}", matrix.mismatches);
+    Ok(())
+}
+
+// === Beyond the matrix ===
+
+/// The SSE form of sending is authorised like the JSON one.
+#[tokio::test]
+async fn sse_sending_is_authorised_like_json_sending() -> anyhow::Result<()> {
+    let mut matrix = Matrix::new().await?;
+    for caller in CALLERS {
+        let session = matrix.session().await?;
+        let mut request = matrix
+            .stack
+            .http
+            .post(matrix.stack.url(&format!("/api/v1/sessions/{session}/messages")))
+            .header("accept", "text/event-stream")
+            .json(&json!({"content": "hello", "client_msg_id": "sse-1"}));
+        if let Some(token) = matrix.token(caller) {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let event_stream = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let body = response.text().await?;
+        let want = match caller {
+            Caller::Anonymous | Caller::Garbage => (401, false),
+            Caller::Other => (403, false),
+            Caller::Owner => (200, true),
+        };
+        matrix.check("SSE send", caller, (status, event_stream), want);
+        if caller == Caller::Owner {
+            matrix.check("SSE send ends with", caller, body.contains("event: run"), true);
+        }
+    }
+    assert!(matrix.mismatches.is_empty(), "\n{}", matrix.mismatches);
+    Ok(())
+}
+
+/// Another user's listing holds none of the owner's sessions.
+#[tokio::test]
+async fn another_users_listing_holds_none_of_the_owners_sessions() -> anyhow::Result<()> {
+    let matrix = Matrix::new().await?;
+    let owned = matrix.session().await?;
+    let list = |token: String| {
+        let request = matrix
+            .stack
+            .http
+            .get(matrix.stack.url("/api/v1/sessions"))
+            .bearer_auth(token);
+        async move { request.send().await?.json::<Value>().await }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        ids(&list(matrix.owner.clone()).await?).contains(&owned),
+        "the owner sees it"
+    );
+    assert!(
+        !ids(&list(matrix.other.clone()).await?).contains(&owned),
+        "another user's listing shows the owner's session"
+    );
+    Ok(())
+}
+
+/// Cancelling a real run: another user is refused on every transport, and
+/// the owner naming it under another of their sessions finds no such run;
+/// the run is untouched either way.
+#[tokio::test]
+async fn a_real_run_is_cancelled_only_through_its_own_session_by_its_owner() -> anyhow::Result<()> {
+    let mut matrix = Matrix::new().await?;
+    let session = matrix.session().await?;
+    let elsewhere = matrix.session().await?;
+    let sent: Value = matrix
+        .stack
+        .http
+        .post(matrix.stack.url(&format!("/api/v1/sessions/{session}/messages")))
+        .bearer_auth(&matrix.owner)
+        .json(&json!({"content": "keep me", "client_msg_id": "real-run"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run_id = sent["run"]["run_id"].as_str().expect("a run").to_owned();
+    assert_eq!(sent["run"]["status"], "completed");
+
+    let cancel = |token: &str, session: &str| {
+        matrix
+            .stack
+            .http
+            .post(
+                matrix
+                    .stack
+                    .url(&format!("/api/v1/sessions/{session}/runs/{run_id}/cancel")),
+            )
+            .bearer_auth(token)
+            .send()
+    };
+    let other = cancel(&matrix.other, &session).await?.status().as_u16();
+    let mixed = cancel(&matrix.owner, &elsewhere).await?.status().as_u16();
+    matrix.check("REST cancel of a real run", Caller::Other, other, 403);
+    matrix.check("REST cancel under another session", Caller::Owner, mixed, 404);
+
+    let mut ws = matrix.stack.ws(&matrix.other).await?;
+    ws.send(json!({"type": "cancel", "session_id": session, "run_id": run_id}))
+        .await;
+    let answer = ws.recv().await;
+    matrix.check(
+        "ws cancel of a real run",
+        Caller::Other,
+        answer["code"].clone(),
+        json!("forbidden"),
+    );
+    let mut ws = matrix.stack.ws(&matrix.owner).await?;
+    ws.send(json!({"type": "cancel", "session_id": elsewhere, "run_id": run_id}))
+        .await;
+    let answer = ws.recv().await;
+    matrix.check(
+        "ws cancel under another session",
+        Caller::Owner,
+        answer["code"].clone(),
+        json!("not_found"),
+    );
+
+    let mut client = grpc_web(&matrix.stack)?;
+    let refused = client
+        .cancel_run(request(
+            pb::CancelRunRequest {
+                session_id: session.clone(),
+                run_id: run_id.clone(),
+            },
+            Some(&matrix.other),
+        ))
+        .await;
+    matrix.check(
+        "gRPC-Web cancel of a real run",
+        Caller::Other,
+        code(refused),
+        Code::PermissionDenied,
+    );
+
+    let history = matrix.stack.history(&matrix.owner, &session).await?;
+    matrix.check("the run's reply", Caller::Owner, history.len(), 2);
+    assert!(matrix.mismatches.is_empty(), "\n{}", matrix.mismatches);
+    Ok(())
+}
+
+/// Logging out revokes the family of the refresh token given, and only it:
+/// another user's session of the app keeps refreshing.
+#[tokio::test]
+async fn logout_revokes_only_the_family_it_names() -> anyhow::Result<()> {
+    let matrix = Matrix::new().await?;
+    let mine = matrix.stack.login("owner").await?;
+    let theirs = matrix.stack.login("other").await?;
+    let refresh = |token: &Value| {
+        let request = matrix
+            .stack
+            .http
+            .post(matrix.stack.url("/api/v1/auth/refresh"))
+            .json(&json!({"refresh_token": token["refresh_token"]}));
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    };
+    let logout = matrix
+        .stack
+        .http
+        .post(matrix.stack.url("/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": mine["refresh_token"]}))
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 204);
+    assert_eq!(
+        refresh(&mine).await?,
+        401,
+        "the logged-out family no longer refreshes"
+    );
+    assert_eq!(refresh(&theirs).await?, 200, "another user's family is untouched");
     Ok(())
 }

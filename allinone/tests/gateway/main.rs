@@ -8,6 +8,7 @@ mod authz_matrix;
 mod common;
 mod cors;
 mod database_outage;
+mod error_leaks;
 mod external_idp;
 mod grpc_web;
 mod headers;

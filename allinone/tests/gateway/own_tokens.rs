@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use chat_common::token::TokenKeys;
+use chat_common::token::{Audience, Role, TokenKeys};
 use common::{SECRET, TestStack};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -27,14 +27,33 @@ fn signed(claims: serde_json::Value, secret: &[u8], alg: Algorithm) -> String {
 async fn bad_access_tokens_are_refused_and_the_server_keeps_serving() {
     let stack = TestStack::spawn().await.unwrap();
     let good = stack.user("token_owner").await.unwrap();
-    let user_id = TokenKeys::new(SECRET.as_bytes()).verify(&good).unwrap().sub;
+    let keys = TokenKeys::new(SECRET.as_bytes());
+    let user_id = keys.verify(&good, Audience::Gateway).unwrap().sub;
+    // A valid access token's claims, with `patch` applied (null removes a claim).
     let claims = |patch: serde_json::Value| {
-        let mut base = json!({"sub": user_id, "role": "user", "iss": "chat-backend", "iat": now(), "exp": now() + 600, "jti": "j"});
+        let mut base = json!({
+            "sub": user_id, "role": "user", "typ": "access", "aud": ["chat-gateway", "chat-core"],
+            "iss": "chat-backend", "iat": now(), "exp": now() + 600, "jti": "j",
+        });
         for (k, v) in patch.as_object().unwrap() {
-            base[k] = v.clone();
+            if v.is_null() {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
         }
         base
     };
+    // The unpatched claims pass, so each case below fails for its own reason.
+    let control = signed(claims(json!({})), SECRET.as_bytes(), Algorithm::HS256);
+    let response = stack
+        .http
+        .get(stack.url("/api/v1/sessions"))
+        .bearer_auth(&control)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let parts: Vec<&str> = good.split('.').collect();
     let payload: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
     let mut elevated = payload.clone();
@@ -75,6 +94,35 @@ async fn bad_access_tokens_are_refused_and_the_server_keeps_serving() {
                 SECRET.as_bytes(),
                 Algorithm::HS256,
             ),
+        ),
+        (
+            "no audience",
+            signed(claims(json!({"aud": null})), SECRET.as_bytes(), Algorithm::HS256),
+        ),
+        (
+            "meant for chat-core only",
+            signed(
+                claims(json!({"aud": ["chat-core"]})),
+                SECRET.as_bytes(),
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "no type",
+            signed(claims(json!({"typ": null})), SECRET.as_bytes(), Algorithm::HS256),
+        ),
+        (
+            "a service type on a user token",
+            signed(
+                claims(json!({"typ": "service"})),
+                SECRET.as_bytes(),
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "a service token",
+            keys.sign(&user_id, Role::Service, Duration::from_secs(600))
+                .unwrap(),
         ),
         (
             "tampered payload",

@@ -14,6 +14,7 @@ fn policies() -> Policies {
     Policies {
         api: policy(3, 1_500),
         auth: policy(1, 60_000),
+        account: policy(1, 60_000),
         messages: policy(2, 60_000),
     }
 }

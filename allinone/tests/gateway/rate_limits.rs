@@ -1,5 +1,7 @@
-//! The three rate limit tiers tripping and recovering over real HTTP and
-//! WebSocket connections, and limits shared by two gateways over Redis.
+//! The rate limit tiers tripping and recovering over real HTTP and
+//! WebSocket connections, limits shared by two gateways over Redis, IPv6
+//! clients counted by /64, the per-account login limit across addresses,
+//! and the auth tier failing closed when Redis fails.
 
 use crate::common;
 
@@ -271,5 +273,126 @@ async fn two_gateways_sharing_redis_share_the_limit() -> anyhow::Result<()> {
     );
     assert_rate_limited(fifth).await?;
     assert_rate_limited(sixth).await?;
+    Ok(())
+}
+
+/// A login for `username` said to come from `ip` (the gateway trusts `X-Forwarded-For` here).
+async fn login_from(stack: &TestStack, ip: &str, username: &str) -> anyhow::Result<reqwest::Response> {
+    Ok(stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"username": username, "password": "not the password"}))
+        .send()
+        .await?)
+}
+
+#[tokio::test]
+async fn account_tier_limits_logins_to_one_account_from_many_addresses() -> anyhow::Result<()> {
+    // Arrange: each address is far from its own auth limit.
+    let stack = TestStack::spawn_with(|s| {
+        s.trust_forwarded_for = true;
+        s.account_rate_limit_max = common::nz(3);
+        s.account_rate_limit_window_secs = 600;
+    })
+    .await?;
+
+    // Act: one guess each from four addresses.
+    let mut statuses = Vec::new();
+    for i in 1..=4 {
+        statuses.push(login_from(&stack, &format!("198.51.100.{i}"), "victim").await?);
+    }
+    let fourth = statuses.pop().expect("four responses");
+
+    // Assert: the account is throttled, whatever the address; other accounts are not.
+    for response in &statuses {
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_rate_limited(fourth).await?;
+    let fresh_address = login_from(&stack, "203.0.113.9", "VICTIM").await?;
+    assert_eq!(
+        fresh_address.status(),
+        429,
+        "counted per account, case-insensitively"
+    );
+    let other = login_from(&stack, "198.51.100.1", "bystander").await?;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64_bit_prefix() -> anyhow::Result<()> {
+    // Arrange
+    let stack = TestStack::spawn_with(|s| {
+        s.trust_forwarded_for = true;
+        s.rate_limit_max_requests = common::nz(2);
+        s.rate_limit_window_secs = Some(600);
+    })
+    .await?;
+    let agents = stack.url("/api/v1/agents");
+    let from = |ip: &'static str| stack.http.get(&agents).header("x-forwarded-for", ip).send();
+
+    // Act: three addresses of one /64 (anonymous requests count per address).
+    let first = from("2001:db8:1:2::1").await?;
+    let second = from("2001:db8:1:2:aaaa::2").await?;
+    let third = from("2001:db8:1:2:ffff:ffff:ffff:ffff").await?;
+    let neighbour = from("2001:db8:1:3::1").await?;
+
+    // Assert
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (401, 401));
+    assert_rate_limited(third).await?;
+    assert_eq!(neighbour.status(), 401, "another /64 has its own allowance");
+    Ok(())
+}
+
+#[tokio::test]
+async fn auth_tier_fails_closed_and_api_tier_open_when_redis_fails() -> anyhow::Result<()> {
+    let Some(redis_url) = chat_testkit::needs::redis() else {
+        return Ok(());
+    };
+    // Arrange: the gateway reaches Redis through a proxy the test can cut.
+    let redis = chat_testkit::socket_addr_of(&redis_url)?;
+    let proxy = chat_testkit::CuttableProxy::start(redis).await?;
+    let through_proxy = chat_testkit::with_host(&redis_url, proxy.addr());
+    let stack = TestStack::spawn_with(move |s| {
+        s.redis_url = Some(through_proxy.as_str().into());
+        s.rate_limit_redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    })
+    .await?;
+    let token = stack.user("alice").await?;
+
+    // Act: Redis goes away.
+    proxy.cut();
+    let login = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await?;
+    let agents = stack
+        .http
+        .get(stack.url("/api/v1/agents"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+
+    // Assert: logins are refused until limits can be counted again; the API goes on.
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(header(&login, "retry-after").is_some_and(|s| s >= 1));
+    let body: Value = login.json().await?;
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(agents.status(), 200, "the api tier fails open");
+    proxy.restore();
+    eventually("logins to be counted again", || async {
+        let response = stack
+            .http
+            .post(stack.url("/api/v1/auth/login"))
+            .json(&json!({"username": "alice", "password": PASSWORD}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() != StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
     Ok(())
 }

@@ -124,3 +124,31 @@ async fn unknown_and_malformed_refresh_tokens_are_refused() -> anyhow::Result<()
     assert_eq!(status, 401);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_family_past_its_absolute_lifetime_no_longer_refreshes() -> anyhow::Result<()> {
+    // Arrange: tokens that live a day each, in a family that lives three seconds.
+    let family_ttl = Duration::from_secs(3);
+    let stack = TestStack::spawn_with(move |s| {
+        s.refresh_token_ttl_secs = 24 * 3600;
+        s.refresh_family_ttl_secs = family_ttl.as_secs();
+    })
+    .await?;
+    let logged_in = std::time::Instant::now();
+    let first = login(&stack, "aging").await?;
+
+    // Act: rotation works within the family's lifetime...
+    let (status, second) = refresh(&stack, &first["refresh_token"]).await?;
+    assert_eq!(status, 200, "{second}");
+    // ...then the family's end passes (the clock is what is under test here).
+    tokio::time::sleep(family_ttl.saturating_sub(logged_in.elapsed()) + Duration::from_millis(500)).await;
+    let (status, body) = refresh(&stack, &second["refresh_token"]).await?;
+
+    // Assert: 401 although the token itself had a day to live; a new login starts afresh.
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    let again = stack.login("aging").await?;
+    let (status, _) = refresh(&stack, &again["refresh_token"]).await?;
+    assert_eq!(status, 200);
+    Ok(())
+}

@@ -9,10 +9,10 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
+use chat_testkit::PrivateRedis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -24,62 +24,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const PASSWORD: &str = "correct horse battery";
 
 /// A redis-server of the test's own, so it can be restarted.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.spawn().await.then_some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) -> bool {
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-        assert!(self.spawn().await, "redis restarts");
-    }
-}
-
 struct Stack {
     gateways: [SocketAddr; 2],
     http: reqwest::Client,
@@ -88,7 +32,9 @@ struct Stack {
 
 async fn spawn_stack(redis_url: &str) -> Stack {
     // Two chat-cores on one database and Redis, a gateway in front of each.
-    let worker = chat_testkit::worker(None, |_| {}).await.unwrap();
+    let worker = chat_testkit::worker(Some(chat_testkit::SLOW_AGENTS), |_| {})
+        .await
+        .unwrap();
     let db = chat_testkit::TestDatabase::new().await.unwrap();
     let mut gateways = Vec::new();
     for _ in 0..2 {
@@ -118,6 +64,10 @@ async fn spawn_stack(redis_url: &str) -> Stack {
 
 impl Stack {
     async fn user_and_session(&self, username: &str) -> (String, String) {
+        self.user_and_session_with(username, "echo").await
+    }
+
+    async fn user_and_session_with(&self, username: &str, agent: &str) -> (String, String) {
         let base = format!("http://{}", self.gateways[0]);
         let credentials = json!({"username": username, "password": PASSWORD});
         let status = self
@@ -144,7 +94,7 @@ impl Stack {
             .http
             .post(format!("{base}/api/v1/sessions"))
             .bearer_auth(&token)
-            .json(&json!({"agent": "echo"}))
+            .json(&json!({"agent": agent}))
             .send()
             .await
             .unwrap()
@@ -201,6 +151,10 @@ struct Seen {
     messages: BTreeMap<i64, Value>,
     /// Per run: (attempt, text assembled from deltas in index order).
     streamed: HashMap<String, (u64, String, u64)>,
+    /// The (run, attempt, index) of every delta of the current connection:
+    /// one connection never gets a delta twice (a resumed one replays the
+    /// run in flight from index 0, which is why this is per connection).
+    connection_deltas: std::collections::HashSet<(String, u64, u64)>,
 }
 
 impl Seen {
@@ -208,17 +162,32 @@ impl Seen {
         self.messages.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// A new connection starts.
+    fn reconnected(&mut self) {
+        self.connection_deltas.clear();
+    }
+
+    /// Records a frame; panics on a message delivered twice (a resume asks
+    /// for what follows the last seq seen, so nothing comes again) or a delta
+    /// delivered twice on one connection.
     fn take(&mut self, frame: &Value) {
         match frame["type"].as_str() {
             Some("message") => {
                 let message = frame["message"].clone();
-                self.messages.insert(message["seq"].as_i64().unwrap(), message);
+                let seq = message["seq"].as_i64().unwrap();
+                if let Some(earlier) = self.messages.insert(seq, message) {
+                    panic!("message {seq} delivered twice: {earlier} and {frame}");
+                }
             }
             Some("delta") => {
                 let run = frame["run_id"].as_str().unwrap().to_owned();
                 let (attempt, index) = (
                     frame["attempt"].as_u64().unwrap_or(1),
                     frame["index"].as_u64().unwrap(),
+                );
+                assert!(
+                    self.connection_deltas.insert((run.clone(), attempt, index)),
+                    "delta {index} of run {run} delivered twice on one connection"
                 );
                 let entry = self.streamed.entry(run).or_insert((attempt, String::new(), 0));
                 if attempt > entry.0 {
@@ -237,12 +206,9 @@ impl Seen {
 
 #[tokio::test]
 async fn two_connections_on_two_gateways_see_identical_sequences() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(redis) = PrivateRedis::start().await else {
         return;
-    }
-    let redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("twin_user").await;
     let mut a = connect(stack.gateways[0], &token).await;
@@ -287,14 +253,12 @@ async fn two_connections_on_two_gateways_see_identical_sequences() {
 
 #[tokio::test]
 async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(redis) = PrivateRedis::start().await else {
         return;
-    }
-    let redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
-    let (token, session) = stack.user_and_session("resume_user").await;
+    // One word every 150 ms: the run is still streaming when the client resumes.
+    let (token, session) = stack.user_and_session_with("resume_user", "slow").await;
     let content = "a reply long enough to be cut somewhere in the middle of its many words";
     let mut a = connect(stack.gateways[0], &token).await;
     send_frame(
@@ -307,34 +271,63 @@ async fn dropping_mid_run_and_resuming_on_the_other_gateway_gives_the_reply_once
         json!({"type": "send", "session_id": session, "client_msg_id": "only", "content": content}),
     )
     .await;
-    let mut seen = Seen::default();
-    // Read until the ack, then cut the connection.
-    loop {
+    // Read until two deltas arrived, then cut the connection mid-run.
+    let mut last_seq = 0;
+    let mut deltas_before = 0;
+    while deltas_before < 2 {
         let frame = recv(&mut a, Duration::from_secs(10)).await.unwrap();
-        seen.take(&frame);
-        if frame["type"] == "ack" {
-            break;
+        match frame["type"].as_str() {
+            Some("message") => last_seq = frame["message"]["seq"].as_i64().unwrap(),
+            Some("delta") => deltas_before += 1,
+            _ => {}
         }
     }
     drop(a);
 
+    // Every frame the resumed connection gets, counted as is (no
+    // de-duplication on this side).
     let mut b = connect(stack.gateways[1], &token).await;
     send_frame(
         &mut b,
-        json!({"type": "subscribe", "session_id": session, "after_seq": seen.last_seq()}),
+        json!({"type": "subscribe", "session_id": session, "after_seq": last_seq}),
     )
     .await;
-    while seen.messages.len() < 2 {
+    let mut frames = Vec::new();
+    loop {
         let frame = recv(&mut b, Duration::from_secs(10))
             .await
-            .expect("the reply arrives after resuming");
-        seen.take(&frame);
+            .expect("the run's end arrives after resuming");
+        let ended = frame["type"] == "run"
+            && ["completed", "failed", "cancelled"].contains(&frame["status"].as_str().unwrap());
+        frames.push(frame);
+        if ended {
+            break;
+        }
     }
-    let reply = &seen.messages[&2];
-    assert_eq!(reply["content"], content);
+    let of = |kind: &str| frames.iter().filter(|f| f["type"] == kind).collect::<Vec<_>>();
+    let replies: Vec<_> = of("message")
+        .into_iter()
+        .filter(|f| f["message"]["role"] == "assistant")
+        .collect();
+    assert_eq!(replies.len(), 1, "the reply exactly once: {frames:?}");
+    assert_eq!(replies[0]["message"]["content"], content);
+    assert_eq!(of("run").last().unwrap()["status"], "completed");
+    let deltas = of("delta");
+    let indexes: Vec<u64> = deltas.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert_eq!(
+        indexes,
+        (0..indexes.len() as u64).collect::<Vec<_>>(),
+        "the run in flight from delta 0, each delta once"
+    );
+    assert!(
+        indexes.len() > deltas_before,
+        "the resumed connection saw the run still streaming"
+    );
+    let streamed: String = deltas.iter().map(|d| d["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed, content, "the deltas spell the stored reply");
     let stored = stack.history(&token, &session).await;
     assert_eq!(stored.len(), 2, "one message, one reply");
-    assert_eq!(stored[1]["id"], reply["id"]);
+    assert_eq!(stored[1]["id"], replies[0]["message"]["id"]);
 }
 
 /// Drives one session: sends `turns` messages, drops and resumes randomly on
@@ -360,6 +353,7 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
         );
         let gateway = gateways[roll(2) as usize];
         let mut socket = connect(gateway, &token).await;
+        seen.reconnected();
         let after = seen.last_seq();
         if !send_frame(
             &mut socket,
@@ -395,11 +389,12 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
             // Read until this message is acked (or, with nothing to send, until
             // the next event), dropping the connection now and then.
             loop {
-                // A connection that hears nothing for a while is treated as dead.
-                let Some(frame) = recv(&mut socket, Duration::from_secs(3)).await else {
-                    dropped = true;
-                    break;
-                };
+                // Something is always on its way (an ack, a run's events):
+                // silence means live delivery broke, which a reconnect would
+                // only hide.
+                let frame = recv(&mut socket, Duration::from_secs(10))
+                    .await
+                    .unwrap_or_else(|| panic!("session {session}: no frame for 10 s, or the socket closed"));
                 if frame["type"] == "error" {
                     panic!("unexpected error frame {frame}");
                 }
@@ -421,12 +416,9 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
 
 #[tokio::test]
 async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(mut redis) = PrivateRedis::start().await else {
         return;
-    }
-    let mut redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     const SESSIONS: usize = 20;
     const TURNS: usize = 50;
     let stack = spawn_stack(&redis.url()).await;
@@ -503,17 +495,12 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
 
 #[tokio::test]
 async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_when_it_returns() {
-    if chat_testkit::needs::program("redis-server", &["--version"], "install redis-server").is_none() {
+    let Some(mut redis) = PrivateRedis::start().await else {
         return;
-    }
-    let mut redis = PrivateRedis::start()
-        .await
-        .expect("a private redis-server starts");
+    };
     let stack = spawn_stack(&redis.url()).await;
     let (token, session) = stack.user_and_session("redis_outage_user").await;
-    if let Some(mut child) = redis.child.take() {
-        child.kill().await.unwrap();
-    }
+    redis.stop().await;
 
     // The replica the client talks to runs the session and serves it alone.
     let mut local = connect(stack.gateways[0], &token).await;
@@ -550,7 +537,7 @@ async fn with_redis_down_the_running_replica_still_serves_and_fan_out_recovers_w
     }
 
     // Redis returns: live fan-out to the other replica recovers by itself.
-    assert!(redis.spawn().await);
+    redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut turn = 0;
     loop {

@@ -1,5 +1,7 @@
 //! Session lifecycle over REST: the open-session cap, resolve, end, status
-//! filters with cursor paging, and idle expiry by the sweeper.
+//! filters with cursor paging, idle expiry by the sweeper, and the state
+//! machine refusing what it does not allow (resolving an ended or expired
+//! session, oversized notes).
 
 #![allow(clippy::unwrap_used)]
 
@@ -109,6 +111,37 @@ async fn sessions_are_capped_resolved_ended_filtered_paged_and_expired() {
         )
         .await;
     assert_eq!(status, 409, "an ended session takes no messages");
+    let (status, refused) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/resolve", ids[2]),
+            Some(json!({"notes": "reopen"})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{refused}"
+    );
+    let (_, still) = api
+        .call(reqwest::Method::GET, &format!("/sessions/{}", ids[2]), None)
+        .await;
+    assert_eq!(
+        still["status"], "ended",
+        "resolve does not reopen an ended session"
+    );
+    let (status, too_long) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/resolve", ids[3]),
+            Some(json!({"notes": "n".repeat(4001)})),
+        )
+        .await;
+    assert_eq!(
+        (status, too_long["error"]["code"].clone()),
+        (413, json!("too_large")),
+        "{too_long}"
+    );
     assert_eq!(
         api.create(json!({})).await.0,
         201,
@@ -136,6 +169,21 @@ async fn sessions_are_capped_resolved_ended_filtered_paged_and_expired() {
         .call(reqwest::Method::GET, &format!("/sessions/{}", ids[0]), None)
         .await;
     assert_eq!(expired["status"], "expired");
+    let (status, refused) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sessions/{}/resolve", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "resolve does not revive an expired session: {refused}"
+    );
+    let (_, still) = api
+        .call(reqwest::Method::GET, &format!("/sessions/{}", ids[0]), None)
+        .await;
+    assert_eq!(still["status"], "expired");
 }
 
 #[tokio::test]

@@ -114,3 +114,69 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
     }
     assert_eq!(seqs, ((last_seq + 1)..=(2 * TURNS) as i64).collect::<Vec<_>>());
 }
+
+/// The gateway waits long enough on a stalled socket that chat-core's queue
+/// for that connection overflows first: chat-core ends the connection's
+/// stream with `slow_consumer`, and the client, once it reads again, finds
+/// what was already on its way, then an error frame `slow_consumer` and the
+/// close code 4008. The session's other reader is not disturbed.
+#[tokio::test]
+async fn a_connection_that_overflows_chat_cores_queue_is_closed_with_4008() {
+    let stack = TestStack::spawn_with(|s| {
+        s.message_rate_limit = common::nz(100_000);
+        s.ws_flush_timeout_secs = 600;
+    })
+    .await
+    .unwrap();
+    let addr = stack.addr;
+    let token = stack.user("overflowing_reader").await.unwrap();
+    let session_id = stack.session(&token, "echo").await.unwrap();
+    let subscribe = json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}).to_string();
+
+    let mut stalled = connect(addr, &token, Some(4096)).await;
+    stalled.send(Message::text(subscribe.clone())).await.unwrap();
+    assert_eq!(
+        next_json(&mut stalled, Duration::from_secs(10)).await.unwrap()["type"],
+        "subscribed"
+    );
+    let mut fast = connect(addr, &token, None).await;
+    fast.send(Message::text(subscribe)).await.unwrap();
+    let words = "stream ".repeat(1200);
+    // Far more than the socket buffers, the gateway's batch and the HTTP/2
+    // window hold, so chat-core's queue for the stalled connection fills.
+    for turn in 0..TURNS {
+        let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("t{turn}"), "content": words});
+        fast.send(Message::text(send.to_string())).await.unwrap();
+        loop {
+            let frame = next_json(&mut fast, Duration::from_secs(10))
+                .await
+                .expect("the other reader is never dropped");
+            assert_ne!(frame["type"], "error", "{frame}");
+            if frame["type"] == "message" && frame["message"]["role"] == "assistant" {
+                break;
+            }
+        }
+    }
+
+    // Reads what was on its way, then the error frame and the close.
+    let mut error = None;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stalled.next())
+            .await
+            .expect("the stalled connection ends")
+        {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "error" {
+                    error = Some(frame);
+                }
+            }
+            Some(Ok(Message::Close(close))) => break close,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let error = error.expect("an error frame before the close");
+    assert_eq!(error["code"], "slow_consumer", "{error}");
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(4008));
+}

@@ -15,7 +15,7 @@ async fn the_gateway_serves_https_with_hsts() {
     let gateway = gateway::Application::build(gateway::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         chat_core_url: "http://127.0.0.1:9".into(),
-        jwt_secret: Some("tls-secret".into()),
+        jwt_secret: Some(chat_testkit::SECRET.into()),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key.clone()),
         ..Default::default()
@@ -53,7 +53,7 @@ async fn the_gateway_serves_https_with_hsts() {
 async fn a_certificate_without_a_key_is_refused_at_start() {
     let result = gateway::Application::build(gateway::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: Some("s".into()),
+        jwt_secret: Some(chat_testkit::SECRET.into()),
         tls_cert: Some("/nonexistent.pem".into()),
         ..Default::default()
     })

@@ -101,6 +101,52 @@ async fn resent_client_msg_id_returns_original_ack() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A runner still busy in the session claims the next run the moment it is
+/// committed, possibly before its ack is queued: the ack must still come
+/// first. Many back-to-back sends to a fast agent give that race many
+/// chances.
+#[tokio::test]
+async fn the_ack_of_a_send_precedes_every_event_of_its_run() -> anyhow::Result<()> {
+    const SENDS: usize = 40;
+    let stack = TestStack::spawn().await?;
+    let token = stack.user("alice").await?;
+    let session_id = stack.session(&token, "echo").await?;
+    let mut ws = stack.ws(&token).await?;
+    ws.subscribe(&session_id).await;
+    for i in 0..SENDS {
+        ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": format!("c{i}"), "content": format!("turn {i}")}))
+            .await;
+    }
+    let mut replies = 0;
+    let frames = ws
+        .recv_until(|f| {
+            replies += usize::from(is_reply(f));
+            replies == SENDS
+        })
+        .await;
+
+    let mut acked = std::collections::HashSet::new();
+    for frame in &frames {
+        let run_id = match frame["type"].as_str() {
+            Some("ack") => {
+                acked.insert(frame["run_id"].as_str().expect("run_id").to_owned());
+                continue;
+            }
+            Some("run" | "delta" | "handoff") => frame["run_id"].as_str(),
+            Some("message") => frame["message"]["run_id"].as_str(),
+            _ => None,
+        };
+        if let Some(run_id) = run_id {
+            assert!(
+                acked.contains(run_id),
+                "an event of run {run_id} preceded its ack: {frame}"
+            );
+        }
+    }
+    assert_eq!(acked.len(), SENDS);
+    Ok(())
+}
+
 #[tokio::test]
 async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
     // Arrange

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{TokenKeys, bearer};
+use chat_common::token::{Audience, TokenKeys, bearer};
 use tonic::service::Interceptor;
 
 use crate::domain::Principal;
@@ -30,7 +30,7 @@ impl Interceptor for AuthInterceptor {
             .ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
         let claims = self
             .keys
-            .verify(token)
+            .verify(token, Audience::ChatCore)
             .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
         request.extensions_mut().insert(Principal::from_claims(&claims));
         Ok(request)

@@ -177,9 +177,6 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        if chat_common::limits::has_nul(&req.notes) {
-            return Err(ServiceError::Invalid("notes must not contain NUL characters".into()).into());
-        }
         let notes = (!req.notes.is_empty()).then_some(req.notes);
         let session = self
             .core

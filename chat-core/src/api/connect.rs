@@ -4,18 +4,19 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::dispatch::RunOrigin;
-use crate::domain::{MessageRole, Principal};
+use crate::domain::{MessageRole, Principal, SessionId};
 use crate::service::{ChatCore, ServiceError};
 
 /// Frames a connection may have queued before its subscriptions wait.
@@ -82,12 +83,30 @@ pub fn serve(
     })
 }
 
+/// A session subscription of a connection: the task forwarding its events,
+/// and whether a `send` to the session is between its commit and its ack.
+struct Subscribed {
+    task: JoinHandle<()>,
+    sending: Arc<watch::Sender<bool>>,
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The key of a session's subscription: its canonical id when it has one.
+fn session_key(session_id: &str) -> String {
+    SessionId::parse(session_id).map_or_else(|_| session_id.to_owned(), SessionId::into_string)
+}
+
 struct Connection {
     core: ChatCore,
     principal: Principal,
     request_id: Option<String>,
     tx: Outgoing,
-    subscriptions: HashMap<String, JoinHandle<()>>,
+    subscriptions: HashMap<String, Subscribed>,
     /// Cancelled when the client fell behind its outgoing queue.
     slow: CancellationToken,
 }
@@ -108,18 +127,14 @@ impl Connection {
                 Some(Err(_)) | None => break,
             }
         }
-        for (_, task) in self.subscriptions.drain() {
-            task.abort();
-        }
+        self.subscriptions.clear();
     }
 
     async fn handle(&mut self, incoming: In) {
         let reply = match incoming {
             In::Subscribe(sub) => self.subscribe(sub).await,
             In::Unsubscribe(unsub) => {
-                if let Some(task) = self.subscriptions.remove(&unsub.session_id) {
-                    task.abort();
-                }
+                self.subscriptions.remove(&session_key(&unsub.session_id));
                 frame_out(Out::Unsubscribed(pb::Unsubscribed {
                     session_id: unsub.session_id,
                 }))
@@ -144,6 +159,15 @@ impl Connection {
     }
 
     async fn send(&mut self, send: pb::SendFrame) -> Option<Result<pb::ServerFrame, Status>> {
+        // A runner already busy in the session may claim the new run and
+        // publish its events the moment it is committed, before the ack is
+        // queued; until then the subscription holds back events of runs it
+        // has not seen yet, so the ack precedes them.
+        let sending = self
+            .subscriptions
+            .get(&session_key(&send.session_id))
+            .map(|s| s.sending.clone());
+        let _sending = sending.as_deref().map(Sending::start);
         let result = self
             .core
             .send(
@@ -157,6 +181,7 @@ impl Connection {
         match result {
             Ok(sent) => {
                 let _ = self.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
+                drop(_sending);
                 let origin = RunOrigin::current(self.request_id.clone());
                 self.core.announce(&sent, origin).await;
                 None
@@ -191,9 +216,9 @@ impl Connection {
             Ok(subscription) => subscription,
             Err(err) => return Some(error_frame(&err, &sub.session_id, "")),
         };
-        if let Some(previous) = self.subscriptions.remove(&sub.session_id) {
-            previous.abort();
-        }
+        let key = session_key(&sub.session_id);
+        // Replacing the previous subscription (if any) aborts its task.
+        self.subscriptions.remove(&key);
         let subscribed = Out::Subscribed(pb::Subscribed {
             session_id: sub.session_id.clone(),
             last_seq: subscription.last_seq,
@@ -206,28 +231,107 @@ impl Connection {
         let session_id = sub.session_id.clone();
         let mut events = subscription.events;
         let slow = self.slow.clone();
+        let (sending, mut send_done) = watch::channel(false);
         let task = tokio::spawn(async move {
+            let mut known = KnownRuns::default();
             while let Some(item) = events.next().await {
-                let out = match item {
-                    Ok(ev) => frame(Out::Event(ev)),
-                    Err(err) => error_frame(&err, &session_id, ""),
-                };
-                let failed = out.is_err() || matches!(&out, Ok(f) if matches!(f.frame, Some(Out::Error(_))));
-                match tx.try_send(out) {
-                    Ok(()) if !failed => {}
-                    Ok(()) => return,
-                    // A full queue means the client cannot keep up: end the
-                    // connection rather than block the session's events.
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        slow.cancel();
+                if let Ok(ev) = &item
+                    && known.is_new(ev)
+                {
+                    // Ends at once when no send is in flight (or the
+                    // subscription is being replaced).
+                    let _ = send_done.wait_for(|sending| !sending).await;
+                }
+                let ev = match item {
+                    Ok(ev) => ev,
+                    Err(err) => {
+                        // The subscription could not catch up after losing
+                        // events: say why, then that it ended, so the client
+                        // subscribes again from its last seq.
+                        let ended = Out::Unsubscribed(pb::Unsubscribed {
+                            session_id: session_id.clone(),
+                        });
+                        for out in [error_frame(&err, &session_id, ""), frame(ended)] {
+                            if !queue(&tx, &slow, out) {
+                                break;
+                            }
+                        }
                         return;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                };
+                if !queue(&tx, &slow, frame(Out::Event(ev))) {
+                    return;
                 }
             }
         });
-        self.subscriptions.insert(sub.session_id, task);
+        self.subscriptions.insert(
+            key,
+            Subscribed {
+                task,
+                sending: Arc::new(sending),
+            },
+        );
         None
+    }
+}
+
+/// Marks a session's `send` in flight until dropped.
+struct Sending<'a>(&'a watch::Sender<bool>);
+
+impl<'a> Sending<'a> {
+    fn start(sending: &'a watch::Sender<bool>) -> Self {
+        sending.send_replace(true);
+        Self(sending)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// The runs a subscription has forwarded events of, to tell a new run's
+/// first event; bounded, as forgetting one only costs a wait.
+#[derive(Default)]
+struct KnownRuns(std::collections::HashSet<String>);
+
+impl KnownRuns {
+    const MAX: usize = 256;
+
+    /// Whether `event` belongs to a run not seen before; remembers it.
+    fn is_new(&mut self, event: &pb::SessionEvent) -> bool {
+        use pb::session_event::Event;
+        let run_id = match &event.event {
+            Some(Event::Run(r)) => &r.run_id,
+            Some(Event::Delta(d)) => &d.run_id,
+            Some(Event::Handoff(h)) => &h.run_id,
+            Some(Event::ToolCall(t)) => &t.run_id,
+            Some(Event::ToolResult(t)) => &t.run_id,
+            Some(Event::Message(_) | Event::Session(_)) | None => return false,
+        };
+        if self.0.contains(run_id) {
+            return false;
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(run_id.clone());
+        true
+    }
+}
+
+/// Queues a subscription's frame without waiting. A full queue means the
+/// client cannot keep up: the connection ends (`slow`) rather than block the
+/// session's events. Returns whether the frame was queued.
+fn queue(tx: &Outgoing, slow: &CancellationToken, out: Result<pb::ServerFrame, Status>) -> bool {
+    match tx.try_send(out) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            slow.cancel();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 

@@ -85,10 +85,11 @@ impl UserService for UserApi {
         let pb::RotateRefreshTokenRequest {
             refresh_token,
             ttl_secs,
+            family_ttl_secs,
         } = request.into_inner();
         match self
             .accounts
-            .rotate_refresh_token(&refresh_token, ttl_secs)
+            .rotate_refresh_token(&refresh_token, ttl_secs, family_ttl_secs)
             .await?
         {
             Some(issued) => Ok(Response::new(pb::RotateRefreshTokenResponse {

@@ -22,6 +22,9 @@ use super::{BusItem, EventBus, InProcessBus};
 const CHANNEL_PREFIX: &str = "chat:session:";
 /// Longest a Redis command may take; past it the bus carries on without Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// Messages received from Redis that may wait for the relay task before the
+/// oldest are dropped (and every local subscriber resyncs).
+const RELAY_CAPACITY: usize = 16 * 1024;
 /// How long a run's delta log outlives its last write.
 const DELTA_LOG_TTL_SECS: i64 = 600;
 
@@ -60,8 +63,9 @@ pub struct RedisBus {
 pub struct RedisBusError(#[from] fred::error::Error);
 
 impl RedisBus {
-    /// Connects both clients and starts relaying subscribed channels.
-    pub async fn connect(url: &str) -> Result<Self, RedisBusError> {
+    /// Connects both clients and starts relaying subscribed channels;
+    /// `subscriber_buffer` bounds how far a local subscriber may fall behind.
+    pub async fn connect(url: &str, subscriber_buffer: usize) -> Result<Self, RedisBusError> {
         let config = Config::from_url(url)?;
         let policy = ReconnectPolicy::new_exponential(0, 100, 5_000, 2);
         let publisher = Builder::from_config(config.clone())
@@ -72,11 +76,14 @@ impl RedisBus {
         let subscriber = Builder::from_config(config)
             .set_policy(policy)
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
-            .with_performance_config(|c| c.default_command_timeout = COMMAND_TIMEOUT)
+            .with_performance_config(|c| {
+                c.default_command_timeout = COMMAND_TIMEOUT;
+                c.broadcast_channel_capacity = RELAY_CAPACITY;
+            })
             .build_subscriber_client()?;
         publisher.init().await?;
         subscriber.init().await?;
-        let local = InProcessBus::default();
+        let local = InProcessBus::new(subscriber_buffer);
         // After a reconnect: subscribe again, then have every local
         // subscriber re-read what it may have missed meanwhile.
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -114,7 +121,10 @@ impl RedisBus {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(dropped = n, "redis relay fell behind");
+                        // Which sessions lost events is unknown: every local
+                        // subscriber catches up from the database.
+                        warn!(dropped = n, "redis relay fell behind; subscribers resync");
+                        relay.resync_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }

@@ -5,14 +5,14 @@
 
 use chat_proto::agent::v1::{self as agent, run_event::Event as AgentEvent};
 
-use crate::domain::{HUMAN_AGENT, ToolCallRecord, now_ms};
+use crate::domain::{HUMAN_AGENT, RunErrorCode, RunFailure, ToolCallRecord, now_ms};
 
 /// How an attempt ended, before it is recorded.
 #[derive(Debug, PartialEq)]
 pub(super) enum Outcome {
     Reply(Reply),
     Failed {
-        error: String,
+        failure: RunFailure,
         retryable: bool,
     },
     Cancelled,
@@ -21,11 +21,8 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn failed(error: impl Into<String>, retryable: bool) -> Self {
-        Self::Failed {
-            error: error.into(),
-            retryable,
-        }
+    pub(super) fn failed(failure: RunFailure, retryable: bool) -> Self {
+        Self::Failed { failure, retryable }
     }
 }
 
@@ -111,11 +108,17 @@ impl Attempt {
             Some(Ok(agent::RunEvent { event: Some(event) })) => self.on_event(event),
             Some(Ok(agent::RunEvent { event: None })) => Step::Nothing,
             Some(Err(status)) => Step::Done(Outcome::failed(
-                format!("agent-worker failed: {}", status.message()),
+                RunFailure::new(
+                    RunErrorCode::WorkerUnavailable,
+                    format!("agent-worker failed: {:?}: {}", status.code(), status.message()),
+                ),
                 retryable(&status),
             )),
             None => Step::Done(Outcome::failed(
-                "agent-worker ended the run without a reply",
+                RunFailure::new(
+                    RunErrorCode::WorkerUnavailable,
+                    "agent-worker ended the run without a reply",
+                ),
                 true,
             )),
         }
@@ -150,7 +153,7 @@ impl Attempt {
                 }))
             }
             AgentEvent::Error(error) => Step::Done(Outcome::failed(
-                format!("{}: {}", error.code, error.message),
+                RunFailure::from_worker(&error.code, &error.message),
                 error.retryable,
             )),
             AgentEvent::Handoff(handoff) => {
@@ -321,11 +324,20 @@ mod tests {
             message: "bad".into(),
             retryable: false,
         })));
-        assert_eq!(error, Step::Done(Outcome::failed("boom: bad", false)));
+        assert_eq!(
+            error,
+            Step::Done(Outcome::failed(
+                RunFailure::new(RunErrorCode::AgentFailed, "boom: bad"),
+                false
+            ))
+        );
         assert_eq!(
             Attempt::new("echo").on_item(None),
             Step::Done(Outcome::failed(
-                "agent-worker ended the run without a reply",
+                RunFailure::new(
+                    RunErrorCode::WorkerUnavailable,
+                    "agent-worker ended the run without a reply"
+                ),
                 true
             ))
         );

@@ -15,7 +15,7 @@ use tracing::{Instrument as _, info, warn};
 use super::attempt::{Attempt, Outcome, Reply, Step, retryable};
 use super::workers::RunStream;
 use super::{Dispatcher, InflightRun};
-use crate::domain::{Run, RunStatus, SessionId, ToolCallRecord};
+use crate::domain::{Run, RunErrorCode, RunFailure, RunStatus, SessionId, ToolCallRecord};
 use crate::lifecycle::SessionEffect;
 use crate::service::event;
 use crate::store::{MessageQuery, RunCompletion, StoreError};
@@ -95,23 +95,20 @@ impl Dispatcher {
             self.bus.clear_deltas(&run.id, attempt).await;
             match outcome {
                 Outcome::Failed {
-                    error,
+                    failure,
                     retryable: true,
                 } if attempt < self.config.max_attempts && !cancel.is_cancelled() => {
-                    warn!(run_id = %run.id, attempt, %error, "run attempt failed; retrying");
+                    warn!(run_id = %run.id, attempt, code = %failure.code, detail = %failure.detail, "run attempt failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     match self.store.next_attempt(&run.id, &self.lease()).await {
                         Ok(true) => run.attempt += 1,
                         Ok(false) => break,
                         Err(e) => {
-                            self.runs
-                                .record_end(
-                                    &run,
-                                    RunStatus::Failed,
-                                    &format!("{error} (then {e})"),
-                                    &self.lease().owner,
-                                )
-                                .await;
+                            let failure = RunFailure::new(
+                                RunErrorCode::Internal,
+                                format!("{} (then {e})", failure.detail),
+                            );
+                            self.conclude(&run, Outcome::failed(failure, false)).await;
                             break;
                         }
                     }
@@ -150,9 +147,12 @@ impl Dispatcher {
                 };
                 self.runs.complete(run, completion, effect).await;
             }
-            Outcome::Failed { error, .. } => {
+            Outcome::Failed { failure, .. } => {
+                // The detail stays in the logs (with the run's request id
+                // from its span); clients get the code and its message.
+                warn!(run_id = %run.id, code = %failure.code, detail = %failure.detail, "run failed");
                 self.runs
-                    .record_end(run, RunStatus::Failed, &error, &self.lease().owner)
+                    .record_end(run, RunStatus::Failed, &failure.public(), &self.lease().owner)
                     .await;
             }
             Outcome::Cancelled => {
@@ -213,13 +213,13 @@ impl Dispatcher {
         let history = self
             .history(run)
             .await
-            .map_err(|error| Outcome::failed(format!("failed to load history: {error}"), true))?;
+            .map_err(|error| internal(format!("failed to load history: {error}")))?;
         // The session's metadata (set at creation) reaches the agent with every run.
         let metadata_json = self
             .store
             .get_session(&run.session_id)
             .await
-            .map_err(|error| Outcome::failed(format!("failed to load the session: {error}"), true))?
+            .map_err(|error| internal(format!("failed to load the session: {error}")))?
             .map(|session| session.metadata)
             .unwrap_or_default();
         let request = agent::RunRequest {
@@ -234,9 +234,15 @@ impl Dispatcher {
         tokio::select! {
             result = tokio::time::timeout(self.config.dispatch_timeout, dispatch) => match result {
                 Ok(Ok(stream)) => Ok(stream),
-                Err(_) => Err(Outcome::failed("no agent-worker accepted the run in time", true)),
+                Err(_) => Err(Outcome::failed(
+                    RunFailure::new(RunErrorCode::WorkerUnavailable, "no agent-worker accepted the run in time"),
+                    true,
+                )),
                 Ok(Err(status)) => Err(Outcome::failed(
-                    format!("agent-worker unavailable: {}", status.message()),
+                    RunFailure::new(
+                        RunErrorCode::WorkerUnavailable,
+                        format!("agent-worker unavailable: {:?}: {}", status.code(), status.message()),
+                    ),
                     retryable(&status),
                 )),
             },
@@ -274,7 +280,9 @@ impl Dispatcher {
                 }
                 item = stream.events.next() => item,
                 () = cancel.cancelled() => return Outcome::Cancelled,
-                () = tokio::time::sleep_until(deadline) => return Outcome::failed("run timed out", false),
+                () = tokio::time::sleep_until(deadline) => {
+                    return Outcome::failed(RunFailure::new(RunErrorCode::Timeout, "run timed out"), false);
+                }
             };
             match attempt.on_item(item) {
                 Step::Done(outcome) => return outcome,
@@ -353,6 +361,11 @@ impl Dispatcher {
             })
             .collect())
     }
+}
+
+/// A failure of chat-core's own while preparing a run (retryable).
+fn internal(detail: String) -> Outcome {
+    Outcome::failed(RunFailure::new(RunErrorCode::Internal, detail), true)
 }
 
 /// Runs `f` when dropped.

@@ -114,10 +114,11 @@ impl SessionId {
 }
 
 impl RunId {
-    /// A run id as a client wrote it; anything but a UUID names no run.
+    /// A run id as a client wrote it, in its canonical form (lowercase,
+    /// hyphenated); anything but a UUID names no run.
     pub fn parse(id: &str) -> Result<Self, DomainError> {
         uuid::Uuid::parse_str(id)
-            .map(|_| Self(id.to_owned()))
+            .map(|uuid| Self(uuid.hyphenated().to_string()))
             .map_err(|_| DomainError::NotFound("run"))
     }
 

@@ -14,8 +14,10 @@ pub use error::DomainError;
 pub use ids::{ClientMsgId, MAX_CLIENT_MSG_ID_LEN, MessageId, RunId, SessionId, UserId, new_id};
 pub use message::{HUMAN_AGENT, Message, MessageRole, ToolCallRecord};
 pub use principal::Principal;
-pub use run::{Run, RunStatus};
-pub use session::{Concurrency, Session, SessionChange, SessionStatus};
+pub use run::{Run, RunErrorCode, RunFailure, RunStatus};
+pub use session::{
+    Actor, Concurrency, MAX_NOTES_CHARS, Session, SessionChange, SessionStatus, validate_notes,
+};
 pub use validate::validate_content;
 
 /// Milliseconds since the Unix epoch.

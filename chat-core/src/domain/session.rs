@@ -41,6 +41,101 @@ pub enum SessionChange {
     End,
 }
 
+impl SessionChange {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Escalate => "escalate",
+            Self::HandBack => "hand back",
+            Self::Resolve => "resolve",
+            Self::Expire => "expire",
+            Self::End => "end",
+        }
+    }
+}
+
+/// Who asks for a session change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The session's owner, with their own token.
+    Owner,
+    /// An internal service, such as the desk of the people who take over
+    /// escalated sessions.
+    Service,
+    /// chat-core itself: an agent's handoff, the idle-session sweep.
+    System,
+}
+
+impl Actor {
+    /// The actor of a verified caller acting on a session it may act on.
+    pub fn of(principal: &super::Principal) -> Self {
+        if principal.is_service() {
+            Self::Service
+        } else {
+            Self::Owner
+        }
+    }
+}
+
+/// One row of the session state machine.
+struct Rule {
+    change: SessionChange,
+    from: &'static [SessionStatus],
+    by: &'static [Actor],
+    to: SessionStatus,
+}
+
+/// The session state machine, whole: every allowed change, the statuses it
+/// may start from, who may ask for it, and where it leads. Anything not
+/// listed is refused.
+const RULES: &[Rule] = {
+    use Actor::{Owner, Service, System};
+    use SessionChange as C;
+    use SessionStatus::{Active, Ended, Expired, PendingHuman, Resolved};
+    &[
+        // An agent hands the conversation to a person.
+        Rule {
+            change: C::Escalate,
+            from: &[Active, PendingHuman, Resolved],
+            by: &[System],
+            to: PendingHuman,
+        },
+        // The person gives it back to an agent.
+        Rule {
+            change: C::HandBack,
+            from: &[PendingHuman],
+            by: &[Service],
+            to: Active,
+        },
+        // The owner or a service closes a conversation an agent handles
+        // (again: the notes are replaced).
+        Rule {
+            change: C::Resolve,
+            from: &[Active, Resolved],
+            by: &[Owner, Service],
+            to: Resolved,
+        },
+        // While a person holds it, only their side may resolve it.
+        Rule {
+            change: C::Resolve,
+            from: &[PendingHuman],
+            by: &[Service],
+            to: Resolved,
+        },
+        Rule {
+            change: C::Expire,
+            from: &[Active],
+            by: &[System],
+            to: Expired,
+        },
+        Rule {
+            change: C::End,
+            from: &[Active, PendingHuman, Resolved, Expired, Ended],
+            by: &[Owner, Service],
+            to: Ended,
+        },
+    ]
+};
+
 impl SessionStatus {
     /// Whether the session still takes messages.
     pub fn can_accept_messages(self) -> bool {
@@ -57,33 +152,57 @@ impl SessionStatus {
         matches!(self, Self::Active | Self::PendingHuman)
     }
 
-    /// The status `change` leads to from this one, or why it may not happen.
-    pub fn next(self, change: SessionChange) -> Result<Self, DomainError> {
-        use SessionChange as C;
-        let next = match (change, self) {
-            (C::End, _) => Self::Ended,
-            (_, Self::Ended) => return Err(self.refuse(change)),
-            (C::Resolve, _) => Self::Resolved,
-            (C::Expire, Self::Active) => Self::Expired,
-            (C::Escalate, Self::Active | Self::PendingHuman | Self::Resolved) => Self::PendingHuman,
-            (C::HandBack, Self::Active | Self::PendingHuman | Self::Resolved | Self::Expired) => Self::Active,
-            _ => return Err(self.refuse(change)),
+    /// The status `change`, asked for `by`, leads to from this one, or why it may not happen.
+    pub fn next(self, change: SessionChange, by: Actor) -> Result<Self, DomainError> {
+        let mut rules = RULES
+            .iter()
+            .filter(|r| r.change == change && r.from.contains(&self));
+        let Some(first) = rules.next() else {
+            return Err(DomainError::Conflict(format!(
+                "session is {self}; cannot {} it",
+                change.verb()
+            )));
         };
-        Ok(next)
+        std::iter::once(first)
+            .chain(rules)
+            .find(|r| r.by.contains(&by))
+            .map(|r| r.to)
+            .ok_or_else(|| {
+                DomainError::Conflict(match (self, change) {
+                    (Self::PendingHuman, SessionChange::Resolve) => {
+                        "session is pending_human; the person handling it resolves it".to_owned()
+                    }
+                    _ => format!("session is {self}; {by:?} may not {} it", change.verb()).to_lowercase(),
+                })
+            })
     }
 
-    /// The statuses from which `change` is allowed.
-    pub fn allowing(change: SessionChange) -> Vec<Self> {
+    /// The statuses from which `by` may ask for `change`.
+    pub fn allowing(change: SessionChange, by: Actor) -> Vec<Self> {
         Self::ALL
             .iter()
             .copied()
-            .filter(|s| s.next(change).is_ok())
+            .filter(|s| s.next(change, by).is_ok())
             .collect()
     }
+}
 
-    fn refuse(self, change: SessionChange) -> DomainError {
-        DomainError::Conflict(format!("session is {self}; cannot {change:?}").to_lowercase())
+/// Longest resolution notes, in characters.
+pub const MAX_NOTES_CHARS: usize = 4000;
+
+/// Checks resolution notes: at most [`MAX_NOTES_CHARS`], no NUL.
+pub fn validate_notes(notes: &str) -> Result<(), DomainError> {
+    if notes.chars().count() > MAX_NOTES_CHARS {
+        return Err(DomainError::TooLarge(format!(
+            "notes must be at most {MAX_NOTES_CHARS} characters"
+        )));
     }
+    if chat_common::limits::has_nul(notes) {
+        return Err(DomainError::Invalid(
+            "notes must not contain NUL characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A conversation between a user and agents (or a person).
@@ -125,8 +244,10 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    use super::Actor::{Owner, Service, System};
     use super::SessionChange as C;
     use super::SessionStatus as S;
+    use super::*;
 
     #[test]
     fn ended_and_expired_sessions_take_no_messages() {
@@ -142,27 +263,72 @@ mod tests {
     #[test]
     fn any_session_can_be_ended_and_an_ended_one_stays_ended() {
         for s in S::ALL {
-            assert_eq!(s.next(C::End), Ok(S::Ended));
+            assert_eq!(s.next(C::End, Owner), Ok(S::Ended));
+            assert_eq!(s.next(C::End, Service), Ok(S::Ended));
         }
         for change in [C::Escalate, C::HandBack, C::Resolve, C::Expire] {
-            assert!(
-                S::Ended.next(change).is_err(),
-                "{change:?} reopened an ended session"
-            );
+            for by in [Owner, Service, System] {
+                assert!(
+                    S::Ended.next(change, by).is_err(),
+                    "{change:?} by {by:?} reopened an ended session"
+                );
+            }
         }
     }
 
     #[test]
-    fn only_active_sessions_expire() {
-        assert_eq!(S::allowing(C::Expire), vec![S::Active]);
+    fn only_the_sweep_expires_and_only_active_sessions() {
+        assert_eq!(S::allowing(C::Expire, System), vec![S::Active]);
+        assert!(S::allowing(C::Expire, Owner).is_empty());
+    }
+
+    #[test]
+    fn resolve_refuses_ended_and_expired_sessions_and_never_skips_a_person() {
+        assert_eq!(S::allowing(C::Resolve, Owner), vec![S::Active, S::Resolved]);
+        assert_eq!(
+            S::allowing(C::Resolve, Service),
+            vec![S::Active, S::PendingHuman, S::Resolved]
+        );
+        let refused = S::PendingHuman.next(C::Resolve, Owner).unwrap_err();
+        assert!(refused.to_string().contains("pending_human"), "{refused}");
+        assert!(S::Expired.next(C::Resolve, Service).is_err());
     }
 
     #[test]
     fn escalation_and_hand_back_move_between_agent_and_person() {
-        assert_eq!(S::Active.next(C::Escalate), Ok(S::PendingHuman));
-        assert_eq!(S::PendingHuman.next(C::HandBack), Ok(S::Active));
-        assert!(S::Expired.next(C::Escalate).is_err());
-        assert_eq!(S::Resolved.next(C::Resolve), Ok(S::Resolved));
-        assert_eq!(S::PendingHuman.next(C::Resolve), Ok(S::Resolved));
+        assert_eq!(S::Active.next(C::Escalate, System), Ok(S::PendingHuman));
+        assert!(
+            S::Active.next(C::Escalate, Owner).is_err(),
+            "only agents escalate"
+        );
+        assert_eq!(S::PendingHuman.next(C::HandBack, Service), Ok(S::Active));
+        assert!(S::PendingHuman.next(C::HandBack, Owner).is_err());
+        assert!(
+            S::Expired.next(C::HandBack, Service).is_err(),
+            "hand back revives nothing"
+        );
+        assert!(S::Expired.next(C::Escalate, System).is_err());
+    }
+
+    #[test]
+    fn every_change_leads_to_one_status() {
+        for change in [C::Escalate, C::HandBack, C::Resolve, C::Expire, C::End] {
+            let targets: std::collections::HashSet<_> = RULES
+                .iter()
+                .filter(|r| r.change == change)
+                .map(|r| r.to)
+                .collect();
+            assert_eq!(targets.len(), 1, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn notes_are_bounded() {
+        assert!(validate_notes(&"n".repeat(MAX_NOTES_CHARS)).is_ok());
+        assert!(matches!(
+            validate_notes(&"n".repeat(MAX_NOTES_CHARS + 1)),
+            Err(DomainError::TooLarge(_))
+        ));
+        assert!(validate_notes("a\0b").is_err());
     }
 }

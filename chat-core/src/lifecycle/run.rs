@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::SessionLifecycle;
 use crate::bus::EventBus;
-use crate::domain::{Message, Run, RunStatus, SessionChange, now_ms};
+use crate::domain::{Actor, Message, Run, RunErrorCode, RunFailure, RunStatus, SessionChange, now_ms};
 use crate::service::{convert, event};
 use crate::store::{ChatStore, RunCompletion, StoreError};
 
@@ -61,7 +61,7 @@ impl RunLifecycle {
     }
 
     /// Moves a run that has not ended to `failed` or `cancelled` and
-    /// announces it; returns whether it changed (a run that already ended
+    /// announces it (`error` is what clients see: [`RunFailure::public`]); returns whether it changed (a run that already ended
     /// stays as it was, and nothing is published). With `owner`, only while
     /// that replica holds the run's lease.
     pub async fn finish(
@@ -82,9 +82,6 @@ impl RunLifecycle {
             .await?;
         if changed {
             self.publish(run, status, error).await;
-        }
-        if status == RunStatus::Failed {
-            warn!(run_id = %run.id, %error, "run failed");
         }
         Ok(changed)
     }
@@ -121,7 +118,8 @@ impl RunLifecycle {
             }
             Err(error) => {
                 warn!(run_id = %run.id, %error, "failed to store reply");
-                self.record_end(run, RunStatus::Failed, "failed to store the reply", &owner)
+                let failure = RunFailure::new(RunErrorCode::Internal, "failed to store the reply");
+                self.record_end(run, RunStatus::Failed, &failure.public(), &owner)
                     .await;
             }
         }
@@ -132,7 +130,7 @@ impl RunLifecycle {
             SessionEffect::None => return,
             SessionEffect::Escalate => {
                 self.sessions
-                    .change(&run.session_id, SessionChange::Escalate)
+                    .change(&run.session_id, SessionChange::Escalate, Actor::System)
                     .await
             }
             SessionEffect::SetAgent(agent) => self.sessions.set_agent(&run.session_id, &agent).await,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use chat_proto::chat::v1::session_event::Event;
 
 use crate::bus::EventBus;
-use crate::domain::{Session, SessionChange, SessionId};
+use crate::domain::{Actor, Session, SessionChange, SessionId};
 use crate::service::{convert, event};
 use crate::store::{ChatStore, StoreError, Transition};
 
-/// Changes sessions' status (per [`SessionStatus::next`](crate::domain::SessionStatus::next))
+/// Changes sessions' status (per the state machine of
+/// [`SessionStatus::next`](crate::domain::SessionStatus::next), which says who may do what)
 /// and agent, and tells their subscribers.
 #[derive(Clone)]
 pub struct SessionLifecycle {
@@ -31,8 +32,13 @@ impl SessionLifecycle {
     }
 
     /// Shorthand for [`SessionLifecycle::apply`] without agent or notes.
-    pub async fn change(&self, id: &SessionId, change: SessionChange) -> Result<Session, StoreError> {
-        self.apply(id, Transition::new(change)).await
+    pub async fn change(
+        &self,
+        id: &SessionId,
+        change: SessionChange,
+        by: Actor,
+    ) -> Result<Session, StoreError> {
+        self.apply(id, Transition::new(change, by)).await
     }
 
     /// Makes `agent` the session's agent, then publishes it.

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
-
 use super::ServiceError;
+use super::passwords::Passwords;
 use crate::domain::{UserId, now_ms};
 use crate::store::{ChatStore, Rotation};
 
@@ -19,83 +17,6 @@ pub const MAX_ISSUER_BYTES: usize = 512;
 pub const MAX_SUBJECT_BYTES: usize = 255;
 /// Longest refresh token lifetime accepted, in seconds (one year).
 const MAX_REFRESH_TTL_SECS: u64 = 366 * 24 * 3600;
-
-/// Password rules and hashing (argon2id with configured costs).
-pub struct Passwords {
-    argon2: Argon2<'static>,
-    min_chars: usize,
-    max_chars: usize,
-    /// A hash checked when the user does not exist, so both paths cost the same.
-    dummy: String,
-}
-
-/// Costs and rules of [`Passwords`].
-#[derive(Clone, Copy, Debug)]
-pub struct PasswordPolicy {
-    pub min_chars: usize,
-    pub max_chars: usize,
-    pub argon2_memory_kib: u32,
-    pub argon2_iterations: u32,
-    pub argon2_parallelism: u32,
-}
-
-impl Passwords {
-    pub fn new(policy: PasswordPolicy) -> Result<Self, String> {
-        if policy.min_chars == 0 || policy.min_chars > policy.max_chars {
-            return Err("password lengths must satisfy 1 <= min <= max".into());
-        }
-        let params = argon2::Params::new(
-            policy.argon2_memory_kib,
-            policy.argon2_iterations,
-            policy.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut passwords = Self {
-            argon2,
-            min_chars: policy.min_chars,
-            max_chars: policy.max_chars,
-            dummy: String::new(),
-        };
-        passwords.dummy = passwords.hash("not-a-real-password").map_err(|e| e.to_string())?;
-        Ok(passwords)
-    }
-
-    fn hash(&self, password: &str) -> Result<String, ServiceError> {
-        let salt = SaltString::generate(&mut OsRng);
-        self.argon2
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ServiceError::Internal(e.to_string().into()))
-    }
-
-    /// Users without a usable hash (external identities) cost the same as others and never match.
-    fn verify(&self, password: &str, stored: Option<&str>) -> bool {
-        let parsed = stored.and_then(|s| PasswordHash::new(s).ok());
-        match parsed {
-            Some(parsed) => self.argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
-            None => {
-                if let Ok(dummy) = PasswordHash::new(&self.dummy) {
-                    let _ = self.argon2.verify_password(password.as_bytes(), &dummy);
-                }
-                false
-            }
-        }
-    }
-
-    fn validate(&self, password: &str) -> Result<(), ServiceError> {
-        let chars = password.chars().count();
-        if (self.min_chars..=self.max_chars).contains(&chars) {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid(format!(
-                "password must be {} to {} characters",
-                self.min_chars, self.max_chars
-            )))
-        }
-    }
-}
 
 fn validate_username(username: &str) -> Result<(), ServiceError> {
     let ok = (3..=64).contains(&username.len())
@@ -160,12 +81,6 @@ pub struct Accounts {
     passwords: Arc<Passwords>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string().into()))
-}
-
 impl Accounts {
     pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>) -> Self {
         Self { store, passwords }
@@ -175,8 +90,7 @@ impl Accounts {
     pub async fn register(&self, username: &str, password: String) -> Result<UserId, ServiceError> {
         validate_username(username)?;
         self.passwords.validate(&password)?;
-        let passwords = self.passwords.clone();
-        let password_hash = blocking(move || passwords.hash(&password)).await??;
+        let password_hash = self.passwords.hash(password).await?;
         Ok(self.store.create_user(username, &password_hash).await?.id)
     }
 
@@ -189,8 +103,7 @@ impl Accounts {
     ) -> Result<Option<UserId>, ServiceError> {
         let user = self.store.find_user(username).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let passwords = self.passwords.clone();
-        let matches = blocking(move || passwords.verify(&password, stored.as_deref())).await?;
+        let matches = self.passwords.verify(password, stored).await?;
         Ok(user.filter(|_| matches).map(|u| u.id))
     }
 
@@ -214,14 +127,19 @@ impl Accounts {
     }
 
     /// Rotates a live refresh token into a new one of the same family;
-    /// `None` when it is malformed, unknown, expired, or was already used (then its
-    /// whole family is revoked).
+    /// `None` when it is malformed, unknown, expired, of a family older than
+    /// `family_ttl_secs` (0: no limit), or was already used (then its whole
+    /// family is revoked).
     pub async fn rotate_refresh_token(
         &self,
         presented: &str,
         ttl_secs: u64,
+        family_ttl_secs: u64,
     ) -> Result<Option<IssuedToken>, ServiceError> {
         let expires_at = refresh_expiry(ttl_secs)?;
+        // 0 is no limit; a limit past the longest token lifetime is no tighter than it.
+        let family_ttl_ms = (family_ttl_secs > 0)
+            .then(|| i64::try_from(family_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
         let Some(presented) = presented_refresh_token(presented) else {
             return Ok(None);
         };
@@ -232,6 +150,7 @@ impl Accounts {
                 &refresh_token_hash(presented),
                 &refresh_token_hash(&next),
                 expires_at,
+                family_ttl_ms,
             )
             .await?;
         Ok(match rotation {

@@ -24,6 +24,12 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("session is busy: a run is in progress")]
     Busy,
+    /// A bounded resource is taken; the caller may retry after `retry_after`.
+    #[error("{message}")]
+    Overloaded {
+        message: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -39,6 +45,7 @@ impl ServiceError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Busy => ErrorCode::Busy,
+            Self::Overloaded { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -82,6 +89,14 @@ impl From<ServiceError> for tonic::Status {
         if let ServiceError::Internal(source) = &err {
             error!(error = %source, "internal error");
         }
-        err.code().status(err.to_string())
+        let mut status = err.code().status(err.to_string());
+        if let ServiceError::Overloaded { retry_after, .. } = &err
+            && let Ok(value) = retry_after.as_millis().to_string().parse()
+        {
+            status
+                .metadata_mut()
+                .insert(chat_common::error::RETRY_AFTER_MS_METADATA, value);
+        }
+        status
     }
 }

@@ -4,11 +4,13 @@
 mod accounts;
 pub mod convert;
 mod error;
+mod passwords;
 mod sessions;
 mod subscribe;
 
-pub use accounts::{Accounts, PasswordPolicy, Passwords};
+pub use accounts::Accounts;
 pub use error::ServiceError;
+pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 
 use std::sync::Arc;
 
@@ -138,10 +140,11 @@ impl ChatCore {
             .transpose()?;
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
+        // Checked again inside the transaction that appends (the status may
+        // change meanwhile); this early answer spares the write.
         session.check_accepts_messages()?;
         let policy = self.policy_of(&session);
-        // While a person handles the session, user messages wait for them.
-        let start_run = role == MessageRole::User && session.can_start_runs();
+        let start_run = role == MessageRole::User;
         let appended = self
             .store
             .append_message(NewMessage {

@@ -4,7 +4,7 @@
 use chat_proto::agent::v1 as agent;
 
 use super::{ChatCore, ServiceError};
-use crate::domain::{Message, Principal, RunId, Session, SessionChange, UserId};
+use crate::domain::{Actor, Message, Principal, RunId, Session, SessionChange, UserId, validate_notes};
 use crate::store::{MessageQuery, NewSession, SessionFilter, SessionPage, SessionQuery, Transition};
 
 impl ChatCore {
@@ -26,23 +26,30 @@ impl ChatCore {
         session_id: &str,
     ) -> Result<Session, ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
+        let by = Actor::of(principal);
+        session.status.next(SessionChange::End, by)?;
         for run in self.store.active_runs(&session.id).await? {
             self.cancel_run(&run).await?;
         }
-        Ok(self.sessions.change(&session.id, SessionChange::End).await?)
+        Ok(self.sessions.change(&session.id, SessionChange::End, by).await?)
     }
 
-    /// Marks a session resolved, with optional notes.
+    /// Marks a session resolved, with optional notes, where the state
+    /// machine lets this caller (not an ended or expired session; one
+    /// waiting for a person only by a service).
     pub async fn resolve_session(
         &self,
         principal: &Principal,
         session_id: &str,
         notes: Option<String>,
     ) -> Result<Session, ServiceError> {
+        if let Some(notes) = &notes {
+            validate_notes(notes)?;
+        }
         let session = self.authorized_session(principal, session_id).await?;
         let transition = Transition {
             notes,
-            ..Transition::new(SessionChange::Resolve)
+            ..Transition::new(SessionChange::Resolve, Actor::of(principal))
         };
         Ok(self.sessions.apply(&session.id, transition).await?)
     }
@@ -68,7 +75,7 @@ impl ChatCore {
             return Err(ServiceError::Forbidden);
         }
         let session = self.authorized_session(principal, session_id).await?;
-        let mut transition = Transition::new(SessionChange::HandBack);
+        let mut transition = Transition::new(SessionChange::HandBack, Actor::Service);
         if !agent.is_empty() && agent != session.agent {
             transition.agent = Some(agent.to_owned());
         }
@@ -140,7 +147,8 @@ impl ChatCore {
     /// The agents the worker fleet serves.
     pub async fn list_agents(&self) -> Result<Vec<agent::AgentInfo>, ServiceError> {
         self.dispatcher.workers().list_agents().await.map_err(|status| {
-            ServiceError::Unavailable(format!("agent-workers unavailable: {}", status.message()))
+            tracing::warn!(code = ?status.code(), message = status.message(), "agent-workers unavailable");
+            ServiceError::Unavailable("agent-workers unavailable".into())
         })
     }
 

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 
 use super::{ChatCore, Sent, ServiceError, convert, event};
 use crate::bus::BusItem;
-use crate::domain::{Message, Principal, RunId, RunStatus, SessionId};
+use crate::domain::{Message, Principal, RunFailure, RunId, RunStatus, SessionId};
 use crate::store::MessageQuery;
 
 /// Page size used when replaying stored messages.
@@ -29,6 +29,10 @@ struct Delivered {
     /// Per run: the attempt being streamed and the next delta index expected.
     next_delta: HashMap<String, (u32, u32)>,
     replied: HashSet<String>,
+    /// Per run not yet ended: the status and attempt last delivered.
+    runs: HashMap<String, (i32, u32)>,
+    /// Runs whose end was delivered.
+    ended: HashSet<String>,
 }
 
 impl Delivered {
@@ -46,7 +50,7 @@ impl Delivered {
                 true
             }
             Some(Event::Delta(d)) => {
-                if self.replied.contains(&d.run_id) {
+                if self.replied.contains(&d.run_id) || self.ended.contains(&d.run_id) {
                     return false;
                 }
                 let (attempt, next) = self.next_delta.entry(d.run_id.clone()).or_default();
@@ -67,26 +71,34 @@ impl Delivered {
                 *next = d.index + 1;
                 true
             }
-            Some(
-                Event::Run(_)
-                | Event::Handoff(_)
-                | Event::Session(_)
-                | Event::ToolCall(_)
-                | Event::ToolResult(_),
-            ) => true,
+            Some(Event::Run(r)) => {
+                if self.ended.contains(&r.run_id) {
+                    return false;
+                }
+                if r.status().is_terminal() {
+                    self.runs.remove(&r.run_id);
+                    self.next_delta.remove(&r.run_id);
+                    self.ended.insert(r.run_id.clone());
+                    return true;
+                }
+                let state = (r.status, r.attempt);
+                self.runs.insert(r.run_id.clone(), state) != Some(state)
+            }
+            Some(Event::Handoff(_) | Event::Session(_) | Event::ToolCall(_) | Event::ToolResult(_)) => true,
             None => false,
         }
     }
-}
 
-fn lagged() -> ServiceError {
-    ServiceError::Unavailable("subscriber fell behind; resubscribe with after_seq".into())
+    fn admit_into(&mut self, out: &mut Vec<pb::SessionEvent>, event: pb::SessionEvent) {
+        if self.admit(&event) {
+            out.push(event);
+        }
+    }
 }
 
 /// A run streaming somewhere in the fleet, with its deltas so far.
 struct RunInFlight {
     run_id: String,
-    agent: String,
     attempt: u32,
     deltas: Vec<String>,
 }
@@ -139,7 +151,11 @@ impl ChatCore {
         {
             events.push(event(Event::Message(convert::message(&reply))));
         }
-        let error = stored.error.clone().unwrap_or_default();
+        let error = stored
+            .error
+            .as_deref()
+            .map(RunFailure::public_of_stored)
+            .unwrap_or_default();
         events.push(event(Event::Run(convert::run_update(&stored, status, &error))));
         Ok(Some(events))
     }
@@ -150,7 +166,6 @@ impl ChatCore {
         if let Some(local) = self.dispatcher.inflight(session_id) {
             return Some(RunInFlight {
                 run_id: local.run_id.to_string(),
-                agent: local.agent.clone(),
                 attempt: local.attempt,
                 deltas: local.snapshot(),
             });
@@ -166,13 +181,59 @@ impl ChatCore {
         let deltas = self.bus.read_deltas(&running.id, attempt).await?;
         Some(RunInFlight {
             run_id: running.id.into_string(),
-            agent: running.agent,
             attempt,
             deltas,
         })
     }
 
-    /// Every message with seq > `after_seq`, then the run in flight, then live events.
+    /// What a stream that has delivered `delivered` is missing, oldest
+    /// first: the stored messages after its last seq, then the status of
+    /// every run that is active or answers one of those messages (and of runs
+    /// it saw start, if they ended meanwhile), then the run in flight from
+    /// delta 0. Duplicates of what it delivered are left out.
+    async fn catch_up(
+        &self,
+        session_id: &SessionId,
+        delivered: &mut Delivered,
+    ) -> Result<Vec<pb::SessionEvent>, ServiceError> {
+        let since = delivered.last_seq;
+        let mut out = Vec::new();
+        for message in self.stored_after(session_id, since, None).await? {
+            delivered.admit_into(&mut out, event(Event::Message(convert::message(&message))));
+        }
+        let mut runs = self.store.runs_since(session_id, since).await?;
+        let seen: Vec<String> = delivered
+            .runs
+            .keys()
+            .filter(|id| !runs.iter().any(|r| r.id.as_str() == id.as_str()))
+            .cloned()
+            .collect();
+        for run_id in seen {
+            if let Some(run) = self.store.get_run(&RunId::from_trusted(run_id)).await? {
+                runs.push(run);
+            }
+        }
+        for run in &runs {
+            let error = run.error.as_deref().unwrap_or_default();
+            delivered.admit_into(
+                &mut out,
+                event(Event::Run(convert::run_update(run, run.status, error))),
+            );
+        }
+        if let Some(run) = self.run_in_flight(session_id).await {
+            for ev in delta_events(session_id, &run.run_id, run.attempt, run.deltas) {
+                delivered.admit_into(&mut out, ev);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every message with seq > `after_seq`, the runs since, the run in
+    /// flight, then live events. When live events are lost (the subscriber
+    /// fell behind the bus, or the shared bus reconnected, or a seq jumps) the
+    /// stream catches up from the database and the delta log again, so a
+    /// subscriber never silently misses an event; it ends with an error only
+    /// when that catching up fails.
     pub async fn subscribe(
         &self,
         principal: &Principal,
@@ -181,39 +242,12 @@ impl ChatCore {
     ) -> Result<Subscription, ServiceError> {
         let session = self.authorized_session(principal, session_id).await?;
         let mut live = self.bus.subscribe(&session.id).await;
-        let stored = self.stored_after(&session.id, after_seq.max(0), None).await?;
-        let last_seq = stored
-            .last()
-            .map_or(after_seq.max(0), |m| m.seq)
-            .max(session.last_seq);
         let mut delivered = Delivered {
             last_seq: after_seq.max(0),
             ..Delivered::default()
         };
-        let mut opening = Vec::with_capacity(stored.len());
-        for message in &stored {
-            let ev = event(Event::Message(convert::message(message)));
-            if delivered.admit(&ev) {
-                opening.push(ev);
-            }
-        }
-        if let Some(run) = self.run_in_flight(&session.id).await
-            && !delivered.replied.contains(&run.run_id)
-        {
-            opening.push(event(Event::Run(pb::RunUpdate {
-                session_id: session.id.to_string(),
-                run_id: run.run_id.clone(),
-                status: convert::run_status(RunStatus::Running).into(),
-                agent: run.agent.clone(),
-                attempt: run.attempt,
-                error: String::new(),
-            })));
-            for ev in delta_events(&session.id, &run.run_id, run.attempt, run.deltas) {
-                if delivered.admit(&ev) {
-                    opening.push(ev);
-                }
-            }
-        }
+        let opening = self.catch_up(&session.id, &mut delivered).await?;
+        let last_seq = delivered.last_seq.max(session.last_seq);
         let core = self.clone();
         let session_id = session.id.clone();
         let events = async_stream::stream! {
@@ -221,24 +255,24 @@ impl ChatCore {
                 yield Ok(ev);
             }
             while let Some(item) = live.next().await {
-                // Messages are numbered without gaps: a jump, or a bus that
-                // reconnected, means events were lost; the database has them.
-                let missed_before = match &item {
-                    BusItem::Event(ev) => match &ev.event {
-                        Some(Event::Message(m)) if m.seq > delivered.last_seq + 1 => Some(Some(m.seq)),
-                        _ => None,
-                    },
-                    BusItem::Resync => Some(None),
-                    BusItem::Lagged(_) => None,
+                // Messages are numbered without gaps: a jump, a bus that
+                // reconnected or a subscriber that fell behind means events
+                // were lost; the database and the delta log have them.
+                let lost = match &item {
+                    BusItem::Event(ev) => {
+                        matches!(&ev.event, Some(Event::Message(m)) if m.seq > delivered.last_seq + 1)
+                    }
+                    BusItem::Resync => true,
+                    BusItem::Lagged(dropped) => {
+                        tracing::debug!(%session_id, dropped, "subscriber fell behind the bus; catching up");
+                        true
+                    }
                 };
-                if let Some(before) = missed_before {
-                    match core.stored_after(&session_id, delivered.last_seq, before).await {
-                        Ok(messages) => {
-                            for message in messages {
-                                let ev = event(Event::Message(convert::message(&message)));
-                                if delivered.admit(&ev) {
-                                    yield Ok(ev);
-                                }
+                if lost {
+                    match core.catch_up(&session_id, &mut delivered).await {
+                        Ok(missed) => {
+                            for ev in missed {
+                                yield Ok(ev);
                             }
                         }
                         Err(error) => {
@@ -247,17 +281,10 @@ impl ChatCore {
                         }
                     }
                 }
-                match item {
-                    BusItem::Event(ev) => {
-                        if delivered.admit(&ev) {
-                            yield Ok(ev.as_ref().clone());
-                        }
-                    }
-                    BusItem::Resync => {}
-                    BusItem::Lagged(_) => {
-                        yield Err(lagged());
-                        break;
-                    }
+                if let BusItem::Event(ev) = item
+                    && delivered.admit(&ev)
+                {
+                    yield Ok(ev.as_ref().clone());
                 }
             }
         };
@@ -319,9 +346,10 @@ impl ChatCore {
             while let Some(item) = live.next().await {
                 let ev = match item {
                     BusItem::Event(ev) => ev,
-                    BusItem::Lagged(_) => { yield Err(lagged()); return; }
-                    BusItem::Resync => {
-                        // Events may be lost: if the run ended meanwhile, report its stored outcome.
+                    BusItem::Lagged(_) | BusItem::Resync => {
+                        // Events may be lost: if the run ended meanwhile,
+                        // report its stored outcome; else pick its deltas up
+                        // again from the run in flight.
                         match core.ended_run_events(&run.id).await {
                             Ok(Some(events)) => {
                                 for ev in events {
@@ -329,9 +357,17 @@ impl ChatCore {
                                 }
                                 return;
                             }
-                            Ok(None) => continue,
+                            Ok(None) => {}
                             Err(e) => { yield Err(e); return; }
                         }
+                        if let Some(inflight) = core.run_in_flight(&run.session_id).await.filter(|r| r.run_id == run.id.as_str()) {
+                            for ev in delta_events(&run.session_id, &inflight.run_id, inflight.attempt, inflight.deltas) {
+                                if delivered.admit(&ev) {
+                                    yield Ok(ev);
+                                }
+                            }
+                        }
+                        continue;
                     }
                 };
                 let (ours, terminal) = match &ev.event {
@@ -341,14 +377,7 @@ impl ChatCore {
                     Some(Event::ToolCall(t)) => (run.id == t.run_id.as_str(), false),
                     Some(Event::ToolResult(t)) => (run.id == t.run_id.as_str(), false),
                     Some(Event::Session(_)) => (true, false),
-                    Some(Event::Run(r)) => {
-                        let status = pb::RunStatus::try_from(r.status).unwrap_or_default();
-                        let terminal = matches!(
-                            status,
-                            pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled
-                        );
-                        (run.id == r.run_id.as_str(), terminal)
-                    }
+                    Some(Event::Run(r)) => (run.id == r.run_id.as_str(), r.status().is_terminal()),
                     None => (false, false),
                 };
                 if !ours {

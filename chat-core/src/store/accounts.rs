@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 
 use super::entity::{external_identity, refresh_token, user};
@@ -57,6 +58,7 @@ impl AccountStore for SeaStore {
         token_hash: &str,
         next_hash: &str,
         expires_at: i64,
+        family_ttl_ms: Option<i64>,
     ) -> Result<Rotation, StoreError> {
         let txn = self.db.begin().await?;
         let now = now_ms();
@@ -80,6 +82,16 @@ impl AccountStore for SeaStore {
             return Ok(Rotation::Invalid);
         };
         if rotated.rows_affected == 1 {
+            let mut expires_at = expires_at;
+            if let Some(ttl) = family_ttl_ms {
+                let family_ends = family_started(&txn, &current.family_id).await? + ttl;
+                if family_ends <= now {
+                    // Past its absolute lifetime: the token stays unspent but useless.
+                    txn.rollback().await?;
+                    return Ok(Rotation::Invalid);
+                }
+                expires_at = expires_at.min(family_ends);
+            }
             let user_id = UserId::from_trusted(current.user_id.clone());
             let next = new_refresh_token(next_id, &user_id, &current.family_id, next_hash, expires_at)
                 .insert(&txn)
@@ -188,6 +200,16 @@ async fn find_external_user(
         .one(db)
         .await?
         .map(|identity| UserId::from_trusted(identity.user_id)))
+}
+
+/// When a family started: the creation of its first token.
+async fn family_started(db: &impl ConnectionTrait, family_id: &str) -> Result<i64, StoreError> {
+    let first = refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .order_by_asc(refresh_token::Column::CreatedAt)
+        .one(db)
+        .await?;
+    Ok(first.map_or_else(now_ms, |token| token.created_at))
 }
 
 /// Revokes the tokens of a family that are not revoked yet.

@@ -12,7 +12,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 use super::{ChatStore, StoreError};
 
-/// Opens a pool for `url`, creating the SQLite file's folder when needed.
+/// Opens a pool for `url`, creating the SQLite file (owner-only, before
+/// SQLite opens it, so it never exists with wider permissions; its WAL and
+/// shared-memory files take the same mode) and its folder when needed.
 pub async fn connect(
     url: &str,
     max_connections: u32,
@@ -24,11 +26,16 @@ pub async fn connect(
             sqlite_path(url).and_then(|p| std::path::Path::new(p).parent().map(|p| p.to_owned()))
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(&parent).map_err(|e| {
+        chat_common::files::create_dir_owner_only(&parent).map_err(|e| {
             StoreError::Unavailable(sea_orm::DbErr::Custom(format!(
                 "failed to create {}: {e}",
                 parent.display()
             )))
+        })?;
+    }
+    if sqlite && let Some(path) = sqlite_path(url).filter(|_| creates_file(url)) {
+        chat_common::files::ensure_owner_only(std::path::Path::new(path)).map_err(|e| {
+            StoreError::Unavailable(sea_orm::DbErr::Custom(format!("failed to create {path}: {e}")))
         })?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
@@ -51,6 +58,12 @@ pub async fn connect(
         });
     }
     Ok(Database::connect(options).await?)
+}
+
+/// Whether SQLite would create the file of `url` (`mode=rwc`).
+fn creates_file(url: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "mode=rwc"))
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -10,7 +10,7 @@ use crate::domain::{
     SessionStatus, UserId,
 };
 
-fn unknown(what: &str, value: &str) -> StoreError {
+pub(super) fn unknown(what: &str, value: &str) -> StoreError {
     StoreError::Other(DbErr::Type(format!("unknown {what} `{value}` in the database")))
 }
 

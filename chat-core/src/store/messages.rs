@@ -9,21 +9,32 @@ use sea_orm::{
 };
 
 use super::entity::{message, run, session};
-use super::mapping::all;
+use super::mapping::{all, unknown};
 use super::runs::active_runs_in;
 use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
-use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, new_id, now_ms};
+use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, SessionStatus, new_id, now_ms};
 
 /// Longest title derived from a first message, in characters.
 const TITLE_CHARS: usize = 60;
 
+/// The session row as the message-writing transaction sees it, locked.
+pub(super) struct SeqBump {
+    pub seq: i64,
+    pub title: String,
+    pub agent: String,
+    pub status: SessionStatus,
+}
+
 /// Bumps the session's `last_seq` and returns the new value with the
-/// session's title and agent; this is the first statement of every
-/// message-writing transaction.
+/// session's title, agent and status; this is the first statement of every
+/// message-writing transaction. The update locks the session row (the write
+/// lock on SQLite) until the transaction ends, so the status read here cannot
+/// change before the commit: a concurrent `end` either commits first and is
+/// seen, or waits.
 pub(super) async fn next_seq(
     txn: &DatabaseTransaction,
     session_id: &SessionId,
-) -> Result<(i64, String, String), StoreError> {
+) -> Result<SeqBump, StoreError> {
     let now = now_ms();
     let stmt = Query::update()
         .table(session::Entity)
@@ -37,17 +48,20 @@ pub(super) async fn next_seq(
             session::Column::LastSeq,
             session::Column::Title,
             session::Column::Agent,
+            session::Column::Status,
         ]))
         .to_owned();
     let row = txn
         .query_one(&stmt)
         .await?
         .ok_or(StoreError::NotFound("session"))?;
-    Ok((
-        row.try_get::<i64>("", "last_seq").map_err(StoreError::Other)?,
-        row.try_get::<String>("", "title").map_err(StoreError::Other)?,
-        row.try_get::<String>("", "agent").map_err(StoreError::Other)?,
-    ))
+    let status: String = row.try_get("", "status").map_err(StoreError::Other)?;
+    Ok(SeqBump {
+        seq: row.try_get("", "last_seq").map_err(StoreError::Other)?,
+        title: row.try_get("", "title").map_err(StoreError::Other)?,
+        agent: row.try_get("", "agent").map_err(StoreError::Other)?,
+        status: SessionStatus::parse(&status).ok_or_else(|| unknown("session status", &status))?,
+    })
 }
 
 impl SeaStore {
@@ -77,9 +91,20 @@ impl SeaStore {
 
     async fn insert_message(&self, new: &NewMessage) -> Result<Appended, StoreError> {
         let txn = self.db.begin().await?;
-        let (seq, title, agent) = next_seq(&txn, &new.session_id).await?;
+        let SeqBump {
+            seq,
+            title,
+            agent,
+            status,
+        } = next_seq(&txn, &new.session_id).await?;
+        if !status.can_accept_messages() {
+            txn.rollback().await?;
+            return Err(StoreError::Conflict(format!("session is {status}")));
+        }
+        // While a person handles the session, user messages wait for them.
+        let start_run = new.start_run && status.starts_runs();
         let now = now_ms();
-        if new.reject_if_busy && !active_runs_in(&txn, &new.session_id).await?.is_empty() {
+        if start_run && new.reject_if_busy && !active_runs_in(&txn, &new.session_id).await?.is_empty() {
             txn.rollback().await?;
             return Err(StoreError::Busy);
         }
@@ -106,7 +131,7 @@ impl SeaStore {
         }
         .insert(&txn)
         .await?;
-        let run = if new.start_run {
+        let run = if start_run {
             Some(
                 run::ActiveModel {
                     id: Set(new_id()),

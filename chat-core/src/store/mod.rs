@@ -50,12 +50,15 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<RefreshToken, StoreError>;
     /// In one transaction: revokes the live token `token_hash` and stores
     /// `next_hash` in its family; or, when the token was already rotated or
-    /// revoked, revokes its whole family (reuse detection).
+    /// revoked, revokes its whole family (reuse detection). With
+    /// `family_ttl_ms`, a family older than that (from its first token) is
+    /// not rotated (`Invalid`), and the new token expires by the family's end.
     async fn rotate_refresh_token(
         &self,
         token_hash: &str,
         next_hash: &str,
         expires_at: i64,
+        family_ttl_ms: Option<i64>,
     ) -> Result<Rotation, StoreError>;
     /// Revokes every token of `token_hash`'s family; `false` when no such token exists.
     async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError>;
@@ -126,6 +129,10 @@ pub trait RunStore: Send + Sync {
     async fn release_leases(&self, owner: &str) -> Result<(), StoreError>;
     /// Queued and running runs of a session, oldest first.
     async fn active_runs(&self, session_id: &SessionId) -> Result<Vec<Run>, StoreError>;
+    /// Runs of a session that are active or answer a message with seq over
+    /// `after_seq`, oldest first: what a subscriber that lost events since
+    /// `after_seq` needs to hear about again.
+    async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError>;
     /// Commits the reply and completes the run, in one transaction. Fails with
     /// [`StoreError::Conflict`] when the run is no longer running.
     async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError>;

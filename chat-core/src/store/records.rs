@@ -1,7 +1,7 @@
 //! What the store takes and returns besides the domain types.
 
 use crate::domain::{
-    ClientMsgId, Concurrency, Message, MessageRole, Run, RunId, Session, SessionChange, SessionId,
+    Actor, ClientMsgId, Concurrency, Message, MessageRole, Run, RunId, Session, SessionChange, SessionId,
     SessionStatus, UserId,
 };
 
@@ -44,6 +44,8 @@ pub struct NewSession {
 #[derive(Clone, Debug)]
 pub struct Transition {
     pub change: SessionChange,
+    /// Who asks for it: the state machine says what each actor may do.
+    pub by: Actor,
     /// Make this agent the session's at the same time.
     pub agent: Option<String>,
     /// Resolution notes (resolving only).
@@ -51,9 +53,10 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn new(change: SessionChange) -> Self {
+    pub fn new(change: SessionChange, by: Actor) -> Self {
         Self {
             change,
+            by,
             agent: None,
             notes: None,
         }
@@ -102,9 +105,11 @@ pub struct NewMessage {
     pub role: MessageRole,
     pub content: String,
     pub client_msg_id: Option<ClientMsgId>,
-    /// Whether the message starts a run (user messages do).
+    /// Whether the message starts a run (user messages do), unless the
+    /// session is with a person when the message is committed.
     pub start_run: bool,
-    /// Refuse with [`super::StoreError::Busy`] when the session has a queued or running run.
+    /// Refuse with [`super::StoreError::Busy`] when the message starts a run
+    /// and the session has a queued or running one.
     pub reject_if_busy: bool,
 }
 

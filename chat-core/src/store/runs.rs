@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{message, run, session};
@@ -38,6 +38,20 @@ impl RunStore for SeaStore {
         Ok(run::Entity::find()
             .filter(run::Column::Status.eq(RunStatus::Queued.as_str()))
             .count(&self.db)
+            .await?)
+    }
+
+    async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError> {
+        let active: Vec<_> = RunStatus::ALL.iter().copied().filter(|s| s.is_active()).collect();
+        all(run::Entity::find()
+            .filter(run::Column::SessionId.eq(session_id.as_str()))
+            .filter(
+                Condition::any()
+                    .add(run::Column::UserSeq.gt(after_seq))
+                    .add(run::Column::Status.is_in(names(&active, RunStatus::as_str))),
+            )
+            .order_by_asc(run::Column::UserSeq)
+            .all(&self.db)
             .await?)
     }
 
@@ -138,7 +152,7 @@ impl RunStore for SeaStore {
 
     async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError> {
         let txn = self.db.begin().await?;
-        let (seq, _, _) = next_seq(&txn, &completion.session_id).await?;
+        let seq = next_seq(&txn, &completion.session_id).await?.seq;
         let now = now_ms();
         let started_at = run::Entity::find_by_id(completion.run_id.to_string())
             .one(&txn)

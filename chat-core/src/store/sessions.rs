@@ -12,7 +12,7 @@ use super::mapping::{all, names};
 use super::{
     NewSession, SeaStore, SessionFilter, SessionPage, SessionQuery, SessionStore, StoreError, Transition,
 };
-use crate::domain::{Session, SessionChange, SessionId, SessionStatus, UserId, new_id, now_ms};
+use crate::domain::{Actor, Session, SessionChange, SessionId, SessionStatus, UserId, new_id, now_ms};
 
 /// The stored names of the open statuses.
 fn open_statuses() -> Vec<&'static str> {
@@ -97,11 +97,11 @@ impl SessionStore for SeaStore {
         id: &SessionId,
         transition: Transition,
     ) -> Result<Session, StoreError> {
-        let from = SessionStatus::allowing(transition.change);
-        let Some(next) = from.first().and_then(|s| s.next(transition.change).ok()) else {
+        let (change, by) = (transition.change, transition.by);
+        let from = SessionStatus::allowing(change, by);
+        let Some(next) = from.first().and_then(|s| s.next(change, by).ok()) else {
             return Err(StoreError::Conflict(format!(
-                "no session can {:?}",
-                transition.change
+                "no session allows {change:?} by {by:?}"
             )));
         };
         let now = now_ms();
@@ -112,7 +112,7 @@ impl SessionStore for SeaStore {
                 Expr::value((next == SessionStatus::Ended).then_some(now)),
             )
             .col_expr(session::Column::UpdatedAt, Expr::value(now));
-        if transition.change == SessionChange::Resolve {
+        if change == SessionChange::Resolve {
             update = update.col_expr(session::Column::ResolutionNotes, Expr::value(transition.notes));
         }
         if let Some(agent) = transition.agent {
@@ -128,7 +128,7 @@ impl SessionStore for SeaStore {
             .await?
             .ok_or(StoreError::NotFound("session"))?;
         if result.rows_affected == 0 {
-            let refused = session.status.next(transition.change).err();
+            let refused = session.status.next(change, by).err();
             return Err(StoreError::Conflict(refused.map_or_else(
                 || format!("session is {}", session.status),
                 |e| e.to_string(),
@@ -160,7 +160,7 @@ impl SessionStore for SeaStore {
 
     async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<SessionId>, StoreError> {
         let from = names(
-            &SessionStatus::allowing(SessionChange::Expire),
+            &SessionStatus::allowing(SessionChange::Expire, Actor::System),
             SessionStatus::as_str,
         );
         let idle = session::Entity::find()

@@ -7,4 +7,4 @@ mod inbound;
 mod outbound;
 
 pub use inbound::{AccessToken, Inbound, MAX_CLIENT_MSG_ID_LEN, check_client_msg_id, parse_client_frame};
-pub use outbound::{AckView, ErrorView, OutFrame, RunView, is_terminal, run_status_name};
+pub use outbound::{AckView, ErrorView, OutFrame, RunView, run_status_name};

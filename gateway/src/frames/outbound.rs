@@ -269,13 +269,6 @@ pub fn run_status_name(status: pb::RunStatus) -> &'static str {
     }
 }
 
-pub fn is_terminal(status: pb::RunStatus) -> bool {
-    matches!(
-        status,
-        pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

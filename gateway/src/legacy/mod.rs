@@ -27,7 +27,9 @@ use crate::ratelimit;
 pub const SESSION_HEADER: &str = "x-session-id";
 
 /// Legacy routes counted in the auth rate-limit tier.
-pub const AUTH_ROUTES: [&str; 2] = ["/auth/login", "/auth/refresh"];
+pub const AUTH_ROUTES: [&str; 2] = [LOGIN_ROUTE, "/auth/refresh"];
+/// The legacy login, counted in the account tier as well.
+pub const LOGIN_ROUTE: &str = "/auth/login";
 /// Legacy routes that post a message, counted in the messages tier.
 pub const MESSAGE_ROUTES: [&str; 2] = ["/api/chat/message", "/api/sessions/{id}/messages"];
 

@@ -20,7 +20,7 @@ type KeyedLimiter =
 /// Limits held in this process: right for one gateway, not shared across replicas.
 #[derive(Debug)]
 pub struct MemoryStore {
-    tiers: [(Policy, KeyedLimiter); 3],
+    tiers: [(Policy, KeyedLimiter); 4],
 }
 
 impl MemoryStore {
@@ -45,11 +45,7 @@ impl MemoryStore {
     }
 
     fn tier(&self, tier: Tier) -> &(Policy, KeyedLimiter) {
-        match tier {
-            Tier::Api => &self.tiers[0],
-            Tier::Auth => &self.tiers[1],
-            Tier::Messages => &self.tiers[2],
-        }
+        &self.tiers[tier.index()]
     }
 }
 

@@ -12,7 +12,7 @@ use http::Method;
 use http::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::{Decision, Tier};
+use super::{Decision, Tier, address_key};
 use crate::app::SharedState;
 use crate::auth::{self, Authenticated, TokenQuery};
 use crate::error::ApiError;
@@ -24,6 +24,8 @@ const AUTH_ROUTES: [&str; 3] = [
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
 ];
+/// The route counted in the account tier as well.
+const LOGIN_ROUTE: &str = "/api/v1/auth/login";
 /// Longest username kept in an auth-tier key (usernames are at most 64 characters).
 const MAX_USERNAME_CHARS: usize = 64;
 /// The REST route that posts a message.
@@ -52,6 +54,7 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
     let is_post = request.method() == Method::POST;
     let is_auth_post = is_post
         && route.is_some_and(|route| AUTH_ROUTES.contains(&route) || legacy::AUTH_ROUTES.contains(&route));
+    let is_login = is_post && route.is_some_and(|route| route == LOGIN_ROUTE || route == legacy::LOGIN_ROUTE);
     let is_message_post = is_post
         && route.is_some_and(|route| route == MESSAGES_ROUTE || legacy::MESSAGE_ROUTES.contains(&route));
     let limits = &state.rate_limits;
@@ -61,7 +64,10 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
         Some(user_id) => format!("user:{user_id}"),
         None => format!("ip:{ip}"),
     };
-    decisions.extend(limits.check(Tier::Api, &api_key).await);
+    match limits.check(Tier::Api, &api_key).await {
+        Ok(decision) => decisions.extend(decision),
+        Err(down) => return down.into_error().into_response(),
+    }
 
     let request = if is_auth_post {
         let (parts, body) = request.into_parts();
@@ -70,13 +76,29 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
             Err(_) => return ApiError::too_large("request body is too large").into_response(),
         };
         let account = auth_account(&bytes);
-        decisions.extend(limits.check(Tier::Auth, &format!("{ip}|{account}")).await);
+        let auth_allowed = match limits.check(Tier::Auth, &format!("{ip}|{account}")).await {
+            Ok(decision) => {
+                decisions.extend(decision);
+                decision.is_none_or(|d| d.allowed)
+            }
+            Err(down) => return down.into_error().into_response(),
+        };
+        // A login the address's own limit refused spends none of the account's.
+        if is_login && auth_allowed && !account.is_empty() {
+            match limits.check(Tier::Account, &account).await {
+                Ok(decision) => decisions.extend(decision),
+                Err(down) => return down.into_error().into_response(),
+            }
+        }
         Request::from_parts(parts, Body::from(bytes))
     } else {
         request
     };
     if is_message_post && let Some(user_id) = &user {
-        decisions.extend(limits.check(Tier::Messages, user_id).await);
+        match limits.check(Tier::Messages, user_id).await {
+            Ok(decision) => decisions.extend(decision),
+            Err(down) => return down.into_error().into_response(),
+        }
     }
 
     if let Some(denied) = decisions
@@ -125,8 +147,9 @@ fn auth_account(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// The client's address: the peer, or with `trust_forwarded_for` the address
-/// the (single, trusted) proxy in front appended to `X-Forwarded-For`.
+/// The client's address as rate limits count it ([`address_key`]: IPv6 by
+/// /64): the peer, or with `trust_forwarded_for` the address the (single,
+/// trusted) proxy in front appended to `X-Forwarded-For`.
 pub fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> String {
     if trust_forwarded_for
         && let Some(ip) = request
@@ -138,11 +161,11 @@ pub fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> St
             .filter_map(|v| v.trim().parse::<IpAddr>().ok())
             .next_back()
     {
-        return ip.to_string();
+        return address_key(ip);
     }
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .map(|ConnectInfo(addr)| address_key(addr.ip()))
         .unwrap_or_else(|| "unknown".to_owned())
 }

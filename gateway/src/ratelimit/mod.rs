@@ -1,6 +1,8 @@
-//! Rate limits in three tiers (API, auth, messages), as in the system this
-//! replaces, behind one [`RateLimitStore`] seam: in memory with governor for a
-//! single gateway, or in Redis so the limits hold across replicas.
+//! Rate limits in four tiers (API, auth, account, messages) behind one
+//! [`RateLimitStore`] seam: in memory with governor for a single gateway, or
+//! in Redis so the limits hold across replicas. When the store fails, each
+//! tier either lets requests through or refuses them with 503, as configured
+//! (`RATE_LIMIT_FAIL_CLOSED`: the auth and account tiers by default).
 //!
 //! [`middleware`] applies them to HTTP routes; the WebSocket loop checks the
 //! messages tier for every `send` frame through [`RateLimits::check`].
@@ -36,19 +38,32 @@ pub enum Tier {
     Api,
     /// Register, login and refresh, per client IP and username.
     Auth,
+    /// Logins per account (username), from any address: guessing one
+    /// account's password from many addresses.
+    Account,
     /// Messages posted over REST or sent over the WebSocket, per user.
     Messages,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Api, Tier::Auth, Tier::Messages];
+    pub const ALL: [Tier; 4] = [Tier::Api, Tier::Auth, Tier::Account, Tier::Messages];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Api => "api",
             Tier::Auth => "auth",
+            Tier::Account => "account",
             Tier::Messages => "messages",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tier| tier.as_str() == name)
+    }
+
+    /// Its position in [`Tier::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -71,6 +86,7 @@ impl Policy {
 pub struct Policies {
     pub api: Policy,
     pub auth: Policy,
+    pub account: Policy,
     pub messages: Policy,
 }
 
@@ -79,6 +95,7 @@ impl Policies {
         match tier {
             Tier::Api => self.api,
             Tier::Auth => self.auth,
+            Tier::Account => self.account,
             Tier::Messages => self.messages,
         }
     }
@@ -152,32 +169,83 @@ pub trait RateLimitStore: Send + Sync + fmt::Debug {
     async fn check(&self, tier: Tier, key: &str) -> Result<Decision, RateLimitError>;
 }
 
-/// The limits every handler shares: a store and what to do when it fails.
+/// What a fail-closed tier answers while its store fails: retry after this.
+pub const STORE_DOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A request refused because its fail-closed tier could not be counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimiterDown;
+
+impl LimiterDown {
+    /// The 503 answer, with `Retry-After`.
+    pub fn into_error(self) -> ApiError {
+        let mut error = ApiError::new(
+            ErrorCode::Unavailable,
+            "rate limiting is unavailable; retry shortly",
+        );
+        error.retry_after_ms = Some(STORE_DOWN_RETRY_AFTER.as_millis() as u64);
+        error
+    }
+}
+
+/// The limits every handler shares: a store and, per tier, what to do when it fails.
 #[derive(Clone, Debug)]
 pub struct RateLimits {
     store: Arc<dyn RateLimitStore>,
+    /// Indexed by [`Tier::index`]: refuse requests while the store fails.
+    fail_closed: [bool; 4],
 }
 
 impl RateLimits {
-    pub fn new(store: Arc<dyn RateLimitStore>) -> Self {
-        Self { store }
+    /// Limits in `store`; the tiers in `fail_closed` refuse requests while it fails.
+    pub fn new(store: Arc<dyn RateLimitStore>, fail_closed: &[Tier]) -> Self {
+        Self {
+            store,
+            fail_closed: Tier::ALL.map(|tier| fail_closed.contains(&tier)),
+        }
     }
 
-    /// Counts one request. When the store fails the request is let through
-    /// (`None`): an unreachable Redis must not take the whole API down.
-    pub async fn check(&self, tier: Tier, key: &str) -> Option<Decision> {
+    /// Counts one request. When the store fails, a fail-open tier lets it
+    /// through (`Ok(None)`, so an unreachable Redis does not take the API
+    /// down) and a fail-closed one refuses it.
+    pub async fn check(&self, tier: Tier, key: &str) -> Result<Option<Decision>, LimiterDown> {
         match self.store.check(tier, key).await {
             Ok(decision) => {
                 if !decision.allowed {
                     metrics::counter!("chat_rate_limited_total", "tier" => tier.as_str()).increment(1);
                 }
-                Some(decision)
+                Ok(Some(decision))
+            }
+            Err(error) if self.fail_closed[tier.index()] => {
+                tracing::warn!(tier = tier.as_str(), %error, "rate limit store failed; request refused");
+                metrics::counter!("chat_rate_limit_store_errors_total", "tier" => tier.as_str(), "outcome" => "refused")
+                    .increment(1);
+                Err(LimiterDown)
             }
             Err(error) => {
-                tracing::warn!(tier = tier.as_str(), %error, "rate limit not applied");
-                None
+                tracing::warn!(tier = tier.as_str(), %error, "rate limit store failed; request let through");
+                metrics::counter!("chat_rate_limit_store_errors_total", "tier" => tier.as_str(), "outcome" => "allowed")
+                    .increment(1);
+                Ok(None)
             }
         }
+    }
+}
+
+/// The part of a client address that rate limits count: an IPv4 address
+/// whole, an IPv6 address by its /64 (one subscriber usually holds a whole
+/// /64, so counting single addresses would give them 2^64 allowances).
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & (u128::MAX << 64);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 
@@ -201,6 +269,16 @@ mod tests {
         assert_eq!(header("ratelimit-limit"), "10");
         assert_eq!(header("ratelimit-remaining"), "0");
         assert_eq!(header("ratelimit-reset"), "10");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let key = |ip: &str| address_key(ip.parse().expect("an address"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn rotate(state: &SharedState, refresh_token: String) -> Result<TokenP
     let request = pb::RotateRefreshTokenRequest {
         refresh_token,
         ttl_secs: state.tokens.refresh_ttl().as_secs(),
+        family_ttl_secs: state.tokens.refresh_family_ttl().as_secs(),
     };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let rotated = match state.core.users().rotate_refresh_token(request).await {

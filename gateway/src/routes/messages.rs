@@ -16,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::core::authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
-use crate::frames::{check_client_msg_id, is_terminal, run_status_name};
+use crate::frames::{check_client_msg_id, run_status_name};
 use crate::json::MessageView;
 use crate::sse;
 
@@ -204,7 +204,7 @@ where
                 if agents.is_empty() && !update.agent.is_empty() {
                     agents.push(update.agent.clone());
                 }
-                let done = is_terminal(update.status());
+                let done = update.status().is_terminal();
                 run = Some(update);
                 if done {
                     // Read the stream to its end rather than dropping it: each

@@ -546,11 +546,15 @@ mod tests {
         let peer = Peer {
             user_id: "u1".into(),
             max_content_bytes: 100,
-            rate_limits: RateLimits::new(MemoryStore::new(Policies {
-                api: policy,
-                auth: policy,
-                messages: policy,
-            })),
+            rate_limits: RateLimits::new(
+                MemoryStore::new(Policies {
+                    api: policy,
+                    auth: policy,
+                    account: policy,
+                    messages: policy,
+                }),
+                &[],
+            ),
             tokens,
             state: None,
             expires_at,

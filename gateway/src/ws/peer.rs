@@ -103,7 +103,19 @@ impl Peer {
         let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
             return None;
         };
-        let decision = self.rate_limits.check(Tier::Messages, &self.user_id).await?;
+        let decision = match self.rate_limits.check(Tier::Messages, &self.user_id).await {
+            Ok(decision) => decision?,
+            Err(down) => {
+                let error = down.into_error();
+                return Some(OutFrame::Error(ErrorView {
+                    code: error.code.as_str().to_owned(),
+                    message: error.message.into_owned(),
+                    client_msg_id: Some(send.client_msg_id.clone()),
+                    session_id: Some(send.session_id.clone()),
+                    retry_after_ms: error.retry_after_ms,
+                }));
+            }
+        };
         if decision.allowed {
             return None;
         }

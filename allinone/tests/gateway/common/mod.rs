@@ -56,6 +56,11 @@ impl TestStack {
         if let Some(rewrite) = database_url {
             builder = builder.database_url(rewrite);
         }
+        Self::from_builder(builder).await
+    }
+
+    /// Spawns the stack `builder` describes (it must add a gateway).
+    pub async fn from_builder(builder: chat_testkit::StackBuilder) -> anyhow::Result<Self> {
         let stack = builder.start().await?;
         let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
         Ok(Self {

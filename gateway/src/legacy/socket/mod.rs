@@ -105,13 +105,12 @@ async fn handshake(state: &SharedState, socket: &SocketRef, auth: Option<Value>)
     let user = auth::authenticate(state, &token)
         .await
         .map_err(|_| Refused("access token is invalid or expired"))?;
-    if let Some(decision) = state
-        .rate_limits
-        .check(Tier::Api, &format!("user:{}", user.user_id))
-        .await
-        && !decision.allowed
-    {
-        return Err(Refused("too many requests, retry later"));
+    let key = format!("user:{}", user.user_id);
+    match state.rate_limits.check(Tier::Api, &key).await {
+        Ok(Some(decision)) if !decision.allowed => return Err(Refused("too many requests, retry later")),
+        Ok(_) => {}
+        // The limits cannot be checked and this tier fails closed.
+        Err(_) => return Err(Refused("service unavailable, try again")),
     }
     socket.extensions.insert(user);
     Ok(())

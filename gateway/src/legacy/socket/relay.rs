@@ -16,7 +16,6 @@ use socketioxide::extract::SocketRef;
 use super::connection::{Connection, Upstream, emit, message_error};
 use crate::core::authorized;
 use crate::error::PublicStatus;
-use crate::frames::is_terminal;
 use crate::legacy::views::{ChatTurn, incoming, now, outgoing, status, turn_agent};
 use crate::routes::messages::HUMAN;
 use crate::ws::{Expiry, TokenClock};
@@ -282,7 +281,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
             );
         }
         Some(EventKind::Run(run)) => {
-            let terminal = is_terminal(run.status());
+            let terminal = run.status().is_terminal();
             if terminal {
                 let pending = turns.finish(&run.run_id);
                 if run.status() != pb::RunStatus::Completed {

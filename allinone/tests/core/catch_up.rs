@@ -1,0 +1,159 @@
+//! Subscribers that lose live events (they fell behind the bus, or the
+//! shared bus was away) catch up from the database and the delta log: they
+//! neither end nor miss how a run ended.
+
+use crate::common;
+
+use std::time::Duration;
+
+use chat_proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, session_event::Event};
+use chat_testkit::{PrivateRedis, TestDatabase};
+use common::*;
+use futures::StreamExt;
+
+/// Everything a subscription yields until the run of `run_id` is reported
+/// ended; panics on an error item or a stream that ends first.
+async fn until_run_ends(events: &mut tonic::Streaming<pb::SessionEvent>, run_id: &str) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("the run's end in time")
+            .expect("the subscription stays open")
+            .expect("the subscription yields no error");
+        let Some(event) = item.event else { continue };
+        let ended = matches!(&event, Event::Run(r) if r.run_id == run_id && r.status().is_terminal());
+        seen.push(event);
+        if ended {
+            return seen;
+        }
+    }
+}
+
+/// A subscriber that stops reading while a long reply streams falls
+/// thousands of events behind a bus that holds eight. When it reads again it
+/// gets a consistent account (deltas without a hole, the stored reply, the
+/// run's end), not an error that ends its subscription.
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_catches_up_instead_of_ending() {
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let core = spawn_core_with(&db.url, &worker.url, |s| {
+        s.subscriber_buffer_events = 8;
+        s.max_content_bytes = 256 * 1024;
+    })
+    .await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+
+    // A client whose small receive window fills at once, so the server stops
+    // taking its events off the bus.
+    let narrow = tonic::transport::Endpoint::from_shared(core.url.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let request = pb::SubscribeRequest {
+        session_id: session.id.clone(),
+        after_seq: 0,
+    };
+    let mut behind = ChatServiceClient::new(narrow)
+        .subscribe(with_token(request, &token))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let words: Vec<String> = (0..30_000).map(|i| format!("w{i}")).collect();
+    let content = words.join(" ");
+    let events = send(core.addr, &token, &session.id, "long", &content).await;
+    let run_id = match &events.first().and_then(|e| e.event.clone()) {
+        Some(pb::send_message_event::Event::Ack(ack)) => ack.run_id.clone(),
+        other => panic!("expected an ack first, got {other:?}"),
+    };
+
+    let seen = until_run_ends(&mut behind, &run_id).await;
+    let Some(Event::Run(end)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(end.status(), pb::RunStatus::Completed);
+    let reply = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Message(m) if m.run_id.as_deref() == Some(run_id.as_str()) => Some(m),
+            _ => None,
+        })
+        .expect("the stored reply reaches the subscriber that fell behind");
+    assert_eq!(reply.content, content);
+    let mut next = 0;
+    let mut streamed = String::new();
+    for event in &seen {
+        if let Event::Delta(d) = event {
+            assert_eq!(d.index, next, "deltas without a hole or a repeat");
+            next += 1;
+            streamed.push_str(&d.text);
+        }
+    }
+    assert!(
+        next < 30_000,
+        "the subscriber was meant to fall behind, yet it received all {next} deltas"
+    );
+    assert!(
+        content.starts_with(&streamed),
+        "deltas spell the start of the reply"
+    );
+    let seqs: Vec<i64> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [1, 2], "each message once, in order");
+}
+
+/// While Redis is away, a run answered by one replica is published there
+/// only. When Redis returns, a subscriber on the other replica hears of the
+/// message, the reply and how the run ended, in that order.
+#[tokio::test]
+async fn after_a_redis_outage_a_subscriber_hears_how_runs_ended_meanwhile() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let url = redis.url();
+    let a = spawn_core_with(&db.url, &worker.url, |s| s.redis_url = Some(url.clone().into())).await;
+    let b = spawn_core_with(&db.url, &worker.url, |s| s.redis_url = Some(url.clone().into())).await;
+    let (_, token) = register(a.addr).await;
+    let session = create_session(a.addr, &token).await;
+    let mut remote = watch(b.addr, &token, &session.id).await;
+
+    redis.stop().await;
+    let events = send(a.addr, &token, &session.id, "during", "while redis is away").await;
+    let run_id = match &events.first().and_then(|e| e.event.clone()) {
+        Some(pb::send_message_event::Event::Ack(ack)) => ack.run_id.clone(),
+        other => panic!("expected an ack first, got {other:?}"),
+    };
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Some(pb::send_message_event::Event::SessionEvent(ev))
+                if matches!(&ev.event, Some(Event::Run(r)) if r.status() == pb::RunStatus::Completed))),
+        "the replica that ran it answered without redis"
+    );
+    redis.restart().await;
+
+    let seen = until_run_ends(&mut remote, &run_id).await;
+    let order: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(format!("message {}", m.seq)),
+            Event::Run(r) if r.run_id == run_id && r.status().is_terminal() => {
+                Some(format!("run {}", r.status().as_str_name()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["message 1", "message 2", "run RUN_STATUS_COMPLETED"]);
+}
