@@ -18,6 +18,8 @@ pub const DEFAULT_AGENTS_TOML: &str = include_str!("../agents.toml");
 
 /// Longest accepted agent name, in bytes.
 const MAX_NAME_LEN: usize = 64;
+/// Longest accepted display name, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 /// Why an agents config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,26 @@ pub enum ConfigError {
 #[derive(Clone, Debug)]
 pub struct AgentsConfig {
     pub agents: Vec<AgentSpec>,
+    /// How each agent is presented, by name; agents not in it are listed under their name.
+    pub listings: HashMap<String, Listing>,
+}
+
+/// How clients present an agent: the two keys every kind takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// Shown to people instead of the name; `None` for the name itself.
+    pub display_name: Option<String>,
+    /// Offered in pickers; `false` (`listed = false`) for agents reached only by handoff.
+    pub listed: bool,
+}
+
+impl Default for Listing {
+    fn default() -> Self {
+        Self {
+            display_name: None,
+            listed: true,
+        }
+    }
 }
 
 /// The file's top level, with each agent left as a table so its errors can name it.
@@ -119,14 +141,14 @@ impl AgentsConfig {
     /// Parses and validates a config from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|err| syntax_error(text, &err))?;
-        let agents = file
-            .agents
-            .into_iter()
-            .enumerate()
-            .map(|(index, table)| parse_agent(index, table));
-        let mut config = Self {
-            agents: agents.collect::<Result<_, _>>()?,
-        };
+        let mut agents = Vec::with_capacity(file.agents.len());
+        let mut listings = HashMap::new();
+        for (index, table) in file.agents.into_iter().enumerate() {
+            let (spec, listing) = parse_agent(index, table)?;
+            listings.insert(spec.name().to_owned(), listing);
+            agents.push(spec);
+        }
+        let mut config = Self { agents, listings };
         config.validate()?;
         Ok(config)
     }
@@ -210,22 +232,44 @@ fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Reads one `[[agents]]` table; errors name the agent by position and, when it has one, name.
-fn parse_agent(index: usize, table: toml::Table) -> Result<AgentSpec, ConfigError> {
+/// Reads one `[[agents]]` table: its listing keys, then its kind's options.
+/// Errors name the agent by position and, when it has one, name.
+fn parse_agent(index: usize, mut table: toml::Table) -> Result<(AgentSpec, Listing), ConfigError> {
     let name = table.get("name").and_then(toml::Value::as_str).map(str::to_owned);
-    toml::Value::Table(table)
+    let position = index + 1;
+    let bad_agent = |message: String| {
+        let agent = match &name {
+            Some(name) => format!("#{position} `{name}`"),
+            None => format!("#{position}"),
+        };
+        ConfigError::BadAgent { agent, message }
+    };
+    let listing = parse_listing(&mut table).map_err(|message| bad_agent(message.to_owned()))?;
+    let spec = toml::Value::Table(table)
         .try_into()
-        .map_err(|err: toml::de::Error| {
-            let position = index + 1;
-            let agent = match name {
-                Some(name) => format!("#{position} `{name}`"),
-                None => format!("#{position}"),
-            };
-            ConfigError::BadAgent {
-                agent,
-                message: one_line(err.message()),
+        .map_err(|err: toml::de::Error| bad_agent(one_line(err.message())))?;
+    Ok((spec, listing))
+}
+
+/// Takes `display_name` and `listed` out of an agent's table.
+fn parse_listing(table: &mut toml::Table) -> Result<Listing, &'static str> {
+    let display_name = match table.remove("display_name") {
+        None => None,
+        Some(toml::Value::String(text)) => {
+            let chars = text.chars().count();
+            if chars == 0 || chars > MAX_DISPLAY_NAME_CHARS || text.chars().any(char::is_control) {
+                return Err("display_name must be 1 to 100 characters, none of them control characters");
             }
-        })
+            Some(text)
+        }
+        Some(_) => return Err("display_name must be a string"),
+    };
+    let listed = match table.remove("listed") {
+        None => true,
+        Some(toml::Value::Boolean(listed)) => listed,
+        Some(_) => return Err("listed must be true or false"),
+    };
+    Ok(Listing { display_name, listed })
 }
 
 /// Turns a TOML error into one line that points at the offending place.

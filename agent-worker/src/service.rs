@@ -106,7 +106,7 @@ impl AgentWorker for AgentWorkerService {
         &self,
         _request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let agents = self.registry.agents().iter().map(|agent| agent.info()).collect();
+        let agents = self.registry.infos();
         Ok(Response::new(ListAgentsResponse { agents }))
     }
 }

@@ -10,6 +10,8 @@ fn info(name: &str, description: &str, kind: &str) -> AgentInfo {
         name: name.into(),
         description: description.into(),
         kind: kind.into(),
+        display_name: String::new(),
+        listed: Some(true),
     }
 }
 
@@ -32,6 +34,8 @@ async fn list_agents_returns_the_configured_agents_in_config_order() {
 
         [[agents]]
         name = "another-echo"
+        display_name = "Another echo"
+        listed = false
         kind = "echo"
         "#,
     )
@@ -50,7 +54,11 @@ async fn list_agents_returns_the_configured_agents_in_config_order() {
         [
             info("parrot", "Says it again", "echo"),
             info("faq", "Answers frequent questions", "rules"),
-            info("another-echo", "", "echo"),
+            AgentInfo {
+                display_name: "Another echo".into(),
+                listed: Some(false),
+                ..info("another-echo", "", "echo")
+            },
         ]
     );
 }
@@ -86,4 +94,11 @@ async fn built_in_config_lists_echo_and_the_banking_demo_with_descriptions() {
     );
     assert_eq!(agents[1].kind, "router");
     assert!(agents.iter().all(|agent| !agent.description.is_empty()));
+    assert!(agents.iter().all(|agent| !agent.display_name.is_empty()));
+    let listed: Vec<&str> = agents
+        .iter()
+        .filter(|agent| agent.listed == Some(true))
+        .map(|agent| agent.name.as_str())
+        .collect();
+    assert_eq!(listed, ["echo", "bank"], "the router's specialists are unlisted");
 }

@@ -76,8 +76,9 @@ pub struct Settings {
     #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
     pub jwt_secret_file: Option<PathBuf>,
 
-    /// Agent of new sessions that do not name one.
-    #[arg(long, env = "DEFAULT_AGENT", default_value = "echo")]
+    /// Agent of new sessions that do not name one: the built-in banking demo's router, which hands
+    /// each message to the right specialist or to a person.
+    #[arg(long, env = "DEFAULT_AGENT", default_value = "bank")]
     pub default_agent: String,
 
     /// Number of earlier messages sent to the agent with each run.

@@ -31,7 +31,7 @@ use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, page, sessions};
 use crate::settings::Settings;
-use crate::ws;
+use crate::{legacy, ws};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -353,11 +353,13 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .nest("/api/v1", api)
+        .merge(legacy::routes(state.clone()))
         .route_service(
             &format!("{}{{method}}", grpc_web::SERVICE_PREFIX),
             tonic_web::GrpcWebLayer::new().layer(GrpcWebProxy::new(state.clone())),
         )
         .fallback(not_found)
+        .layer(legacy::socket::layer(state.clone()))
         .layer(middleware::from_fn(http_metrics))
         .layer(limits)
         .layer(middleware::from_fn(json_errors))
@@ -457,14 +459,27 @@ fn security_header(name: &'static str, value: &'static str) -> SetResponseHeader
     SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
+async fn not_found(method: http::Method, uri: http::Uri) -> Response {
+    if legacy::owns(uri.path()) {
+        return legacy::error::endpoint_not_found(&method, uri.path());
+    }
+    ApiError::not_found("no such route").into_response()
 }
 
 /// Turns any error response that is not already JSON (from axum or tower-http
-/// layers: 405, 413, timeouts, upgrade failures) into the JSON error shape.
+/// layers: 405, 413, timeouts, upgrade failures) into the JSON error shape;
+/// on legacy paths, every error into the legacy shape.
 async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    let legacy = legacy::owns(request.uri().path());
+    let response = as_json_error(next.run(request).await);
+    if legacy {
+        legacy::error::rewrite(response).await
+    } else {
+        response
+    }
+}
+
+fn as_json_error(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

@@ -69,6 +69,8 @@ impl AllowedOrigins {
                 CONTENT_TYPE,
                 ACCEPT,
                 REQUEST_ID,
+                // Legacy clients name their current session in it.
+                HeaderName::from_static(crate::legacy::SESSION_HEADER),
                 HeaderName::from_static("x-grpc-web"),
                 HeaderName::from_static("x-user-agent"),
                 HeaderName::from_static("grpc-timeout"),

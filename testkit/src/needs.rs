@@ -4,9 +4,10 @@
 //!   / `TEST_REDIS_URL` is set and is skipped (with a note) only when it is
 //!   unset. Set but unreachable fails the test at once: it never passes
 //!   quietly against a service it could not reach.
-//! - Tools (`redis-server`, Python with grpcio): a missing tool skips the
-//!   test on a developer's machine, and fails it when `REQUIRE_ALL_TESTS` is
-//!   set, as CI sets it in every pass.
+//! - Tools (`redis-server`, Python with grpcio, Node.js with the Socket.IO
+//!   client of `allinone/tests/gateway/socketio-client`): a missing tool
+//!   skips the test on a developer's machine, and fails it when
+//!   `REQUIRE_ALL_TESTS` is set, as CI sets it in every pass.
 
 use std::time::Duration;
 

@@ -28,7 +28,7 @@ pub use router::RouterAgent;
 pub use rules::{Decision, RulesAgent};
 pub use webhook::{SEED_REPLY_FIELDS, WebhookAgent};
 
-use crate::config::{AgentSpec, AgentsConfig, ConfigError};
+use crate::config::{AgentSpec, AgentsConfig, ConfigError, Listing};
 
 /// `ErrorEvent.code` of a run addressed to an agent this worker does not serve.
 pub const UNKNOWN_AGENT: &str = "unknown_agent";
@@ -109,12 +109,14 @@ impl Agent {
         }
     }
 
-    /// The agent as `ListAgents` describes it.
-    pub fn info(&self) -> AgentInfo {
+    /// The agent as `ListAgents` describes it, presented as `listing` says.
+    pub fn info(&self, listing: &Listing) -> AgentInfo {
         AgentInfo {
             name: self.name().to_owned(),
             description: self.description().to_owned(),
             kind: self.kind().to_owned(),
+            display_name: listing.display_name.clone().unwrap_or_default(),
+            listed: Some(listing.listed),
         }
     }
 
@@ -136,6 +138,7 @@ impl Agent {
 pub struct Registry {
     agents: Vec<Agent>,
     by_name: HashMap<String, usize>,
+    listings: HashMap<String, Listing>,
 }
 
 // === impl Registry ===
@@ -148,6 +151,7 @@ impl Registry {
 
     /// Builds the agents of a validated config, reading environment variables with `env`.
     pub fn with_env(config: AgentsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let listings = config.listings;
         let agents = config
             .agents
             .into_iter()
@@ -158,7 +162,11 @@ impl Registry {
             .enumerate()
             .map(|(i, agent)| (agent.name().to_owned(), i))
             .collect();
-        Ok(Self { agents, by_name })
+        Ok(Self {
+            agents,
+            by_name,
+            listings,
+        })
     }
 
     /// The agent called `name`, if this worker serves it.
@@ -169,6 +177,15 @@ impl Registry {
     /// Every agent, in config order.
     pub fn agents(&self) -> &[Agent] {
         &self.agents
+    }
+
+    /// Every agent as `ListAgents` describes it, in config order.
+    pub fn infos(&self) -> Vec<AgentInfo> {
+        let default = Listing::default();
+        self.agents
+            .iter()
+            .map(|agent| agent.info(self.listings.get(agent.name()).unwrap_or(&default)))
+            .collect()
     }
 
     /// Answers one run with the agent it names, following handoffs to other agents here.

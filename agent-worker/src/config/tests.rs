@@ -423,3 +423,41 @@ fn webhook_options_are_checked() {
         assert!(err.to_string().contains(problem), "{options}: {err}");
     }
 }
+
+#[test]
+fn shipped_config_lists_the_router_and_hides_its_specialists() {
+    let config = AgentsConfig::load(None).expect("built-in agents.toml is valid");
+
+    let listed: Vec<&str> = config
+        .agents
+        .iter()
+        .map(AgentSpec::name)
+        .filter(|name| config.listings[*name].listed)
+        .collect();
+    assert_eq!(listed, ["echo", "bank"]);
+    assert_eq!(
+        config.listings["bank"].display_name.as_deref(),
+        Some("Banking assistant")
+    );
+}
+
+#[test]
+fn listing_keys_are_optional_and_checked() {
+    let config = AgentsConfig::from_toml("[[agents]]\nname = \"plain\"\nkind = \"echo\"\n").expect("valid");
+    assert_eq!(config.listings["plain"], Listing::default());
+    assert!(
+        Listing::default().listed,
+        "agents are listed unless told otherwise"
+    );
+
+    for (line, problem) in [
+        ("listed = \"no\"", "listed must be true or false"),
+        ("display_name = 3", "display_name must be a string"),
+        ("display_name = \"\"", "display_name must be 1 to 100"),
+        ("display_name = \"a\\u0007b\"", "display_name must be 1 to 100"),
+    ] {
+        let err = error_of(&format!("[[agents]]\nname = \"x\"\nkind = \"echo\"\n{line}\n"));
+        assert!(err.to_string().contains(problem), "{line}: {err}");
+        assert!(err.to_string().contains("`x`"), "names the agent: {err}");
+    }
+}

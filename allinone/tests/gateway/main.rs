@@ -12,6 +12,8 @@ mod error_leaks;
 mod external_idp;
 mod grpc_web;
 mod headers;
+mod legacy_rest;
+mod legacy_socketio;
 mod own_tokens;
 mod page;
 mod rate_limit_store;

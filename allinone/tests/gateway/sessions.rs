@@ -191,3 +191,44 @@ async fn idle_active_sessions_expire_and_stay_expired() {
         .await;
     assert_eq!(still["status"], "expired");
 }
+
+#[tokio::test]
+async fn sessions_naming_no_agent_are_routed_to_the_right_specialist_or_a_person() {
+    // Arrange: the built-in agents and chat-core's default agent.
+    let api = Api::start().await;
+    let (status, session) = api.create(json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["agent"], "bank", "the router is the default agent");
+    let id = session["id"].as_str().unwrap();
+    let messages = format!("/sessions/{id}/messages");
+
+    // Act
+    let (_, balance) = api
+        .call(
+            reqwest::Method::POST,
+            &messages,
+            Some(json!({"content": "What is my account balance?"})),
+        )
+        .await;
+    let (_, human) = api
+        .call(
+            reqwest::Method::POST,
+            &messages,
+            Some(json!({"content": "I want to talk to a human"})),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(balance["reply"]["agent"], "balances", "{balance}");
+    assert!(
+        balance["reply"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("account balance")
+    );
+    assert_eq!(human["reply"]["agent"], "escalation", "{human}");
+    let (_, session) = api
+        .call(reqwest::Method::GET, &format!("/sessions/{id}"), None)
+        .await;
+    assert_eq!(session["status"], "pending_human");
+}

@@ -332,13 +332,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let agents = self.core.list_agents().await?;
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents
-                .into_iter()
-                .map(|a| pb::AgentInfo {
-                    name: a.name,
-                    description: a.description,
-                })
-                .collect(),
+            agents: agents.into_iter().map(convert::agent).collect(),
         }))
     }
 }

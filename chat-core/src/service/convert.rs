@@ -1,5 +1,6 @@
 //! Domain types to protobuf messages.
 
+use chat_proto::agent::v1 as agent;
 use chat_proto::chat::v1 as pb;
 
 use crate::domain::{Message, Run, RunStatus, Session};
@@ -43,6 +44,22 @@ pub fn message(m: &Message) -> pb::Message {
         first_delta_ms: m.first_delta_ms,
         duration_ms: m.duration_ms,
         tool_calls_json: m.tool_calls.clone().unwrap_or_default(),
+    }
+}
+
+/// A worker's agent as clients see it: the display name defaults to the
+/// name, and an agent is listed unless its worker says otherwise.
+pub fn agent(a: agent::AgentInfo) -> pb::AgentInfo {
+    pb::AgentInfo {
+        display_name: if a.display_name.is_empty() {
+            a.name.clone()
+        } else {
+            a.display_name
+        },
+        listed: a.listed.unwrap_or(true),
+        name: a.name,
+        description: a.description,
+        kind: a.kind,
     }
 }
 

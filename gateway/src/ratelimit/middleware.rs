@@ -16,6 +16,7 @@ use super::{Decision, Tier, address_key};
 use crate::app::SharedState;
 use crate::auth::{self, Authenticated, TokenQuery};
 use crate::error::ApiError;
+use crate::legacy;
 
 /// Routes counted in the auth tier.
 const AUTH_ROUTES: [&str; 3] = [
@@ -51,9 +52,11 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
     };
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let is_post = request.method() == Method::POST;
-    let is_auth_post = is_post && route.is_some_and(|route| AUTH_ROUTES.contains(&route));
-    let is_login = is_post && route == Some(LOGIN_ROUTE);
-    let is_message_post = is_post && route == Some(MESSAGES_ROUTE);
+    let is_auth_post = is_post
+        && route.is_some_and(|route| AUTH_ROUTES.contains(&route) || legacy::AUTH_ROUTES.contains(&route));
+    let is_login = is_post && route.is_some_and(|route| route == LOGIN_ROUTE || route == legacy::LOGIN_ROUTE);
+    let is_message_post = is_post
+        && route.is_some_and(|route| route == MESSAGES_ROUTE || legacy::MESSAGE_ROUTES.contains(&route));
     let limits = &state.rate_limits;
 
     let mut decisions: Vec<Decision> = Vec::with_capacity(2);

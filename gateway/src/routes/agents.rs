@@ -1,4 +1,4 @@
-//! `GET /api/v1/agents`: the agents sessions can be routed to.
+//! `GET /api/v1/agents`: the agents sessions can be routed to, with how to present them.
 
 use axum::Json;
 use axum::extract::State;
@@ -18,6 +18,11 @@ pub struct AgentsResponse {
 struct AgentView {
     name: String,
     description: String,
+    /// What people are shown instead of `name`.
+    display_name: String,
+    /// Whether pickers offer the agent (false for specialists reached by handoff).
+    listed: bool,
+    kind: String,
 }
 
 pub async fn list(
@@ -32,6 +37,9 @@ pub async fn list(
         .map(|a| AgentView {
             name: a.name,
             description: a.description,
+            display_name: a.display_name,
+            listed: a.listed,
+            kind: a.kind,
         })
         .collect();
     Ok(Json(AgentsResponse { agents }))

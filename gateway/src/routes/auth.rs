@@ -20,8 +20,8 @@ use crate::extract::{ApiJson, OptionalJson};
 
 #[derive(Deserialize)]
 pub struct Credentials {
-    username: String,
-    password: String,
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Serialize)]
@@ -56,14 +56,21 @@ pub async fn login(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    let (_, pair) = log_in(&state, body.username, body.password).await?;
+    Ok(Json(pair))
+}
+
+/// Checks a username and password; the user's id and a fresh token pair.
+pub async fn log_in(
+    state: &SharedState,
+    username: String,
+    password: String,
+) -> Result<(String, TokenPair), ApiError> {
     let bad_credentials = || ApiError::unauthenticated("invalid username or password");
-    if validate_username(&body.username).is_err() || validate_password(&body.password).is_err() {
+    if validate_username(&username).is_err() || validate_password(&password).is_err() {
         return Err(bad_credentials());
     }
-    let request = pb::VerifyPasswordRequest {
-        username: body.username,
-        password: body.password,
-    };
+    let request = pb::VerifyPasswordRequest { username, password };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let user_id = match state.core.users().verify_password(request).await {
         Ok(response) => response.into_inner().user_id,
@@ -86,7 +93,8 @@ pub async fn login(
         .await?
         .into_inner()
         .refresh_token;
-    Ok(Json(state.tokens.pair(&user_id, refresh_token)?))
+    let pair = state.tokens.pair(&user_id, refresh_token)?;
+    Ok((user_id, pair))
 }
 
 /// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair.
@@ -97,11 +105,16 @@ pub async fn refresh(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    if body.refresh_token.is_empty() {
+    Ok(Json(rotate(&state, body.refresh_token).await?))
+}
+
+/// Spends a refresh token for a new token pair of the same user.
+pub async fn rotate(state: &SharedState, refresh_token: String) -> Result<TokenPair, ApiError> {
+    if refresh_token.is_empty() {
         return Err(invalid_refresh_token());
     }
     let request = pb::RotateRefreshTokenRequest {
-        refresh_token: body.refresh_token,
+        refresh_token,
         ttl_secs: state.tokens.refresh_ttl().as_secs(),
         family_ttl_secs: state.tokens.refresh_family_ttl().as_secs(),
     };
@@ -117,7 +130,7 @@ pub async fn refresh(
             });
         }
     };
-    Ok(Json(state.tokens.pair(&rotated.user_id, rotated.refresh_token)?))
+    state.tokens.pair(&rotated.user_id, rotated.refresh_token)
 }
 
 /// `POST /api/v1/auth/logout {refresh_token}` → 204, revoking the refresh
@@ -126,14 +139,18 @@ pub async fn logout(
     State(state): State<SharedState>,
     OptionalJson(body): OptionalJson<RefreshBody>,
 ) -> Result<StatusCode, ApiError> {
-    if !body.refresh_token.is_empty() {
-        let request = pb::RevokeRefreshTokenRequest {
-            refresh_token: body.refresh_token,
-        };
+    revoke(&state, body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a refresh token's family; nothing to do without a token.
+pub async fn revoke(state: &SharedState, refresh_token: String) -> Result<(), ApiError> {
+    if !refresh_token.is_empty() {
+        let request = pb::RevokeRefreshTokenRequest { refresh_token };
         let request = state.core.unary(request, &state.tokens.service_token()?)?;
         state.core.users().revoke_refresh_token(request).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 fn invalid_refresh_token() -> ApiError {

@@ -17,7 +17,7 @@ use crate::core::authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
 use crate::frames::{check_client_msg_id, run_status_name};
-use crate::json::{MessageView, rfc3339};
+use crate::json::MessageView;
 use crate::sse;
 
 #[derive(Deserialize)]
@@ -47,12 +47,14 @@ pub struct Posted {
     run: RunOutcome,
 }
 
-#[derive(Serialize)]
-struct RunOutcome {
-    run_id: String,
-    status: &'static str,
+/// How a run ended, as the JSON answer to a post tells it.
+#[derive(Debug, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    /// completed, failed, cancelled, or unknown when no run was started.
+    pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// `GET /api/v1/sessions/{id}/messages?after_seq=&before_seq=&limit=` → `{messages}`
@@ -89,13 +91,7 @@ pub async fn post(
     let session_id = session_id(&id)?;
     let span = tracing::Span::current();
     span.record("session_id", session_id.as_str());
-    if body.content.trim().is_empty() {
-        return Err(ApiError::invalid("content must not be empty"));
-    }
-    let max = state.limits.max_content_bytes;
-    if body.content.len() > max {
-        return Err(ApiError::too_large(format!("content exceeds {max} bytes")));
-    }
+    check_content(&body.content, state.limits.max_content_bytes)?;
     let client_msg_id = match body.client_msg_id {
         Some(id) => {
             check_client_msg_id(&id).map_err(ApiError::invalid)?;
@@ -103,52 +99,111 @@ pub async fn post(
         }
         None => String::new(),
     };
+    let (ack, stream) = send(&state, &user, session_id, client_msg_id, body.content.clone()).await?;
+    span.record("run_id", ack.run_id.as_str());
+    if sse::wants_event_stream(&headers) {
+        return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
+    }
+    let turn = follow(&state, &user, ack, body.content, stream).await?;
+    Ok(Json(Posted {
+        message: MessageView::from(turn.message),
+        reply: turn.reply.map(MessageView::from),
+        run: turn.run,
+    })
+    .into_response())
+}
+
+/// Refuses content that is blank or larger than `max_bytes`, as every transport does.
+pub fn check_content(content: &str, max_bytes: usize) -> Result<(), ApiError> {
+    if content.trim().is_empty() {
+        return Err(ApiError::invalid("content must not be empty"));
+    }
+    if content.len() > max_bytes {
+        return Err(ApiError::too_large(format!("content exceeds {max_bytes} bytes")));
+    }
+    Ok(())
+}
+
+/// The events of a sent message's run, as chat-core streams them after the ack.
+pub type SendEvents = tonic::Streaming<pb::SendMessageEvent>;
+
+/// Sends a user message (`SendMessage`) and returns its ack, once the
+/// message is stored, with the stream of its run's events.
+pub async fn send(
+    state: &SharedState,
+    user: &AuthUser,
+    session_id: String,
+    client_msg_id: String,
+    content: String,
+) -> Result<(pb::Ack, SendEvents), ApiError> {
     let request = pb::SendMessageRequest {
         session_id,
         client_msg_id,
-        content: body.content.clone(),
+        content,
         role: String::new(),
     };
     // No deadline on the call itself: the stream lives as long as the run.
     let request = authorized(request, &user.token)?;
     let mut stream = state.core.chat().send_message(request).await?.into_inner();
-    let ack = match stream.message().await? {
+    match stream.message().await? {
         Some(pb::SendMessageEvent {
             event: Some(SendEvent::Ack(ack)),
-        }) => ack,
-        _ => return Err(ApiError::internal("send stream did not start with an ack")),
-    };
-    span.record("run_id", ack.run_id.as_str());
-    if sse::wants_event_stream(&headers) {
-        return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
+        }) => Ok((ack, stream)),
+        _ => Err(ApiError::internal("send stream did not start with an ack")),
     }
-    let posted = collect_reply(&state, &user, ack, body.content, stream).await?;
-    Ok(Json(posted).into_response())
 }
 
-/// Follows the run to its end and picks out the reply.
+/// A sent message followed until its run ended.
+#[derive(Debug)]
+pub struct Turn {
+    /// The stored user message.
+    pub message: pb::Message,
+    /// The reply of the run, if it completed with one.
+    pub reply: Option<pb::Message>,
+    pub run: RunOutcome,
+    /// The agents that took part, in order: the one the run started with,
+    /// then the target of each handoff to another agent (not to a person).
+    pub agents: Vec<String>,
+}
+
+/// The handoff target that means a person, not an agent.
+pub const HUMAN: &str = "human";
+
 /// How long a finished run's stream may take to end before it is dropped.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn collect_reply<U>(
+/// Follows the run of `ack` to its end and picks out the reply.
+pub async fn follow<U>(
     state: &SharedState,
     user: &AuthUser,
     ack: pb::Ack,
     content: String,
     mut events: U,
-) -> Result<Posted, ApiError>
+) -> Result<Turn, ApiError>
 where
     U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Unpin,
 {
     let mut reply: Option<pb::Message> = None;
     let mut run: Option<pb::RunUpdate> = None;
+    let mut agents: Vec<String> = Vec::new();
     while let Some(event) = events.next().await {
         let Some(SendEvent::SessionEvent(event)) = event?.event else {
             continue;
         };
         match event.event {
             Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(message),
+            Some(SessionEventKind::Handoff(handoff)) if handoff.run_id == ack.run_id => {
+                if agents.is_empty() {
+                    agents.push(handoff.from_agent);
+                }
+                if handoff.to_agent != HUMAN {
+                    agents.push(handoff.to_agent);
+                }
+            }
             Some(SessionEventKind::Run(update)) if update.run_id == ack.run_id => {
+                if agents.is_empty() && !update.agent.is_empty() {
+                    agents.push(update.agent.clone());
+                }
                 let done = update.status().is_terminal();
                 run = Some(update);
                 if done {
@@ -174,6 +229,12 @@ where
     {
         reply = find_reply(state, user, &ack).await?;
     }
+    if let Some(reply) = &reply
+        && !reply.agent.is_empty()
+        && agents.last() != Some(&reply.agent)
+    {
+        agents.push(reply.agent.clone());
+    }
     let run = match run {
         Some(update) => RunOutcome {
             status: run_status_name(update.status()),
@@ -186,28 +247,22 @@ where
             run_id: ack.run_id.clone(),
         },
     };
-    let message = ack
-        .message
-        .clone()
-        .map(MessageView::from)
-        .unwrap_or_else(|| MessageView {
-            id: ack.message_id.clone(),
-            session_id: ack.session_id.clone(),
-            seq: ack.seq,
-            role: "user".into(),
-            agent: String::new(),
-            content,
-            created_at: rfc3339(chrono::Utc::now().timestamp_millis()),
-            client_msg_id: Some(ack.client_msg_id.clone()),
-            run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
-            first_delta_ms: None,
-            duration_ms: None,
-            tool_calls: None,
-        });
-    Ok(Posted {
+    let message = ack.message.clone().unwrap_or_else(|| pb::Message {
+        id: ack.message_id.clone(),
+        session_id: ack.session_id.clone(),
+        seq: ack.seq,
+        role: "user".into(),
+        content,
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        client_msg_id: Some(ack.client_msg_id.clone()),
+        run_id: Some(ack.run_id.clone()).filter(|r| !r.is_empty()),
+        ..Default::default()
+    });
+    Ok(Turn {
         message,
-        reply: reply.map(MessageView::from),
+        reply,
         run,
+        agents,
     })
 }
 

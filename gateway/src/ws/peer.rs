@@ -99,7 +99,7 @@ impl TurnTraces {
 
 impl Peer {
     /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
-    pub(super) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
+    pub(crate) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
         let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
             return None;
         };
@@ -131,19 +131,28 @@ impl Peer {
 
     /// Takes a fresh access token for the same user and moves the clock; the answer frame.
     pub(super) async fn reauthenticate(&self, token: &AccessToken, clock: &mut TokenClock) -> OutFrame {
-        let verified = match &self.state {
-            Some(state) => auth::authenticate(state, &token.0).await,
-            None => self.tokens.verify_access(&token.0),
-        };
-        match verified {
-            Ok(user) if user.user_id == self.user_id => {
+        match self.verify_renewal(&token.0).await {
+            Ok(user) => {
                 clock.renew(user.expires_at);
                 OutFrame::Authenticated {
                     expires_at: user.expires_at,
                 }
             }
-            Ok(_) => OutFrame::error(ErrorCode::Unauthenticated, "the token belongs to another user"),
-            Err(_) => OutFrame::error(ErrorCode::Unauthenticated, "access token is invalid or expired"),
+            Err(message) => OutFrame::error(ErrorCode::Unauthenticated, message),
+        }
+    }
+
+    /// Checks a fresh access token sent on the socket: valid, and the same
+    /// user's. Otherwise the message to answer with.
+    pub(crate) async fn verify_renewal(&self, token: &str) -> Result<auth::AuthUser, &'static str> {
+        let verified = match &self.state {
+            Some(state) => auth::authenticate(state, token).await,
+            None => self.tokens.verify_access(token),
+        };
+        match verified {
+            Ok(user) if user.user_id == self.user_id => Ok(user),
+            Ok(_) => Err("the token belongs to another user"),
+            Err(_) => Err("access token is invalid or expired"),
         }
     }
 }

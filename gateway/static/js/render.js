@@ -13,16 +13,18 @@ import { isOpen } from './connection.js';
 export function renderAgents() {
   const select = el.agentSelect;
   select.replaceChildren();
-  if (!state.agents.length) {
+  // Specialists reached only through a router are not offered.
+  const offered = state.agents.filter((a) => a.listed !== false);
+  if (!offered.length) {
     select.append(new Option('Default agent', ''));
   }
-  for (const agent of state.agents) {
-    const opt = new Option(agent.name, agent.name);
+  for (const agent of offered) {
+    const opt = new Option(agent.display_name || agent.name, agent.name);
     if (agent.description) opt.title = agent.description;
     select.append(opt);
   }
   const preferred = loadJson(KEY_AGENT, '');
-  if (preferred && state.agents.some((a) => a.name === preferred)) select.value = preferred;
+  if (preferred && offered.some((a) => a.name === preferred)) select.value = preferred;
   renderAgentDescription();
 }
 

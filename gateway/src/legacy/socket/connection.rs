@@ -1,0 +1,354 @@
+//! One Socket.IO connection: its user, its current session, and the
+//! handlers of the events its client sends. Frames for chat-core go out on
+//! the connection's `Connect` stream (see [`super::relay`]); sessions are
+//! created, read and ended with the unary calls the REST routes use.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chat_common::limits::{self, ContentError};
+use chat_proto::chat::v1 as pb;
+use pb::client_frame::Frame as ClientKind;
+use serde_json::{Value, json};
+use socketioxide::extract::{SocketRef, TryData};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::relay::Turns;
+use crate::app::SharedState;
+use crate::auth::AuthUser;
+use crate::frames::OutFrame;
+use crate::legacy::error::LegacyError;
+use crate::legacy::sessions;
+use crate::legacy::views::{MessageRecord, SessionView, now};
+use crate::ws::{Peer, TurnTraces};
+
+/// Frames queued towards chat-core before handlers wait.
+const CLIENT_FRAME_QUEUE: usize = 16;
+/// Messages sent with `sessionJoined` as the conversation so far.
+const JOIN_HISTORY: u32 = 50;
+
+/// The frames a connection sends to chat-core, as its `Connect` request stream.
+pub type Upstream = ReceiverStream<Box<pb::ClientFrame>>;
+
+/// What every handler of one connection shares.
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) state: SharedState,
+    /// The user, their limits and how a fresh token is checked (the WebSocket's rules).
+    pub(super) peer: Peer,
+    /// The user's latest token, for the unary calls.
+    user: Mutex<AuthUser>,
+    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    /// The expiry (Unix seconds) of the latest token; the relay's clock follows it.
+    pub(super) expires_at: watch::Sender<u64>,
+    /// The session the client created or joined last.
+    session: Mutex<Option<String>>,
+    /// Turns in flight, to pair each reply with its message.
+    pub(super) turns: Mutex<Turns>,
+    /// Cancelled when the client disconnects.
+    pub(super) closed: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The room of a session's sockets on this gateway (typing notices).
+fn room(session_id: &str) -> String {
+    format!("session:{session_id}")
+}
+
+/// A JSON object field of a payload as a string.
+fn text<'a>(data: &'a Value, field: &str) -> Option<&'a str> {
+    data.get(field).and_then(Value::as_str)
+}
+
+impl Connection {
+    /// Sets up a connection of `user`'s on `socket` and registers its event
+    /// handlers (before any event can arrive); returns it with the frame
+    /// stream to open chat-core's `Connect` with.
+    pub fn open(state: SharedState, socket: &SocketRef, user: AuthUser) -> (Arc<Self>, Upstream) {
+        let (to_core, rx) = mpsc::channel(CLIENT_FRAME_QUEUE);
+        let peer = Peer {
+            user_id: user.user_id.clone(),
+            max_content_bytes: state.limits.max_content_bytes,
+            rate_limits: state.rate_limits.clone(),
+            tokens: state.tokens.clone(),
+            state: Some(state.clone()),
+            expires_at: user.expires_at,
+            token_grace: state.limits.ws_token_grace,
+            flush_timeout: state.limits.ws_flush_timeout,
+            traces: TurnTraces::default(),
+        };
+        let (expires_at, _) = watch::channel(user.expires_at);
+        let connection = Arc::new(Self {
+            state,
+            peer,
+            user: Mutex::new(user),
+            to_core,
+            expires_at,
+            session: Mutex::new(None),
+            turns: Mutex::new(Turns::default()),
+            closed: CancellationToken::new(),
+        });
+        connection.register(socket);
+        (connection, ReceiverStream::new(rx))
+    }
+
+    /// The token to make unary calls with.
+    pub(super) fn user(&self) -> AuthUser {
+        lock(&self.user).clone()
+    }
+
+    fn register(self: &Arc<Self>, socket: &SocketRef) {
+        macro_rules! on {
+            ($event:literal, $method:ident) => {{
+                let connection = Arc::clone(self);
+                socket.on(
+                    $event,
+                    move |socket: SocketRef, TryData(data): TryData<Value>| {
+                        let connection = Arc::clone(&connection);
+                        async move {
+                            connection
+                                .$method(&socket, data.unwrap_or(Value::Null))
+                                .await
+                        }
+                    },
+                );
+            }};
+        }
+        on!("authenticate", authenticate);
+        on!("createSession", create_session);
+        on!("joinSession", join_session);
+        on!("sendMessage", send_message);
+        on!("typing", typing);
+        on!("stopTyping", stop_typing);
+        on!("endSession", end_session);
+        on!("ping", ping);
+        let closed = self.closed.clone();
+        socket.on_disconnect(move || {
+            let closed = closed.clone();
+            async move { closed.cancel() }
+        });
+    }
+
+    // === events ===
+
+    /// `authenticate {token}`: a fresh token of the same user keeps the connection open.
+    async fn authenticate(&self, socket: &SocketRef, data: Value) {
+        let token = text(&data, "token").unwrap_or_default();
+        match self.peer.verify_renewal(token).await {
+            Ok(user) => {
+                let user_id = user.user_id.clone();
+                self.expires_at.send_replace(user.expires_at);
+                *lock(&self.user) = user;
+                emit(
+                    socket,
+                    "authenticationSuccess",
+                    &json!({"userId": user_id, "timestamp": now()}),
+                );
+            }
+            Err(message) => emit(socket, "authenticationError", &json!({"error": message})),
+        }
+    }
+
+    /// `createSession {metadata?}` → `sessionCreated {sessionId, session}`.
+    async fn create_session(&self, socket: &SocketRef, data: Value) {
+        let metadata = match data.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map.clone()),
+            Some(_) => return session_error(socket, "metadata must be an object"),
+        };
+        match sessions::create_session(&self.state, &self.user(), metadata).await {
+            Ok(session) => {
+                let after_seq = session.last_seq;
+                let view = SessionView::from(session);
+                let session_id = view.session_id.clone();
+                self.enter(socket, &session_id);
+                emit(
+                    socket,
+                    "sessionCreated",
+                    &json!({"sessionId": session_id, "session": view}),
+                );
+                self.subscribe(session_id, after_seq).await;
+            }
+            Err(error) => session_error(socket, &error.message),
+        }
+    }
+
+    /// `joinSession {sessionId}` → `sessionJoined {sessionId, session,
+    /// conversationHistory}`, then the session's new messages as they come.
+    async fn join_session(&self, socket: &SocketRef, data: Value) {
+        let Some(id) = text(&data, "sessionId") else {
+            return session_error(socket, "sessionId is required");
+        };
+        let user = self.user();
+        let session = match sessions::fetch(&self.state, &user, id).await {
+            Ok(session) => session,
+            Err(error) => return session_error(socket, &legacy_message(error)),
+        };
+        let history = match sessions::messages(&self.state, &user, id, None, JOIN_HISTORY).await {
+            Ok(history) => history,
+            Err(error) => return session_error(socket, &legacy_message(error)),
+        };
+        // Everything after the history read is delivered by the subscription.
+        let after_seq = history.last().map_or(0, |m| m.seq);
+        let view = SessionView::from(session);
+        let session_id = view.session_id.clone();
+        self.enter(socket, &session_id);
+        let history: Vec<MessageRecord> = history.into_iter().map(MessageRecord::from).collect();
+        emit(
+            socket,
+            "sessionJoined",
+            &json!({"sessionId": session_id, "session": view, "conversationHistory": history}),
+        );
+        self.subscribe(session_id, after_seq).await;
+    }
+
+    /// `sendMessage {content, type?, metadata?}` into the current session →
+    /// `messageReceived` once stored, `newMessage` with the reply.
+    async fn send_message(&self, socket: &SocketRef, data: Value) {
+        let Some(session_id) = lock(&self.session).clone() else {
+            return message_error(socket, "create or join a session first", None);
+        };
+        let Some(content) = text(&data, "content").or_else(|| text(&data, "message")) else {
+            return message_error(socket, "content is required", None);
+        };
+        match limits::check_content(content, self.peer.max_content_bytes) {
+            Ok(()) => {}
+            Err(error @ (ContentError::Empty | ContentError::Nul | ContentError::TooLarge(_))) => {
+                return message_error(socket, &error.to_string(), None);
+            }
+        }
+        let client_msg_id = uuid::Uuid::new_v4().to_string();
+        let frame = pb::ClientFrame {
+            frame: Some(ClientKind::Send(pb::SendFrame {
+                session_id,
+                client_msg_id: client_msg_id.clone(),
+                content: content.to_owned(),
+                trace_context: Default::default(),
+            })),
+        };
+        if let Some(OutFrame::Error(limited)) = self.peer.check_send(&frame).await {
+            return message_error(socket, &limited.message, limited.retry_after_ms);
+        }
+        let kind = text(&data, "type").unwrap_or("text").to_owned();
+        let metadata = data.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        lock(&self.turns).sent(client_msg_id, kind, metadata);
+        self.forward(frame).await;
+    }
+
+    /// `typing` → `userTyping {userId}` to the session's other sockets on this gateway.
+    async fn typing(&self, socket: &SocketRef, _data: Value) {
+        self.tell_room(socket, "userTyping").await;
+    }
+
+    /// `stopTyping` → `userStoppedTyping {userId}`.
+    async fn stop_typing(&self, socket: &SocketRef, _data: Value) {
+        self.tell_room(socket, "userStoppedTyping").await;
+    }
+
+    /// `endSession {reason?}` → `sessionEnded {sessionId, reason}`; the session is ended, not erased.
+    async fn end_session(&self, socket: &SocketRef, data: Value) {
+        let Some(session_id) = lock(&self.session).clone() else {
+            return session_error(socket, "no current session");
+        };
+        let reason = text(&data, "reason").unwrap_or("ended by user").to_owned();
+        match sessions::end_session(&self.state, &self.user(), &session_id).await {
+            Ok(session) => {
+                self.leave(socket).await;
+                let status = crate::legacy::views::status(&session.status).to_owned();
+                emit(
+                    socket,
+                    "sessionEnded",
+                    &json!({"sessionId": session_id, "reason": reason, "status": status, "timestamp": now()}),
+                );
+            }
+            Err(error) => session_error(socket, &legacy_message(error)),
+        }
+    }
+
+    /// `ping` → `pong {timestamp}`.
+    async fn ping(&self, socket: &SocketRef, _data: Value) {
+        emit(socket, "pong", &json!({"timestamp": now()}));
+    }
+
+    // === helpers ===
+
+    /// Makes `session_id` the current session (leaving the previous one's room).
+    fn enter(&self, socket: &SocketRef, session_id: &str) {
+        let previous = lock(&self.session).replace(session_id.to_owned());
+        if let Some(previous) = previous.filter(|p| p != session_id) {
+            socket.leave(room(&previous));
+            let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id: previous });
+            // Best effort: a full queue only delays the unsubscribe's effect.
+            let _ = self
+                .to_core
+                .try_send(Box::new(pb::ClientFrame { frame: Some(frame) }));
+        }
+        socket.join(room(session_id));
+    }
+
+    /// Leaves the current session: no more events from it.
+    async fn leave(&self, socket: &SocketRef) {
+        let Some(session_id) = lock(&self.session).take() else {
+            return;
+        };
+        socket.leave(room(&session_id));
+        let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id });
+        self.forward(pb::ClientFrame { frame: Some(frame) }).await;
+    }
+
+    async fn subscribe(&self, session_id: String, after_seq: i64) {
+        let frame = ClientKind::Subscribe(pb::SubscribeFrame {
+            session_id,
+            after_seq,
+        });
+        self.forward(pb::ClientFrame { frame: Some(frame) }).await;
+    }
+
+    /// Queues a frame for chat-core; when the stream is gone the relay has
+    /// already told the client and disconnected it.
+    async fn forward(&self, frame: pb::ClientFrame) {
+        let _ = self.to_core.send(Box::new(frame)).await;
+    }
+
+    async fn tell_room(&self, socket: &SocketRef, event: &'static str) {
+        let Some(session_id) = lock(&self.session).clone() else {
+            return;
+        };
+        let notice = json!({"userId": self.peer.user_id, "sessionId": session_id});
+        // Another socket of the room gone meanwhile is no failure of this one.
+        let _ = socket.to(room(&session_id)).emit(event, &notice).await;
+    }
+}
+
+/// Emits `event` to this socket; a socket gone meanwhile has nothing to be told.
+pub(super) fn emit(socket: &SocketRef, event: &str, data: &Value) {
+    let _ = socket.emit(event, data);
+}
+
+fn session_error(socket: &SocketRef, message: &str) {
+    emit(
+        socket,
+        "sessionError",
+        &json!({"error": message, "timestamp": now()}),
+    );
+}
+
+pub(super) fn message_error(socket: &SocketRef, message: &str, retry_after_ms: Option<u64>) {
+    let mut body = json!({"error": message, "timestamp": now()});
+    if let Some(ms) = retry_after_ms {
+        body["retryAfter"] = ms.div_ceil(1000).max(1).into();
+    }
+    emit(socket, "messageError", &body);
+}
+
+/// The client-facing text of a legacy error.
+fn legacy_message(error: LegacyError) -> String {
+    match error {
+        LegacyError::Api(error) => error.message.into_owned(),
+        LegacyError::SessionNotFound(_) => "Session not found".to_owned(),
+    }
+}
