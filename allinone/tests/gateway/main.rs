@@ -12,6 +12,7 @@ mod error_leaks;
 mod external_idp;
 mod grpc_web;
 mod headers;
+mod operators;
 mod own_tokens;
 mod page;
 mod rate_limit_store;

@@ -141,7 +141,7 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let session = self
             .core
-            .authorized_session(&principal, &request.get_ref().session_id)
+            .readable_session(&principal, &request.get_ref().session_id)
             .await?;
         Ok(Response::new(convert::session(&session)))
     }
@@ -340,5 +340,15 @@ impl ChatService for ChatApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn rename_session(
+        &self,
+        request: Request<pb::RenameSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let session = self.core.rename(&principal, &req.session_id, &req.title).await?;
+        Ok(Response::new(convert::session(&session)))
     }
 }
