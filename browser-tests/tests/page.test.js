@@ -163,6 +163,34 @@ describe('the chat page', () => {
     await context.close();
   });
 
+  test('a stopped reply keeps its place, marked stopped, after newer messages and a reload', async () => {
+    const name = username('stopper');
+    await stack.register(name);
+    const { context, page } = await openPage(browser, stack.url);
+    await login(page, name);
+    await pickAgent(page, 'slow');
+    const words = Array.from({ length: 40 }, (_, i) => `s${i}`).join(' ');
+    await send(page, words);
+    await page.locator('#stored-list li.live .bubble', { hasText: 's2' }).waitFor();
+    await page.click('#cancel-btn');
+    const stopped = page.locator('#stored-list li.run-cancelled');
+    await stopped.locator('.meta', { hasText: 'stopped' }).waitFor();
+    await send(page, 'next one');
+    await waitForReply(page, 'next one');
+    const order = async () =>
+      page.$$eval('#stored-list > li', (nodes) =>
+        nodes.map((n) => (n.classList.contains('run-cancelled') ? 'stopped' : n.querySelector('.bubble').innerText.slice(0, 8))),
+      );
+    assert.deepEqual(await order(), [words.slice(0, 8), 'stopped', 'next one', 'next one']);
+    await page.reload();
+    await waitForReply(page, 'next one');
+    await stopped.locator('.bubble', { hasText: 's2' }).waitFor();
+    assert.deepEqual(await order(), [words.slice(0, 8), 'stopped', 'next one', 'next one']);
+    await screenshot(page, 'stopped-reply');
+    assertClean(page);
+    await context.close();
+  });
+
   test('an oversized message is refused before sending and never blocks the queue', async () => {
     const name = username('paster');
     await stack.register(name);

@@ -34,9 +34,9 @@ export function addNote(conv, key, order, text) {
 
 // The output of stopped replies is kept here so they survive a reload (the
 // server stores no partial output).
-function saveStopped(run) {
+function saveStopped(conv, run) {
   const all = loadJson(KEY_STOPPED, {});
-  all[run.id] = { session_id: run.convId, text: run.text };
+  all[run.id] = { session_id: run.convId, text: run.text, user_seq: conv.runSeq.get(run.id) };
   const ids = Object.keys(all);
   for (const id of ids.slice(0, Math.max(0, ids.length - 200))) delete all[id];
   saveJson(KEY_STOPPED, all);
@@ -45,6 +45,17 @@ function saveStopped(run) {
 function stoppedText(runId) {
   const all = loadJson(KEY_STOPPED, {});
   return all[runId] ? String(all[runId].text || '') : '';
+}
+
+// After a reload the server replays only runs after the history it sent,
+// so the stopped replies of this chat come back from storage, in place.
+export function restoreStopped(conv) {
+  const all = loadJson(KEY_STOPPED, {});
+  for (const [runId, saved] of Object.entries(all)) {
+    if (!saved || saved.session_id !== conv.id || !(saved.user_seq > 0) || conv.runs.has(runId)) continue;
+    conv.runSeq.set(runId, saved.user_seq);
+    applyRunStatus(conv, { run_id: runId, status: 'cancelled', user_seq: saved.user_seq });
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -132,7 +143,7 @@ export function applyRunStatus(conv, f) {
   run.error = f.error || '';
   if (run.status === 'cancelled' && was !== 'cancelled') {
     // Stopped here: keep its output; replayed after a reload: restore it.
-    if (run.text) saveStopped(run);
+    if (run.text) saveStopped(conv, run);
     else run.text = stoppedText(run.id);
   }
   scheduleRunRender(run);

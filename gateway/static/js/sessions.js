@@ -5,7 +5,7 @@ import { el, toast } from './dom.js';
 import { conn, currentConv, findSession, getConv, state } from './state.js';
 import { api, enc } from './api.js';
 import { closeSidebar, renderAgents, renderConversation, renderHeader, renderSessions, scrollToBottom, updateEmpty, withScroll } from './render.js';
-import { addMessage, currentSeen } from './conversation.js';
+import { addMessage, currentSeen, restoreStopped } from './conversation.js';
 import { sendFrame, subscribe } from './connection.js';
 import { noticeSessions } from './unread.js';
 import { renderModeLinks, renderQueue, resetOperatorView, startQueue, stopQueue } from './operator.js';
@@ -192,6 +192,7 @@ export async function loadConversation(conv) {
     }
     await loadHistory(conv);
     if (!stillCurrent()) return;
+    restoreStopped(conv);
     conv.ready = true;
     if (document.visibilityState === 'visible') currentSeen();
     renderSessions();
