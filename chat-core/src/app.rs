@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_common::token::TokenKeys;
 use chat_proto::chat::v1::chat_service_server::ChatServiceServer;
+use chat_proto::chat::v1::operator_service_server::OperatorServiceServer;
 use chat_proto::chat::v1::user_service_server::UserServiceServer;
 use migration::{Migrator, MigratorTrait};
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use futures::StreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AuthInterceptor, ChatApi, Passwords, UserApi};
+use crate::api::{AuthInterceptor, ChatApi, OperatorApi, Passwords, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
 use crate::service::{ChatCore, Limits};
@@ -177,6 +178,8 @@ impl Application {
             ChatApi::new(core.clone(), draining.clone()),
             interceptor.clone(),
         );
+        let operators =
+            OperatorServiceServer::with_interceptor(OperatorApi::new(core.clone()), interceptor.clone());
         let users =
             UserServiceServer::with_interceptor(UserApi::new(core.store().clone(), passwords), interceptor);
         let dispatcher = core.dispatcher.clone();
@@ -199,6 +202,7 @@ impl Application {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(chat)
+                .add_service(operators)
                 .add_service(users)
                 .serve_with_incoming_shutdown(incoming, async move {
                     stopping.cancelled().await;

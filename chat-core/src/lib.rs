@@ -31,12 +31,26 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Clone, Copy, clap::Subcommand)]
+#[derive(Clone, clap::Subcommand)]
 pub enum Command {
     /// Serve gRPC (the default).
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Grant or revoke the operator role (answering sessions handed to a person), then exit.
+    Operator {
+        #[arg(value_enum)]
+        action: OperatorAction,
+        /// The account's username.
+        username: String,
+    },
+}
+
+/// What `chat-core operator` does to an account.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OperatorAction {
+    Grant,
+    Revoke,
 }
 
 /// Log levels when `RUST_LOG` is unset.
@@ -51,6 +65,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("chat-core", settings.log_format, LOG_FILTER);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(&settings).await,
+        Command::Operator { action, username } => {
+            set_operator(settings.database_url(), action, &username).await
+        }
         Command::Serve => {
             settings.validate().map_err(anyhow::Error::msg)?;
             let admin_listen = settings.admin_listen;
@@ -63,6 +80,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// Grants or revokes the operator flag of `username` in the database at
+/// `database_url` (migrating it first).
+pub async fn set_operator(database_url: &str, action: OperatorAction, username: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use migration::MigratorTrait;
+    use store::AccountStore as _;
+    let db = store::connect(database_url, 1, std::time::Duration::from_secs(10))
+        .await
+        .context("failed to connect to the database")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("failed to run migrations")?;
+    let operator = matches!(action, OperatorAction::Grant);
+    let found = store::SeaStore::new(db)
+        .set_operator(username, operator)
+        .await
+        .context("failed to update the account")?;
+    anyhow::ensure!(found, "no account named `{username}`");
+    tracing::info!(username, operator, "operator role updated");
+    Ok(())
 }
 
 /// Applies pending migrations to the configured database.

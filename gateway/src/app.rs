@@ -29,7 +29,7 @@ use crate::grpc_web::{self, GrpcWebProxy};
 use crate::idp::{External, ExternalUsers, Providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
-use crate::routes::{agents, auth, health, messages, page, sessions};
+use crate::routes::{agents, auth, health, messages, operators, page, sessions};
 use crate::settings::Settings;
 use crate::{legacy, ws};
 
@@ -303,7 +303,12 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
         .route("/sessions", get(sessions::list).post(sessions::create))
-        .route("/sessions/{id}", get(sessions::get).delete(sessions::delete))
+        .route(
+            "/sessions/{id}",
+            get(sessions::get)
+                .patch(sessions::rename)
+                .delete(sessions::delete),
+        )
         .route("/sessions/{id}/resolve", post(sessions::resolve))
         .route("/sessions/{id}/end", post(sessions::end))
         .route(
@@ -312,6 +317,13 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         )
         .route("/sessions/{id}/runs/{run_id}/cancel", post(messages::cancel))
         .route("/agents", get(agents::list))
+        .route("/me", get(operators::me))
+        .route("/operator/sessions", get(operators::queue))
+        .route("/operator/sessions/{id}/claim", post(operators::claim))
+        .route("/operator/sessions/{id}/messages", post(operators::reply))
+        .route("/operator/sessions/{id}/typing", post(operators::typing))
+        .route("/operator/sessions/{id}/hand-back", post(operators::hand_back))
+        .route("/operator/sessions/{id}/resolve", post(operators::resolve))
         .route("/ws", get(ws::upgrade))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -349,6 +361,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/", get(page::index))
         .route("/app.js", get(page::app_js))
         .route("/js/{file}", get(page::module))
+        .route("/vendor/{file}", get(page::vendor))
         .route("/app.css", get(page::app_css))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

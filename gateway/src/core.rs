@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chat_proto::chat::v1 as pb;
 use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
+use chat_proto::chat::v1::operator_service_client::OperatorServiceClient;
 use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use futures::Stream;
 use tonic::codec::{BufferSettings, Codec, Streaming};
@@ -61,12 +62,13 @@ pub fn tag_request_id<T>(request: &mut tonic::Request<T>, request_id: Option<Asc
     chat_common::trace::inject_metadata(request.metadata_mut());
 }
 
-/// Clients for chat-core's `ChatService`, `UserService` and health service.
+/// Clients for chat-core's `ChatService`, `OperatorService`, `UserService` and health service.
 #[derive(Clone, Debug)]
 pub struct CoreClient {
     channel: Channel,
     chat: ChatServiceClient<Channel>,
     users: UserServiceClient<Channel>,
+    operators: OperatorServiceClient<Channel>,
     health: HealthClient<Channel>,
     unary_timeout: Duration,
 }
@@ -112,6 +114,9 @@ impl CoreClient {
             users: UserServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
+            operators: OperatorServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             health: HealthClient::new(channel.clone()),
             channel,
             unary_timeout,
@@ -129,6 +134,10 @@ impl CoreClient {
 
     pub fn users(&self) -> UserServiceClient<Channel> {
         self.users.clone()
+    }
+
+    pub fn operators(&self) -> OperatorServiceClient<Channel> {
+        self.operators.clone()
     }
 
     /// Opens `ChatService.Connect` with small codec buffers (see [`CONNECT_BUFFER_BYTES`]).

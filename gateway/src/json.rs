@@ -21,6 +21,12 @@ pub struct SessionView {
     /// enqueue, reject or interrupt; absent for the server's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<String>,
+    /// The operator holding a session handed to a person, by username.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// While the session waits for a person: since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
 }
 
 impl From<pb::Session> for SessionView {
@@ -36,6 +42,8 @@ impl From<pb::Session> for SessionView {
             metadata: embedded_json(&session.metadata_json),
             resolution_notes: Some(session.resolution_notes).filter(|n| !n.is_empty()),
             concurrency: Some(session.concurrency).filter(|c| !c.is_empty()),
+            assignee: Some(session.assignee).filter(|a| !a.is_empty()),
+            waiting_since: (session.waiting_since_ms > 0).then(|| rfc3339(session.waiting_since_ms)),
         }
     }
 }

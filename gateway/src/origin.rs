@@ -63,7 +63,13 @@ impl AllowedOrigins {
             .collect::<Vec<_>>();
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 AUTHORIZATION,
                 CONTENT_TYPE,

@@ -8,24 +8,41 @@ import { KEY_AGENT, KEY_AUTH } from './js/config.js';
 import { el } from './js/dom.js';
 import { loadJson, saveJson } from './js/util.js';
 import { conn, state } from './js/state.js';
-import { logout, onStorage, showAuth, startApp, submitAuth } from './js/auth.js';
+import { logout, onStorage, showAuth, startApp, submitAuth, toggleAuthMode } from './js/auth.js';
 import { loadSessions, navigate, onSessionListClick, route } from './js/sessions.js';
-import { closeSidebar, openSidebar, renderAgentDescription } from './js/render.js';
-import { cancelActiveRun } from './js/conversation.js';
+import { closeSidebar, openSidebar, renderAgentDescription, renderSessions, renderTitle } from './js/render.js';
+import { cancelActiveRun, currentSeen } from './js/conversation.js';
 import { onPendingClick } from './js/outbox.js';
 import { isOpen, reconnectNow, setConnStatus } from './js/connection.js';
-import { autosize, onInputKeydown, onSubmit } from './js/composer.js';
+import { onInput, onInputKeydown, onSubmit } from './js/composer.js';
+import { onCopyClick } from './js/markdown.js';
+import { closeMenu, onHeaderActions, onMenuClick, onMenuKeydown } from './js/actions.js';
+import { operatorAction } from './js/operator.js';
+import { onVisible } from './js/unread.js';
+
+function startNewChat() {
+  if (state.mode === 'operator') location.hash = '#/';
+  navigate(null);
+  el.input.focus();
+}
 
 function bindEvents() {
   el.authForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    submitAuth(false);
+    submitAuth(el.authForm.dataset.mode === 'signup');
   });
-  el.registerBtn.addEventListener('click', () => submitAuth(true));
+  el.registerBtn.addEventListener('click', toggleAuthMode);
   el.logoutBtn.addEventListener('click', logout);
-  el.newChatBtn.addEventListener('click', () => {
-    navigate(null);
-    el.input.focus();
+  el.newChatBtn.addEventListener('click', startNewChat);
+  el.closedNewBtn.addEventListener('click', startNewChat);
+  el.handoffNewBtn.addEventListener('click', startNewChat);
+  el.claimBtn.addEventListener('click', () => operatorAction('claim'));
+  el.actionsBtn.addEventListener('click', onHeaderActions);
+  el.actionMenu.addEventListener('click', onMenuClick);
+  el.actionMenu.addEventListener('keydown', onMenuKeydown);
+  el.messages.addEventListener('click', onCopyClick);
+  document.addEventListener('click', (ev) => {
+    if (!el.actionMenu.hidden && !el.actionMenu.contains(ev.target) && !ev.target.closest('[data-menu-for], #actions-btn')) closeMenu();
   });
   el.sessionList.addEventListener('click', onSessionListClick);
   el.moreSessionsBtn.addEventListener('click', () => loadSessions(true));
@@ -35,7 +52,7 @@ function bindEvents() {
   });
   el.composer.addEventListener('submit', onSubmit);
   el.input.addEventListener('keydown', onInputKeydown);
-  el.input.addEventListener('input', autosize);
+  el.input.addEventListener('input', onInput);
   el.cancelBtn.addEventListener('click', cancelActiveRun);
   el.pendingList.addEventListener('click', onPendingClick);
   el.menuBtn.addEventListener('click', openSidebar);
@@ -47,10 +64,18 @@ function bindEvents() {
     if (state.auth && !isOpen()) setConnStatus('offline', 'Offline — waiting for network');
   });
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible' && state.auth && !conn.ws && !conn.connecting) reconnectNow();
+    if (document.visibilityState !== 'visible' || !state.auth) return;
+    onVisible();
+    currentSeen();
+    renderSessions();
+    renderTitle();
+    if (!conn.ws && !conn.connecting) reconnectNow();
   });
   document.addEventListener('keydown', (ev) => {
-    if (ev.key === 'Escape') closeSidebar();
+    if (ev.key === 'Escape') {
+      closeMenu();
+      closeSidebar();
+    }
   });
 }
 

@@ -7,6 +7,7 @@ mod m20261126_000001_initial;
 mod m20261126_000002_leases_and_timing;
 mod m20261126_000003_refresh_tokens;
 mod m20261126_000004_tool_calls;
+mod m20261201_000005_operators;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_leases_and_timing::Migration),
             Box::new(m20261126_000003_refresh_tokens::Migration),
             Box::new(m20261126_000004_tool_calls::Migration),
+            Box::new(m20261201_000005_operators::Migration),
         ]
     }
 }

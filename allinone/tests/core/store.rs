@@ -58,6 +58,7 @@ fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> N
         client_msg_id: Some(ClientMsgId::parse(client_msg_id).unwrap()),
         start_run: true,
         reject_if_busy: false,
+        author: None,
     }
 }
 
@@ -366,6 +367,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
     let refused = store
         .append_message(NewMessage {
             reject_if_busy: true,
+            author: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -387,6 +389,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
     let accepted = store
         .append_message(NewMessage {
             reject_if_busy: true,
+            author: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -442,6 +445,7 @@ async fn a_session_with_a_person_stores_user_messages_without_a_run() {
     let appended = store
         .append_message(NewMessage {
             reject_if_busy: true,
+            author: None,
             ..user_message(&session, "m1", "is anyone there?")
         })
         .await

@@ -14,6 +14,7 @@ mod grpc_web;
 mod headers;
 mod legacy_rest;
 mod legacy_socketio;
+mod operators;
 mod own_tokens;
 mod page;
 mod rate_limit_store;

@@ -86,6 +86,12 @@ fn bindings(list: &str, pick: fn(String, String) -> String) -> Vec<String> {
 /// The names a module exports.
 fn exports(source: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
+    // Minified vendored libraries end with `...;export{a as B,...}` mid-line.
+    for (at, _) in source.match_indices("export{") {
+        let list = &source[at + "export{".len()..];
+        let list = &list[..list.find('}').unwrap_or(list.len())];
+        names.extend(bindings(list, |_, alias| alias));
+    }
     for line in source.lines() {
         let Some(rest) = line.strip_prefix("export ") else {
             continue;
@@ -237,7 +243,7 @@ fn the_import_parser_reads_the_forms_the_page_uses() {
                   export const g = 1;\n\
                   export async function h() {}\n\
                   export class I {}\n\
-                  const j = 2;\nexport { j as k };\n";
+                  const j = 2;\nexport { j as k };\nvar l=1;export{l as L};\n";
     assert_eq!(
         imports(source),
         vec![
@@ -248,7 +254,7 @@ fn the_import_parser_reads_the_forms_the_page_uses() {
         ]
     );
     let exported: Vec<_> = exports(source).into_iter().collect();
-    assert_eq!(exported, ["I", "f", "g", "h", "k"]);
+    assert_eq!(exported, ["I", "L", "f", "g", "h", "k"]);
     assert_eq!(resolve("/app.js", "./js/a.js"), "/js/a.js");
     assert_eq!(resolve("/js/a.js", "./b.js"), "/js/b.js");
     assert_eq!(resolve("/js/a.js", "../app.js"), "/app.js");

@@ -195,7 +195,7 @@ async fn idle_active_sessions_expire_and_stay_expired() {
 #[tokio::test]
 async fn sessions_naming_no_agent_are_routed_to_the_right_specialist_or_a_person() {
     // Arrange: the built-in agents and chat-core's default agent.
-    let api = Api::start().await;
+    let api = Api::start(3600).await;
     let (status, session) = api.create(json!({})).await;
     assert_eq!(status, 201, "{session}");
     assert_eq!(session["agent"], "bank", "the router is the default agent");

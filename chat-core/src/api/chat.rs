@@ -141,7 +141,7 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let session = self
             .core
-            .authorized_session(&principal, &request.get_ref().session_id)
+            .readable_session(&principal, &request.get_ref().session_id)
             .await?;
         Ok(Response::new(convert::session(&session)))
     }
@@ -334,5 +334,15 @@ impl ChatService for ChatApi {
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents.into_iter().map(convert::agent).collect(),
         }))
+    }
+
+    async fn rename_session(
+        &self,
+        request: Request<pb::RenameSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal(&request)?;
+        let req = request.into_inner();
+        let session = self.core.rename(&principal, &req.session_id, &req.title).await?;
+        Ok(Response::new(convert::session(&session)))
     }
 }

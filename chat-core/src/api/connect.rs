@@ -308,7 +308,7 @@ impl KnownRuns {
             Some(Event::Handoff(h)) => &h.run_id,
             Some(Event::ToolCall(t)) => &t.run_id,
             Some(Event::ToolResult(t)) => &t.run_id,
-            Some(Event::Message(_) | Event::Session(_)) | None => return false,
+            Some(Event::Message(_) | Event::Session(_) | Event::Presence(_)) | None => return false,
         };
         if self.0.contains(run_id) {
             return false;

@@ -1,4 +1,4 @@
-//! gRPC handlers: `chat.v1.ChatService` and `chat.v1.UserService`. Each
+//! gRPC handlers: `chat.v1.ChatService`, `chat.v1.OperatorService` and `chat.v1.UserService`. Each
 //! handler reads the verified [`Principal`](crate::domain::Principal),
 //! checks the shape of its input, and calls the service layer
 //! ([`ChatCore`](crate::service::ChatCore), [`Accounts`](crate::service::Accounts));
@@ -7,11 +7,13 @@
 mod auth;
 mod chat;
 mod connect;
+mod operators;
 mod users;
 
 pub use crate::service::{PasswordPolicy, Passwords};
 pub use auth::AuthInterceptor;
 pub use chat::ChatApi;
+pub use operators::OperatorApi;
 pub use users::UserApi;
 
 use crate::domain::Principal;

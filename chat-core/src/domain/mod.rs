@@ -16,7 +16,7 @@ pub use message::{HUMAN_AGENT, Message, MessageRole, ToolCallRecord};
 pub use principal::Principal;
 pub use run::{Run, RunErrorCode, RunFailure, RunStatus};
 pub use session::{
-    Actor, Concurrency, MAX_NOTES_CHARS, Session, SessionChange, SessionStatus, validate_notes,
+    Actor, Assignee, Concurrency, MAX_NOTES_CHARS, Session, SessionChange, SessionStatus, validate_notes,
 };
 pub use validate::validate_content;
 

@@ -63,6 +63,8 @@ pub enum Actor {
     Service,
     /// chat-core itself: an agent's handoff, the idle-session sweep.
     System,
+    /// A person (a user with the operator flag) holding the session.
+    Operator,
 }
 
 impl Actor {
@@ -88,7 +90,7 @@ struct Rule {
 /// may start from, who may ask for it, and where it leads. Anything not
 /// listed is refused.
 const RULES: &[Rule] = {
-    use Actor::{Owner, Service, System};
+    use Actor::{Operator, Owner, Service, System};
     use SessionChange as C;
     use SessionStatus::{Active, Ended, Expired, PendingHuman, Resolved};
     &[
@@ -103,7 +105,7 @@ const RULES: &[Rule] = {
         Rule {
             change: C::HandBack,
             from: &[PendingHuman],
-            by: &[Service],
+            by: &[Service, Operator],
             to: Active,
         },
         // The owner or a service closes a conversation an agent handles
@@ -118,7 +120,7 @@ const RULES: &[Rule] = {
         Rule {
             change: C::Resolve,
             from: &[PendingHuman],
-            by: &[Service],
+            by: &[Service, Operator],
             to: Resolved,
         },
         Rule {
@@ -224,6 +226,17 @@ pub struct Session {
     /// The session's own policy, if it has one.
     pub concurrency: Option<Concurrency>,
     pub ended_at: Option<i64>,
+    /// The operator holding a session handed to a person.
+    pub assignee: Option<Assignee>,
+    /// When it was handed to a person (epoch ms), while it waits for one.
+    pub waiting_since: Option<i64>,
+}
+
+/// An operator holding a session, by id and the name users see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignee {
+    pub id: UserId,
+    pub name: String,
 }
 
 impl Session {
@@ -244,7 +257,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::Actor::{Owner, Service, System};
+    use super::Actor::{Operator, Owner, Service, System};
     use super::SessionChange as C;
     use super::SessionStatus as S;
     use super::*;
@@ -303,6 +316,13 @@ mod tests {
         );
         assert_eq!(S::PendingHuman.next(C::HandBack, Service), Ok(S::Active));
         assert!(S::PendingHuman.next(C::HandBack, Owner).is_err());
+        assert_eq!(S::PendingHuman.next(C::HandBack, Operator), Ok(S::Active));
+        assert_eq!(S::PendingHuman.next(C::Resolve, Operator), Ok(S::Resolved));
+        assert!(
+            S::Active.next(C::Resolve, Operator).is_err(),
+            "operators act on sessions handed to a person only"
+        );
+        assert!(S::Active.next(C::End, Operator).is_err());
         assert!(
             S::Expired.next(C::HandBack, Service).is_err(),
             "hand back revives nothing"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chat_proto::chat::v1::session_event::Event;
 
 use crate::bus::EventBus;
-use crate::domain::{Actor, Session, SessionChange, SessionId};
+use crate::domain::{Actor, Assignee, Session, SessionChange, SessionId};
 use crate::service::{convert, event};
 use crate::store::{ChatStore, StoreError, Transition};
 
@@ -39,6 +39,14 @@ impl SessionLifecycle {
         by: Actor,
     ) -> Result<Session, StoreError> {
         self.apply(id, Transition::new(change, by)).await
+    }
+
+    /// Makes `assignee` the one person answering a session waiting for a
+    /// person, then publishes it.
+    pub async fn claim(&self, id: &SessionId, assignee: &Assignee) -> Result<Session, StoreError> {
+        let session = self.store.claim_session(id, assignee).await?;
+        self.publish(&session).await;
+        Ok(session)
     }
 
     /// Makes `agent` the session's agent, then publishes it.

@@ -18,6 +18,8 @@ pub fn session(s: &Session) -> pb::Session {
         metadata_json: s.metadata.clone(),
         resolution_notes: s.resolution_notes.clone().unwrap_or_default(),
         concurrency: s.concurrency.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+        assignee: s.assignee.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+        waiting_since_ms: s.waiting_since.unwrap_or_default(),
     }
 }
 
@@ -27,6 +29,7 @@ pub fn session_changed(s: &Session) -> pb::SessionChanged {
         session_id: s.id.to_string(),
         status: s.status.as_str().to_owned(),
         agent: s.agent.clone(),
+        assignee: s.assignee.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
     }
 }
 
@@ -82,5 +85,6 @@ pub fn run_update(run: &Run, status: RunStatus, error: &str) -> pb::RunUpdate {
         agent: run.agent.clone(),
         attempt: run.attempt,
         error: error.to_owned(),
+        user_seq: run.user_seq,
     }
 }

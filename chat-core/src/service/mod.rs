@@ -4,6 +4,7 @@
 mod accounts;
 pub mod convert;
 mod error;
+mod operators;
 mod passwords;
 mod sessions;
 mod subscribe;
@@ -140,10 +141,23 @@ impl ChatCore {
             .transpose()?;
         domain::validate_content(&content, self.limits.max_content_bytes)?;
         let session = self.authorized_session(principal, session_id).await?;
+        self.append_to(&session, client_msg_id, content, role, None).await
+    }
+
+    /// Appends a message to `session`, which the caller may post to; a user
+    /// message queues a run. `author` names the person who wrote a human one.
+    pub(crate) async fn append_to(
+        &self,
+        session: &Session,
+        client_msg_id: Option<ClientMsgId>,
+        content: String,
+        role: MessageRole,
+        author: Option<String>,
+    ) -> Result<Sent, ServiceError> {
         // Checked again inside the transaction that appends (the status may
         // change meanwhile); this early answer spares the write.
         session.check_accepts_messages()?;
-        let policy = self.policy_of(&session);
+        let policy = self.policy_of(session);
         let start_run = role == MessageRole::User;
         let appended = self
             .store
@@ -154,6 +168,7 @@ impl ChatCore {
                 client_msg_id: client_msg_id.clone(),
                 start_run,
                 reject_if_busy: start_run && policy == Concurrency::Reject,
+                author,
             })
             .await?;
         if !appended.duplicate {

@@ -1,4 +1,4 @@
-//! Session operations: create, list, read, resolve, end, hand back,
+//! Session operations: create, list, read, rename, resolve, end, hand back,
 //! delete, cancel a run, and the agents a session may use.
 
 use chat_proto::agent::v1 as agent;
@@ -6,6 +6,9 @@ use chat_proto::agent::v1 as agent;
 use super::{ChatCore, ServiceError};
 use crate::domain::{Actor, Message, Principal, RunId, Session, SessionChange, UserId, validate_notes};
 use crate::store::{MessageQuery, NewSession, SessionFilter, SessionPage, SessionQuery, Transition};
+
+/// Longest session title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
 
 impl ChatCore {
     /// Creates a session for `owner_id`, within the per-user cap.
@@ -132,7 +135,7 @@ impl ChatCore {
         before_seq: Option<i64>,
         limit: u64,
     ) -> Result<Vec<Message>, ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
+        let session = self.readable_session(principal, session_id).await?;
         Ok(self
             .store
             .list_messages(MessageQuery {
@@ -169,5 +172,30 @@ impl ChatCore {
             return Err(ServiceError::Invalid(format!("unknown agent `{agent}`")));
         }
         Ok(())
+    }
+
+    /// Changes the title of the owner's session.
+    pub async fn rename(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        title: &str,
+    ) -> Result<Session, ServiceError> {
+        let title = title.trim();
+        if title.is_empty() {
+            return Err(ServiceError::Invalid("title must not be empty".into()));
+        }
+        if title.chars().count() > MAX_TITLE_CHARS {
+            return Err(ServiceError::Invalid(format!(
+                "title must be at most {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if chat_common::limits::has_nul(title) {
+            return Err(ServiceError::Invalid(
+                "title must not contain NUL characters".into(),
+            ));
+        }
+        let session = self.authorized_session(principal, session_id).await?;
+        Ok(self.store.rename_session(&session.id, title).await?)
     }
 }

@@ -84,7 +84,13 @@ impl Delivered {
                 let state = (r.status, r.attempt);
                 self.runs.insert(r.run_id.clone(), state) != Some(state)
             }
-            Some(Event::Handoff(_) | Event::Session(_) | Event::ToolCall(_) | Event::ToolResult(_)) => true,
+            Some(
+                Event::Handoff(_)
+                | Event::Session(_)
+                | Event::ToolCall(_)
+                | Event::ToolResult(_)
+                | Event::Presence(_),
+            ) => true,
             None => false,
         }
     }
@@ -241,7 +247,7 @@ impl ChatCore {
         session_id: &str,
         after_seq: i64,
     ) -> Result<Subscription, ServiceError> {
-        let session = self.authorized_session(principal, session_id).await?;
+        let session = self.readable_session(principal, session_id).await?;
         let mut live = self.bus.subscribe(&session.id).await;
         let mut delivered = Delivered {
             last_seq: after_seq.max(0),
@@ -378,6 +384,7 @@ impl ChatCore {
                     Some(Event::ToolCall(t)) => (run.id == t.run_id.as_str(), false),
                     Some(Event::ToolResult(t)) => (run.id == t.run_id.as_str(), false),
                     Some(Event::Session(_)) => (true, false),
+                    Some(Event::Presence(_)) => (false, false),
                     Some(Event::Run(r)) => (run.id == r.run_id.as_str(), r.status().is_terminal()),
                     None => (false, false),
                 };

@@ -19,6 +19,7 @@ impl AccountStore for SeaStore {
             username: Set(username.to_owned()),
             password_hash: Set(password_hash.to_owned()),
             created_at: Set(now_ms()),
+            operator: Set(false),
         };
         match model.insert(&self.db).await {
             Ok(user) => Ok(user.into()),
@@ -35,6 +36,22 @@ impl AccountStore for SeaStore {
             .one(&self.db)
             .await?
             .map(User::from))
+    }
+
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(user::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(User::from))
+    }
+
+    async fn set_operator(&self, username: &str, operator: bool) -> Result<bool, StoreError> {
+        let result = user::Entity::update_many()
+            .col_expr(user::Column::Operator, Expr::value(operator))
+            .filter(user::Column::Username.eq(username))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected > 0)
     }
 
     // === refresh tokens ===
@@ -137,6 +154,7 @@ impl AccountStore for SeaStore {
                 // Not a PHC string: no password ever verifies.
                 password_hash: Set(String::new()),
                 created_at: Set(now),
+                operator: Set(false),
             }
             .insert(&txn)
             .await?;

@@ -6,8 +6,8 @@ use super::StoreError;
 use super::entity::{message, refresh_token, run, session, user};
 use super::records::{RefreshToken, User};
 use crate::domain::{
-    ClientMsgId, Concurrency, Message, MessageId, MessageRole, Run, RunId, RunStatus, Session, SessionId,
-    SessionStatus, UserId,
+    Assignee, ClientMsgId, Concurrency, Message, MessageId, MessageRole, Run, RunId, RunStatus, Session,
+    SessionId, SessionStatus, UserId,
 };
 
 pub(super) fn unknown(what: &str, value: &str) -> StoreError {
@@ -33,6 +33,11 @@ impl TryFrom<session::Model> for Session {
             // Policies are checked on the way in; an unknown one means none.
             concurrency: row.concurrency.as_deref().and_then(Concurrency::parse),
             ended_at: row.ended_at,
+            assignee: row.assignee_id.map(|id| Assignee {
+                id: UserId::from_trusted(id),
+                name: row.assignee_name.unwrap_or_default(),
+            }),
+            waiting_since: row.waiting_since,
         })
     }
 }
@@ -89,6 +94,7 @@ impl From<user::Model> for User {
             username: row.username,
             password_hash: row.password_hash,
             created_at: row.created_at,
+            operator: row.operator,
         }
     }
 }

@@ -120,7 +120,7 @@ impl SeaStore {
             session_id: Set(new.session_id.to_string()),
             seq: Set(seq),
             role: Set(new.role.as_str().to_owned()),
-            agent: Set(None),
+            agent: Set(new.author.clone()),
             content: Set(new.content.clone()),
             client_msg_id: Set(new.client_msg_id.as_ref().map(ToString::to_string)),
             run_id: Set(None),

@@ -21,7 +21,7 @@ pub use records::*;
 
 use async_trait::async_trait;
 
-use crate::domain::{Message, Run, RunId, RunStatus, Session, SessionId, UserId};
+use crate::domain::{Assignee, Message, Run, RunId, RunStatus, Session, SessionId, UserId};
 
 /// Everything chat-core keeps in its database.
 #[async_trait]
@@ -39,6 +39,9 @@ pub trait AccountStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the username is taken.
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<User, StoreError>;
     async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// Grants or revokes the operator flag; false when no such user exists.
+    async fn set_operator(&self, username: &str, operator: bool) -> Result<bool, StoreError>;
 
     /// Stores the hash of a new refresh token of `user_id`, starting a new family.
     /// Fails with [`StoreError::NotFound`] when the user does not exist.
@@ -91,6 +94,14 @@ pub trait SessionStore: Send + Sync {
     async fn expire_idle_sessions(&self, idle_before: i64) -> Result<Vec<SessionId>, StoreError>;
     /// Deletes the session with its messages and runs.
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
+    /// Changes a session's title.
+    async fn rename_session(&self, id: &SessionId, title: &str) -> Result<Session, StoreError>;
+    /// Makes `assignee` the holder of a session waiting for a person, unless
+    /// another operator holds it or it no longer waits (`Conflict`).
+    async fn claim_session(&self, id: &SessionId, assignee: &Assignee) -> Result<Session, StoreError>;
+    /// Sessions waiting for a person, the longest waiting first, each with
+    /// its owner's username.
+    async fn list_waiting(&self, limit: u64) -> Result<Vec<(Session, String)>, StoreError>;
 }
 
 /// The messages of sessions.

@@ -13,6 +13,8 @@ pub struct User {
     /// A PHC string, or empty for users without a password (external identities).
     pub password_hash: String,
     pub created_at: i64,
+    /// May answer other users' sessions handed to a person.
+    pub operator: bool,
 }
 
 /// A stored refresh token (only its hash).
@@ -111,6 +113,8 @@ pub struct NewMessage {
     /// Refuse with [`super::StoreError::Busy`] when the message starts a run
     /// and the session has a queued or running one.
     pub reject_if_busy: bool,
+    /// Who wrote it, for a message posted by a person (the operator's name).
+    pub author: Option<String>,
 }
 
 #[derive(Clone, Debug)]

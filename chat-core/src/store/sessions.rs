@@ -7,12 +7,14 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{message, run, session};
+use super::entity::{message, run, session, user};
 use super::mapping::{all, names};
 use super::{
     NewSession, SeaStore, SessionFilter, SessionPage, SessionQuery, SessionStore, StoreError, Transition,
 };
-use crate::domain::{Actor, Session, SessionChange, SessionId, SessionStatus, UserId, new_id, now_ms};
+use crate::domain::{
+    Actor, Assignee, Session, SessionChange, SessionId, SessionStatus, UserId, new_id, now_ms,
+};
 
 /// The stored names of the open statuses.
 fn open_statuses() -> Vec<&'static str> {
@@ -41,6 +43,9 @@ impl SessionStore for SeaStore {
             updated_at: Set(now),
             concurrency: Set(new.concurrency.map(|c| c.as_str().to_owned())),
             ended_at: Set(None),
+            assignee_id: Set(None),
+            assignee_name: Set(None),
+            waiting_since: Set(None),
         };
         model.insert(&self.db).await?.try_into()
     }
@@ -115,6 +120,13 @@ impl SessionStore for SeaStore {
         if change == SessionChange::Resolve {
             update = update.col_expr(session::Column::ResolutionNotes, Expr::value(transition.notes));
         }
+        // Waiting for a person starts (again) with an escalation and ends
+        // with any other change; so does whoever held the session.
+        let waiting_since = (next == SessionStatus::PendingHuman).then_some(now);
+        update = update
+            .col_expr(session::Column::WaitingSince, Expr::value(waiting_since))
+            .col_expr(session::Column::AssigneeId, Expr::value(Option::<String>::None))
+            .col_expr(session::Column::AssigneeName, Expr::value(Option::<String>::None));
         if let Some(agent) = transition.agent {
             update = update.col_expr(session::Column::Agent, Expr::value(agent));
         }
@@ -204,6 +216,75 @@ impl SessionStore for SeaStore {
             .await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    // === titles and human handoff ===
+
+    async fn rename_session(&self, id: &SessionId, title: &str) -> Result<Session, StoreError> {
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::Title, Expr::value(title))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+
+    async fn claim_session(&self, id: &SessionId, assignee: &Assignee) -> Result<Session, StoreError> {
+        // One conditional write: of operators claiming at once, one wins.
+        let result = session::Entity::update_many()
+            .col_expr(session::Column::AssigneeId, Expr::value(assignee.id.as_str()))
+            .col_expr(session::Column::AssigneeName, Expr::value(assignee.name.as_str()))
+            .filter(session::Column::Id.eq(id.as_str()))
+            .filter(session::Column::Status.eq(SessionStatus::PendingHuman.as_str()))
+            .filter(
+                session::Column::AssigneeId
+                    .is_null()
+                    .or(session::Column::AssigneeId.eq(assignee.id.as_str())),
+            )
+            .exec(&self.db)
+            .await?;
+        let session = self
+            .get_session(id)
+            .await?
+            .ok_or(StoreError::NotFound("session"))?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::Conflict(match &session.assignee {
+                _ if session.status != SessionStatus::PendingHuman => {
+                    format!("session is {}; it is not waiting for a person", session.status)
+                }
+                Some(holder) => format!("{} already took this session", holder.name),
+                None => "session could not be taken".to_owned(),
+            }));
+        }
+        Ok(session)
+    }
+
+    async fn list_waiting(&self, limit: u64) -> Result<Vec<(Session, String)>, StoreError> {
+        let rows = session::Entity::find()
+            .filter(session::Column::Status.eq(SessionStatus::PendingHuman.as_str()))
+            .order_by_asc(session::Column::WaitingSince)
+            .order_by_asc(session::Column::Id)
+            .limit(limit.clamp(1, 200))
+            .all(&self.db)
+            .await?;
+        let owners: Vec<String> = rows.iter().map(|r| r.owner_id.clone()).collect();
+        let names: std::collections::HashMap<String, String> = user::Entity::find()
+            .filter(user::Column::Id.is_in(owners))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                let owner = names.get(&row.owner_id).cloned().unwrap_or_default();
+                Ok((Session::try_from(row)?, owner))
+            })
+            .collect()
     }
 }
 

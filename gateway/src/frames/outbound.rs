@@ -25,7 +25,7 @@ pub enum OutFrame {
         session_id: String,
         message: Box<MessageView>,
     },
-    Run(RunView),
+    Run(Box<RunView>),
     Delta {
         session_id: String,
         run_id: String,
@@ -56,6 +56,15 @@ pub enum OutFrame {
         session_id: String,
         status: String,
         agent: String,
+        /// The operator holding the session, when a person has taken it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        assignee: Option<String>,
+    },
+    /// A person answering the session started or stopped typing.
+    Presence {
+        session_id: String,
+        name: String,
+        typing: bool,
     },
     Error(ErrorView),
     Pong,
@@ -94,6 +103,9 @@ pub struct RunView {
     pub attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The seq of the user message that started the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_seq: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,6 +134,7 @@ impl OutFrame {
             Self::ToolCall(_) => "tool_call",
             Self::ToolResult { .. } => "tool_result",
             Self::Session { .. } => "session",
+            Self::Presence { .. } => "presence",
             Self::Error(_) => "error",
             Self::Pong => "pong",
             Self::Authenticated { .. } => "authenticated",
@@ -206,7 +219,7 @@ impl OutFrame {
                 session_id: message.session_id.clone(),
                 message: Box::new(message.into()),
             },
-            EventKind::Run(run) => Self::Run(RunView::from(run)),
+            EventKind::Run(run) => Self::Run(Box::new(RunView::from(run))),
             EventKind::Delta(d) => Self::Delta {
                 session_id: d.session_id,
                 run_id: d.run_id,
@@ -239,6 +252,12 @@ impl OutFrame {
                 session_id: s.session_id,
                 status: s.status,
                 agent: s.agent,
+                assignee: Some(s.assignee).filter(|a| !a.is_empty()),
+            },
+            EventKind::Presence(p) => Self::Presence {
+                session_id: p.session_id,
+                name: p.name,
+                typing: p.typing,
             },
         })
     }
@@ -253,6 +272,7 @@ impl From<pb::RunUpdate> for RunView {
             agent: run.agent,
             attempt: run.attempt,
             error: Some(run.error).filter(|e| !e.is_empty()),
+            user_seq: Some(run.user_seq).filter(|seq| *seq > 0),
         }
     }
 }
@@ -304,6 +324,7 @@ mod tests {
                 agent: "echo".into(),
                 attempt: 1,
                 error: String::new(),
+                user_seq: 0,
             })),
         }));
         assert_eq!(

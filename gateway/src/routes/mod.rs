@@ -4,5 +4,6 @@ pub mod agents;
 pub mod auth;
 pub mod health;
 pub mod messages;
+pub mod operators;
 pub mod page;
 pub mod sessions;

@@ -1,4 +1,4 @@
-//! Sessions: create, list, read, resolve, end, delete.
+//! Sessions: create, list, read, rename, resolve, end, delete.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -37,6 +37,11 @@ pub struct ListQuery {
 pub struct SessionList {
     sessions: Vec<SessionView>,
     next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RenameBody {
+    title: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +104,22 @@ pub async fn get(
         &user.token,
     )?;
     let session = state.core.chat().get_session(request).await?.into_inner();
+    Ok(Json(session.into()))
+}
+
+/// `PATCH /api/v1/sessions/{id} {title}` → the renamed session
+pub async fn rename(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RenameBody>,
+) -> Result<Json<SessionView>, ApiError> {
+    let request = pb::RenameSessionRequest {
+        session_id: session_id(&id)?,
+        title: body.title,
+    };
+    let request = state.core.unary(request, &user.token)?;
+    let session = state.core.chat().rename_session(request).await?.into_inner();
     Ok(Json(session.into()))
 }
 

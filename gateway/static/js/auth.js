@@ -6,7 +6,9 @@ import { el } from './dom.js';
 import { loadJson, saveJson } from './util.js';
 import { state } from './state.js';
 import { ApiError, request } from './api.js';
-import { loadAgents, loadSessions, route } from './sessions.js';
+import { loadAgents, loadSessions, route, startListRefresh } from './sessions.js';
+import { forgetSeen } from './unread.js';
+import { loadMe, stopQueue } from './operator.js';
 import { clearConversationView } from './render.js';
 import { restoreOutbox } from './outbox.js';
 import { closeSocket, connect, setConnStatus } from './connection.js';
@@ -99,6 +101,10 @@ function teardown() {
   state.convs.clear();
   state.outbox.clear();
   state.creating = false;
+  state.mode = 'chat';
+  state.me = { username: '', operator: false, limits: null };
+  stopQueue();
+  forgetSeen();
   clearConversationView();
   el.sessionList.replaceChildren();
 }
@@ -106,6 +112,26 @@ function teardown() {
 // ---------------------------------------------------------------------------
 // Auth view
 // ---------------------------------------------------------------------------
+// Log in, or sign up: the password field's autocomplete and the password
+// rule follow the mode, so password managers offer the right thing.
+export function setAuthMode(mode) {
+  const signup = mode === 'signup';
+  el.authForm.dataset.mode = signup ? 'signup' : 'login';
+  el.authTitle.textContent = signup ? 'Create an account' : 'Log in';
+  el.authIntro.textContent = signup ? 'Pick a username and a password to start chatting.' : 'Log in to continue your conversations.';
+  el.authPass.autocomplete = signup ? 'new-password' : 'current-password';
+  el.passwordRule.hidden = !signup;
+  el.loginBtn.textContent = signup ? 'Create account' : 'Log in';
+  el.switchText.textContent = signup ? 'Have an account?' : 'New here?';
+  el.registerBtn.textContent = signup ? 'Log in instead' : 'Create an account';
+  el.authError.textContent = '';
+}
+
+export function toggleAuthMode() {
+  setAuthMode(el.authForm.dataset.mode === 'signup' ? 'login' : 'signup');
+  el.authUser.focus();
+}
+
 export function showAuth(message, username) {
   el.appView.hidden = true;
   el.authView.hidden = false;
@@ -127,6 +153,10 @@ export async function submitAuth(register) {
     el.authError.textContent = 'Enter a username and a password.';
     return;
   }
+  if (register && [...password].length < 8) {
+    el.authError.textContent = 'Use at least 8 characters for the password.';
+    return;
+  }
   setAuthBusy(true);
   el.authError.textContent = '';
   try {
@@ -135,6 +165,7 @@ export async function submitAuth(register) {
     if (!resp || !resp.access_token) throw new ApiError(500, 'internal', 'Unexpected login response.');
     setAuth(tokensFrom(resp, username));
     el.authPass.value = '';
+    setAuthMode('login');
     startApp();
   } catch (e) {
     el.authError.textContent = e.message;
@@ -146,16 +177,21 @@ export async function submitAuth(register) {
 // ---------------------------------------------------------------------------
 // App start: show the chat, connect, load agents/sessions, open the route
 // ---------------------------------------------------------------------------
-export function startApp() {
+export async function startApp() {
   el.authView.hidden = true;
   el.appView.hidden = false;
   el.userName.textContent = state.auth.username || '';
   el.userName.title = state.auth.username || '';
-  restoreOutbox();
+  const epoch = state.epoch;
   setConnStatus('connecting');
+  // The limits (for the outbox) and the operator role (for the console route).
+  await loadMe();
+  if (epoch !== state.epoch || !state.auth) return;
+  restoreOutbox();
   connect();
   loadAgents();
   loadSessions(false);
+  startListRefresh();
   route();
 }
 

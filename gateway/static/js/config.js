@@ -2,8 +2,18 @@
 
 export const API = '/api/v1';
 export const KEY_AUTH = 'chat.auth'; // {access_token, refresh_token, expires_at, username}
-export const KEY_OUTBOX = 'chat.outbox'; // {username, items: [{frame, status, error}]}
+export const KEY_OUTBOX = 'chat.outbox'; // {username, items: [{frame, status, error, permanent}]}
 export const KEY_AGENT = 'chat.agent'; // last agent picked for new chats
+export const KEY_SEEN = 'chat.seen'; // {username, seqs: {session id: highest seq seen}}
+export const KEY_STOPPED = 'chat.stopped'; // {run id: {session_id, text}}: output of stopped replies
+export const QUEUE_POLL_MS = 3000; // the operator console refreshes its queue this often
+export const SESSIONS_POLL_MS = 20000; // the session list refreshes (unread markers) this often
+export const TYPING_EVERY_MS = 3000;
+export const TYPING_IDLE_MS = 4000;
+export const PRESENCE_TTL_MS = 8000;
+// Until /me answers: the server's defaults.
+export const DEFAULT_LIMITS = { max_content_bytes: 16384, max_ws_frame_bytes: 65536 };
+export const CLOSED_STATUSES = new Set(['ended', 'resolved', 'expired']);
 export const HISTORY_PAGE = 100;
 export const SESSIONS_PAGE = 50;
 export const PING_MS = 25000;

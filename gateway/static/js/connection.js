@@ -7,7 +7,7 @@ import { api, enc } from './api.js';
 import { expireSession, refreshAuth, tokenExpiringSoon } from './auth.js';
 import { loadConversation } from './sessions.js';
 import { refreshPendingLabels, updateCancel } from './render.js';
-import { flushOutbox } from './outbox.js';
+import { flushOutbox, onFrameRefused } from './outbox.js';
 import { handleFrame } from './frames.js';
 
 export function isOpen() {
@@ -34,6 +34,7 @@ export function setConnStatus(status, detail) {
   }[status];
   el.connText.textContent = detail || text;
   el.conn.title = detail || text;
+  if (state.auth) refreshPendingLabels();
 }
 
 export async function connect() {
@@ -107,12 +108,18 @@ function onSocketClose(ws, ev) {
   conn.confirming.clear();
   if (!state.auth) return;
   if (lived >= STABLE_MS) conn.attempt = 0;
+  // 1009: a frame was over the server's limit. That message is refused, not
+  // the connection: mark it failed and carry on with the rest at once.
+  if (ev.code === 1009) {
+    onFrameRefused(ws);
+    conn.attempt = 0;
+  }
   // A refused upgrade (e.g. an expired token) is invisible to the browser:
   // probe the REST API, which refreshes the token (then reconnect at once)
   // or goes back to the login form.
   if (!conn.openedAt || ev.code === 1008 || ev.code === 4001) probeAuth();
   refreshPendingLabels();
-  scheduleReconnect(ev.reason);
+  scheduleReconnect(ev.code === 1009 ? '' : ev.reason);
 }
 
 function probeAuth() {

@@ -1,10 +1,11 @@
 // Server frames received on the WebSocket.
 
+import { PRESENCE_TTL_MS } from './config.js';
 import { toast } from './dom.js';
 import { conn, currentConv, findSession, state } from './state.js';
 import { bumpSession } from './sessions.js';
-import { renderHeader, renderSessions, updateEmpty } from './render.js';
-import { addMessage, applyDelta, applyRunStatus } from './conversation.js';
+import { renderHeader, renderPending, renderPresence, renderSessions, updateEmpty } from './render.js';
+import { addMessage, applyDelta, applyHandoff, applyRunStatus, applyTool } from './conversation.js';
 import { dropOutbox, onSendError } from './outbox.js';
 import { onSocketUnauthenticated, renewSocketToken, subscribe } from './connection.js';
 
@@ -34,33 +35,67 @@ export function handleFrame(f) {
     case 'handoff':
       onHandoffFrame(f);
       break;
+    case 'tool_call':
+    case 'tool_result':
+      onToolFrame(f);
+      break;
+    case 'presence':
+      onPresenceFrame(f);
+      break;
     case 'unsubscribed':
     case 'pong':
     case 'authenticated':
-    case 'tool_call':
-    case 'tool_result':
       break;
     default:
       break; // unknown frame types are ignored (the contract is additive)
   }
 }
 
-// The session's status or agent changed (a handoff, a person taking over).
+// The session's status, agent or the person holding it changed.
 function onSessionFrame(f) {
   for (const meta of [findSession(f.session_id), state.convs.get(f.session_id)?.meta]) {
     if (!meta) continue;
     if (f.status) meta.status = f.status;
     if (f.agent) meta.agent = f.agent;
+    meta.assignee = f.assignee || null;
   }
   renderSessions();
-  if (currentConv()?.id === f.session_id) renderHeader();
+  if (currentConv()?.id === f.session_id) {
+    renderHeader();
+    for (const item of state.outbox.values()) renderPending(item);
+    if (f.status !== 'pending_human') clearPresence();
+  }
 }
 
-// An agent handed the conversation on: say so briefly.
+// An agent handed the conversation on: a note in the transcript.
 function onHandoffFrame(f) {
-  if (currentConv()?.id !== f.session_id) return;
-  const to = f.to_agent === 'human' ? 'a member of the team' : f.to_agent;
-  toast(`Handed over to ${to}`, false);
+  const conv = subscribedConv(f.session_id);
+  if (conv && f.run_id) applyHandoff(conv, f);
+}
+
+function onToolFrame(f) {
+  const conv = subscribedConv(f.session_id);
+  if (conv && f.run_id && f.call_id) applyTool(conv, f);
+}
+
+// A person is typing (not shown to that person themselves).
+let presenceTimer = null;
+function clearPresence() {
+  clearTimeout(presenceTimer);
+  presenceTimer = null;
+  renderPresence('');
+}
+
+function onPresenceFrame(f) {
+  if (!subscribedConv(f.session_id) || currentConv()?.id !== f.session_id) return;
+  if (f.name === state.me.username) return;
+  if (!f.typing) {
+    clearPresence();
+    return;
+  }
+  renderPresence(`${f.name} is typing…`);
+  clearTimeout(presenceTimer);
+  presenceTimer = setTimeout(clearPresence, PRESENCE_TTL_MS);
 }
 
 // Events are only applied for the session subscribed on this socket.
@@ -93,6 +128,7 @@ function onAck(f) {
       run_id: f.run_id,
     }, false);
   }
+  if (f.run_id && seq > 0) conv.runSeq.set(f.run_id, seq);
   if (f.run_id && !f.duplicate && !conv.finishedRuns.has(f.run_id) && !conv.runs.has(f.run_id)) {
     applyRunStatus(conv, { run_id: f.run_id, status: 'queued' });
   }
@@ -101,7 +137,11 @@ function onAck(f) {
 
 function onMessageFrame(f) {
   const conv = subscribedConv(f.session_id || (f.message && f.message.session_id));
-  if (conv && f.message) addMessage(conv, f.message, true);
+  if (!conv || !f.message) return;
+  addMessage(conv, f.message, true);
+  if (f.message.role === 'human') clearPresence();
+  const meta = findSession(conv.id);
+  if (meta && f.message.seq > (meta.last_seq || 0)) meta.last_seq = f.message.seq;
 }
 
 function onRunFrame(f) {

@@ -1,14 +1,46 @@
 // Outbox: messages sent but not yet acknowledged (persisted across reloads).
 
-import { KEY_OUTBOX, MAX_SEND_RETRIES, RETRYABLE_SEND } from './config.js';
+import { DEFAULT_LIMITS, KEY_OUTBOX, MAX_SEND_RETRIES, RETRYABLE_SEND } from './config.js';
 import { loadJson, saveJson, uuid } from './util.js';
 import { conn, state, view } from './state.js';
 import { renderPending, scrollToBottom, updateEmpty } from './render.js';
 import { sendFrame } from './connection.js';
 
+const utf8 = new TextEncoder();
+
+function kib(bytes) {
+  return `${Math.ceil(bytes / 1024)} KB`;
+}
+
+// Why `frame` cannot be sent, or '' when it can: the content and the whole
+// frame must fit the server's limits (a frame over the WebSocket limit would
+// make the server close the socket).
+export function sizeProblem(frame) {
+  const limits = state.me.limits || DEFAULT_LIMITS;
+  const content = utf8.encode(frame.content).length;
+  if (content > limits.max_content_bytes) {
+    return `Message too long (${kib(content)}; the limit is ${kib(limits.max_content_bytes)}).`;
+  }
+  const whole = utf8.encode(JSON.stringify(frame)).length;
+  if (whole > limits.max_ws_frame_bytes) {
+    return `Message too long (${kib(whole)} to send; the limit is ${kib(limits.max_ws_frame_bytes)}).`;
+  }
+  return '';
+}
+
+// An item that can never be sent: shown failed with the reason, removable,
+// and skipped so the rest of the queue proceeds.
+function refuse(item, reason) {
+  clearTimeout(item.timer);
+  item.timer = null;
+  item.status = 'failed';
+  item.permanent = true;
+  item.error = reason;
+}
+
 function persistOutbox() {
   if (!state.auth) return;
-  const items = Array.from(state.outbox.values()).map((i) => ({ frame: i.frame, status: i.status, error: i.error }));
+  const items = Array.from(state.outbox.values()).map((i) => ({ frame: i.frame, status: i.status, error: i.error, permanent: Boolean(i.permanent) }));
   saveJson(KEY_OUTBOX, items.length ? { username: state.auth.username, items } : null);
 }
 
@@ -21,13 +53,31 @@ export function restoreOutbox() {
   }
   for (const i of saved.items) {
     if (!i || !i.frame || !i.frame.client_msg_id) continue;
-    state.outbox.set(i.frame.client_msg_id, { frame: i.frame, status: i.status === 'failed' ? 'failed' : 'sending', error: i.error || '', tries: 0, timer: null, sentOn: null });
+    const item = { frame: i.frame, status: i.status === 'failed' ? 'failed' : 'sending', error: i.error || '', permanent: Boolean(i.permanent), tries: 0, timer: null, sentOn: null };
+    const problem = sizeProblem(i.frame);
+    if (problem) refuse(item, problem);
+    state.outbox.set(i.frame.client_msg_id, item);
   }
+  persistOutbox();
+}
+
+// The server closed the socket because a frame was too large (1009): the
+// largest message sent on it and not acknowledged is the one it refused.
+export function onFrameRefused(ws) {
+  let culprit = null;
+  for (const item of state.outbox.values()) {
+    if (item.sentOn !== ws || item.status !== 'sending') continue;
+    if (!culprit || item.frame.content.length > culprit.frame.content.length) culprit = item;
+  }
+  if (!culprit) return;
+  refuse(culprit, 'Message too large for the server.');
+  persistOutbox();
+  renderPending(culprit);
 }
 
 export function queueSend(sessionId, content) {
   const frame = { type: 'send', session_id: sessionId, client_msg_id: uuid(), content };
-  const item = { frame, status: 'sending', error: '', tries: 0, timer: null, sentOn: null };
+  const item = { frame, status: 'sending', error: '', permanent: false, tries: 0, timer: null, sentOn: null };
   state.outbox.set(frame.client_msg_id, item);
   persistOutbox();
   renderPending(item);
@@ -75,7 +125,7 @@ export function dropOutbox(clientMsgId) {
 
 function retrySend(clientMsgId) {
   const item = state.outbox.get(clientMsgId);
-  if (!item) return;
+  if (!item || item.permanent) return;
   clearTimeout(item.timer);
   item.timer = null;
   item.status = 'sending';
@@ -102,6 +152,9 @@ export function onSendError(item, f) {
       if (readyToSend(item.frame.session_id)) sendItem(item);
       renderPending(item);
     }, delay);
+  } else if (f.code === 'too_large' || f.code === 'invalid') {
+    refuse(item, f.message || 'Message not accepted.');
+    persistOutbox();
   } else {
     item.status = 'failed';
     item.error = f.message || f.code || 'Message not sent.';

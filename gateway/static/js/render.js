@@ -1,15 +1,25 @@
-// Rendering: sidebar, conversation, messages, live runs, pending sends.
+// Rendering: sidebar, conversation, messages, live runs, notes, pending sends,
+// and the bars that replace the composer (waiting for a person, closed chat).
 
-import { ACTIVE_RUN, KEY_AGENT } from './config.js';
+import { ACTIVE_RUN, CLOSED_STATUSES, KEY_AGENT } from './config.js';
 import { el, make } from './dom.js';
 import { formatTime, loadJson } from './util.js';
 import { currentConv, findSession, state, view } from './state.js';
 import { activeRun } from './conversation.js';
 import { isOpen } from './connection.js';
+import { renderMarkdown } from './markdown.js';
+import { isUnread, unreadCount } from './unread.js';
 
 // ---------------------------------------------------------------------------
-// Agent picker
+// Agents: display names, and the picker (unlisted specialists hidden)
 // ---------------------------------------------------------------------------
+export function agentLabel(name) {
+  if (!name) return '';
+  if (name === 'human') return 'a person';
+  const agent = state.agents.find((a) => a.name === name);
+  return (agent && agent.display_name) || name;
+}
+
 export function renderAgents() {
   const select = el.agentSelect;
   select.replaceChildren();
@@ -36,13 +46,29 @@ export function renderAgentDescription() {
 // ---------------------------------------------------------------------------
 // Session list (sidebar)
 // ---------------------------------------------------------------------------
-function sessionTitle(s) {
+export function sessionTitle(s) {
   return (s && s.title) || 'Untitled chat';
 }
 
+export function statusLabel(s) {
+  switch (s && s.status) {
+    case 'pending_human':
+      return s.assignee ? `with ${s.assignee}` : 'waiting for a person';
+    case 'resolved':
+      return 'resolved';
+    case 'ended':
+      return 'ended';
+    case 'expired':
+      return 'expired';
+    default:
+      return '';
+  }
+}
+
 export function renderSessions() {
+  if (state.mode === 'operator') return; // the console owns the sidebar
   const items = state.sessions.map((s) => {
-    const li = make('li');
+    const li = make('li', 'session-row');
     const btn = make('button', 'session-item');
     btn.type = 'button';
     btn.dataset.id = s.id;
@@ -50,16 +76,28 @@ export function renderSessions() {
       btn.classList.add('active');
       btn.setAttribute('aria-current', 'page');
     }
-    const meta = [s.agent, s.status && s.status !== 'open' && s.status !== 'active' ? s.status : '', formatTime(s.updated_at || s.created_at)]
-      .filter(Boolean)
-      .join(' · ');
-    btn.append(make('span', 'session-title', sessionTitle(s)), make('span', 'session-meta', meta));
-    li.append(btn);
+    const unread = isUnread(s);
+    btn.classList.toggle('unread', unread);
+    const meta = [agentLabel(s.agent), statusLabel(s), formatTime(s.updated_at || s.created_at)].filter(Boolean).join(' · ');
+    const title = make('span', 'session-title', sessionTitle(s));
+    if (unread) {
+      const dot = make('span', 'unread-dot');
+      dot.append(make('span', 'sr-only', 'unread'));
+      title.prepend(dot);
+    }
+    btn.append(title, make('span', 'session-meta', meta));
+    const more = make('button', 'btn icon row-actions', '⋯');
+    more.type = 'button';
+    more.dataset.menuFor = s.id;
+    more.setAttribute('aria-label', `Actions for ${sessionTitle(s)}`);
+    more.setAttribute('aria-haspopup', 'true');
+    li.append(btn, more);
     return li;
   });
   el.sessionList.replaceChildren(...items);
   el.sessionsEmpty.hidden = state.sessions.length > 0;
   el.moreSessionsBtn.hidden = !state.nextCursor;
+  renderTitle();
 }
 
 // ---------------------------------------------------------------------------
@@ -67,12 +105,13 @@ export function renderSessions() {
 // ---------------------------------------------------------------------------
 export function clearConversationView() {
   el.storedList.replaceChildren();
-  el.runsList.replaceChildren();
   el.pendingList.replaceChildren();
   view.nodes.clear();
   view.runNodes.clear();
+  view.noteNodes.clear();
   view.pendingNodes.clear();
   view.dirtyRuns.clear();
+  el.presence.hidden = true;
 }
 
 export function renderConversation() {
@@ -82,6 +121,7 @@ export function renderConversation() {
   if (conv) {
     const msgs = Array.from(conv.messages.values()).sort((a, b) => a.seq - b.seq);
     for (const m of msgs) renderMessage(m);
+    for (const note of conv.notes.values()) renderNote(note);
     for (const run of conv.runs.values()) renderRun(run);
     for (const item of state.outbox.values()) renderPending(item);
   }
@@ -91,26 +131,72 @@ export function renderConversation() {
   scrollToBottom();
 }
 
+export function renderTitle() {
+  const conv = currentConv();
+  const meta = conv && (conv.meta || findSession(conv.id));
+  const base = state.mode === 'operator' ? 'Operator console' : conv ? (meta ? sessionTitle(meta) : 'Loading…') : 'Chat';
+  const n = unreadCount();
+  document.title = `${n ? `(${n}) ` : ''}${base}${base === 'Chat' ? '' : ' – Chat'}`;
+}
+
 export function renderHeader() {
   const conv = currentConv();
   if (!conv) {
-    el.chatTitle.textContent = 'New chat';
-    el.chatSub.textContent = '';
-    document.title = 'Chat';
-    return;
+    el.chatTitle.textContent = state.mode === 'operator' ? 'Operator console' : 'New chat';
+    el.chatSub.textContent = state.mode === 'operator' ? 'Pick a conversation waiting for a person' : '';
+  } else {
+    const meta = conv.meta || findSession(conv.id);
+    el.chatTitle.textContent = meta ? sessionTitle(meta) : 'Loading…';
+    const owner = state.mode === 'operator' && meta && meta.owner ? `from ${meta.owner}` : '';
+    el.chatSub.textContent = meta ? [owner, agentLabel(meta.agent), statusLabel(meta)].filter(Boolean).join(' · ') : '';
   }
-  const meta = conv.meta || findSession(conv.id);
-  const title = meta ? sessionTitle(meta) : 'Loading…';
-  el.chatTitle.textContent = title;
-  el.chatSub.textContent = meta ? [meta.agent, meta.status].filter(Boolean).join(' · ') : '';
-  document.title = `${title} – Chat`;
+  el.actions.hidden = !conv;
+  renderTitle();
+  renderBars();
+}
+
+// The composer, or what replaces it: a closed chat offers a new one; a chat
+// waiting for a person says so; the console asks an operator to take a chat first.
+export function renderBars() {
+  const conv = currentConv();
+  const meta = conv && (conv.meta || findSession(conv.id));
+  const status = meta ? meta.status : '';
+  const closed = CLOSED_STATUSES.has(status);
+  const operator = state.mode === 'operator';
+  const holding = operator && meta && status === 'pending_human' && meta.assignee === state.me.username;
+  el.closedBar.hidden = !closed;
+  if (closed) {
+    el.closedText.textContent = {
+      ended: 'This chat has ended.',
+      resolved: 'This chat was resolved.',
+      expired: 'This chat expired.',
+    }[status];
+  }
+  el.closedNewBtn.hidden = operator;
+  el.handoffBar.hidden = operator || status !== 'pending_human';
+  if (!el.handoffBar.hidden) {
+    el.handoffText.textContent = meta.assignee
+      ? `You're chatting with ${meta.assignee} from our team.`
+      : 'Waiting for a person to join. Your messages will be read when they do.';
+  }
+  el.claimBar.hidden = !operator || !conv || holding || closed;
+  if (!el.claimBar.hidden) {
+    const waiting = status === 'pending_human';
+    el.claimText.textContent = !waiting
+      ? 'This chat is back with the assistant.'
+      : meta.assignee
+        ? `${meta.assignee} is handling this chat.`
+        : 'Nobody has taken this chat yet.';
+    el.claimBtn.hidden = !waiting || Boolean(meta.assignee);
+  }
+  el.composer.hidden = closed || (operator && (!conv || !holding));
 }
 
 export function updateEmpty() {
   const conv = currentConv();
   const draft = !conv;
   const hasContent = view.nodes.size + view.runNodes.size + view.pendingNodes.size > 0;
-  el.empty.hidden = !draft && (hasContent || !conv.ready);
+  el.empty.hidden = state.mode === 'operator' || (!draft && (hasContent || !conv.ready));
   el.agentPicker.hidden = !draft;
   el.emptyTitle.textContent = draft ? 'Start a conversation' : 'No messages yet';
   el.emptyHint.textContent = draft ? 'Pick an agent and type a message below to begin.' : 'Say hello below.';
@@ -124,17 +210,54 @@ function messageMeta(m) {
   const time = formatTime(m.created_at);
   if (m.role === 'user') return time;
   if (m.role === 'system') return '';
-  const who = m.role === 'human' ? m.agent || 'Support agent' : m.agent || 'Assistant';
+  const who = m.role === 'human' ? m.agent || 'Support agent' : agentLabel(m.agent) || 'Assistant';
   return [who, time].filter(Boolean).join(' · ');
+}
+
+// Tool calls as a collapsible block: name, arguments, result.
+export function toolCallsNode(calls) {
+  const box = make('div', 'tools');
+  for (const call of calls) {
+    const details = make('details', 'tool');
+    details.append(make('summary', '', `Tool: ${call.name || 'tool'}`));
+    const args = typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments, null, 2);
+    details.append(make('div', 'tool-label', 'Arguments'), make('pre', 'tool-pre', args == null ? '' : args));
+    if (call.result != null) {
+      details.append(make('div', 'tool-label', 'Result'), make('pre', 'tool-pre', String(call.result)));
+    }
+    box.append(details);
+  }
+  return box;
 }
 
 function messageNode(m) {
   const li = make('li', `msg msg-${roleClass(m.role)}`);
+  li.dataset.order = String(m.seq);
   li.dataset.seq = String(m.seq);
-  li.append(make('div', 'bubble', m.content == null ? '' : String(m.content)));
+  if (Array.isArray(m.tool_calls) && m.tool_calls.length) li.append(toolCallsNode(m.tool_calls));
+  const bubble = make('div', 'bubble');
+  if (m.role === 'assistant' || m.role === 'human') {
+    bubble.classList.add('md');
+    renderMarkdown(bubble, m.content);
+  } else {
+    bubble.textContent = m.content == null ? '' : String(m.content);
+  }
+  li.append(bubble);
   const meta = messageMeta(m);
   if (meta) li.append(make('div', 'meta', meta));
   return li;
+}
+
+// Keeps the stored list ordered by `data-order`: messages by seq, a run's
+// bubble and notes right after the user message that started it.
+function insertOrdered(node) {
+  const order = Number(node.dataset.order);
+  let before = null;
+  for (let n = el.storedList.lastElementChild; n; n = n.previousElementSibling) {
+    if (Number(n.dataset.order) <= order) break;
+    before = n;
+  }
+  el.storedList.insertBefore(node, before);
 }
 
 // Insert (or replace) a stored message node, keeping seq order.
@@ -146,12 +269,17 @@ export function renderMessage(m) {
     old.replaceWith(node);
     return;
   }
-  let before = null;
-  for (let n = el.storedList.lastElementChild; n; n = n.previousElementSibling) {
-    if (Number(n.dataset.seq) < m.seq) break;
-    before = n;
-  }
-  el.storedList.insertBefore(node, before);
+  insertOrdered(node);
+}
+
+// A note in the transcript: a handoff to another agent or to a person.
+export function renderNote(note) {
+  if (view.noteNodes.has(note.key)) return;
+  const li = make('li', 'note', note.text);
+  li.dataset.order = String(note.order);
+  li.setAttribute('role', 'note');
+  view.noteNodes.set(note.key, li);
+  insertOrdered(li);
 }
 
 // Keep the view pinned to the bottom when the user was already there.
@@ -170,7 +298,9 @@ export function scrollToBottom() {
 // Runs: live assistant bubbles fed by delta frames
 // ---------------------------------------------------------------------------
 function runStatusText(run) {
-  const who = run.agent ? `${run.agent} · ` : '';
+  const who = run.agent ? `${agentLabel(run.agent)} · ` : '';
+  const active = ACTIVE_RUN.has(run.status) || !run.status;
+  if (active && !isOpen()) return `${who}waiting for the connection…`;
   switch (run.status) {
     case 'queued':
       return `${who}queued`;
@@ -181,7 +311,7 @@ function runStatusText(run) {
     case 'failed':
       return `${who}failed${run.error ? `: ${run.error}` : ''}`;
     case 'cancelled':
-      return `${who}cancelled`;
+      return `${who}stopped`;
     default:
       return `${who}${run.text ? 'typing…' : 'thinking…'}`;
   }
@@ -191,18 +321,26 @@ export function renderRun(run) {
   let node = view.runNodes.get(run.id);
   if (!node) {
     node = make('li', 'msg msg-assistant live');
-    node.append(make('div', 'bubble'), make('div', 'meta'));
+    node.dataset.run = run.id;
+    node.append(make('div', 'tools'), make('div', 'bubble md'), make('div', 'meta'));
     view.runNodes.set(run.id, node);
-    el.runsList.append(node);
   }
-  const [bubble, meta] = node.children;
+  node.dataset.order = String(run.order);
+  if (!node.isConnected || Number(node.dataset.placed) !== run.order) {
+    node.dataset.placed = String(run.order);
+    insertOrdered(node);
+  }
+  const [tools, bubble, meta] = node.children;
   const active = ACTIVE_RUN.has(run.status) || !run.status;
+  if (run.tools.size) tools.replaceWith(toolCallsNode(Array.from(run.tools.values())));
   if (run.text) {
-    bubble.textContent = run.text;
-  } else if (!bubble.querySelector('.dots')) {
+    renderMarkdown(bubble, run.text);
+  } else if (active && !bubble.querySelector('.dots')) {
     const dots = make('span', 'dots');
     dots.append(make('i'), make('i'), make('i'));
     bubble.replaceChildren(dots);
+  } else if (!active) {
+    bubble.replaceChildren(make('span', 'muted', run.status === 'cancelled' ? 'Stopped before any reply.' : 'No reply.'));
   }
   node.classList.toggle('no-text', !run.text);
   node.classList.toggle('run-ended', !active);
@@ -211,8 +349,15 @@ export function renderRun(run) {
   meta.textContent = runStatusText(run);
 }
 
+// Re-label live runs (the connection came or went).
+export function refreshRunLabels() {
+  const conv = currentConv();
+  if (!conv) return;
+  for (const run of conv.runs.values()) if (view.runNodes.has(run.id)) renderRun(run);
+}
+
 export function updateCancel() {
-  el.cancelBtn.hidden = !activeRun();
+  el.cancelBtn.hidden = !activeRun() || state.mode === 'operator';
 }
 
 // ---------------------------------------------------------------------------
@@ -220,7 +365,7 @@ export function updateCancel() {
 // ---------------------------------------------------------------------------
 export function renderPending(item) {
   const id = item.frame.client_msg_id;
-  if (item.frame.session_id !== state.currentId) return;
+  if (item.frame.session_id !== state.currentId || state.mode === 'operator') return;
   let node = view.pendingNodes.get(id);
   if (!node) {
     node = make('li', 'msg msg-user pending');
@@ -233,13 +378,20 @@ export function renderPending(item) {
   const failed = item.status === 'failed';
   node.classList.toggle('send-failed', failed);
   if (failed) {
-    const retry = make('button', 'btn link', 'Retry');
-    retry.type = 'button';
-    retry.dataset.action = 'retry';
+    const parts = [make('span', '', `Not sent: ${item.error}`)];
+    const conv = state.convs.get(item.frame.session_id);
+    const closed = conv && conv.meta && CLOSED_STATUSES.has(conv.meta.status);
+    if (!item.permanent && !closed) {
+      const retry = make('button', 'btn link', 'Retry');
+      retry.type = 'button';
+      retry.dataset.action = 'retry';
+      parts.push(retry);
+    }
     const remove = make('button', 'btn link', 'Remove');
     remove.type = 'button';
     remove.dataset.action = 'remove';
-    meta.replaceChildren(make('span', '', `Not sent: ${item.error}`), retry, remove);
+    parts.push(remove);
+    meta.replaceChildren(...parts);
   } else if (item.timer) {
     meta.replaceChildren(make('span', '', `Waiting to resend (${item.error})…`));
   } else {
@@ -249,6 +401,15 @@ export function renderPending(item) {
 
 export function refreshPendingLabels() {
   for (const item of state.outbox.values()) renderPending(item);
+  refreshRunLabels();
+}
+
+// ---------------------------------------------------------------------------
+// Presence: a person typing
+// ---------------------------------------------------------------------------
+export function renderPresence(text) {
+  el.presence.textContent = text || '';
+  el.presence.hidden = !text;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 // Agents, the session list, routing, opening and loading conversations.
 
-import { HISTORY_PAGE, SESSIONS_PAGE } from './config.js';
+import { HISTORY_PAGE, SESSIONS_PAGE, SESSIONS_POLL_MS } from './config.js';
 import { el, toast } from './dom.js';
 import { conn, currentConv, findSession, getConv, state } from './state.js';
 import { api, enc } from './api.js';
 import { closeSidebar, renderAgents, renderConversation, renderHeader, renderSessions, scrollToBottom, updateEmpty, withScroll } from './render.js';
-import { addMessage } from './conversation.js';
+import { addMessage, currentSeen, restoreStopped } from './conversation.js';
 import { sendFrame, subscribe } from './connection.js';
+import { noticeSessions } from './unread.js';
+import { renderModeLinks, renderQueue, resetOperatorView, startQueue, stopQueue } from './operator.js';
+import { openMenu } from './actions.js';
 
 // ---------------------------------------------------------------------------
 // Agents
@@ -38,6 +41,7 @@ export async function loadSessions(more) {
     const list = (data && data.sessions) || [];
     state.sessions = more ? mergeSessions(state.sessions, list) : mergeSessions(localOnlySessions(list), list);
     state.nextCursor = (data && data.next_cursor) || null;
+    noticeSessions(list);
     renderSessions();
   } catch (e) {
     if (e.status !== 401 && epoch === state.epoch) toast(e.message);
@@ -66,34 +70,73 @@ export function bumpSession(id) {
 }
 
 export function onSessionListClick(ev) {
+  const more = ev.target.closest('[data-menu-for]');
+  if (more) {
+    openMenu(more.dataset.menuFor, more);
+    return;
+  }
   const btn = ev.target.closest('.session-item');
   if (btn) navigate(btn.dataset.id);
 }
 
+// The list refreshes now and then (unread markers for chats not open).
+let listTimer = null;
+export function startListRefresh() {
+  clearInterval(listTimer);
+  listTimer = setInterval(() => {
+    if (state.auth && state.mode === 'chat' && document.visibilityState === 'visible') loadSessions(false);
+  }, SESSIONS_POLL_MS);
+}
+
 // ---------------------------------------------------------------------------
-// Routing: #/s/<session id> opens a session, no hash is a new chat
+// Routing: #/s/<id> opens a chat, no hash is a new chat; #/operator is the
+// operator console and #/operator/s/<id> a chat in it
 // ---------------------------------------------------------------------------
-function sessionIdFromHash() {
-  const m = /^#\/s\/(.+)$/.exec(location.hash);
-  if (!m) return null;
+function decodeId(raw) {
   try {
-    return decodeURIComponent(m[1]);
+    return decodeURIComponent(raw);
   } catch (_) {
     return null;
   }
 }
 
 export function navigate(id) {
-  const target = id ? `#/s/${enc(id)}` : location.pathname + location.search;
-  if ((id ? `#/s/${enc(id)}` : '') !== location.hash) history.pushState(null, '', target);
+  const hash = state.mode === 'operator' ? (id ? `#/operator/s/${enc(id)}` : '#/operator') : id ? `#/s/${enc(id)}` : '';
+  if (hash !== location.hash) history.pushState(null, '', hash || location.pathname + location.search);
   route();
+}
+
+function setMode(mode) {
+  if (state.mode === mode) return;
+  leaveCurrent();
+  state.mode = mode;
+  if (mode === 'operator') {
+    startQueue();
+  } else {
+    stopQueue();
+    el.sessionsEmpty.textContent = 'No conversations yet.';
+    renderSessions();
+  }
+  renderModeLinks();
 }
 
 export function route() {
   if (!state.auth) return;
-  const id = sessionIdFromHash();
-  if (id) openSession(id);
-  else showDraft();
+  const op = /^#\/operator(?:\/s\/(.+))?$/.exec(location.hash);
+  if (op && state.me.operator) {
+    setMode('operator');
+    const id = op[1] ? decodeId(op[1]) : null;
+    if (id) openSession(id);
+    else showDraft();
+    renderQueue();
+  } else {
+    setMode('chat');
+    const m = /^#\/s\/(.+)$/.exec(location.hash);
+    const id = m ? decodeId(m[1]) : null;
+    if (id) openSession(id);
+    else showDraft();
+  }
+  resetOperatorView();
   closeSidebar();
 }
 
@@ -149,7 +192,10 @@ export async function loadConversation(conv) {
     }
     await loadHistory(conv);
     if (!stillCurrent()) return;
+    restoreStopped(conv);
     conv.ready = true;
+    if (document.visibilityState === 'visible') currentSeen();
+    renderSessions();
     updateEmpty();
     scrollToBottom();
     subscribe(conv);

@@ -10,6 +10,9 @@ export const state = {
   convs: new Map(), // session id -> conversation (see newConv)
   outbox: new Map(), // client_msg_id -> {frame, status: 'sending'|'failed', error, tries}
   creating: false,
+  mode: 'chat', // or 'operator': the console
+  me: { username: '', operator: false, limits: null }, // from GET /me
+  queue: [], // operator console: sessions waiting for a person
 };
 
 // The single WebSocket connection.
@@ -30,6 +33,7 @@ export const conn = {
 export const view = {
   nodes: new Map(), // seq -> <li>
   runNodes: new Map(), // run_id -> <li>
+  noteNodes: new Map(), // note key -> <li>
   pendingNodes: new Map(), // client_msg_id -> <li>
   dirtyRuns: new Set(),
   rafPending: false,
@@ -42,6 +46,9 @@ function newConv(id) {
     lastSeq: 0, // highest seq seen from history or the subscription stream
     messages: new Map(), // seq -> message
     runs: new Map(), // run_id -> live run
+    notes: new Map(), // key -> {key, order, text}: handoffs shown in the transcript
+    handoffRuns: new Set(), // runs whose handoff a live frame showed
+    runSeq: new Map(), // run_id -> seq of the user message that started it
     finishedRuns: new Set(), // run ids whose stored reply we already have
     ready: false, // history loaded for the current visit
     loading: false,
@@ -62,5 +69,5 @@ export function getConv(id) {
 export const currentConv = () => (state.currentId ? state.convs.get(state.currentId) || null : null);
 
 export function findSession(id) {
-  return state.sessions.find((s) => s.id === id) || null;
+  return state.sessions.find((s) => s.id === id) || state.queue.find((s) => s.id === id) || null;
 }

@@ -33,6 +33,13 @@ pub struct TestStack {
 }
 
 impl TestStack {
+    /// Grants `username` the operator role, as `chat-core operator grant` does.
+    pub async fn grant_operator(&self, username: &str) -> anyhow::Result<()> {
+        chat_core::set_operator(&self._stack.db.url, chat_core::OperatorAction::Grant, username).await
+    }
+}
+
+impl TestStack {
     pub async fn spawn() -> anyhow::Result<Self> {
         Self::spawn_with(|_| {}).await
     }

@@ -16,6 +16,9 @@ pub struct Model {
     pub updated_at: i64,
     pub concurrency: Option<String>,
     pub ended_at: Option<i64>,
+    pub assignee_id: Option<String>,
+    pub assignee_name: Option<String>,
+    pub waiting_since: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ pub struct Model {
     pub username: String,
     pub password_hash: String,
     pub created_at: i64,
+    pub operator: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

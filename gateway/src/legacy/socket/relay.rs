@@ -315,6 +315,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
                 "timestamp": now(),
             }),
         ),
-        Some(EventKind::ToolCall(_) | EventKind::ToolResult(_)) | None => {}
+        // Tool calls and an operator's typing have no legacy event.
+        Some(EventKind::ToolCall(_) | EventKind::ToolResult(_) | EventKind::Presence(_)) | None => {}
     }
 }
