@@ -11,6 +11,10 @@ pub mod chat {
     }
 }
 
+/// The handoff target that means a person: an agent that hands a run to
+/// `human` escalates the session to the operators.
+pub const HUMAN_AGENT: &str = "human";
+
 impl chat::v1::RunStatus {
     /// Whether a run in this status has ended: no event of it follows.
     pub fn is_terminal(self) -> bool {

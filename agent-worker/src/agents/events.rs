@@ -69,10 +69,9 @@ pub fn split_into_deltas(text: &str) -> Vec<&str> {
     chunks
 }
 
-/// The agent the conversation is handed to when it escalates to a person.
-///
-/// chat-core moves a session whose run hands off to `human` to `pending_human`.
-pub const HUMAN: &str = "human";
+/// The agent the conversation is handed to when it escalates to a person:
+/// chat-core moves a session whose run hands off to it to `pending_human`.
+pub use chat_proto::HUMAN_AGENT as HUMAN;
 
 /// The conversation moves to `to_agent`; when it ends an agent's events, that agent answers next.
 pub fn handoff(to_agent: impl Into<String>, reason: impl Into<String>) -> RunEvent {

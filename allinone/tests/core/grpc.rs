@@ -443,3 +443,44 @@ async fn agent_workers_named_by_dns_are_resolved() {
     let events = send(core.addr, &token, &session.id, "m1", "found by name").await;
     assert_eq!(reply_of(&events).content, "found by name");
 }
+
+/// Every session status and message role is sent both as text (for
+/// existing clients) and as its enum, and the two agree.
+#[tokio::test]
+async fn statuses_and_roles_come_as_text_and_as_enums_that_agree() {
+    let stack = spawn_stack().await;
+    let (_, token) = register(stack.core.addr).await;
+    let session = create_session(stack.core.addr, &token).await;
+    assert_eq!(
+        (session.status.as_str(), session.session_status()),
+        ("active", pb::SessionStatus::Active)
+    );
+    send(stack.core.addr, &token, &session.id, "m1", "hello").await;
+    let roles: Vec<_> = history(stack.core.addr, &token, &session.id)
+        .await
+        .iter()
+        .map(|m| (m.role.clone(), m.message_role()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("user".to_owned(), pb::MessageRole::User),
+            ("assistant".to_owned(), pb::MessageRole::Assistant)
+        ]
+    );
+    let ended = client(stack.core.addr)
+        .await
+        .end_session(with_token(
+            pb::EndSessionRequest {
+                session_id: session.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ended.status.as_str(), ended.session_status()),
+        ("ended", pb::SessionStatus::Ended)
+    );
+}

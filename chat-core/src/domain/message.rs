@@ -21,8 +21,7 @@ impl MessageRole {
     }
 }
 
-/// The handoff target that means "a person takes over".
-pub const HUMAN_AGENT: &str = "human";
+pub use chat_proto::HUMAN_AGENT;
 
 /// A stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]

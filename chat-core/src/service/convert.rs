@@ -3,7 +3,7 @@
 use chat_proto::agent::v1 as agent;
 use chat_proto::chat::v1 as pb;
 
-use crate::domain::{Message, Run, RunStatus, Session};
+use crate::domain::{Message, MessageRole, Run, RunStatus, Session, SessionStatus};
 
 pub fn session(s: &Session) -> pb::Session {
     pb::Session {
@@ -20,6 +20,7 @@ pub fn session(s: &Session) -> pb::Session {
         concurrency: s.concurrency.map(|c| c.as_str().to_owned()).unwrap_or_default(),
         assignee: s.assignee.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
         waiting_since_ms: s.waiting_since.unwrap_or_default(),
+        session_status: session_status(s.status).into(),
     }
 }
 
@@ -30,6 +31,26 @@ pub fn session_changed(s: &Session) -> pb::SessionChanged {
         status: s.status.as_str().to_owned(),
         agent: s.agent.clone(),
         assignee: s.assignee.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+        session_status: session_status(s.status).into(),
+    }
+}
+
+pub fn session_status(status: SessionStatus) -> pb::SessionStatus {
+    match status {
+        SessionStatus::Active => pb::SessionStatus::Active,
+        SessionStatus::PendingHuman => pb::SessionStatus::PendingHuman,
+        SessionStatus::Resolved => pb::SessionStatus::Resolved,
+        SessionStatus::Expired => pb::SessionStatus::Expired,
+        SessionStatus::Ended => pb::SessionStatus::Ended,
+    }
+}
+
+pub fn message_role(role: MessageRole) -> pb::MessageRole {
+    match role {
+        MessageRole::User => pb::MessageRole::User,
+        MessageRole::Assistant => pb::MessageRole::Assistant,
+        MessageRole::Human => pb::MessageRole::Human,
+        MessageRole::System => pb::MessageRole::System,
     }
 }
 
@@ -47,6 +68,7 @@ pub fn message(m: &Message) -> pb::Message {
         first_delta_ms: m.first_delta_ms,
         duration_ms: m.duration_ms,
         tool_calls_json: m.tool_calls.clone().unwrap_or_default(),
+        message_role: message_role(m.role).into(),
     }
 }
 

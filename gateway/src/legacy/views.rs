@@ -17,22 +17,33 @@ pub fn now() -> String {
 
 /// A session status as legacy clients name it (`pending_human` is
 /// `pending`, `ended` is `terminated`; the others keep their names).
-pub fn status(core: &str) -> &str {
-    match core {
-        "pending_human" => "pending",
-        "ended" => "terminated",
-        other => other,
+pub fn status(status: pb::SessionStatus) -> &'static str {
+    use pb::SessionStatus as S;
+    match status {
+        S::Active => "active",
+        S::PendingHuman => "pending",
+        S::Resolved => "resolved",
+        S::Expired => "expired",
+        S::Ended => "terminated",
+        S::Unspecified => "unknown",
     }
 }
 
 /// Whether a session still takes part in conversation (neither closed nor over).
-fn is_active(core: &str) -> bool {
-    matches!(core, "active" | "pending_human")
+fn is_active(status: pb::SessionStatus) -> bool {
+    matches!(
+        status,
+        pb::SessionStatus::Active | pb::SessionStatus::PendingHuman
+    )
 }
 
 /// A message's direction: the user's are incoming, everyone else's outgoing.
-fn direction(role: &str) -> &'static str {
-    if role == "user" { "incoming" } else { "outgoing" }
+fn direction(role: pb::MessageRole) -> &'static str {
+    if role == pb::MessageRole::User {
+        "incoming"
+    } else {
+        "outgoing"
+    }
 }
 
 // === sessions ===
@@ -66,9 +77,9 @@ impl From<pb::Session> for SessionView {
         let metadata = serde_json::from_str(&session.metadata_json)
             .unwrap_or_else(|_| Value::Object(Default::default()));
         Self {
-            status: status(&session.status).to_owned(),
-            is_active: is_active(&session.status),
-            is_resolved: session.status == "resolved",
+            status: status(session.session_status()).to_owned(),
+            is_active: is_active(session.session_status()),
+            is_resolved: session.session_status() == pb::SessionStatus::Resolved,
             session_id: session.id,
             user_id: session.owner_id,
             title: session.title,
@@ -114,7 +125,7 @@ pub struct MessageRecord {
 impl From<pb::Message> for MessageRecord {
     fn from(message: pb::Message) -> Self {
         Self {
-            direction: direction(&message.role),
+            direction: direction(message.message_role()),
             intent: Some(message.agent).filter(|a| !a.is_empty()),
             message_id: message.id,
             content: message.content,
@@ -189,7 +200,7 @@ pub struct ChatTurn {
 /// client sent (neither is stored).
 pub fn incoming(message: pb::Message, user_id: &str, kind: &str, metadata: Value) -> ChatMessage {
     ChatMessage {
-        direction: direction(&message.role),
+        direction: direction(message.message_role()),
         timestamp: rfc3339(message.created_at_ms),
         sequence_number: message.seq,
         id: message.id,
@@ -210,7 +221,7 @@ pub fn outgoing(reply: pb::Message, user_id: &str) -> ChatMessage {
     }
     metadata.insert("role".into(), Value::String(reply.role.clone()));
     ChatMessage {
-        direction: direction(&reply.role),
+        direction: direction(reply.message_role()),
         timestamp: rfc3339(reply.created_at_ms),
         sequence_number: reply.seq,
         agent_info: Some(AgentInfo {
@@ -271,11 +282,11 @@ mod tests {
 
     #[test]
     fn statuses_and_directions_use_the_legacy_names() {
-        assert_eq!(status("pending_human"), "pending");
-        assert_eq!(status("ended"), "terminated");
-        assert_eq!(status("resolved"), "resolved");
-        assert_eq!(direction("user"), "incoming");
-        assert_eq!(direction("human"), "outgoing");
+        assert_eq!(status(pb::SessionStatus::PendingHuman), "pending");
+        assert_eq!(status(pb::SessionStatus::Ended), "terminated");
+        assert_eq!(status(pb::SessionStatus::Resolved), "resolved");
+        assert_eq!(direction(pb::MessageRole::User), "incoming");
+        assert_eq!(direction(pb::MessageRole::Human), "outgoing");
     }
 
     #[test]
@@ -284,6 +295,7 @@ mod tests {
             id: "s1".into(),
             owner_id: "u1".into(),
             status: "pending_human".into(),
+            session_status: pb::SessionStatus::PendingHuman.into(),
             created_at_ms: 1_700_000_000_000,
             updated_at_ms: 1_700_000_000_500,
             last_seq: 4,

@@ -166,8 +166,7 @@ pub struct Turn {
     pub agents: Vec<String>,
 }
 
-/// The handoff target that means a person, not an agent.
-pub const HUMAN: &str = "human";
+pub use chat_proto::HUMAN_AGENT as HUMAN;
 
 /// How long a finished run's stream may take to end before it is dropped.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

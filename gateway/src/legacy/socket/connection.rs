@@ -258,7 +258,7 @@ impl Connection {
         match sessions::end_session(&self.state, &self.user(), &session_id).await {
             Ok(session) => {
                 self.leave(socket).await;
-                let status = crate::legacy::views::status(&session.status).to_owned();
+                let status = crate::legacy::views::status(session.session_status()).to_owned();
                 emit(
                     socket,
                     "sessionEnded",

@@ -217,7 +217,7 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
 fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, event: pb::SessionEvent) {
     let user_id = connection.peer.user_id.as_str();
     match event.event {
-        Some(EventKind::Message(message)) if message.role == "user" => {
+        Some(EventKind::Message(message)) if message.message_role() == pb::MessageRole::User => {
             // Sent here (already known from its ack) or from another connection.
             if let Some(run_id) = message.run_id.clone().filter(|r| !r.is_empty()) {
                 let turn = turns.run(&run_id);
@@ -310,7 +310,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
             "sessionUpdated",
             &json!({
                 "sessionId": changed.session_id,
-                "status": status(&changed.status),
+                "status": status(changed.session_status()),
                 "agent": changed.agent,
                 "timestamp": now(),
             }),
