@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // `Connect` is an RPC name: clients are built from a `Channel` instead.
         .build_transport(false)
+        // Small first buffers per stream (see src/codec.rs).
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! clients and internal services call on chat-core, `agent.v1` is what
 //! chat-core calls on agent-workers.
 
+pub mod codec;
+
 pub mod chat {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]

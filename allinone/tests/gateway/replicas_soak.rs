@@ -392,9 +392,9 @@ async fn drive(gateways: [SocketAddr; 2], token: String, session: String, turns:
                 // Something is always on its way (an ack, a run's events):
                 // silence means live delivery broke, which a reconnect would
                 // only hide.
-                let frame = recv(&mut socket, Duration::from_secs(10))
+                let frame = recv(&mut socket, Duration::from_secs(30))
                     .await
-                    .unwrap_or_else(|| panic!("session {session}: no frame for 10 s, or the socket closed"));
+                    .unwrap_or_else(|| panic!("session {session}: no frame for 30 s, or the socket closed"));
                 if frame["type"] == "error" {
                     panic!("unexpected error frame {frame}");
                 }

@@ -22,13 +22,16 @@ use crate::service::{ChatCore, ServiceError};
 /// Frames a connection may have queued before its subscriptions wait.
 const OUTGOING_QUEUE: usize = 1024;
 
-type Outgoing = mpsc::Sender<Result<pb::ServerFrame, Status>>;
+/// A connection's outgoing frames, boxed: an idle connection's queue then
+/// holds a block of pointers rather than of whole frames.
+type Outgoing = mpsc::Sender<Frame>;
+type Frame = Box<pb::ServerFrame>;
 
-fn frame(frame: Out) -> Result<pb::ServerFrame, Status> {
-    Ok(pb::ServerFrame { frame: Some(frame) })
+fn frame(frame: Out) -> Frame {
+    Box::new(pb::ServerFrame { frame: Some(frame) })
 }
 
-fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Result<pb::ServerFrame, Status> {
+fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Frame {
     if let ServiceError::Internal(source) = err {
         tracing::error!(error = %source, "internal error");
     }
@@ -75,7 +78,7 @@ pub fn serve(
                     break;
                 }
                 item = rx.recv() => match item {
-                    Some(item) => yield item,
+                    Some(item) => yield Ok(*item),
                     None => break,
                 },
             }
@@ -158,7 +161,7 @@ impl Connection {
         }
     }
 
-    async fn send(&mut self, send: pb::SendFrame) -> Option<Result<pb::ServerFrame, Status>> {
+    async fn send(&mut self, send: pb::SendFrame) -> Option<Frame> {
         // A runner already busy in the session may claim the new run and
         // publish its events the moment it is committed, before the ack is
         // queued; until then the subscription holds back events of runs it
@@ -207,7 +210,7 @@ impl Connection {
         span
     }
 
-    async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Result<pb::ServerFrame, Status>> {
+    async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Frame> {
         let subscription = match self
             .core
             .subscribe(&self.principal, &sub.session_id, sub.after_seq)
@@ -324,7 +327,7 @@ impl KnownRuns {
 /// Queues a subscription's frame without waiting. A full queue means the
 /// client cannot keep up: the connection ends (`slow`) rather than block the
 /// session's events. Returns whether the frame was queued.
-fn queue(tx: &Outgoing, slow: &CancellationToken, out: Result<pb::ServerFrame, Status>) -> bool {
+fn queue(tx: &Outgoing, slow: &CancellationToken, out: Frame) -> bool {
     match tx.try_send(out) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -335,6 +338,6 @@ fn queue(tx: &Outgoing, slow: &CancellationToken, out: Result<pb::ServerFrame, S
     }
 }
 
-fn frame_out(out: Out) -> Option<Result<pb::ServerFrame, Status>> {
+fn frame_out(out: Out) -> Option<Frame> {
     Some(frame(out))
 }

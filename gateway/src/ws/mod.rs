@@ -356,7 +356,7 @@ where
     U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
 {
     let mut item = first;
-    for _ in 0..MAX_BATCH {
+    for written_in_batch in 1..=MAX_BATCH {
         match item {
             Some(Ok(frame)) => {
                 if let Some(out) = OutFrame::from_server_frame(frame) {
@@ -390,6 +390,11 @@ where
                 close_with(socket, close::RESTART, "chat-core closed the connection").await;
                 return Some(Some(close::RESTART));
             }
+        }
+        // A full batch is flushed before anything more is taken from
+        // upstream: a frame taken now would be lost with the loop's end.
+        if written_in_batch == MAX_BATCH {
+            break;
         }
         match upstream.next().now_or_never() {
             Some(next) => item = next,
@@ -633,6 +638,50 @@ mod tests {
             next_json(&mut h.client_rx).await,
             json!({"type": "subscribed", "session_id": "s", "last_seq": 2})
         );
+    }
+
+    /// More frames ready at once than one batch holds: every one is written,
+    /// in order, over several batches (the frame after a full batch once got
+    /// lost).
+    #[tokio::test]
+    async fn frames_beyond_a_full_batch_are_all_forwarded_in_order() {
+        let (_client_tx, incoming) = fmpsc::unbounded();
+        let (outgoing, mut client_rx) = fmpsc::unbounded();
+        let mut socket = FakeSocket { incoming, outgoing };
+        let total = MAX_BATCH * 2 + 5;
+        let frames = (0..total).map(|i| {
+            Ok(pb::ServerFrame {
+                frame: Some(pb::server_frame::Frame::Subscribed(pb::Subscribed {
+                    session_id: "s".into(),
+                    last_seq: i as i64,
+                })),
+            })
+        });
+        // Stays open after the frames, as a quiet chat-core stream does.
+        let mut upstream =
+            futures::stream::iter(frames.collect::<Vec<_>>()).chain(futures::stream::pending());
+        let mut written = 0;
+        while written < total as u64 {
+            let first = tokio::time::timeout(Duration::from_secs(5), upstream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{written} of {total} frames written; one was lost"));
+            let ended = forward_batch(
+                &mut socket,
+                &mut upstream,
+                first,
+                Duration::from_secs(1),
+                &mut written,
+            )
+            .await;
+            assert_eq!(ended, None);
+        }
+        let mut seqs = Vec::new();
+        while let Ok(Some(Message::Text(text))) = client_rx.try_next() {
+            let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+            seqs.push(json["last_seq"].as_i64().expect("seq"));
+        }
+        assert_eq!(seqs, (0..total as i64).collect::<Vec<_>>());
+        assert_eq!(written, total as u64);
     }
 
     #[tokio::test]
