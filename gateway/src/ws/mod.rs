@@ -676,7 +676,7 @@ mod tests {
             assert_eq!(ended, None);
         }
         let mut seqs = Vec::new();
-        while let Ok(Some(Message::Text(text))) = client_rx.try_next() {
+        while let Ok(Message::Text(text)) = client_rx.try_recv() {
             let json: serde_json::Value = serde_json::from_str(&text).expect("json");
             seqs.push(json["last_seq"].as_i64().expect("seq"));
         }
