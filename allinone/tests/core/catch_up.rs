@@ -30,6 +30,37 @@ async fn until_run_ends(events: &mut tonic::Streaming<pb::SessionEvent>, run_id:
     }
 }
 
+/// A subscription to `session_id` on `addr` over its own connection with a
+/// small receive window, so the server stops taking its events off the bus
+/// as soon as the client stops reading.
+async fn narrow_watch(url: &str, token: &str, session_id: &str) -> tonic::Streaming<pb::SessionEvent> {
+    let narrow = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let request = pb::SubscribeRequest {
+        session_id: session_id.to_owned(),
+        after_seq: 0,
+    };
+    ChatServiceClient::new(narrow)
+        .subscribe(with_token(request, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The seqs of the messages among `seen`, in order.
+fn message_seqs(seen: &[Event]) -> Vec<i64> {
+    seen.iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A subscriber that stops reading while a long reply streams falls
 /// thousands of events behind a bus that holds eight. When it reads again it
 /// gets a consistent account (deltas without a hole, the stored reply, the
@@ -48,22 +79,7 @@ async fn a_subscriber_that_falls_behind_catches_up_instead_of_ending() {
 
     // A client whose small receive window fills at once, so the server stops
     // taking its events off the bus.
-    let narrow = tonic::transport::Endpoint::from_shared(core.url.clone())
-        .unwrap()
-        .initial_stream_window_size(Some(16 * 1024))
-        .initial_connection_window_size(Some(16 * 1024))
-        .connect()
-        .await
-        .unwrap();
-    let request = pb::SubscribeRequest {
-        session_id: session.id.clone(),
-        after_seq: 0,
-    };
-    let mut behind = ChatServiceClient::new(narrow)
-        .subscribe(with_token(request, &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut behind = narrow_watch(&core.url, &token, &session.id).await;
 
     let words: Vec<String> = (0..30_000).map(|i| format!("w{i}")).collect();
     let content = words.join(" ");
@@ -103,14 +119,7 @@ async fn a_subscriber_that_falls_behind_catches_up_instead_of_ending() {
         content.starts_with(&streamed),
         "deltas spell the start of the reply"
     );
-    let seqs: Vec<i64> = seen
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.seq),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(seqs, [1, 2], "each message once, in order");
+    assert_eq!(message_seqs(&seen), [1, 2], "each message once, in order");
 }
 
 /// While Redis is away, a run answered by one replica is published there
@@ -158,27 +167,6 @@ async fn after_a_redis_outage_a_subscriber_hears_how_runs_ended_meanwhile() {
     assert_eq!(order, ["message 1", "message 2", "run RUN_STATUS_COMPLETED"]);
 }
 
-/// A subscription to `session_id` on `addr` over its own connection with a
-/// small receive window, so the server stops taking its events off the bus
-/// as soon as the client stops reading.
-async fn narrow_watch(url: &str, token: &str, session_id: &str) -> tonic::Streaming<pb::SessionEvent> {
-    let narrow = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .initial_stream_window_size(Some(16 * 1024))
-        .connect()
-        .await
-        .unwrap();
-    let request = pb::SubscribeRequest {
-        session_id: session_id.to_owned(),
-        after_seq: 0,
-    };
-    ChatServiceClient::new(narrow)
-        .subscribe(with_token(request, token))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Many long replies at once, run by one replica and followed by subscribers
 /// of the other through Redis; the subscribers read nothing until every run
 /// is over, and each may fall only 64 events behind. Every subscriber ends
@@ -219,15 +207,8 @@ async fn under_load_every_subscriber_of_the_other_replica_ends_in_a_correct_stat
         }
     });
     for (run_ids, seen) in futures::future::join_all(clients).await {
-        let seqs: Vec<i64> = seen
-            .iter()
-            .filter_map(|e| match e {
-                Event::Message(m) => Some(m.seq),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            seqs,
+            message_seqs(&seen),
             (1..=(2 * TURNS) as i64).collect::<Vec<_>>(),
             "every message once, in order"
         );

@@ -90,6 +90,12 @@ fn statuses(events: &[pb::SendMessageEvent]) -> Vec<(pb::RunStatus, u32)> {
         .collect()
 }
 
+/// Asserts the run failed, telling clients `code`.
+fn assert_failed_with(events: &[pb::SendMessageEvent], code: &str) {
+    let error = failure(events);
+    assert!(error.starts_with(code), "{error}");
+}
+
 fn failure(events: &[pb::SendMessageEvent]) -> String {
     events
         .iter()
@@ -188,11 +194,7 @@ async fn after_the_last_attempt_the_run_fails_and_clients_are_told() {
             (pb::RunStatus::Failed, 3)
         ]
     );
-    assert!(
-        failure(&events).starts_with("upstream_unavailable"),
-        "{}",
-        failure(&events)
-    );
+    assert_failed_with(&events, "upstream_unavailable");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "exactly RUN_MAX_ATTEMPTS calls");
     assert_eq!(
         history(core.addr, &token, &session.id).await.len(),
@@ -233,11 +235,7 @@ async fn a_hanging_worker_fails_attempts_at_the_dispatch_timeout() {
             (pb::RunStatus::Failed, 2)
         ]
     );
-    assert!(
-        failure(&events).starts_with("worker_unavailable"),
-        "{}",
-        failure(&events)
-    );
+    assert_failed_with(&events, "worker_unavailable");
 
     proxy.restore();
     let after = send(core.addr, &token, &session.id, "m3", "after").await;

@@ -39,16 +39,26 @@ async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
     }
 }
 
-#[tokio::test]
-async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
-    let stack = TestStack::spawn_with(|s| {
+/// A session with two readers: `stalled`, over a socket with a 4 KiB receive
+/// buffer, subscribed and then never read; and `fast`, which has sent and
+/// read through `TURNS` long turns. The gateway gives up on a socket that
+/// takes no write for `flush_timeout_secs`.
+struct Load {
+    stack: TestStack,
+    token: String,
+    session_id: String,
+    stalled: Socket,
+}
+
+async fn stall_one_reader_through_a_load(user: &str, flush_timeout_secs: u64) -> Load {
+    let stack = TestStack::spawn_with(move |s| {
         s.message_rate_limit = common::nz(100_000);
-        s.ws_flush_timeout_secs = 2;
+        s.ws_flush_timeout_secs = flush_timeout_secs;
     })
     .await
     .unwrap();
     let addr = stack.addr;
-    let token = stack.user("slow_reader").await.unwrap();
+    let token = stack.user(user).await.unwrap();
     let session_id = stack.session(&token, "echo").await.unwrap();
     let subscribe = json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}).to_string();
 
@@ -76,6 +86,23 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
             }
         }
     }
+    Load {
+        stack,
+        token,
+        session_id,
+        stalled,
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
+    let Load {
+        stack,
+        token,
+        session_id,
+        mut stalled,
+    } = stall_one_reader_through_a_load("slow_reader", 2).await;
+    let addr = stack.addr;
     // (That the stalled reader never holds the fast one up is proven without
     // a clock by the 4008 test below, where nothing drops the stalled socket
     // until the fast reader's own turns have overflowed its queue.)
@@ -118,41 +145,10 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
 /// close code 4008. The session's other reader is not disturbed.
 #[tokio::test]
 async fn a_connection_that_overflows_chat_cores_queue_is_closed_with_4008() {
-    let stack = TestStack::spawn_with(|s| {
-        s.message_rate_limit = common::nz(100_000);
-        s.ws_flush_timeout_secs = 600;
-    })
-    .await
-    .unwrap();
-    let addr = stack.addr;
-    let token = stack.user("overflowing_reader").await.unwrap();
-    let session_id = stack.session(&token, "echo").await.unwrap();
-    let subscribe = json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}).to_string();
-
-    let mut stalled = connect(addr, &token, Some(4096)).await;
-    stalled.send(Message::text(subscribe.clone())).await.unwrap();
-    assert_eq!(
-        next_json(&mut stalled, Duration::from_secs(10)).await.unwrap()["type"],
-        "subscribed"
-    );
-    let mut fast = connect(addr, &token, None).await;
-    fast.send(Message::text(subscribe)).await.unwrap();
-    let words = "stream ".repeat(1200);
-    // Far more than the socket buffers, the gateway's batch and the HTTP/2
-    // window hold, so chat-core's queue for the stalled connection fills.
-    for turn in 0..TURNS {
-        let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("t{turn}"), "content": words});
-        fast.send(Message::text(send.to_string())).await.unwrap();
-        loop {
-            let frame = next_json(&mut fast, Duration::from_secs(10))
-                .await
-                .expect("the other reader is never dropped");
-            assert_ne!(frame["type"], "error", "{frame}");
-            if frame["type"] == "message" && frame["message"]["role"] == "assistant" {
-                break;
-            }
-        }
-    }
+    // The gateway would wait 600 s on the stalled socket: only chat-core's
+    // queue for it can end it. The load is far more than the socket buffers,
+    // the gateway's batch and the HTTP/2 window hold.
+    let Load { mut stalled, .. } = stall_one_reader_through_a_load("overflowing_reader", 600).await;
 
     // Reads what was on its way, then the error frame and the close.
     let mut error = None;
