@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AuthInterceptor, ChatApi, Passwords, UserApi};
+use crate::api::{AuthInterceptor, ChatApi, Passwords, StreamLimits, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
 use crate::service::{ChatCore, Limits};
@@ -172,13 +172,20 @@ impl Application {
             .build_v1()
             .context("failed to build reflection service")?;
         let draining = CancellationToken::new();
-        let interceptor = AuthInterceptor::new(keys);
+        let interceptor = AuthInterceptor::new(keys, settings.accept_user_tokens);
+        let stream_limits = StreamLimits {
+            token_grace: Duration::from_secs(settings.stream_token_grace_secs),
+            max_streams_per_user: settings.max_streams_per_user,
+        };
         let chat = ChatServiceServer::with_interceptor(
-            ChatApi::new(core.clone(), draining.clone()),
+            ChatApi::new(core.clone(), draining.clone(), stream_limits),
             interceptor.clone(),
         );
-        let users =
-            UserServiceServer::with_interceptor(UserApi::new(core.store().clone(), passwords), interceptor);
+        let users = UserServiceServer::with_interceptor(
+            UserApi::new(core.store().clone(), passwords, core.bus().clone()),
+            interceptor,
+        );
+        let revocations = core.streams().follow(core.bus().as_ref());
         let dispatcher = core.dispatcher.clone();
         info!(addr = %listener.local_addr()?, "chat-core listening");
         let incoming = TcpListenerStream::new(listener).map(|stream| {
@@ -217,6 +224,7 @@ impl Application {
         .await;
         probe.abort();
         mirror.abort();
+        revocations.abort();
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }

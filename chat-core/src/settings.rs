@@ -76,6 +76,20 @@ pub struct Settings {
     #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
     pub jwt_secret_file: Option<PathBuf>,
 
+    /// Accept end users' own access tokens (not only service tokens); such
+    /// callers get the per-user limits below. Off: users go through the gateway.
+    #[arg(long, env = "ACCEPT_USER_TOKENS", default_value_t = false)]
+    pub accept_user_tokens: bool,
+
+    /// Seconds a stream opened with a user's own token outlives the token.
+    #[arg(long, env = "STREAM_TOKEN_GRACE_SECS", default_value_t = 30)]
+    pub stream_token_grace_secs: u64,
+
+    /// Streams (`Subscribe`, `SendMessage`, `Connect`) one user with their own
+    /// token may hold on this replica; 0 for no cap. Beyond it: `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub max_streams_per_user: usize,
+
     /// Agent of new sessions that do not name one.
     #[arg(long, env = "DEFAULT_AGENT", default_value = "echo")]
     pub default_agent: String,

@@ -15,6 +15,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
+pub mod token_clock;
 pub mod trace;
 
 pub use error::ErrorCode;

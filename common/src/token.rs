@@ -62,8 +62,11 @@ impl TokenType {
 pub enum Audience {
     /// The gateway: user access tokens only.
     Gateway,
-    /// chat-core: user access tokens (forwarded by the gateway) and service tokens.
+    /// chat-core: service tokens (the gateway's among them), and user access
+    /// tokens where it is configured to take them (`--accept-user-tokens`).
     ChatCore,
+    /// agent-workers: chat-core's own short-lived service tokens.
+    AgentWorker,
 }
 
 impl Audience {
@@ -71,11 +74,13 @@ impl Audience {
         match self {
             Self::Gateway => "chat-gateway",
             Self::ChatCore => "chat-core",
+            Self::AgentWorker => "agent-worker",
         }
     }
 
     /// Where a token of `role` is accepted unless its signer says otherwise:
-    /// a user's access token at the gateway and, forwarded, at chat-core; a
+    /// a user's access token at the gateway and at a chat-core that accepts
+    /// user tokens; a
     /// service token at chat-core only.
     pub fn defaults(role: Role) -> &'static [Audience] {
         match role {
@@ -187,6 +192,10 @@ fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
+
+/// Metadata naming the user a service acts for: the gateway calls chat-core
+/// with its service token and the user it has verified in this key.
+pub const ON_BEHALF_OF_METADATA: &str = "x-on-behalf-of";
 
 /// Reads the bearer token of an `authorization` header value.
 pub fn bearer(value: &str) -> Option<&str> {

@@ -22,8 +22,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Tokens;
-use crate::core::CoreClient;
+use crate::auth::{AuthUser, Tokens};
+use crate::core::{CoreClient, authorized, on_behalf_of};
 use crate::error::ApiError;
 use crate::grpc_web::{self, GrpcWebProxy};
 use crate::idp::{External, ExternalUsers, Providers};
@@ -73,6 +73,23 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// A unary chat-core request on behalf of `user`, with the request deadline.
+    pub fn unary_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = self.stream_as(message, user)?;
+        request.set_timeout(self.core.unary_timeout());
+        Ok(request)
+    }
+
+    /// A chat-core request on behalf of `user`, without a deadline (a stream):
+    /// the gateway's service token, naming the user it verified.
+    pub fn stream_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = authorized(message, &self.tokens.service_token()?)?;
+        on_behalf_of(&mut request, &user.user_id)?;
+        Ok(request)
+    }
+}
 
 /// The gateway server, bound and ready to run.
 pub struct Application {

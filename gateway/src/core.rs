@@ -155,6 +155,11 @@ impl CoreClient {
         Ok(response.into_inner())
     }
 
+    /// The deadline of unary calls.
+    pub fn unary_timeout(&self) -> Duration {
+        self.unary_timeout
+    }
+
     /// A unary request on behalf of the holder of `token`, with the request deadline.
     pub fn unary<T>(&self, message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
         let mut request = authorized(message, token)?;
@@ -205,6 +210,16 @@ pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiEr
     request.metadata_mut().insert("authorization", value);
     tag_request_id(&mut request, None);
     Ok(request)
+}
+
+/// Names the user a service-token request acts for.
+pub fn on_behalf_of<T>(request: &mut tonic::Request<T>, user_id: &str) -> Result<(), ApiError> {
+    let value =
+        MetadataValue::try_from(user_id).map_err(|_| ApiError::unauthenticated("malformed user id"))?;
+    request
+        .metadata_mut()
+        .insert(chat_common::token::ON_BEHALF_OF_METADATA, value);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use http::header::ACCEPT;
 
 use chat_common::ErrorCode;
+use chat_common::token_clock::TokenClock;
 use tokio_util::sync::CancellationToken;
 
 use crate::frames::OutFrame;
@@ -31,13 +32,16 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Streams the ack, then the run's events, until chat-core ends the stream.
-/// A failure mid-stream becomes a final `error` event, as does the gateway
-/// draining (`draining` cancelled): the reply is still stored, and the
-/// client fetches it from the session's messages.
+/// A failure mid-stream becomes a final `error` event, as do the gateway
+/// draining (`draining` cancelled) and the caller's token running out
+/// (`clock`: its expiry and grace; a revoked sign-in ends the stream from
+/// chat-core): the reply is still stored, and the client fetches it from
+/// the session's messages.
 pub fn send_stream<U>(
     ack: pb::Ack,
     rest: U,
     draining: CancellationToken,
+    clock: TokenClock,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Send + 'static,
@@ -45,12 +49,18 @@ where
     let events = async_stream::stream! {
         yield Ok(event(&OutFrame::from_ack(ack)));
         let mut rest = std::pin::pin!(rest);
+        let mut expired = std::pin::pin!(clock.closed());
         loop {
             let item = tokio::select! {
                 item = rest.next() => item,
                 () = draining.cancelled() => {
                     let restarting = ErrorCode::Unavailable.status("server restarting; the reply is stored: read it from the session's messages");
                     yield Ok(event(&OutFrame::from_status(&restarting)));
+                    break;
+                }
+                () = &mut expired => {
+                    let expired = ErrorCode::Unauthenticated.status("access token expired; the reply is stored: read it from the session's messages");
+                    yield Ok(event(&OutFrame::from_status(&expired)));
                     break;
                 }
             };

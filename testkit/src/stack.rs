@@ -91,8 +91,8 @@ impl Core {
 }
 
 /// Starts a chat-core on `database_url` (migrated) in front of the workers at
-/// `worker_urls`, with [`SECRET`], on the Redis of `TEST_REDIS_URL` when it is
-/// set, after `configure` had its say.
+/// `worker_urls`, with [`SECRET`], accepting user tokens, on the Redis of
+/// `TEST_REDIS_URL` when it is set, after `configure` had its say.
 pub async fn core(
     database_url: &str,
     worker_urls: &[&str],
@@ -106,6 +106,8 @@ pub async fn core(
         agent_worker_urls: worker_urls.iter().map(|u| (*u).to_owned()).collect(),
         jwt_secret: Some(SECRET.into()),
         health_interval_ms: 100,
+        // The core suites call chat-core as users, with their own tokens.
+        accept_user_tokens: true,
         // Every suite runs on Redis in the pass that provides it.
         redis_url: crate::needs::shared_redis().map(Into::into),
         ..Default::default()

@@ -21,6 +21,7 @@ mod replicas_soak;
 mod rest;
 mod sessions;
 mod slow_consumer;
+mod stream_ends;
 mod tls;
 mod token_expiry;
 mod validation;

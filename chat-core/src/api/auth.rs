@@ -1,22 +1,39 @@
 //! Verifies the bearer token of every call and attaches its principal.
+//!
+//! Callers are services with service tokens (the gateway among them, acting
+//! for the user it verified, named in `x-on-behalf-of`), and end users with
+//! their own access tokens only where chat-core accepts them
+//! (`--accept-user-tokens`).
 
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, TokenKeys, bearer};
+use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, TokenKeys, bearer};
 use tonic::service::Interceptor;
 
-use crate::domain::Principal;
+use crate::domain::{Principal, UserId};
+
+/// A caller that is an end user with their own token: chat-core ends their
+/// streams when it expires and holds them to the per-user limits.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectUser {
+    /// When the token expires, in Unix seconds.
+    pub expires_at: u64,
+}
 
 /// Rejects calls without a valid token; attaches the [`Principal`] otherwise.
 #[derive(Clone)]
 pub struct AuthInterceptor {
     keys: Arc<TokenKeys>,
+    accept_user_tokens: bool,
 }
 
 impl AuthInterceptor {
-    pub fn new(keys: Arc<TokenKeys>) -> Self {
-        Self { keys }
+    pub fn new(keys: Arc<TokenKeys>, accept_user_tokens: bool) -> Self {
+        Self {
+            keys,
+            accept_user_tokens,
+        }
     }
 }
 
@@ -32,7 +49,39 @@ impl Interceptor for AuthInterceptor {
             .keys
             .verify(token, Audience::ChatCore)
             .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
-        request.extensions_mut().insert(Principal::from_claims(&claims));
+        let on_behalf_of = request.metadata().get(ON_BEHALF_OF_METADATA);
+        let principal = match claims.role {
+            Role::User if !self.accept_user_tokens => {
+                return Err(ErrorCode::Unauthenticated.status(
+                    "chat-core does not accept user tokens; call through the gateway or use a service token",
+                ));
+            }
+            Role::User if on_behalf_of.is_some() => {
+                return Err(ErrorCode::Forbidden.status("only services may act on behalf of a user"));
+            }
+            Role::User => {
+                request.extensions_mut().insert(DirectUser {
+                    expires_at: claims.exp,
+                });
+                Principal::from_claims(&claims)
+            }
+            Role::Service => match on_behalf_of {
+                // A service may act on any session, so acting as one user
+                // narrows what it may do.
+                Some(user) => {
+                    let user = user
+                        .to_str()
+                        .ok()
+                        .and_then(|user| UserId::parse(user).ok())
+                        .ok_or_else(|| {
+                            ErrorCode::Invalid.status(format!("{ON_BEHALF_OF_METADATA} is not a user id"))
+                        })?;
+                    Principal::User(user)
+                }
+                None => Principal::from_claims(&claims),
+            },
+        };
+        request.extensions_mut().insert(principal);
         Ok(request)
     }
 }

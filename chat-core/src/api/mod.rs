@@ -10,8 +10,8 @@ mod connect;
 mod users;
 
 pub use crate::service::{PasswordPolicy, Passwords};
-pub use auth::AuthInterceptor;
-pub use chat::ChatApi;
+pub use auth::{AuthInterceptor, DirectUser};
+pub use chat::{ChatApi, StreamLimits};
 pub use users::UserApi;
 
 use crate::domain::Principal;

@@ -6,11 +6,13 @@ pub mod convert;
 mod error;
 mod passwords;
 mod sessions;
+mod streams;
 mod subscribe;
 
 pub use accounts::Accounts;
 pub use error::ServiceError;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
+pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub struct ChatCore {
     pub(crate) sessions: SessionLifecycle,
     pub(crate) limits: Limits,
     pub(crate) default_agent: String,
+    /// Users' open streams on this replica, ended when a sign-in is revoked.
+    pub(crate) streams: UserStreams,
 }
 
 /// A committed send: the ack and the run it queued.
@@ -74,7 +78,13 @@ impl ChatCore {
             dispatcher,
             limits,
             default_agent,
+            streams: UserStreams::default(),
         }
+    }
+
+    /// Users' open streams on this replica.
+    pub fn streams(&self) -> &UserStreams {
+        &self.streams
     }
 
     pub fn store(&self) -> &Arc<dyn ChatStore> {

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::SharedState;
 use crate::auth::AuthUser;
-use crate::core::authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
 use crate::frames::{check_client_msg_id, run_status_name};
 use crate::json::{MessageView, rfc3339};
 use crate::sse;
+use chat_common::token_clock::TokenClock;
 
 #[derive(Deserialize)]
 pub struct HistoryQuery {
@@ -68,7 +68,7 @@ pub async fn list(
         before_seq: query.before_seq,
         limit: query.limit.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let response = state.core.chat().list_messages(request).await?.into_inner();
     Ok(Json(History {
         messages: response.messages.into_iter().map(MessageView::from).collect(),
@@ -110,7 +110,7 @@ pub async fn post(
         role: String::new(),
     };
     // No deadline on the call itself: the stream lives as long as the run.
-    let request = authorized(request, &user.token)?;
+    let request = state.stream_as(request, &user)?;
     let mut stream = state.core.chat().send_message(request).await?.into_inner();
     let ack = match stream.message().await? {
         Some(pb::SendMessageEvent {
@@ -120,7 +120,8 @@ pub async fn post(
     };
     span.record("run_id", ack.run_id.as_str());
     if sse::wants_event_stream(&headers) {
-        return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
+        let clock = TokenClock::new(user.expires_at, state.limits.ws_token_grace);
+        return Ok(sse::send_stream(ack, stream, state.shutdown.clone(), clock).into_response());
     }
     let posted = collect_reply(&state, &user, ack, body.content, stream).await?;
     Ok(Json(posted).into_response())
@@ -231,7 +232,7 @@ async fn find_reply(
         before_seq: None,
         limit: 100,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, user)?;
     let messages = state
         .core
         .chat()
@@ -257,7 +258,7 @@ pub async fn cancel(
         session_id: session_id(&id)?,
         run_id,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     state.core.chat().cancel_run(request).await?;
     Ok(StatusCode::ACCEPTED)
 }

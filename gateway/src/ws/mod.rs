@@ -16,13 +16,13 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
-use crate::core::{authorized, current_request_id, tag_request_id};
+use crate::core::{current_request_id, tag_request_id};
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
 use crate::origin::UpgradeOrigin;
 
 mod peer;
 
-pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces};
+pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warning};
 
 /// Client frames queued towards chat-core before the socket stops being read.
 const CLIENT_FRAME_QUEUE: usize = 16;
@@ -37,7 +37,8 @@ mod close {
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The access token expired and no fresh one came in the grace period.
+    /// The access token expired and no fresh one came in the grace period,
+    /// or the user signed out.
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The client fell too far behind its outgoing queue; reconnect and resume.
     pub const SLOW_CONSUMER: u16 = 4008;
@@ -116,11 +117,6 @@ async fn serve(
 ) {
     let opened = std::time::Instant::now();
     let _open = OpenSocket::count();
-    let AuthUser {
-        user_id,
-        token,
-        expires_at,
-    } = user;
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
     let outbound = ReceiverStream::new(rx).map(|frame| *frame);
     let request_id_text = request_id
@@ -128,14 +124,16 @@ async fn serve(
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let upstream = match authorized(outbound, &token) {
+    let upstream = match state.stream_as(outbound, &user) {
         Ok(mut request) => {
             tag_request_id(&mut request, request_id);
             Box::pin(state.core.connect(request)).await
         }
-        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed access token")),
+        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed user id")),
     };
-    drop(token);
+    let AuthUser {
+        user_id, expires_at, ..
+    } = user;
     match upstream {
         Ok(upstream) => {
             tracing::debug!(%user_id, request_id = %request_id_text, "websocket connected");
@@ -247,7 +245,7 @@ where
                 match clock.elapsed() {
                     Expiry::Warn => {
                         tracing::debug!(user_id = %peer.user_id, "websocket token expired");
-                        if send(socket, &clock.warning(), &mut ended).await.is_err() {
+                        if send(socket, &expiry_warning(&clock), &mut ended).await.is_err() {
                             return ended;
                         }
                     }
@@ -375,6 +373,15 @@ where
                 *written += 1;
                 close_with(socket, close::RESTART, "chat-core restarting").await;
                 return Some(Some(close::RESTART));
+            }
+            Some(Err(status)) if ErrorCode::from_status(&status) == ErrorCode::Unauthenticated => {
+                // The user signed out (or their refresh family was revoked)
+                // somewhere: chat-core ended the stream.
+                let frame = OutFrame::from_status(&status);
+                let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                *written += 1;
+                close_with(socket, close::TOKEN_EXPIRED, "signed out").await;
+                return Some(Some(close::TOKEN_EXPIRED));
             }
             Some(Err(status)) => {
                 *written += 1;

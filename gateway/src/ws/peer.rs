@@ -2,11 +2,11 @@
 //! the access token the socket runs on (renewed in-band by `auth` frames).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chat_common::ErrorCode;
+pub use chat_common::token_clock::{Expiry, TokenClock};
 use chat_proto::chat::v1 as pb;
-use tokio::time::Instant;
 
 use crate::app::SharedState;
 use crate::auth::{self, Tokens};
@@ -148,67 +148,16 @@ impl Peer {
     }
 }
 
-/// What happens when the token clock's deadline passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// The token just expired: warn, and wait out the grace period.
-    Warn,
-    /// The grace period is over: close the socket.
-    Close,
-}
-
-/// Tracks a socket's token: first the expiry, then the end of the grace period.
-#[derive(Debug)]
-pub struct TokenClock {
-    expires_at: u64,
-    grace: Duration,
-    grace_ends: Option<Instant>,
-}
-
-impl TokenClock {
-    pub fn new(expires_at: u64, grace: Duration) -> Self {
-        Self {
-            expires_at,
-            grace,
-            grace_ends: None,
-        }
-    }
-
-    /// When the relay must next call [`TokenClock::elapsed`].
-    pub fn deadline(&self) -> Instant {
-        self.grace_ends.unwrap_or_else(|| instant_at(self.expires_at))
-    }
-
-    pub fn elapsed(&mut self) -> Expiry {
-        if self.grace_ends.is_some() {
-            return Expiry::Close;
-        }
-        self.grace_ends = Some(Instant::now() + self.grace);
-        Expiry::Warn
-    }
-
-    fn renew(&mut self, expires_at: u64) {
-        self.expires_at = expires_at;
-        self.grace_ends = None;
-    }
-
-    /// The warning frame sent when the token expires.
-    pub fn warning(&self) -> OutFrame {
-        OutFrame::Error(ErrorView {
-            code: TOKEN_EXPIRED.to_owned(),
-            message: format!(
-                "access token expired; send {{\"type\":\"auth\",\"access_token\":\"...\"}} within {} s or the socket closes",
-                self.grace.as_secs()
-            ),
-            client_msg_id: None,
-            session_id: None,
-            retry_after_ms: None,
-        })
-    }
-}
-
-/// The monotonic instant of a Unix time in seconds (now, if it has passed).
-fn instant_at(unix_secs: u64) -> Instant {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Instant::now() + Duration::from_secs(unix_secs).saturating_sub(now)
+/// The warning frame sent when the socket's token expires.
+pub fn expiry_warning(clock: &TokenClock) -> OutFrame {
+    OutFrame::Error(ErrorView {
+        code: TOKEN_EXPIRED.to_owned(),
+        message: format!(
+            "access token expired; send {{\"type\":\"auth\",\"access_token\":\"...\"}} within {} s or the socket closes",
+            clock.grace().as_secs()
+        ),
+        client_msg_id: None,
+        session_id: None,
+        retry_after_ms: None,
+    })
 }
