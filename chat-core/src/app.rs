@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AuthInterceptor, ChatApi, Passwords, StreamLimits, UserApi};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
-use crate::service::{ChatCore, Limits};
+use crate::service::{ChatCore, Limits, ReplayBudget};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, SeaStore};
 
@@ -100,7 +100,8 @@ impl Application {
                     .collect(),
             },
             settings.default_agent.clone(),
-        );
+        )
+        .with_replay_budget(ReplayBudget::new(settings.replay_rate_limit));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;

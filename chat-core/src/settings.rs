@@ -90,6 +90,12 @@ pub struct Settings {
     #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 16)]
     pub max_streams_per_user: usize,
 
+    /// Pages of history (200 stored messages each) one user's subscribes may replay per minute,
+    /// through any gateway; a subscribe beyond it is refused with `rate_limited`, further pages
+    /// of a long replay wait. 0 for no limit.
+    #[arg(long, env = "REPLAY_RATE_LIMIT", default_value_t = 60)]
+    pub replay_rate_limit: u32,
+
     /// Agent of new sessions that do not name one.
     #[arg(long, env = "DEFAULT_AGENT", default_value = "echo")]
     pub default_agent: String,

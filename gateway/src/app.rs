@@ -23,15 +23,19 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthUser, Tokens};
+use crate::connections::Connections;
 use crate::core::{CoreClient, authorized, on_behalf_of};
 use crate::error::ApiError;
 use crate::grpc_web::{self, GrpcWebProxy};
+use crate::idle::IdleAcceptor;
 use crate::idp::{External, ExternalUsers, Providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, page, sessions};
 use crate::settings::Settings;
 use crate::ws;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -70,6 +74,8 @@ pub struct AppState {
     /// Cancelled when the gateway starts draining: open WebSockets close with
     /// 1012, SSE and gRPC-Web streams end.
     pub shutdown: CancellationToken,
+    /// Long-lived connections per user and client address, capped.
+    pub connections: Arc<Connections>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -102,6 +108,15 @@ pub struct Application {
     shutdown_timeout: std::time::Duration,
     /// Certificate and key when the gateway terminates TLS itself.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    timeouts: ConnectionTimeouts,
+}
+
+/// How long a client connection may take to send a request's header, and
+/// sit idle.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionTimeouts {
+    header_read: std::time::Duration,
+    idle: std::time::Duration,
 }
 
 impl Application {
@@ -161,6 +176,7 @@ impl Application {
                 .map_err(|message| anyhow::anyhow!(message))?,
             health: health.clone(),
             shutdown: shutdown.clone(),
+            connections: Connections::new(settings.max_connections_per_user, settings.max_connections_per_ip),
         });
         let state_core = state.core.clone();
         let router = router(state, &settings);
@@ -193,6 +209,10 @@ impl Application {
             shutdown,
             shutdown_timeout: settings.shutdown_timeout(),
             tls,
+            timeouts: ConnectionTimeouts {
+                header_read: std::time::Duration::from_secs(settings.header_read_timeout_secs),
+                idle: std::time::Duration::from_secs(settings.idle_timeout_secs),
+            },
         })
     }
 
@@ -230,14 +250,10 @@ impl Application {
         result
     }
 
+    /// Serves HTTP (and HTTPS with `--tls-cert`) with hyper's header read
+    /// timeout and the idle-connection timeout ([`IdleAcceptor`]).
     async fn serve(self, draining: CancellationToken) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let Some(tls) = self.tls else {
-            return axum::serve(self.listener, service)
-                .with_graceful_shutdown(draining.cancelled_owned())
-                .await
-                .context("server failed");
-        };
         let handle = axum_server::Handle::new();
         let stopping = handle.clone();
         tokio::spawn(async move {
@@ -247,13 +263,27 @@ impl Application {
         let listener = self
             .listener
             .into_std()
-            .context("failed to hand the listener to TLS")?;
-        axum_server::from_tcp_rustls(listener, tls)
-            .context("failed to serve TLS on the listener")?
-            .handle(handle)
-            .serve(service)
-            .await
-            .context("server failed")
+            .context("failed to hand the listener to the server")?;
+        let idle = IdleAcceptor::new(DefaultAcceptor, self.timeouts.idle);
+        let mut server = axum_server::from_tcp(listener).context("failed to serve on the listener")?;
+        // Also bounds how long a kept-alive connection waits for its next request.
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(self.timeouts.header_read);
+        let server = server.handle(handle);
+        match self.tls {
+            Some(tls) => server
+                .acceptor(RustlsAcceptor::new(tls).acceptor(idle))
+                .serve(service)
+                .await
+                .context("server failed"),
+            None => server
+                .acceptor(idle)
+                .serve(service)
+                .await
+                .context("server failed"),
+        }
     }
 }
 

@@ -19,9 +19,13 @@ use tower::{Service, ServiceExt};
 
 use crate::app::SharedState;
 use crate::auth::{self, AuthUser};
+use crate::connections::ConnectionGuard;
 use crate::error::RETRY_AFTER_MS_METADATA;
 use crate::ratelimit::Tier;
 use crate::ratelimit::middleware::client_ip;
+
+/// The server-streaming methods, counted under the connection caps.
+const STREAMING_METHODS: [&str; 2] = ["Subscribe", "SendMessage"];
 
 /// Path prefix of the proxied service; the router mounts the proxy under it.
 pub const SERVICE_PREFIX: &str = "/chat.v1.ChatService/";
@@ -94,6 +98,15 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
     if method == "SendMessage" {
         limit(&state, Tier::Messages, &user.user_id).await?;
     }
+    let guard = if STREAMING_METHODS.contains(&method) {
+        let guard = state
+            .connections
+            .open(&user.user_id, &ip)
+            .map_err(|over| ErrorCode::RateLimited.status(over.message()))?;
+        Some(guard)
+    } else {
+        None
+    };
     let service_token = state
         .tokens
         .service_token()
@@ -134,6 +147,7 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
             draining: Box::pin(draining),
             expired: Box::pin(expired),
             done: false,
+            _guard: guard,
         })
     }))
 }
@@ -149,6 +163,8 @@ struct UntilEnded<B> {
     draining: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     expired: Pin<Box<dyn Future<Output = ()> + Send>>,
     done: bool,
+    /// A stream's place under the caller's connection caps, held while it lasts.
+    _guard: Option<ConnectionGuard>,
 }
 
 /// The trailers that end a stream with `code`; `message` percent-encoded.

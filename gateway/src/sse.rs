@@ -14,6 +14,7 @@ use chat_common::ErrorCode;
 use chat_common::token_clock::TokenClock;
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::ConnectionGuard;
 use crate::frames::OutFrame;
 
 /// True when the client asked for an event stream.
@@ -42,11 +43,14 @@ pub fn send_stream<U>(
     rest: U,
     draining: CancellationToken,
     clock: TokenClock,
+    guard: ConnectionGuard,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Send + 'static,
 {
     let events = async_stream::stream! {
+        // Counted under the caller's connection caps while the stream lasts.
+        let _guard = guard;
         yield Ok(event(&OutFrame::from_ack(ack)));
         let mut rest = std::pin::pin!(rest);
         let mut expired = std::pin::pin!(clock.closed());

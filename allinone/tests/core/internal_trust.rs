@@ -82,3 +82,44 @@ async fn only_services_may_act_on_behalf_of_a_user() {
     // Assert
     assert_eq!(result.unwrap_err().code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_user_with_their_own_token_holds_at_most_max_streams_per_user() {
+    // Arrange
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let core = spawn_core_with(&db.url, &worker.url, |s| s.max_streams_per_user = 2).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+    let _first = watch(core.addr, &token, &session.id).await;
+    let second = watch(core.addr, &token, &session.id).await;
+
+    // Act
+    let subscribe = || pb::SubscribeRequest {
+        session_id: session.id.clone(),
+        after_seq: 0,
+    };
+    let third = client(core.addr)
+        .await
+        .subscribe(with_token(subscribe(), &token))
+        .await;
+    drop(second);
+
+    // Assert: refused while two are open; a closed one frees its place.
+    assert_eq!(third.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    let mut again = None;
+    for _ in 0..100 {
+        match client(core.addr)
+            .await
+            .subscribe(with_token(subscribe(), &token))
+            .await
+        {
+            Ok(stream) => {
+                again = Some(stream);
+                break;
+            }
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    assert!(again.is_some(), "a freed place is taken again");
+}

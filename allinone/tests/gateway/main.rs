@@ -5,6 +5,7 @@
 
 mod access;
 mod authz_matrix;
+mod caps;
 mod common;
 mod cors;
 mod database_outage;

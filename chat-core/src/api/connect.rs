@@ -37,7 +37,9 @@ fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Res
         message: err.to_string(),
         client_msg_id: client_msg_id.to_owned(),
         session_id: session_id.to_owned(),
-        retry_after_ms: 0,
+        retry_after_ms: err
+            .retry_after()
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }))
 }
 

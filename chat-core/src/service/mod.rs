@@ -5,6 +5,7 @@ mod accounts;
 pub mod convert;
 mod error;
 mod passwords;
+mod replay;
 mod sessions;
 mod streams;
 mod subscribe;
@@ -12,6 +13,7 @@ mod subscribe;
 pub use accounts::Accounts;
 pub use error::ServiceError;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
+pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct ChatCore {
     pub(crate) default_agent: String,
     /// Users' open streams on this replica, ended when a sign-in is revoked.
     pub(crate) streams: UserStreams,
+    /// What replaying history on subscribe costs each user.
+    pub(crate) replay: ReplayBudget,
 }
 
 /// A committed send: the ack and the run it queued.
@@ -79,7 +83,14 @@ impl ChatCore {
             limits,
             default_agent,
             streams: UserStreams::default(),
+            replay: ReplayBudget::new(0),
         }
+    }
+
+    /// Charges each user's history replays against `budget`.
+    pub fn with_replay_budget(mut self, budget: ReplayBudget) -> Self {
+        self.replay = budget;
+        self
     }
 
     /// Users' open streams on this replica.

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
 use crate::frames::{check_client_msg_id, run_status_name};
 use crate::json::{MessageView, rfc3339};
+use crate::ratelimit::middleware::ClientAddress;
 use crate::sse;
 use chat_common::token_clock::TokenClock;
 
@@ -82,6 +83,7 @@ pub async fn list(
 pub async fn post(
     State(state): State<SharedState>,
     user: AuthUser,
+    ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PostMessage>,
@@ -103,6 +105,16 @@ pub async fn post(
         }
         None => String::new(),
     };
+    // An SSE stream takes a place under the connection caps before the message is sent.
+    let guard = if sse::wants_event_stream(&headers) {
+        let guard = state
+            .connections
+            .open(&user.user_id, &address)
+            .map_err(|over| over.into_error())?;
+        Some(guard)
+    } else {
+        None
+    };
     let request = pb::SendMessageRequest {
         session_id,
         client_msg_id,
@@ -119,9 +131,9 @@ pub async fn post(
         _ => return Err(ApiError::internal("send stream did not start with an ack")),
     };
     span.record("run_id", ack.run_id.as_str());
-    if sse::wants_event_stream(&headers) {
+    if let Some(guard) = guard {
         let clock = TokenClock::new(user.expires_at, state.limits.ws_token_grace);
-        return Ok(sse::send_stream(ack, stream, state.shutdown.clone(), clock).into_response());
+        return Ok(sse::send_stream(ack, stream, state.shutdown.clone(), clock, guard).into_response());
     }
     let posted = collect_reply(&state, &user, ack, body.content, stream).await?;
     Ok(Json(posted).into_response())

@@ -16,9 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
+use crate::connections::{ConnectionGuard, OverCap};
 use crate::core::{current_request_id, tag_request_id};
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
 use crate::origin::UpgradeOrigin;
+use crate::ratelimit::middleware::ClientAddress;
 
 mod peer;
 
@@ -52,9 +54,11 @@ pub async fn upgrade(
     State(state): State<SharedState>,
     _origin: UpgradeOrigin,
     WsAuthUser(user): WsAuthUser,
+    ClientAddress(address): ClientAddress,
     headers: http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let guard = state.connections.open(&user.user_id, &address);
     let limits = &state.limits;
     // No span for the socket's life (its cost per idle socket adds up): the
     // request id is logged with the socket's events and sent to chat-core,
@@ -65,7 +69,19 @@ pub async fn upgrade(
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state, user, request_id, traces))
+        .on_upgrade(move |socket| async move {
+            match guard {
+                Ok(guard) => serve(socket, state, user, request_id, traces, guard).await,
+                Err(over) => close_over_cap(socket, over).await,
+            }
+        })
+}
+
+/// Tells a socket over its user's or address's connection cap why, and closes it with 1013.
+async fn close_over_cap(mut socket: WebSocket, over: OverCap) {
+    let frame = OutFrame::error(ErrorCode::RateLimited, over.message());
+    let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+    close_with(&mut socket, close::TRY_AGAIN_LATER, "too many connections").await;
 }
 
 /// Counts an open socket in `chat_ws_connections` for as long as it lives.
@@ -114,6 +130,7 @@ async fn serve(
     user: AuthUser,
     request_id: Option<tonic::metadata::AsciiMetadataValue>,
     traces: TurnTraces,
+    _guard: ConnectionGuard,
 ) {
     let opened = std::time::Instant::now();
     let _open = OpenSocket::count();
@@ -306,6 +323,12 @@ where
                 ended.frames_in += 1;
                 let inbound = parse_client_frame(text, peer.max_content_bytes);
                 count_frame("in", inbound_kind(&inbound));
+                if let Some(error) = peer.check_frame(&inbound).await {
+                    if send(socket, &error, &mut ended).await.is_err() {
+                        return ended;
+                    }
+                    continue;
+                }
                 match inbound {
                     Inbound::Forward(mut frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
@@ -559,6 +582,10 @@ mod tests {
                     auth: policy,
                     account: policy,
                     messages: policy,
+                    frames: Policy {
+                        limit: std::num::NonZeroU32::new(100).expect("non-zero"),
+                        window: Duration::from_secs(3600),
+                    },
                 }),
                 &[],
             ),

@@ -10,7 +10,7 @@ use chat_proto::chat::v1 as pb;
 
 use crate::app::SharedState;
 use crate::auth::{self, Tokens};
-use crate::frames::{AccessToken, ErrorView, OutFrame};
+use crate::frames::{AccessToken, ErrorView, Inbound, OutFrame};
 use crate::ratelimit::{RateLimits, Tier};
 
 /// Error code of the warning sent when a socket's token expires.
@@ -98,6 +98,41 @@ impl TurnTraces {
 }
 
 impl Peer {
+    /// Counts a client frame of any type in the frames tier; the error frame
+    /// to answer when over the limit (the frame is then dropped).
+    pub(super) async fn check_frame(&self, inbound: &Inbound) -> Option<OutFrame> {
+        let (session_id, client_msg_id) = match inbound {
+            Inbound::Forward(pb::ClientFrame {
+                frame: Some(pb::client_frame::Frame::Send(send)),
+            }) => (Some(send.session_id.clone()), Some(send.client_msg_id.clone())),
+            _ => (None, None),
+        };
+        let decision = match self.rate_limits.check(Tier::Frames, &self.user_id).await {
+            Ok(decision) => decision?,
+            Err(down) => {
+                let error = down.into_error();
+                return Some(OutFrame::Error(ErrorView {
+                    code: error.code.as_str().to_owned(),
+                    message: error.message.into_owned(),
+                    client_msg_id,
+                    session_id,
+                    retry_after_ms: error.retry_after_ms,
+                }));
+            }
+        };
+        if decision.allowed {
+            return None;
+        }
+        let retry_after_ms = decision.retry_after_ms();
+        Some(OutFrame::Error(ErrorView {
+            code: ErrorCode::RateLimited.as_str().to_owned(),
+            message: format!("too many frames, retry in {retry_after_ms} ms"),
+            client_msg_id,
+            session_id,
+            retry_after_ms: Some(retry_after_ms),
+        }))
+    }
+
     /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
     pub(super) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
         let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
