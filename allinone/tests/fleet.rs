@@ -68,6 +68,7 @@ async fn start_worker(
         ])
         .arg("--agents-config")
         .arg(config)
+        .args(["--jwt-secret", SECRET])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -124,10 +124,15 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         settings.load_secret_files().map_err(anyhow::Error::msg)?;
         settings.validate().map_err(anyhow::Error::msg)?;
+        let core_tls = settings
+            .chat_core_tls()
+            .and_then(|files| files.map(|f| f.config(&settings.chat_core_url)).transpose())
+            .map_err(anyhow::Error::msg)?;
         let core = CoreClient::new(
             &settings.chat_core_url,
             std::time::Duration::from_secs(settings.chat_core_resolve_secs),
             settings.request_timeout(),
+            core_tls,
         )
         .await?;
         let health = Health::new("gateway");

@@ -9,7 +9,7 @@ use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use futures::Stream;
 use tonic::codec::{BufferSettings, Codec, Streaming};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -95,7 +95,20 @@ impl CoreClient {
     /// DNS name is resolved to all its addresses, again every
     /// `resolve_every`); calls and new streams are spread across them, and
     /// nothing connects until the first call.
-    pub async fn new(url: &str, resolve_every: Duration, unary_timeout: Duration) -> anyhow::Result<Self> {
+    /// With `tls`, chat-core is reached over TLS (an `https://` URL).
+    pub async fn new(
+        url: &str,
+        resolve_every: Duration,
+        unary_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
+        let endpoint = move |url: &str| {
+            let endpoint = endpoint(url)?;
+            match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone()),
+                None => Ok(endpoint),
+            }
+        };
         endpoint(url).with_context(|| format!("invalid chat-core url `{url}`"))?;
         let endpoints = chat_common::discovery::watch(&[url.to_owned()], resolve_every)
             .await

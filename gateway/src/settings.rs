@@ -33,6 +33,20 @@ pub struct Settings {
     #[arg(long, env = "CHAT_CORE_URL", default_value = "http://127.0.0.1:50051")]
     pub chat_core_url: String,
 
+    /// PEM CA certificates of chat-core's TLS certificate; with it, chat-core is reached over TLS
+    /// (an `https://` URL), and its certificate must name the URL's host (whichever address the
+    /// name resolves to).
+    #[arg(long, env = "CHAT_CORE_TLS_CA_FILE", value_name = "PATH")]
+    pub chat_core_tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate the gateway presents to a chat-core that requires mutual TLS.
+    #[arg(long, env = "CHAT_CORE_TLS_CERT_FILE", value_name = "PATH")]
+    pub chat_core_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--chat-core-tls-cert`.
+    #[arg(long, env = "CHAT_CORE_TLS_KEY_FILE", value_name = "PATH")]
+    pub chat_core_tls_key: Option<std::path::PathBuf>,
+
     /// Seconds between DNS lookups of the chat-core name, so replicas join and leave the balance.
     #[arg(long, env = "CHAT_CORE_RESOLVE_SECS", default_value_t = 10)]
     pub chat_core_resolve_secs: u64,
@@ -328,8 +342,24 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// How the gateway reaches chat-core over TLS, when configured.
+    pub fn chat_core_tls(&self) -> Result<Option<chat_common::tls::ClientTlsFiles>, String> {
+        chat_common::tls::ClientTlsFiles::from_settings(
+            "CHAT_CORE",
+            self.chat_core_tls_ca.as_deref(),
+            self.chat_core_tls_cert.as_deref(),
+            self.chat_core_tls_key.as_deref(),
+        )
+    }
+
     /// Checks the values clap cannot: returns one line naming the bad option.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(tls) = self.chat_core_tls()? {
+            tls.config(&self.chat_core_url)?;
+            if !self.chat_core_url.starts_with("https://") {
+                return Err("CHAT_CORE_TLS_CA_FILE is set: CHAT_CORE_URL must be an https:// URL".into());
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert (TLS_CERT_FILE) and --tls-key (TLS_KEY_FILE) go together".into());
         }

@@ -13,6 +13,7 @@ mod error_leaks;
 mod external_idp;
 mod grpc_web;
 mod headers;
+mod internal_tls;
 mod own_tokens;
 mod page;
 mod rate_limit_store;

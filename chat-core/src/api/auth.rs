@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, TokenKeys, bearer};
+use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, Scope, TokenKeys, bearer};
 use tonic::service::Interceptor;
 
+use super::UserLimits;
 use crate::domain::{Principal, UserId};
 
 /// A caller that is an end user with their own token: chat-core ends their
@@ -26,13 +27,44 @@ pub struct DirectUser {
 pub struct AuthInterceptor {
     keys: Arc<TokenKeys>,
     accept_user_tokens: bool,
+    /// What a scoped service token must allow to call the guarded service.
+    scope: Scope,
+    /// The limits of users calling with their own tokens.
+    user_limits: Option<Arc<UserLimits>>,
 }
 
 impl AuthInterceptor {
+    /// Guards `chat.v1.ChatService`.
     pub fn new(keys: Arc<TokenKeys>, accept_user_tokens: bool) -> Self {
         Self {
             keys,
             accept_user_tokens,
+            scope: Scope::Chat,
+            user_limits: None,
+        }
+    }
+
+    /// Counts each call of a user with their own token against `limits`.
+    pub fn with_user_limits(mut self, limits: Arc<UserLimits>) -> Self {
+        self.user_limits = Some(limits);
+        self
+    }
+
+    /// The same check for another service, which scoped tokens must name.
+    pub fn for_scope(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            ..self.clone()
+        }
+    }
+
+    /// Guards a service for internal callers only (reflection): service tokens allowing `scope`.
+    pub fn services_only(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            accept_user_tokens: false,
+            keys: self.keys.clone(),
+            user_limits: None,
         }
     }
 }
@@ -49,6 +81,12 @@ impl Interceptor for AuthInterceptor {
             .keys
             .verify(token, Audience::ChatCore)
             .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
+        if claims.role == Role::Service && !claims.allows(self.scope) {
+            return Err(ErrorCode::Forbidden.status(format!(
+                "the service token's scope does not include `{}`",
+                self.scope.as_str()
+            )));
+        }
         let on_behalf_of = request.metadata().get(ON_BEHALF_OF_METADATA);
         let principal = match claims.role {
             Role::User if !self.accept_user_tokens => {
@@ -60,6 +98,9 @@ impl Interceptor for AuthInterceptor {
                 return Err(ErrorCode::Forbidden.status("only services may act on behalf of a user"));
             }
             Role::User => {
+                if let Some(limits) = &self.user_limits {
+                    limits.check_request(&claims.sub)?;
+                }
                 request.extensions_mut().insert(DirectUser {
                     expires_at: claims.exp,
                 });

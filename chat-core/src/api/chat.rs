@@ -11,6 +11,9 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
+use super::UserLimits;
 use super::auth::DirectUser;
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
@@ -103,15 +106,31 @@ pub struct ChatApi {
     /// Cancelled when chat-core starts draining: every stream ends.
     draining: CancellationToken,
     limits: StreamLimits,
+    /// The message limit of users calling with their own tokens.
+    user_limits: Arc<UserLimits>,
 }
 
 impl ChatApi {
-    pub fn new(core: ChatCore, draining: CancellationToken, limits: StreamLimits) -> Self {
+    pub fn new(
+        core: ChatCore,
+        draining: CancellationToken,
+        limits: StreamLimits,
+        user_limits: Arc<UserLimits>,
+    ) -> Self {
         Self {
             core,
             draining,
             limits,
+            user_limits,
         }
+    }
+
+    /// The message limit of this call's caller, when it is a user with their own token.
+    fn message_limit<T>(&self, request: &Request<T>) -> Option<Arc<UserLimits>> {
+        request
+            .extensions()
+            .get::<DirectUser>()
+            .map(|_| self.user_limits.clone())
     }
 
     /// What ends a stream of this call's caller; over a direct user's
@@ -335,6 +354,9 @@ impl ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::SendMessageStream>, Status> {
         let principal = principal(&request)?;
+        if let (Some(limits), Principal::User(user_id)) = (self.message_limit(&request), &principal) {
+            limits.check_message(user_id)?;
+        }
         let ends = self.ends(&request, &principal)?;
         let origin = RunOrigin::current(request_id(&request));
         let req = request.into_inner();
@@ -400,9 +422,10 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let ends = self.ends(&request, &principal)?;
         let request_id = request_id(&request);
+        let message_limit = self.message_limit(&request);
         let frames = request.into_inner();
         Ok(Response::new(until_ended(
-            super::connect::serve(self.core.clone(), principal, request_id, frames),
+            super::connect::serve(self.core.clone(), principal, request_id, message_limit, frames),
             ends,
         )))
     }

@@ -7,11 +7,13 @@
 mod auth;
 mod chat;
 mod connect;
+mod user_limits;
 mod users;
 
 pub use crate::service::{PasswordPolicy, Passwords};
 pub use auth::{AuthInterceptor, DirectUser};
 pub use chat::{ChatApi, StreamLimits};
+pub use user_limits::UserLimits;
 pub use users::UserApi;
 
 use crate::domain::Principal;
