@@ -108,6 +108,8 @@ impl Stack {
             redis_url,
             "--jwt-secret",
             SECRET,
+            // The client calls chat-core directly too, as the user.
+            "--accept-user-tokens",
             "--agent-worker-url",
             &worker_urls,
             "--shutdown-timeout-secs",

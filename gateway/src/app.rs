@@ -109,6 +109,8 @@ pub struct Application {
     /// Certificate and key when the gateway terminates TLS itself.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     timeouts: ConnectionTimeouts,
+    /// Open WebSockets and streams, which a draining gateway waits for.
+    connections: Arc<Connections>,
 }
 
 /// How long a client connection may take to send a request's header, and
@@ -184,6 +186,7 @@ impl Application {
             connections: Connections::new(settings.max_connections_per_user, settings.max_connections_per_ip),
         });
         let state_core = state.core.clone();
+        let connections = state.connections.clone();
         let router = router(state, &settings);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -218,6 +221,7 @@ impl Application {
                 header_read: std::time::Duration::from_secs(settings.header_read_timeout_secs),
                 idle: std::time::Duration::from_secs(settings.idle_timeout_secs),
             },
+            connections,
         })
     }
 
@@ -277,7 +281,7 @@ impl Application {
             .http1()
             .header_read_timeout(self.timeouts.header_read);
         let server = server.handle(handle);
-        match self.tls {
+        let served = match self.tls {
             Some(tls) => server
                 .acceptor(RustlsAcceptor::new(tls).acceptor(idle))
                 .serve(service)
@@ -288,7 +292,12 @@ impl Application {
                 .serve(service)
                 .await
                 .context("server failed"),
-        }
+        };
+        // Upgraded WebSockets and streams outlive their HTTP connections'
+        // tracking: they close themselves on `draining` (1012, a final event
+        // or trailers); wait for that within the drain deadline.
+        self.connections.all_closed().await;
+        served
     }
 }
 

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct Connections {
     counts: Mutex<HashMap<String, usize>>,
+    /// Told when the last open connection closes.
+    all_closed: tokio::sync::Notify,
     /// Per user; 0 for no cap.
     max_per_user: usize,
     /// Per client address (an IPv6 client by its /64); 0 for no cap.
@@ -50,6 +52,7 @@ impl Connections {
     pub fn new(max_per_user: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             counts: Mutex::default(),
+            all_closed: tokio::sync::Notify::new(),
             max_per_user,
             max_per_ip,
         })
@@ -88,7 +91,28 @@ impl Drop for ConnectionGuard {
                 }
             }
         }
+        let none_left = counts.is_empty();
+        drop(counts);
         metrics::gauge!("chat_gateway_streams").decrement(1.0);
+        if none_left {
+            self.connections.all_closed.notify_waiters();
+        }
+    }
+}
+
+impl Connections {
+    /// Completes once no long-lived connection is open: a draining gateway
+    /// waits for its WebSockets and streams to end (each is told to).
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.counts.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
