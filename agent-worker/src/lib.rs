@@ -5,6 +5,7 @@
 //! (with health and reflection) around it; `main.rs` only parses [`Settings`] and runs it.
 
 pub mod agents;
+mod auth;
 pub mod config;
 pub mod service;
 mod settings;
@@ -20,6 +21,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::AgentsConfig;
 pub use service::AgentWorkerService;
@@ -35,13 +37,19 @@ pub struct Application {
     service: AgentWorkerService,
     health: Health,
     shutdown_timeout: std::time::Duration,
+    auth: auth::RequireServiceToken,
+    reflection: bool,
+    tls: Option<std::sync::Arc<chat_common::tls::ServerTls>>,
 }
 
 // === impl Application ===
 
 impl Application {
     /// Loads the agents config and binds the listen address.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        settings.load_secret_files().map_err(anyhow::Error::msg)?;
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let tls = settings.tls.load().map_err(anyhow::Error::msg)?;
         let mut config = AgentsConfig::load(settings.agents_config.as_deref()).with_context(|| {
             match &settings.agents_config {
                 Some(path) => format!("invalid agents config {}", path.display()),
@@ -77,6 +85,9 @@ impl Application {
             service,
             health: Health::new("agent-worker"),
             shutdown_timeout: std::time::Duration::from_secs(settings.shutdown_timeout_secs),
+            auth: auth::RequireServiceToken::new(settings.token_keys()),
+            reflection: settings.grpc_reflection,
+            tls,
         })
     }
 
@@ -103,39 +114,59 @@ impl Application {
             reporter,
             chat_proto::agent::v1::agent_worker_server::SERVICE_NAME,
         ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(chat_proto::agent::v1::agent_worker_server::SERVICE_NAME)
-            .with_service_name("grpc.health.v1.Health")
-            .build_v1()
-            .context("failed to build the reflection service")?;
-        let worker = AgentWorkerServer::new(self.service)
-            .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES);
+        // Reflection only when enabled, and behind the same check as runs.
+        let reflection = if self.reflection {
+            let service = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(chat_proto::agent::v1::agent_worker_server::SERVICE_NAME)
+                .with_service_name("grpc.health.v1.Health")
+                .build_v1()
+                .context("failed to build the reflection service")?;
+            Some(InterceptedService::new(service, self.auth.clone()))
+        } else {
+            None
+        };
+        let worker = InterceptedService::new(
+            AgentWorkerServer::new(self.service)
+                .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES),
+            self.auth,
+        );
 
-        // Deltas are small frames: send them at once rather than waiting to coalesce.
-        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-            stream.inspect(|stream| {
-                if let Err(err) = stream.set_nodelay(true) {
-                    tracing::warn!(%err, "failed to set TCP_NODELAY");
-                }
-            })
-        });
         let draining = CancellationToken::new();
         let stopping = draining.clone();
+        let listener = self.listener;
+        let tls = self.tls;
         let server = async move {
-            tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .layer(chat_common::metrics::GrpcMetricsLayer)
                 // Per-call access lines at debug (chat-core polls `ListAgents`);
                 // each run logs its own start and end at info.
                 .layer(GrpcTraceLayer::new(AccessLog::Debug).continued_traces_only())
                 .add_service(health_service)
-                .add_service(reflection)
-                .add_service(worker)
-                .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
-                .await
-                .context("gRPC server failed")
+                .add_optional_service(reflection)
+                .add_service(worker);
+            match tls {
+                Some(tls) => router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), stopping.cancelled_owned())
+                    .await
+                    .context("gRPC server failed"),
+                None => {
+                    // Deltas are small frames: send them at once rather than waiting to coalesce.
+                    let incoming = TcpListenerStream::new(listener).map(|stream| {
+                        stream.inspect(|stream| {
+                            if let Err(err) = stream.set_nodelay(true) {
+                                tracing::warn!(%err, "failed to set TCP_NODELAY");
+                            }
+                        })
+                    });
+                    router
+                        .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
+                        .await
+                        .context("gRPC server failed")
+                }
+            }
         };
         tracing::info!(addr = %self.local_addr, "agent-worker listening");
         let result =

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chat_common::telemetry::LogFormat;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{BUILTIN_TOOLS, LlmSpec};
 
@@ -41,6 +42,23 @@ pub struct Settings {
     /// Seconds a stopping worker (SIGTERM) has to finish its in-flight runs; it takes no new ones.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 25)]
     pub shutdown_timeout_secs: u64,
+
+    /// Shared secret of chat-core's service tokens: every call must carry one meant for
+    /// agent-workers (`aud: agent-worker`). Required unless `GRPC_TLS_CLIENT_CA_FILE` has
+    /// chat-core prove itself with a client certificate instead.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// File holding the token secret, instead of `JWT_SECRET`.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Serve gRPC server reflection (to callers with a service token, like every call).
+    #[arg(long, env = "GRPC_REFLECTION")]
+    pub grpc_reflection: bool,
+
+    #[command(flatten)]
+    pub tls: chat_common::tls::ServerTlsSettings,
 
     /// Most runs this worker executes at once; runs beyond it are refused with
     /// RESOURCE_EXHAUSTED so chat-core can send them to another worker.
@@ -86,6 +104,37 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Reads the secrets given as files (`*_FILE`) into their settings.
+    pub fn load_secret_files(&mut self) -> Result<(), String> {
+        let file = self.jwt_secret_file.take();
+        self.jwt_secret =
+            chat_common::secret::resolve("JWT_SECRET", self.jwt_secret.take(), file.as_deref())?;
+        Ok(())
+    }
+
+    /// Checks what clap cannot; the error is one line naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let mutual_tls = self.tls.files()?.is_some_and(|files| files.client_ca.is_some());
+        match self.jwt_secret.as_ref().map(ExposeSecret::expose_secret) {
+            Some(secret) if !secret.is_empty() => chat_common::token::check_secret(secret.as_bytes()),
+            _ if mutual_tls => Ok(()),
+            _ => Err(
+                "JWT_SECRET (or JWT_SECRET_FILE) is required: agent-workers take only chat-core's \
+                 service tokens (or set GRPC_TLS_CLIENT_CA_FILE to require chat-core's client certificate)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The keys of chat-core's service tokens, when a secret is set.
+    pub fn token_keys(&self) -> Option<std::sync::Arc<chat_common::token::TokenKeys>> {
+        self.jwt_secret
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|secret| !secret.is_empty())
+            .map(|secret| std::sync::Arc::new(chat_common::token::TokenKeys::new(secret.as_bytes())))
+    }
+
     /// The `assistant` llm agent these settings ask for, if any; `env` reads environment variables.
     pub fn llm_assistant(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<LlmSpec> {
         let base_url = self

@@ -29,17 +29,18 @@ async fn health_check_reports_the_worker_and_the_server_serving() {
 
 #[tokio::test]
 async fn reflection_lists_the_agent_worker_service() {
-    let app = spawn_app().await;
+    let app = helpers::spawn_app_with(|s| s.grpc_reflection = true).await;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
 
-    let mut responses = ServerReflectionClient::new(app.channel.clone())
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("reflection stream")
-        .into_inner();
+    let mut responses =
+        ServerReflectionClient::with_interceptor(app.channel.clone(), helpers::chat_core_token())
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection stream")
+            .into_inner();
     let response = responses
         .next()
         .await

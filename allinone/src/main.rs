@@ -72,6 +72,9 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
     worker_settings.listen = loopback;
     worker_settings.shutdown_timeout_secs = shutdown_timeout_secs;
     worker_settings.agents_config = cli.agents_config.clone();
+    // The worker takes only chat-core's service tokens, signed with the same secret.
+    worker_settings.jwt_secret = Some(secret.clone().into());
+    worker_settings.jwt_secret_file = None;
     // An OpenAI key alone is enough to add the `assistant` llm agent.
     let base_url_unset = worker_settings.llm_base_url.as_deref().is_none_or(str::is_empty);
     let has_key = chat_common::secret::from_env(&worker_settings.llm_api_key_env).is_ok_and(|k| k.is_some());

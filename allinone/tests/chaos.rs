@@ -136,7 +136,14 @@ impl Stack {
         .await?;
 
         let drain = DRAIN.as_secs().to_string();
-        let worker_args = args(&["--agents-config", &agents, "--shutdown-timeout-secs", &drain]);
+        let worker_args = args(&[
+            "--agents-config",
+            &agents,
+            "--shutdown-timeout-secs",
+            &drain,
+            "--jwt-secret",
+            SECRET,
+        ]);
         let (w1, w2, w3) = tokio::join!(
             Service::start(Kind::AgentWorker, "worker-1", &worker_args, dir.path()),
             Service::start(Kind::AgentWorker, "worker-2", &worker_args, dir.path()),

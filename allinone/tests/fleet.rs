@@ -69,6 +69,7 @@ async fn start_worker(index: usize, port: u16, dir: &std::path::Path) -> tokio::
         ])
         .arg("--agents-config")
         .arg(config)
+        .args(["--jwt-secret", SECRET])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -87,7 +87,14 @@ impl Stack {
         .await?;
 
         let drain = DRAIN.as_secs().to_string();
-        let worker_args = args(&["--agents-config", &agents, "--shutdown-timeout-secs", &drain]);
+        let worker_args = args(&[
+            "--agents-config",
+            &agents,
+            "--shutdown-timeout-secs",
+            &drain,
+            "--jwt-secret",
+            SECRET,
+        ]);
         let (w1, w2) = tokio::join!(
             Service::start(Kind::AgentWorker, "worker-1", &worker_args, dir.path()),
             Service::start(Kind::AgentWorker, "worker-2", &worker_args, dir.path()),
@@ -101,6 +108,8 @@ impl Stack {
             redis_url,
             "--jwt-secret",
             SECRET,
+            // The client calls chat-core directly too, as the user.
+            "--accept-user-tokens",
             "--agent-worker-url",
             &worker_urls,
             "--shutdown-timeout-secs",

@@ -29,7 +29,7 @@ async fn every_service_exposes_metrics_that_a_chat_turn_moves() {
     let mut worker = Service::start(
         Kind::AgentWorker,
         "agent-worker",
-        &args(&["--shutdown-timeout-secs", "10"]),
+        &args(&["--shutdown-timeout-secs", "10", "--jwt-secret", SECRET]),
         dir.path(),
     )
     .await

@@ -181,7 +181,12 @@ struct Stack {
 impl Stack {
     async fn spawn(receiver: &Receiver) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let worker = Service::spawn("agent-worker", &[], &receiver.http_endpoint(), "http/protobuf")?;
+        let worker = Service::spawn(
+            "agent-worker",
+            &["--jwt-secret", SECRET],
+            &receiver.http_endpoint(),
+            "http/protobuf",
+        )?;
         let database = format!("sqlite://{}?mode=rwc", data.path().join("chat.db").display());
         let worker_url = format!("http://{}", worker.listen);
         let core = Service::spawn(

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_common::token::TokenKeys;
+use chat_common::token::{Audience, Scope, SelfSigned, TokenKeys};
 use chat_proto::chat::v1::chat_service_server::ChatServiceServer;
 use chat_proto::chat::v1::operator_service_server::OperatorServiceServer;
 use chat_proto::chat::v1::user_service_server::UserServiceServer;
 use migration::{Migrator, MigratorTrait};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 use chat_common::Health;
@@ -21,12 +22,15 @@ use futures::StreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AuthInterceptor, ChatApi, OperatorApi, Passwords, UserApi};
+use crate::api::{AuthInterceptor, ChatApi, OperatorApi, Passwords, StreamLimits, UserApi, UserLimits};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
-use crate::dispatch::{DispatchConfig, Dispatcher, WorkerPool};
-use crate::service::{ChatCore, Limits};
+use crate::dispatch::{DispatchConfig, Dispatcher, WorkerLink, WorkerPool};
+use crate::service::{ChatCore, Limits, ReplayBudget};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, SeaStore};
+
+/// Lifetime of the service tokens chat-core signs for agent-workers.
+const WORKER_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// Name under which gRPC health reports the chat service.
 const HEALTH_SERVICE: &str = "chat.v1.ChatService";
@@ -34,6 +38,8 @@ const HEALTH_SERVICE: &str = "chat.v1.ChatService";
 /// A built chat-core, listening but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// TLS of the gRPC listener, kept current with its files.
+    tls: Option<Arc<chat_common::tls::ServerTls>>,
     core: ChatCore,
     keys: Arc<TokenKeys>,
     health: Health,
@@ -68,9 +74,27 @@ impl Application {
             Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_events).await?),
             None => Arc::new(InProcessBus::new(settings.subscriber_buffer_events)),
         };
+        let worker_tls = settings
+            .agent_worker_tls()
+            .and_then(|files| {
+                files
+                    .map(|f| f.config(settings.agent_worker_urls.first().map_or("", String::as_str)))
+                    .transpose()
+            })
+            .map_err(anyhow::Error::msg)?;
+        let link = WorkerLink {
+            token: SelfSigned::new(
+                keys.clone(),
+                "chat-core",
+                &[Audience::AgentWorker],
+                WORKER_TOKEN_TTL,
+            ),
+            tls: worker_tls,
+        };
         let workers = WorkerPool::new(
             &settings.agent_worker_urls,
             Duration::from_secs(settings.agent_worker_resolve_secs),
+            link,
         )
         .await
         .map_err(anyhow::Error::msg)?;
@@ -101,7 +125,9 @@ impl Application {
                     .collect(),
             },
             settings.default_agent.clone(),
-        );
+        )
+        .with_replay_budget(ReplayBudget::new(settings.replay_rate_limit));
+        let tls = settings.tls.load().map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
@@ -109,6 +135,7 @@ impl Application {
         health.set("database", false);
         Ok(Self {
             listener,
+            tls,
             core,
             keys,
             health,
@@ -135,6 +162,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            tls,
             core,
             keys,
             health,
@@ -167,49 +195,96 @@ impl Application {
                 .context("password set-up failed")?
                 .map_err(anyhow::Error::msg)?,
         );
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("failed to build reflection service")?;
         let draining = CancellationToken::new();
-        let interceptor = AuthInterceptor::new(keys);
+        let user_limits = Arc::new(UserLimits::new(
+            (
+                settings.rate_limit_max_requests,
+                Duration::from_secs(settings.rate_limit_window_secs),
+            ),
+            (
+                settings.message_rate_limit,
+                Duration::from_secs(settings.message_rate_limit_window_secs),
+            ),
+        ));
+        let pruning = {
+            let limits = Arc::downgrade(&user_limits);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    let Some(limits) = limits.upgrade() else { return };
+                    limits.prune();
+                }
+            })
+        };
+        let interceptor =
+            AuthInterceptor::new(keys, settings.accept_user_tokens).with_user_limits(user_limits.clone());
+        // Reflection is off unless asked for, and then for services only.
+        let reflection = if settings.grpc_reflection {
+            let service = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .context("failed to build reflection service")?;
+            Some(InterceptedService::new(
+                service,
+                interceptor.services_only(Scope::Reflection),
+            ))
+        } else {
+            None
+        };
+        let stream_limits = StreamLimits {
+            token_grace: Duration::from_secs(settings.stream_token_grace_secs),
+            max_streams_per_user: settings.max_streams_per_user,
+        };
         let chat = ChatServiceServer::with_interceptor(
-            ChatApi::new(core.clone(), draining.clone()),
+            ChatApi::new(core.clone(), draining.clone(), stream_limits, user_limits),
             interceptor.clone(),
         );
         let operators =
             OperatorServiceServer::with_interceptor(OperatorApi::new(core.clone()), interceptor.clone());
-        let users =
-            UserServiceServer::with_interceptor(UserApi::new(core.store().clone(), passwords), interceptor);
+        let users = UserServiceServer::with_interceptor(
+            UserApi::new(core.store().clone(), passwords, core.bus().clone()),
+            interceptor.for_scope(Scope::Users),
+        );
+        let revocations = core.streams().follow(core.bus().as_ref());
         let dispatcher = core.dispatcher.clone();
-        info!(addr = %listener.local_addr()?, "chat-core listening");
-        let incoming = TcpListenerStream::new(listener).map(|stream| {
-            stream.inspect(|stream| {
-                if let Err(error) = stream.set_nodelay(true) {
-                    warn!(%error, "failed to set TCP_NODELAY");
-                }
-            })
-        });
+        info!(addr = %listener.local_addr()?, tls = tls.is_some(), "chat-core listening");
         let stopping = draining.clone();
         let server = async move {
-            tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(1 << 20))
                 .layer(chat_common::metrics::GrpcMetricsLayer)
                 // Per-call access lines at debug: chat-core serves every
                 // client call, so an info line each would dominate the logs.
                 .layer(chat_common::trace::GrpcTraceLayer::new(AccessLog::Debug))
                 .add_service(health_service)
-                .add_service(reflection)
+                .add_optional_service(reflection)
                 .add_service(chat)
                 .add_service(operators)
-                .add_service(users)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    stopping.cancelled().await;
-                    dispatcher.shutdown().await;
-                })
-                .await
-                .context("gRPC server failed")
+                .add_service(users);
+            let stopped = async move {
+                stopping.cancelled().await;
+                dispatcher.shutdown().await;
+            };
+            match tls {
+                Some(tls) => router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), stopped)
+                    .await
+                    .context("gRPC server failed"),
+                None => {
+                    let incoming = TcpListenerStream::new(listener).map(|stream| {
+                        stream.inspect(|stream| {
+                            if let Err(error) = stream.set_nodelay(true) {
+                                warn!(%error, "failed to set TCP_NODELAY");
+                            }
+                        })
+                    });
+                    router
+                        .serve_with_incoming_shutdown(incoming, stopped)
+                        .await
+                        .context("gRPC server failed")
+                }
+            }
         };
         let result = chat_common::shutdown::drain(
             stop,
@@ -221,6 +296,8 @@ impl Application {
         .await;
         probe.abort();
         mirror.abort();
+        revocations.abort();
+        pruning.abort();
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }

@@ -64,6 +64,20 @@ pub struct Settings {
     )]
     pub agent_worker_urls: Vec<String>,
 
+    /// PEM CA certificates of the agent-workers' TLS certificates; with it, workers are reached
+    /// over TLS (`https://` URLs), and each worker's certificate must name the host of the first
+    /// URL (the service name, whichever address it resolves to).
+    #[arg(long, env = "AGENT_WORKER_TLS_CA_FILE", value_name = "PATH")]
+    pub agent_worker_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate chat-core presents to agent-workers that require mutual TLS.
+    #[arg(long, env = "AGENT_WORKER_TLS_CERT_FILE", value_name = "PATH")]
+    pub agent_worker_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--agent-worker-tls-cert`.
+    #[arg(long, env = "AGENT_WORKER_TLS_KEY_FILE", value_name = "PATH")]
+    pub agent_worker_tls_key: Option<PathBuf>,
+
     /// Seconds between DNS lookups of agent-worker names (a headless service's pods).
     #[arg(long, env = "AGENT_WORKER_RESOLVE_SECS", default_value_t = 10)]
     pub agent_worker_resolve_secs: u64,
@@ -75,6 +89,51 @@ pub struct Settings {
     /// File holding the token secret, instead of `JWT_SECRET`.
     #[arg(long, env = "JWT_SECRET_FILE", value_name = "PATH")]
     pub jwt_secret_file: Option<PathBuf>,
+
+    /// Accept end users' own access tokens (not only service tokens); such
+    /// callers get the per-user limits below. Off: users go through the gateway.
+    #[arg(long, env = "ACCEPT_USER_TOKENS", default_value_t = false)]
+    pub accept_user_tokens: bool,
+
+    /// Serve gRPC server reflection, to callers with a service token only.
+    #[arg(long, env = "GRPC_REFLECTION")]
+    pub grpc_reflection: bool,
+
+    #[command(flatten)]
+    pub tls: chat_common::tls::ServerTlsSettings,
+
+    /// Seconds a stream opened with a user's own token outlives the token.
+    #[arg(long, env = "STREAM_TOKEN_GRACE_SECS", default_value_t = 30)]
+    pub stream_token_grace_secs: u64,
+
+    /// Streams (`Subscribe`, `SendMessage`, `Connect`) one user with their own
+    /// token may hold on this replica; 0 for no cap. Beyond it: `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub max_streams_per_user: usize,
+
+    /// Requests per window one user calling with their own token may make (the gateway's API
+    /// tier, same variable), per replica.
+    #[arg(long, env = "RATE_LIMIT_MAX_REQUESTS", default_value = "300")]
+    pub rate_limit_max_requests: std::num::NonZeroU32,
+
+    /// Window of `RATE_LIMIT_MAX_REQUESTS`, in seconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value_t = 900)]
+    pub rate_limit_window_secs: u64,
+
+    /// Messages per window one user calling with their own token may send (the gateway's
+    /// message tier, same variable), per replica.
+    #[arg(long, env = "MESSAGE_RATE_LIMIT", default_value = "60")]
+    pub message_rate_limit: std::num::NonZeroU32,
+
+    /// Window of `MESSAGE_RATE_LIMIT`, in seconds.
+    #[arg(long, env = "MESSAGE_RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
+    pub message_rate_limit_window_secs: u64,
+
+    /// Pages of history (200 stored messages each) one user's subscribes may replay per minute,
+    /// through any gateway; a subscribe beyond it is refused with `rate_limited`, further pages
+    /// of a long replay wait. 0 for no limit.
+    #[arg(long, env = "REPLAY_RATE_LIMIT", default_value_t = 60)]
+    pub replay_rate_limit: u32,
 
     /// Agent of new sessions that do not name one: the built-in banking demo's router, which hands
     /// each message to the right specialist or to a person.
@@ -246,8 +305,21 @@ impl Settings {
         for url in &self.agent_worker_urls {
             chat_common::discovery::Target::parse(url).map_err(|e| format!("AGENT_WORKER_URLS: {e}"))?;
         }
+        if let Some(tls) = self.agent_worker_tls()? {
+            // Every worker's certificate must name the first URL's host.
+            tls.config(self.agent_worker_urls.first().map_or("", String::as_str))?;
+            if let Some(url) = self.agent_worker_urls.iter().find(|u| !u.starts_with("https://")) {
+                return Err(format!(
+                    "AGENT_WORKER_TLS_CA_FILE is set but AGENT_WORKER_URLS has `{url}`: use https:// URLs"
+                ));
+            }
+        }
+        self.tls.files()?;
         if self.agent_worker_resolve_secs == 0 {
             return Err("AGENT_WORKER_RESOLVE_SECS must be positive".into());
+        }
+        if self.rate_limit_window_secs == 0 || self.message_rate_limit_window_secs == 0 {
+            return Err("RATE_LIMIT_WINDOW_SECS and MESSAGE_RATE_LIMIT_WINDOW_SECS must be positive".into());
         }
         if self.subscriber_buffer_events == 0 {
             return Err("SUBSCRIBER_BUFFER_EVENTS must be positive".into());
@@ -283,6 +355,16 @@ impl Settings {
             return Err("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH".into());
         }
         Ok(())
+    }
+
+    /// How chat-core reaches agent-workers over TLS, when configured.
+    pub fn agent_worker_tls(&self) -> Result<Option<chat_common::tls::ClientTlsFiles>, String> {
+        chat_common::tls::ClientTlsFiles::from_settings(
+            "AGENT_WORKER",
+            self.agent_worker_tls_ca.as_deref(),
+            self.agent_worker_tls_cert.as_deref(),
+            self.agent_worker_tls_key.as_deref(),
+        )
     }
 
     /// Password rules and hashing costs.

@@ -14,7 +14,9 @@ pub mod metrics;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
+pub mod token_clock;
 pub mod trace;
 
 pub use error::ErrorCode;

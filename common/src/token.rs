@@ -62,8 +62,11 @@ impl TokenType {
 pub enum Audience {
     /// The gateway: user access tokens only.
     Gateway,
-    /// chat-core: user access tokens (forwarded by the gateway) and service tokens.
+    /// chat-core: service tokens (the gateway's among them), and user access
+    /// tokens where it is configured to take them (`--accept-user-tokens`).
     ChatCore,
+    /// agent-workers: chat-core's own short-lived service tokens.
+    AgentWorker,
 }
 
 impl Audience {
@@ -71,11 +74,13 @@ impl Audience {
         match self {
             Self::Gateway => "chat-gateway",
             Self::ChatCore => "chat-core",
+            Self::AgentWorker => "agent-worker",
         }
     }
 
     /// Where a token of `role` is accepted unless its signer says otherwise:
-    /// a user's access token at the gateway and, forwarded, at chat-core; a
+    /// a user's access token at the gateway and at a chat-core that accepts
+    /// user tokens; a
     /// service token at chat-core only.
     pub fn defaults(role: Role) -> &'static [Audience] {
         match role {
@@ -96,6 +101,43 @@ pub struct Claims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// What a service token may call, space separated ([`Scope`]); none: all
+    /// its audiences serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token may call what `scope` names.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scope
+            .as_deref()
+            .is_none_or(|scopes| scopes.split_whitespace().any(|s| s == scope.as_str()))
+    }
+}
+
+/// What a service token may be limited to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// chat-core's `chat.v1.ChatService`.
+    Chat,
+    /// chat-core's `chat.v1.UserService` (accounts and refresh tokens).
+    Users,
+    /// gRPC server reflection, where it is enabled.
+    Reflection,
+    /// agent-workers' `agent.v1.AgentWorker`.
+    Run,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Users => "users",
+            Self::Reflection => "reflection",
+            Self::Run => "run",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +190,18 @@ impl TokenKeys {
         audiences: &[Audience],
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        self.sign_scoped(sub, role, audiences, None, ttl)
+    }
+
+    /// Signs a token of `role` meant for `audiences`, limited to `scopes` when given.
+    pub fn sign_scoped(
+        &self,
+        sub: &str,
+        role: Role,
+        audiences: &[Audience],
+        scopes: Option<&[Scope]>,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
@@ -158,6 +212,7 @@ impl TokenKeys {
             iat: now,
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
+            scope: scopes.map(|scopes| scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Sign)
@@ -187,6 +242,71 @@ fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
+
+// === SelfSigned ===
+
+/// A service's own short-lived token for other services, re-signed shortly
+/// before it expires; as a tonic interceptor it sets `authorization` on
+/// every call.
+#[derive(Clone, Debug)]
+pub struct SelfSigned {
+    keys: std::sync::Arc<TokenKeys>,
+    subject: &'static str,
+    audiences: &'static [Audience],
+    ttl: Duration,
+    cached: std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>,
+}
+
+impl SelfSigned {
+    /// Tokens of service `subject` for `audiences`, each valid `ttl`.
+    pub fn new(
+        keys: std::sync::Arc<TokenKeys>,
+        subject: &'static str,
+        audiences: &'static [Audience],
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            keys,
+            subject,
+            audiences,
+            ttl,
+            cached: std::sync::Arc::default(),
+        }
+    }
+
+    /// The current token, re-signed once it has less than a fifth of its life left.
+    pub fn token(&self) -> Result<String, TokenError> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if let Some((token, expires)) = cached.as_ref()
+            && now + self.ttl / 5 < *expires
+        {
+            return Ok(token.clone());
+        }
+        let token = self
+            .keys
+            .sign_for(self.subject, Role::Service, self.audiences, self.ttl)?;
+        *cached = Some((token.clone(), now + self.ttl));
+        Ok(token)
+    }
+}
+
+impl tonic::service::Interceptor for SelfSigned {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let token = self
+            .token()
+            .map_err(|_| tonic::Status::internal("failed to sign a service token"))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("failed to sign a service token"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// Metadata naming the user a service acts for: the gateway calls chat-core
+/// with its service token and the user it has verified in this key.
+pub const ON_BEHALF_OF_METADATA: &str = "x-on-behalf-of";
 
 /// Reads the bearer token of an `authorization` header value.
 pub fn bearer(value: &str) -> Option<&str> {

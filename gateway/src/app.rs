@@ -22,16 +22,20 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Tokens;
-use crate::core::CoreClient;
+use crate::auth::{AuthUser, Tokens};
+use crate::connections::Connections;
+use crate::core::{CoreClient, authorized, on_behalf_of};
 use crate::error::ApiError;
 use crate::grpc_web::{self, GrpcWebProxy};
+use crate::idle::IdleAcceptor;
 use crate::idp::{External, ExternalUsers, Providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
 use crate::routes::{agents, auth, health, messages, operators, page, sessions};
 use crate::settings::Settings;
 use crate::{legacy, ws};
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -70,9 +74,28 @@ pub struct AppState {
     /// Cancelled when the gateway starts draining: open WebSockets close with
     /// 1012, SSE and gRPC-Web streams end.
     pub shutdown: CancellationToken,
+    /// Long-lived connections per user and client address, capped.
+    pub connections: Arc<Connections>,
 }
 
 pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// A unary chat-core request on behalf of `user`, with the request deadline.
+    pub fn unary_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = self.stream_as(message, user)?;
+        request.set_timeout(self.core.unary_timeout());
+        Ok(request)
+    }
+
+    /// A chat-core request on behalf of `user`, without a deadline (a stream):
+    /// the gateway's service token, naming the user it verified.
+    pub fn stream_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {
+        let mut request = authorized(message, &self.tokens.service_token()?)?;
+        on_behalf_of(&mut request, &user.user_id)?;
+        Ok(request)
+    }
+}
 
 /// The gateway server, bound and ready to run.
 pub struct Application {
@@ -85,6 +108,17 @@ pub struct Application {
     shutdown_timeout: std::time::Duration,
     /// Certificate and key when the gateway terminates TLS itself.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    timeouts: ConnectionTimeouts,
+    /// Open WebSockets and streams, which a draining gateway waits for.
+    connections: Arc<Connections>,
+}
+
+/// How long a client connection may take to send a request's header, and
+/// sit idle.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionTimeouts {
+    header_read: std::time::Duration,
+    idle: std::time::Duration,
 }
 
 impl Application {
@@ -92,10 +126,15 @@ impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         settings.load_secret_files().map_err(anyhow::Error::msg)?;
         settings.validate().map_err(anyhow::Error::msg)?;
+        let core_tls = settings
+            .chat_core_tls()
+            .and_then(|files| files.map(|f| f.config(&settings.chat_core_url)).transpose())
+            .map_err(anyhow::Error::msg)?;
         let core = CoreClient::new(
             &settings.chat_core_url,
             std::time::Duration::from_secs(settings.chat_core_resolve_secs),
             settings.request_timeout(),
+            core_tls,
         )
         .await?;
         let health = Health::new("gateway");
@@ -144,8 +183,10 @@ impl Application {
                 .map_err(|message| anyhow::anyhow!(message))?,
             health: health.clone(),
             shutdown: shutdown.clone(),
+            connections: Connections::new(settings.max_connections_per_user, settings.max_connections_per_ip),
         });
         let state_core = state.core.clone();
+        let connections = state.connections.clone();
         let router = router(state, &settings);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -176,6 +217,11 @@ impl Application {
             shutdown,
             shutdown_timeout: settings.shutdown_timeout(),
             tls,
+            timeouts: ConnectionTimeouts {
+                header_read: std::time::Duration::from_secs(settings.header_read_timeout_secs),
+                idle: std::time::Duration::from_secs(settings.idle_timeout_secs),
+            },
+            connections,
         })
     }
 
@@ -213,14 +259,10 @@ impl Application {
         result
     }
 
+    /// Serves HTTP (and HTTPS with `--tls-cert`) with hyper's header read
+    /// timeout and the idle-connection timeout ([`IdleAcceptor`]).
     async fn serve(self, draining: CancellationToken) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let Some(tls) = self.tls else {
-            return axum::serve(self.listener, service)
-                .with_graceful_shutdown(draining.cancelled_owned())
-                .await
-                .context("server failed");
-        };
         let handle = axum_server::Handle::new();
         let stopping = handle.clone();
         tokio::spawn(async move {
@@ -230,13 +272,32 @@ impl Application {
         let listener = self
             .listener
             .into_std()
-            .context("failed to hand the listener to TLS")?;
-        axum_server::from_tcp_rustls(listener, tls)
-            .context("failed to serve TLS on the listener")?
-            .handle(handle)
-            .serve(service)
-            .await
-            .context("server failed")
+            .context("failed to hand the listener to the server")?;
+        let idle = IdleAcceptor::new(DefaultAcceptor, self.timeouts.idle);
+        let mut server = axum_server::from_tcp(listener).context("failed to serve on the listener")?;
+        // Also bounds how long a kept-alive connection waits for its next request.
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(self.timeouts.header_read);
+        let server = server.handle(handle);
+        let served = match self.tls {
+            Some(tls) => server
+                .acceptor(RustlsAcceptor::new(tls).acceptor(idle))
+                .serve(service)
+                .await
+                .context("server failed"),
+            None => server
+                .acceptor(idle)
+                .serve(service)
+                .await
+                .context("server failed"),
+        };
+        // Upgraded WebSockets and streams outlive their HTTP connections'
+        // tracking: they close themselves on `draining` (1012, a final event
+        // or trailers); wait for that within the drain deadline.
+        self.connections.all_closed().await;
+        served
     }
 }
 

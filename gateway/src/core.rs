@@ -10,7 +10,7 @@ use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use futures::Stream;
 use tonic::codec::{BufferSettings, Codec, Streaming};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -97,7 +97,20 @@ impl CoreClient {
     /// DNS name is resolved to all its addresses, again every
     /// `resolve_every`); calls and new streams are spread across them, and
     /// nothing connects until the first call.
-    pub async fn new(url: &str, resolve_every: Duration, unary_timeout: Duration) -> anyhow::Result<Self> {
+    /// With `tls`, chat-core is reached over TLS (an `https://` URL).
+    pub async fn new(
+        url: &str,
+        resolve_every: Duration,
+        unary_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
+        let endpoint = move |url: &str| {
+            let endpoint = endpoint(url)?;
+            match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone()),
+                None => Ok(endpoint),
+            }
+        };
         endpoint(url).with_context(|| format!("invalid chat-core url `{url}`"))?;
         let endpoints = chat_common::discovery::watch(&[url.to_owned()], resolve_every)
             .await
@@ -164,6 +177,11 @@ impl CoreClient {
         Ok(response.into_inner())
     }
 
+    /// The deadline of unary calls.
+    pub fn unary_timeout(&self) -> Duration {
+        self.unary_timeout
+    }
+
     /// A unary request on behalf of the holder of `token`, with the request deadline.
     pub fn unary<T>(&self, message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
         let mut request = authorized(message, token)?;
@@ -214,6 +232,16 @@ pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiEr
     request.metadata_mut().insert("authorization", value);
     tag_request_id(&mut request, None);
     Ok(request)
+}
+
+/// Names the user a service-token request acts for.
+pub fn on_behalf_of<T>(request: &mut tonic::Request<T>, user_id: &str) -> Result<(), ApiError> {
+    let value =
+        MetadataValue::try_from(user_id).map_err(|_| ApiError::unauthenticated("malformed user id"))?;
+    request
+        .metadata_mut()
+        .insert(chat_common::token::ON_BEHALF_OF_METADATA, value);
+    Ok(())
 }
 
 #[cfg(test)]

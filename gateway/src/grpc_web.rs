@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use chat_common::ErrorCode;
 use chat_common::token;
+use chat_common::token_clock::TokenClock;
 use futures::future::BoxFuture;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, TE};
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -18,9 +19,13 @@ use tower::{Service, ServiceExt};
 
 use crate::app::SharedState;
 use crate::auth::{self, AuthUser};
+use crate::connections::ConnectionGuard;
 use crate::error::RETRY_AFTER_MS_METADATA;
 use crate::ratelimit::Tier;
 use crate::ratelimit::middleware::client_ip;
+
+/// The server-streaming methods, counted under the connection caps.
+const STREAMING_METHODS: [&str; 2] = ["Subscribe", "SendMessage"];
 
 /// Path prefix of the proxied service; the router mounts the proxy under it.
 pub const SERVICE_PREFIX: &str = "/chat.v1.ChatService/";
@@ -93,8 +98,23 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
     if method == "SendMessage" {
         limit(&state, Tier::Messages, &user.user_id).await?;
     }
-    let authorization = HeaderValue::try_from(format!("Bearer {}", user.token))
-        .map_err(|_| ErrorCode::Unauthenticated.status("malformed access token"))?;
+    let guard = if STREAMING_METHODS.contains(&method) {
+        let guard = state
+            .connections
+            .open(&user.user_id, &ip)
+            .map_err(|over| ErrorCode::RateLimited.status(over.message()))?;
+        Some(guard)
+    } else {
+        None
+    };
+    let service_token = state
+        .tokens
+        .service_token()
+        .map_err(|_| ErrorCode::Internal.status("internal error"))?;
+    let authorization = HeaderValue::try_from(format!("Bearer {service_token}"))
+        .map_err(|_| ErrorCode::Internal.status("internal error"))?;
+    let on_behalf_of = HeaderValue::try_from(user.user_id.as_str())
+        .map_err(|_| ErrorCode::Unauthenticated.status("malformed user id"))?;
 
     let (parts, body) = request.into_parts();
     let mut upstream = Request::builder()
@@ -108,6 +128,9 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
         }
     }
     upstream.headers_mut().insert(AUTHORIZATION, authorization);
+    upstream
+        .headers_mut()
+        .insert(token::ON_BEHALF_OF_METADATA, on_behalf_of);
     // While tracing, chat-core's span is a child of this request's (which
     // continues the caller's `traceparent`); otherwise it is passed as sent.
     chat_common::trace::inject_headers(upstream.headers_mut());
@@ -117,25 +140,46 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
         ErrorCode::Unavailable.status("service unavailable, try again")
     })?;
     let draining = state.shutdown.clone().cancelled_owned();
+    let expired = TokenClock::new(user.expires_at, state.limits.ws_token_grace).closed();
     Ok(response.map(|body| {
-        Body::new(UntilDrained {
+        Body::new(UntilEnded {
             inner: body,
             draining: Box::pin(draining),
+            expired: Box::pin(expired),
             done: false,
+            _guard: guard,
         })
     }))
 }
 
 /// A response body from chat-core that ends with `UNAVAILABLE` when the
 /// gateway drains, so a server stream (`Subscribe`) does not hold the
-/// gateway open; the client resumes elsewhere.
-struct UntilDrained<B> {
+/// gateway open (the client resumes elsewhere), and with `UNAUTHENTICATED`
+/// once the caller's token has expired and its grace passed (gRPC-Web cannot
+/// renew a token in-band: the client subscribes again with a fresh one). A
+/// revoked sign-in ends the stream from chat-core.
+struct UntilEnded<B> {
     inner: B,
     draining: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    expired: Pin<Box<dyn Future<Output = ()> + Send>>,
     done: bool,
+    /// A stream's place under the caller's connection caps, held while it lasts.
+    _guard: Option<ConnectionGuard>,
 }
 
-impl<B> http_body::Body for UntilDrained<B>
+/// The trailers that end a stream with `code`; `message` percent-encoded.
+fn ending(code: ErrorCode, grpc_status: &'static str, message: &'static str) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static(grpc_status));
+    trailers.insert("grpc-message", HeaderValue::from_static(message));
+    trailers.insert(
+        chat_common::error::ERROR_CODE_METADATA,
+        HeaderValue::from_static(code.as_str()),
+    );
+    trailers
+}
+
+impl<B> http_body::Body for UntilEnded<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
 {
@@ -151,16 +195,16 @@ where
         }
         if self.draining.as_mut().poll(cx).is_ready() {
             self.done = true;
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("14"));
-            trailers.insert(
-                "grpc-message",
-                HeaderValue::from_static("server%20restarting%3B%20resume%20on%20another%20connection"),
+            let trailers = ending(
+                ErrorCode::Unavailable,
+                "14",
+                "server%20restarting%3B%20resume%20on%20another%20connection",
             );
-            trailers.insert(
-                chat_common::error::ERROR_CODE_METADATA,
-                HeaderValue::from_static(ErrorCode::Unavailable.as_str()),
-            );
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        if self.expired.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            let trailers = ending(ErrorCode::Unauthenticated, "16", "access%20token%20expired");
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));

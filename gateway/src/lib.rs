@@ -10,11 +10,13 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod connections;
 pub mod core;
 pub mod error;
 pub mod extract;
 pub mod frames;
 pub mod grpc_web;
+pub mod idle;
 pub mod idp;
 pub mod json;
 pub mod legacy;

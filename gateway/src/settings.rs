@@ -33,6 +33,20 @@ pub struct Settings {
     #[arg(long, env = "CHAT_CORE_URL", default_value = "http://127.0.0.1:50051")]
     pub chat_core_url: String,
 
+    /// PEM CA certificates of chat-core's TLS certificate; with it, chat-core is reached over TLS
+    /// (an `https://` URL), and its certificate must name the URL's host (whichever address the
+    /// name resolves to).
+    #[arg(long, env = "CHAT_CORE_TLS_CA_FILE", value_name = "PATH")]
+    pub chat_core_tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate the gateway presents to a chat-core that requires mutual TLS.
+    #[arg(long, env = "CHAT_CORE_TLS_CERT_FILE", value_name = "PATH")]
+    pub chat_core_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--chat-core-tls-cert`.
+    #[arg(long, env = "CHAT_CORE_TLS_KEY_FILE", value_name = "PATH")]
+    pub chat_core_tls_key: Option<std::path::PathBuf>,
+
     /// Seconds between DNS lookups of the chat-core name, so replicas join and leave the balance.
     #[arg(long, env = "CHAT_CORE_RESOLVE_SECS", default_value_t = 10)]
     pub chat_core_resolve_secs: u64,
@@ -153,6 +167,35 @@ pub struct Settings {
     #[arg(long, env = "MESSAGE_RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
     pub message_rate_limit_window_secs: u64,
 
+    /// Frame rate limit: WebSocket frames of any type per window per user (subscribe,
+    /// unsubscribe, send, cancel, ping, auth); beyond it a frame gets a `rate_limited` error.
+    #[arg(long, env = "FRAME_RATE_LIMIT", default_value = "120")]
+    pub frame_rate_limit: NonZeroU32,
+
+    /// Frame rate limit window in seconds.
+    #[arg(long, env = "FRAME_RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
+    pub frame_rate_limit_window_secs: u64,
+
+    /// Long-lived connections (WebSockets, SSE reply streams, gRPC-Web streams) one user may hold
+    /// on this gateway at once; 0 for no cap. Beyond it: 429, `RESOURCE_EXHAUSTED`, or close 1013.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Long-lived connections one client address (an IPv6 client by its /64) may hold on this
+    /// gateway at once; 0 for no cap.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a client has to send a request's whole header (HTTP/1), also the longest a
+    /// kept-alive connection waits for its next request; past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection may stay open with no request in flight (HTTP/1 keep-alive and
+    /// HTTP/2); upgraded WebSockets are not affected.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
     /// Redis holding the rate limits, so they hold across gateway replicas
     /// (e.g. `redis://127.0.0.1:6379`); without it each gateway counts in memory.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -163,7 +206,7 @@ pub struct Settings {
     pub redis_url_file: Option<std::path::PathBuf>,
 
     /// Tiers that refuse requests (503 with `Retry-After`) while the rate limit store (Redis)
-    /// fails, comma separated from `api`, `auth`, `account`, `messages`, or `none`; the others
+    /// fails, comma separated from `api`, `auth`, `account`, `messages`, `frames`, or `none`; the others
     /// let requests through uncounted.
     #[arg(
         long,
@@ -206,7 +249,7 @@ fn parse_fail_closed(value: &str) -> Result<FailClosed, String> {
         "none" | "" => Ok(FailClosed(None)),
         name => Tier::parse(name)
             .map(|tier| FailClosed(Some(tier)))
-            .ok_or_else(|| format!("`{name}` is not api, auth, account, messages or none")),
+            .ok_or_else(|| format!("`{name}` is not api, auth, account, messages, frames or none")),
     }
 }
 
@@ -274,6 +317,10 @@ impl Settings {
                 limit: self.message_rate_limit,
                 window: Duration::from_secs(self.message_rate_limit_window_secs),
             },
+            frames: Policy {
+                limit: self.frame_rate_limit,
+                window: Duration::from_secs(self.frame_rate_limit_window_secs),
+            },
         }
     }
 
@@ -295,8 +342,24 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// How the gateway reaches chat-core over TLS, when configured.
+    pub fn chat_core_tls(&self) -> Result<Option<chat_common::tls::ClientTlsFiles>, String> {
+        chat_common::tls::ClientTlsFiles::from_settings(
+            "CHAT_CORE",
+            self.chat_core_tls_ca.as_deref(),
+            self.chat_core_tls_cert.as_deref(),
+            self.chat_core_tls_key.as_deref(),
+        )
+    }
+
     /// Checks the values clap cannot: returns one line naming the bad option.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(tls) = self.chat_core_tls()? {
+            tls.config(&self.chat_core_url)?;
+            if !self.chat_core_url.starts_with("https://") {
+                return Err("CHAT_CORE_TLS_CA_FILE is set: CHAT_CORE_URL must be an https:// URL".into());
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert (TLS_CERT_FILE) and --tls-key (TLS_KEY_FILE) go together".into());
         }
@@ -332,8 +395,15 @@ impl Settings {
             || self.auth_rate_limit_window_secs == 0
             || self.account_rate_limit_window_secs == 0
             || self.message_rate_limit_window_secs == 0
+            || self.frame_rate_limit_window_secs == 0
         {
             return Err("rate limit windows must be positive".into());
+        }
+        if self.header_read_timeout_secs == 0 {
+            return Err("HEADER_READ_TIMEOUT_SECS must be positive".into());
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err("IDLE_TIMEOUT_SECS must be positive".into());
         }
         AllowedOrigins::parse(&self.allowed_origins)?;
         self.identity_providers()?;

@@ -11,8 +11,10 @@ use http::HeaderMap;
 use http::header::ACCEPT;
 
 use chat_common::ErrorCode;
+use chat_common::token_clock::TokenClock;
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::ConnectionGuard;
 use crate::frames::OutFrame;
 
 /// True when the client asked for an event stream.
@@ -31,26 +33,38 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Streams the ack, then the run's events, until chat-core ends the stream.
-/// A failure mid-stream becomes a final `error` event, as does the gateway
-/// draining (`draining` cancelled): the reply is still stored, and the
-/// client fetches it from the session's messages.
+/// A failure mid-stream becomes a final `error` event, as do the gateway
+/// draining (`draining` cancelled) and the caller's token running out
+/// (`clock`: its expiry and grace; a revoked sign-in ends the stream from
+/// chat-core): the reply is still stored, and the client fetches it from
+/// the session's messages.
 pub fn send_stream<U>(
     ack: pb::Ack,
     rest: U,
     draining: CancellationToken,
+    clock: TokenClock,
+    guard: ConnectionGuard,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     U: Stream<Item = Result<pb::SendMessageEvent, tonic::Status>> + Send + 'static,
 {
     let events = async_stream::stream! {
+        // Counted under the caller's connection caps while the stream lasts.
+        let _guard = guard;
         yield Ok(event(&OutFrame::from_ack(ack)));
         let mut rest = std::pin::pin!(rest);
+        let mut expired = std::pin::pin!(clock.closed());
         loop {
             let item = tokio::select! {
                 item = rest.next() => item,
                 () = draining.cancelled() => {
                     let restarting = ErrorCode::Unavailable.status("server restarting; the reply is stored: read it from the session's messages");
                     yield Ok(event(&OutFrame::from_status(&restarting)));
+                    break;
+                }
+                () = &mut expired => {
+                    let expired = ErrorCode::Unauthenticated.status("access token expired; the reply is stored: read it from the session's messages");
+                    yield Ok(event(&OutFrame::from_status(&expired)));
                     break;
                 }
             };

@@ -47,7 +47,8 @@ pub struct Worker {
 }
 
 /// Starts an agent-worker with the agents of `agents` (TOML), or the built-in
-/// ones, after `configure` had its say.
+/// ones, taking chat-core's tokens signed with [`SECRET`], after `configure`
+/// had its say.
 pub async fn worker(
     agents: Option<&str>,
     configure: impl FnOnce(&mut agent_worker::Settings),
@@ -56,6 +57,7 @@ pub async fn worker(
     let mut settings = agent_worker::Settings {
         listen: loopback(),
         agents_config: agents.map(agents_file).transpose()?,
+        jwt_secret: Some(SECRET.into()),
         ..Default::default()
     };
     configure(&mut settings);
@@ -91,8 +93,8 @@ impl Core {
 }
 
 /// Starts a chat-core on `database_url` (migrated) in front of the workers at
-/// `worker_urls`, with [`SECRET`], on the Redis of `TEST_REDIS_URL` when it is
-/// set, after `configure` had its say.
+/// `worker_urls`, with [`SECRET`], accepting user tokens, on the Redis of
+/// `TEST_REDIS_URL` when it is set, after `configure` had its say.
 pub async fn core(
     database_url: &str,
     worker_urls: &[&str],
@@ -106,6 +108,12 @@ pub async fn core(
         agent_worker_urls: worker_urls.iter().map(|u| (*u).to_owned()).collect(),
         jwt_secret: Some(SECRET.into()),
         health_interval_ms: 100,
+        // The core suites call chat-core as users, with their own tokens,
+        // many at once: the limits on such users are set by the tests of them.
+        accept_user_tokens: true,
+        max_streams_per_user: 0,
+        rate_limit_max_requests: std::num::NonZeroU32::MAX,
+        message_rate_limit: std::num::NonZeroU32::MAX,
         // Every suite runs on Redis in the pass that provides it.
         redis_url: crate::needs::shared_redis().map(Into::into),
         ..Default::default()

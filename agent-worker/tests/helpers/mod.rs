@@ -7,12 +7,27 @@ pub mod openai;
 use std::net::SocketAddr;
 
 use agent_worker::{Application, Settings};
+use chat_common::token::{Audience, SelfSigned, TokenKeys};
 use chat_proto::agent::v1::agent_worker_client::AgentWorkerClient;
 use chat_proto::agent::v1::run_event::Event;
 use chat_proto::agent::v1::{HistoryMessage, RunRequest};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// The token secret the test workers share with their callers.
+pub const SECRET: &str = "worker-test-secret-of-32-bytes!!";
+
+/// chat-core's tokens for agent-workers, as chat-core signs them.
+pub fn chat_core_token() -> SelfSigned {
+    SelfSigned::new(
+        std::sync::Arc::new(TokenKeys::new(SECRET.as_bytes())),
+        "chat-core",
+        &[Audience::AgentWorker],
+        std::time::Duration::from_secs(300),
+    )
+}
 
 /// A running worker; dropping it stops the server.
 pub struct TestApp {
@@ -46,6 +61,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), config_dir: Option<tempfil
     // Built in code: an LLM_BASE_URL in the developer's environment cannot add an agent.
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
+        jwt_secret: Some(SECRET.into()),
         ..Default::default()
     };
     configure(&mut settings);
@@ -70,9 +86,9 @@ async fn spawn(configure: impl FnOnce(&mut Settings), config_dir: Option<tempfil
 }
 
 impl TestApp {
-    /// A client of the `agent.v1.AgentWorker` service.
-    pub fn worker(&self) -> AgentWorkerClient<Channel> {
-        AgentWorkerClient::new(self.channel.clone())
+    /// A client of the `agent.v1.AgentWorker` service, with chat-core's token.
+    pub fn worker(&self) -> AgentWorkerClient<InterceptedService<Channel, SelfSigned>> {
+        AgentWorkerClient::with_interceptor(self.channel.clone(), chat_core_token())
     }
 
     /// Runs `agent` on a conversation of user messages and collects every event it streams.

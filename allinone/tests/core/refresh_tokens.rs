@@ -100,13 +100,13 @@ async fn reusing_a_rotated_token_revokes_the_whole_family() {
         .await
         .unwrap();
 
-    assert!(matches!(reuse, Rotation::Reused), "{reuse:?}");
+    assert!(matches!(reuse, Rotation::Reused(_)), "{reuse:?}");
     let newest = store
         .rotate_refresh_token("a2", "a3", in_an_hour(), None)
         .await
         .unwrap();
     assert!(
-        matches!(newest, Rotation::Reused),
+        matches!(newest, Rotation::Reused(_)),
         "the newest token of the family is revoked too: {newest:?}"
     );
     rotated(
@@ -132,15 +132,18 @@ async fn revoking_ends_the_family_and_is_idempotent() {
             .unwrap(),
     );
 
-    assert!(store.revoke_refresh_family("r1").await.unwrap());
-    assert!(store.revoke_refresh_family("r2").await.unwrap());
-    assert!(!store.revoke_refresh_family("unknown").await.unwrap());
+    assert_eq!(
+        store.revoke_refresh_family("r1").await.unwrap(),
+        Some(user_id.clone())
+    );
+    assert_eq!(store.revoke_refresh_family("r2").await.unwrap(), Some(user_id));
+    assert_eq!(store.revoke_refresh_family("unknown").await.unwrap(), None);
 
     let after = store
         .rotate_refresh_token("r2", "r3", in_an_hour(), None)
         .await
         .unwrap();
-    assert!(matches!(after, Rotation::Reused), "{after:?}");
+    assert!(matches!(after, Rotation::Reused(_)), "{after:?}");
 }
 
 #[tokio::test]
@@ -206,7 +209,7 @@ async fn concurrent_rotations_of_one_token_let_one_win_and_revoke_the_family() {
         .await
         .unwrap();
     assert!(
-        matches!(next, Rotation::Reused),
+        matches!(next, Rotation::Reused(_)),
         "the losers' reuse revoked the winner's token: {next:?}"
     );
 }

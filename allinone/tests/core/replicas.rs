@@ -151,7 +151,13 @@ async fn spawn_core_process(database_url: &str, worker_url: &str, redis_url: &st
             "--redis-url",
             redis_url,
         ])
-        .args(["--run-lease-ms", "600", "--log-format", "json"])
+        .args([
+            "--run-lease-ms",
+            "600",
+            "--log-format",
+            "json",
+            "--accept-user-tokens",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -16,7 +16,7 @@ type GrpcWebClient = ChatServiceClient<
     >,
 >;
 
-fn client(stack: &TestStack) -> anyhow::Result<GrpcWebClient> {
+pub(crate) fn client(stack: &TestStack) -> anyhow::Result<GrpcWebClient> {
     let http = Client::builder(TokioExecutor::new()).build_http();
     let service = tower::ServiceBuilder::new()
         .layer(GrpcWebClientLayer::new())
@@ -24,7 +24,7 @@ fn client(stack: &TestStack) -> anyhow::Result<GrpcWebClient> {
     Ok(ChatServiceClient::with_origin(service, stack.url("").parse()?))
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+pub(crate) fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let value = format!("Bearer {token}").parse().expect("ascii token");
     request.metadata_mut().insert("authorization", value);

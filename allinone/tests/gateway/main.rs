@@ -5,6 +5,7 @@
 
 mod access;
 mod authz_matrix;
+mod caps;
 mod common;
 mod cors;
 mod database_outage;
@@ -12,6 +13,7 @@ mod error_leaks;
 mod external_idp;
 mod grpc_web;
 mod headers;
+mod internal_tls;
 mod legacy_rest;
 mod legacy_socketio;
 mod operators;
@@ -24,6 +26,7 @@ mod replicas_soak;
 mod rest;
 mod sessions;
 mod slow_consumer;
+mod stream_ends;
 mod tls;
 mod token_expiry;
 mod validation;

@@ -16,6 +16,7 @@ fn policies() -> Policies {
         auth: policy(1, 60_000),
         account: policy(1, 60_000),
         messages: policy(2, 60_000),
+        frames: policy(2, 60_000),
     }
 }
 

@@ -39,13 +39,17 @@ async fn spawn_stack(redis_url: &str) -> Stack {
     let mut gateways = Vec::new();
     for _ in 0..2 {
         let redis_url = redis_url.to_owned();
+        // The soak reconnects and resubscribes far more often than any
+        // client would: the per-user limits on frames and replay stay out of it.
         let core = chat_testkit::core(&db.url, &[&worker.url], move |s| {
             s.redis_url = Some(redis_url.into());
+            s.replay_rate_limit = 0;
         })
         .await
         .unwrap();
         let gateway = chat_testkit::gateway(&core.url, |s| {
             s.message_rate_limit = common::nz(100_000);
+            s.frame_rate_limit = common::nz(100_000);
         })
         .await
         .unwrap();

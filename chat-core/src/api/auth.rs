@@ -1,22 +1,71 @@
 //! Verifies the bearer token of every call and attaches its principal.
+//!
+//! Callers are services with service tokens (the gateway among them, acting
+//! for the user it verified, named in `x-on-behalf-of`), and end users with
+//! their own access tokens only where chat-core accepts them
+//! (`--accept-user-tokens`).
 
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, TokenKeys, bearer};
+use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, Scope, TokenKeys, bearer};
 use tonic::service::Interceptor;
 
-use crate::domain::Principal;
+use super::UserLimits;
+use crate::domain::{Principal, UserId};
+
+/// A caller that is an end user with their own token: chat-core ends their
+/// streams when it expires and holds them to the per-user limits.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectUser {
+    /// When the token expires, in Unix seconds.
+    pub expires_at: u64,
+}
 
 /// Rejects calls without a valid token; attaches the [`Principal`] otherwise.
 #[derive(Clone)]
 pub struct AuthInterceptor {
     keys: Arc<TokenKeys>,
+    accept_user_tokens: bool,
+    /// What a scoped service token must allow to call the guarded service.
+    scope: Scope,
+    /// The limits of users calling with their own tokens.
+    user_limits: Option<Arc<UserLimits>>,
 }
 
 impl AuthInterceptor {
-    pub fn new(keys: Arc<TokenKeys>) -> Self {
-        Self { keys }
+    /// Guards `chat.v1.ChatService`.
+    pub fn new(keys: Arc<TokenKeys>, accept_user_tokens: bool) -> Self {
+        Self {
+            keys,
+            accept_user_tokens,
+            scope: Scope::Chat,
+            user_limits: None,
+        }
+    }
+
+    /// Counts each call of a user with their own token against `limits`.
+    pub fn with_user_limits(mut self, limits: Arc<UserLimits>) -> Self {
+        self.user_limits = Some(limits);
+        self
+    }
+
+    /// The same check for another service, which scoped tokens must name.
+    pub fn for_scope(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            ..self.clone()
+        }
+    }
+
+    /// Guards a service for internal callers only (reflection): service tokens allowing `scope`.
+    pub fn services_only(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            accept_user_tokens: false,
+            keys: self.keys.clone(),
+            user_limits: None,
+        }
     }
 }
 
@@ -32,7 +81,48 @@ impl Interceptor for AuthInterceptor {
             .keys
             .verify(token, Audience::ChatCore)
             .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
-        request.extensions_mut().insert(Principal::from_claims(&claims));
+        if claims.role == Role::Service && !claims.allows(self.scope) {
+            return Err(ErrorCode::Forbidden.status(format!(
+                "the service token's scope does not include `{}`",
+                self.scope.as_str()
+            )));
+        }
+        let on_behalf_of = request.metadata().get(ON_BEHALF_OF_METADATA);
+        let principal = match claims.role {
+            Role::User if !self.accept_user_tokens => {
+                return Err(ErrorCode::Unauthenticated.status(
+                    "chat-core does not accept user tokens; call through the gateway or use a service token",
+                ));
+            }
+            Role::User if on_behalf_of.is_some() => {
+                return Err(ErrorCode::Forbidden.status("only services may act on behalf of a user"));
+            }
+            Role::User => {
+                if let Some(limits) = &self.user_limits {
+                    limits.check_request(&claims.sub)?;
+                }
+                request.extensions_mut().insert(DirectUser {
+                    expires_at: claims.exp,
+                });
+                Principal::from_claims(&claims)
+            }
+            Role::Service => match on_behalf_of {
+                // A service may act on any session, so acting as one user
+                // narrows what it may do.
+                Some(user) => {
+                    let user = user
+                        .to_str()
+                        .ok()
+                        .and_then(|user| UserId::parse(user).ok())
+                        .ok_or_else(|| {
+                            ErrorCode::Invalid.status(format!("{ON_BEHALF_OF_METADATA} is not a user id"))
+                        })?;
+                    Principal::User(user)
+                }
+                None => Principal::from_claims(&claims),
+            },
+        };
+        request.extensions_mut().insert(principal);
         Ok(request)
     }
 }

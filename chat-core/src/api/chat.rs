@@ -1,6 +1,9 @@
 //! `chat.v1.ChatService`.
 
 use std::pin::Pin;
+use std::time::Duration;
+
+use chat_common::token_clock::TokenClock;
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, chat_service_server::ChatService};
@@ -8,12 +11,16 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
+use super::UserLimits;
+use super::auth::DirectUser;
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal, UserId};
 use crate::service::Concurrency;
-use crate::service::{ChatCore, ServiceError, convert};
+use crate::service::{ChatCore, ServiceError, StreamGuard, convert};
 use crate::store::{NewSession, SessionFilter};
 
 /// What the `recent` filter means: updated within the last day.
@@ -27,14 +34,40 @@ const MAX_MESSAGE_LIMIT: u32 = 1000;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Ends `stream` with `UNAVAILABLE` once chat-core starts draining, so the
-/// caller reconnects to another replica and resumes.
-fn until_drained<T: Send + 'static>(
-    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+/// What ends a stream besides its own end.
+struct Ends {
+    /// chat-core draining: `UNAVAILABLE`, so the caller reconnects to
+    /// another replica and resumes.
     draining: CancellationToken,
+    /// The user's stream, ended with `UNAUTHENTICATED` when their sign-in is
+    /// revoked on any replica.
+    guard: Option<StreamGuard>,
+    /// The clock of a user's own token: `UNAUTHENTICATED` after its expiry
+    /// and grace.
+    clock: Option<TokenClock>,
+}
+
+fn until_ended<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ends: Ends,
 ) -> EventStream<T> {
     Box::pin(async_stream::stream! {
+        let Ends { draining, guard, clock } = ends;
+        let revoked = async {
+            match &guard {
+                Some(guard) => guard.revoked().await,
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            match clock {
+                Some(clock) => clock.closed().await,
+                None => std::future::pending().await,
+            }
+        };
         let mut stream = std::pin::pin!(stream);
+        let mut revoked = std::pin::pin!(revoked);
+        let mut expired = std::pin::pin!(expired);
         loop {
             tokio::select! {
                 item = stream.next() => match item {
@@ -45,9 +78,26 @@ fn until_drained<T: Send + 'static>(
                     yield Err(ErrorCode::Unavailable.status("chat-core restarting; reconnect and resume"));
                     break;
                 }
+                () = &mut revoked => {
+                    yield Err(ErrorCode::Unauthenticated.status("signed out; sign in again"));
+                    break;
+                }
+                () = &mut expired => {
+                    yield Err(ErrorCode::Unauthenticated.status("access token expired"));
+                    break;
+                }
             }
         }
     })
+}
+
+/// How streams of end users are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// How long a stream opened with a user's own token outlives the token.
+    pub token_grace: Duration,
+    /// Streams a user with their own token may hold on this replica; 0 for no cap.
+    pub max_streams_per_user: usize,
 }
 
 /// The gRPC face of [`ChatCore`].
@@ -55,11 +105,58 @@ pub struct ChatApi {
     core: ChatCore,
     /// Cancelled when chat-core starts draining: every stream ends.
     draining: CancellationToken,
+    limits: StreamLimits,
+    /// The message limit of users calling with their own tokens.
+    user_limits: Arc<UserLimits>,
 }
 
 impl ChatApi {
-    pub fn new(core: ChatCore, draining: CancellationToken) -> Self {
-        Self { core, draining }
+    pub fn new(
+        core: ChatCore,
+        draining: CancellationToken,
+        limits: StreamLimits,
+        user_limits: Arc<UserLimits>,
+    ) -> Self {
+        Self {
+            core,
+            draining,
+            limits,
+            user_limits,
+        }
+    }
+
+    /// The message limit of this call's caller, when it is a user with their own token.
+    fn message_limit<T>(&self, request: &Request<T>) -> Option<Arc<UserLimits>> {
+        request
+            .extensions()
+            .get::<DirectUser>()
+            .map(|_| self.user_limits.clone())
+    }
+
+    /// What ends a stream of this call's caller; over a direct user's
+    /// stream cap, `RESOURCE_EXHAUSTED`.
+    fn ends<T>(&self, request: &Request<T>, principal: &Principal) -> Result<Ends, Status> {
+        let direct = request.extensions().get::<DirectUser>().copied();
+        let guard = match principal {
+            Principal::User(user_id) => {
+                let max = if direct.is_some() {
+                    self.limits.max_streams_per_user
+                } else {
+                    // The gateway counts the streams of the users it serves.
+                    0
+                };
+                let guard = self.core.streams().open(user_id, max).ok_or_else(|| {
+                    ErrorCode::RateLimited.status(format!("at most {max} open streams per user"))
+                })?;
+                Some(guard)
+            }
+            Principal::Service(_) => None,
+        };
+        Ok(Ends {
+            draining: self.draining.clone(),
+            guard,
+            clock: direct.map(|d| TokenClock::new(d.expires_at, self.limits.token_grace)),
+        })
     }
 }
 
@@ -257,6 +354,10 @@ impl ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::SendMessageStream>, Status> {
         let principal = principal(&request)?;
+        if let (Some(limits), Principal::User(user_id)) = (self.message_limit(&request), &principal) {
+            limits.check_message(user_id)?;
+        }
+        let ends = self.ends(&request, &principal)?;
         let origin = RunOrigin::current(request_id(&request));
         let req = request.into_inner();
         let role = parse_role(&principal, &req.role)?;
@@ -280,7 +381,7 @@ impl ChatService for ChatApi {
             })
             .map_err(Status::from)
         }));
-        Ok(Response::new(until_drained(stream, self.draining.clone())))
+        Ok(Response::new(until_ended(stream, ends)))
     }
 
     type SubscribeStream = EventStream<pb::SessionEvent>;
@@ -290,14 +391,15 @@ impl ChatService for ChatApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = principal(&request)?;
+        let ends = self.ends(&request, &principal)?;
         let req = request.into_inner();
         let subscription = self
             .core
             .subscribe(&principal, &req.session_id, req.after_seq)
             .await?;
-        Ok(Response::new(until_drained(
+        Ok(Response::new(until_ended(
             subscription.events.map(|item| item.map_err(Status::from)),
-            self.draining.clone(),
+            ends,
         )))
     }
 
@@ -318,11 +420,13 @@ impl ChatService for ChatApi {
         request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal = principal(&request)?;
+        let ends = self.ends(&request, &principal)?;
         let request_id = request_id(&request);
+        let message_limit = self.message_limit(&request);
         let frames = request.into_inner();
-        Ok(Response::new(until_drained(
-            super::connect::serve(self.core.clone(), principal, request_id, frames),
-            self.draining.clone(),
+        Ok(Response::new(until_ended(
+            super::connect::serve(self.core.clone(), principal, request_id, message_limit, frames),
+            ends,
         )))
     }
 

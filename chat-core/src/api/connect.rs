@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::Instrument as _;
 
+use super::UserLimits;
 use crate::dispatch::RunOrigin;
 use crate::domain::{MessageRole, Principal, SessionId};
 use crate::service::{ChatCore, ServiceError};
@@ -40,16 +41,20 @@ fn error_frame(err: &ServiceError, session_id: &str, client_msg_id: &str) -> Fra
         message: err.to_string(),
         client_msg_id: client_msg_id.to_owned(),
         session_id: session_id.to_owned(),
-        retry_after_ms: 0,
+        retry_after_ms: err
+            .retry_after()
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }))
 }
 
 /// Starts serving a connection and returns its outgoing frames.
 /// `request_id` is the connection's (the client's WebSocket upgrade).
+/// `message_limit` counts the `send` frames of a user calling with their own token.
 pub fn serve(
     core: ChatCore,
     principal: Principal,
     request_id: Option<String>,
+    message_limit: Option<Arc<UserLimits>>,
     frames: Streaming<pb::ClientFrame>,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
     let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -59,6 +64,7 @@ pub fn serve(
             core,
             principal,
             request_id,
+            message_limit,
             tx,
             subscriptions: HashMap::new(),
             slow: slow.clone(),
@@ -108,6 +114,7 @@ struct Connection {
     core: ChatCore,
     principal: Principal,
     request_id: Option<String>,
+    message_limit: Option<Arc<UserLimits>>,
     tx: Outgoing,
     subscriptions: HashMap<String, Subscribed>,
     /// Cancelled when the client fell behind its outgoing queue.
@@ -162,6 +169,23 @@ impl Connection {
     }
 
     async fn send(&mut self, send: pb::SendFrame) -> Option<Frame> {
+        if let (Some(limits), Principal::User(user_id)) = (&self.message_limit, &self.principal)
+            && let Err(status) = limits.check_message(user_id)
+        {
+            let retry_after_ms = status
+                .metadata()
+                .get(chat_common::error::RETRY_AFTER_MS_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            return Some(frame(Out::Error(pb::ErrorFrame {
+                code: ErrorCode::RateLimited.as_str().to_owned(),
+                message: status.message().to_owned(),
+                client_msg_id: send.client_msg_id,
+                session_id: send.session_id,
+                retry_after_ms,
+            })));
+        }
         // A runner already busy in the session may claim the new run and
         // publish its events the moment it is committed, before the ack is
         // queued; until then the subscription holds back events of runs it

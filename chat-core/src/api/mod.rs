@@ -8,12 +8,14 @@ mod auth;
 mod chat;
 mod connect;
 mod operators;
+mod user_limits;
 mod users;
 
 pub use crate::service::{PasswordPolicy, Passwords};
-pub use auth::AuthInterceptor;
-pub use chat::ChatApi;
+pub use auth::{AuthInterceptor, DirectUser};
+pub use chat::{ChatApi, StreamLimits};
 pub use operators::OperatorApi;
+pub use user_limits::UserLimits;
 pub use users::UserApi;
 
 use crate::domain::Principal;

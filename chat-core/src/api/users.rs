@@ -8,6 +8,7 @@ use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::principal;
+use crate::bus::EventBus;
 use crate::service::{Accounts, Passwords, ServiceError};
 use crate::store::ChatStore;
 
@@ -21,9 +22,9 @@ pub struct UserApi {
 }
 
 impl UserApi {
-    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>) -> Self {
+    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>, bus: Arc<dyn EventBus>) -> Self {
         Self {
-            accounts: Accounts::new(store, passwords),
+            accounts: Accounts::new(store, passwords, bus),
         }
     }
 }

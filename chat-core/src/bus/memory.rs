@@ -23,7 +23,12 @@ type Channels = DashMap<String, broadcast::Sender<Item>>;
 pub struct InProcessBus {
     channels: Arc<Channels>,
     capacity: usize,
+    /// Users whose sign-in was revoked, for [`EventBus::revocations`].
+    revoked: broadcast::Sender<String>,
 }
+
+/// Revocations a listener may fall behind by before it lags.
+const REVOCATIONS_CAPACITY: usize = 1024;
 
 impl InProcessBus {
     /// `capacity` bounds how far a subscriber may fall behind before it lags.
@@ -31,6 +36,7 @@ impl InProcessBus {
         Self {
             channels: Arc::default(),
             capacity,
+            revoked: broadcast::channel(REVOCATIONS_CAPACITY).0,
         }
     }
 }
@@ -103,5 +109,23 @@ impl EventBus for InProcessBus {
             session_id: session_id.to_owned(),
         }
         .boxed()
+    }
+
+    async fn publish_revocation(&self, user_id: &str) {
+        let _ = self.revoked.send(user_id.to_owned());
+    }
+
+    fn revocations(&self) -> BoxStream<'static, String> {
+        BroadcastStream::new(self.revoked.subscribe())
+            .filter_map(|item| async move {
+                match item {
+                    Ok(user_id) => Some(user_id),
+                    Err(BroadcastStreamRecvError::Lagged(n)) => {
+                        tracing::warn!(dropped = n, "revocation listener fell behind");
+                        None
+                    }
+                }
+            })
+            .boxed()
     }
 }

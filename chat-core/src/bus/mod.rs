@@ -29,6 +29,13 @@ pub trait EventBus: Send + Sync + 'static {
     /// Starts delivering the session's events published from now on.
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem>;
 
+    /// Tells every replica that `user_id`'s sign-in was revoked (a logout, a
+    /// refresh family revoked): their streams end.
+    async fn publish_revocation(&self, user_id: &str);
+
+    /// Revocations published from now on, by any replica.
+    fn revocations(&self) -> BoxStream<'static, String>;
+
     /// Records a delta of a run attempt where every replica can read it. The
     /// in-process bus keeps nothing: its replica's dispatcher has the deltas.
     async fn append_delta(&self, _run_id: &str, _attempt: u32, _index: u32, _text: &str) {}

@@ -20,6 +20,8 @@ use tracing::{debug, info, warn};
 use super::{BusItem, EventBus, InProcessBus};
 
 const CHANNEL_PREFIX: &str = "chat:session:";
+/// Channel of revoked sign-ins; each message is a user id.
+const REVOCATIONS_CHANNEL: &str = "chat:revoked";
 /// Longest a Redis command may take; past it the bus carries on without Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages received from Redis that may wait for the relay task before the
@@ -93,10 +95,9 @@ impl RedisBus {
             while let Ok(server) = reconnects.recv().await {
                 // Every session with local subscribers, including any whose
                 // SUBSCRIBE failed while Redis was away.
-                let channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
-                if !channels.is_empty()
-                    && let Err(error) = resubscriber.subscribe(channels).await
-                {
+                let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
+                channels.push(REVOCATIONS_CHANNEL.to_owned());
+                if let Err(error) = resubscriber.subscribe(channels).await {
                     warn!(%error, "redis resubscribe failed");
                 }
                 info!(%server, "redis reconnected; subscribers resync");
@@ -108,6 +109,11 @@ impl RedisBus {
         tokio::spawn(async move {
             loop {
                 match messages.recv().await {
+                    Ok(message) if message.channel == REVOCATIONS_CHANNEL => {
+                        if let Some(user_id) = message.value.as_str() {
+                            relay.publish_revocation(&user_id).await;
+                        }
+                    }
                     Ok(message) => {
                         let Some(session_id) = message.channel.strip_prefix(CHANNEL_PREFIX) else {
                             continue;
@@ -130,6 +136,7 @@ impl RedisBus {
                 }
             }
         });
+        subscriber.subscribe(REVOCATIONS_CHANNEL).await?;
         Ok(Self {
             publisher,
             subscriber,
@@ -214,6 +221,26 @@ impl EventBus for RedisBus {
             session_id: session_id.to_owned(),
         }
         .boxed()
+    }
+
+    async fn publish_revocation(&self, user_id: &str) {
+        let published: Result<(), _> = if self.publisher.is_connected() {
+            self.publisher.publish(REVOCATIONS_CHANNEL, user_id).await
+        } else {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::IO,
+                "not connected",
+            ))
+        };
+        if let Err(error) = published {
+            // Other replicas end the user's streams when their tokens expire.
+            warn!(%error, "redis publish of a revocation failed; ending local streams only");
+            self.local.publish_revocation(user_id).await;
+        }
+    }
+
+    fn revocations(&self) -> BoxStream<'static, String> {
+        self.local.revocations()
     }
 
     async fn append_delta(&self, run_id: &str, attempt: u32, index: u32, text: &str) {

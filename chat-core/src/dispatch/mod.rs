@@ -9,7 +9,7 @@ mod runner;
 mod workers;
 
 pub use inflight::InflightRun;
-pub use workers::WorkerPool;
+pub use workers::{WorkerLink, WorkerPool};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

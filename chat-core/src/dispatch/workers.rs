@@ -13,11 +13,24 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chat_common::discovery::{self, Endpoints};
+use chat_common::token::SelfSigned;
 use chat_proto::agent::v1::{self as agent, agent_worker_client::AgentWorkerClient};
 use futures::future::join_all;
 use tokio::sync::{Mutex, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
+
+/// A worker's client: every call carries chat-core's own service token.
+type WorkerClient = AgentWorkerClient<InterceptedService<Channel, SelfSigned>>;
+
+/// How chat-core reaches workers: the token it proves itself with, and TLS.
+#[derive(Clone, Debug)]
+pub struct WorkerLink {
+    pub token: SelfSigned,
+    /// Trust anchors (and a client certificate for mutual TLS) for `https://` workers.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
 
 /// How long a worker may take to answer `ListAgents`.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +43,7 @@ pub struct WorkerPool {
 
 #[derive(Debug)]
 struct Pool {
+    link: WorkerLink,
     endpoints: watch::Receiver<Endpoints>,
     workers: RwLock<BTreeMap<String, Worker>>,
     /// Serialises refreshes: concurrent callers wait for the one running.
@@ -40,7 +54,7 @@ struct Pool {
 
 #[derive(Clone, Debug)]
 struct Worker {
-    client: AgentWorkerClient<Channel>,
+    client: WorkerClient,
     /// What it serves; `None` until it answered `ListAgents`.
     agents: Option<Vec<agent::AgentInfo>>,
     /// Runs this replica has running on it.
@@ -69,21 +83,26 @@ impl Drop for InFlight {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+fn endpoint(url: &str, link: &WorkerLink) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = &link.tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    Ok(endpoint)
 }
 
-fn client(url: &str) -> Result<AgentWorkerClient<Channel>, tonic::transport::Error> {
-    Ok(AgentWorkerClient::new(endpoint(url)?.connect_lazy())
+fn client(url: &str, link: &WorkerLink) -> Result<WorkerClient, tonic::transport::Error> {
+    let channel = endpoint(url, link)?.connect_lazy();
+    Ok(AgentWorkerClient::with_interceptor(channel, link.token.clone())
         .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES))
 }
 
-async fn list_agents(mut client: AgentWorkerClient<Channel>) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
+async fn list_agents(mut client: WorkerClient) -> Result<Vec<agent::AgentInfo>, tonic::Status> {
     let mut request = tonic::Request::new(agent::ListAgentsRequest {});
     request.set_timeout(LIST_TIMEOUT);
     let response = tokio::time::timeout(LIST_TIMEOUT, client.list_agents(request))
@@ -95,12 +114,13 @@ async fn list_agents(mut client: AgentWorkerClient<Channel>) -> Result<Vec<agent
 impl WorkerPool {
     /// Builds the pool over `urls`, learns what each worker serves, and keeps
     /// both current every `resolve_every`.
-    pub async fn new(urls: &[String], resolve_every: Duration) -> Result<Self, String> {
+    pub async fn new(urls: &[String], resolve_every: Duration, link: WorkerLink) -> Result<Self, String> {
         let endpoints = discovery::watch(urls, resolve_every)
             .await
             .map_err(|e| format!("agent-worker urls: {e}"))?;
         let pool = Self {
             inner: Arc::new(Pool {
+                link,
                 endpoints,
                 workers: RwLock::default(),
                 refreshing: Mutex::new(()),
@@ -137,7 +157,7 @@ impl WorkerPool {
     async fn refresh(&self) {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let wanted: BTreeSet<String> = self.inner.endpoints.borrow().clone();
-        let known: Vec<(String, AgentWorkerClient<Channel>)> = {
+        let known: Vec<(String, WorkerClient)> = {
             let mut workers = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
             workers.retain(|url, _| {
                 let keep = wanted.contains(url);
@@ -150,7 +170,7 @@ impl WorkerPool {
                 if workers.contains_key(url) {
                     continue;
                 }
-                match client(url) {
+                match client(url, &self.inner.link) {
                     Ok(client) => {
                         workers.insert(
                             url.clone(),

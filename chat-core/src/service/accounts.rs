@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::ServiceError;
 use super::passwords::Passwords;
+use crate::bus::EventBus;
 use crate::domain::{UserId, now_ms};
 use crate::store::{ChatStore, Rotation};
 
@@ -79,11 +80,17 @@ pub struct IssuedToken {
 pub struct Accounts {
     store: Arc<dyn ChatStore>,
     passwords: Arc<Passwords>,
+    /// Where revoked sign-ins are announced, so every replica ends the user's streams.
+    bus: Arc<dyn EventBus>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>) -> Self {
-        Self { store, passwords }
+    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>, bus: Arc<dyn EventBus>) -> Self {
+        Self {
+            store,
+            passwords,
+            bus,
+        }
     }
 
     /// Creates a user with a valid username and password.
@@ -159,20 +166,25 @@ impl Accounts {
                 token: next,
                 expires_at: record.expires_at,
             }),
-            Rotation::Reused => {
-                tracing::warn!("refresh token reused; its family is revoked");
+            Rotation::Reused(user_id) => {
+                tracing::warn!(%user_id, "refresh token reused; its family is revoked");
+                self.bus.publish_revocation(&user_id).await;
                 None
             }
             Rotation::Invalid => None,
         })
     }
 
-    /// Revokes the family of a presented refresh token, if it exists.
+    /// Revokes the family of a presented refresh token, if it exists, and
+    /// ends its user's streams on every replica.
     pub async fn revoke_refresh_token(&self, presented: &str) -> Result<(), ServiceError> {
-        if let Some(presented) = presented_refresh_token(presented) {
-            self.store
+        if let Some(presented) = presented_refresh_token(presented)
+            && let Some(user_id) = self
+                .store
                 .revoke_refresh_family(&refresh_token_hash(presented))
-                .await?;
+                .await?
+        {
+            self.bus.publish_revocation(&user_id).await;
         }
         Ok(())
     }

@@ -30,6 +30,12 @@ pub enum ServiceError {
         message: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The caller used up an allowance; it may retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -46,7 +52,20 @@ impl ServiceError {
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Busy => ErrorCode::Busy,
             Self::Overloaded { .. } => ErrorCode::Unavailable,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ServiceError {
+    /// How long the caller should wait before retrying, where that makes sense.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Overloaded { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
+                Some((*retry_after).max(std::time::Duration::from_millis(1)))
+            }
+            _ => None,
         }
     }
 }
@@ -90,7 +109,7 @@ impl From<ServiceError> for tonic::Status {
             error!(error = %source, "internal error");
         }
         let mut status = err.code().status(err.to_string());
-        if let ServiceError::Overloaded { retry_after, .. } = &err
+        if let Some(retry_after) = err.retry_after()
             && let Ok(value) = retry_after.as_millis().to_string().parse()
         {
             status

@@ -6,12 +6,16 @@ pub mod convert;
 mod error;
 mod operators;
 mod passwords;
+mod replay;
 mod sessions;
+mod streams;
 mod subscribe;
 
 pub use accounts::Accounts;
 pub use error::ServiceError;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
+pub use replay::{REPLAY_PAGE, ReplayBudget};
+pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
 
@@ -49,6 +53,10 @@ pub struct ChatCore {
     pub(crate) sessions: SessionLifecycle,
     pub(crate) limits: Limits,
     pub(crate) default_agent: String,
+    /// Users' open streams on this replica, ended when a sign-in is revoked.
+    pub(crate) streams: UserStreams,
+    /// What replaying history on subscribe costs each user.
+    pub(crate) replay: ReplayBudget,
 }
 
 /// A committed send: the ack and the run it queued.
@@ -75,7 +83,20 @@ impl ChatCore {
             dispatcher,
             limits,
             default_agent,
+            streams: UserStreams::default(),
+            replay: ReplayBudget::new(0),
         }
+    }
+
+    /// Charges each user's history replays against `budget`.
+    pub fn with_replay_budget(mut self, budget: ReplayBudget) -> Self {
+        self.replay = budget;
+        self
+    }
+
+    /// Users' open streams on this replica.
+    pub fn streams(&self) -> &UserStreams {
+        &self.streams
     }
 
     pub fn store(&self) -> &Arc<dyn ChatStore> {

@@ -13,8 +13,7 @@ use crate::bus::BusItem;
 use crate::domain::{Message, Principal, RunFailure, RunId, RunStatus, SessionId};
 use crate::store::MessageQuery;
 
-/// Page size used when replaying stored messages.
-const REPLAY_PAGE: u64 = 500;
+use super::REPLAY_PAGE;
 
 /// A subscription's opening: the session's last seq and the event stream.
 pub struct Subscription {
@@ -110,16 +109,26 @@ struct RunInFlight {
 }
 
 impl ChatCore {
-    /// Stored messages with `after < seq < before` (or all after `after`).
+    /// Stored messages with `after < seq < before` (or all after `after`),
+    /// read a page at a time; with `charged`, each page counts against that
+    /// user's replay budget.
     async fn stored_after(
         &self,
         session_id: &SessionId,
         after: i64,
         before: Option<i64>,
+        charged: Option<&str>,
     ) -> Result<Vec<Message>, ServiceError> {
         let mut all = Vec::new();
         let mut cursor = after;
         loop {
+            if let Some(user_id) = charged {
+                if all.is_empty() {
+                    self.replay.charge_first(user_id)?;
+                } else {
+                    self.replay.charge_next(user_id).await;
+                }
+            }
             let page = self
                 .store
                 .list_messages(MessageQuery {
@@ -201,10 +210,11 @@ impl ChatCore {
         &self,
         session_id: &SessionId,
         delivered: &mut Delivered,
+        charged: Option<&str>,
     ) -> Result<Vec<pb::SessionEvent>, ServiceError> {
         let since = delivered.last_seq;
         let mut out = Vec::new();
-        for message in self.stored_after(session_id, since, None).await? {
+        for message in self.stored_after(session_id, since, None, charged).await? {
             delivered.admit_into(&mut out, event(Event::Message(convert::message(&message))));
         }
         let mut runs = self.store.runs_since(session_id, since).await?;
@@ -253,7 +263,13 @@ impl ChatCore {
             last_seq: after_seq.max(0),
             ..Delivered::default()
         };
-        let opening = self.catch_up(&session.id, &mut delivered).await?;
+        // A user's replay is charged; catching up after lost events is not
+        // (those were the bus's to deliver).
+        let charged = match principal {
+            Principal::User(user_id) => Some(user_id.as_str()),
+            Principal::Service(_) => None,
+        };
+        let opening = self.catch_up(&session.id, &mut delivered, charged).await?;
         let last_seq = delivered.last_seq.max(session.last_seq);
         let core = self.clone();
         let session_id = session.id.clone();
@@ -276,7 +292,7 @@ impl ChatCore {
                     }
                 };
                 if lost {
-                    match core.catch_up(&session_id, &mut delivered).await {
+                    match core.catch_up(&session_id, &mut delivered, None).await {
                         Ok(missed) => {
                             for ev in missed {
                                 yield Ok(ev);

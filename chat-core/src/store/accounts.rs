@@ -123,19 +123,19 @@ impl AccountStore for SeaStore {
         }
         revoke_family(&txn, &current.family_id, now).await?;
         txn.commit().await?;
-        Ok(Rotation::Reused)
+        Ok(Rotation::Reused(UserId::from_trusted(current.user_id)))
     }
 
-    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, StoreError> {
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
         let Some(token) = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(token_hash))
             .one(&self.db)
             .await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         revoke_family(&self.db, &token.family_id, now_ms()).await?;
-        Ok(true)
+        Ok(Some(UserId::from_trusted(token.user_id)))
     }
 
     // === external identities ===

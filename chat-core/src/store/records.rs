@@ -150,8 +150,9 @@ pub struct Lease {
 pub enum Rotation {
     /// The token was live: it is now revoked, and this one replaces it in the same family.
     Rotated(RefreshToken),
-    /// The token had already been rotated or revoked: its whole family is now revoked.
-    Reused,
+    /// The token had already been rotated or revoked: its whole family (of
+    /// this user) is now revoked.
+    Reused(UserId),
     /// No such token, or it expired.
     Invalid,
 }

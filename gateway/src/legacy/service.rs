@@ -105,7 +105,7 @@ struct Summary {
 
 /// `GET /api/agents` → `{agents: [{id, name, type, isActive, isHealthy, ...}], summary}`
 pub async fn agents(State(state): State<SharedState>, user: AuthUser) -> Result<Response, LegacyError> {
-    let request = state.core.unary(pb::ListAgentsRequest {}, &user.token)?;
+    let request = state.unary_as(pb::ListAgentsRequest {}, &user)?;
     let listed = state.core.chat().list_agents(request).await?.into_inner().agents;
     let agents: Vec<AgentView> = listed
         .into_iter()

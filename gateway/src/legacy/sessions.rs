@@ -40,9 +40,7 @@ pub(super) async fn fetch(
     id: &str,
 ) -> Result<pb::Session, LegacyError> {
     let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
-    let request = state
-        .core
-        .unary(pb::GetSessionRequest { session_id }, &user.token)?;
+    let request = state.unary_as(pb::GetSessionRequest { session_id }, user)?;
     let session = state.core.chat().get_session(request).await;
     Ok(session
         .map_err(ApiError::from)
@@ -65,7 +63,7 @@ pub(super) async fn messages(
         before_seq: None,
         limit,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, user)?;
     let response = state.core.chat().list_messages(request).await;
     Ok(response
         .map_err(ApiError::from)
@@ -117,7 +115,7 @@ pub async fn list(
         limit,
         cursor: String::new(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let found = state
         .core
         .chat()
@@ -191,7 +189,7 @@ pub(super) async fn create_session(
         metadata_json: metadata.map(|m| Value::Object(m).to_string()).unwrap_or_default(),
         ..Default::default()
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, user)?;
     Ok(state.core.chat().create_session(request).await?.into_inner())
 }
 
@@ -251,9 +249,7 @@ pub(super) async fn end_session(
     id: &str,
 ) -> Result<pb::Session, LegacyError> {
     let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
-    let request = state
-        .core
-        .unary(pb::EndSessionRequest { session_id }, &user.token)?;
+    let request = state.unary_as(pb::EndSessionRequest { session_id }, user)?;
     let ended = state.core.chat().end_session(request).await;
     Ok(ended
         .map_err(ApiError::from)
@@ -322,9 +318,7 @@ pub async fn resolve(
     let notes = body.notes.unwrap_or_default();
     check_note("notes", &notes)?;
     let session_id = session_id(&id).map_err(LegacyError::about_session(&id))?;
-    let request = state
-        .core
-        .unary(pb::ResolveSessionRequest { session_id, notes }, &user.token)?;
+    let request = state.unary_as(pb::ResolveSessionRequest { session_id, notes }, &user)?;
     let resolved = state.core.chat().resolve_session(request).await;
     let session = resolved
         .map_err(ApiError::from)

@@ -20,7 +20,7 @@ type KeyedLimiter =
 /// Limits held in this process: right for one gateway, not shared across replicas.
 #[derive(Debug)]
 pub struct MemoryStore {
-    tiers: [(Policy, KeyedLimiter); 4],
+    tiers: [(Policy, KeyedLimiter); 5],
 }
 
 impl MemoryStore {

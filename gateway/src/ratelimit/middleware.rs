@@ -151,9 +151,17 @@ fn auth_account(body: &[u8]) -> String {
 /// /64): the peer, or with `trust_forwarded_for` the address the (single,
 /// trusted) proxy in front appended to `X-Forwarded-For`.
 pub fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> String {
+    client_ip_of(request.headers(), request.extensions(), trust_forwarded_for)
+}
+
+/// [`client_ip`] of a request's headers and extensions.
+pub fn client_ip_of(
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    trust_forwarded_for: bool,
+) -> String {
     if trust_forwarded_for
-        && let Some(ip) = request
-            .headers()
+        && let Some(ip) = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -163,9 +171,27 @@ pub fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> St
     {
         return address_key(ip);
     }
-    request
-        .extensions()
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| address_key(addr.ip()))
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The client's address ([`client_ip`]) as an extractor.
+#[derive(Clone, Debug)]
+pub struct ClientAddress(pub String);
+
+impl axum::extract::FromRequestParts<SharedState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip_of(
+            &parts.headers,
+            &parts.extensions,
+            state.trust_forwarded_for,
+        )))
+    }
 }

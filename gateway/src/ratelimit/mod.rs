@@ -43,10 +43,13 @@ pub enum Tier {
     Account,
     /// Messages posted over REST or sent over the WebSocket, per user.
     Messages,
+    /// Every frame a WebSocket client sends (subscribe, unsubscribe, send,
+    /// cancel, ping, auth, malformed ones), per user.
+    Frames,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 4] = [Tier::Api, Tier::Auth, Tier::Account, Tier::Messages];
+    pub const ALL: [Tier; 5] = [Tier::Api, Tier::Auth, Tier::Account, Tier::Messages, Tier::Frames];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +57,7 @@ impl Tier {
             Tier::Auth => "auth",
             Tier::Account => "account",
             Tier::Messages => "messages",
+            Tier::Frames => "frames",
         }
     }
 
@@ -88,6 +92,7 @@ pub struct Policies {
     pub auth: Policy,
     pub account: Policy,
     pub messages: Policy,
+    pub frames: Policy,
 }
 
 impl Policies {
@@ -97,6 +102,7 @@ impl Policies {
             Tier::Auth => self.auth,
             Tier::Account => self.account,
             Tier::Messages => self.messages,
+            Tier::Frames => self.frames,
         }
     }
 }
@@ -193,7 +199,7 @@ impl LimiterDown {
 pub struct RateLimits {
     store: Arc<dyn RateLimitStore>,
     /// Indexed by [`Tier::index`]: refuse requests while the store fails.
-    fail_closed: [bool; 4],
+    fail_closed: [bool; 5],
 }
 
 impl RateLimits {

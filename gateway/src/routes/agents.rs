@@ -29,7 +29,7 @@ pub async fn list(
     State(state): State<SharedState>,
     user: AuthUser,
 ) -> Result<Json<AgentsResponse>, ApiError> {
-    let request = state.core.unary(pb::ListAgentsRequest {}, &user.token)?;
+    let request = state.unary_as(pb::ListAgentsRequest {}, &user)?;
     let response = state.core.chat().list_agents(request).await?.into_inner();
     let agents = response
         .agents

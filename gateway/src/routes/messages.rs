@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::SharedState;
 use crate::auth::AuthUser;
-use crate::core::authorized;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, session_id};
 use crate::frames::{check_client_msg_id, run_status_name};
 use crate::json::MessageView;
+use crate::ratelimit::middleware::ClientAddress;
 use crate::sse;
+use chat_common::token_clock::TokenClock;
 
 #[derive(Deserialize)]
 pub struct HistoryQuery {
@@ -70,7 +71,7 @@ pub async fn list(
         before_seq: query.before_seq,
         limit: query.limit.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let response = state.core.chat().list_messages(request).await?.into_inner();
     Ok(Json(History {
         messages: response.messages.into_iter().map(MessageView::from).collect(),
@@ -84,6 +85,7 @@ pub async fn list(
 pub async fn post(
     State(state): State<SharedState>,
     user: AuthUser,
+    ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PostMessage>,
@@ -99,10 +101,21 @@ pub async fn post(
         }
         None => String::new(),
     };
+    // An SSE stream takes a place under the connection caps before the message is sent.
+    let guard = if sse::wants_event_stream(&headers) {
+        let guard = state
+            .connections
+            .open(&user.user_id, &address)
+            .map_err(|over| over.into_error())?;
+        Some(guard)
+    } else {
+        None
+    };
     let (ack, stream) = send(&state, &user, session_id, client_msg_id, body.content.clone()).await?;
     span.record("run_id", ack.run_id.as_str());
-    if sse::wants_event_stream(&headers) {
-        return Ok(sse::send_stream(ack, stream, state.shutdown.clone()).into_response());
+    if let Some(guard) = guard {
+        let clock = TokenClock::new(user.expires_at, state.limits.ws_token_grace);
+        return Ok(sse::send_stream(ack, stream, state.shutdown.clone(), clock, guard).into_response());
     }
     let turn = follow(&state, &user, ack, body.content, stream).await?;
     Ok(Json(Posted {
@@ -143,7 +156,7 @@ pub async fn send(
         role: String::new(),
     };
     // No deadline on the call itself: the stream lives as long as the run.
-    let request = authorized(request, &user.token)?;
+    let request = state.stream_as(request, user)?;
     let mut stream = state.core.chat().send_message(request).await?.into_inner();
     match stream.message().await? {
         Some(pb::SendMessageEvent {
@@ -285,7 +298,7 @@ async fn find_reply(
         before_seq: None,
         limit: 100,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, user)?;
     let messages = state
         .core
         .chat()
@@ -311,7 +324,7 @@ pub async fn cancel(
         session_id: session_id(&id)?,
         run_id,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     state.core.chat().cancel_run(request).await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -77,7 +77,7 @@ pub struct ResolveBody {
 
 /// `GET /api/v1/me` → `{user_id, username, operator, limits}`
 pub async fn me(State(state): State<SharedState>, user: AuthUser) -> Result<Json<Me>, ApiError> {
-    let request = state.core.unary(pb::WhoAmIRequest {}, &user.token)?;
+    let request = state.unary_as(pb::WhoAmIRequest {}, &user)?;
     let me = state.core.operators().who_am_i(request).await?.into_inner();
     Ok(Json(Me {
         user_id: me.user_id,
@@ -99,7 +99,7 @@ pub async fn queue(
     let request = pb::ListWaitingRequest {
         limit: query.limit.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let response = state.core.operators().list_waiting(request).await?.into_inner();
     Ok(Json(Queue {
         sessions: response
@@ -124,7 +124,7 @@ pub async fn claim(
     let request = pb::ClaimRequest {
         session_id: session_id(&id)?,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.operators().claim(request).await?.into_inner();
     Ok(Json(session.into()))
 }
@@ -155,7 +155,7 @@ pub async fn reply(
         client_msg_id,
         content: body.content,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let message = state.core.operators().reply(request).await?.into_inner();
     Ok((StatusCode::CREATED, Json(MessageView::from(message))))
 }
@@ -171,7 +171,7 @@ pub async fn typing(
         session_id: session_id(&id)?,
         typing: body.typing,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     state.core.operators().set_typing(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -187,7 +187,7 @@ pub async fn hand_back(
         session_id: session_id(&id)?,
         agent: body.agent.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.operators().hand_back(request).await?.into_inner();
     Ok(Json(session.into()))
 }
@@ -203,7 +203,7 @@ pub async fn resolve(
         session_id: session_id(&id)?,
         notes: body.notes.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.operators().resolve(request).await?.into_inner();
     Ok(Json(session.into()))
 }

@@ -67,7 +67,7 @@ pub async fn create(
         concurrency: body.concurrency.unwrap_or_default(),
         ..Default::default()
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.chat().create_session(request).await?.into_inner();
     Ok((StatusCode::CREATED, Json(SessionView::from(session))))
 }
@@ -83,7 +83,7 @@ pub async fn list(
         limit: query.limit.unwrap_or_default(),
         cursor: query.cursor.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let response = state.core.chat().list_sessions(request).await?.into_inner();
     Ok(Json(SessionList {
         sessions: response.sessions.into_iter().map(SessionView::from).collect(),
@@ -97,11 +97,11 @@ pub async fn get(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let request = state.core.unary(
+    let request = state.unary_as(
         pb::GetSessionRequest {
             session_id: session_id(&id)?,
         },
-        &user.token,
+        &user,
     )?;
     let session = state.core.chat().get_session(request).await?.into_inner();
     Ok(Json(session.into()))
@@ -118,7 +118,7 @@ pub async fn rename(
         session_id: session_id(&id)?,
         title: body.title,
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.chat().rename_session(request).await?.into_inner();
     Ok(Json(session.into()))
 }
@@ -129,11 +129,11 @@ pub async fn delete(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let request = state.core.unary(
+    let request = state.unary_as(
         pb::DeleteSessionRequest {
             session_id: session_id(&id)?,
         },
-        &user.token,
+        &user,
     )?;
     state.core.chat().delete_session(request).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -150,7 +150,7 @@ pub async fn resolve(
         session_id: session_id(&id)?,
         notes: body.notes.unwrap_or_default(),
     };
-    let request = state.core.unary(request, &user.token)?;
+    let request = state.unary_as(request, &user)?;
     let session = state.core.chat().resolve_session(request).await?.into_inner();
     Ok(Json(session.into()))
 }
@@ -161,11 +161,11 @@ pub async fn end(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let request = state.core.unary(
+    let request = state.unary_as(
         pb::EndSessionRequest {
             session_id: session_id(&id)?,
         },
-        &user.token,
+        &user,
     )?;
     let session = state.core.chat().end_session(request).await?.into_inner();
     Ok(Json(session.into()))

@@ -16,13 +16,15 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
-use crate::core::{authorized, current_request_id, tag_request_id};
+use crate::connections::{ConnectionGuard, OverCap};
+use crate::core::{current_request_id, tag_request_id};
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
 use crate::origin::UpgradeOrigin;
+use crate::ratelimit::middleware::ClientAddress;
 
 mod peer;
 
-pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces};
+pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warning};
 
 /// Client frames queued towards chat-core before the socket stops being read.
 const CLIENT_FRAME_QUEUE: usize = 16;
@@ -37,7 +39,8 @@ mod close {
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The access token expired and no fresh one came in the grace period.
+    /// The access token expired and no fresh one came in the grace period,
+    /// or the user signed out.
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The client fell too far behind its outgoing queue; reconnect and resume.
     pub const SLOW_CONSUMER: u16 = 4008;
@@ -51,9 +54,11 @@ pub async fn upgrade(
     State(state): State<SharedState>,
     _origin: UpgradeOrigin,
     WsAuthUser(user): WsAuthUser,
+    ClientAddress(address): ClientAddress,
     headers: http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let guard = state.connections.open(&user.user_id, &address);
     let limits = &state.limits;
     // No span for the socket's life (its cost per idle socket adds up): the
     // request id is logged with the socket's events and sent to chat-core,
@@ -64,7 +69,19 @@ pub async fn upgrade(
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| serve(socket, state, user, request_id, traces))
+        .on_upgrade(move |socket| async move {
+            match guard {
+                Ok(guard) => serve(socket, state, user, request_id, traces, guard).await,
+                Err(over) => close_over_cap(socket, over).await,
+            }
+        })
+}
+
+/// Tells a socket over its user's or address's connection cap why, and closes it with 1013.
+async fn close_over_cap(mut socket: WebSocket, over: OverCap) {
+    let frame = OutFrame::error(ErrorCode::RateLimited, over.message());
+    let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+    close_with(&mut socket, close::TRY_AGAIN_LATER, "too many connections").await;
 }
 
 /// Counts an open socket in `chat_ws_connections` for as long as it lives.
@@ -113,14 +130,10 @@ async fn serve(
     user: AuthUser,
     request_id: Option<tonic::metadata::AsciiMetadataValue>,
     traces: TurnTraces,
+    _guard: ConnectionGuard,
 ) {
     let opened = std::time::Instant::now();
     let _open = OpenSocket::count();
-    let AuthUser {
-        user_id,
-        token,
-        expires_at,
-    } = user;
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
     let outbound = ReceiverStream::new(rx).map(|frame| *frame);
     let request_id_text = request_id
@@ -128,14 +141,16 @@ async fn serve(
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let upstream = match authorized(outbound, &token) {
+    let upstream = match state.stream_as(outbound, &user) {
         Ok(mut request) => {
             tag_request_id(&mut request, request_id);
             Box::pin(state.core.connect(request)).await
         }
-        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed access token")),
+        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed user id")),
     };
-    drop(token);
+    let AuthUser {
+        user_id, expires_at, ..
+    } = user;
     match upstream {
         Ok(upstream) => {
             tracing::debug!(%user_id, request_id = %request_id_text, "websocket connected");
@@ -247,7 +262,7 @@ where
                 match clock.elapsed() {
                     Expiry::Warn => {
                         tracing::debug!(user_id = %peer.user_id, "websocket token expired");
-                        if send(socket, &clock.warning(), &mut ended).await.is_err() {
+                        if send(socket, &expiry_warning(&clock), &mut ended).await.is_err() {
                             return ended;
                         }
                     }
@@ -308,6 +323,12 @@ where
                 ended.frames_in += 1;
                 let inbound = parse_client_frame(text, peer.max_content_bytes);
                 count_frame("in", inbound_kind(&inbound));
+                if let Some(error) = peer.check_frame(&inbound).await {
+                    if send(socket, &error, &mut ended).await.is_err() {
+                        return ended;
+                    }
+                    continue;
+                }
                 match inbound {
                     Inbound::Forward(mut frame) => {
                         if let Some(error) = peer.check_send(&frame).await {
@@ -375,6 +396,15 @@ where
                 *written += 1;
                 close_with(socket, close::RESTART, "chat-core restarting").await;
                 return Some(Some(close::RESTART));
+            }
+            Some(Err(status)) if ErrorCode::from_status(&status) == ErrorCode::Unauthenticated => {
+                // The user signed out (or their refresh family was revoked)
+                // somewhere: chat-core ended the stream.
+                let frame = OutFrame::from_status(&status);
+                let _ = socket.feed(Message::Text(frame.to_json().into())).await;
+                *written += 1;
+                close_with(socket, close::TOKEN_EXPIRED, "signed out").await;
+                return Some(Some(close::TOKEN_EXPIRED));
             }
             Some(Err(status)) => {
                 *written += 1;
@@ -557,6 +587,10 @@ mod tests {
                     auth: policy,
                     account: policy,
                     messages: policy,
+                    frames: Policy {
+                        limit: std::num::NonZeroU32::new(100).expect("non-zero"),
+                        window: Duration::from_secs(3600),
+                    },
                 }),
                 &[],
             ),

@@ -2,15 +2,15 @@
 //! the access token the socket runs on (renewed in-band by `auth` frames).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chat_common::ErrorCode;
+pub use chat_common::token_clock::{Expiry, TokenClock};
 use chat_proto::chat::v1 as pb;
-use tokio::time::Instant;
 
 use crate::app::SharedState;
 use crate::auth::{self, Tokens};
-use crate::frames::{AccessToken, ErrorView, OutFrame};
+use crate::frames::{AccessToken, ErrorView, Inbound, OutFrame};
 use crate::ratelimit::{RateLimits, Tier};
 
 /// Error code of the warning sent when a socket's token expires.
@@ -98,6 +98,41 @@ impl TurnTraces {
 }
 
 impl Peer {
+    /// Counts a client frame of any type in the frames tier; the error frame
+    /// to answer when over the limit (the frame is then dropped).
+    pub(super) async fn check_frame(&self, inbound: &Inbound) -> Option<OutFrame> {
+        let (session_id, client_msg_id) = match inbound {
+            Inbound::Forward(pb::ClientFrame {
+                frame: Some(pb::client_frame::Frame::Send(send)),
+            }) => (Some(send.session_id.clone()), Some(send.client_msg_id.clone())),
+            _ => (None, None),
+        };
+        let decision = match self.rate_limits.check(Tier::Frames, &self.user_id).await {
+            Ok(decision) => decision?,
+            Err(down) => {
+                let error = down.into_error();
+                return Some(OutFrame::Error(ErrorView {
+                    code: error.code.as_str().to_owned(),
+                    message: error.message.into_owned(),
+                    client_msg_id,
+                    session_id,
+                    retry_after_ms: error.retry_after_ms,
+                }));
+            }
+        };
+        if decision.allowed {
+            return None;
+        }
+        let retry_after_ms = decision.retry_after_ms();
+        Some(OutFrame::Error(ErrorView {
+            code: ErrorCode::RateLimited.as_str().to_owned(),
+            message: format!("too many frames, retry in {retry_after_ms} ms"),
+            client_msg_id,
+            session_id,
+            retry_after_ms: Some(retry_after_ms),
+        }))
+    }
+
     /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
     pub(crate) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
         let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
@@ -157,67 +192,16 @@ impl Peer {
     }
 }
 
-/// What happens when the token clock's deadline passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// The token just expired: warn, and wait out the grace period.
-    Warn,
-    /// The grace period is over: close the socket.
-    Close,
-}
-
-/// Tracks a socket's token: first the expiry, then the end of the grace period.
-#[derive(Debug)]
-pub struct TokenClock {
-    expires_at: u64,
-    grace: Duration,
-    grace_ends: Option<Instant>,
-}
-
-impl TokenClock {
-    pub fn new(expires_at: u64, grace: Duration) -> Self {
-        Self {
-            expires_at,
-            grace,
-            grace_ends: None,
-        }
-    }
-
-    /// When the relay must next call [`TokenClock::elapsed`].
-    pub fn deadline(&self) -> Instant {
-        self.grace_ends.unwrap_or_else(|| instant_at(self.expires_at))
-    }
-
-    pub fn elapsed(&mut self) -> Expiry {
-        if self.grace_ends.is_some() {
-            return Expiry::Close;
-        }
-        self.grace_ends = Some(Instant::now() + self.grace);
-        Expiry::Warn
-    }
-
-    fn renew(&mut self, expires_at: u64) {
-        self.expires_at = expires_at;
-        self.grace_ends = None;
-    }
-
-    /// The warning frame sent when the token expires.
-    pub fn warning(&self) -> OutFrame {
-        OutFrame::Error(ErrorView {
-            code: TOKEN_EXPIRED.to_owned(),
-            message: format!(
-                "access token expired; send {{\"type\":\"auth\",\"access_token\":\"...\"}} within {} s or the socket closes",
-                self.grace.as_secs()
-            ),
-            client_msg_id: None,
-            session_id: None,
-            retry_after_ms: None,
-        })
-    }
-}
-
-/// The monotonic instant of a Unix time in seconds (now, if it has passed).
-fn instant_at(unix_secs: u64) -> Instant {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Instant::now() + Duration::from_secs(unix_secs).saturating_sub(now)
+/// The warning frame sent when the socket's token expires.
+pub fn expiry_warning(clock: &TokenClock) -> OutFrame {
+    OutFrame::Error(ErrorView {
+        code: TOKEN_EXPIRED.to_owned(),
+        message: format!(
+            "access token expired; send {{\"type\":\"auth\",\"access_token\":\"...\"}} within {} s or the socket closes",
+            clock.grace().as_secs()
+        ),
+        client_msg_id: None,
+        session_id: None,
+        retry_after_ms: None,
+    })
 }

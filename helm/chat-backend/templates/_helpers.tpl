@@ -144,6 +144,7 @@ JWT_SECRET
 DATABASE_URL
 {{ if $root.Values.redis.enabled }}REDIS_URL{{ end }}
 {{- else if eq .component "agent-worker" }}
+JWT_SECRET
 {{ if include "chat-backend.workerHasApiKey" $root }}OPENAI_API_KEY{{ end }}
 {{- else if eq .component "migrate" }}
 DATABASE_URL
@@ -230,17 +231,34 @@ Takes (dict "root" $ "component" "gateway"|"chat-core"|"agent-worker").
 {{- $_ := set $env "CHAT_CORE_RESOLVE_SECS" $values.chatCoreResolveSeconds }}
 {{- $_ := set $env "TRUST_FORWARDED_FOR" (ternary "true" "false" $trust) }}
 {{- with $values.allowedOrigins }}{{ $_ := set $env "ALLOWED_ORIGINS" (join "," .) }}{{ end }}
+{{- if $root.Values.internalTls.enabled }}
+{{- $_ := set $env "CHAT_CORE_URL" (printf "https://%s:50051" (include "chat-backend.componentName" (dict "root" $root "component" "chat-core"))) }}
+{{- $_ := set $env "CHAT_CORE_TLS_CA_FILE" "/etc/chat/tls/ca.crt" }}
+{{- $_ := set $env "CHAT_CORE_TLS_CERT_FILE" "/etc/chat/tls/tls.crt" }}
+{{- $_ := set $env "CHAT_CORE_TLS_KEY_FILE" "/etc/chat/tls/tls.key" }}
+{{- end }}
 {{- else if eq .component "chat-core" }}
 {{- $_ := set $env "CHAT_CORE_LISTEN" "0.0.0.0:50051" }}
 {{- $_ := set $env "ADMIN_LISTEN" "0.0.0.0:9001" }}
 {{- $_ := set $env "AGENT_WORKER_URLS" (printf "http://%s:50052" (include "chat-backend.componentName" (dict "root" $root "component" "agent-worker"))) }}
 {{- $_ := set $env "AGENT_WORKER_RESOLVE_SECS" $values.agentWorkerResolveSeconds }}
+{{- if $root.Values.internalTls.enabled }}
+{{- $_ := set $env "AGENT_WORKER_URLS" (printf "https://%s:50052" (include "chat-backend.componentName" (dict "root" $root "component" "agent-worker"))) }}
+{{- $_ := set $env "AGENT_WORKER_TLS_CA_FILE" "/etc/chat/tls/ca.crt" }}
+{{- $_ := set $env "AGENT_WORKER_TLS_CERT_FILE" "/etc/chat/tls/tls.crt" }}
+{{- $_ := set $env "AGENT_WORKER_TLS_KEY_FILE" "/etc/chat/tls/tls.key" }}
+{{- end }}
 {{- else if eq .component "agent-worker" }}
 {{- $_ := set $env "AGENT_WORKER_LISTEN" "0.0.0.0:50052" }}
 {{- $_ := set $env "ADMIN_LISTEN" "0.0.0.0:9002" }}
 {{- $_ := set $env "LLM_MODEL" $values.llm.model }}
 {{- if $values.agentsConfig }}{{ $_ := set $env "AGENTS_CONFIG" "/etc/chat/agents/agents.toml" }}{{ end }}
 {{- if $values.llm.baseUrl }}{{ $_ := set $env "LLM_BASE_URL" $values.llm.baseUrl }}{{ end }}
+{{- end }}
+{{- if and $root.Values.internalTls.enabled (ne .component "gateway") }}
+{{- $_ := set $env "GRPC_TLS_CERT_FILE" "/etc/chat/tls/tls.crt" }}
+{{- $_ := set $env "GRPC_TLS_KEY_FILE" "/etc/chat/tls/tls.key" }}
+{{- $_ := set $env "GRPC_TLS_CLIENT_CA_FILE" "/etc/chat/tls/ca.crt" }}
 {{- end }}
 {{- range $name, $value := merge $env (deepCopy ($values.env | default dict)) }}
 {{ $name }}: {{ $value | toString | quote }}

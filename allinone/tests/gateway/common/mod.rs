@@ -59,6 +59,11 @@ impl TestStack {
         gateway: impl FnOnce(&mut gateway::Settings) + Send + 'static,
         database_url: Option<chat_testkit::Rewrite>,
     ) -> anyhow::Result<Self> {
+        // The gateway calls chat-core with its service token only.
+        let core = move |s: &mut chat_core::Settings| {
+            s.accept_user_tokens = false;
+            core(s);
+        };
         let mut builder = chat_testkit::Stack::builder().core(core).gateway(gateway);
         if let Some(rewrite) = database_url {
             builder = builder.database_url(rewrite);

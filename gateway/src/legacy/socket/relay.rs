@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 
 use super::connection::{Connection, Upstream, emit, message_error};
-use crate::core::authorized;
 use crate::error::PublicStatus;
 use crate::legacy::views::{ChatTurn, incoming, now, outgoing, status, turn_agent};
 use crate::routes::messages::HUMAN;
@@ -27,7 +26,7 @@ const MAX_TURNS: usize = 64;
 /// Runs `connection` until it ends, then disconnects its socket.
 pub async fn run(socket: SocketRef, connection: Arc<Connection>, upstream: Upstream) {
     let user = connection.user();
-    let opened = match authorized(upstream.map(|frame| *frame), &user.token) {
+    let opened = match connection.state.stream_as(upstream.map(|frame| *frame), &user) {
         Ok(request) => connection
             .state
             .core

@@ -1,0 +1,43 @@
+//! Who may call an agent-worker: chat-core, proving itself with a service
+//! token meant for agent-workers (signed with the shared secret), or with a
+//! client certificate when the worker requires mutual TLS.
+
+use std::sync::Arc;
+
+use chat_common::ErrorCode;
+use chat_common::token::{Audience, Role, Scope, TokenKeys, bearer};
+use tonic::service::Interceptor;
+
+/// Refuses calls without a service token meant for agent-workers.
+#[derive(Clone, Debug)]
+pub struct RequireServiceToken {
+    /// `None` when the worker trusts its mutual TLS alone (no `JWT_SECRET`).
+    keys: Option<Arc<TokenKeys>>,
+}
+
+impl RequireServiceToken {
+    pub fn new(keys: Option<Arc<TokenKeys>>) -> Self {
+        Self { keys }
+    }
+}
+
+impl Interceptor for RequireServiceToken {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(keys) = &self.keys else {
+            return Ok(request);
+        };
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
+        let claims = keys
+            .verify(token, Audience::AgentWorker)
+            .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
+        if claims.role != Role::Service || !claims.allows(Scope::Run) {
+            return Err(ErrorCode::Forbidden.status("agent-workers serve chat-core only"));
+        }
+        Ok(request)
+    }
+}

@@ -1,0 +1,172 @@
+//! Streams opened with a user's own token (chat-core with
+//! `--accept-user-tokens`) end when the token expires, after
+//! `STREAM_TOKEN_GRACE_SECS`, and at once when the user signs out (a refresh
+//! family revoked), on every replica the bus reaches.
+
+use crate::common;
+
+use std::time::Duration;
+
+use chat_common::token::Role;
+use chat_proto::chat::v1::{self as pb, user_service_client::UserServiceClient};
+use chat_testkit::TestDatabase;
+use common::*;
+use futures::StreamExt;
+
+/// How long a stream may take to end once it should.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+fn service_token() -> String {
+    keys()
+        .sign("tests", Role::Service, Duration::from_secs(600))
+        .unwrap()
+}
+
+/// A refresh token of `user_id`, as the gateway gets one at login.
+async fn refresh_token(addr: std::net::SocketAddr, user_id: &str) -> String {
+    let mut users = UserServiceClient::new(channel(addr).await);
+    let request = pb::IssueRefreshTokenRequest {
+        user_id: user_id.into(),
+        ttl_secs: 3600,
+    };
+    users
+        .issue_refresh_token(with_token(request, &service_token()))
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_token
+}
+
+async fn logout(addr: std::net::SocketAddr, refresh_token: &str) {
+    let mut users = UserServiceClient::new(channel(addr).await);
+    let request = pb::RevokeRefreshTokenRequest {
+        refresh_token: refresh_token.into(),
+    };
+    users
+        .revoke_refresh_token(with_token(request, &service_token()))
+        .await
+        .unwrap();
+}
+
+/// Reads the stream until it ends; the status it ended with.
+async fn ending(events: &mut tonic::Streaming<pb::SessionEvent>, within: Duration) -> tonic::Status {
+    tokio::time::timeout(within, async {
+        loop {
+            match events.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream ended in time")
+}
+
+#[tokio::test]
+async fn a_direct_subscribe_ends_when_its_token_expires_after_the_grace() {
+    // Arrange: a token that expires in 2 s, a 1 s grace.
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let core = spawn_core_with(&db.url, &worker.url, |s| s.stream_token_grace_secs = 1).await;
+    let (user_id, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+    let short = keys().sign(&user_id, Role::User, Duration::from_secs(2)).unwrap();
+    let opened = std::time::Instant::now();
+    let mut events = watch(core.addr, &short, &session.id).await;
+
+    // Act
+    let status = ending(&mut events, Duration::from_secs(10)).await;
+
+    // Assert: not before expiry plus grace (JWT expiry is in whole seconds).
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "access token expired");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_direct_subscribe_ends_when_the_user_signs_out() {
+    // Arrange
+    let stack = spawn_stack().await;
+    let (user_id, token) = register(stack.core.addr).await;
+    let refresh = refresh_token(stack.core.addr, &user_id).await;
+    let session = create_session(stack.core.addr, &token).await;
+    let mut events = watch(stack.core.addr, &token, &session.id).await;
+    let (_, other_token) = register(stack.core.addr).await;
+    let other_session = create_session(stack.core.addr, &other_token).await;
+    let mut others = watch(stack.core.addr, &other_token, &other_session.id).await;
+
+    // Act
+    logout(stack.core.addr, &refresh).await;
+
+    // Assert: the user's stream ends, another user's does not.
+    let status = ending(&mut events, PROMPTLY).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "signed out; sign in again");
+    send(
+        stack.core.addr,
+        &other_token,
+        &other_session.id,
+        "c1",
+        "still here",
+    )
+    .await;
+    next_matching(&mut others, |e| matches!(e, pb::session_event::Event::Message(_))).await;
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_ends_the_users_streams() {
+    // Arrange
+    let stack = spawn_stack().await;
+    let (user_id, token) = register(stack.core.addr).await;
+    let refresh = refresh_token(stack.core.addr, &user_id).await;
+    let session = create_session(stack.core.addr, &token).await;
+    let mut events = watch(stack.core.addr, &token, &session.id).await;
+    let mut users = UserServiceClient::new(channel(stack.core.addr).await);
+    let rotate = || pb::RotateRefreshTokenRequest {
+        refresh_token: refresh.clone(),
+        ttl_secs: 3600,
+        family_ttl_secs: 0,
+    };
+    users
+        .rotate_refresh_token(with_token(rotate(), &service_token()))
+        .await
+        .unwrap();
+
+    // Act: the spent token again, as a thief would.
+    let reuse = users
+        .rotate_refresh_token(with_token(rotate(), &service_token()))
+        .await;
+
+    // Assert
+    assert_eq!(reuse.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let status = ending(&mut events, PROMPTLY).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test]
+async fn signing_out_on_one_replica_ends_the_users_streams_on_another() {
+    if chat_testkit::needs::redis().is_none() {
+        return;
+    }
+    // Arrange: two replicas sharing the database and Redis.
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let a = spawn_core(&db.url, &worker.url).await;
+    let b = spawn_core(&db.url, &worker.url).await;
+    let (user_id, token) = register(a.addr).await;
+    let refresh = refresh_token(a.addr, &user_id).await;
+    let session = create_session(a.addr, &token).await;
+    let mut on_b = watch(b.addr, &token, &session.id).await;
+
+    // Act
+    logout(a.addr, &refresh).await;
+
+    // Assert
+    let status = ending(&mut on_b, PROMPTLY).await;
+    assert_eq!(status.message(), "signed out; sign in again");
+}

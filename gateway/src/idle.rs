@@ -1,0 +1,243 @@
+//! Closes client connections that sit idle: no request in flight and no byte
+//! read or written for `IDLE_TIMEOUT_SECS` (an HTTP/1 connection kept alive,
+//! an HTTP/2 connection without streams). Connections upgraded to WebSocket
+//! are left alone: their own token clock and slow-consumer rules apply.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum_server::accept::Accept;
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What one connection is doing.
+#[derive(Debug, Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    upgraded: AtomicBool,
+}
+
+impl Activity {
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
+    }
+}
+
+/// Wraps each accepted connection (inside `inner`'s) to close it when idle.
+#[derive(Clone, Debug)]
+pub struct IdleAcceptor<A> {
+    inner: A,
+    timeout: Duration,
+}
+
+impl<A> IdleAcceptor<A> {
+    pub fn new(inner: A, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+impl<A, I, S> Accept<I, S> for IdleAcceptor<A>
+where
+    A: Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = IdleStream<A::Stream>;
+    type Service = Tracked<A::Service>;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let accepted = self.inner.accept(stream, service);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            let activity = Arc::new(Activity::default());
+            Ok((
+                IdleStream {
+                    inner: stream,
+                    activity: activity.clone(),
+                    deadline: Box::pin(tokio::time::sleep(timeout)),
+                    timeout,
+                },
+                Tracked {
+                    inner: service,
+                    activity,
+                },
+            ))
+        })
+    }
+}
+
+// === impl IdleStream ===
+
+/// A connection's byte stream that reads as closed once it has been idle too long.
+pub struct IdleStream<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl<I> IdleStream<I> {
+    fn active(&mut self) {
+        if !self.activity.is_upgraded() {
+            let next = Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(next);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for IdleStream<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.activity.is_upgraded() => Poll::Pending,
+            Poll::Pending if !self.activity.is_idle() => {
+                self.active();
+                Poll::Pending
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                // Reads as the end of the stream: the server closes the connection.
+                Poll::Ready(()) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for IdleStream<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+// === impl Tracked ===
+
+/// A connection's service, counting its requests in flight until their
+/// response bodies end, and noting an upgrade.
+#[derive(Clone, Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Tracked<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<InFlight<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let guard = InFlightGuard::start(self.activity.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                guard.0.upgraded.store(true, Ordering::Release);
+            }
+            Ok(response.map(|body| InFlight {
+                inner: body,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// One request in flight on a connection.
+struct InFlightGuard(Arc<Activity>);
+
+impl InFlightGuard {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+pub struct InFlight<B> {
+    inner: B,
+    _guard: InFlightGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for InFlight<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
