@@ -225,6 +225,46 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A gateway whose secret chat-core does not share (a deployment mistake):
+/// the user's token is the gateway's own, so the socket opens, but chat-core
+/// refuses the gateway's calls; the client gets `unauthenticated` and close
+/// code 1008 rather than a socket that silently does nothing.
+#[tokio::test]
+async fn ws_refused_by_chat_core_gets_close_1008() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const OTHER_SECRET: &str = "a-different-secret-of-at-least-32-bytes!!";
+    let stack = TestStack::spawn().await?;
+    let addr = stack
+        .spawn_gateway(|s| s.jwt_secret = Some(OTHER_SECRET.into()))
+        .await?;
+    let keys = chat_common::token::TokenKeys::new(OTHER_SECRET.as_bytes());
+    let token = keys.sign(
+        "someone",
+        chat_common::token::Role::User,
+        std::time::Duration::from_secs(60),
+    )?;
+
+    let url = format!("ws://{addr}/api/v1/ws?access_token={token}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let mut error = None;
+    let close = loop {
+        match tokio::time::timeout(common::TIMEOUT, socket.next())
+            .await?
+            .expect("a frame")?
+        {
+            Message::Text(text) => error = Some(serde_json::from_str::<serde_json::Value>(text.as_str())?),
+            Message::Close(close) => break close,
+            _ => {}
+        }
+    };
+    let error = error.expect("an error frame before the close");
+    assert_eq!(error["code"], "unauthenticated", "{error}");
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1008));
+    Ok(())
+}
+
 #[tokio::test]
 async fn ws_without_chat_core_gets_unavailable_and_close_1011() -> anyhow::Result<()> {
     use futures::StreamExt;
