@@ -17,6 +17,10 @@ pub mod chat {
 /// `human` escalates the session to the operators.
 pub const HUMAN_AGENT: &str = "human";
 
+/// `AgentInfo.kind` of an agent that only hands each message on to another
+/// agent (its runs are not the conversation's answer).
+pub const ROUTER_KIND: &str = "router";
+
 impl chat::v1::RunStatus {
     /// Whether a run in this status has ended: no event of it follows.
     pub fn is_terminal(self) -> bool {

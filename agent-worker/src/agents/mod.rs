@@ -76,7 +76,7 @@ impl Agent {
         match self {
             Self::Echo(_) => "echo",
             Self::Rules(_) => "rules",
-            Self::Router(_) => "router",
+            Self::Router(_) => chat_proto::ROUTER_KIND,
             Self::HumanHandoff(_) => "human_handoff",
             Self::Llm(_) => "llm",
             Self::Webhook(_) => "webhook",

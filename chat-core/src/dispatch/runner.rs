@@ -202,7 +202,7 @@ impl Dispatcher {
         self.workers
             .list_agents()
             .await
-            .is_ok_and(|agents| agents.iter().any(|a| a.name == agent && a.kind == "router"))
+            .is_ok_and(|agents| agents.iter().any(|a| a.name == agent && a.kind == chat_proto::ROUTER_KIND))
     }
 
     /// One attempt: opens the worker's stream, then follows it.
