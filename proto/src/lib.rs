@@ -17,8 +17,8 @@ pub mod chat {
 /// `human` escalates the session to the operators.
 pub const HUMAN_AGENT: &str = "human";
 
-/// `AgentInfo.kind` of an agent that only hands each message on to another
-/// agent (its runs are not the conversation's answer).
+/// `AgentInfo.kind` of a routing agent, which hands each message to the
+/// agent that should answer it.
 pub const ROUTER_KIND: &str = "router";
 
 impl chat::v1::RunStatus {
