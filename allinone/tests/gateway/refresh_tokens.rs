@@ -134,14 +134,16 @@ async fn a_family_past_its_absolute_lifetime_no_longer_refreshes() -> anyhow::Re
         s.refresh_family_ttl_secs = family_ttl.as_secs();
     })
     .await?;
-    let logged_in = std::time::Instant::now();
     let first = login(&stack, "aging").await?;
+    // The family started before `login` returned (registering and hashing
+    // the password, however slow, came before it).
+    let logged_in = std::time::Instant::now();
 
     // Act: rotation works within the family's lifetime...
     let (status, second) = refresh(&stack, &first["refresh_token"]).await?;
     assert_eq!(status, 200, "{second}");
     // ...then the family's end passes (the clock is what is under test here).
-    tokio::time::sleep(family_ttl.saturating_sub(logged_in.elapsed()) + Duration::from_millis(500)).await;
+    tokio::time::sleep((family_ttl + Duration::from_millis(500)).saturating_sub(logged_in.elapsed())).await;
     let (status, body) = refresh(&stack, &second["refresh_token"]).await?;
 
     // Assert: 401 although the token itself had a day to live; a new login starts afresh.
