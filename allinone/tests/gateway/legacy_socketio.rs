@@ -393,3 +393,50 @@ fn stack_user_id(token: &str) -> String {
     .expect("claims");
     claims["sub"].as_str().expect("sub").to_owned()
 }
+
+/// A Socket.IO connection takes a place under the per-user connection cap,
+/// as a WebSocket does: over it the handshake is refused, and a place freed
+/// by a disconnect is taken again.
+#[tokio::test]
+async fn socketio_connections_count_under_the_per_user_cap() -> anyhow::Result<()> {
+    let Some(()) = client_available() else {
+        return Ok(());
+    };
+    let stack = TestStack::spawn_with(|s| s.max_connections_per_user = 1).await?;
+    let token = stack.user("alice").await?;
+    let mut first = SioClient::spawn(&stack);
+    first.connect_as(&token).await;
+
+    let mut second = SioClient::spawn(&stack);
+    second
+        .connect("websocket", json!({"auth": {"token": token}}))
+        .await;
+    let (name, data) = first_outcome(&mut second).await;
+    assert_eq!(name, "connect_error", "{data}");
+    assert!(data.to_string().contains("too many open connections"), "{data}");
+
+    first.disconnect().await;
+    first.until("disconnect").await;
+    common::eventually("the freed place to be taken", || {
+        let (stack, token) = (&stack, token.clone());
+        async move {
+            let mut again = SioClient::spawn(stack);
+            again
+                .connect("websocket", json!({"auth": {"token": token}}))
+                .await;
+            (first_outcome(&mut again).await.0 == "connected").then_some(())
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// The first of `connected` and `connect_error` a connecting client sees.
+async fn first_outcome(client: &mut SioClient) -> (String, Value) {
+    loop {
+        let (name, data) = client.next().await;
+        if name == "connected" || name == "connect_error" {
+            return (name, data);
+        }
+    }
+}

@@ -199,10 +199,11 @@ impl Dispatcher {
     }
 
     async fn is_router(&self, agent: &str) -> bool {
-        self.workers
-            .list_agents()
-            .await
-            .is_ok_and(|agents| agents.iter().any(|a| a.name == agent && a.kind == chat_proto::ROUTER_KIND))
+        self.workers.list_agents().await.is_ok_and(|agents| {
+            agents
+                .iter()
+                .any(|a| a.name == agent && a.kind == chat_proto::ROUTER_KIND)
+        })
     }
 
     /// One attempt: opens the worker's stream, then follows it.

@@ -26,6 +26,7 @@
 mod connection;
 mod relay;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_common::token;
@@ -38,7 +39,9 @@ use socketioxide::layer::SocketIoLayer;
 
 use crate::app::SharedState;
 use crate::auth::{self, AuthUser};
+use crate::connections::ConnectionGuard;
 use crate::ratelimit::Tier;
+use crate::ratelimit::middleware::client_ip_of;
 
 pub use connection::Connection;
 
@@ -68,11 +71,14 @@ pub fn layer(state: SharedState) -> SocketIoLayer {
     };
     let on_connect = move |socket: SocketRef| {
         let user = socket.extensions.get::<AuthUser>();
+        // Held while the connection lives: it counts under the caps.
+        let place = socket.extensions.remove::<Arc<ConnectionGuard>>();
         let connection = user.map(|user| Connection::open(state.clone(), &socket, user));
         async move {
             if let Some((connection, upstream)) = connection {
                 relay::run(socket, connection, upstream).await;
             }
+            drop(place);
         }
     };
     io.ns("/", on_connect.with(on_handshake));
@@ -112,6 +118,13 @@ async fn handshake(state: &SharedState, socket: &SocketRef, auth: Option<Value>)
         // The limits cannot be checked and this tier fails closed.
         Err(_) => return Err(Refused("service unavailable, try again")),
     }
+    // A Socket.IO connection counts under the same caps as a WebSocket.
+    let address = client_ip_of(&parts.headers, &parts.extensions, state.trust_forwarded_for);
+    let place = state
+        .connections
+        .open(&user.user_id, &address)
+        .map_err(|_| Refused("too many open connections for this user or address"))?;
+    socket.extensions.insert(Arc::new(place));
     socket.extensions.insert(user);
     Ok(())
 }
