@@ -176,7 +176,7 @@ pub struct Settings {
     #[arg(long, env = "FRAME_RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
     pub frame_rate_limit_window_secs: u64,
 
-    /// Long-lived connections (WebSockets, SSE reply streams, gRPC-Web streams) one user may hold
+    /// Long-lived connections (WebSockets, Socket.IO, SSE reply streams, gRPC-Web streams) one user may hold
     /// on this gateway at once; 0 for no cap. Beyond it: 429, `RESOURCE_EXHAUSTED`, or close 1013.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
     pub max_connections_per_user: usize,
