@@ -26,6 +26,10 @@ export async function openPage(browser, baseURL, options = {}) {
     if (msg.type() === 'error') page.problems.push(`console: ${msg.text()}`);
   });
   page.on('pageerror', (err) => page.problems.push(`exception: ${err.message}`));
+  // The access token travels as a WebSocket subprotocol, never in the URL.
+  page.on('websocket', (ws) => {
+    if (/token/i.test(ws.url())) page.problems.push(`token in a WebSocket URL: ${ws.url()}`);
+  });
   await page.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (e) => {
       console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);

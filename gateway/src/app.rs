@@ -40,7 +40,7 @@ use axum_server::tls_rustls::RustlsAcceptor;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Content-Security-Policy of every response: the page loads only its own script and style.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Size limits applied to client input.
 #[derive(Clone, Debug)]

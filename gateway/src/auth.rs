@@ -237,12 +237,35 @@ pub(crate) struct TokenQuery {
     pub(crate) access_token: Option<String>,
 }
 
+/// The WebSocket subprotocol the page asks for; it carries the access token
+/// beside it as `bearer.<token>`, so the token stays out of the URL (and of
+/// access logs and browser history).
+pub const WS_PROTOCOL: &str = "chat.v1";
+const WS_TOKEN_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The token offered as a `bearer.<token>` subprotocol, if any.
+fn protocol_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|protocol| protocol.strip_prefix(WS_TOKEN_PROTOCOL_PREFIX))
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+}
+
 impl FromRequestParts<SharedState> for WsAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
         if let Some(token) = header_token(parts)? {
             return authenticate_once(parts, state, token).await.map(Self);
+        }
+        if let Some(token) = protocol_token(parts) {
+            return authenticate_once(parts, state, &token).await.map(Self);
         }
         let query = Query::<TokenQuery>::try_from_uri(&parts.uri).ok();
         let token = query

@@ -338,3 +338,42 @@ async fn a_frame_over_the_limit_is_closed_with_1009() -> anyhow::Result<()> {
     assert_eq!(neighbour.recv().await["type"], "pong");
     Ok(())
 }
+
+/// The page's way in: the token as a `bearer.<token>` subprotocol beside
+/// `chat.v1`, nothing in the URL. The gateway answers `chat.v1` (never the
+/// token) and the socket works; a bad token there is refused like any other.
+#[tokio::test]
+async fn the_access_token_can_travel_as_a_subprotocol_instead_of_in_the_url() -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let stack = TestStack::spawn().await?;
+    let token = stack.user("alice").await?;
+    let session_id = stack.session(&token, "echo").await?;
+    let request = |protocols: String| -> anyhow::Result<_> {
+        let mut request = format!("ws://{}/api/v1/ws", stack.addr).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse()?);
+        Ok(request)
+    };
+
+    let (socket, response) =
+        tokio_tungstenite::connect_async(request(format!("chat.v1, bearer.{token}"))?).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or_default().to_owned()),
+        Some("chat.v1".to_owned())
+    );
+    let mut ws = common::WsClient { stream: socket };
+    let subscribed = ws.subscribe(&session_id).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+
+    let refused = tokio_tungstenite::connect_async(request("chat.v1, bearer.not-a-token".into())?).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    Ok(())
+}

@@ -65,7 +65,9 @@ pub async fn upgrade(
     // and each turn sent on it gets its own span (see `TurnTraces`).
     let request_id = current_request_id();
     let traces = TurnTraces::of_upgrade(&headers);
-    ws.read_buffer_size(limits.ws_read_buffer_bytes)
+    // Answers the page's subprotocol (never echoing the token one).
+    ws.protocols([crate::auth::WS_PROTOCOL])
+        .read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)

@@ -3,7 +3,7 @@
 import { ACTIVE_RUN, API, BACKOFF_MAX_MS, BACKOFF_MIN_MS, PING_MS, STABLE_MS, STALE_MS } from './config.js';
 import { el } from './dom.js';
 import { conn, currentConv, state, view } from './state.js';
-import { api, enc } from './api.js';
+import { api } from './api.js';
 import { expireSession, refreshAuth, tokenExpiringSoon } from './auth.js';
 import { loadConversation } from './sessions.js';
 import { refreshPendingLabels, updateCancel } from './render.js';
@@ -52,8 +52,9 @@ export async function connect() {
     }
     if (!state.auth) return;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${proto}//${location.host}${API}/ws?access_token=${enc(state.auth.access_token)}`;
-    const ws = new WebSocket(url);
+    // The token travels as a subprotocol, never in the URL (logs, history).
+    const url = `${proto}//${location.host}${API}/ws`;
+    const ws = new WebSocket(url, ['chat.v1', `bearer.${state.auth.access_token}`]);
     conn.ws = ws;
     conn.token = state.auth.access_token;
     conn.openedAt = 0;
