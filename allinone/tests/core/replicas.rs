@@ -45,16 +45,45 @@ fn completed(run_id: &str) -> impl FnMut(&Event) -> bool + '_ {
     move |e| matches!(e, Event::Run(r) if r.run_id == run_id && r.status() == pb::RunStatus::Completed)
 }
 
-#[tokio::test]
-async fn a_message_sent_through_one_replica_streams_on_the_other() {
-    if chat_testkit::needs::redis().is_none() {
-        return;
-    }
+/// Two chat-core replicas on one database and the shared Redis, with a
+/// worker serving `echo` and `slow`, and a user's token; `None` (a skip)
+/// without `TEST_REDIS_URL`.
+struct Replicas {
+    _db: TestDatabase,
+    _worker: Worker,
+    a: Core,
+    b: Core,
+    token: String,
+}
+
+async fn two_replicas(configure: impl Fn(&mut chat_core::Settings) + Copy) -> Option<Replicas> {
+    chat_testkit::needs::redis()?;
     let db = TestDatabase::new().await.unwrap();
     let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
-    let a = spawn_core(&db.url, &worker.url).await;
-    let b = spawn_core(&db.url, &worker.url).await;
+    let a = spawn_core_with(&db.url, &worker.url, configure).await;
+    let b = spawn_core_with(&db.url, &worker.url, configure).await;
     let (_, token) = register(a.addr).await;
+    Some(Replicas {
+        _db: db,
+        _worker: worker,
+        a,
+        b,
+        token,
+    })
+}
+
+#[tokio::test]
+async fn a_message_sent_through_one_replica_streams_on_the_other() {
+    let Some(Replicas {
+        a,
+        b,
+        token,
+        _db,
+        _worker,
+    }) = two_replicas(|_| {}).await
+    else {
+        return;
+    };
     let session = create_session_with(a.addr, &token, "echo", "").await;
     let mut on_a = watch(a.addr, &token, &session.id).await;
     let mut on_b = watch(b.addr, &token, &session.id).await;
@@ -84,14 +113,16 @@ async fn a_message_sent_through_one_replica_streams_on_the_other() {
 
 #[tokio::test]
 async fn a_late_subscriber_on_another_replica_gets_the_run_in_flight_from_delta_zero() {
-    if chat_testkit::needs::redis().is_none() {
+    let Some(Replicas {
+        a,
+        b,
+        token,
+        _db,
+        _worker,
+    }) = two_replicas(|_| {}).await
+    else {
         return;
-    }
-    let db = TestDatabase::new().await.unwrap();
-    let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
-    let a = spawn_core(&db.url, &worker.url).await;
-    let b = spawn_core(&db.url, &worker.url).await;
-    let (_, token) = register(a.addr).await;
+    };
     let session = create_session_with(a.addr, &token, "slow", "").await;
     let mut on_a = watch(a.addr, &token, &session.id).await;
     let ack = start_send(a.addr, &token, &session.id, "m1", "one two three four five six")
@@ -229,14 +260,16 @@ async fn a_replica_killed_mid_run_has_its_run_completed_by_another() {
 /// `next_matching` allows 15 s per event.
 #[tokio::test]
 async fn a_cancel_through_the_other_replica_stops_the_run_for_every_observer() {
-    if chat_testkit::needs::redis().is_none() {
+    let Some(Replicas {
+        a,
+        b,
+        token,
+        _db,
+        _worker,
+    }) = two_replicas(|s| s.run_lease_ms = 60_000).await
+    else {
         return;
-    }
-    let db = TestDatabase::new().await.unwrap();
-    let worker = spawn_worker_with(Some(SLOW_AGENTS)).await;
-    let a = spawn_core_with(&db.url, &worker.url, |s| s.run_lease_ms = 60_000).await;
-    let b = spawn_core_with(&db.url, &worker.url, |s| s.run_lease_ms = 60_000).await;
-    let (_, token) = register(a.addr).await;
+    };
     let session = create_session_with(a.addr, &token, "slow", "").await;
     let mut on_a = watch(a.addr, &token, &session.id).await;
     let mut on_b = watch(b.addr, &token, &session.id).await;
