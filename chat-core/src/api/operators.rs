@@ -102,9 +102,6 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let req = request.into_inner();
-        if !req.agent.is_empty() {
-            self.core.check_agent(&req.agent).await?;
-        }
         let session = self
             .core
             .operator_hand_back(&principal, &req.session_id, &req.agent)

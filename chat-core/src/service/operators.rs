@@ -156,11 +156,9 @@ impl ChatCore {
         session_id: &str,
         agent: &str,
     ) -> Result<Session, ServiceError> {
+        self.check_hand_back_agent(agent).await?;
         let (_, session) = self.held_session(principal, session_id).await?;
-        let mut transition = Transition::new(SessionChange::HandBack, Actor::Operator);
-        if !agent.is_empty() && agent != session.agent {
-            transition.agent = Some(agent.to_owned());
-        }
+        let transition = super::sessions::hand_back(&session, agent, Actor::Operator);
         Ok(self.sessions.apply(&session.id, transition).await?)
     }
 

@@ -74,14 +74,12 @@ impl ChatCore {
         session_id: &str,
         agent: &str,
     ) -> Result<Session, ServiceError> {
+        self.check_hand_back_agent(agent).await?;
         if !principal.is_service() {
             return Err(ServiceError::Forbidden);
         }
         let session = self.authorized_session(principal, session_id).await?;
-        let mut transition = Transition::new(SessionChange::HandBack, Actor::Service);
-        if !agent.is_empty() && agent != session.agent {
-            transition.agent = Some(agent.to_owned());
-        }
+        let transition = hand_back(&session, agent, Actor::Service);
         Ok(self.sessions.apply(&session.id, transition).await?)
     }
 
@@ -156,6 +154,14 @@ impl ChatCore {
     }
 
     /// Refuses an agent name that is malformed or that the fleet does not serve.
+    /// The agent a hand-back names, if any, must be one the fleet serves.
+    pub(crate) async fn check_hand_back_agent(&self, agent: &str) -> Result<(), ServiceError> {
+        if agent.is_empty() {
+            return Ok(());
+        }
+        self.check_agent(agent).await
+    }
+
     pub async fn check_agent(&self, agent: &str) -> Result<(), ServiceError> {
         let valid_name = !agent.is_empty()
             && agent.len() <= 64
@@ -198,4 +204,13 @@ impl ChatCore {
         let session = self.authorized_session(principal, session_id).await?;
         Ok(self.store.rename_session(&session.id, title).await?)
     }
+}
+
+/// The hand-back of `session` by `actor`, to `agent` when it names another one.
+pub(crate) fn hand_back(session: &Session, agent: &str, actor: Actor) -> Transition {
+    let mut transition = Transition::new(SessionChange::HandBack, actor);
+    if !agent.is_empty() && agent != session.agent {
+        transition.agent = Some(agent.to_owned());
+    }
+    transition
 }
