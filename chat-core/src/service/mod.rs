@@ -6,6 +6,7 @@ pub mod convert;
 mod error;
 mod operators;
 mod passwords;
+mod queue;
 mod replay;
 mod sessions;
 mod streams;
@@ -13,6 +14,7 @@ mod subscribe;
 
 pub use accounts::Accounts;
 pub use error::ServiceError;
+pub use queue::QueueUpdates;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use streams::{StreamGuard, UserStreams};
