@@ -434,7 +434,13 @@ async fn the_owner_goes_back_to_the_assistant_while_waiting_or_with_a_person() {
     assert_eq!(status, 200, "{session_view}");
     assert_eq!(session_view["status"], "active");
     assert!(session_view.get("assignee").is_none(), "{session_view}");
-    let (status, _) = post(&stack, &operator, &format!("{base}/messages"), json!({"content": "still there?"})).await;
+    let (status, _) = post(
+        &stack,
+        &operator,
+        &format!("{base}/messages"),
+        json!({"content": "still there?"}),
+    )
+    .await;
     assert_eq!(status, 409, "the operator no longer holds the session");
 
     // Bad input: an unknown agent, a session that is not one, an ended one.
@@ -442,7 +448,13 @@ async fn the_owner_goes_back_to_the_assistant_while_waiting_or_with_a_person() {
     assert_eq!(status, 400);
     let (status, _) = post(&stack, &user, "/api/v1/sessions/not-a-uuid/hand-back", json!({})).await;
     assert_eq!(status, 404);
-    let (status, _) = post(&stack, &user, &format!("/api/v1/sessions/{session}/end"), json!({})).await;
+    let (status, _) = post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{session}/end"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, body) = post(&stack, &user, &back, json!({})).await;
     assert_eq!(status, 409, "{body}");
@@ -491,7 +503,13 @@ async fn operators_sockets_receive_the_queue_as_it_changes() {
     assert_eq!(taken["sessions"][0]["assignee"], "oscar", "{taken}");
 
     // Handed back (here by its owner): it leaves the queue.
-    post(&stack, &user, &format!("/api/v1/sessions/{session}/hand-back"), json!({})).await;
+    post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{session}/hand-back"),
+        json!({}),
+    )
+    .await;
     let left = next_queue(&mut operator_ws).await;
     assert_eq!(left["removed"], json!([session]), "{left}");
     assert_eq!(left["sessions"], json!([]), "{left}");
@@ -503,7 +521,14 @@ async fn operators_sockets_receive_the_queue_as_it_changes() {
     let deleted = escalated_session(&stack, &user, &mut stack.ws(&user).await.unwrap()).await;
     let entered = next_queue(&mut operator_ws).await;
     assert_eq!(entered["sessions"][0]["id"], deleted, "{entered}");
-    call(&stack, &user, reqwest::Method::DELETE, &format!("/api/v1/sessions/{deleted}"), None).await;
+    call(
+        &stack,
+        &user,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/sessions/{deleted}"),
+        None,
+    )
+    .await;
     let left = next_queue(&mut operator_ws).await;
     assert_eq!(left["removed"], json!([deleted]), "{left}");
 
@@ -517,7 +542,13 @@ async fn operators_sockets_receive_the_queue_as_it_changes() {
 
     // A revoked operator stops receiving at the next change.
     stack.revoke_operator("oscar").await.unwrap();
-    post(&stack, &user, &format!("/api/v1/sessions/{waiting}/hand-back"), json!({})).await;
+    post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{waiting}/hand-back"),
+        json!({}),
+    )
+    .await;
     let ended = operator_ws
         .recv_until(|f| f["type"] == "error" || f["type"] == "queue")
         .await

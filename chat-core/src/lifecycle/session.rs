@@ -33,8 +33,8 @@ impl SessionLifecycle {
 
     /// Applies `transition` if the session's status allows it, then publishes it.
     pub async fn apply(&self, id: &SessionId, transition: Transition) -> Result<Session, StoreError> {
-        let may_leave_queue = SessionStatus::allowing(transition.change, transition.by)
-            .contains(&SessionStatus::PendingHuman);
+        let may_leave_queue =
+            SessionStatus::allowing(transition.change, transition.by).contains(&SessionStatus::PendingHuman);
         let session = self.store.transition_session(id, transition).await?;
         self.publish(&session).await;
         if may_leave_queue || session.status == SessionStatus::PendingHuman {

@@ -14,8 +14,8 @@ mod subscribe;
 
 pub use accounts::Accounts;
 pub use error::ServiceError;
-pub use queue::QueueUpdates;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
+pub use queue::QueueUpdates;
 pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use streams::{StreamGuard, UserStreams};
 
