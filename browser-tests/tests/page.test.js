@@ -62,6 +62,22 @@ async function bubbles(page, role) {
   return page.locator(`#stored-list li.msg-${role}:not(.live) .bubble`).allInnerTexts();
 }
 
+// The WCAG contrast ratio of an element's text against its own background.
+async function contrast(locator) {
+  return locator.evaluate((node) => {
+    const style = getComputedStyle(node);
+    const luminance = (css) => {
+      const [r, g, b] = css.match(/[\d.]+/g).slice(0, 3).map((v) => {
+        const c = Number(v) / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const [a, b] = [luminance(style.color), luminance(style.backgroundColor)].sort((x, y) => y - x);
+    return (a + 0.05) / (b + 0.05);
+  });
+}
+
 async function waitForReply(page, text) {
   await page.locator('#stored-list li.msg-assistant:not(.live) .bubble', { hasText: text }).first().waitFor();
 }
@@ -391,6 +407,9 @@ describe('the chat page', () => {
     const item = op.page.locator('#session-list .session-item', { hasText: customer });
     await item.locator('.session-meta', { hasText: 'not taken' }).waitFor();
     await item.click();
+    const asked = op.page.locator('#stored-list li.msg-user .bubble', { hasText: 'speak to a person' });
+    await asked.waitFor();
+    assert.ok((await contrast(asked)) >= 4.5, 'the user\'s words are readable in the console');
     await op.page.click('#claim-btn');
     await item.locator('.session-meta', { hasText: `taken by ${agent}` }).waitFor();
     await bar.locator('#handoff-text', { hasText: `chatting with ${agent}` }).waitFor();
