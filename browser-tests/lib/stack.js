@@ -10,6 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import { LlmStandIn } from './llm.js';
+
 const run = promisify(execFile);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const PASSWORD = 'correct horse battery';
@@ -76,7 +78,9 @@ class CuttableProxy {
 export class Stack {
   static async start({ binary }) {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'chat-browser-'));
-    // The built-in agents, plus `slow`: an echo that streams a word every 120 ms.
+    // The built-in agents, plus `slow`: an echo that streams a word every
+    // 120 ms, and two `llm` agents answered by the stand-in (see llm.js).
+    const llm = await LlmStandIn.start();
     const agents = await readFile(path.join(REPO, 'agent-worker/agents.toml'), 'utf8');
     const agentsFile = path.join(dir, 'agents.toml');
     await writeFile(agentsFile, `${agents}
@@ -85,6 +89,21 @@ name = "slow"
 description = "Repeats what you say, slowly"
 kind = "echo"
 delay_ms = 120
+
+[[agents]]
+name = "tools"
+description = "Uses the calculator, then answers"
+kind = "llm"
+base_url = "http://127.0.0.1:${llm.port}/v1"
+model = "tools"
+builtin_tools = ["calculator"]
+
+[[agents]]
+name = "writer"
+description = "Answers in markdown, in parts"
+kind = "llm"
+base_url = "http://127.0.0.1:${llm.port}/v1"
+model = "writer"
 `);
     const port = await freePort();
     const admin = await freePort();
@@ -102,7 +121,7 @@ delay_ms = 120
       RATE_LIMIT_MAX_REQUESTS: '100000',
     };
     const child = spawn(binary, [], { env, stdio: ['ignore', 'inherit', 'inherit'] });
-    const stack = new Stack({ binary, dir, port, env, child });
+    const stack = new Stack({ binary, dir, port, env, child, llm });
     await stack.ready();
     stack.proxy = new CuttableProxy(port);
     stack.proxyPort = await stack.proxy.listen();
@@ -164,5 +183,6 @@ delay_ms = 120
     if (this.proxy) await this.proxy.close();
     this.child.kill('SIGTERM');
     await this.exited;
+    await this.llm.close();
   }
 }

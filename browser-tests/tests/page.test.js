@@ -62,6 +62,22 @@ async function bubbles(page, role) {
   return page.locator(`#stored-list li.msg-${role}:not(.live) .bubble`).allInnerTexts();
 }
 
+// The WCAG contrast ratio of an element's text against its own background.
+async function contrast(locator) {
+  return locator.evaluate((node) => {
+    const style = getComputedStyle(node);
+    const luminance = (css) => {
+      const [r, g, b] = css.match(/[\d.]+/g).slice(0, 3).map((v) => {
+        const c = Number(v) / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const [a, b] = [luminance(style.color), luminance(style.backgroundColor)].sort((x, y) => y - x);
+    return (a + 0.05) / (b + 0.05);
+  });
+}
+
 async function waitForReply(page, text) {
   await page.locator('#stored-list li.msg-assistant:not(.live) .bubble', { hasText: text }).first().waitFor();
 }
@@ -364,6 +380,133 @@ describe('the chat page', () => {
     assertClean(op.page);
     await user.context.close();
     await op.context.close();
+  });
+
+  test('a user waiting for a person goes back to the assistant; the console queue is pushed, never polled', async () => {
+    const customer = username('waiter');
+    const agent = username('desk');
+    await stack.register(customer);
+    await stack.register(agent);
+    await stack.grantOperator(agent);
+    const user = await openPage(browser, stack.url);
+    const op = await openPage(browser, stack.url);
+    let queueReads = 0;
+    op.page.on('request', (req) => {
+      if (req.method() === 'GET' && new URL(req.url()).pathname === '/api/v1/operator/sessions') queueReads += 1;
+    });
+    await login(user.page, customer);
+    await login(op.page, agent);
+    await op.page.click('#console-link');
+    await op.page.locator('#sessions-empty', { hasText: 'Nobody is waiting' }).waitFor();
+
+    // The escalation reaches the open console by itself.
+    await pickAgent(user.page, 'bank');
+    await send(user.page, 'I want to speak to a person');
+    const bar = user.page.locator('#handoff-bar');
+    await bar.locator('#handoff-text', { hasText: 'Waiting for a person' }).waitFor();
+    const item = op.page.locator('#session-list .session-item', { hasText: customer });
+    await item.locator('.session-meta', { hasText: 'not taken' }).waitFor();
+    await item.click();
+    const asked = op.page.locator('#stored-list li.msg-user .bubble', { hasText: 'speak to a person' });
+    await asked.waitFor();
+    assert.ok((await contrast(asked)) >= 4.5, 'the user\'s words are readable in the console');
+    await op.page.click('#claim-btn');
+    await item.locator('.session-meta', { hasText: `taken by ${agent}` }).waitFor();
+    await bar.locator('#handoff-text', { hasText: `chatting with ${agent}` }).waitFor();
+    await screenshot(user.page, 'back-to-the-assistant-offered');
+
+    // The user leaves the person: the assistant answers again, the chat leaves the queue.
+    await bar.locator('#handoff-back-btn').click();
+    await bar.waitFor({ state: 'hidden' });
+    await item.waitFor({ state: 'detached' });
+    await op.page.locator('#claim-bar', { hasText: 'back with the assistant' }).waitFor();
+    await send(user.page, 'what are your opening hours');
+    await waitForReply(user.page, 'Monday to Friday');
+    assert.equal(queueReads, 0, 'the console never read the queue over REST while its socket was open');
+    await screenshot(op.page, 'console-queue-pushed');
+    assertClean(user.page);
+    assertClean(op.page);
+    await user.context.close();
+    await op.context.close();
+  });
+
+  test('a reply that uses a tool shows it as a collapsible item: name, arguments, result', async () => {
+    const name = username('calc');
+    await stack.register(name);
+    const { context, page } = await openPage(browser, stack.url);
+    await login(page, name);
+    await pickAgent(page, 'tools');
+    await send(page, 'what is 2+3*4?');
+
+    // Live: the call and its result show while the answer is held back.
+    const live = page.locator('#stored-list li.live details.tool');
+    await live.locator('summary', { hasText: 'Tool: calculator' }).waitFor();
+    assert.equal(await live.evaluate((d) => d.open), false, 'collapsed until opened');
+    await live.locator('summary').click();
+    await live.locator('pre', { hasText: '2+3*4' }).waitFor();
+    await live.locator('pre', { hasText: /^14$/ }).waitFor();
+    await screenshot(page, 'tool-call-live');
+
+    // The stored reply carries the same item, still open, under its answer.
+    stack.llm.release();
+    await waitForReply(page, 'It is 14.');
+    const reply = page.locator('#stored-list li.msg-assistant:not(.live)').last();
+    assert.equal(await reply.locator('.bubble strong').innerText(), '14');
+    const stored = reply.locator('details.tool');
+    assert.equal(await stored.evaluate((d) => d.open), true, 'an item the reader opened stays open');
+    assert.match(await stored.locator('pre').first().innerText(), /"expression": "2\+3\*4"/);
+    assert.equal(await stored.locator('pre').nth(1).innerText(), '14');
+
+    // After a reload: from the stored message, collapsed, and keyboard-operable.
+    await page.reload();
+    await waitForReply(page, 'It is 14.');
+    assert.equal(await stored.evaluate((d) => d.open), false);
+    await stored.locator('summary').focus();
+    await page.keyboard.press('Enter');
+    await stored.locator('pre', { hasText: /^14$/ }).waitFor();
+    await screenshot(page, 'tool-call-stored');
+    assertClean(page);
+    await context.close();
+  });
+
+  test('markdown streams into one bubble re-rendered in place, final and with injected HTML inert', async () => {
+    const name = username('reader');
+    await stack.register(name);
+    const { context, page } = await openPage(browser, stack.url);
+    await login(page, name);
+    await pickAgent(page, 'writer');
+    await send(page, 'write me a plan');
+
+    const bubble = page.locator('#stored-list li.live .bubble');
+    await bubble.locator('h2', { hasText: 'Plan' }).waitFor();
+    const first = await bubble.elementHandle();
+    const same = () => first.evaluate((b) => b.isConnected && b === document.querySelector('#stored-list li.live .bubble'));
+
+    // Each part re-renders the markdown into the same element.
+    stack.llm.release();
+    await bubble.locator('li', { hasText: 'second' }).waitFor();
+    assert.ok(await same(), 'the bubble was not replaced by the second part');
+    assert.equal(await bubble.locator('li').count(), 2);
+    stack.llm.release();
+    await bubble.locator('pre code', { hasText: 'const a = 1;' }).waitFor();
+    assert.ok(await same(), 'the bubble was not replaced by the third part');
+    assert.equal(await bubble.locator('strong').innerText(), 'second', 'the finished emphasis renders');
+    assert.equal(await bubble.locator('img, script').count(), 0, 'raw HTML never becomes elements while streaming');
+    await screenshot(page, 'markdown-streaming');
+
+    // The stored reply: the same markdown, final; nothing injected ran.
+    stack.llm.release();
+    const reply = page.locator('#stored-list li.msg-assistant:not(.live)').last();
+    await reply.locator('h2', { hasText: 'Plan' }).waitFor();
+    assert.equal(await page.locator('#stored-list li.live').count(), 0);
+    assert.equal(await reply.locator('li').count(), 2);
+    assert.equal(await reply.locator('strong').innerText(), 'second');
+    assert.equal(await reply.locator('pre code').innerText(), 'const a = 1;\n');
+    assert.equal(await reply.locator('img, script').count(), 0);
+    assert.ok((await reply.innerText()).includes('<img src=x'), 'raw HTML is shown as text');
+    assert.equal(await page.evaluate(() => window.__xss), undefined, 'no injected script ran');
+    assertClean(page);
+    await context.close();
   });
 
   test('on a phone: 16 px input, 44 px targets, connection state in words', async () => {

@@ -372,6 +372,7 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         )
         .route("/sessions/{id}/resolve", post(sessions::resolve))
         .route("/sessions/{id}/end", post(sessions::end))
+        .route("/sessions/{id}/hand-back", post(sessions::hand_back))
         .route(
             "/sessions/{id}/messages",
             get(messages::list).post(messages::post),

@@ -48,6 +48,25 @@ impl From<pb::Session> for SessionView {
     }
 }
 
+/// A session waiting for a person, as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitingView {
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// The username of the user who is waiting.
+    pub owner: String,
+}
+
+impl WaitingView {
+    /// The view of a queue entry; none when chat-core sent no session.
+    pub fn from_proto(waiting: pb::WaitingSession) -> Option<Self> {
+        Some(Self {
+            session: waiting.session?.into(),
+            owner: waiting.owner,
+        })
+    }
+}
+
 /// A stored message as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageView {

@@ -16,7 +16,7 @@ import { onPendingClick } from './js/outbox.js';
 import { isOpen, reconnectNow, setConnStatus } from './js/connection.js';
 import { onInput, onInputKeydown, onSubmit } from './js/composer.js';
 import { onCopyClick } from './js/markdown.js';
-import { closeMenu, onHeaderActions, onMenuClick, onMenuKeydown } from './js/actions.js';
+import { closeMenu, onHandoffBack, onHeaderActions, onMenuClick, onMenuKeydown } from './js/actions.js';
 import { operatorAction } from './js/operator.js';
 import { onVisible } from './js/unread.js';
 
@@ -36,6 +36,7 @@ function bindEvents() {
   el.newChatBtn.addEventListener('click', startNewChat);
   el.closedNewBtn.addEventListener('click', startNewChat);
   el.handoffNewBtn.addEventListener('click', startNewChat);
+  el.handoffBackBtn.addEventListener('click', onHandoffBack);
   el.claimBtn.addEventListener('click', () => operatorAction('claim'));
   el.actionsBtn.addEventListener('click', onHeaderActions);
   el.actionMenu.addEventListener('click', onMenuClick);

@@ -213,7 +213,7 @@ async fn escalation_waits_for_a_human_who_answers_over_grpc_and_hands_back() {
         skipped.message()
     );
 
-    // A user may not post as a human, nor hand the session back.
+    // A user may not post as a human.
     let forged = pb::SendMessageRequest {
         role: "human".into(),
         client_msg_id: "x".into(),
@@ -233,15 +233,6 @@ async fn escalation_waits_for_a_human_who_answers_over_grpc_and_hands_back() {
         session_id: session.id.clone(),
         agent: "bank".into(),
     };
-    assert_eq!(
-        client(addr)
-            .await
-            .hand_back(with_token(back.clone(), &token))
-            .await
-            .unwrap_err()
-            .code(),
-        tonic::Code::PermissionDenied
-    );
 
     let handed = desk
         .hand_back(with_token(back, &service))

@@ -447,8 +447,9 @@ async fn every_grpc_web_method() -> anyhow::Result<()> {
                 Caller::Other if collection => Code::Ok,
                 Caller::Other => Code::PermissionDenied,
                 Caller::Owner if method == "CancelRun" => Code::NotFound,
-                // Handing a session back to an agent is for services (human agents' tools).
-                Caller::Owner if method == "HandBack" => Code::PermissionDenied,
+                // The owner may go back to the agent only from waiting for a
+                // person; the matrix's sessions are active.
+                Caller::Owner if method == "HandBack" => Code::AlreadyExists,
                 Caller::Owner => Code::Ok,
             };
             matrix.check(method, caller, got, want);

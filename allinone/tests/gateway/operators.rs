@@ -1,7 +1,8 @@
 //! Human handoff over the public API: the operator role (granted by an
 //! administrator, never by oneself), the queue of sessions waiting for a
-//! person, taking one, answering it live with typing presence, handing it
-//! back and resolving it; and renaming a session.
+//! person (read, and pushed over operators' sockets), taking one, answering
+//! it live with typing presence, handing it back and resolving it; the owner
+//! going back to the assistant; and renaming a session.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -381,4 +382,177 @@ async fn the_owner_renames_a_session_and_nobody_else_can() {
         let (status, body) = call(&stack, &owner, reqwest::Method::PATCH, &path, Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad} → {body}");
     }
+}
+
+#[tokio::test]
+async fn the_owner_goes_back_to_the_assistant_while_waiting_or_with_a_person() {
+    let stack = TestStack::spawn().await.unwrap();
+    let user = stack.user("ursula").await.unwrap();
+    let other = stack.user("mallory").await.unwrap();
+    let operator = stack.user("oscar").await.unwrap();
+    stack.grant_operator("oscar").await.unwrap();
+    let mut user_ws = stack.ws(&user).await.unwrap();
+    let session = escalated_session(&stack, &user, &mut user_ws).await;
+    let back = format!("/api/v1/sessions/{session}/hand-back");
+
+    // Nobody else may, not even an operator through the owner's route.
+    let (status, body) = post(&stack, &other, &back, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(&stack, &operator, &back, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+
+    // Waiting for a person: the owner cancels the escalation, the agent answers again.
+    let (status, session_view) = post(&stack, &user, &back, json!({})).await;
+    assert_eq!(status, 200, "{session_view}");
+    assert_eq!(session_view["status"], "active");
+    user_ws
+        .recv_until(|f| f["type"] == "session" && f["status"] == "active")
+        .await;
+    let (_, queue) = get(&stack, &operator, "/api/v1/operator/sessions").await;
+    assert_eq!(queue["sessions"], json!([]), "the session left the queue");
+    user_ws
+        .send(json!({"type": "send", "session_id": session, "client_msg_id": "c2", "content": "what are your opening hours"}))
+        .await;
+    user_ws.recv_until(is_reply).await;
+
+    // With an agent already: nothing to go back from.
+    let (status, body) = post(&stack, &user, &back, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+
+    // Taken by a person: the owner may leave them too; the operator's hold ends.
+    user_ws
+        .send(json!({"type": "send", "session_id": session, "client_msg_id": "c3", "content": "I want to speak to a person"}))
+        .await;
+    user_ws
+        .recv_until(|f| f["type"] == "session" && f["status"] == "pending_human")
+        .await;
+    let base = format!("/api/v1/operator/sessions/{session}");
+    let (status, _) = post(&stack, &operator, &format!("{base}/claim"), json!({})).await;
+    assert_eq!(status, 200);
+    let (status, session_view) = post(&stack, &user, &back, json!({})).await;
+    assert_eq!(status, 200, "{session_view}");
+    assert_eq!(session_view["status"], "active");
+    assert!(session_view.get("assignee").is_none(), "{session_view}");
+    let (status, _) = post(
+        &stack,
+        &operator,
+        &format!("{base}/messages"),
+        json!({"content": "still there?"}),
+    )
+    .await;
+    assert_eq!(status, 409, "the operator no longer holds the session");
+
+    // Bad input: an unknown agent, a session that is not one, an ended one.
+    let (status, _) = post(&stack, &user, &back, json!({"agent": "no-such-agent"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = post(&stack, &user, "/api/v1/sessions/not-a-uuid/hand-back", json!({})).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{session}/end"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(&stack, &user, &back, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+}
+
+/// The next `queue` frame on an operator's socket.
+async fn next_queue(ws: &mut WsClient) -> Value {
+    ws.recv_until(|f| f["type"] == "queue").await.pop().unwrap()
+}
+
+#[tokio::test]
+async fn operators_sockets_receive_the_queue_as_it_changes() {
+    let stack = TestStack::spawn().await.unwrap();
+    let user = stack.user("ursula").await.unwrap();
+    let operator = stack.user("oscar").await.unwrap();
+    stack.grant_operator("oscar").await.unwrap();
+
+    // Not an operator: refused.
+    let mut user_ws = stack.ws(&user).await.unwrap();
+    user_ws.send(json!({"type": "watch_queue"})).await;
+    let refused = user_ws.recv_until(|f| f["type"] == "error").await.pop().unwrap();
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // An operator: the whole queue first (empty), then each change.
+    let mut operator_ws = stack.ws(&operator).await.unwrap();
+    operator_ws.send(json!({"type": "watch_queue"})).await;
+    let snapshot = next_queue(&mut operator_ws).await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    assert_eq!(snapshot["sessions"], json!([]));
+
+    let session = escalated_session(&stack, &user, &mut user_ws).await;
+    let entered = next_queue(&mut operator_ws).await;
+    assert_eq!(entered["snapshot"], false, "{entered}");
+    let waiting = &entered["sessions"][0];
+    assert_eq!(waiting["id"], session);
+    assert_eq!(waiting["owner"], "ursula");
+    assert_eq!(waiting["status"], "pending_human");
+    assert!(waiting["waiting_since"].is_string(), "{waiting}");
+    assert!(waiting.get("assignee").is_none(), "{waiting}");
+
+    // Taken: it stays in the queue, marked with who took it.
+    let base = format!("/api/v1/operator/sessions/{session}");
+    post(&stack, &operator, &format!("{base}/claim"), json!({})).await;
+    let taken = next_queue(&mut operator_ws).await;
+    assert_eq!(taken["sessions"][0]["id"], session, "{taken}");
+    assert_eq!(taken["sessions"][0]["assignee"], "oscar", "{taken}");
+
+    // Handed back (here by its owner): it leaves the queue.
+    post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{session}/hand-back"),
+        json!({}),
+    )
+    .await;
+    let left = next_queue(&mut operator_ws).await;
+    assert_eq!(left["removed"], json!([session]), "{left}");
+    assert_eq!(left["sessions"], json!([]), "{left}");
+
+    // A session deleted while waiting leaves it too; a session that was
+    // never queued is never reported.
+    let other = stack.session(&user, "echo").await.unwrap();
+    post(&stack, &user, &format!("/api/v1/sessions/{other}/end"), json!({})).await;
+    let deleted = escalated_session(&stack, &user, &mut stack.ws(&user).await.unwrap()).await;
+    let entered = next_queue(&mut operator_ws).await;
+    assert_eq!(entered["sessions"][0]["id"], deleted, "{entered}");
+    call(
+        &stack,
+        &user,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/sessions/{deleted}"),
+        None,
+    )
+    .await;
+    let left = next_queue(&mut operator_ws).await;
+    assert_eq!(left["removed"], json!([deleted]), "{left}");
+
+    // Watching again starts over with the whole queue.
+    let waiting = escalated_session(&stack, &user, &mut stack.ws(&user).await.unwrap()).await;
+    next_queue(&mut operator_ws).await;
+    operator_ws.send(json!({"type": "watch_queue"})).await;
+    let snapshot = next_queue(&mut operator_ws).await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    assert_eq!(snapshot["sessions"][0]["id"], waiting, "{snapshot}");
+
+    // A revoked operator stops receiving at the next change.
+    stack.revoke_operator("oscar").await.unwrap();
+    post(
+        &stack,
+        &user,
+        &format!("/api/v1/sessions/{waiting}/hand-back"),
+        json!({}),
+    )
+    .await;
+    let ended = operator_ws
+        .recv_until(|f| f["type"] == "error" || f["type"] == "queue")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(ended["code"], "forbidden", "{ended}");
 }

@@ -67,6 +67,7 @@ pub fn serve(
             message_limit,
             tx,
             subscriptions: HashMap::new(),
+            queue: None,
             slow: slow.clone(),
         }
         .run(frames),
@@ -117,6 +118,8 @@ struct Connection {
     message_limit: Option<Arc<UserLimits>>,
     tx: Outgoing,
     subscriptions: HashMap<String, Subscribed>,
+    /// The task forwarding the operators' queue, while watched.
+    queue: Option<QueueWatch>,
     /// Cancelled when the client fell behind its outgoing queue.
     slow: CancellationToken,
 }
@@ -138,6 +141,7 @@ impl Connection {
             }
         }
         self.subscriptions.clear();
+        self.queue = None;
     }
 
     async fn handle(&mut self, incoming: In) {
@@ -162,6 +166,11 @@ impl Connection {
                 Err(err) => Some(error_frame(&err, &cancel.session_id, "")),
             },
             In::Ping(_) => frame_out(Out::Pong(pb::PongFrame {})),
+            In::WatchQueue(_) => self.watch_queue().await,
+            In::UnwatchQueue(_) => {
+                self.queue = None;
+                None
+            }
         };
         if let Some(reply) = reply {
             let _ = self.tx.send(reply).await;
@@ -299,6 +308,43 @@ impl Connection {
             },
         );
         None
+    }
+}
+
+impl Connection {
+    /// Starts forwarding the operators' queue (a snapshot, then changes),
+    /// replacing an earlier watch; an error ends it with an error frame
+    /// naming no session, and the client may watch again.
+    async fn watch_queue(&mut self) -> Option<Frame> {
+        self.queue = None;
+        let mut updates = match self.core.watch_queue(&self.principal).await {
+            Ok(updates) => updates,
+            Err(err) => return Some(error_frame(&err, "", "")),
+        };
+        let tx = self.tx.clone();
+        let slow = self.slow.clone();
+        let task = tokio::spawn(async move {
+            while let Some(update) = updates.next().await {
+                let (out, last) = match update {
+                    Ok(update) => (frame(Out::Queue(update)), false),
+                    Err(err) => (error_frame(&err, "", ""), true),
+                };
+                if !queue(&tx, &slow, out) || last {
+                    return;
+                }
+            }
+        });
+        self.queue = Some(QueueWatch(task));
+        None
+    }
+}
+
+/// The task forwarding the operators' queue to a connection; dropping it stops it.
+struct QueueWatch(JoinHandle<()>);
+
+impl Drop for QueueWatch {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

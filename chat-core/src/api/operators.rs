@@ -54,10 +54,7 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(pb::ListWaitingResponse {
             sessions: waiting
                 .iter()
-                .map(|(session, owner)| pb::WaitingSession {
-                    session: Some(convert::session(session)),
-                    owner: owner.clone(),
-                })
+                .map(|(session, owner)| convert::waiting_session(session, owner))
                 .collect(),
         }))
     }

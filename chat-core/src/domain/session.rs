@@ -101,11 +101,12 @@ const RULES: &[Rule] = {
             by: &[System],
             to: PendingHuman,
         },
-        // The person gives it back to an agent.
+        // The person gives it back to an agent, or the owner goes back to
+        // one (leaving the queue, or the person who took the conversation).
         Rule {
             change: C::HandBack,
             from: &[PendingHuman],
-            by: &[Service, Operator],
+            by: &[Service, Operator, Owner],
             to: Active,
         },
         // The owner or a service closes a conversation an agent handles
@@ -315,7 +316,11 @@ mod tests {
             "only agents escalate"
         );
         assert_eq!(S::PendingHuman.next(C::HandBack, Service), Ok(S::Active));
-        assert!(S::PendingHuman.next(C::HandBack, Owner).is_err());
+        assert_eq!(
+            S::allowing(C::HandBack, Owner),
+            vec![S::PendingHuman],
+            "owners go back to the assistant from waiting for a person only"
+        );
         assert_eq!(S::PendingHuman.next(C::HandBack, Operator), Ok(S::Active));
         assert_eq!(S::PendingHuman.next(C::Resolve, Operator), Ok(S::Resolved));
         assert!(

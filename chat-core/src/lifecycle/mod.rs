@@ -6,4 +6,4 @@ mod run;
 mod session;
 
 pub use run::{RunLifecycle, SessionEffect};
-pub use session::SessionLifecycle;
+pub use session::{QUEUE_TOPIC, SessionLifecycle};

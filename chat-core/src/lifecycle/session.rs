@@ -1,14 +1,21 @@
 //! Session status and agent changes, each stored and then published as a
-//! `session` event.
+//! `session` event; those that touch the operators' queue are published on
+//! [`QUEUE_TOPIC`] too.
 
 use std::sync::Arc;
 
 use chat_proto::chat::v1::session_event::Event;
 
 use crate::bus::EventBus;
-use crate::domain::{Actor, Assignee, Session, SessionChange, SessionId};
+use crate::domain::{Actor, Assignee, Session, SessionChange, SessionId, SessionStatus};
 use crate::service::{convert, event};
 use crate::store::{ChatStore, StoreError, Transition};
+
+/// The bus topic of the operators' queue (sessions waiting for a person): a
+/// session's `session` event goes there too when the session enters the
+/// queue, changes in it or may have left it. Watchers re-read the session,
+/// so an event for a session that was never queued costs a read, nothing more.
+pub const QUEUE_TOPIC: &str = "operators.queue";
 
 /// Changes sessions' status (per the state machine of
 /// [`SessionStatus::next`](crate::domain::SessionStatus::next), which says who may do what)
@@ -26,8 +33,13 @@ impl SessionLifecycle {
 
     /// Applies `transition` if the session's status allows it, then publishes it.
     pub async fn apply(&self, id: &SessionId, transition: Transition) -> Result<Session, StoreError> {
+        let may_leave_queue =
+            SessionStatus::allowing(transition.change, transition.by).contains(&SessionStatus::PendingHuman);
         let session = self.store.transition_session(id, transition).await?;
         self.publish(&session).await;
+        if may_leave_queue || session.status == SessionStatus::PendingHuman {
+            self.publish_queue(&session).await;
+        }
         Ok(session)
     }
 
@@ -46,6 +58,7 @@ impl SessionLifecycle {
     pub async fn claim(&self, id: &SessionId, assignee: &Assignee) -> Result<Session, StoreError> {
         let session = self.store.claim_session(id, assignee).await?;
         self.publish(&session).await;
+        self.publish_queue(&session).await;
         Ok(session)
     }
 
@@ -68,6 +81,19 @@ impl SessionLifecycle {
             }
         }
         Ok(expired.len())
+    }
+
+    /// Tells the operators' queue that `session`, just deleted, left it
+    /// if it was waiting for a person.
+    pub async fn deleted(&self, session: &Session) {
+        if session.status == SessionStatus::PendingHuman {
+            self.publish_queue(session).await;
+        }
+    }
+
+    async fn publish_queue(&self, session: &Session) {
+        let update = convert::session_changed(session);
+        self.bus.publish(QUEUE_TOPIC, event(Event::Session(update))).await;
     }
 
     async fn publish(&self, session: &Session) {

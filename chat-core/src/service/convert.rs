@@ -24,6 +24,14 @@ pub fn session(s: &Session) -> pb::Session {
     }
 }
 
+/// A session in the operators' queue, with its owner's username.
+pub fn waiting_session(s: &Session, owner: &str) -> pb::WaitingSession {
+    pb::WaitingSession {
+        session: Some(session(s)),
+        owner: owner.to_owned(),
+    }
+}
+
 /// A session's status or agent changed.
 pub fn session_changed(s: &Session) -> pb::SessionChanged {
     pb::SessionChanged {

@@ -6,6 +6,7 @@ pub mod convert;
 mod error;
 mod operators;
 mod passwords;
+mod queue;
 mod replay;
 mod sessions;
 mod streams;
@@ -14,6 +15,7 @@ mod subscribe;
 pub use accounts::Accounts;
 pub use error::ServiceError;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
+pub use queue::QueueUpdates;
 pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use streams::{StreamGuard, UserStreams};
 

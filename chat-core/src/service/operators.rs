@@ -22,7 +22,7 @@ impl ChatCore {
     }
 
     /// The operator calling, or `Forbidden` for anyone else.
-    async fn operator(&self, principal: &Principal) -> Result<User, ServiceError> {
+    pub(super) async fn operator(&self, principal: &Principal) -> Result<User, ServiceError> {
         self.caller(principal)
             .await?
             .filter(|user| user.operator)

@@ -64,10 +64,14 @@ impl ChatCore {
         for run in self.store.active_runs(&session.id).await? {
             self.cancel_run(&run).await?;
         }
-        Ok(self.store.delete_session(&session.id).await?)
+        self.store.delete_session(&session.id).await?;
+        self.sessions.deleted(&session).await;
+        Ok(())
     }
 
-    /// Gives a session waiting for a human back to an agent (service tokens only).
+    /// Gives a session waiting for a human back to an agent: by a service,
+    /// or by the session's owner going back to the assistant (whether or not
+    /// a person has taken the session).
     pub async fn hand_back(
         &self,
         principal: &Principal,
@@ -75,11 +79,8 @@ impl ChatCore {
         agent: &str,
     ) -> Result<Session, ServiceError> {
         self.check_hand_back_agent(agent).await?;
-        if !principal.is_service() {
-            return Err(ServiceError::Forbidden);
-        }
         let session = self.authorized_session(principal, session_id).await?;
-        let transition = hand_back(&session, agent, Actor::Service);
+        let transition = hand_back(&session, agent, Actor::of(principal));
         Ok(self.sessions.apply(&session.id, transition).await?)
     }
 

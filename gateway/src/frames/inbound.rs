@@ -140,6 +140,8 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
                 trace_context: Default::default(),
             })
         }
+        "watch_queue" => ClientKind::WatchQueue(pb::WatchQueueFrame {}),
+        "unwatch_queue" => ClientKind::UnwatchQueue(pb::UnwatchQueueFrame {}),
         "cancel" => {
             let b: CancelBody = from_value(value.clone(), &kind).map_err(&invalid)?;
             ClientKind::Cancel(pb::CancelFrame {

@@ -7,7 +7,7 @@ use pb::session_event::Event as EventKind;
 use serde::Serialize;
 
 use crate::error::PublicStatus;
-use crate::json::MessageView;
+use crate::json::{MessageView, WaitingView};
 
 /// A frame sent to a client: a WebSocket text frame or the data of an SSE event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +65,14 @@ pub enum OutFrame {
         session_id: String,
         name: String,
         typing: bool,
+    },
+    /// The operators' queue of sessions waiting for a person: the whole of
+    /// it (`snapshot`), or sessions that entered or changed in it and ids of
+    /// sessions that left it.
+    Queue {
+        snapshot: bool,
+        sessions: Vec<WaitingView>,
+        removed: Vec<String>,
     },
     Error(ErrorView),
     Pong,
@@ -135,6 +143,7 @@ impl OutFrame {
             Self::ToolResult { .. } => "tool_result",
             Self::Session { .. } => "session",
             Self::Presence { .. } => "presence",
+            Self::Queue { .. } => "queue",
             Self::Error(_) => "error",
             Self::Pong => "pong",
             Self::Authenticated { .. } => "authenticated",
@@ -199,6 +208,15 @@ impl OutFrame {
                 retry_after_ms: Some(e.retry_after_ms).filter(|ms| *ms > 0),
             }),
             ServerKind::Pong(_) => Self::Pong,
+            ServerKind::Queue(queue) => Self::Queue {
+                snapshot: queue.snapshot,
+                sessions: queue
+                    .sessions
+                    .into_iter()
+                    .filter_map(WaitingView::from_proto)
+                    .collect(),
+                removed: queue.removed,
+            },
         })
     }
 

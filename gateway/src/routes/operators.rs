@@ -14,7 +14,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
 use crate::frames::check_client_msg_id;
-use crate::json::{MessageView, SessionView};
+use crate::json::{MessageView, SessionView, WaitingView};
 
 #[derive(Serialize)]
 pub struct Me {
@@ -43,14 +43,6 @@ pub struct Queue {
     sessions: Vec<WaitingView>,
 }
 
-#[derive(Serialize)]
-struct WaitingView {
-    #[serde(flatten)]
-    session: SessionView,
-    /// The username of the user who is waiting.
-    owner: String,
-}
-
 #[derive(Deserialize)]
 pub struct ReplyBody {
     content: String,
@@ -63,10 +55,11 @@ pub struct TypingBody {
     typing: bool,
 }
 
+/// The body of both hand-back routes (the operator's and the owner's).
 #[derive(Deserialize, Default)]
 pub struct HandBackBody {
     #[serde(default)]
-    agent: Option<String>,
+    pub(crate) agent: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,12 +98,7 @@ pub async fn queue(
         sessions: response
             .sessions
             .into_iter()
-            .filter_map(|w| {
-                Some(WaitingView {
-                    session: w.session?.into(),
-                    owner: w.owner,
-                })
-            })
+            .filter_map(WaitingView::from_proto)
             .collect(),
     }))
 }

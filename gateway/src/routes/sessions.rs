@@ -1,4 +1,4 @@
-//! Sessions: create, list, read, rename, resolve, end, delete.
+//! Sessions: create, list, read, rename, resolve, end, hand back, delete.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
 use crate::json::SessionView;
+use crate::routes::operators::HandBackBody;
 
 #[derive(Deserialize, Default)]
 pub struct CreateSession {
@@ -168,5 +169,23 @@ pub async fn end(
         &user,
     )?;
     let session = state.core.chat().end_session(request).await?.into_inner();
+    Ok(Json(session.into()))
+}
+
+/// `POST /api/v1/sessions/{id}/hand-back {agent?}` → the session, active again:
+/// its owner goes back to the agent (the session's, or `agent`) from waiting
+/// for a person, whether or not an operator has taken it
+pub async fn hand_back(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<HandBackBody>,
+) -> Result<Json<SessionView>, ApiError> {
+    let request = pb::HandBackRequest {
+        session_id: session_id(&id)?,
+        agent: body.agent.unwrap_or_default(),
+    };
+    let request = state.unary_as(request, &user)?;
+    let session = state.core.chat().hand_back(request).await?.into_inner();
     Ok(Json(session.into()))
 }

@@ -116,6 +116,8 @@ fn inbound_kind(inbound: &Inbound) -> &'static str {
             Some(Frame::Send(_)) => "send",
             Some(Frame::Cancel(_)) => "cancel",
             Some(Frame::Ping(_)) => "ping",
+            Some(Frame::WatchQueue(_)) => "watch_queue",
+            Some(Frame::UnwatchQueue(_)) => "unwatch_queue",
             None => "invalid",
         },
         Inbound::Reply(OutFrame::Pong) => "ping",

@@ -1,6 +1,7 @@
 // Session actions, from the header and from each chat in the list: rename,
-// resolve, end and delete (the last two confirmed); in the operator console:
-// take, hand back, resolve.
+// resolve, back to the assistant (while waiting for or talking to a person),
+// end and delete (the last two confirmed); in the operator console: take,
+// hand back, resolve.
 
 import { CLOSED_STATUSES } from './config.js';
 import { ask, el, toast } from './dom.js';
@@ -32,6 +33,7 @@ export function openMenu(sessionId, anchor) {
   const show = {
     rename: !operator,
     resolve: !operator && status === 'active',
+    back: !operator && status === 'pending_human',
     end: !operator && status !== 'ended',
     delete: !operator,
     claim: operator && status === 'pending_human' && !meta.assignee,
@@ -106,6 +108,9 @@ async function act(what, id) {
       case 'resolve':
         updated(await api('POST', `/sessions/${enc(id)}/resolve`, {}));
         break;
+      case 'back':
+        await backToAssistant(id);
+        break;
       case 'end': {
         const ok = await ask({ title: 'End this chat?', text: `“${title}” will take no more messages.`, ok: 'End chat', danger: true });
         if (!ok) return;
@@ -129,6 +134,27 @@ async function act(what, id) {
     }
   } catch (e) {
     if (e.status !== 401) toast(e.message);
+  }
+}
+
+// Leaves the person (or the wait for one): the assistant answers again.
+async function backToAssistant(id) {
+  updated(await api('POST', `/sessions/${enc(id)}/hand-back`, {}));
+  toast('You are back with the assistant.', false);
+  if (state.currentId === id) el.input.focus();
+}
+
+// The "Back to the assistant" button of the open chat's waiting bar.
+export async function onHandoffBack() {
+  const id = state.currentId;
+  if (!id) return;
+  el.handoffBackBtn.disabled = true;
+  try {
+    await backToAssistant(id);
+  } catch (e) {
+    if (e.status !== 401) toast(e.message);
+  } finally {
+    el.handoffBackBtn.disabled = false;
   }
 }
 

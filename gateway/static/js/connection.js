@@ -9,6 +9,7 @@ import { loadConversation } from './sessions.js';
 import { refreshPendingLabels, updateCancel } from './render.js';
 import { flushOutbox, onFrameRefused } from './outbox.js';
 import { handleFrame } from './frames.js';
+import { onQueueSocketOpen } from './operator.js';
 
 export function isOpen() {
   return Boolean(conn.ws) && conn.ws.readyState === WebSocket.OPEN;
@@ -85,6 +86,7 @@ function onSocketOpen(ws) {
     else loadConversation(conv);
   }
   flushOutbox();
+  onQueueSocketOpen();
   refreshPendingLabels();
 }
 

@@ -114,6 +114,7 @@ function finishRun(conv, runId) {
   conv.runs.delete(runId);
   const node = view.runNodes.get(runId);
   if (node && conv.id === state.currentId) {
+    for (const open of node.querySelectorAll('details[open]')) view.openCalls.add(open.dataset.call);
     node.remove();
     view.runNodes.delete(runId);
     view.dirtyRuns.delete(runId);

@@ -37,6 +37,7 @@ export const el = {
   handoffBar: $('handoff-bar'),
   handoffText: $('handoff-text'),
   handoffNewBtn: $('handoff-new-btn'),
+  handoffBackBtn: $('handoff-back-btn'),
   closedBar: $('closed-bar'),
   closedText: $('closed-text'),
   closedNewBtn: $('closed-new-btn'),

@@ -8,6 +8,7 @@ import { renderHeader, renderPending, renderPresence, renderSessions, updateEmpt
 import { addMessage, applyDelta, applyHandoff, applyRunStatus, applyTool } from './conversation.js';
 import { dropOutbox, onSendError } from './outbox.js';
 import { onSocketUnauthenticated, renewSocketToken, subscribe } from './connection.js';
+import { onQueueError, onQueueFrame } from './operator.js';
 
 export function handleFrame(f) {
   switch (f.type) {
@@ -41,6 +42,9 @@ export function handleFrame(f) {
       break;
     case 'presence':
       onPresenceFrame(f);
+      break;
+    case 'queue':
+      onQueueFrame(f);
       break;
     case 'unsubscribed':
     case 'pong':
@@ -168,6 +172,7 @@ function onErrorFrame(f) {
     onSendError(item, f);
     return;
   }
+  if (!f.session_id && !f.client_msg_id && onQueueError(f)) return;
   // An error naming a subscribed session is about its subscription when the
   // `subscribed` reply is still due (the subscribe failed), or when it says
   // `unavailable` (the server ended the stream, e.g. this client fell

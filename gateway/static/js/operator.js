@@ -1,13 +1,14 @@
 // The operator console (#/operator): the live queue of chats waiting for a
-// person in the sidebar, taking one, answering as a person with typing
+// person in the sidebar (pushed by the server), taking one, answering as a person with typing
 // presence, handing it back or resolving it. Shown only to users whose
 // account has the operator role; the server checks every call.
 
-import { DEFAULT_LIMITS, QUEUE_POLL_MS, TYPING_EVERY_MS, TYPING_IDLE_MS } from './config.js';
+import { DEFAULT_LIMITS, TYPING_EVERY_MS, TYPING_IDLE_MS, WAIT_REFRESH_MS } from './config.js';
 import { el, make, toast } from './dom.js';
 import { state, currentConv, getConv } from './state.js';
 import { api, enc } from './api.js';
 import { uuid } from './util.js';
+import { sendFrame } from './connection.js';
 import { renderBars, renderHeader, sessionTitle } from './render.js';
 import { addMessage } from './conversation.js';
 
@@ -34,20 +35,85 @@ export function renderModeLinks() {
 }
 
 // ---------------------------------------------------------------------------
-// The queue
+// The queue: pushed over the WebSocket (`watch_queue`: the whole queue, then
+// each change). Only while the socket is down is it read over REST, once.
 // ---------------------------------------------------------------------------
-let pollTimer = null;
+let watching = false;
+let waitTimer = null;
+let rewatchTimer = null;
 
 export function startQueue() {
-  if (pollTimer) return;
-  loadQueue();
-  pollTimer = setInterval(loadQueue, QUEUE_POLL_MS);
+  if (watching) return;
+  watching = true;
+  refreshQueue();
+  // Wait times age without any change to the queue.
+  waitTimer = setInterval(renderQueue, WAIT_REFRESH_MS);
 }
 
 export function stopQueue() {
-  clearInterval(pollTimer);
-  pollTimer = null;
+  if (watching) sendFrame({ type: 'unwatch_queue' });
+  watching = false;
+  clearInterval(waitTimer);
+  clearTimeout(rewatchTimer);
+  waitTimer = null;
+  rewatchTimer = null;
   state.queue = [];
+}
+
+// A new socket: watch again (its first frame is the whole queue).
+export function onQueueSocketOpen() {
+  if (watching) sendFrame({ type: 'watch_queue' });
+}
+
+// The server stopped the watch (an error frame naming no session or message).
+export function onQueueError(f) {
+  if (!watching) return false;
+  if (f.code === 'forbidden') {
+    notOperator();
+    return true;
+  }
+  clearTimeout(rewatchTimer);
+  const delay = Number(f.retry_after_ms) > 0 ? Number(f.retry_after_ms) : 2000 + Math.random() * 2000;
+  rewatchTimer = setTimeout(() => {
+    rewatchTimer = null;
+    if (watching) refreshQueue();
+  }, delay);
+  return false;
+}
+
+function notOperator() {
+  stopQueue();
+  toast('Your account is not an operator.');
+  location.hash = '#/';
+}
+
+// The longest waiting first, as the server orders it.
+function byWait(a, b) {
+  return String(a.waiting_since || '').localeCompare(String(b.waiting_since || '')) || String(a.id).localeCompare(String(b.id));
+}
+
+export function onQueueFrame(f) {
+  if (!watching || state.mode !== 'operator') return;
+  const entries = Array.isArray(f.sessions) ? f.sessions : [];
+  if (f.snapshot) {
+    state.queue = entries;
+  } else {
+    const gone = new Set([...(f.removed || []), ...entries.map((s) => s.id)]);
+    state.queue = state.queue.filter((s) => !gone.has(s.id)).concat(entries).sort(byWait);
+  }
+  for (const s of entries) {
+    const conv = state.convs.get(s.id);
+    if (conv) conv.meta = Object.assign(conv.meta || {}, s);
+  }
+  renderQueue();
+  const open = currentConv();
+  if (open && (entries.some((s) => s.id === open.id) || (f.removed || []).includes(open.id))) renderHeader();
+}
+
+// Watches the queue again (the server answers with all of it), or reads it
+// over REST while the socket is down.
+function refreshQueue() {
+  if (!sendFrame({ type: 'watch_queue' })) loadQueue();
 }
 
 async function loadQueue() {
@@ -58,11 +124,7 @@ async function loadQueue() {
     state.queue = (data && data.sessions) || [];
     renderQueue();
   } catch (e) {
-    if (e.status === 403) {
-      stopQueue();
-      toast('Your account is not an operator.');
-      location.hash = '#/';
-    }
+    if (e.status === 403) notOperator();
   }
 }
 
@@ -125,7 +187,7 @@ export async function operatorAction(act) {
     else toast(act === 'hand-back' ? 'Handed back to the assistant.' : 'Chat resolved.', false);
   } catch (e) {
     if (e.status !== 401) toast(e.message);
-    loadQueue();
+    refreshQueue();
   }
 }
 

@@ -214,19 +214,38 @@ function messageMeta(m) {
   return [who, time].filter(Boolean).join(' · ');
 }
 
-// Tool calls as a collapsible block: name, arguments, result.
-export function toolCallsNode(calls) {
-  const box = make('div', 'tools');
+// Tool calls as collapsible items (name, arguments, result), updated in
+// place: an item the reader opened stays open while the reply streams.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+export function renderToolCalls(box, calls) {
   for (const call of calls) {
-    const details = make('details', 'tool');
-    details.append(make('summary', '', `Tool: ${call.name || 'tool'}`));
-    const args = typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments, null, 2);
-    details.append(make('div', 'tool-label', 'Arguments'), make('pre', 'tool-pre', args == null ? '' : args));
-    if (call.result != null) {
-      details.append(make('div', 'tool-label', 'Result'), make('pre', 'tool-pre', String(call.result)));
+    const key = String(call.call_id || call.name || '');
+    let details = Array.from(box.children).find((d) => d.dataset.call === key);
+    if (!details) {
+      details = make('details', 'tool');
+      details.dataset.call = key;
+      // Open in the live bubble this stored reply replaces: still open.
+      details.open = view.openCalls.delete(key);
+      details.append(make('summary'), make('div', 'tool-label', 'Arguments'), make('pre', 'tool-pre'), make('div', 'tool-label', 'Result'), make('pre', 'tool-pre'));
+      box.append(details);
     }
-    box.append(details);
+    const [summary, , args, resultLabel, result] = details.children;
+    setText(summary, `Tool: ${call.name || 'tool'}`);
+    const text = typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments, null, 2);
+    setText(args, text == null ? '' : text);
+    const done = call.result != null;
+    resultLabel.hidden = !done;
+    result.hidden = !done;
+    setText(result, done ? String(call.result) : '');
   }
+}
+
+function toolCallsNode(calls) {
+  const box = make('div', 'tools');
+  renderToolCalls(box, calls);
   return box;
 }
 
@@ -235,6 +254,7 @@ function messageNode(m) {
   li.dataset.order = String(m.seq);
   li.dataset.seq = String(m.seq);
   if (Array.isArray(m.tool_calls) && m.tool_calls.length) li.append(toolCallsNode(m.tool_calls));
+  view.openCalls.clear();
   const bubble = make('div', 'bubble');
   if (m.role === 'assistant' || m.role === 'human') {
     bubble.classList.add('md');
@@ -332,7 +352,7 @@ export function renderRun(run) {
   }
   const [tools, bubble, meta] = node.children;
   const active = ACTIVE_RUN.has(run.status) || !run.status;
-  if (run.tools.size) tools.replaceWith(toolCallsNode(Array.from(run.tools.values())));
+  if (run.tools.size) renderToolCalls(tools, Array.from(run.tools.values()));
   if (run.text) {
     renderMarkdown(bubble, run.text);
   } else if (active && !bubble.querySelector('.dots')) {

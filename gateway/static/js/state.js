@@ -37,6 +37,7 @@ export const view = {
   pendingNodes: new Map(), // client_msg_id -> <li>
   dirtyRuns: new Set(),
   rafPending: false,
+  openCalls: new Set(), // tool calls open in a live bubble its stored reply is replacing
 };
 
 function newConv(id) {

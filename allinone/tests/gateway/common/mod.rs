@@ -37,6 +37,11 @@ impl TestStack {
     pub async fn grant_operator(&self, username: &str) -> anyhow::Result<()> {
         chat_core::set_operator(&self._stack.db.url, chat_core::OperatorAction::Grant, username).await
     }
+
+    /// Takes the operator role away, as `chat-core operator revoke` does.
+    pub async fn revoke_operator(&self, username: &str) -> anyhow::Result<()> {
+        chat_core::set_operator(&self._stack.db.url, chat_core::OperatorAction::Revoke, username).await
+    }
 }
 
 impl TestStack {

@@ -209,7 +209,10 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
                 message_error(socket, &message, retry_after);
             }
         }
-        ServerKind::Subscribed(_) | ServerKind::Unsubscribed(_) | ServerKind::Pong(_) => {}
+        ServerKind::Subscribed(_)
+        | ServerKind::Unsubscribed(_)
+        | ServerKind::Pong(_)
+        | ServerKind::Queue(_) => {}
     }
 }
 
