@@ -8,18 +8,21 @@ use std::time::Duration;
 
 use chat_proto::agent::v1 as agent;
 use chat_proto::chat::v1::{self as pb, session_event::Event};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use super::attempt::{Attempt, Outcome, Reply, Step, retryable};
 use super::workers::RunStream;
 use super::{Dispatcher, InflightRun};
-use crate::bus::BusItem;
+use crate::bus::{BusItem, DeltaLog};
 use crate::domain::{Run, RunErrorCode, RunFailure, RunStatus, SessionId, ToolCallRecord};
 use crate::lifecycle::{AfterReply, SessionEffect};
 use crate::service::event;
 use crate::store::{MessageQuery, RunCompletion, StoreError};
+
+/// Most worker events relayed in one publish.
+const MAX_RELAY_BATCH: usize = 256;
 
 impl Dispatcher {
     /// Works through the session's queue until it is empty: the runs handed
@@ -326,61 +329,96 @@ impl Dispatcher {
                     return Outcome::failed(RunFailure::new(RunErrorCode::Timeout, "run timed out"), false);
                 }
             };
-            match attempt.on_item(item) {
-                Step::Done(outcome) => return outcome,
-                step => self.relay(run, inflight, step, started).await,
+            // Whatever else the worker has already sent goes out with this
+            // item, in one publish: many deltas a second cost one round trip
+            // to the bus per batch, not per delta.
+            let mut steps = Vec::new();
+            let mut step = attempt.on_item(item);
+            loop {
+                match step {
+                    Step::Done(outcome) => {
+                        self.relay(run, inflight, steps, started).await;
+                        return outcome;
+                    }
+                    Step::Nothing => {}
+                    step => steps.push(step),
+                }
+                if steps.len() >= MAX_RELAY_BATCH {
+                    break;
+                }
+                match stream.events.next().now_or_never() {
+                    Some(item) => step = attempt.on_item(item),
+                    None => break,
+                }
             }
+            self.relay(run, inflight, steps, started).await;
         }
     }
 
-    /// Publishes what a worker event meant to the session's subscribers.
-    async fn relay(&self, run: &Run, inflight: &InflightRun, step: Step, started: std::time::Instant) {
-        let (session_id, run_id) = (run.session_id.to_string(), run.id.to_string());
-        let update = match step {
-            Step::Delta { text, first } => {
-                if first {
-                    metrics::histogram!("chat_run_first_delta_seconds", "agent" => run.agent.clone())
-                        .record(started.elapsed().as_secs_f64());
+    /// Publishes what worker events meant to the session's subscribers, in
+    /// order, recording the deltas among them.
+    async fn relay(&self, run: &Run, inflight: &InflightRun, steps: Vec<Step>, started: std::time::Instant) {
+        if steps.is_empty() {
+            return;
+        }
+        let mut events = Vec::with_capacity(steps.len());
+        let mut log = DeltaLog {
+            run_id: run.id.as_str(),
+            attempt: inflight.attempt,
+            first_index: 0,
+            texts: Vec::new(),
+        };
+        for step in steps {
+            let (session_id, run_id) = (run.session_id.to_string(), run.id.to_string());
+            let update = match step {
+                Step::Delta { text, first } => {
+                    if first {
+                        metrics::histogram!("chat_run_first_delta_seconds", "agent" => run.agent.clone())
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                    let index = inflight.push(text.clone());
+                    if log.texts.is_empty() {
+                        log.first_index = index;
+                    }
+                    log.texts.push(text.clone());
+                    Event::Delta(pb::Delta {
+                        session_id,
+                        run_id,
+                        index,
+                        text,
+                        attempt: inflight.attempt,
+                    })
                 }
-                let index = inflight.push(text.clone());
-                self.bus
-                    .append_delta(&run.id, inflight.attempt, index, &text)
-                    .await;
-                Event::Delta(pb::Delta {
+                Step::Handoff { from, to, reason } => Event::Handoff(pb::Handoff {
                     session_id,
                     run_id,
-                    index,
-                    text,
-                    attempt: inflight.attempt,
-                })
-            }
-            Step::Handoff { from, to, reason } => Event::Handoff(pb::Handoff {
-                session_id,
-                run_id,
-                from_agent: from,
-                to_agent: to,
-                reason,
-            }),
-            Step::ToolCall {
-                call_id,
-                name,
-                arguments_json,
-            } => Event::ToolCall(pb::ToolCall {
-                session_id,
-                run_id,
-                call_id,
-                name,
-                arguments_json,
-            }),
-            Step::ToolResult { call_id, content } => Event::ToolResult(pb::ToolResult {
-                session_id,
-                run_id,
-                call_id,
-                content,
-            }),
-            Step::Nothing | Step::Done(_) => return,
-        };
-        self.bus.publish(&run.session_id, event(update)).await;
+                    from_agent: from,
+                    to_agent: to,
+                    reason,
+                }),
+                Step::ToolCall {
+                    call_id,
+                    name,
+                    arguments_json,
+                } => Event::ToolCall(pb::ToolCall {
+                    session_id,
+                    run_id,
+                    call_id,
+                    name,
+                    arguments_json,
+                }),
+                Step::ToolResult { call_id, content } => Event::ToolResult(pb::ToolResult {
+                    session_id,
+                    run_id,
+                    call_id,
+                    content,
+                }),
+                Step::Nothing | Step::Done(_) => continue,
+            };
+            events.push(event(update));
+        }
+        let deltas = (!log.texts.is_empty()).then_some(log);
+        self.bus.publish_batch(&run.session_id, events, deltas).await;
     }
 
     async fn history(&self, run: &Run) -> Result<Vec<agent::HistoryMessage>, StoreError> {
