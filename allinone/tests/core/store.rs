@@ -59,6 +59,7 @@ fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> N
         start_run: true,
         reject_if_busy: false,
         author: None,
+        claim: None,
     }
 }
 
@@ -166,18 +167,20 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
         .unwrap();
     assert_eq!(run.id, a.run.unwrap().id);
     assert_eq!(run.attempt, 1);
-    let reply = store
+    let completed = store
         .complete_run(RunCompletion {
             run_id: run.id.clone(),
             session_id: session.clone(),
             agent: "echo".into(),
             content: "first".into(),
             first_delta_at: None,
-            lease_owner: "a".into(),
+            started_at: run.started_at,
+            lease: lease("a"),
             tool_calls: None,
         })
         .await
         .unwrap();
+    let reply = completed.message;
     assert_eq!(
         reply.seq, 3,
         "the reply takes the next seq after both user messages"
@@ -187,12 +190,114 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
         store.get_run(&run.id).await.unwrap().unwrap().status,
         RunStatus::Completed
     );
-    let next = store
-        .claim_next_run(&session, &lease("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let next = completed
+        .next
+        .expect("the reply's commit claims the session's next run");
     assert_eq!(next.id, b.run.unwrap().id);
+    assert_eq!((next.status, next.attempt), (RunStatus::Running, 1));
+    let stored = store.get_run(&next.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.lease_owner.as_deref()),
+        (RunStatus::Running, Some("a")),
+        "claimed in the store under the completion's lease"
+    );
+    assert!(
+        store
+            .claim_next_run(&session, &lease("b"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is left to claim"
+    );
+}
+
+/// A send to a session with nothing else to run claims its run as it is
+/// queued, under the lease it was given; behind another run it is queued.
+#[tokio::test]
+async fn a_send_to_an_idle_session_claims_its_run_in_the_same_transaction() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let first = store
+        .append_message(NewMessage {
+            claim: Some(lease("a")),
+            ..user_message(&session, "a", "first")
+        })
+        .await
+        .unwrap();
+    let run = first.run.unwrap();
+    assert_eq!((run.status, run.attempt), (RunStatus::Running, 1));
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempt, stored.lease_owner.as_deref()),
+        (RunStatus::Running, 1, Some("a"))
+    );
+    assert!(stored.holds_live_lease(chat_core::domain::now_ms()));
+    assert!(
+        store
+            .claim_next_run(&session, &lease("b"))
+            .await
+            .unwrap()
+            .is_none(),
+        "another replica cannot take a run claimed at the send"
+    );
+    let second = store
+        .append_message(NewMessage {
+            claim: Some(lease("a")),
+            ..user_message(&session, "b", "second")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        second.run.unwrap().status,
+        RunStatus::Queued,
+        "a run behind another waits its turn"
+    );
+    let completed = store
+        .complete_run(RunCompletion {
+            run_id: run.id.clone(),
+            session_id: session.clone(),
+            agent: "echo".into(),
+            content: "first".into(),
+            first_delta_at: None,
+            started_at: run.started_at,
+            lease: lease("a"),
+            tool_calls: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(completed.next.map(|r| r.user_seq), Some(2));
+}
+
+/// A resend of a stored message gets the original's ack even where a new
+/// message would be refused: the session ended, or (reject policy) it is
+/// busy with that very message's run.
+#[tokio::test]
+async fn a_resend_gets_the_original_where_a_new_message_is_refused() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let busy = |id: &str| NewMessage {
+        reject_if_busy: true,
+        ..user_message(&session, id, "x")
+    };
+    let original = store.append_message(busy("a")).await.unwrap();
+    let again = store.append_message(busy("a")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.id, original.message.id);
+    assert!(matches!(
+        store.append_message(busy("b")).await,
+        Err(StoreError::Busy)
+    ));
+    store
+        .transition_session(&session, Transition::new(SessionChange::End, Actor::Owner))
+        .await
+        .unwrap();
+    let after_end = store.append_message(busy("a")).await.unwrap();
+    assert!(after_end.duplicate);
+    assert_eq!(after_end.message.id, original.message.id);
+    assert!(matches!(
+        store.append_message(busy("c")).await,
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 #[tokio::test]
@@ -220,7 +325,8 @@ async fn a_cancelled_run_cannot_be_completed() {
         agent: "echo".into(),
         content: "late".into(),
         first_delta_at: None,
-        lease_owner: "a".into(),
+        started_at: None,
+        lease: lease("a"),
         tool_calls: None,
     };
     assert!(matches!(
@@ -324,7 +430,8 @@ async fn a_live_lease_keeps_other_replicas_out_until_it_expires() {
         agent: "echo".into(),
         content: "stale".into(),
         first_delta_at: None,
-        lease_owner: "a".into(),
+        started_at: None,
+        lease: lease("a"),
         tool_calls: None,
     };
     assert!(

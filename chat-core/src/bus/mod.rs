@@ -22,10 +22,33 @@ pub enum BusItem {
     Resync,
 }
 
+/// Deltas of one run attempt to record, numbered from `first_index`.
+#[derive(Clone, Debug)]
+pub struct DeltaLog<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub first_index: u32,
+    pub texts: Vec<String>,
+}
+
 /// Publishes a session's events to every subscriber of that session.
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, session_id: &str, event: SessionEvent);
+    /// Records `deltas` (see [`EventBus::append_delta`]), then publishes
+    /// `events` in order. A shared bus does it all in one round trip, which
+    /// is what lets a run stream many deltas a second.
+    async fn publish_batch(&self, session_id: &str, events: Vec<SessionEvent>, deltas: Option<DeltaLog<'_>>) {
+        if let Some(log) = deltas {
+            for (index, text) in (log.first_index..).zip(&log.texts) {
+                self.append_delta(log.run_id, log.attempt, index, text).await;
+            }
+        }
+        for event in events {
+            self.publish(session_id, event).await;
+        }
+    }
+
     /// Starts delivering the session's events published from now on.
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem>;
 

@@ -17,7 +17,7 @@ use prost::Message as _;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-use super::{BusItem, EventBus, InProcessBus};
+use super::{BusItem, DeltaLog, EventBus, InProcessBus};
 
 const CHANNEL_PREFIX: &str = "chat:session:";
 /// Channel of revoked sign-ins; each message is a user id.
@@ -198,6 +198,39 @@ impl EventBus for RedisBus {
         if let Err(error) = published {
             warn!(%error, "redis publish failed; delivering locally only");
             self.local.publish(session_id, event).await;
+        }
+    }
+
+    async fn publish_batch(&self, session_id: &str, events: Vec<SessionEvent>, deltas: Option<DeltaLog<'_>>) {
+        if !self.publisher.is_connected() {
+            for event in events {
+                self.local.publish(session_id, event).await;
+            }
+            return;
+        }
+        // One pipeline: the log entries first (a subscriber that catches up
+        // after seeing a delta finds it in the log), then every event.
+        let pipeline = self.publisher.pipeline();
+        if let Some(log) = deltas.filter(|log| !log.texts.is_empty()) {
+            let key = delta_key(log.run_id, log.attempt);
+            let entries: Vec<String> = (log.first_index..)
+                .zip(&log.texts)
+                .map(|(index, text)| format!("{index}:{text}"))
+                .collect();
+            let _: Result<(), _> = pipeline.rpush(&key, entries).await;
+            let _: Result<(), _> = pipeline.expire(&key, DELTA_LOG_TTL_SECS, None).await;
+        }
+        let channel = channel(session_id);
+        for event in &events {
+            let _: Result<(), _> = pipeline
+                .publish(channel.as_str(), Bytes::from(event.encode_to_vec()))
+                .await;
+        }
+        if let Err(error) = pipeline.all::<Value>().await {
+            warn!(%error, "redis publish failed; delivering locally only");
+            for event in events {
+                self.local.publish(session_id, event).await;
+            }
         }
     }
 

@@ -11,7 +11,7 @@ mod workers;
 pub use inflight::InflightRun;
 pub use workers::{WorkerLink, WorkerPool};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,15 @@ const ORIGIN_TTL: Duration = Duration::from_secs(600);
 /// Most origins kept at once; beyond, runs start without one.
 const MAX_ORIGINS: usize = 100_000;
 
+/// What reached a session's runner while it was busy.
+#[derive(Debug, Default)]
+struct RunnerInbox {
+    /// New work may be queued in the store: look before stopping.
+    dirty: bool,
+    /// Runs claimed for this replica by the sends that queued them.
+    claimed: VecDeque<Run>,
+}
+
 /// Owns the session runners of this process.
 pub struct Dispatcher {
     store: Arc<dyn ChatStore>,
@@ -78,8 +87,8 @@ pub struct Dispatcher {
     runs: RunLifecycle,
     workers: WorkerPool,
     config: DispatchConfig,
-    /// Sessions with a live runner; `true` when new work arrived while it ran.
-    runners: Mutex<HashMap<SessionId, bool>>,
+    /// Sessions with a live runner, and what was handed to each meanwhile.
+    runners: Mutex<HashMap<SessionId, RunnerInbox>>,
     /// The run in flight of each session, with the deltas streamed so far.
     inflight: DashMap<SessionId, Arc<InflightRun>>,
     /// Cancellation handle of each running run.
@@ -121,6 +130,13 @@ impl Dispatcher {
             owner: self.owner.clone(),
             duration_ms: i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// The lease a send claims its run under when the session has nothing
+    /// else to run, so the turn needs no separate claim; `None` once this
+    /// replica is stopping (its runs are left to the others).
+    pub fn send_lease(&self) -> Option<Lease> {
+        (!self.shutdown.is_cancelled()).then(|| self.lease())
     }
 
     /// Periodically wakes sessions whose runs nobody is running: expired
@@ -169,20 +185,46 @@ impl Dispatcher {
 
     /// Makes sure a runner is working through the session's queue.
     pub fn wake(self: &Arc<Self>, session_id: &SessionId) {
+        self.hand_over(session_id, None);
+    }
+
+    /// Hands a run claimed for this replica when it was queued (see
+    /// [`Dispatcher::lease`]) to its session's runner.
+    pub fn start_claimed(self: &Arc<Self>, run: Run) {
+        let session_id = run.session_id.clone();
+        self.hand_over(&session_id, Some(run));
+    }
+
+    fn hand_over(self: &Arc<Self>, session_id: &SessionId, claimed: Option<Run>) {
         if self.shutdown.is_cancelled() {
+            // A claimed run stays `running` under this replica's lease, which
+            // shutdown releases: another replica takes it over.
             return;
         }
         {
             let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(dirty) = runners.get_mut(session_id) {
-                *dirty = true;
+            if let Some(inbox) = runners.get_mut(session_id) {
+                inbox.dirty = true;
+                inbox.claimed.extend(claimed);
                 return;
             }
-            runners.insert(session_id.clone(), false);
+            runners.insert(
+                session_id.clone(),
+                RunnerInbox {
+                    dirty: false,
+                    claimed: claimed.into_iter().collect(),
+                },
+            );
         }
         let this = self.clone();
         let session_id = session_id.clone();
         self.tasks.spawn(async move { this.run_queue(session_id).await });
+    }
+
+    /// The next run handed to the session's runner, if any.
+    fn take_claimed(&self, session_id: &SessionId) -> Option<Run> {
+        let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        runners.get_mut(session_id)?.claimed.pop_front()
     }
 
     /// Called by a runner that found its queue empty: returns whether it must
@@ -190,8 +232,8 @@ impl Dispatcher {
     fn runner_idle(&self, session_id: &SessionId) -> bool {
         let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
         match runners.get_mut(session_id) {
-            Some(dirty) if *dirty => {
-                *dirty = false;
+            Some(inbox) if inbox.dirty || !inbox.claimed.is_empty() => {
+                inbox.dirty = false;
                 true
             }
             _ => {

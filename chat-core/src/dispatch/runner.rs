@@ -8,23 +8,28 @@ use std::time::Duration;
 
 use chat_proto::agent::v1 as agent;
 use chat_proto::chat::v1::{self as pb, session_event::Event};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use super::attempt::{Attempt, Outcome, Reply, Step, retryable};
 use super::workers::RunStream;
 use super::{Dispatcher, InflightRun};
-use crate::bus::BusItem;
+use crate::bus::{BusItem, DeltaLog};
 use crate::domain::{Run, RunErrorCode, RunFailure, RunStatus, SessionId, ToolCallRecord};
-use crate::lifecycle::SessionEffect;
+use crate::lifecycle::{AfterReply, SessionEffect};
 use crate::service::event;
 use crate::store::{MessageQuery, RunCompletion, StoreError};
 
+/// Most worker events relayed in one publish.
+const MAX_RELAY_BATCH: usize = 256;
+
 impl Dispatcher {
-    /// Works through the session's queue until it is empty.
+    /// Works through the session's queue until it is empty: the runs handed
+    /// to it, the run each reply's commit claimed next, then the store's.
     pub(super) async fn run_queue(self: Arc<Self>, session_id: SessionId) {
         let mut backoff = Duration::from_millis(100);
+        let mut after = AfterReply::Unknown;
         loop {
             if self.shutdown.is_cancelled() {
                 self.runners
@@ -33,10 +38,24 @@ impl Dispatcher {
                     .remove(session_id.as_str());
                 return;
             }
-            match self.store.claim_next_run(&session_id, &self.lease()).await {
+            let next = match std::mem::replace(&mut after, AfterReply::Unknown) {
+                AfterReply::Next(run) => Ok(Some(run)),
+                // The reply's commit saw the queue empty: only what arrived
+                // since (handed over, or a wake) needs a look.
+                AfterReply::QueueEmpty => match self.take_claimed(&session_id) {
+                    Some(run) => Ok(Some(run)),
+                    None if self.runner_idle(&session_id) => continue,
+                    None => return,
+                },
+                AfterReply::Unknown => match self.take_claimed(&session_id) {
+                    Some(run) => Ok(Some(run)),
+                    None => self.store.claim_next_run(&session_id, &self.lease()).await,
+                },
+            };
+            match next {
                 Ok(Some(run)) => {
                     backoff = Duration::from_millis(100);
-                    self.execute(run).await;
+                    after = self.execute(run).await;
                 }
                 Ok(None) => {
                     if !self.runner_idle(&session_id) {
@@ -57,7 +76,7 @@ impl Dispatcher {
 
     /// Executes a claimed run in its span: a child of the send that queued
     /// it when that send came to this replica, else the root of a new trace.
-    async fn execute(&self, run: Run) {
+    async fn execute(&self, run: Run) -> AfterReply {
         let origin = self.take_origin(&run.id);
         let span = tracing::info_span!(
             "run",
@@ -73,17 +92,17 @@ impl Dispatcher {
         }
         self.execute_attempts(run, origin.request_id.as_deref())
             .instrument(span)
-            .await;
+            .await
     }
 
-    async fn execute_attempts(&self, mut run: Run, request_id: Option<&str>) {
+    async fn execute_attempts(&self, mut run: Run, request_id: Option<&str>) -> AfterReply {
         let in_flight = metrics::gauge!("chat_runs_in_flight");
         in_flight.increment(1.0);
         let _in_flight = scopeguard(move || in_flight.decrement(1.0));
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
         let _cancelled_elsewhere = self.stop_when_cancelled_elsewhere(&run, &cancel).await;
-        loop {
+        let after = loop {
             let attempt = run.attempt.max(1);
             let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
             self.inflight.insert(run.session_id.clone(), inflight.clone());
@@ -103,27 +122,27 @@ impl Dispatcher {
                     warn!(run_id = %run.id, attempt, code = %failure.code, detail = %failure.detail, "run attempt failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     match self.store.next_attempt(&run.id, &self.lease()).await {
-                        Ok(true) => run.attempt += 1,
-                        Ok(false) => break,
+                        Ok(true) => {
+                            run.attempt += 1;
+                            run.started_at = Some(crate::domain::now_ms());
+                        }
+                        Ok(false) => break AfterReply::Unknown,
                         Err(e) => {
                             let failure = RunFailure::new(
                                 RunErrorCode::Internal,
                                 format!("{} (then {e})", failure.detail),
                             );
-                            self.conclude(&run, Outcome::failed(failure, false)).await;
-                            break;
+                            break self.conclude(&run, Outcome::failed(failure, false)).await;
                         }
                     }
                 }
-                outcome => {
-                    self.conclude(&run, outcome).await;
-                    break;
-                }
+                outcome => break self.conclude(&run, outcome).await,
             }
-        }
+        };
         self.inflight
             .remove_if(&run.session_id, |_, r| r.run_id == run.id);
         self.cancels.remove(&run.id);
+        after
     }
 
     /// Cancels `cancel` as soon as any replica announces the run cancelled
@@ -146,8 +165,9 @@ impl Dispatcher {
         }))
     }
 
-    /// Records and announces how a run ended.
-    async fn conclude(&self, run: &Run, outcome: Outcome) {
+    /// Records and announces how a run ended; with a reply, what its commit
+    /// found next in the session's queue.
+    async fn conclude(&self, run: &Run, outcome: Outcome) -> AfterReply {
         match outcome {
             Outcome::LostLease => {
                 info!(run_id = %run.id, "run lease lost; another replica or a cancel owns it now");
@@ -164,10 +184,11 @@ impl Dispatcher {
                     agent: reply.agent,
                     content: reply.content,
                     first_delta_at: reply.first_delta_at,
-                    lease_owner: self.lease().owner,
+                    started_at: run.started_at,
+                    lease: self.lease(),
                     tool_calls: ToolCallRecord::encode(&reply.tool_calls),
                 };
-                self.runs.complete(run, completion, effect).await;
+                return self.runs.complete(run, completion, effect).await;
             }
             Outcome::Failed { failure, .. } => {
                 // The detail stays in the logs (with the run's request id
@@ -183,6 +204,7 @@ impl Dispatcher {
                     .await;
             }
         }
+        AfterReply::Unknown
     }
 
     /// What a reply's handoffs do to its session: an escalation waits for a
@@ -307,61 +329,96 @@ impl Dispatcher {
                     return Outcome::failed(RunFailure::new(RunErrorCode::Timeout, "run timed out"), false);
                 }
             };
-            match attempt.on_item(item) {
-                Step::Done(outcome) => return outcome,
-                step => self.relay(run, inflight, step, started).await,
+            // Whatever else the worker has already sent goes out with this
+            // item, in one publish: many deltas a second cost one round trip
+            // to the bus per batch, not per delta.
+            let mut steps = Vec::new();
+            let mut step = attempt.on_item(item);
+            loop {
+                match step {
+                    Step::Done(outcome) => {
+                        self.relay(run, inflight, steps, started).await;
+                        return outcome;
+                    }
+                    Step::Nothing => {}
+                    step => steps.push(step),
+                }
+                if steps.len() >= MAX_RELAY_BATCH {
+                    break;
+                }
+                match stream.events.next().now_or_never() {
+                    Some(item) => step = attempt.on_item(item),
+                    None => break,
+                }
             }
+            self.relay(run, inflight, steps, started).await;
         }
     }
 
-    /// Publishes what a worker event meant to the session's subscribers.
-    async fn relay(&self, run: &Run, inflight: &InflightRun, step: Step, started: std::time::Instant) {
-        let (session_id, run_id) = (run.session_id.to_string(), run.id.to_string());
-        let update = match step {
-            Step::Delta { text, first } => {
-                if first {
-                    metrics::histogram!("chat_run_first_delta_seconds", "agent" => run.agent.clone())
-                        .record(started.elapsed().as_secs_f64());
+    /// Publishes what worker events meant to the session's subscribers, in
+    /// order, recording the deltas among them.
+    async fn relay(&self, run: &Run, inflight: &InflightRun, steps: Vec<Step>, started: std::time::Instant) {
+        if steps.is_empty() {
+            return;
+        }
+        let mut events = Vec::with_capacity(steps.len());
+        let mut log = DeltaLog {
+            run_id: run.id.as_str(),
+            attempt: inflight.attempt,
+            first_index: 0,
+            texts: Vec::new(),
+        };
+        for step in steps {
+            let (session_id, run_id) = (run.session_id.to_string(), run.id.to_string());
+            let update = match step {
+                Step::Delta { text, first } => {
+                    if first {
+                        metrics::histogram!("chat_run_first_delta_seconds", "agent" => run.agent.clone())
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                    let index = inflight.push(text.clone());
+                    if log.texts.is_empty() {
+                        log.first_index = index;
+                    }
+                    log.texts.push(text.clone());
+                    Event::Delta(pb::Delta {
+                        session_id,
+                        run_id,
+                        index,
+                        text,
+                        attempt: inflight.attempt,
+                    })
                 }
-                let index = inflight.push(text.clone());
-                self.bus
-                    .append_delta(&run.id, inflight.attempt, index, &text)
-                    .await;
-                Event::Delta(pb::Delta {
+                Step::Handoff { from, to, reason } => Event::Handoff(pb::Handoff {
                     session_id,
                     run_id,
-                    index,
-                    text,
-                    attempt: inflight.attempt,
-                })
-            }
-            Step::Handoff { from, to, reason } => Event::Handoff(pb::Handoff {
-                session_id,
-                run_id,
-                from_agent: from,
-                to_agent: to,
-                reason,
-            }),
-            Step::ToolCall {
-                call_id,
-                name,
-                arguments_json,
-            } => Event::ToolCall(pb::ToolCall {
-                session_id,
-                run_id,
-                call_id,
-                name,
-                arguments_json,
-            }),
-            Step::ToolResult { call_id, content } => Event::ToolResult(pb::ToolResult {
-                session_id,
-                run_id,
-                call_id,
-                content,
-            }),
-            Step::Nothing | Step::Done(_) => return,
-        };
-        self.bus.publish(&run.session_id, event(update)).await;
+                    from_agent: from,
+                    to_agent: to,
+                    reason,
+                }),
+                Step::ToolCall {
+                    call_id,
+                    name,
+                    arguments_json,
+                } => Event::ToolCall(pb::ToolCall {
+                    session_id,
+                    run_id,
+                    call_id,
+                    name,
+                    arguments_json,
+                }),
+                Step::ToolResult { call_id, content } => Event::ToolResult(pb::ToolResult {
+                    session_id,
+                    run_id,
+                    call_id,
+                    content,
+                }),
+                Step::Nothing | Step::Done(_) => continue,
+            };
+            events.push(event(update));
+        }
+        let deltas = (!log.texts.is_empty()).then_some(log);
+        self.bus.publish_batch(&run.session_id, events, deltas).await;
     }
 
     async fn history(&self, run: &Run) -> Result<Vec<agent::HistoryMessage>, StoreError> {

@@ -5,5 +5,5 @@
 mod run;
 mod session;
 
-pub use run::{RunLifecycle, SessionEffect};
+pub use run::{AfterReply, RunLifecycle, SessionEffect};
 pub use session::{QUEUE_TOPIC, SessionLifecycle};

@@ -9,9 +9,9 @@ use tracing::warn;
 
 use super::SessionLifecycle;
 use crate::bus::EventBus;
-use crate::domain::{Actor, Message, Run, RunErrorCode, RunFailure, RunStatus, SessionChange, now_ms};
+use crate::domain::{Actor, Run, RunErrorCode, RunFailure, RunStatus, SessionChange, now_ms};
 use crate::service::{convert, event};
-use crate::store::{ChatStore, RunCompletion, StoreError};
+use crate::store::{ChatStore, Completed, RunCompletion, StoreError};
 
 /// What a reply's handoffs do to its session once the reply is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,17 @@ pub enum SessionEffect {
     Escalate,
     /// The agent handed to becomes the session's.
     SetAgent(String),
+}
+
+/// What the commit of a reply found in its session's queue.
+#[derive(Debug)]
+pub enum AfterReply {
+    /// The next run, claimed in the same transaction.
+    Next(Run),
+    /// Nothing was queued when the reply was committed.
+    QueueEmpty,
+    /// The reply was not committed here: look in the store.
+    Unknown,
 }
 
 /// Records and announces how runs move through their lifecycle.
@@ -99,28 +110,31 @@ impl RunLifecycle {
     /// reply, its effect on the session and the `completed` status. A run
     /// cancelled or taken over meanwhile was announced by whoever did that,
     /// so nothing is published; a reply that cannot be stored fails the run.
-    pub async fn complete(&self, run: &Run, completion: RunCompletion, effect: SessionEffect) {
-        let owner = completion.lease_owner.clone();
+    pub async fn complete(&self, run: &Run, completion: RunCompletion, effect: SessionEffect) -> AfterReply {
+        let owner = completion.lease.owner.clone();
         match self.commit_reply(completion).await {
-            Ok(message) => {
+            Ok(Completed { message, next }) => {
                 metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str()).increment(1);
                 self.bus
                     .publish(&run.session_id, event(Event::Message(convert::message(&message))))
                     .await;
                 self.apply_effect(run, effect).await;
                 self.publish(run, RunStatus::Completed, "").await;
+                next.map_or(AfterReply::QueueEmpty, AfterReply::Next)
             }
             Err(StoreError::Conflict(_)) => {
                 // Cancelled, or taken over by another replica, while the reply
                 // was being committed: the canceller or the new owner tells
                 // the clients how the run ends, not this replica.
                 tracing::info!(run_id = %run.id, "run ended elsewhere before its reply was stored; reply dropped");
+                AfterReply::Unknown
             }
             Err(error) => {
                 warn!(run_id = %run.id, %error, "failed to store reply");
                 let failure = RunFailure::new(RunErrorCode::Internal, "failed to store the reply");
                 self.record_end(run, RunStatus::Failed, &failure.public(), &owner)
                     .await;
+                AfterReply::Unknown
             }
         }
     }
@@ -141,7 +155,7 @@ impl RunLifecycle {
     }
 
     /// Commits the reply, retrying while the database is unreachable.
-    async fn commit_reply(&self, completion: RunCompletion) -> Result<Message, StoreError> {
+    async fn commit_reply(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
             match self.store.complete_run(completion.clone()).await {

@@ -192,6 +192,7 @@ impl ChatCore {
                 start_run,
                 reject_if_busy: start_run && policy == Concurrency::Reject,
                 author,
+                claim: self.dispatcher.send_lease(),
             })
             .await?;
         if !appended.duplicate {
@@ -230,7 +231,12 @@ impl ChatCore {
                     .await;
             }
             if let Some(run) = &sent.run {
-                let queued = convert::run_update(run, RunStatus::Queued, "");
+                // Announced as queued even when the send claimed it: clients
+                // see every run go queued → running.
+                let queued = pb::RunUpdate {
+                    attempt: 0,
+                    ..convert::run_update(run, RunStatus::Queued, "")
+                };
                 self.bus.publish(session_id, event(Event::Run(queued))).await;
             }
         }
@@ -238,11 +244,18 @@ impl ChatCore {
             self.interrupt_before(run).await;
         }
         if let Some(run) = &sent.run {
-            if !sent.ack.duplicate {
+            if sent.ack.duplicate {
+                // A restart may have left the run queued.
+                self.dispatcher.wake(&run.session_id);
+            } else {
                 self.dispatcher.queued(&run.id, origin);
+                if run.status == RunStatus::Running {
+                    // Claimed for this replica as it was queued.
+                    self.dispatcher.start_claimed(run.clone());
+                } else {
+                    self.dispatcher.wake(&run.session_id);
+                }
             }
-            // Also for duplicates: a restart may have left the run queued.
-            self.dispatcher.wake(&run.session_id);
         }
     }
 

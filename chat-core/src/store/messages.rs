@@ -104,10 +104,18 @@ impl SeaStore {
         // While a person handles the session, user messages wait for them.
         let start_run = new.start_run && status.starts_runs();
         let now = now_ms();
-        if start_run && new.reject_if_busy && !active_runs_in(&txn, &new.session_id).await?.is_empty() {
+        let idle = if start_run && (new.reject_if_busy || new.claim.is_some()) {
+            active_runs_in(&txn, &new.session_id).await?.is_empty()
+        } else {
+            false
+        };
+        if start_run && new.reject_if_busy && !idle {
             txn.rollback().await?;
             return Err(StoreError::Busy);
         }
+        // Nothing else to run in the session (the row lock keeps it so until
+        // the commit): the new run is claimed as it is queued.
+        let claim = new.claim.as_ref().filter(|_| idle);
         if seq == 1 && title.is_empty() {
             session::Entity::update_many()
                 .col_expr(session::Column::Title, Expr::value(derive_title(&new.content)))
@@ -139,16 +147,21 @@ impl SeaStore {
                     user_message_id: Set(message.id.clone()),
                     user_seq: Set(seq),
                     agent: Set(agent),
-                    status: Set(RunStatus::Queued.as_str().to_owned()),
-                    attempt: Set(0),
+                    status: Set(match claim {
+                        Some(_) => RunStatus::Running,
+                        None => RunStatus::Queued,
+                    }
+                    .as_str()
+                    .to_owned()),
+                    attempt: Set(i32::from(claim.is_some())),
                     error: Set(None),
                     reply_message_id: Set(None),
                     created_at: Set(now),
-                    started_at: Set(None),
+                    started_at: Set(claim.map(|_| now)),
                     first_delta_at: Set(None),
                     finished_at: Set(None),
-                    lease_owner: Set(None),
-                    lease_expires_at: Set(None),
+                    lease_owner: Set(claim.map(|lease| lease.owner.clone())),
+                    lease_expires_at: Set(claim.map(|lease| now + lease.duration_ms)),
                 }
                 .insert(&txn)
                 .await?,
@@ -196,19 +209,25 @@ impl MessageStore for SeaStore {
     }
 
     async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        if let Some(id) = &new.client_msg_id
-            && let Some(existing) = self.find_by_client_msg_id(&new.session_id, id).await?
-        {
-            return Ok(existing);
-        }
+        // A repeated client_msg_id is rare: it is looked up only when the
+        // insert fails, on the unique index or because the session no
+        // longer takes (or is busy with) messages, where the original's ack
+        // must still come back.
         match self.insert_message(&new).await {
             Err(StoreError::Other(e)) if StoreError::is_unique_violation(&e) => {
-                // A concurrent send with the same client_msg_id won the race.
+                // Sent before, or a concurrent send with the same client_msg_id won the race.
                 let id = new.client_msg_id.as_ref().ok_or(StoreError::Other(e))?;
                 self.find_by_client_msg_id(&new.session_id, id)
                     .await?
                     .ok_or_else(|| StoreError::Conflict("concurrent duplicate send".into()))
             }
+            Err(refused @ (StoreError::Conflict(_) | StoreError::Busy)) => match &new.client_msg_id {
+                Some(id) => Ok(self
+                    .find_by_client_msg_id(&new.session_id, id)
+                    .await?
+                    .ok_or(refused)?),
+                None => Err(refused),
+            },
             other => other,
         }
     }

@@ -145,9 +145,10 @@ pub trait RunStore: Send + Sync {
     /// `after_seq`, oldest first: what a subscriber that lost events since
     /// `after_seq` needs to hear about again.
     async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError>;
-    /// Commits the reply and completes the run, in one transaction. Fails with
-    /// [`StoreError::Conflict`] when the run is no longer running.
-    async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError>;
+    /// Commits the reply and completes the run, and claims the session's
+    /// next run under the same lease, in one transaction. Fails with
+    /// [`StoreError::Conflict`] when the run is no longer running under it.
+    async fn complete_run(&self, completion: RunCompletion) -> Result<Completed, StoreError>;
     /// Moves a run to `failed` or `cancelled` if its status allows it
     /// ([`RunStatus::can_become`]) and, with `owner`, only while that
     /// replica holds its lease (a replica that lost the run to another must

@@ -115,6 +115,9 @@ pub struct NewMessage {
     pub reject_if_busy: bool,
     /// Who wrote it, for a message posted by a person (the operator's name).
     pub author: Option<String>,
+    /// Claim the new run at once under this lease when the session has no
+    /// other queued or running run, so the turn needs no separate claim.
+    pub claim: Option<Lease>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,11 +134,24 @@ pub struct RunCompletion {
     pub agent: String,
     pub content: String,
     pub first_delta_at: Option<i64>,
-    /// The replica holding the run's lease; the reply is refused if it lost it.
-    pub lease_owner: String,
+    /// When the attempt that made the reply started (epoch ms).
+    pub started_at: Option<i64>,
+    /// The replica holding the run's lease; the reply is refused if it lost
+    /// it. The session's next queued run, if any, is claimed under it in the
+    /// same transaction.
+    pub lease: Lease,
     /// JSON array of the tool calls made for this reply, if any
     /// ([`ToolCallRecord::encode`](crate::domain::ToolCallRecord::encode)).
     pub tool_calls: Option<String>,
+}
+
+/// A run's reply, committed with its completion.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    pub message: Message,
+    /// The session's next run, claimed in the same transaction under the
+    /// completion's lease; `None` when its queue was empty at the commit.
+    pub next: Option<Run>,
 }
 
 /// A claim on a session's next run, held by one chat-core replica.

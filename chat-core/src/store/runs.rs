@@ -3,15 +3,15 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{message, run, session};
 use super::mapping::{all, names};
 use super::messages::next_seq;
-use super::{Lease, RunCompletion, RunStore, SeaStore, StoreError};
-use crate::domain::{Message, MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
+use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
+use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
 
 /// The stored names of the statuses a run may move to `next` from.
 fn allowing(next: RunStatus) -> Vec<&'static str> {
@@ -30,6 +30,44 @@ pub(super) async fn active_runs_in(
         .order_by_asc(run::Column::UserSeq)
         .all(db)
         .await?)
+}
+
+/// Claims the session's next run for `lease.owner` inside `txn`, which holds
+/// the session row's lock: the oldest active run, unless another replica
+/// holds a live lease in the session.
+async fn claim_in(
+    txn: &DatabaseTransaction,
+    session_id: &SessionId,
+    lease: &Lease,
+) -> Result<Option<Run>, StoreError> {
+    let now = now_ms();
+    let active = active_runs_in(txn, session_id).await?;
+    let live_elsewhere = active.iter().any(|r| r.holds_live_lease(now));
+    let Some(next) = active
+        .into_iter()
+        .next()
+        .filter(|r| !live_elsewhere && r.status.can_become(RunStatus::Running))
+    else {
+        return Ok(None);
+    };
+    let expires = now + lease.duration_ms;
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+        .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
+        .col_expr(run::Column::StartedAt, Expr::value(now))
+        .col_expr(run::Column::LeaseOwner, Expr::value(lease.owner.clone()))
+        .col_expr(run::Column::LeaseExpiresAt, Expr::value(expires))
+        .filter(run::Column::Id.eq(next.id.as_str()))
+        .exec(txn)
+        .await?;
+    Ok(Some(Run {
+        status: RunStatus::Running,
+        attempt: next.attempt + 1,
+        started_at: Some(now),
+        lease_owner: Some(lease.owner.clone()),
+        lease_expires_at: Some(expires),
+        ..next
+    }))
 }
 
 #[async_trait]
@@ -76,36 +114,9 @@ impl RunStore for SeaStore {
             txn.rollback().await?;
             return Ok(None);
         }
-        let now = now_ms();
-        let active = active_runs_in(&txn, session_id).await?;
-        let live_elsewhere = active.iter().any(|r| r.holds_live_lease(now));
-        let Some(next) = active
-            .into_iter()
-            .next()
-            .filter(|r| !live_elsewhere && r.status.can_become(RunStatus::Running))
-        else {
-            txn.commit().await?;
-            return Ok(None);
-        };
-        let expires = now + lease.duration_ms;
-        run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value(RunStatus::Running.as_str()))
-            .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
-            .col_expr(run::Column::StartedAt, Expr::value(now))
-            .col_expr(run::Column::LeaseOwner, Expr::value(lease.owner.clone()))
-            .col_expr(run::Column::LeaseExpiresAt, Expr::value(expires))
-            .filter(run::Column::Id.eq(next.id.as_str()))
-            .exec(&txn)
-            .await?;
+        let claimed = claim_in(&txn, session_id, lease).await?;
         txn.commit().await?;
-        Ok(Some(Run {
-            status: RunStatus::Running,
-            attempt: next.attempt + 1,
-            started_at: Some(now),
-            lease_owner: Some(lease.owner.clone()),
-            lease_expires_at: Some(expires),
-            ..next
-        }))
+        Ok(claimed)
     }
 
     async fn renew_lease(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError> {
@@ -150,15 +161,11 @@ impl RunStore for SeaStore {
         active_runs_in(&self.db, session_id).await
     }
 
-    async fn complete_run(&self, completion: RunCompletion) -> Result<Message, StoreError> {
+    async fn complete_run(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
         let txn = self.db.begin().await?;
         let seq = next_seq(&txn, &completion.session_id).await?.seq;
         let now = now_ms();
-        let started_at = run::Entity::find_by_id(completion.run_id.to_string())
-            .one(&txn)
-            .await?
-            .and_then(|r| r.started_at)
-            .unwrap_or(now);
+        let started_at = completion.started_at.unwrap_or(now);
         let message = message::ActiveModel {
             id: Set(new_id()),
             session_id: Set(completion.session_id.to_string()),
@@ -184,7 +191,7 @@ impl RunStore for SeaStore {
             .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
             .filter(run::Column::Id.eq(completion.run_id.as_str()))
             .filter(run::Column::Status.is_in(allowing(RunStatus::Completed)))
-            .filter(run::Column::LeaseOwner.eq(completion.lease_owner.clone()))
+            .filter(run::Column::LeaseOwner.eq(completion.lease.owner.clone()))
             .exec(&txn)
             .await?;
         if updated.rows_affected != 1 {
@@ -193,8 +200,15 @@ impl RunStore for SeaStore {
                 "run is no longer running under this lease".into(),
             ));
         }
+        // The session row is still locked (by `next_seq`): a message sent
+        // meanwhile is either queued already and claimed here, or commits
+        // after this and finds the queue empty.
+        let next = claim_in(&txn, &completion.session_id, &completion.lease).await?;
         txn.commit().await?;
-        message.try_into()
+        Ok(Completed {
+            message: message.try_into()?,
+            next,
+        })
     }
 
     async fn finish_run(

@@ -207,8 +207,10 @@ pub async fn send(
         .await
         .expect("send accepted")
         .into_inner();
+    // Generous: a long reply on Redis under a loaded machine takes a while;
+    // this only turns a hang into a failure.
     tokio::time::timeout(
-        Duration::from_secs(20),
+        Duration::from_secs(90),
         stream.map(|e| e.expect("stream item")).collect::<Vec<_>>(),
     )
     .await
