@@ -59,6 +59,7 @@ fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> N
         start_run: true,
         reject_if_busy: false,
         author: None,
+        metadata: None,
     }
 }
 
@@ -368,6 +369,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -390,6 +392,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -446,6 +449,7 @@ async fn a_session_with_a_person_stores_user_messages_without_a_run() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "m1", "is anyone there?")
         })
         .await

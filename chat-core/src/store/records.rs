@@ -115,6 +115,8 @@ pub struct NewMessage {
     pub reject_if_busy: bool,
     /// Who wrote it, for a message posted by a person (the operator's name).
     pub author: Option<String>,
+    /// The JSON object the sender attached, as text.
+    pub metadata: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +147,13 @@ pub struct Lease {
     pub duration_ms: i64,
 }
 
+/// One login of a user: the family of refresh tokens rotated from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignIn {
+    pub user_id: UserId,
+    pub family_id: String,
+}
+
 /// What presenting a refresh token for rotation came to.
 #[derive(Clone, Debug)]
 pub enum Rotation {
@@ -152,7 +161,7 @@ pub enum Rotation {
     Rotated(RefreshToken),
     /// The token had already been rotated or revoked: its whole family (of
     /// this user) is now revoked.
-    Reused(UserId),
+    Reused(SignIn),
     /// No such token, or it expired.
     Invalid,
 }

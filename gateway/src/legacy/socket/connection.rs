@@ -4,6 +4,7 @@
 //! created, read and ended with the unary calls the REST routes use.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chat_common::limits::{self, ContentError};
 use chat_proto::chat::v1 as pb;
@@ -20,13 +21,16 @@ use crate::auth::AuthUser;
 use crate::frames::OutFrame;
 use crate::legacy::error::LegacyError;
 use crate::legacy::sessions;
-use crate::legacy::views::{MessageRecord, SessionView, now};
+use crate::legacy::views::{MessageRecord, SessionView, now, stored_metadata};
+use crate::ratelimit::Tier;
 use crate::ws::{Peer, TurnTraces};
 
 /// Frames queued towards chat-core before handlers wait.
 const CLIENT_FRAME_QUEUE: usize = 16;
 /// Messages sent with `sessionJoined` as the conversation so far.
 const JOIN_HISTORY: u32 = 50;
+/// A repeated `typing` (or `stopTyping`) is passed on once in this long.
+const TYPING_REPEAT: Duration = Duration::from_secs(2);
 
 /// The frames a connection sends to chat-core, as its `Connect` request stream.
 pub type Upstream = ReceiverStream<Box<pb::ClientFrame>>;
@@ -48,15 +52,12 @@ pub struct Connection {
     pub(super) turns: Mutex<Turns>,
     /// Cancelled when the client disconnects.
     pub(super) closed: CancellationToken,
+    /// The last typing notice passed on: session, typing or not, when.
+    typing: Mutex<Option<(String, bool, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The room of a session's sockets on this gateway (typing notices).
-fn room(session_id: &str) -> String {
-    format!("session:{session_id}")
 }
 
 /// A JSON object field of a payload as a string.
@@ -91,6 +92,7 @@ impl Connection {
             session: Mutex::new(None),
             turns: Mutex::new(Turns::default()),
             closed: CancellationToken::new(),
+            typing: Mutex::new(None),
         });
         connection.register(socket);
         (connection, ReceiverStream::new(rx))
@@ -165,7 +167,7 @@ impl Connection {
                 let after_seq = session.last_seq;
                 let view = SessionView::from(session);
                 let session_id = view.session_id.clone();
-                self.enter(socket, &session_id);
+                self.enter(&session_id);
                 emit(
                     socket,
                     "sessionCreated",
@@ -196,7 +198,7 @@ impl Connection {
         let after_seq = history.last().map_or(0, |m| m.seq);
         let view = SessionView::from(session);
         let session_id = view.session_id.clone();
-        self.enter(socket, &session_id);
+        self.enter(&session_id);
         let history: Vec<MessageRecord> = history.into_iter().map(MessageRecord::from).collect();
         emit(
             socket,
@@ -221,32 +223,35 @@ impl Connection {
                 return message_error(socket, &error.to_string(), None);
             }
         }
+        let metadata = match stored_metadata(text(&data, "type"), data.get("metadata")) {
+            Ok(metadata) => metadata,
+            Err(error) => return message_error(socket, error, None),
+        };
         let client_msg_id = uuid::Uuid::new_v4().to_string();
         let frame = pb::ClientFrame {
             frame: Some(ClientKind::Send(pb::SendFrame {
                 session_id,
-                client_msg_id: client_msg_id.clone(),
+                client_msg_id,
                 content: content.to_owned(),
                 trace_context: Default::default(),
+                metadata_json: metadata.unwrap_or_default(),
             })),
         };
         if let Some(OutFrame::Error(limited)) = self.peer.check_send(&frame).await {
             return message_error(socket, &limited.message, limited.retry_after_ms);
         }
-        let kind = text(&data, "type").unwrap_or("text").to_owned();
-        let metadata = data.get("metadata").cloned().unwrap_or_else(|| json!({}));
-        lock(&self.turns).sent(client_msg_id, kind, metadata);
         self.forward(frame).await;
     }
 
-    /// `typing` → `userTyping {userId}` to the session's other sockets on this gateway.
+    /// `typing` → `userTyping {userId, sessionId}` to the session's other
+    /// sockets, on every gateway.
     async fn typing(&self, socket: &SocketRef, _data: Value) {
-        self.tell_room(socket, "userTyping").await;
+        self.set_typing(socket, true).await;
     }
 
-    /// `stopTyping` → `userStoppedTyping {userId}`.
+    /// `stopTyping` → `userStoppedTyping {userId, sessionId}`.
     async fn stop_typing(&self, socket: &SocketRef, _data: Value) {
-        self.tell_room(socket, "userStoppedTyping").await;
+        self.set_typing(socket, false).await;
     }
 
     /// `endSession {reason?}` → `sessionEnded {sessionId, reason}`; the session is ended, not erased.
@@ -257,7 +262,7 @@ impl Connection {
         let reason = text(&data, "reason").unwrap_or("ended by user").to_owned();
         match sessions::end_session(&self.state, &self.user(), &session_id).await {
             Ok(session) => {
-                self.leave(socket).await;
+                self.leave().await;
                 let status = crate::legacy::views::status(session.session_status()).to_owned();
                 emit(
                     socket,
@@ -276,26 +281,23 @@ impl Connection {
 
     // === helpers ===
 
-    /// Makes `session_id` the current session (leaving the previous one's room).
-    fn enter(&self, socket: &SocketRef, session_id: &str) {
+    /// Makes `session_id` the current session (unsubscribing from the previous one).
+    fn enter(&self, session_id: &str) {
         let previous = lock(&self.session).replace(session_id.to_owned());
         if let Some(previous) = previous.filter(|p| p != session_id) {
-            socket.leave(room(&previous));
             let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id: previous });
             // Best effort: a full queue only delays the unsubscribe's effect.
             let _ = self
                 .to_core
                 .try_send(Box::new(pb::ClientFrame { frame: Some(frame) }));
         }
-        socket.join(room(session_id));
     }
 
     /// Leaves the current session: no more events from it.
-    async fn leave(&self, socket: &SocketRef) {
+    async fn leave(&self) {
         let Some(session_id) = lock(&self.session).take() else {
             return;
         };
-        socket.leave(room(&session_id));
         let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id });
         self.forward(pb::ClientFrame { frame: Some(frame) }).await;
     }
@@ -314,13 +316,50 @@ impl Connection {
         let _ = self.to_core.send(Box::new(frame)).await;
     }
 
-    async fn tell_room(&self, socket: &SocketRef, event: &'static str) {
+    /// Tells the current session's subscribers, through chat-core (so on
+    /// every gateway), that this user is or stopped typing; the notice names
+    /// this socket, which skips it. Repeats within [`TYPING_REPEAT`] are not
+    /// passed on, and the others count in the user's frame rate limit.
+    async fn set_typing(&self, socket: &SocketRef, typing: bool) {
         let Some(session_id) = lock(&self.session).clone() else {
             return;
         };
-        let notice = json!({"userId": self.peer.user_id, "sessionId": session_id});
-        // Another socket of the room gone meanwhile is no failure of this one.
-        let _ = socket.to(room(&session_id)).emit(event, &notice).await;
+        {
+            let mut last = lock(&self.typing);
+            let now = Instant::now();
+            if let Some((session, was, at)) = last.as_ref()
+                && *session == session_id
+                && *was == typing
+                && now.duration_since(*at) < TYPING_REPEAT
+            {
+                return;
+            }
+            *last = Some((session_id.clone(), typing, now));
+        }
+        match self
+            .state
+            .rate_limits
+            .check(Tier::Frames, &self.peer.user_id)
+            .await
+        {
+            Ok(Some(decision)) if !decision.allowed => return,
+            Ok(_) => {}
+            // The limits cannot be checked and this tier fails closed.
+            Err(_) => return,
+        }
+        let request = pb::SetTypingRequest {
+            session_id,
+            typing,
+            origin: socket.id.to_string(),
+        };
+        let sent = match self.state.unary_as(request, &self.user()) {
+            Ok(request) => self.state.core.operators().set_typing(request).await.map(drop),
+            Err(error) => Err(tonic::Status::unauthenticated(error.message.into_owned())),
+        };
+        if let Err(status) = sent {
+            // A typing notice is best effort: nothing to tell the client.
+            tracing::debug!(code = ?status.code(), "typing notice not passed on");
+        }
     }
 }
 
