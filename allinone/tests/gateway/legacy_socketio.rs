@@ -498,3 +498,44 @@ async fn typing_reaches_the_sessions_sockets_on_another_gateway() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_signed_out_token_is_turned_away_right_after_the_handshake() -> anyhow::Result<()> {
+    let Some(()) = client_available() else {
+        return Ok(());
+    };
+    // Arrange: alice signs in, then out.
+    let stack = TestStack::spawn().await?;
+    stack.register("alice").await?;
+    let pair = stack.login("alice").await?;
+    let logout = stack
+        .http
+        .post(stack.url("/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": pair["refresh_token"]}))
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 204);
+
+    // Act
+    let mut client = SioClient::spawn(&stack);
+    client
+        .connect("websocket", json!({"auth": {"token": pair["access_token"]}}))
+        .await;
+
+    // Assert: told why, then disconnected, never `connected`.
+    let mut seen = Vec::new();
+    loop {
+        let (event, data) = client.next().await;
+        if event == "disconnect" {
+            break;
+        }
+        seen.push((event, data));
+    }
+    assert!(!names(&seen).contains(&"connected"), "{seen:?}");
+    let (_, error) = seen
+        .iter()
+        .find(|(name, _)| name == "sessionError")
+        .expect("a sessionError");
+    assert_eq!(error["code"], "unauthenticated", "{error}");
+    Ok(())
+}

@@ -31,6 +31,11 @@ const CLIENT_FRAME_QUEUE: usize = 16;
 const JOIN_HISTORY: u32 = 50;
 /// A repeated `typing` (or `stopTyping`) is passed on once in this long.
 const TYPING_REPEAT: Duration = Duration::from_secs(2);
+/// Typing notices waiting to be passed on; more are dropped.
+const TYPING_QUEUE: usize = 8;
+
+/// A typing notice to pass on: session, typing or not, the socket it came from.
+type TypingNotice = (String, bool, String);
 
 /// The frames a connection sends to chat-core, as its `Connect` request stream.
 pub type Upstream = ReceiverStream<Box<pb::ClientFrame>>;
@@ -52,8 +57,10 @@ pub struct Connection {
     pub(super) turns: Mutex<Turns>,
     /// Cancelled when the client disconnects.
     pub(super) closed: CancellationToken,
-    /// The last typing notice passed on: session, typing or not, when.
+    /// The last typing notice queued: session, typing or not, when.
     typing: Mutex<Option<(String, bool, Instant)>>,
+    /// Typing notices, passed on one at a time in the order they came.
+    typing_queue: mpsc::Sender<TypingNotice>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +90,7 @@ impl Connection {
             traces: TurnTraces::default(),
         };
         let (expires_at, _) = watch::channel(user.expires_at);
+        let (typing_queue, typing_notices) = mpsc::channel(TYPING_QUEUE);
         let connection = Arc::new(Self {
             state,
             peer,
@@ -93,8 +101,10 @@ impl Connection {
             turns: Mutex::new(Turns::default()),
             closed: CancellationToken::new(),
             typing: Mutex::new(None),
+            typing_queue,
         });
         connection.register(socket);
+        tokio::spawn(Arc::clone(&connection).pass_on_typing(typing_notices));
         (connection, ReceiverStream::new(rx))
     }
 
@@ -124,8 +134,15 @@ impl Connection {
         on!("createSession", create_session);
         on!("joinSession", join_session);
         on!("sendMessage", send_message);
-        on!("typing", typing);
-        on!("stopTyping", stop_typing);
+        // Queued as they arrive (socketioxide runs each handler's future
+        // as its own task, so only the synchronous part keeps their order).
+        for (event, typing) in [("typing", true), ("stopTyping", false)] {
+            let connection = Arc::clone(self);
+            socket.on(event, move |socket: SocketRef| {
+                connection.queue_typing(&socket, typing);
+                std::future::ready(())
+            });
+        }
         on!("endSession", end_session);
         on!("ping", ping);
         let closed = self.closed.clone();
@@ -243,17 +260,6 @@ impl Connection {
         self.forward(frame).await;
     }
 
-    /// `typing` → `userTyping {userId, sessionId}` to the session's other
-    /// sockets, on every gateway.
-    async fn typing(&self, socket: &SocketRef, _data: Value) {
-        self.set_typing(socket, true).await;
-    }
-
-    /// `stopTyping` → `userStoppedTyping {userId, sessionId}`.
-    async fn stop_typing(&self, socket: &SocketRef, _data: Value) {
-        self.set_typing(socket, false).await;
-    }
-
     /// `endSession {reason?}` → `sessionEnded {sessionId, reason}`; the session is ended, not erased.
     async fn end_session(&self, socket: &SocketRef, data: Value) {
         let Some(session_id) = lock(&self.session).clone() else {
@@ -316,49 +322,67 @@ impl Connection {
         let _ = self.to_core.send(Box::new(frame)).await;
     }
 
-    /// Tells the current session's subscribers, through chat-core (so on
-    /// every gateway), that this user is or stopped typing; the notice names
-    /// this socket, which skips it. Repeats within [`TYPING_REPEAT`] are not
-    /// passed on, and the others count in the user's frame rate limit.
-    async fn set_typing(&self, socket: &SocketRef, typing: bool) {
+    /// `typing` / `stopTyping` → `userTyping` / `userStoppedTyping {userId,
+    /// sessionId}` to the current session's other sockets, on every gateway:
+    /// queues the notice for [`Self::pass_on_typing`]. A repeat within
+    /// [`TYPING_REPEAT`] is dropped.
+    fn queue_typing(&self, socket: &SocketRef, typing: bool) {
         let Some(session_id) = lock(&self.session).clone() else {
             return;
         };
+        let mut last = lock(&self.typing);
+        let now = Instant::now();
+        if let Some((session, was, at)) = last.as_ref()
+            && *session == session_id
+            && *was == typing
+            && now.duration_since(*at) < TYPING_REPEAT
         {
-            let mut last = lock(&self.typing);
-            let now = Instant::now();
-            if let Some((session, was, at)) = last.as_ref()
-                && *session == session_id
-                && *was == typing
-                && now.duration_since(*at) < TYPING_REPEAT
-            {
+            return;
+        }
+        *last = Some((session_id.clone(), typing, now));
+        // A full queue drops the notice: typing notices are best effort.
+        let _ = self
+            .typing_queue
+            .try_send((session_id, typing, socket.id.to_string()));
+    }
+
+    /// Passes queued typing notices on to chat-core (`SetTyping`, whose
+    /// presence event reaches the session's sockets on every gateway, the
+    /// one it names skipping it), in order, each counted in the user's frame
+    /// rate limit, until the client disconnects.
+    async fn pass_on_typing(self: Arc<Self>, mut notices: mpsc::Receiver<TypingNotice>) {
+        loop {
+            let notice = tokio::select! {
+                () = self.closed.cancelled() => return,
+                notice = notices.recv() => notice,
+            };
+            let Some((session_id, typing, origin)) = notice else {
                 return;
+            };
+            match self
+                .state
+                .rate_limits
+                .check(Tier::Frames, &self.peer.user_id)
+                .await
+            {
+                Ok(Some(decision)) if !decision.allowed => continue,
+                Ok(_) => {}
+                // The limits cannot be checked and this tier fails closed.
+                Err(_) => continue,
             }
-            *last = Some((session_id.clone(), typing, now));
-        }
-        match self
-            .state
-            .rate_limits
-            .check(Tier::Frames, &self.peer.user_id)
-            .await
-        {
-            Ok(Some(decision)) if !decision.allowed => return,
-            Ok(_) => {}
-            // The limits cannot be checked and this tier fails closed.
-            Err(_) => return,
-        }
-        let request = pb::SetTypingRequest {
-            session_id,
-            typing,
-            origin: socket.id.to_string(),
-        };
-        let sent = match self.state.unary_as(request, &self.user()) {
-            Ok(request) => self.state.core.operators().set_typing(request).await.map(drop),
-            Err(error) => Err(tonic::Status::unauthenticated(error.message.into_owned())),
-        };
-        if let Err(status) = sent {
-            // A typing notice is best effort: nothing to tell the client.
-            tracing::debug!(code = ?status.code(), "typing notice not passed on");
+            let request = pb::SetTypingRequest {
+                session_id,
+                typing,
+                origin,
+            };
+            let sent = match self.state.unary_as(request, &self.user()) {
+                Ok(request) => self.state.core.operators().set_typing(request).await.map(drop),
+                Err(error) => Err(tonic::Status::unauthenticated(error.message.into_owned())),
+            };
+            if let Err(status) = sent {
+                // Best effort: nothing to tell the client.
+                tracing::debug!(code = ?status.code(), "typing notice not passed on");
+            }
         }
     }
 }
