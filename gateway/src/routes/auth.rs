@@ -119,7 +119,7 @@ pub async fn log_in(
 }
 
 /// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair. A page
-/// that sends `X-Refresh-Cookie` and no body token spends its refresh cookie
+/// that sends `X-Refresh-Cookie` and `{}` spends its refresh cookie
 /// and gets a new one (the custom header keeps other sites from making the
 /// call: it needs a CORS preflight, and the cookie is `SameSite=Strict`).
 ///
@@ -128,7 +128,7 @@ pub async fn log_in(
 pub async fn refresh(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    OptionalJson(body): OptionalJson<RefreshBody>,
+    ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Response, ApiError> {
     let cookie = refresh_cookie::opted_in(&headers);
     let token = presented_token(body, cookie, &headers);

@@ -6,8 +6,8 @@
 //! [`COOKIE_PATH`] (where refresh and logout are), `HttpOnly`, `Secure`,
 //! `SameSite=Strict`, and not in the JSON body; refresh and logout read the
 //! cookie when the body names no token. The cookie is read only with that
-//! header: a custom header needs a CORS preflight, which other origins fail,
-//! so another site cannot spend or revoke it. API clients that send no such
+//! header: a custom header needs a CORS preflight, and the CORS policy allows
+//! it for no origin, so another site cannot spend or revoke the cookie. API clients that send no such
 //! header keep getting `refresh_token` in JSON, as before.
 
 use std::time::Duration;
