@@ -210,6 +210,7 @@ async fn send(core: SocketAddr, token: &str, session_id: &str, content: &str) ->
         client_msg_id: uuid::Uuid::new_v4().to_string(),
         content: content.into(),
         role: String::new(),
+        metadata_json: String::new(),
     };
     let mut stream = client(core)
         .await

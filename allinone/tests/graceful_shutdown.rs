@@ -416,6 +416,7 @@ async fn send_through_core(
         client_msg_id: uuid::Uuid::new_v4().to_string(),
         content: text.to_owned(),
         role: String::new(),
+        metadata_json: String::new(),
     });
     request
         .metadata_mut()

@@ -158,6 +158,60 @@ describe('the chat page', () => {
     await context.close();
   });
 
+  test('the refresh token is an HttpOnly cookie, never in storage, and a reload with a dead access token stays signed in', async () => {
+    const name = username('cookie');
+    await stack.register(name);
+    const { context, page } = await openPage(browser, stack.url);
+    await login(page, name);
+    const storage = await page.evaluate(() => ({ ...localStorage, ...sessionStorage }));
+    const stored = JSON.parse(storage['chat.auth']);
+    assert.ok(stored.access_token, 'the access token is stored');
+    assert.equal(stored.refresh_token, undefined, 'no refresh token in storage');
+    const cookie = (await context.cookies()).find((c) => c.name === 'chat_refresh');
+    assert.ok(cookie, 'the refresh token is a cookie');
+    assert.deepEqual(
+      { httpOnly: cookie.httpOnly, secure: cookie.secure, sameSite: cookie.sameSite, path: cookie.path },
+      { httpOnly: true, secure: true, sameSite: 'Strict', path: '/api/v1/auth' },
+    );
+    assert.ok(!JSON.stringify(storage).includes(cookie.value), 'the refresh token is nowhere in storage');
+    assert.equal(await page.evaluate(() => document.cookie.includes('chat_refresh')), false, 'scripts cannot read it');
+
+    // A reload with an access token the gateway refuses: the page refreshes
+    // through the cookie and stays signed in.
+    await page.evaluate(() => {
+      const auth = JSON.parse(localStorage.getItem('chat.auth'));
+      localStorage.setItem('chat.auth', JSON.stringify({ ...auth, access_token: 'not.a.token' }));
+    });
+    const refreshed = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/refresh') && r.status() === 200);
+    await page.reload();
+    await refreshed;
+    await page.locator('#app-view').waitFor();
+    await connected(page);
+    const after = JSON.parse(await page.evaluate(() => localStorage.getItem('chat.auth')));
+    assert.notEqual(after.access_token, 'not.a.token', 'a fresh access token');
+    assert.equal(after.refresh_token, undefined);
+    const rotated = (await context.cookies()).find((c) => c.name === 'chat_refresh');
+    assert.ok(rotated && rotated.value !== cookie.value, 'the cookie was rotated');
+
+    // Log out: the cookie is revoked and cleared.
+    const loggedOut = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/logout'));
+    await page.click('#logout-btn');
+    assert.equal((await loggedOut).status(), 204);
+    await page.locator('#auth-view').waitFor();
+    assert.equal((await context.cookies()).find((c) => c.name === 'chat_refresh'), undefined);
+    const replay = await page.evaluate(async (token) => {
+      const res = await fetch('/api/v1/auth/refresh', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: token }),
+      });
+      return res.status;
+    }, rotated.value);
+    assert.equal(replay, 401, 'the logged-out refresh token is revoked');
+    assertClean(page, [/WebSocket/, /Failed to load resource/]);
+    await context.close();
+  });
+
   test('a network cut mid-reply: no typing while disconnected, then the reply exactly once', async () => {
     const name = username('commuter');
     await stack.register(name);

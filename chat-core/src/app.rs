@@ -123,6 +123,8 @@ impl Application {
                     .iter()
                     .map(|p| (p.agent.clone(), p.policy))
                     .collect(),
+                session_ttl_ms: i64::try_from(settings.session_ttl_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
             },
             settings.default_agent.clone(),
         )
@@ -216,8 +218,9 @@ impl Application {
                 }
             })
         };
-        let interceptor =
-            AuthInterceptor::new(keys, settings.accept_user_tokens).with_user_limits(user_limits.clone());
+        let interceptor = AuthInterceptor::new(keys, settings.accept_user_tokens)
+            .with_user_limits(user_limits.clone())
+            .with_sign_outs(core.streams().clone());
         // Reflection is off unless asked for, and then for services only.
         let reflection = if settings.grpc_reflection {
             let service = tonic_reflection::server::Builder::configure()
@@ -243,7 +246,12 @@ impl Application {
         let operators =
             OperatorServiceServer::with_interceptor(OperatorApi::new(core.clone()), interceptor.clone());
         let users = UserServiceServer::with_interceptor(
-            UserApi::new(core.store().clone(), passwords, core.bus().clone()),
+            UserApi::new(
+                core.store().clone(),
+                passwords,
+                core.bus().clone(),
+                core.streams().clone(),
+            ),
             interceptor.for_scope(Scope::Users),
         );
         let revocations = core.streams().follow(core.bus().as_ref());

@@ -105,6 +105,10 @@ pub struct Claims {
     /// its audiences serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The sign-in (refresh token family) a user's access token came from:
+    /// logging out of it revokes the token ([`SIGN_IN_METADATA`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
@@ -182,6 +186,11 @@ impl TokenKeys {
         self.sign_for(sub, role, Audience::defaults(role), ttl)
     }
 
+    /// Signs a user's access token of sign-in `sid` for the default audiences.
+    pub fn sign_user(&self, sub: &str, sid: Option<&str>, ttl: Duration) -> Result<String, TokenError> {
+        self.sign_claims(sub, Role::User, Audience::defaults(Role::User), None, sid, ttl)
+    }
+
     /// Signs a token of `role` meant for `audiences` only.
     pub fn sign_for(
         &self,
@@ -202,6 +211,18 @@ impl TokenKeys {
         scopes: Option<&[Scope]>,
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        self.sign_claims(sub, role, audiences, scopes, None, ttl)
+    }
+
+    fn sign_claims(
+        &self,
+        sub: &str,
+        role: Role,
+        audiences: &[Audience],
+        scopes: Option<&[Scope]>,
+        sid: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
@@ -213,6 +234,7 @@ impl TokenKeys {
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
             scope: scopes.map(|scopes| scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            sid: sid.map(str::to_owned),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Sign)
@@ -307,6 +329,10 @@ impl tonic::service::Interceptor for SelfSigned {
 /// Metadata naming the user a service acts for: the gateway calls chat-core
 /// with its service token and the user it has verified in this key.
 pub const ON_BEHALF_OF_METADATA: &str = "x-on-behalf-of";
+
+/// Metadata naming the sign-in (the `sid` of the user's access token) the
+/// gateway acts for, so chat-core refuses the calls of a signed-out sign-in.
+pub const SIGN_IN_METADATA: &str = "x-sign-in";
 
 /// Reads the bearer token of an `authorization` header value.
 pub fn bearer(value: &str) -> Option<&str> {

@@ -92,7 +92,7 @@ impl AppState {
     /// the gateway's service token, naming the user it verified.
     pub fn stream_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {
         let mut request = authorized(message, &self.tokens.service_token()?)?;
-        on_behalf_of(&mut request, &user.user_id)?;
+        on_behalf_of(&mut request, user)?;
         Ok(request)
     }
 }

@@ -28,6 +28,8 @@ const DEFAULT_REFRESH_FAMILY_TTL: Duration = Duration::from_secs(90 * 24 * 3600)
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
     pub access_token: String,
+    /// Left out when it went into the page's refresh cookie instead.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub refresh_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
@@ -54,11 +56,17 @@ impl Tokens {
         }
     }
 
-    /// Signs an access token for `user_id`.
-    pub fn issue_access(&self, user_id: &str) -> Result<String, ApiError> {
+    /// Signs an access token for `user_id` of sign-in `sign_in` (the refresh
+    /// token family, whose logout revokes the token).
+    pub fn issue_access(&self, user_id: &str, sign_in: Option<&str>) -> Result<String, ApiError> {
         self.keys
-            .sign(user_id, Role::User, self.access_ttl)
+            .sign_user(user_id, sign_in, self.access_ttl)
             .map_err(ApiError::internal)
+    }
+
+    /// Longest lifetime of the access tokens this gateway signs.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
     }
 
     /// Signs an access token for `user_id` that expires by `expires_at` (Unix
@@ -78,10 +86,12 @@ impl Tokens {
         Ok((token, now + ttl.as_secs()))
     }
 
-    /// A fresh access token for `user_id` with the refresh token chat-core issued.
-    pub fn pair(&self, user_id: &str, refresh_token: String) -> Result<TokenPair, ApiError> {
+    /// A fresh access token for `user_id` with the refresh token chat-core
+    /// issued, both of sign-in `sign_in`.
+    pub fn pair(&self, user_id: &str, refresh_token: String, sign_in: &str) -> Result<TokenPair, ApiError> {
+        let sign_in = Some(sign_in).filter(|s| !s.is_empty());
         Ok(TokenPair {
-            access_token: self.issue_access(user_id)?,
+            access_token: self.issue_access(user_id, sign_in)?,
             refresh_token,
             token_type: "Bearer",
             expires_in: self.access_ttl.as_secs(),
@@ -117,7 +127,17 @@ impl Tokens {
             user_id: claims.sub,
             token: token.to_owned(),
             expires_at: claims.exp,
+            sign_in: claims.sid,
         })
+    }
+
+    /// When one of our access tokens was issued (Unix seconds), if it is valid.
+    pub fn issued_at(&self, token: &str) -> Option<u64> {
+        self.keys
+            .verify(token, Audience::Gateway)
+            .ok()
+            .filter(|claims| claims.role == Role::User)
+            .map(|claims| claims.iat)
     }
 
     /// The gateway's service token, re-signed shortly before it expires.
@@ -173,6 +193,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
         user_id,
         token,
         expires_at,
+        sign_in: None,
     })
 }
 
@@ -216,6 +237,9 @@ pub struct AuthUser {
     pub token: String,
     /// When the token expires, in Unix seconds.
     pub expires_at: u64,
+    /// The sign-in the token came from (our own tokens'), which chat-core
+    /// refuses once it is signed out.
+    pub sign_in: Option<String>,
 }
 
 impl FromRequestParts<SharedState> for AuthUser {
@@ -301,11 +325,10 @@ mod tests {
     #[test]
     fn issued_access_tokens_verify_as_their_user() {
         let tokens = tokens();
-        let pair = tokens.pair("u1", "opaque".into()).expect("sign");
-        assert_eq!(
-            tokens.verify_access(&pair.access_token).expect("access").user_id,
-            "u1"
-        );
+        let pair = tokens.pair("u1", "opaque".into(), "family").expect("sign");
+        let user = tokens.verify_access(&pair.access_token).expect("access");
+        assert_eq!(user.user_id, "u1");
+        assert_eq!(user.sign_in.as_deref(), Some("family"));
         assert!(tokens.verify_access(&pair.refresh_token).is_err());
     }
 

@@ -234,13 +234,23 @@ pub fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiEr
     Ok(request)
 }
 
-/// Names the user a service-token request acts for.
-pub fn on_behalf_of<T>(request: &mut tonic::Request<T>, user_id: &str) -> Result<(), ApiError> {
-    let value =
-        MetadataValue::try_from(user_id).map_err(|_| ApiError::unauthenticated("malformed user id"))?;
+/// Names the user a service-token request acts for, and the sign-in their
+/// token came from (chat-core refuses a signed-out one).
+pub fn on_behalf_of<T>(
+    request: &mut tonic::Request<T>,
+    user: &crate::auth::AuthUser,
+) -> Result<(), ApiError> {
+    let malformed = || ApiError::unauthenticated("malformed user id");
+    let value = MetadataValue::try_from(user.user_id.as_str()).map_err(|_| malformed())?;
     request
         .metadata_mut()
         .insert(chat_common::token::ON_BEHALF_OF_METADATA, value);
+    if let Some(sign_in) = &user.sign_in {
+        let value = MetadataValue::try_from(sign_in.as_str()).map_err(|_| malformed())?;
+        request
+            .metadata_mut()
+            .insert(chat_common::token::SIGN_IN_METADATA, value);
+    }
     Ok(())
 }
 

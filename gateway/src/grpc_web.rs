@@ -131,6 +131,13 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
     upstream
         .headers_mut()
         .insert(token::ON_BEHALF_OF_METADATA, on_behalf_of);
+    if let Some(sign_in) = user
+        .sign_in
+        .as_deref()
+        .and_then(|s| HeaderValue::try_from(s).ok())
+    {
+        upstream.headers_mut().insert(token::SIGN_IN_METADATA, sign_in);
+    }
     // While tracing, chat-core's span is a child of this request's (which
     // continues the caller's `traceparent`); otherwise it is passed as sent.
     chat_common::trace::inject_headers(upstream.headers_mut());

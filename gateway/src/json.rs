@@ -90,6 +90,9 @@ pub struct MessageView {
     /// Replies that used tools: `[{call_id, name, arguments, result}]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<serde_json::Value>,
+    /// The JSON object the message was sent with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 impl From<pb::Message> for MessageView {
@@ -107,6 +110,7 @@ impl From<pb::Message> for MessageView {
             first_delta_ms: message.first_delta_ms,
             duration_ms: message.duration_ms,
             tool_calls: embedded_json(&message.tool_calls_json),
+            metadata: embedded_json(&message.metadata_json),
         }
     }
 }

@@ -8,6 +8,7 @@ mod m20261126_000002_leases_and_timing;
 mod m20261126_000003_refresh_tokens;
 mod m20261126_000004_tool_calls;
 mod m20261201_000005_operators;
+mod m20261201_000006_message_metadata;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_refresh_tokens::Migration),
             Box::new(m20261126_000004_tool_calls::Migration),
             Box::new(m20261201_000005_operators::Migration),
+            Box::new(m20261201_000006_message_metadata::Migration),
         ]
     }
 }

@@ -180,6 +180,7 @@ async fn escalation_waits_for_a_human_who_answers_over_grpc_and_hands_back() {
         client_msg_id: "desk-1".into(),
         content: "Hi, this is Sam from the team. How can I help?".into(),
         role: "human".into(),
+        metadata_json: String::new(),
     };
     desk.send_message(with_token(answer, &service)).await.unwrap();
     let Event::Message(human) = next_matching(
@@ -219,6 +220,7 @@ async fn escalation_waits_for_a_human_who_answers_over_grpc_and_hands_back() {
         client_msg_id: "x".into(),
         content: "hi".into(),
         session_id: session.id.clone(),
+        metadata_json: String::new(),
     };
     assert_eq!(
         client(addr)

@@ -66,6 +66,7 @@ async fn database_outage_fails_clearly_and_recovers_without_restart() {
         client_msg_id: "during".into(),
         content: "during the outage".into(),
         role: String::new(),
+        metadata_json: String::new(),
     };
     let err = client
         .send_message(with_token(request, &token))

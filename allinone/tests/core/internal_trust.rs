@@ -263,6 +263,7 @@ async fn a_user_with_their_own_token_is_held_to_the_gateways_rate_limits() {
                     client_msg_id: format!("m{n}"),
                     content: "hi".into(),
                     role: String::new(),
+                    metadata_json: String::new(),
                 },
                 &request_token,
             );

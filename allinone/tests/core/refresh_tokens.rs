@@ -132,11 +132,18 @@ async fn revoking_ends_the_family_and_is_idempotent() {
             .unwrap(),
     );
 
-    assert_eq!(
-        store.revoke_refresh_family("r1").await.unwrap(),
-        Some(user_id.clone())
-    );
-    assert_eq!(store.revoke_refresh_family("r2").await.unwrap(), Some(user_id));
+    let family = store
+        .revoke_refresh_family("r1")
+        .await
+        .unwrap()
+        .expect("the family");
+    assert_eq!(family.user_id, user_id);
+    let again = store
+        .revoke_refresh_family("r2")
+        .await
+        .unwrap()
+        .expect("the family");
+    assert_eq!(again, family, "both tokens are of one family");
     assert_eq!(store.revoke_refresh_family("unknown").await.unwrap(), None);
 
     let after = store
@@ -259,6 +266,7 @@ async fn refresh_token_rpcs_rotate_detect_reuse_and_revoke() {
                 refresh_token: refresh_token.into(),
                 ttl_secs: 600,
                 family_ttl_secs: 0,
+                access_ttl_secs: 0,
             },
             &service,
         )
@@ -292,6 +300,7 @@ async fn refresh_token_rpcs_rotate_detect_reuse_and_revoke() {
             .revoke_refresh_token(common::with_token(
                 pb::RevokeRefreshTokenRequest {
                     refresh_token: other.refresh_token.clone(),
+                    access_ttl_secs: 60,
                 },
                 &service,
             ))
@@ -329,6 +338,7 @@ async fn refresh_token_rpcs_need_a_service_token() {
                 refresh_token: "x".into(),
                 ttl_secs: 600,
                 family_ttl_secs: 0,
+                access_ttl_secs: 0,
             },
             &user_token,
         ))
@@ -337,6 +347,7 @@ async fn refresh_token_rpcs_need_a_service_token() {
     let revoke = users
         .revoke_refresh_token(tonic::Request::new(pb::RevokeRefreshTokenRequest {
             refresh_token: "x".into(),
+            access_ttl_secs: 60,
         }))
         .await
         .unwrap_err();

@@ -60,6 +60,7 @@ fn user_message(session_id: &SessionId, client_msg_id: &str, content: &str) -> N
         reject_if_busy: false,
         author: None,
         claim: None,
+        metadata: None,
     }
 }
 
@@ -475,6 +476,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -497,6 +499,7 @@ async fn reject_policy_refuses_a_message_while_a_run_is_active() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "b", "y")
         })
         .await;
@@ -553,6 +556,7 @@ async fn a_session_with_a_person_stores_user_messages_without_a_run() {
         .append_message(NewMessage {
             reject_if_busy: true,
             author: None,
+            metadata: None,
             ..user_message(&session, "m1", "is anyone there?")
         })
         .await

@@ -37,10 +37,40 @@ async fn refresh_token(addr: std::net::SocketAddr, user_id: &str) -> String {
         .refresh_token
 }
 
+/// A sign-in of `user_id` as the gateway makes one at login: its refresh
+/// token, and an access token of that sign-in (`sid`).
+async fn sign_in(addr: std::net::SocketAddr, user_id: &str) -> (String, String) {
+    let mut users = UserServiceClient::new(channel(addr).await);
+    let request = pb::IssueRefreshTokenRequest {
+        user_id: user_id.into(),
+        ttl_secs: 3600,
+    };
+    let issued = users
+        .issue_refresh_token(with_token(request, &service_token()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!issued.family_id.is_empty(), "the sign-in is named");
+    let access = keys()
+        .sign_user(user_id, Some(&issued.family_id), Duration::from_secs(600))
+        .unwrap();
+    (issued.refresh_token, access)
+}
+
+/// Whether a fresh call with `token` is accepted.
+async fn accepted(addr: std::net::SocketAddr, token: &str) -> Result<(), tonic::Status> {
+    client(addr)
+        .await
+        .list_sessions(with_token(pb::ListSessionsRequest::default(), token))
+        .await
+        .map(drop)
+}
+
 async fn logout(addr: std::net::SocketAddr, refresh_token: &str) {
     let mut users = UserServiceClient::new(channel(addr).await);
     let request = pb::RevokeRefreshTokenRequest {
         refresh_token: refresh_token.into(),
+        access_ttl_secs: 60,
     };
     users
         .revoke_refresh_token(with_token(request, &service_token()))
@@ -131,6 +161,7 @@ async fn a_reused_refresh_token_ends_the_users_streams() {
         refresh_token: refresh.clone(),
         ttl_secs: 3600,
         family_ttl_secs: 0,
+        access_ttl_secs: 0,
     };
     users
         .rotate_refresh_token(with_token(rotate(), &service_token()))
@@ -169,4 +200,54 @@ async fn signing_out_on_one_replica_ends_the_users_streams_on_another() {
     // Assert
     let status = ending(&mut on_b, PROMPTLY).await;
     assert_eq!(status.message(), "signed out; sign in again");
+}
+
+#[tokio::test]
+async fn a_signed_out_access_token_is_refused_for_new_calls_while_other_sign_ins_keep_working() {
+    // Arrange: one user signed in twice (two devices).
+    let stack = spawn_stack().await;
+    let (user_id, _) = register(stack.core.addr).await;
+    let (refresh, laptop) = sign_in(stack.core.addr, &user_id).await;
+    let (_, phone) = sign_in(stack.core.addr, &user_id).await;
+    accepted(stack.core.addr, &laptop).await.expect("signed in");
+
+    // Act
+    logout(stack.core.addr, &refresh).await;
+
+    // Assert
+    let refused = accepted(stack.core.addr, &laptop).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "signed out; sign in again");
+    accepted(stack.core.addr, &phone)
+        .await
+        .expect("the other device's sign-in is untouched");
+}
+
+#[tokio::test]
+async fn a_sign_out_on_one_replica_refuses_the_access_token_on_another() {
+    if chat_testkit::needs::redis().is_none() {
+        return;
+    }
+    // Arrange: two replicas sharing the database and Redis, a stream on b.
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let a = spawn_core(&db.url, &worker.url).await;
+    let b = spawn_core(&db.url, &worker.url).await;
+    let (user_id, _) = register(a.addr).await;
+    let (refresh, laptop) = sign_in(a.addr, &user_id).await;
+    let (_, phone) = sign_in(a.addr, &user_id).await;
+    let session = create_session(a.addr, &laptop).await;
+    let mut on_b = watch(b.addr, &laptop, &session.id).await;
+
+    // Act
+    logout(a.addr, &refresh).await;
+
+    // Assert: once b has heard of it (its stream ended), b refuses the token too.
+    let status = ending(&mut on_b, PROMPTLY).await;
+    assert_eq!(status.message(), "signed out; sign in again");
+    let refused = accepted(b.addr, &laptop).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    accepted(b.addr, &phone)
+        .await
+        .expect("another sign-in works on b");
 }

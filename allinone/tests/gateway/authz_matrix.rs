@@ -406,6 +406,7 @@ async fn every_grpc_web_method() -> anyhow::Result<()> {
                                     client_msg_id: "g1".into(),
                                     content: "hi".into(),
                                     role: String::new(),
+                                    metadata_json: String::new(),
                                 },
                                 token,
                             ))

@@ -164,7 +164,7 @@ async fn request_id_is_forwarded_to_chat_core_as_grpc_metadata() -> anyhow::Resu
         std::time::Duration::from_secs(60),
     );
     let token = keys
-        .issue_access("00000000-0000-7000-8000-000000000001")
+        .issue_access("00000000-0000-7000-8000-000000000001", None)
         .expect("token");
     // The stand-in answers only health, so the call itself fails: what
     // matters is the metadata chat-core receives.

@@ -548,6 +548,7 @@ async fn health_answers_without_a_token_on_every_legacy_path() -> anyhow::Result
         "/health",
         "/health/health",
         "/health/status",
+        "/health/metrics",
         "/api/health/health",
     ] {
         let body = common::eventually(path, || async {
@@ -563,7 +564,111 @@ async fn health_answers_without_a_token_on_every_legacy_path() -> anyhow::Result
             !text.contains("127.0.0.1") && !text.contains("http://"),
             "no addresses: {text}"
         );
+        let fields: Vec<&String> = body.as_object().expect("an object").keys().collect();
+        assert!(
+            fields
+                .iter()
+                .all(|f| ["status", "service", "version", "uptime", "timestamp"].contains(&f.as_str())),
+            "{path}: only the health fields: {fields:?}"
+        );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn auth_status_and_validate_answer_in_the_legacy_shape_and_token_minting_is_not_served()
+-> anyhow::Result<()> {
+    // Arrange
+    let stack = TestStack::spawn().await?;
+    let (alice, alice_id) = log_in(&stack, "alice").await;
+    let anonymous = LegacyClient {
+        stack: &stack,
+        token: String::new(),
+        session: None,
+    };
+
+    // `/auth/status` needs a token and tells no internals.
+    let (status, refused) = anonymous.get("/auth/status").await;
+    assert_eq!(status, 401, "{refused}");
+    assert_error(&refused, "status without a token");
+    let (status, body) = alice.get("/auth/status").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active");
+    assert!(
+        body["service"].is_string() && body["features"].is_object(),
+        "{body}"
+    );
+    assert_eq!(body["configuration"]["tokenType"], "Bearer");
+    let text = body.to_string();
+    for secret in ["127.0.0.1", "http://", "secret", "postgres", "sqlite", "redis"] {
+        assert!(!text.to_lowercase().contains(secret), "{secret} in {text}");
+    }
+
+    // `/auth/validate {token}` tells a good token from a bad one.
+    let (status, valid) = anonymous
+        .post("/auth/validate", json!({"token": alice.token}))
+        .await;
+    assert_eq!(status, 200, "{valid}");
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["userId"], alice_id.as_str());
+    assert_date(&valid["issued"], "issued");
+    assert_date(&valid["expires"], "expires");
+    let (status, invalid) = anonymous
+        .post("/auth/validate", json!({"token": "not.a.token"}))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(invalid["valid"], false);
+    assert_error(&invalid, "an invalid token");
+
+    // Minting tokens for any user id and the public agent call stay unserved.
+    for path in ["/auth/token", "/api/process"] {
+        let (status, body) = alice.post(path, json!({"userId": "someone-else"})).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"], "Endpoint not found", "{body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signed_out_token_is_no_longer_valid_on_legacy_routes() -> anyhow::Result<()> {
+    // Arrange: alice logs in twice through the legacy login.
+    let stack = TestStack::spawn().await?;
+    stack.register("alice").await?;
+    let login = || async {
+        let body: Value = stack
+            .http
+            .post(stack.url("/auth/login"))
+            .json(&json!({"username": "alice", "password": PASSWORD}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(body["data"]["tokens"].clone())
+    };
+    let laptop = login().await?;
+    let phone = login().await?;
+    let client = |tokens: &Value| LegacyClient {
+        stack: &stack,
+        token: tokens["accessToken"].as_str().unwrap().to_owned(),
+        session: None,
+    };
+
+    // Act
+    let (status, _) = client(&laptop)
+        .post("/auth/logout", json!({"refreshToken": laptop["refreshToken"]}))
+        .await;
+    assert_eq!(status, 200);
+
+    // Assert
+    let (status, refused) = client(&laptop).get("/api/agents").await;
+    assert_eq!(status, 401, "{refused}");
+    assert_error(&refused, "a signed-out token");
+    let (_, validated) = client(&laptop)
+        .post("/auth/validate", json!({"token": laptop["accessToken"]}))
+        .await;
+    assert_eq!(validated["valid"], false, "{validated}");
+    let (status, _) = client(&phone).get("/api/agents").await;
+    assert_eq!(status, 200, "the other sign-in keeps working");
     Ok(())
 }
 
@@ -751,6 +856,8 @@ async fn naughty_input_on_legacy_routes_gets_string_errors_and_never_a_500() -> 
         (Method::POST, "/auth/login".into()),
         (Method::POST, "/auth/refresh".into()),
         (Method::POST, "/auth/logout".into()),
+        (Method::POST, "/auth/validate".into()),
+        (Method::GET, "/auth/status".into()),
         (
             Method::GET,
             format!("/api/users/{alice_id}/sessions?type=unresolved"),
@@ -887,5 +994,88 @@ async fn naughty_input_on_legacy_routes_gets_string_errors_and_never_a_500() -> 
     // Bob was never disturbed.
     let (status, _) = bob.post("/api/sessions", json!({})).await;
     assert_eq!(status, 201);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_messages_type_and_metadata_are_stored_and_sessions_tell_when_they_expire() -> anyhow::Result<()> {
+    // Arrange: sessions expire after an hour idle.
+    let stack = TestStack::spawn_full(|s| s.session_ttl_secs = 3600, |_| {}, None).await?;
+    let (mut client, _) = log_in(&stack, "alice").await;
+    let (_, created) = client.post("/api/sessions", json!({})).await;
+    let session_id = created["sessionId"].as_str().unwrap().to_owned();
+    client.session = Some(session_id.clone());
+
+    // Act: a message with a type and metadata, and one without either.
+    let (status, turn) = client
+        .post(
+            "/api/chat/message",
+            json!({"content": "What is my account balance?", "type": "quick_reply",
+                   "metadata": {"channel": "web", "locale": "en-GB"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{turn}");
+    let (status, plain) = client
+        .post("/api/chat/message", json!({"content": "I lost my card"}))
+        .await;
+    assert_eq!(status, 200, "{plain}");
+    let (status, refused) = client
+        .post(
+            "/api/chat/message",
+            json!({"content": "hi", "metadata": ["not", "an object"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_error(&refused, "metadata that is not an object");
+
+    // Assert: the answer and the history both carry what was sent.
+    assert_eq!(turn["message"]["type"], "quick_reply");
+    assert_eq!(turn["message"]["metadata"]["channel"], "web");
+    let (_, page) = client.get(&format!("/api/sessions/{session_id}/history")).await;
+    let first = &page["history"][0];
+    assert_eq!(first["message_type"], "quick_reply", "{first}");
+    assert_eq!(first["metadata"]["locale"], "en-GB", "{first}");
+    let third = &page["history"][2];
+    assert_eq!(
+        (third["content"].as_str(), third["message_type"].as_str()),
+        (Some("I lost my card"), Some("text"))
+    );
+    assert_eq!(third["metadata"], json!({}));
+    // `/api/v1` shows the same metadata.
+    let v1: Value = stack
+        .http
+        .get(stack.url(&format!("/api/v1/sessions/{session_id}/messages")))
+        .bearer_auth(&client.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v1["messages"][0]["metadata"]["channel"], "web", "{v1}");
+    assert!(
+        v1["messages"][1].get("metadata").is_none(),
+        "replies have none: {v1}"
+    );
+
+    // The session tells when it expires if left idle: its last activity plus an hour.
+    let (_, session) = client.get(&format!("/api/sessions/{session_id}")).await;
+    assert_date(&session["expiresAt"], "expiresAt");
+    let at = |field: &str| chrono::DateTime::parse_from_rfc3339(session[field].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (at("expiresAt") - at("lastActivity")).num_seconds(),
+        3600,
+        "{session}"
+    );
+    // An ended session no longer expires.
+    client
+        .call(
+            Method::DELETE,
+            &format!("/api/sessions/{session_id}"),
+            Some(json!({})),
+        )
+        .await;
+    let (_, ended) = client.get(&format!("/api/sessions/{session_id}")).await;
+    assert!(ended["expiresAt"].is_null(), "{ended}");
+    // No agent reports a confidence score.
+    assert!(turn["agent"]["confidence"].is_null(), "{turn}");
     Ok(())
 }

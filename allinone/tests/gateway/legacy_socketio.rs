@@ -42,6 +42,11 @@ struct SioClient {
 
 impl SioClient {
     fn spawn(stack: &TestStack) -> Self {
+        Self::spawn_at(stack.url(""))
+    }
+
+    /// A client of the gateway at `base` (`http://host:port`).
+    fn spawn_at(base: String) -> Self {
         let mut child = tokio::process::Command::new("node")
             .arg(client_dir().join("bridge.js"))
             .stdin(Stdio::piped())
@@ -55,7 +60,7 @@ impl SioClient {
             _child: child,
             stdin,
             lines,
-            base: stack.url(""),
+            base,
         }
     }
 
@@ -439,4 +444,98 @@ async fn first_outcome(client: &mut SioClient) -> (String, Value) {
             return (name, data);
         }
     }
+}
+
+#[tokio::test]
+async fn typing_reaches_the_sessions_sockets_on_another_gateway() -> anyhow::Result<()> {
+    let Some(()) = client_available() else {
+        return Ok(());
+    };
+    // Arrange: alice's session, one socket on each of two gateways.
+    let stack = TestStack::spawn().await?;
+    let other_gateway = stack.spawn_gateway(|_| {}).await?;
+    let token = stack.user("alice").await?;
+    let mut here = SioClient::spawn(&stack);
+    let user_id = here.connect_as(&token).await["userId"]
+        .as_str()
+        .expect("userId")
+        .to_owned();
+    here.emit("createSession", json!({})).await;
+    let session_id = here.until("sessionCreated").await.1["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_owned();
+    let mut there = SioClient::spawn_at(format!("http://{other_gateway}"));
+    there.connect_as(&token).await;
+    there.emit("joinSession", json!({"sessionId": session_id})).await;
+    there.until("sessionJoined").await;
+
+    // Act
+    here.emit("typing", json!({})).await;
+    here.emit("typing", json!({})).await;
+    here.emit("stopTyping", json!({})).await;
+
+    // Assert: the other gateway's socket hears both, once each, in order.
+    let (before, typing) = there.until("userTyping").await;
+    assert_eq!(
+        (typing["userId"].as_str(), typing["sessionId"].as_str()),
+        (Some(user_id.as_str()), Some(session_id.as_str()))
+    );
+    assert!(!names(&before).contains(&"userStoppedTyping"), "{before:?}");
+    let (between, stopped) = there.until("userStoppedTyping").await;
+    assert_eq!(stopped["userId"], user_id.as_str());
+    assert!(
+        !names(&between).contains(&"userTyping"),
+        "a repeated typing is passed on once: {between:?}"
+    );
+    // The typing socket is not told of its own notices: when the other
+    // socket's notice (published after them) reaches it, none came before.
+    there.emit("stopTyping", json!({})).await;
+    let (before, _) = here.until("userStoppedTyping").await;
+    assert!(
+        !names(&before).contains(&"userTyping"),
+        "a socket is not told of its own typing: {before:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signed_out_token_is_turned_away_right_after_the_handshake() -> anyhow::Result<()> {
+    let Some(()) = client_available() else {
+        return Ok(());
+    };
+    // Arrange: alice signs in, then out.
+    let stack = TestStack::spawn().await?;
+    stack.register("alice").await?;
+    let pair = stack.login("alice").await?;
+    let logout = stack
+        .http
+        .post(stack.url("/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": pair["refresh_token"]}))
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 204);
+
+    // Act
+    let mut client = SioClient::spawn(&stack);
+    client
+        .connect("websocket", json!({"auth": {"token": pair["access_token"]}}))
+        .await;
+
+    // Assert: told why, then disconnected, never `connected`.
+    let mut seen = Vec::new();
+    loop {
+        let (event, data) = client.next().await;
+        if event == "disconnect" {
+            break;
+        }
+        seen.push((event, data));
+    }
+    assert!(!names(&seen).contains(&"connected"), "{seen:?}");
+    let (_, error) = seen
+        .iter()
+        .find(|(name, _)| name == "sessionError")
+        .expect("a sessionError");
+    assert_eq!(error["code"], "unauthenticated", "{error}");
+    Ok(())
 }

@@ -154,3 +154,133 @@ async fn a_family_past_its_absolute_lifetime_no_longer_refreshes() -> anyhow::Re
     assert_eq!(status, 200);
     Ok(())
 }
+
+// === the page's refresh cookie ===
+
+/// The `chat_refresh` value a response sets, and the whole `Set-Cookie` line.
+fn refresh_cookie(response: &reqwest::Response) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|line| line.starts_with("chat_refresh="))
+        .map(|line| {
+            let value = line["chat_refresh=".len()..]
+                .split(';')
+                .next()
+                .unwrap_or_default();
+            (value.to_owned(), line.to_owned())
+        })
+}
+
+/// Posts to an auth route as the page does: `X-Refresh-Cookie`, the cookie
+/// (if any) and an empty JSON body.
+async fn page_post(stack: &TestStack, path: &str, cookie: Option<&str>) -> anyhow::Result<reqwest::Response> {
+    let mut request = stack
+        .http
+        .post(stack.url(path))
+        .header("x-refresh-cookie", "1")
+        .json(&json!({}));
+    if let Some(cookie) = cookie {
+        request = request.header(reqwest::header::COOKIE, format!("other=1; chat_refresh={cookie}"));
+    }
+    Ok(request.send().await?)
+}
+
+#[tokio::test]
+async fn a_page_gets_its_refresh_token_as_an_http_only_cookie_and_refreshes_with_it() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    stack.register("cookie-page").await?;
+
+    let login = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .header("x-refresh-cookie", "1")
+        .json(&json!({"username": "cookie-page", "password": common::PASSWORD}))
+        .send()
+        .await?;
+    assert_eq!(login.status(), 200);
+    let (first, line) = refresh_cookie(&login).expect("login sets the refresh cookie");
+    for attribute in [
+        "Path=/api/v1/auth",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Max-Age=",
+    ] {
+        assert!(line.contains(attribute), "{line} lacks {attribute}");
+    }
+    let body: Value = login.json().await?;
+    assert!(body.get("refresh_token").is_none(), "not in the JSON: {body}");
+    assert_eq!(sessions_status(&stack, &body["access_token"]).await?, 200);
+
+    let refreshed = page_post(&stack, "/api/v1/auth/refresh", Some(&first)).await?;
+    assert_eq!(refreshed.status(), 200);
+    let (second, _) = refresh_cookie(&refreshed).expect("refresh renews the cookie");
+    assert_ne!(second, first, "rotated");
+    let body: Value = refreshed.json().await?;
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert_eq!(sessions_status(&stack, &body["access_token"]).await?, 200);
+
+    let replayed = page_post(&stack, "/api/v1/auth/refresh", Some(&first)).await?;
+    assert_eq!(replayed.status(), 401, "the spent cookie is refused");
+    let (cleared, _) = refresh_cookie(&replayed).expect("a refused cookie is cleared");
+    assert_eq!(cleared, "");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cookie_is_read_only_with_the_page_header_and_logout_revokes_and_clears_it() -> anyhow::Result<()>
+{
+    let stack = TestStack::spawn().await?;
+    stack.register("cookie-out").await?;
+    let login = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .header("x-refresh-cookie", "1")
+        .json(&json!({"username": "cookie-out", "password": common::PASSWORD}))
+        .send()
+        .await?;
+    let (token, _) = refresh_cookie(&login).expect("cookie");
+
+    let without_header = stack
+        .http
+        .post(stack.url("/api/v1/auth/refresh"))
+        .header(reqwest::header::COOKIE, format!("chat_refresh={token}"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(
+        without_header.status(),
+        401,
+        "another site's form post (no custom header) cannot spend the cookie"
+    );
+
+    let logout = page_post(&stack, "/api/v1/auth/logout", Some(&token)).await?;
+    assert_eq!(logout.status(), 204);
+    let (cleared, line) = refresh_cookie(&logout).expect("logout clears the cookie");
+    assert_eq!(cleared, "");
+    assert!(line.contains("Max-Age=0"), "{line}");
+    let after = page_post(&stack, "/api/v1/auth/refresh", Some(&token)).await?;
+    assert_eq!(after.status(), 401, "the cookie's family is revoked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_clients_without_the_header_keep_the_refresh_token_in_json_and_no_cookie() -> anyhow::Result<()> {
+    let stack = TestStack::spawn().await?;
+    stack.register("api-client").await?;
+    let login = stack
+        .http
+        .post(stack.url("/api/v1/auth/login"))
+        .json(&json!({"username": "api-client", "password": common::PASSWORD}))
+        .send()
+        .await?;
+    assert!(refresh_cookie(&login).is_none());
+    let body: Value = login.json().await?;
+    let (status, refreshed) = refresh(&stack, &body["refresh_token"]).await?;
+    assert_eq!(status, 200);
+    assert!(refreshed["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
+    Ok(())
+}

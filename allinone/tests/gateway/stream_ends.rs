@@ -181,3 +181,47 @@ async fn an_sse_reply_stream_ends_when_its_token_expires() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_signed_out_access_token_is_refused_on_rest_websocket_and_grpc_web_but_another_devices_is_not()
+-> anyhow::Result<()> {
+    // Arrange: one user signed in on two devices.
+    let stack = TestStack::spawn().await?;
+    let (laptop, refresh, _) = signed_in(&stack, "alice").await?;
+    let phone = stack.login("alice").await?["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Act: the laptop signs out.
+    logout(&stack, &refresh).await?;
+
+    // Assert: REST.
+    let rest = |token: String| {
+        stack
+            .http
+            .get(stack.url("/api/v1/sessions"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(rest(laptop.clone()).await?.status(), 401);
+    assert_eq!(rest(phone.clone()).await?.status(), 200);
+    // The WebSocket upgrade.
+    let refused = stack.ws(&laptop).await.err().expect("the upgrade is refused");
+    match refused.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+    stack.ws(&phone).await?;
+    // gRPC-Web.
+    let mut grpc_web = client(&stack)?;
+    let status = grpc_web
+        .list_sessions(with_token(pb::ListSessionsRequest::default(), &laptop))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    grpc_web
+        .list_sessions(with_token(pb::ListSessionsRequest::default(), &phone))
+        .await?;
+    Ok(())
+}

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, Scope, TokenKeys, bearer};
+use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, SIGN_IN_METADATA, Scope, TokenKeys, bearer};
 use tonic::service::Interceptor;
 
 use super::UserLimits;
 use crate::domain::{Principal, UserId};
+use crate::service::UserStreams;
 
 /// A caller that is an end user with their own token: chat-core ends their
 /// streams when it expires and holds them to the per-user limits.
@@ -31,6 +32,8 @@ pub struct AuthInterceptor {
     scope: Scope,
     /// The limits of users calling with their own tokens.
     user_limits: Option<Arc<UserLimits>>,
+    /// Where signed-out sign-ins are kept: their access tokens are refused.
+    sign_outs: UserStreams,
 }
 
 impl AuthInterceptor {
@@ -41,7 +44,15 @@ impl AuthInterceptor {
             accept_user_tokens,
             scope: Scope::Chat,
             user_limits: None,
+            sign_outs: UserStreams::default(),
         }
+    }
+
+    /// Refuses the access tokens of the sign-ins signed out in `streams`
+    /// (named in the token's `sid`, or by the gateway in `x-sign-in`).
+    pub fn with_sign_outs(mut self, streams: UserStreams) -> Self {
+        self.sign_outs = streams;
+        self
     }
 
     /// Counts each call of a user with their own token against `limits`.
@@ -65,6 +76,19 @@ impl AuthInterceptor {
             accept_user_tokens: false,
             keys: self.keys.clone(),
             user_limits: None,
+            sign_outs: self.sign_outs.clone(),
+        }
+    }
+}
+
+impl AuthInterceptor {
+    /// Refuses the calls of a signed-out sign-in.
+    fn check_signed_in(&self, sign_in: Option<&str>) -> Result<(), tonic::Status> {
+        match sign_in {
+            Some(sign_in) if self.sign_outs.is_signed_out(sign_in) => {
+                Err(ErrorCode::Unauthenticated.status("signed out; sign in again"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -98,6 +122,7 @@ impl Interceptor for AuthInterceptor {
                 return Err(ErrorCode::Forbidden.status("only services may act on behalf of a user"));
             }
             Role::User => {
+                self.check_signed_in(claims.sid.as_deref())?;
                 if let Some(limits) = &self.user_limits {
                     limits.check_request(&claims.sub)?;
                 }
@@ -117,6 +142,11 @@ impl Interceptor for AuthInterceptor {
                         .ok_or_else(|| {
                             ErrorCode::Invalid.status(format!("{ON_BEHALF_OF_METADATA} is not a user id"))
                         })?;
+                    let sign_in = request
+                        .metadata()
+                        .get(SIGN_IN_METADATA)
+                        .and_then(|v| v.to_str().ok());
+                    self.check_signed_in(sign_in)?;
                     Principal::User(user)
                 }
                 None => Principal::from_claims(&claims),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::UserLimits;
 use super::auth::DirectUser;
-use super::{principal, request_id};
+use super::{post, principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal, UserId};
@@ -26,8 +26,7 @@ use crate::store::{NewSession, SessionFilter};
 /// What the `recent` filter means: updated within the last day.
 const RECENT_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Longest accepted session metadata, as JSON text.
-const MAX_METADATA_BYTES: usize = 16 * 1024;
+use crate::domain::MAX_METADATA_BYTES;
 /// Default and largest page of messages.
 const DEFAULT_MESSAGE_LIMIT: u32 = 50;
 const MAX_MESSAGE_LIMIT: u32 = 1000;
@@ -228,7 +227,7 @@ impl ChatService for ChatApi {
                 concurrency,
             })
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn get_session(
@@ -240,7 +239,7 @@ impl ChatService for ChatApi {
             .core
             .readable_session(&principal, &request.get_ref().session_id)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn list_sessions(
@@ -263,7 +262,7 @@ impl ChatService for ChatApi {
         let cursor = (!req.cursor.is_empty()).then_some(req.cursor);
         let page = self.core.list_sessions(&principal, filter, limit, cursor).await?;
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: page.sessions.iter().map(convert::session).collect(),
+            sessions: page.sessions.iter().map(|s| self.core.session_view(s)).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
         }))
     }
@@ -279,7 +278,7 @@ impl ChatService for ChatApi {
             .core
             .resolve_session(&principal, &req.session_id, notes)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn end_session(
@@ -291,7 +290,7 @@ impl ChatService for ChatApi {
             .core
             .end_session(&principal, &request.get_ref().session_id)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn hand_back(
@@ -304,7 +303,7 @@ impl ChatService for ChatApi {
             .core
             .hand_back(&principal, &req.session_id, &req.agent)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn delete_session(
@@ -364,7 +363,7 @@ impl ChatService for ChatApi {
                 &principal,
                 &req.session_id,
                 &req.client_msg_id,
-                req.content,
+                post(req.content, req.metadata_json),
                 role,
                 origin,
             )
@@ -444,6 +443,6 @@ impl ChatService for ChatApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let session = self.core.rename(&principal, &req.session_id, &req.title).await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::Instrument as _;
 
-use super::UserLimits;
+use super::{UserLimits, post};
 use crate::dispatch::RunOrigin;
 use crate::domain::{MessageRole, Principal, SessionId};
 use crate::service::{ChatCore, ServiceError};
@@ -210,7 +210,7 @@ impl Connection {
                 &self.principal,
                 &send.session_id,
                 &send.client_msg_id,
-                send.content,
+                post(send.content, send.metadata_json),
                 MessageRole::User,
             )
             .await;

@@ -29,6 +29,14 @@ fn request_id<T>(request: &tonic::Request<T>) -> Option<String> {
         .map(|id| id.0.clone())
 }
 
+/// A message as sent over gRPC: its content, and metadata unless empty.
+fn post(content: String, metadata_json: String) -> crate::domain::Post {
+    crate::domain::Post {
+        content,
+        metadata: Some(metadata_json).filter(|m| !m.is_empty()),
+    }
+}
+
 /// The principal the interceptor attached to the request.
 fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
     request

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
-use crate::service::{ChatCore, ServiceError, convert};
+use crate::service::{ChatCore, ServiceError};
 
 /// Default and largest page of waiting sessions.
 const DEFAULT_WAITING_LIMIT: u32 = 50;
@@ -54,7 +54,10 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(pb::ListWaitingResponse {
             sessions: waiting
                 .iter()
-                .map(|(session, owner)| convert::waiting_session(session, owner))
+                .map(|(session, owner)| pb::WaitingSession {
+                    session: Some(self.core.session_view(session)),
+                    owner: owner.clone(),
+                })
                 .collect(),
         }))
     }
@@ -62,7 +65,7 @@ impl OperatorService for OperatorApi {
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::Session>, Status> {
         let principal = principal(&request)?;
         let session = self.core.claim(&principal, &request.get_ref().session_id).await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn reply(&self, request: Request<pb::ReplyRequest>) -> Result<Response<pb::Message>, Status> {
@@ -88,7 +91,7 @@ impl OperatorService for OperatorApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         self.core
-            .set_typing(&principal, &req.session_id, req.typing)
+            .set_typing(&principal, &req.session_id, req.typing, req.origin)
             .await?;
         Ok(Response::new(pb::SetTypingResponse {}))
     }
@@ -103,7 +106,7 @@ impl OperatorService for OperatorApi {
             .core
             .operator_hand_back(&principal, &req.session_id, &req.agent)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 
     async fn resolve(
@@ -117,6 +120,6 @@ impl OperatorService for OperatorApi {
             .core
             .operator_resolve(&principal, &req.session_id, notes)
             .await?;
-        Ok(Response::new(convert::session(&session)))
+        Ok(Response::new(self.core.session_view(&session)))
     }
 }

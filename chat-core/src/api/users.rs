@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::principal;
 use crate::bus::EventBus;
-use crate::service::{Accounts, Passwords, ServiceError};
+use crate::service::{Accounts, Passwords, ServiceError, UserStreams};
 use crate::store::ChatStore;
 
 fn invalid_refresh_token() -> Status {
@@ -22,9 +22,14 @@ pub struct UserApi {
 }
 
 impl UserApi {
-    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>, bus: Arc<dyn EventBus>) -> Self {
+    pub fn new(
+        store: Arc<dyn ChatStore>,
+        passwords: Arc<Passwords>,
+        bus: Arc<dyn EventBus>,
+        streams: UserStreams,
+    ) -> Self {
         Self {
-            accounts: Accounts::new(store, passwords, bus),
+            accounts: Accounts::new(store, passwords, bus, streams),
         }
     }
 }
@@ -75,6 +80,7 @@ impl UserService for UserApi {
         Ok(Response::new(pb::IssueRefreshTokenResponse {
             refresh_token: issued.token,
             expires_at_ms: issued.expires_at,
+            family_id: issued.family_id,
         }))
     }
 
@@ -87,16 +93,18 @@ impl UserService for UserApi {
             refresh_token,
             ttl_secs,
             family_ttl_secs,
+            access_ttl_secs,
         } = request.into_inner();
         match self
             .accounts
-            .rotate_refresh_token(&refresh_token, ttl_secs, family_ttl_secs)
+            .rotate_refresh_token(&refresh_token, ttl_secs, family_ttl_secs, access_ttl_secs)
             .await?
         {
             Some(issued) => Ok(Response::new(pb::RotateRefreshTokenResponse {
                 user_id: issued.user_id.into_string(),
                 refresh_token: issued.token,
                 expires_at_ms: issued.expires_at,
+                family_id: issued.family_id,
             })),
             None => Err(invalid_refresh_token()),
         }
@@ -107,8 +115,13 @@ impl UserService for UserApi {
         request: Request<pb::RevokeRefreshTokenRequest>,
     ) -> Result<Response<pb::RevokeRefreshTokenResponse>, Status> {
         require_service(&request)?;
-        let refresh_token = request.into_inner().refresh_token;
-        self.accounts.revoke_refresh_token(&refresh_token).await?;
+        let pb::RevokeRefreshTokenRequest {
+            refresh_token,
+            access_ttl_secs,
+        } = request.into_inner();
+        self.accounts
+            .revoke_refresh_token(&refresh_token, access_ttl_secs)
+            .await?;
         Ok(Response::new(pb::RevokeRefreshTokenResponse {}))
     }
 

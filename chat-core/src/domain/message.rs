@@ -42,6 +42,26 @@ pub struct Message {
     pub duration_ms: Option<i64>,
     /// JSON array of [`ToolCallRecord`]s, as stored.
     pub tool_calls: Option<String>,
+    /// The JSON object its sender attached, as text.
+    pub metadata: Option<String>,
+}
+
+/// What a sender posts: the text, and optionally a JSON object of metadata
+/// stored with it (checked by [`super::validate_metadata`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Post {
+    pub content: String,
+    pub metadata: Option<String>,
+}
+
+impl Post {
+    /// Text without metadata.
+    pub fn text(content: String) -> Self {
+        Self {
+            content,
+            metadata: None,
+        }
+    }
 }
 
 /// A tool call made for a reply, with its result once known. Serialised

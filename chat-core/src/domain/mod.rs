@@ -12,13 +12,13 @@ mod validate;
 
 pub use error::DomainError;
 pub use ids::{ClientMsgId, MAX_CLIENT_MSG_ID_LEN, MessageId, RunId, SessionId, UserId, new_id};
-pub use message::{HUMAN_AGENT, Message, MessageRole, ToolCallRecord};
+pub use message::{HUMAN_AGENT, Message, MessageRole, Post, ToolCallRecord};
 pub use principal::Principal;
 pub use run::{Run, RunErrorCode, RunFailure, RunStatus};
 pub use session::{
     Actor, Assignee, Concurrency, MAX_NOTES_CHARS, Session, SessionChange, SessionStatus, validate_notes,
 };
-pub use validate::validate_content;
+pub use validate::{MAX_METADATA_BYTES, validate_content, validate_metadata};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

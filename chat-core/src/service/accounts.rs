@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::ServiceError;
 use super::passwords::Passwords;
+use super::{Revocation, ServiceError, UserStreams};
 use crate::bus::EventBus;
 use crate::domain::{UserId, now_ms};
-use crate::store::{ChatStore, Rotation};
+use crate::store::{ChatStore, Rotation, SignIn};
 
 /// Random bytes in a refresh token.
 const REFRESH_TOKEN_BYTES: usize = 32;
@@ -67,12 +67,14 @@ fn presented_refresh_token(token: &str) -> Option<&str> {
     (!token.is_empty() && token.len() <= MAX_REFRESH_TOKEN_CHARS).then_some(token)
 }
 
-/// A refresh token handed out: the opaque token and its expiry (epoch ms).
+/// A refresh token handed out: the opaque token, its expiry (epoch ms) and
+/// the sign-in (family) it belongs to.
 #[derive(Debug)]
 pub struct IssuedToken {
     pub user_id: UserId,
     pub token: String,
     pub expires_at: i64,
+    pub family_id: String,
 }
 
 /// Account operations over the store.
@@ -80,17 +82,35 @@ pub struct IssuedToken {
 pub struct Accounts {
     store: Arc<dyn ChatStore>,
     passwords: Arc<Passwords>,
-    /// Where revoked sign-ins are announced, so every replica ends the user's streams.
+    /// Where revoked sign-ins are announced, so every replica refuses their
+    /// access tokens and ends the user's streams.
     bus: Arc<dyn EventBus>,
+    /// This replica's streams and revoked sign-ins.
+    streams: UserStreams,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn ChatStore>, passwords: Arc<Passwords>, bus: Arc<dyn EventBus>) -> Self {
+    pub fn new(
+        store: Arc<dyn ChatStore>,
+        passwords: Arc<Passwords>,
+        bus: Arc<dyn EventBus>,
+        streams: UserStreams,
+    ) -> Self {
         Self {
             store,
             passwords,
             bus,
+            streams,
         }
+    }
+
+    /// Revokes a sign-in here at once (so the caller's next request is
+    /// refused) and on every other replica through the bus.
+    async fn sign_out(&self, sign_in: &SignIn, access_ttl_secs: u64) {
+        let revocation =
+            Revocation::of_sign_in(sign_in.user_id.as_ref(), &sign_in.family_id, access_ttl_secs);
+        self.streams.apply(&revocation);
+        self.bus.publish_revocation(&revocation.encode()).await;
     }
 
     /// Creates a user with a valid username and password.
@@ -123,25 +143,29 @@ impl Accounts {
         let expires_at = refresh_expiry(ttl_secs)?;
         let user_id = UserId::parse(user_id)?;
         let token = new_refresh_token();
-        self.store
+        let stored = self
+            .store
             .issue_refresh_token(&user_id, &refresh_token_hash(&token), expires_at)
             .await?;
         Ok(IssuedToken {
             user_id,
             token,
             expires_at,
+            family_id: stored.family_id,
         })
     }
 
     /// Rotates a live refresh token into a new one of the same family;
     /// `None` when it is malformed, unknown, expired, of a family older than
     /// `family_ttl_secs` (0: no limit), or was already used (then its whole
-    /// family is revoked).
+    /// family is revoked, and its access tokens, which live at most
+    /// `access_ttl_secs`, are refused).
     pub async fn rotate_refresh_token(
         &self,
         presented: &str,
         ttl_secs: u64,
         family_ttl_secs: u64,
+        access_ttl_secs: u64,
     ) -> Result<Option<IssuedToken>, ServiceError> {
         let expires_at = refresh_expiry(ttl_secs)?;
         // 0 is no limit; a limit past the longest token lifetime is no tighter than it.
@@ -165,26 +189,32 @@ impl Accounts {
                 user_id: record.user_id,
                 token: next,
                 expires_at: record.expires_at,
+                family_id: record.family_id,
             }),
-            Rotation::Reused(user_id) => {
-                tracing::warn!(%user_id, "refresh token reused; its family is revoked");
-                self.bus.publish_revocation(&user_id).await;
+            Rotation::Reused(sign_in) => {
+                tracing::warn!(user_id = %sign_in.user_id, "refresh token reused; its family is revoked");
+                self.sign_out(&sign_in, access_ttl_secs).await;
                 None
             }
             Rotation::Invalid => None,
         })
     }
 
-    /// Revokes the family of a presented refresh token, if it exists, and
-    /// ends its user's streams on every replica.
-    pub async fn revoke_refresh_token(&self, presented: &str) -> Result<(), ServiceError> {
+    /// Revokes the family of a presented refresh token, if it exists: its
+    /// access tokens (which live at most `access_ttl_secs`) are refused and
+    /// its user's streams end, on every replica.
+    pub async fn revoke_refresh_token(
+        &self,
+        presented: &str,
+        access_ttl_secs: u64,
+    ) -> Result<(), ServiceError> {
         if let Some(presented) = presented_refresh_token(presented)
-            && let Some(user_id) = self
+            && let Some(sign_in) = self
                 .store
                 .revoke_refresh_family(&refresh_token_hash(presented))
                 .await?
         {
-            self.bus.publish_revocation(&user_id).await;
+            self.sign_out(&sign_in, access_ttl_secs).await;
         }
         Ok(())
     }

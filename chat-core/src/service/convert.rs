@@ -21,6 +21,8 @@ pub fn session(s: &Session) -> pb::Session {
         assignee: s.assignee.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
         waiting_since_ms: s.waiting_since.unwrap_or_default(),
         session_status: session_status(s.status).into(),
+        // Known to the service, which sets it (`ChatCore::session_view`).
+        expires_at_ms: 0,
     }
 }
 
@@ -77,6 +79,7 @@ pub fn message(m: &Message) -> pb::Message {
         duration_ms: m.duration_ms,
         tool_calls_json: m.tool_calls.clone().unwrap_or_default(),
         message_role: message_role(m.role).into(),
+        metadata_json: m.metadata.clone().unwrap_or_default(),
     }
 }
 

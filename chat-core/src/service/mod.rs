@@ -8,6 +8,7 @@ mod operators;
 mod passwords;
 mod queue;
 mod replay;
+mod revoked;
 mod sessions;
 mod streams;
 mod subscribe;
@@ -17,6 +18,7 @@ pub use error::ServiceError;
 pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 pub use queue::QueueUpdates;
 pub use replay::{REPLAY_PAGE, ReplayBudget};
+pub use revoked::Revocation;
 pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
@@ -27,7 +29,8 @@ use tracing::Instrument as _;
 use crate::bus::EventBus;
 use crate::dispatch::{Dispatcher, RunOrigin};
 use crate::domain::{
-    self, ClientMsgId, Message, MessageRole, Principal, Run, RunId, RunStatus, Session, SessionId,
+    self, Actor, ClientMsgId, Message, MessageRole, Post, Principal, Run, RunId, RunStatus, Session,
+    SessionChange, SessionId, SessionStatus,
 };
 use crate::lifecycle::SessionLifecycle;
 use crate::store::{ChatStore, NewMessage};
@@ -44,6 +47,8 @@ pub struct Limits {
     pub default_concurrency: Concurrency,
     /// Policies of sessions of these agents created without one.
     pub agent_concurrency: std::collections::HashMap<String, Concurrency>,
+    /// How long an active session may sit idle before it expires (ms); 0 never.
+    pub session_ttl_ms: i64,
 }
 
 /// chat-core's operations over its store, bus and dispatcher.
@@ -96,6 +101,16 @@ impl ChatCore {
         self
     }
 
+    /// A session as callers see it, with when it expires if left idle.
+    pub fn session_view(&self, session: &Session) -> pb::Session {
+        let mut view = convert::session(session);
+        let expires = SessionStatus::allowing(SessionChange::Expire, Actor::System);
+        if self.limits.session_ttl_ms > 0 && expires.contains(&session.status) {
+            view.expires_at_ms = session.updated_at.saturating_add(self.limits.session_ttl_ms);
+        }
+        view
+    }
+
     /// Users' open streams on this replica.
     pub fn streams(&self) -> &UserStreams {
         &self.streams
@@ -137,12 +152,12 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
         client_msg_id: &str,
-        content: String,
+        post: Post,
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
         let span = tracing::info_span!("send", session_id = %session_id, run_id = tracing::field::Empty);
         let sent = self
-            .commit_send(principal, session_id, client_msg_id, content, role)
+            .commit_send(principal, session_id, client_msg_id, post, role)
             .instrument(span.clone())
             .await?;
         if let Some(run) = &sent.run {
@@ -156,15 +171,18 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
         client_msg_id: &str,
-        content: String,
+        post: Post,
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
         let client_msg_id = (!client_msg_id.is_empty())
             .then(|| ClientMsgId::parse(client_msg_id))
             .transpose()?;
-        domain::validate_content(&content, self.limits.max_content_bytes)?;
+        domain::validate_content(&post.content, self.limits.max_content_bytes)?;
+        if let Some(metadata) = &post.metadata {
+            domain::validate_metadata(metadata)?;
+        }
         let session = self.authorized_session(principal, session_id).await?;
-        self.append_to(&session, client_msg_id, content, role, None).await
+        self.append_to(&session, client_msg_id, post, role, None).await
     }
 
     /// Appends a message to `session`, which the caller may post to; a user
@@ -173,7 +191,7 @@ impl ChatCore {
         &self,
         session: &Session,
         client_msg_id: Option<ClientMsgId>,
-        content: String,
+        post: Post,
         role: MessageRole,
         author: Option<String>,
     ) -> Result<Sent, ServiceError> {
@@ -187,12 +205,13 @@ impl ChatCore {
             .append_message(NewMessage {
                 session_id: session.id.clone(),
                 role,
-                content,
+                content: post.content,
                 client_msg_id: client_msg_id.clone(),
                 start_run,
                 reject_if_busy: start_run && policy == Concurrency::Reject,
                 author,
                 claim: self.dispatcher.send_lease(),
+                metadata: post.metadata,
             })
             .await?;
         if !appended.duplicate {

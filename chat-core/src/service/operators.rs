@@ -8,9 +8,12 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 use super::{ChatCore, Sent, ServiceError, event};
 use crate::domain::{
     self, Actor, Assignee, ClientMsgId, MessageRole, Principal, Session, SessionChange, SessionId,
-    SessionStatus, validate_notes,
+    SessionStatus, UserId, validate_notes,
 };
 use crate::store::{Transition, User};
+
+/// Longest `origin` of a typing notice, in bytes.
+const MAX_ORIGIN_BYTES: usize = 64;
 
 impl ChatCore {
     /// The account behind a user's token (none for services).
@@ -123,30 +126,70 @@ impl ChatCore {
         self.append_to(
             &session,
             client_msg_id,
-            content,
+            domain::Post::text(content),
             MessageRole::Human,
             Some(operator.username),
         )
         .await
     }
 
-    /// Tells the session's subscribers that its operator is or stopped typing.
+    /// Tells the session's subscribers that its operator, or its own user,
+    /// is or stopped typing; `origin` tags the caller's connection.
     pub async fn set_typing(
         &self,
         principal: &Principal,
         session_id: &str,
         typing: bool,
+        origin: String,
     ) -> Result<(), ServiceError> {
-        let (operator, session) = self.held_session(principal, session_id).await?;
-        let presence = pb::Presence {
-            session_id: session.id.to_string(),
-            name: operator.username,
-            typing,
+        if origin.len() > MAX_ORIGIN_BYTES {
+            return Err(ServiceError::Invalid(format!(
+                "origin must be at most {MAX_ORIGIN_BYTES} bytes"
+            )));
+        }
+        let owner = match principal {
+            Principal::User(user_id) => self.owned_by(user_id, session_id).await?,
+            Principal::Service(_) => None,
         };
+        let presence = match owner {
+            Some(owner) => pb::Presence {
+                session_id: session_id.to_owned(),
+                name: String::new(),
+                typing,
+                user_id: owner.to_string(),
+                origin,
+            },
+            None => {
+                let (operator, session) = self.held_session(principal, session_id).await?;
+                pb::Presence {
+                    session_id: session.id.to_string(),
+                    name: operator.username,
+                    typing,
+                    user_id: String::new(),
+                    origin,
+                }
+            }
+        };
+        let session_id = presence.session_id.clone();
         self.bus
-            .publish(session.id.as_str(), event(Event::Presence(presence)))
+            .publish(&session_id, event(Event::Presence(presence)))
             .await;
         Ok(())
+    }
+
+    /// `user_id` when they own session `session_id` (an unknown session is not found).
+    async fn owned_by<'a>(
+        &self,
+        user_id: &'a UserId,
+        session_id: &str,
+    ) -> Result<Option<&'a UserId>, ServiceError> {
+        let id = SessionId::parse(session_id)?;
+        let session = self
+            .store
+            .get_session(&id)
+            .await?
+            .ok_or(ServiceError::NotFound("session"))?;
+        Ok((session.owner_id == *user_id).then_some(user_id))
     }
 
     /// Gives a held session back to an agent (the session's, or `agent`).

@@ -1,6 +1,7 @@
 //! The streams users hold on this replica (`Connect`, `Subscribe`,
 //! `SendMessage`), so that a revoked sign-in ends them at once, and so a
-//! user's concurrent streams can be counted.
+//! user's concurrent streams can be counted; and the revoked sign-ins whose
+//! access tokens are refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt as _;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::revoked::{Revocation, RevokedSignIns};
 use crate::bus::EventBus;
 
-/// Each user's open streams on this replica.
+/// Each user's open streams on this replica, and the revoked sign-ins.
 #[derive(Clone, Default)]
 pub struct UserStreams {
     users: Arc<Mutex<HashMap<String, Held>>>,
+    revoked: RevokedSignIns,
 }
 
 /// A user's streams: cancelled when their sign-in is revoked.
@@ -66,14 +69,32 @@ impl UserStreams {
         }
     }
 
-    /// Ends the streams of every user whose revocation the bus carries, from
-    /// any replica, until the bus closes.
+    /// Applies a revocation here: the sign-in's access tokens are refused
+    /// from now on, and the user's streams end (on every device: those
+    /// signed in elsewhere reconnect).
+    pub fn apply(&self, revocation: &Revocation) {
+        if let Some((sign_in, until)) = &revocation.sign_in {
+            self.revoked.insert(sign_in, *until);
+        }
+        self.revoke(&revocation.user_id);
+    }
+
+    /// Whether `sign_in` was signed out (its access tokens are refused).
+    pub fn is_signed_out(&self, sign_in: &str) -> bool {
+        self.revoked.contains(sign_in)
+    }
+
+    /// Applies every revocation the bus carries, from any replica, until the
+    /// bus closes.
     pub fn follow(&self, bus: &dyn EventBus) -> tokio::task::JoinHandle<()> {
         let mut revocations = bus.revocations();
         let streams = self.clone();
         tokio::spawn(async move {
-            while let Some(user_id) = revocations.next().await {
-                streams.revoke(&user_id);
+            while let Some(text) = revocations.next().await {
+                match Revocation::decode(&text) {
+                    Some(revocation) => streams.apply(&revocation),
+                    None => tracing::warn!("malformed revocation on the bus"),
+                }
             }
         })
     }

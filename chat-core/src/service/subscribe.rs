@@ -324,7 +324,7 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
         client_msg_id: &str,
-        content: String,
+        post: crate::domain::Post,
         role: crate::domain::MessageRole,
         origin: crate::dispatch::RunOrigin,
     ) -> Result<
@@ -337,7 +337,7 @@ impl ChatCore {
         SessionId::parse(session_id)?;
         let mut live = self.bus.subscribe(session_id).await;
         let sent = self
-            .send(principal, session_id, client_msg_id, content, role)
+            .send(principal, session_id, client_msg_id, post, role)
             .await?;
         self.announce(&sent, origin).await;
         let core = self.clone();

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entity::{external_identity, refresh_token, user};
-use super::{AccountStore, RefreshToken, Rotation, SeaStore, StoreError, User};
+use super::{AccountStore, RefreshToken, Rotation, SeaStore, SignIn, StoreError, User};
 use crate::domain::{UserId, new_id, now_ms};
 
 #[async_trait]
@@ -123,10 +123,13 @@ impl AccountStore for SeaStore {
         }
         revoke_family(&txn, &current.family_id, now).await?;
         txn.commit().await?;
-        Ok(Rotation::Reused(UserId::from_trusted(current.user_id)))
+        Ok(Rotation::Reused(SignIn {
+            user_id: UserId::from_trusted(current.user_id),
+            family_id: current.family_id,
+        }))
     }
 
-    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<SignIn>, StoreError> {
         let Some(token) = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(token_hash))
             .one(&self.db)
@@ -135,7 +138,10 @@ impl AccountStore for SeaStore {
             return Ok(None);
         };
         revoke_family(&self.db, &token.family_id, now_ms()).await?;
-        Ok(Some(UserId::from_trusted(token.user_id)))
+        Ok(Some(SignIn {
+            user_id: UserId::from_trusted(token.user_id),
+            family_id: token.family_id,
+        }))
     }
 
     // === external identities ===

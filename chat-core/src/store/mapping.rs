@@ -59,6 +59,7 @@ impl TryFrom<message::Model> for Message {
             first_delta_ms: row.first_delta_ms,
             duration_ms: row.duration_ms,
             tool_calls: row.tool_calls,
+            metadata: row.metadata,
         })
     }
 }

@@ -136,6 +136,7 @@ impl SeaStore {
             first_delta_ms: Set(None),
             duration_ms: Set(None),
             tool_calls: Set(None),
+            metadata: Set(new.metadata.clone()),
         }
         .insert(&txn)
         .await?;

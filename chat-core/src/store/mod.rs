@@ -63,9 +63,9 @@ pub trait AccountStore: Send + Sync {
         expires_at: i64,
         family_ttl_ms: Option<i64>,
     ) -> Result<Rotation, StoreError>;
-    /// Revokes every token of `token_hash`'s family; the family's user, or
-    /// `None` when no such token exists.
-    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
+    /// Revokes every token of `token_hash`'s family; the family (and its
+    /// user), or `None` when no such token exists.
+    async fn revoke_refresh_family(&self, token_hash: &str) -> Result<Option<SignIn>, StoreError>;
 
     /// The user mapped to an identity provider's `(issuer, subject)`, created
     /// (with a username of `ext-` and random hex, and no usable password) on

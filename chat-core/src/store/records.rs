@@ -118,6 +118,8 @@ pub struct NewMessage {
     /// Claim the new run at once under this lease when the session has no
     /// other queued or running run, so the turn needs no separate claim.
     pub claim: Option<Lease>,
+    /// The JSON object the sender attached, as text.
+    pub metadata: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +163,13 @@ pub struct Lease {
     pub duration_ms: i64,
 }
 
+/// One login of a user: the family of refresh tokens rotated from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignIn {
+    pub user_id: UserId,
+    pub family_id: String,
+}
+
 /// What presenting a refresh token for rotation came to.
 #[derive(Clone, Debug)]
 pub enum Rotation {
@@ -168,7 +177,7 @@ pub enum Rotation {
     Rotated(RefreshToken),
     /// The token had already been rotated or revoked: its whole family (of
     /// this user) is now revoked.
-    Reused(UserId),
+    Reused(SignIn),
     /// No such token, or it expired.
     Invalid,
 }

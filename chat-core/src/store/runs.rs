@@ -181,6 +181,7 @@ impl RunStore for SeaStore {
                 .map(|at| std::cmp::max(at - started_at, 0))),
             duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
             tool_calls: Set(completion.tool_calls.clone()),
+            metadata: Set(None),
         }
         .insert(&txn)
         .await?;

@@ -50,6 +50,9 @@ struct SendBody {
     session_id: String,
     client_msg_id: Option<String>,
     content: String,
+    /// A JSON object stored with the message.
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +141,10 @@ fn parse(text: &str, max_content_bytes: usize) -> Result<Inbound, OutFrame> {
                 client_msg_id,
                 content: b.content,
                 trace_context: Default::default(),
+                metadata_json: b
+                    .metadata
+                    .map(|object| serde_json::Value::Object(object).to_string())
+                    .unwrap_or_default(),
             })
         }
         "watch_queue" => ClientKind::WatchQueue(pb::WatchQueueFrame {}),

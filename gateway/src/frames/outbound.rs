@@ -272,6 +272,9 @@ impl OutFrame {
                 agent: s.agent,
                 assignee: Some(s.assignee).filter(|a| !a.is_empty()),
             },
+            // The session's user typing is a notice for Socket.IO clients;
+            // the WebSocket tells of the person answering only.
+            EventKind::Presence(p) if !p.user_id.is_empty() => return None,
             EventKind::Presence(p) => Self::Presence {
                 session_id: p.session_id,
                 name: p.name,

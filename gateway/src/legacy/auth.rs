@@ -1,16 +1,21 @@
 //! `POST /auth/login`, `/auth/refresh` and `/auth/logout` in the shape the
 //! legacy web client expects from its login service, so it can log in
 //! against the gateway. The checks are `/api/v1/auth/*`'s: the same
-//! handlers do the work.
+//! handlers do the work. Also `POST /auth/validate` (is this token good
+//! here) and `GET /auth/status` (what the login service offers).
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use chat_proto::chat::v1 as pb;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::LegacyError;
+use super::views::{date_of_secs, now};
 use crate::app::SharedState;
-use crate::auth::TokenPair;
+use crate::auth::{AuthUser, TokenPair, authenticate};
 use crate::extract::{ApiJson, OptionalJson};
 use crate::routes::auth::{log_in, revoke, rotate};
 
@@ -91,4 +96,73 @@ pub async fn logout(
 ) -> Result<Json<serde_json::Value>, LegacyError> {
     revoke(&state, body.refresh_token).await?;
     Ok(Json(json!({"success": true, "message": "Logged out"})))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ValidateBody {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /auth/validate {token}` → `{valid: true, userId, issued, expires,
+/// sessionData: null}`, or 401 `{valid: false, error}`. Valid means what
+/// every route checks: signature, audience, expiry, and (asked of chat-core)
+/// a sign-in that was not signed out.
+pub async fn validate(
+    State(state): State<SharedState>,
+    OptionalJson(body): OptionalJson<ValidateBody>,
+) -> Response {
+    let invalid = |error: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"valid": false, "error": error, "timestamp": now()})),
+        )
+            .into_response()
+    };
+    if body.token.is_empty() {
+        return invalid("token is required");
+    }
+    let Ok(user) = authenticate(&state, &body.token).await else {
+        return invalid("token is invalid or expired");
+    };
+    let signed_in = match state.unary_as(pb::WhoAmIRequest {}, &user) {
+        Ok(request) => state.core.operators().who_am_i(request).await,
+        Err(_) => return invalid("token is invalid or expired"),
+    };
+    match signed_in {
+        Ok(_) => Json(json!({
+            "valid": true,
+            "userId": user.user_id,
+            "issued": state.tokens.issued_at(&body.token).map(date_of_secs),
+            "expires": date_of_secs(user.expires_at),
+            "sessionData": null,
+            "timestamp": now(),
+        }))
+        .into_response(),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            invalid("token is invalid or expired")
+        }
+        Err(status) => LegacyError::from(status).into_response(),
+    }
+}
+
+/// `GET /auth/status` → `{service, status, features, configuration}`: what
+/// logging in here offers; the token's lifetime is the only setting told.
+pub async fn status(State(state): State<SharedState>, _user: AuthUser) -> Json<serde_json::Value> {
+    Json(json!({
+        "service": "auth",
+        "status": "active",
+        "features": {
+            "login": true,
+            "refresh": true,
+            "logout": true,
+            "validate": true,
+            "tokenMinting": false,
+        },
+        "configuration": {
+            "tokenType": "Bearer",
+            "accessTokenExpiresIn": state.tokens.access_ttl().as_secs(),
+        },
+        "timestamp": now(),
+    }))
 }

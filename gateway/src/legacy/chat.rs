@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::SESSION_HEADER;
 use super::error::LegacyError;
 use super::sessions::history_page;
-use super::views::ChatTurn;
+use super::views::{ChatTurn, stored_metadata};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -97,9 +97,9 @@ async fn post(
         return Err(ApiError::invalid("content is required").into());
     };
     messages::check_content(&content, state.limits.max_content_bytes)?;
-    let kind = body.kind.unwrap_or_else(|| "text".to_owned());
-    let metadata = body.metadata.unwrap_or_else(|| Value::Object(Default::default()));
-    let sent = messages::send(state, user, session_id, String::new(), content.clone()).await;
+    let metadata =
+        stored_metadata(body.kind.as_deref(), body.metadata.as_ref()).map_err(ApiError::invalid)?;
+    let sent = messages::send(state, user, session_id, String::new(), content.clone(), metadata).await;
     let (ack, events) = sent.map_err(LegacyError::about_session(id))?;
     let turn: Turn = messages::follow(state, user, ack, content, events).await?;
     if turn.reply.is_none() && matches!(turn.run.status, "failed" | "cancelled") {
@@ -110,7 +110,7 @@ async fn post(
         );
         return Err(error.into());
     }
-    Ok(ChatTurn::of(turn, &user.user_id, &kind, metadata))
+    Ok(ChatTurn::of(turn, &user.user_id))
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,8 @@
 //! Every route here is a translation: it calls chat-core exactly as the
 //! `/api/v1` handlers do (often through them) and reshapes the answer into
 //! the legacy JSON ([`views`], errors in [`error`]). Security is ours, not
-//! the legacy one's: every route but health and login authenticates, the
+//! the legacy one's: every route but health, login and validate (whose
+//! body token is the credential) authenticates, the
 //! caller is the token's subject, and the same rate and input limits apply.
 //! `docs/migration.md` maps old to new and lists what changed on purpose.
 
@@ -27,7 +28,7 @@ use crate::ratelimit;
 pub const SESSION_HEADER: &str = "x-session-id";
 
 /// Legacy routes counted in the auth rate-limit tier.
-pub const AUTH_ROUTES: [&str; 2] = [LOGIN_ROUTE, "/auth/refresh"];
+pub const AUTH_ROUTES: [&str; 3] = [LOGIN_ROUTE, "/auth/refresh", "/auth/validate"];
 /// The legacy login, counted in the account tier as well.
 pub const LOGIN_ROUTE: &str = "/auth/login";
 /// Legacy routes that post a message, counted in the messages tier.
@@ -51,6 +52,8 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/validate", post(auth::validate))
+        .route("/auth/status", get(auth::status))
         .route("/api", get(service::info))
         .route("/api/agents", get(service::agents))
         .route("/api/users/{user_id}/sessions", get(sessions::list))
@@ -70,6 +73,8 @@ pub fn routes(state: SharedState) -> Router<SharedState> {
         .route("/health", get(service::health))
         .route("/health/health", get(service::health))
         .route("/health/status", get(service::health))
+        // The health fields only: metrics are on each service's admin listener.
+        .route("/health/metrics", get(service::health))
         .route("/api/health/health", get(service::health))
         .merge(limited)
 }

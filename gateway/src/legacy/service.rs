@@ -33,7 +33,8 @@ fn uptime_secs() -> u64 {
     STARTED.get().map_or(0, |started| started.elapsed().as_secs())
 }
 
-/// `GET /health` (and `/health/health`, `/health/status`, `/api/health/health`):
+/// `GET /health` (and `/health/health`, `/health/status`, `/health/metrics`,
+/// `/api/health/health`):
 /// 200 `{status: "healthy"}` while this gateway takes traffic (as `/readyz`),
 /// else 503 `{status: "unhealthy", error}`.
 pub async fn health(State(state): State<SharedState>) -> Response {

@@ -13,6 +13,11 @@ pub fn now() -> String {
     rfc3339(chrono::Utc::now().timestamp_millis())
 }
 
+/// A Unix time in seconds, as legacy bodies carry dates.
+pub fn date_of_secs(secs: u64) -> String {
+    rfc3339(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
 // === statuses ===
 
 /// A session status as legacy clients name it (`pending_human` is
@@ -62,8 +67,8 @@ pub struct SessionView {
     pub agent: String,
     pub created_at: String,
     pub last_activity: String,
-    /// Sessions expire after a period without activity set by chat-core
-    /// (`SESSION_TTL`), which the gateway does not know: always null.
+    /// When an active session expires if left idle (its last activity plus
+    /// chat-core's `SESSION_TTL`); null when it does not expire.
     pub expires_at: Option<String>,
     /// Messages in the session, replies included (seqs have no gaps).
     pub message_count: i64,
@@ -86,7 +91,7 @@ impl From<pb::Session> for SessionView {
             agent: session.agent,
             created_at: rfc3339(session.created_at_ms),
             last_activity: rfc3339(session.updated_at_ms),
-            expires_at: None,
+            expires_at: (session.expires_at_ms > 0).then(|| rfc3339(session.expires_at_ms)),
             message_count: session.last_seq,
             metadata,
             resolution_notes: Some(session.resolution_notes).filter(|n| !n.is_empty()),
@@ -106,13 +111,49 @@ pub struct ListedSession {
 
 // === messages ===
 
+/// What a legacy message is stored with: the client's `metadata` object,
+/// holding a `type` other than `text` as `type` (unless it names one itself).
+/// An error for metadata that is not an object.
+pub fn stored_metadata(kind: Option<&str>, metadata: Option<&Value>) -> Result<Option<String>, &'static str> {
+    let mut object = match metadata {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(object)) => object.clone(),
+        Some(_) => return Err("metadata must be an object"),
+    };
+    if let Some(kind) = kind.filter(|k| *k != "text") {
+        object
+            .entry("type")
+            .or_insert_with(|| Value::String(kind.to_owned()));
+    }
+    Ok((!object.is_empty()).then(|| Value::Object(object).to_string()))
+}
+
+/// The metadata a message was stored with; `{}` when none.
+fn stored(message: &pb::Message) -> Value {
+    serde_json::from_str::<Value>(&message.metadata_json)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()))
+}
+
+/// A message's legacy `type`: the one it was sent with, `text` by default.
+fn message_kind(message: &pb::Message) -> String {
+    stored(message)
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("text")
+        .to_owned()
+}
+
 /// A stored message as the legacy history and lists spell it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageRecord {
     pub message_id: String,
     pub direction: &'static str,
     pub content: String,
-    pub message_type: &'static str,
+    pub message_type: String,
+    /// The JSON object the message was sent with (`{}` when none).
+    pub metadata: Value,
     /// The agent that wrote a reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
@@ -126,10 +167,11 @@ impl From<pb::Message> for MessageRecord {
     fn from(message: pb::Message) -> Self {
         Self {
             direction: direction(message.message_role()),
+            message_type: message_kind(&message),
+            metadata: stored(&message),
             intent: Some(message.agent).filter(|a| !a.is_empty()),
             message_id: message.id,
             content: message.content,
-            message_type: "text",
             created_at: rfc3339(message.created_at_ms),
             sequence_number: message.seq,
             role: message.role,
@@ -163,7 +205,7 @@ pub struct ChatMessage {
 pub struct AgentInfo {
     pub agent_id: String,
     pub agent_type: String,
-    /// Agents here give no confidence score.
+    /// Agents report no confidence score (the agent protocol has none): null.
     pub confidence: Option<f64>,
     /// Milliseconds from the run's start to the stored reply.
     pub processing_time: Option<i64>,
@@ -196,9 +238,11 @@ pub struct ChatTurn {
     pub timestamp: String,
 }
 
-/// A user message as the turn shows it; `kind` and `metadata` are what the
-/// client sent (neither is stored).
-pub fn incoming(message: pb::Message, user_id: &str, kind: &str, metadata: Value) -> ChatMessage {
+/// A user message as the turn shows it, with the `type` and `metadata` it
+/// was stored with.
+pub fn incoming(message: pb::Message, user_id: &str) -> ChatMessage {
+    let kind = message_kind(&message);
+    let metadata = stored(&message);
     ChatMessage {
         direction: direction(message.message_role()),
         timestamp: rfc3339(message.created_at_ms),
@@ -207,7 +251,7 @@ pub fn incoming(message: pb::Message, user_id: &str, kind: &str, metadata: Value
         session_id: message.session_id,
         user_id: user_id.to_owned(),
         content: message.content,
-        kind: kind.to_owned(),
+        kind,
         agent_info: None,
         metadata,
     }
@@ -264,11 +308,11 @@ pub fn turn_agent(reply: Option<&pb::Message>, agents: Vec<String>) -> TurnAgent
 
 impl ChatTurn {
     /// The answer to a message sent over REST and followed to its run's end.
-    pub fn of(turn: Turn, user_id: &str, kind: &str, metadata: Value) -> Self {
+    pub fn of(turn: Turn, user_id: &str) -> Self {
         let agent = turn_agent(turn.reply.as_ref(), turn.agents);
         Self {
             session_id: turn.message.session_id.clone(),
-            message: Some(incoming(turn.message, user_id, kind, metadata)),
+            message: Some(incoming(turn.message, user_id)),
             response: turn.reply.map(|reply| outgoing(reply, user_id)),
             agent,
             timestamp: now(),

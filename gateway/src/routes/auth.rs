@@ -7,12 +7,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::refresh_cookie;
 use crate::app::SharedState;
 use crate::auth::TokenPair;
 use crate::error::ApiError;
@@ -51,13 +52,32 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(Registered { user_id })))
 }
 
-/// `POST /api/v1/auth/login` → `{access_token, refresh_token, token_type, expires_in}`
+/// `POST /api/v1/auth/login` → `{access_token, refresh_token, token_type, expires_in}`;
+/// a page that sends `X-Refresh-Cookie` gets the refresh token as a cookie instead.
 pub async fn login(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<TokenPair>, ApiError> {
+) -> Result<Response, ApiError> {
     let (_, pair) = log_in(&state, body.username, body.password).await?;
-    Ok(Json(pair))
+    Ok(answer(&state, refresh_cookie::opted_in(&headers), pair))
+}
+
+/// A token pair as JSON; with `cookie`, its refresh token goes into the
+/// page's `HttpOnly` cookie and not into the body.
+fn answer(state: &SharedState, cookie: bool, mut pair: TokenPair) -> Response {
+    let set_cookie = cookie
+        .then(|| refresh_cookie::set(&pair.refresh_token, state.tokens.refresh_ttl()))
+        .flatten();
+    match set_cookie {
+        Some(set_cookie) => {
+            pair.refresh_token.clear();
+            let mut response = Json(pair).into_response();
+            refresh_cookie::append(response.headers_mut(), set_cookie);
+            response
+        }
+        None => Json(pair).into_response(),
+    }
 }
 
 /// Checks a username and password; the user's id and a fresh token pair.
@@ -86,26 +106,50 @@ pub async fn log_in(
         ttl_secs: state.tokens.refresh_ttl().as_secs(),
     };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
-    let refresh_token = state
+    let issued = state
         .core
         .users()
         .issue_refresh_token(request)
         .await?
-        .into_inner()
-        .refresh_token;
-    let pair = state.tokens.pair(&user_id, refresh_token)?;
+        .into_inner();
+    let pair = state
+        .tokens
+        .pair(&user_id, issued.refresh_token, &issued.family_id)?;
     Ok((user_id, pair))
 }
 
-/// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair.
+/// `POST /api/v1/auth/refresh {refresh_token}` → a new token pair. A page
+/// that sends `X-Refresh-Cookie` and `{}` spends its refresh cookie
+/// and gets a new one (the custom header keeps other sites from making the
+/// call: it needs a CORS preflight, and the cookie is `SameSite=Strict`).
 ///
 /// The presented refresh token is spent: using it again is taken as theft
 /// and revokes every token descended from the same login.
 pub async fn refresh(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefreshBody>,
-) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(rotate(&state, body.refresh_token).await?))
+) -> Result<Response, ApiError> {
+    let cookie = refresh_cookie::opted_in(&headers);
+    let token = presented_token(body, cookie, &headers);
+    match rotate(&state, token).await {
+        Ok(pair) => Ok(answer(&state, cookie, pair)),
+        Err(error) if cookie => {
+            // A spent or revoked cookie is of no further use.
+            let mut response = error.into_response();
+            refresh_cookie::append(response.headers_mut(), refresh_cookie::clear());
+            Ok(response)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The body's refresh token, else (for a page that asked) its cookie's.
+fn presented_token(body: RefreshBody, cookie: bool, headers: &HeaderMap) -> String {
+    match body.refresh_token {
+        token if token.is_empty() && cookie => refresh_cookie::presented(headers).unwrap_or_default(),
+        token => token,
+    }
 }
 
 /// Spends a refresh token for a new token pair of the same user.
@@ -117,6 +161,7 @@ pub async fn rotate(state: &SharedState, refresh_token: String) -> Result<TokenP
         refresh_token,
         ttl_secs: state.tokens.refresh_ttl().as_secs(),
         family_ttl_secs: state.tokens.refresh_family_ttl().as_secs(),
+        access_ttl_secs: state.tokens.access_ttl().as_secs(),
     };
     let request = state.core.unary(request, &state.tokens.service_token()?)?;
     let rotated = match state.core.users().rotate_refresh_token(request).await {
@@ -130,23 +175,37 @@ pub async fn rotate(state: &SharedState, refresh_token: String) -> Result<TokenP
             });
         }
     };
-    state.tokens.pair(&rotated.user_id, rotated.refresh_token)
+    state
+        .tokens
+        .pair(&rotated.user_id, rotated.refresh_token, &rotated.family_id)
 }
 
 /// `POST /api/v1/auth/logout {refresh_token}` → 204, revoking the refresh
 /// token's family (idempotent; without a token there is nothing to revoke).
+/// A page that sends `X-Refresh-Cookie` and no body token revokes its
+/// refresh cookie's family, and the cookie is cleared.
 pub async fn logout(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     OptionalJson(body): OptionalJson<RefreshBody>,
-) -> Result<StatusCode, ApiError> {
-    revoke(&state, body.refresh_token).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    let cookie = refresh_cookie::opted_in(&headers);
+    revoke(&state, presented_token(body, cookie, &headers)).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if cookie {
+        refresh_cookie::append(response.headers_mut(), refresh_cookie::clear());
+    }
+    Ok(response)
 }
 
-/// Revokes a refresh token's family; nothing to do without a token.
+/// Revokes a refresh token's family, and with it the access tokens of that
+/// sign-in on every gateway and chat-core; nothing to do without a token.
 pub async fn revoke(state: &SharedState, refresh_token: String) -> Result<(), ApiError> {
     if !refresh_token.is_empty() {
-        let request = pb::RevokeRefreshTokenRequest { refresh_token };
+        let request = pb::RevokeRefreshTokenRequest {
+            refresh_token,
+            access_ttl_secs: state.tokens.access_ttl().as_secs(),
+        };
         let request = state.core.unary(request, &state.tokens.service_token()?)?;
         state.core.users().revoke_refresh_token(request).await?;
     }

@@ -38,6 +38,9 @@ pub struct PostMessage {
     content: String,
     #[serde(default)]
     client_msg_id: Option<String>,
+    /// A JSON object stored with the message.
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The JSON answer to a post: the stored message, its reply and how the run ended.
@@ -78,7 +81,7 @@ pub async fn list(
     }))
 }
 
-/// `POST /api/v1/sessions/{id}/messages {content, client_msg_id?}`
+/// `POST /api/v1/sessions/{id}/messages {content, client_msg_id?, metadata?}`
 ///
 /// With `Accept: text/event-stream`: an SSE stream of the ack and the run's
 /// events. Otherwise JSON `{message, reply, run}` once the run has ended.
@@ -111,7 +114,18 @@ pub async fn post(
     } else {
         None
     };
-    let (ack, stream) = send(&state, &user, session_id, client_msg_id, body.content.clone()).await?;
+    let metadata = body
+        .metadata
+        .map(|object| serde_json::Value::Object(object).to_string());
+    let (ack, stream) = send(
+        &state,
+        &user,
+        session_id,
+        client_msg_id,
+        body.content.clone(),
+        metadata,
+    )
+    .await?;
     span.record("run_id", ack.run_id.as_str());
     if let Some(guard) = guard {
         let clock = TokenClock::new(user.expires_at, state.limits.ws_token_grace);
@@ -148,12 +162,14 @@ pub async fn send(
     session_id: String,
     client_msg_id: String,
     content: String,
+    metadata: Option<String>,
 ) -> Result<(pb::Ack, SendEvents), ApiError> {
     let request = pb::SendMessageRequest {
         session_id,
         client_msg_id,
         content,
         role: String::new(),
+        metadata_json: metadata.unwrap_or_default(),
     };
     // No deadline on the call itself: the stream lives as long as the run.
     let request = state.stream_as(request, user)?;

@@ -6,4 +6,5 @@ pub mod health;
 pub mod messages;
 pub mod operators;
 pub mod page;
+pub mod refresh_cookie;
 pub mod sessions;

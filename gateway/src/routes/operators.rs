@@ -158,6 +158,7 @@ pub async fn typing(
     let request = pb::SetTypingRequest {
         session_id: session_id(&id)?,
         typing: body.typing,
+        origin: String::new(),
     };
     let request = state.unary_as(request, &user)?;
     state.core.operators().set_typing(request).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -46,7 +46,9 @@ mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
-/// Checks the origin (403) and authenticates (401) before upgrading the connection.
+/// Checks the origin (403) and authenticates (401) before upgrading the
+/// connection; the `Connect` stream to chat-core is opened first too, so a
+/// signed-out token is refused (401) before the upgrade.
 ///
 /// The write buffer has no hard cap (a long reply must never fail a write);
 /// the relay awaits every flush, so at most one batch is buffered.
@@ -65,6 +67,18 @@ pub async fn upgrade(
     // and each turn sent on it gets its own span (see `TurnTraces`).
     let request_id = current_request_id();
     let traces = TurnTraces::of_upgrade(&headers);
+    let opened = match guard {
+        Ok(guard) => {
+            let upstream = Box::pin(open_upstream(&state, &user, request_id.clone())).await;
+            if let Err(status) = &upstream.frames
+                && ErrorCode::from_status(status) == ErrorCode::Unauthenticated
+            {
+                return crate::error::ApiError::from(status.clone()).into_response();
+            }
+            Ok((guard, upstream))
+        }
+        Err(over) => Err(over),
+    };
     // Answers the page's subprotocol (never echoing the token one).
     ws.protocols([crate::auth::WS_PROTOCOL])
         .read_buffer_size(limits.ws_read_buffer_bytes)
@@ -72,11 +86,38 @@ pub async fn upgrade(
         .max_message_size(limits.max_ws_frame_bytes)
         .max_frame_size(limits.max_ws_frame_bytes)
         .on_upgrade(move |socket| async move {
-            match guard {
-                Ok(guard) => serve(socket, state, user, request_id, traces, guard).await,
+            match opened {
+                Ok((guard, upstream)) => {
+                    serve(socket, state, user, request_id, traces, guard, upstream).await
+                }
                 Err(over) => close_over_cap(socket, over).await,
             }
         })
+}
+
+/// A socket's `Connect` stream to chat-core: where client frames go, and
+/// the server frames (or why the stream did not open).
+struct Upstream {
+    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    frames: Result<tonic::codec::Streaming<pb::ServerFrame>, tonic::Status>,
+}
+
+/// Opens `user`'s `Connect` stream to chat-core.
+async fn open_upstream(
+    state: &SharedState,
+    user: &AuthUser,
+    request_id: Option<tonic::metadata::AsciiMetadataValue>,
+) -> Upstream {
+    let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
+    let outbound = ReceiverStream::new(rx).map(|frame| *frame);
+    let frames = match state.stream_as(outbound, user) {
+        Ok(mut request) => {
+            tag_request_id(&mut request, request_id);
+            state.core.connect(request).await
+        }
+        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed user id")),
+    };
+    Upstream { to_core, frames }
 }
 
 /// Tells a socket over its user's or address's connection cap why, and closes it with 1013.
@@ -135,23 +176,17 @@ async fn serve(
     request_id: Option<tonic::metadata::AsciiMetadataValue>,
     traces: TurnTraces,
     _guard: ConnectionGuard,
+    upstream: Upstream,
 ) {
     let opened = std::time::Instant::now();
     let _open = OpenSocket::count();
-    let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
-    let outbound = ReceiverStream::new(rx).map(|frame| *frame);
     let request_id_text = request_id
         .as_ref()
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let upstream = match state.stream_as(outbound, &user) {
-        Ok(mut request) => {
-            tag_request_id(&mut request, request_id);
-            Box::pin(state.core.connect(request)).await
-        }
-        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed user id")),
-    };
+    let Upstream { to_core, frames } = upstream;
+    let upstream = frames;
     let AuthUser {
         user_id, expires_at, ..
     } = user;
@@ -809,7 +844,7 @@ mod tests {
         let mut h = start_with_token(unix_now(), Duration::from_millis(300));
         assert_eq!(next_json(&mut h.client_rx).await["code"], "token_expired");
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let fresh = tokens.issue_access("u1").expect("sign");
+        let fresh = tokens.issue_access("u1", None).expect("sign");
         let auth = json!({"type": "auth", "access_token": fresh});
         h.client_tx
             .unbounded_send(Message::Text(auth.to_string().into()))
@@ -828,7 +863,7 @@ mod tests {
     async fn in_band_token_of_another_user_or_garbage_is_refused() {
         let mut h = start();
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let other = tokens.issue_access("u2").expect("sign");
+        let other = tokens.issue_access("u2", None).expect("sign");
         for token in [other.as_str(), "garbage"] {
             let auth = json!({"type": "auth", "access_token": token});
             h.client_tx

@@ -16,6 +16,7 @@ export async function request(method, path, body, token) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (path.startsWith('/auth/')) headers['X-Refresh-Cookie'] = '1'; // refresh token in an HttpOnly cookie
   let res;
   try {
     res = await fetch(API + path, {

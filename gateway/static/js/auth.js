@@ -21,11 +21,12 @@ function setAuth(auth) {
   saveJson(KEY_AUTH, auth);
 }
 
+// The refresh token is not among them: the gateway keeps it in an HttpOnly
+// cookie that only the refresh and logout routes receive (X-Refresh-Cookie).
 function tokensFrom(resp, username) {
   const expiresIn = Number(resp.expires_in);
   return {
     access_token: resp.access_token,
-    refresh_token: resp.refresh_token || null,
     expires_at: expiresIn > 0 ? Date.now() + expiresIn * 1000 : null,
     username,
   };
@@ -47,16 +48,13 @@ export function refreshAuth(staleToken) {
     state.auth = stored; // another tab refreshed first
     return Promise.resolve('ok');
   }
-  if (!auth.refresh_token) return Promise.resolve('denied');
   if (!refreshing) {
     refreshing = (async () => {
       try {
-        const resp = await request('POST', '/auth/refresh', { refresh_token: auth.refresh_token });
+        const resp = await request('POST', '/auth/refresh', storedRefreshToken(auth));
         if (state.auth !== auth) return 'denied'; // logged out meanwhile
         if (!resp || !resp.access_token) return 'denied';
-        const next = tokensFrom(resp, auth.username);
-        if (!next.refresh_token) next.refresh_token = auth.refresh_token;
-        setAuth(next);
+        setAuth(tokensFrom(resp, auth.username));
         return 'ok';
       } catch (e) {
         return e.status === 0 ? 'offline' : 'denied';
@@ -66,6 +64,12 @@ export function refreshAuth(staleToken) {
     })();
   }
   return refreshing;
+}
+
+// The cookie carries the refresh token; a sign-in stored by an older page
+// still holds it, spent once here for the cookie.
+function storedRefreshToken(auth) {
+  return auth.refresh_token ? { refresh_token: auth.refresh_token } : {};
 }
 
 // Tokens no longer valid: back to the login form, keep unsent messages.
@@ -84,8 +88,8 @@ export async function logout() {
   saveJson(KEY_OUTBOX, null);
   history.replaceState(null, '', location.pathname + location.search);
   showAuth('', '');
-  if (auth && auth.refresh_token) {
-    request('POST', '/auth/logout', { refresh_token: auth.refresh_token }, auth.access_token).catch(() => {});
+  if (auth) {
+    request('POST', '/auth/logout', storedRefreshToken(auth), auth.access_token).catch(() => {});
   }
 }
 

@@ -1,7 +1,7 @@
 // Constants shared by the page's modules.
 
 export const API = '/api/v1';
-export const KEY_AUTH = 'chat.auth'; // {access_token, refresh_token, expires_at, username}
+export const KEY_AUTH = 'chat.auth'; // {access_token, expires_at, username}; the refresh token is an HttpOnly cookie
 export const KEY_OUTBOX = 'chat.outbox'; // {username, items: [{frame, status, error, permanent}]}
 export const KEY_AGENT = 'chat.agent'; // last agent picked for new chats
 export const KEY_SEEN = 'chat.seen'; // {username, seqs: {session id: highest seq seen}}

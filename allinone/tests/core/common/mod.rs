@@ -172,6 +172,7 @@ pub async fn start_send(
         client_msg_id: client_msg_id.into(),
         content: content.into(),
         role: String::new(),
+        metadata_json: String::new(),
     };
     let mut stream = client(addr)
         .await
@@ -200,6 +201,7 @@ pub async fn send(
         client_msg_id: client_msg_id.into(),
         content: content.into(),
         role: String::new(),
+        metadata_json: String::new(),
     };
     let stream = client(addr)
         .await

@@ -17,6 +17,8 @@ pub struct Model {
     pub duration_ms: Option<i64>,
     /// JSON array of `{call_id, name, arguments, result}` for replies that used tools.
     pub tool_calls: Option<String>,
+    /// The JSON object the sender attached, as text.
+    pub metadata: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

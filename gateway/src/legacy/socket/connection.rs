@@ -4,6 +4,7 @@
 //! created, read and ended with the unary calls the REST routes use.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chat_common::limits::{self, ContentError};
 use chat_proto::chat::v1 as pb;
@@ -20,13 +21,21 @@ use crate::auth::AuthUser;
 use crate::frames::OutFrame;
 use crate::legacy::error::LegacyError;
 use crate::legacy::sessions;
-use crate::legacy::views::{MessageRecord, SessionView, now};
+use crate::legacy::views::{MessageRecord, SessionView, now, stored_metadata};
+use crate::ratelimit::Tier;
 use crate::ws::{Peer, TurnTraces};
 
 /// Frames queued towards chat-core before handlers wait.
 const CLIENT_FRAME_QUEUE: usize = 16;
 /// Messages sent with `sessionJoined` as the conversation so far.
 const JOIN_HISTORY: u32 = 50;
+/// A repeated `typing` (or `stopTyping`) is passed on once in this long.
+const TYPING_REPEAT: Duration = Duration::from_secs(2);
+/// Typing notices waiting to be passed on; more are dropped.
+const TYPING_QUEUE: usize = 8;
+
+/// A typing notice to pass on: session, typing or not, the socket it came from.
+type TypingNotice = (String, bool, String);
 
 /// The frames a connection sends to chat-core, as its `Connect` request stream.
 pub type Upstream = ReceiverStream<Box<pb::ClientFrame>>;
@@ -48,15 +57,14 @@ pub struct Connection {
     pub(super) turns: Mutex<Turns>,
     /// Cancelled when the client disconnects.
     pub(super) closed: CancellationToken,
+    /// The last typing notice queued: session, typing or not, when.
+    typing: Mutex<Option<(String, bool, Instant)>>,
+    /// Typing notices, passed on one at a time in the order they came.
+    typing_queue: mpsc::Sender<TypingNotice>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The room of a session's sockets on this gateway (typing notices).
-fn room(session_id: &str) -> String {
-    format!("session:{session_id}")
 }
 
 /// A JSON object field of a payload as a string.
@@ -82,6 +90,7 @@ impl Connection {
             traces: TurnTraces::default(),
         };
         let (expires_at, _) = watch::channel(user.expires_at);
+        let (typing_queue, typing_notices) = mpsc::channel(TYPING_QUEUE);
         let connection = Arc::new(Self {
             state,
             peer,
@@ -91,8 +100,11 @@ impl Connection {
             session: Mutex::new(None),
             turns: Mutex::new(Turns::default()),
             closed: CancellationToken::new(),
+            typing: Mutex::new(None),
+            typing_queue,
         });
         connection.register(socket);
+        tokio::spawn(Arc::clone(&connection).pass_on_typing(typing_notices));
         (connection, ReceiverStream::new(rx))
     }
 
@@ -122,8 +134,15 @@ impl Connection {
         on!("createSession", create_session);
         on!("joinSession", join_session);
         on!("sendMessage", send_message);
-        on!("typing", typing);
-        on!("stopTyping", stop_typing);
+        // Queued as they arrive (socketioxide runs each handler's future
+        // as its own task, so only the synchronous part keeps their order).
+        for (event, typing) in [("typing", true), ("stopTyping", false)] {
+            let connection = Arc::clone(self);
+            socket.on(event, move |socket: SocketRef| {
+                connection.queue_typing(&socket, typing);
+                std::future::ready(())
+            });
+        }
         on!("endSession", end_session);
         on!("ping", ping);
         let closed = self.closed.clone();
@@ -165,7 +184,7 @@ impl Connection {
                 let after_seq = session.last_seq;
                 let view = SessionView::from(session);
                 let session_id = view.session_id.clone();
-                self.enter(socket, &session_id);
+                self.enter(&session_id);
                 emit(
                     socket,
                     "sessionCreated",
@@ -196,7 +215,7 @@ impl Connection {
         let after_seq = history.last().map_or(0, |m| m.seq);
         let view = SessionView::from(session);
         let session_id = view.session_id.clone();
-        self.enter(socket, &session_id);
+        self.enter(&session_id);
         let history: Vec<MessageRecord> = history.into_iter().map(MessageRecord::from).collect();
         emit(
             socket,
@@ -221,32 +240,24 @@ impl Connection {
                 return message_error(socket, &error.to_string(), None);
             }
         }
+        let metadata = match stored_metadata(text(&data, "type"), data.get("metadata")) {
+            Ok(metadata) => metadata,
+            Err(error) => return message_error(socket, error, None),
+        };
         let client_msg_id = uuid::Uuid::new_v4().to_string();
         let frame = pb::ClientFrame {
             frame: Some(ClientKind::Send(pb::SendFrame {
                 session_id,
-                client_msg_id: client_msg_id.clone(),
+                client_msg_id,
                 content: content.to_owned(),
                 trace_context: Default::default(),
+                metadata_json: metadata.unwrap_or_default(),
             })),
         };
         if let Some(OutFrame::Error(limited)) = self.peer.check_send(&frame).await {
             return message_error(socket, &limited.message, limited.retry_after_ms);
         }
-        let kind = text(&data, "type").unwrap_or("text").to_owned();
-        let metadata = data.get("metadata").cloned().unwrap_or_else(|| json!({}));
-        lock(&self.turns).sent(client_msg_id, kind, metadata);
         self.forward(frame).await;
-    }
-
-    /// `typing` → `userTyping {userId}` to the session's other sockets on this gateway.
-    async fn typing(&self, socket: &SocketRef, _data: Value) {
-        self.tell_room(socket, "userTyping").await;
-    }
-
-    /// `stopTyping` → `userStoppedTyping {userId}`.
-    async fn stop_typing(&self, socket: &SocketRef, _data: Value) {
-        self.tell_room(socket, "userStoppedTyping").await;
     }
 
     /// `endSession {reason?}` → `sessionEnded {sessionId, reason}`; the session is ended, not erased.
@@ -257,7 +268,7 @@ impl Connection {
         let reason = text(&data, "reason").unwrap_or("ended by user").to_owned();
         match sessions::end_session(&self.state, &self.user(), &session_id).await {
             Ok(session) => {
-                self.leave(socket).await;
+                self.leave().await;
                 let status = crate::legacy::views::status(session.session_status()).to_owned();
                 emit(
                     socket,
@@ -276,26 +287,23 @@ impl Connection {
 
     // === helpers ===
 
-    /// Makes `session_id` the current session (leaving the previous one's room).
-    fn enter(&self, socket: &SocketRef, session_id: &str) {
+    /// Makes `session_id` the current session (unsubscribing from the previous one).
+    fn enter(&self, session_id: &str) {
         let previous = lock(&self.session).replace(session_id.to_owned());
         if let Some(previous) = previous.filter(|p| p != session_id) {
-            socket.leave(room(&previous));
             let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id: previous });
             // Best effort: a full queue only delays the unsubscribe's effect.
             let _ = self
                 .to_core
                 .try_send(Box::new(pb::ClientFrame { frame: Some(frame) }));
         }
-        socket.join(room(session_id));
     }
 
     /// Leaves the current session: no more events from it.
-    async fn leave(&self, socket: &SocketRef) {
+    async fn leave(&self) {
         let Some(session_id) = lock(&self.session).take() else {
             return;
         };
-        socket.leave(room(&session_id));
         let frame = ClientKind::Unsubscribe(pb::UnsubscribeFrame { session_id });
         self.forward(pb::ClientFrame { frame: Some(frame) }).await;
     }
@@ -314,13 +322,68 @@ impl Connection {
         let _ = self.to_core.send(Box::new(frame)).await;
     }
 
-    async fn tell_room(&self, socket: &SocketRef, event: &'static str) {
+    /// `typing` / `stopTyping` → `userTyping` / `userStoppedTyping {userId,
+    /// sessionId}` to the current session's other sockets, on every gateway:
+    /// queues the notice for [`Self::pass_on_typing`]. A repeat within
+    /// [`TYPING_REPEAT`] is dropped.
+    fn queue_typing(&self, socket: &SocketRef, typing: bool) {
         let Some(session_id) = lock(&self.session).clone() else {
             return;
         };
-        let notice = json!({"userId": self.peer.user_id, "sessionId": session_id});
-        // Another socket of the room gone meanwhile is no failure of this one.
-        let _ = socket.to(room(&session_id)).emit(event, &notice).await;
+        let mut last = lock(&self.typing);
+        let now = Instant::now();
+        if let Some((session, was, at)) = last.as_ref()
+            && *session == session_id
+            && *was == typing
+            && now.duration_since(*at) < TYPING_REPEAT
+        {
+            return;
+        }
+        *last = Some((session_id.clone(), typing, now));
+        // A full queue drops the notice: typing notices are best effort.
+        let _ = self
+            .typing_queue
+            .try_send((session_id, typing, socket.id.to_string()));
+    }
+
+    /// Passes queued typing notices on to chat-core (`SetTyping`, whose
+    /// presence event reaches the session's sockets on every gateway, the
+    /// one it names skipping it), in order, each counted in the user's frame
+    /// rate limit, until the client disconnects.
+    async fn pass_on_typing(self: Arc<Self>, mut notices: mpsc::Receiver<TypingNotice>) {
+        loop {
+            let notice = tokio::select! {
+                () = self.closed.cancelled() => return,
+                notice = notices.recv() => notice,
+            };
+            let Some((session_id, typing, origin)) = notice else {
+                return;
+            };
+            match self
+                .state
+                .rate_limits
+                .check(Tier::Frames, &self.peer.user_id)
+                .await
+            {
+                Ok(Some(decision)) if !decision.allowed => continue,
+                Ok(_) => {}
+                // The limits cannot be checked and this tier fails closed.
+                Err(_) => continue,
+            }
+            let request = pb::SetTypingRequest {
+                session_id,
+                typing,
+                origin,
+            };
+            let sent = match self.state.unary_as(request, &self.user()) {
+                Ok(request) => self.state.core.operators().set_typing(request).await.map(drop),
+                Err(error) => Err(tonic::Status::unauthenticated(error.message.into_owned())),
+            };
+            if let Err(status) = sent {
+                // Best effort: nothing to tell the client.
+                tracing::debug!(code = ?status.code(), "typing notice not passed on");
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! | `createSession {metadata?}` | `sessionCreated {sessionId, session}` |
 //! | `joinSession {sessionId}` | `sessionJoined {sessionId, session, conversationHistory}` |
 //! | `sendMessage {content, type?, metadata?}` | `messageReceived`, then `newMessage` (also `messageDelta` while the reply streams) |
-//! | `typing` / `stopTyping` | `userTyping` / `userStoppedTyping {userId}` to the session's other sockets here |
+//! | `typing` / `stopTyping` | `userTyping` / `userStoppedTyping {userId, sessionId}` to the session's other sockets, on every gateway (through chat-core's `SetTyping`) |
 //! | `endSession {reason?}` | `sessionEnded {sessionId, reason}` |
 //! | `ping` | `pong {timestamp}` |
 //!

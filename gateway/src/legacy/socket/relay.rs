@@ -10,7 +10,7 @@ use chat_proto::chat::v1 as pb;
 use futures::StreamExt;
 use pb::server_frame::Frame as ServerKind;
 use pb::session_event::Event as EventKind;
-use serde_json::{Value, json};
+use serde_json::json;
 use socketioxide::extract::SocketRef;
 
 use super::connection::{Connection, Upstream, emit, message_error};
@@ -102,31 +102,18 @@ pub async fn run(socket: SocketRef, connection: Arc<Connection>, upstream: Upstr
 #[derive(Debug, Default)]
 struct PendingTurn {
     run_id: String,
-    /// The user's message, once stored.
+    /// The user's message (with the `type` and metadata it was stored with).
     message: Option<pb::Message>,
-    /// What the client sent with it.
-    kind: String,
-    metadata: Value,
     agents: Vec<String>,
 }
 
-/// The turns of one connection: sends waiting for their ack, and runs in flight.
+/// The runs in flight in a connection's session, to pair each reply with its message.
 #[derive(Debug, Default)]
 pub struct Turns {
-    /// `client_msg_id` → the `type` and `metadata` sent with it.
-    sent: VecDeque<(String, String, Value)>,
     runs: VecDeque<PendingTurn>,
 }
 
 impl Turns {
-    /// Remembers a message sent on this connection until its ack.
-    pub fn sent(&mut self, client_msg_id: String, kind: String, metadata: Value) {
-        if self.sent.len() >= MAX_TURNS {
-            self.sent.pop_front();
-        }
-        self.sent.push_back((client_msg_id, kind, metadata));
-    }
-
     fn run(&mut self, run_id: &str) -> &mut PendingTurn {
         if let Some(index) = self.runs.iter().position(|t| t.run_id == run_id) {
             return &mut self.runs[index];
@@ -136,8 +123,6 @@ impl Turns {
         }
         self.runs.push_back(PendingTurn {
             run_id: run_id.to_owned(),
-            kind: "text".to_owned(),
-            metadata: json!({}),
             ..Default::default()
         });
         let last = self.runs.len() - 1;
@@ -150,19 +135,10 @@ impl Turns {
     }
 
     fn acked(&mut self, ack: &pb::Ack) {
-        let sent = self
-            .sent
-            .iter()
-            .position(|(id, _, _)| *id == ack.client_msg_id)
-            .and_then(|index| self.sent.remove(index));
         if ack.run_id.is_empty() {
             return;
         }
         let turn = self.run(&ack.run_id);
-        if let Some((_, kind, metadata)) = sent {
-            turn.kind = kind;
-            turn.metadata = metadata;
-        }
         if turn.message.is_none() {
             turn.message.clone_from(&ack.message);
         }
@@ -230,9 +206,9 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
         }
         Some(EventKind::Message(reply)) => {
             let pending = reply.run_id.as_deref().and_then(|run_id| turns.finish(run_id));
-            let (message, agents, kind, metadata) = match pending {
-                Some(turn) => (turn.message, turn.agents, turn.kind, turn.metadata),
-                None => (None, Vec::new(), "text".to_owned(), json!({})),
+            let (message, agents) = match pending {
+                Some(turn) => (turn.message, turn.agents),
+                None => (None, Vec::new()),
             };
             let mut agents = agents;
             if !reply.agent.is_empty() && agents.last() != Some(&reply.agent) {
@@ -240,7 +216,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
             }
             let turn = ChatTurn {
                 session_id: reply.session_id.clone(),
-                message: message.map(|m| incoming(m, user_id, &kind, metadata)),
+                message: message.map(|m| incoming(m, user_id)),
                 agent: turn_agent(Some(&reply), agents),
                 response: Some(outgoing(reply, user_id)),
                 timestamp: now(),
@@ -317,6 +293,22 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
                 "timestamp": now(),
             }),
         ),
+        // A user typing on another connection (on any gateway): the
+        // session's other sockets hear of it, as they did on the replaced service.
+        Some(EventKind::Presence(presence))
+            if !presence.user_id.is_empty() && presence.origin != socket.id.to_string() =>
+        {
+            let event = if presence.typing {
+                "userTyping"
+            } else {
+                "userStoppedTyping"
+            };
+            emit(
+                socket,
+                event,
+                &json!({"userId": presence.user_id, "sessionId": presence.session_id}),
+            );
+        }
         // Tool calls and an operator's typing have no legacy event.
         Some(EventKind::ToolCall(_) | EventKind::ToolResult(_) | EventKind::Presence(_)) | None => {}
     }
