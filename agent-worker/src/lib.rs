@@ -152,20 +152,13 @@ impl Application {
                     .serve_with_incoming_shutdown(tls.incoming(listener), stopping.cancelled_owned())
                     .await
                     .context("gRPC server failed"),
-                None => {
-                    // Deltas are small frames: send them at once rather than waiting to coalesce.
-                    let incoming = TcpListenerStream::new(listener).map(|stream| {
-                        stream.inspect(|stream| {
-                            if let Err(err) = stream.set_nodelay(true) {
-                                tracing::warn!(%err, "failed to set TCP_NODELAY");
-                            }
-                        })
-                    });
-                    router
-                        .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
-                        .await
-                        .context("gRPC server failed")
-                }
+                None => router
+                    .serve_with_incoming_shutdown(
+                        chat_common::net::incoming(listener),
+                        stopping.cancelled_owned(),
+                    )
+                    .await
+                    .context("gRPC server failed"),
             }
         };
         tracing::info!(addr = %self.local_addr, "agent-worker listening");

@@ -279,19 +279,10 @@ impl Application {
                     .serve_with_incoming_shutdown(tls.incoming(listener), stopped)
                     .await
                     .context("gRPC server failed"),
-                None => {
-                    let incoming = TcpListenerStream::new(listener).map(|stream| {
-                        stream.inspect(|stream| {
-                            if let Err(error) = stream.set_nodelay(true) {
-                                warn!(%error, "failed to set TCP_NODELAY");
-                            }
-                        })
-                    });
-                    router
-                        .serve_with_incoming_shutdown(incoming, stopped)
-                        .await
-                        .context("gRPC server failed")
-                }
+                None => router
+                    .serve_with_incoming_shutdown(chat_common::net::incoming(listener), stopped)
+                    .await
+                    .context("gRPC server failed"),
             }
         };
         let result = chat_common::shutdown::drain(

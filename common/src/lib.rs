@@ -11,6 +11,7 @@ pub mod files;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -34,7 +34,7 @@ use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore
 use crate::routes::{agents, auth, health, messages, operators, page, sessions};
 use crate::settings::Settings;
 use crate::{legacy, ws};
-use axum_server::accept::DefaultAcceptor;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -273,7 +273,7 @@ impl Application {
             .listener
             .into_std()
             .context("failed to hand the listener to the server")?;
-        let idle = IdleAcceptor::new(DefaultAcceptor, self.timeouts.idle);
+        let idle = client_acceptor(self.timeouts.idle);
         let mut server = axum_server::from_tcp(listener).context("failed to serve on the listener")?;
         // Also bounds how long a kept-alive connection waits for its next request.
         server
@@ -299,6 +299,13 @@ impl Application {
         self.connections.all_closed().await;
         served
     }
+}
+
+/// How client connections are accepted: `TCP_NODELAY` (a turn's frames go
+/// out as they are written, never held for the client's delayed ACK), and
+/// closed once idle for `idle`. TLS, when on, wraps this.
+fn client_acceptor(idle: std::time::Duration) -> IdleAcceptor<NoDelayAcceptor> {
+    IdleAcceptor::new(NoDelayAcceptor, idle)
 }
 
 /// How often the gateway checks that chat-core answers.
@@ -585,4 +592,28 @@ fn as_json_error(response: Response) -> Response {
         parts.headers.insert(CONTENT_TYPE, content_type.clone());
     }
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum_server::accept::Accept;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn client_connections_are_accepted_with_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        assert!(
+            !stream.nodelay().expect("nodelay readable"),
+            "Nagle is on by default"
+        );
+        let (accepted, _service) = client_acceptor(std::time::Duration::from_secs(60))
+            .accept(stream, ())
+            .await
+            .expect("accepted");
+        assert!(accepted.get_ref().nodelay().expect("nodelay readable"));
+    }
 }

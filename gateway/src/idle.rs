@@ -91,6 +91,11 @@ pub struct IdleStream<I> {
 }
 
 impl<I> IdleStream<I> {
+    /// The connection underneath.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
     fn active(&mut self) {
         if !self.activity.is_upgraded() {
             let next = Instant::now() + self.timeout;

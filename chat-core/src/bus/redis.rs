@@ -50,6 +50,13 @@ fn contiguous(entries: Vec<String>) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Connection settings of both clients: `TCP_NODELAY`, as on every socket
+/// of the request path (a publish must not wait for Redis's delayed ACK).
+fn connection_config(config: &mut ConnectionConfig) {
+    config.connection_timeout = Duration::from_secs(5);
+    config.tcp.nodelay = Some(true);
+}
+
 /// Fan-out across replicas through Redis pub/sub.
 #[derive(Clone)]
 pub struct RedisBus {
@@ -72,12 +79,12 @@ impl RedisBus {
         let policy = ReconnectPolicy::new_exponential(0, 100, 5_000, 2);
         let publisher = Builder::from_config(config.clone())
             .set_policy(policy.clone())
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_connection_config(connection_config)
             .with_performance_config(|c| c.default_command_timeout = COMMAND_TIMEOUT)
             .build()?;
         let subscriber = Builder::from_config(config)
             .set_policy(policy)
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_connection_config(connection_config)
             .with_performance_config(|c| {
                 c.default_command_timeout = COMMAND_TIMEOUT;
                 c.broadcast_channel_capacity = RELAY_CAPACITY;

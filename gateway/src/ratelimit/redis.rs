@@ -53,7 +53,11 @@ impl RedisStore {
         let config = Config::from_url(url)?;
         let client = Builder::from_config(config)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+                // Every request checks its limits here: no delayed ACK waits.
+                c.tcp.nodelay = Some(true);
+            })
             .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
             .build()?;
         client.init().await?;
