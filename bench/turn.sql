@@ -13,6 +13,7 @@
 \set run random(1, 9000000000000000000)
 \set reply random(1, 9000000000000000000)
 \set now 1764000000000
+\set lease_end :now + 15000
 
 -- Is the client_msg_id a resend? (read before the first transaction)
 SELECT id FROM messages WHERE session_id = 'pgb-' || :client_id AND client_msg_id = 'c' || :msg LIMIT 1;
@@ -33,7 +34,7 @@ UPDATE sessions SET last_seq = last_seq WHERE id = 'pgb-' || :client_id;
 SELECT id, status, attempt, lease_owner, lease_expires_at FROM runs
   WHERE session_id = 'pgb-' || :client_id AND status IN ('queued', 'running') ORDER BY user_seq;
 UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = :now,
-  lease_owner = 'pgbench', lease_expires_at = :now + 15000
+  lease_owner = 'pgbench', lease_expires_at = :lease_end
   WHERE id = 'r' || :run;
 COMMIT;
 

@@ -87,13 +87,14 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "Machine: {} cores ({}), {} RAM, Linux {}. {} gateway process(es), chat-core and agent-worker as \
-         separate release processes on Postgres + Redis, `echo` agent, loopback; the harness runs on the \
-         same cores. Command: `{}`.\n",
+         separate processes ({} build) on Postgres + Redis, `echo` agent, loopback; the harness runs on \
+         the same cores. Command: `{}`.\n",
         s(&meta["nproc"]),
         s(&meta["cpu"]),
         s(&meta["ram"]),
         s(&meta["kernel"]),
         s(&meta["gateways"]),
+        s(&meta["profile"]),
         s(&meta["command"]),
     );
     out.push_str("| measure | measured | target | status |\n|---|---|---|---|\n");

@@ -277,3 +277,37 @@ async fn rest_turns_are_timed_to_the_stored_reply() -> anyhow::Result<()> {
     assert_eq!(result["errors_total"], 0, "{result}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_child_that_cannot_hold_its_sockets_fails_the_idle_run_clearly() -> anyhow::Result<()> {
+    let stack = bench_stack().await?;
+
+    // Too few open files for the sockets each child is to hold.
+    let run = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -n 100 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "idle",
+            "--connections",
+            "200",
+            "--per-process",
+            "100",
+            "--sessions",
+            "1",
+        ])
+        .args(["--gateway", &stack.gateway().url(""), "--progress-secs", "0"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("the idle run hangs instead of failing"))??;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("raise `ulimit -n` or lower --per-process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ended before opening its sockets"), "{stderr}");
+    Ok(())
+}

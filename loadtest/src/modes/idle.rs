@@ -127,6 +127,14 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let mut done = vec![None; children.len()];
     let mut last_line = Instant::now();
     while let Some((index, report)) = reports.recv().await {
+        let Some(report) = report else {
+            // That child's stdout ended: it exited.
+            anyhow::ensure!(
+                ready[index].is_some(),
+                "idle-worker {index} ended before opening its sockets (its error is above)"
+            );
+            continue;
+        };
         match report {
             Report::Progress { opened, failed } => progress[index] = (opened, failed),
             Report::Ready {
@@ -157,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     }
     anyhow::ensure!(
         ready.iter().all(Option::is_some),
-        "an idle-worker process ended before opening its sockets (its error is above)"
+        "the idle-worker processes ended before opening their sockets"
     );
     let seconds_to_connect = started.elapsed().as_secs_f64();
     eprintln!("all sockets opened in {seconds_to_connect:.1}s; settling for {settle:?}");
@@ -173,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         let _ = child.stdin.write_all(b"stop\n").await;
     }
     while let Some((index, report)) = reports.recv().await {
-        if let Report::Done { closed_while_idle } = report {
+        if let Some(Report::Done { closed_while_idle }) = report {
             done[index] = Some(closed_while_idle);
         }
     }
@@ -302,7 +310,7 @@ async fn spawn_child(
     exe: &std::path::Path,
     index: usize,
     plan: &Plan,
-    events: mpsc::UnboundedSender<(usize, Report)>,
+    events: mpsc::UnboundedSender<(usize, Option<Report>)>,
 ) -> anyhow::Result<ChildProc> {
     let mut child = Command::new(exe)
         .arg("idle-worker")
@@ -325,13 +333,14 @@ async fn spawn_child(
         while let Ok(Some(line)) = lines.next_line().await {
             match serde_json::from_str::<Report>(&line) {
                 Ok(report) => {
-                    if events.send((index, report)).is_err() {
-                        break;
+                    if events.send((index, Some(report))).is_err() {
+                        return;
                     }
                 }
                 Err(err) => eprintln!("idle-worker {index}: unreadable report ({err}): {line}"),
             }
         }
+        let _ = events.send((index, None));
     });
     Ok(ChildProc { child, stdin })
 }
