@@ -83,6 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                     let outcome = chat.turn(&content).await;
                     if started < measure_from {
                         warmup_turns += 1;
+                        if let Err(kind) = outcome {
+                            stats.errors.add(format!("warmup:{kind}"));
+                        }
                         continue;
                     }
                     match outcome {
@@ -150,6 +153,9 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
                     let outcome = rest.turn(&session, &content).await;
                     if started < measure_from {
                         warmup_turns += 1;
+                        if let Err(kind) = outcome {
+                            stats.errors.add(format!("warmup:{kind}"));
+                        }
                         continue;
                     }
                     match outcome {
