@@ -132,6 +132,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             num(&reply["p99_ms"], 2),
             num(&reply["max_ms"], 1),
             ratio
+                .filter(|_| *c > 1)
                 .map(|r| format!("; **{r:.0}%** of pgbench"))
                 .unwrap_or_default(),
             errors_note(t),
@@ -162,17 +163,19 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     match read("soak.json")? {
         Some(soak) => {
             let reply = &soak["latency"]["send_to_reply"];
+            let before_load = |name: &Value| &soak["rss_series"][0]["rss_kib"][name.as_str().unwrap_or("")];
             let flat: Vec<String> = soak["flatness"]
                 .as_array()
                 .map(|all| {
                     all.iter()
                         .map(|f| {
                             format!(
-                                "{} {} → {} KiB ({}%)",
+                                "{} {} → {} KiB ({}%; {} at the soak's start)",
                                 s(&f["name"]),
                                 num(&f["first_kib"], 0),
                                 num(&f["last_kib"], 0),
-                                num(&f["growth_pct"], 1)
+                                num(&f["growth_pct"], 1),
+                                num(before_load(&f["name"]), 0)
                             )
                         })
                         .collect()
@@ -314,33 +317,47 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             Status::Missing,
         ),
     }
-    let _ = writeln!(
-        out,
-        "\nThe JSON of every mode is in the run's output folder ({}); `loadtest report` renders this section from it.",
-        s(&meta["out_dir"])
+    out.push_str(
+        "\nEvery mode's JSON (all percentiles, error kinds, the soak's RSS series) stays in the run's \
+         output folder (`BENCH_OUT`); `loadtest report` renders this section from it.\n",
     );
     Ok(out)
 }
 
+/// KiB per socket of each process; the gateways' per socket each holds, as one range.
 fn idle_parts(idle: &Value) -> String {
-    idle["rss"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .map(|p| {
-                    let own = p.get("kib_per_own_socket").and_then(Value::as_f64);
-                    format!(
-                        "{} {:.1} KiB/socket{}",
-                        p["name"].as_str().unwrap_or("?"),
-                        p["kib_per_socket"].as_f64().unwrap_or(0.0),
-                        own.map(|o| format!(" ({o:.1} per socket it holds)"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+    let Some(all) = idle["rss"].as_array() else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = all
+        .iter()
+        .filter(|p| p.get("kib_per_own_socket").is_none())
+        .map(|p| {
+            format!(
+                "{} {:.1} KiB",
+                p["name"].as_str().unwrap_or("?"),
+                p["kib_per_socket"].as_f64().unwrap_or(0.0)
+            )
         })
-        .unwrap_or_default()
+        .collect();
+    let gateways: Vec<f64> = all
+        .iter()
+        .filter_map(|p| p["kib_per_own_socket"].as_f64())
+        .collect();
+    let (low, high) = gateways
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    match gateways.len() {
+        0 => {}
+        1 => parts.push(format!("the gateway {low:.1} KiB per socket it holds")),
+        n if high - low < 0.05 => {
+            parts.push(format!("each of {n} gateways {low:.1} KiB per socket it holds"))
+        }
+        n => parts.push(format!(
+            "each of {n} gateways {low:.1}–{high:.1} KiB per socket it holds"
+        )),
+    }
+    parts.join(", ")
 }
 
 /// A number with `decimals` digits and thousands separators, `?` when absent.
