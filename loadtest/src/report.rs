@@ -440,6 +440,29 @@ mod tests {
     }
 
     #[test]
+    fn strict_checks_refuse_errors_and_lost_deltas() {
+        let dir = std::env::temp_dir().join(format!("loadtest-strict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let write =
+            |name: &str, value: Value| std::fs::write(dir.join(name), value.to_string()).expect("write");
+        write("meta.json", json!({"date": "2026-11-29"}));
+        write("turns-c1.json", json!({"result": {"errors_total": 0}}));
+        assert!(problems(&dir).expect("problems").is_empty());
+        write(
+            "reconnect.json",
+            json!({"result": {"errors_total": 2, "errors": {"upgrade_429": 2}}}),
+        );
+        write(
+            "deltas.json",
+            json!({"result": {"errors_total": 0, "every_delta_delivered": false}}),
+        );
+        let found = problems(&dir).expect("problems");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("upgrade_429")), "{found:?}");
+    }
+
+    #[test]
     fn a_run_folder_renders_with_targets() {
         let dir = std::env::temp_dir().join(format!("loadtest-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
