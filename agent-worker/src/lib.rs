@@ -17,9 +17,7 @@ use anyhow::Context as _;
 use chat_common::Health;
 use chat_common::trace::{AccessLog, GrpcTraceLayer};
 use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 

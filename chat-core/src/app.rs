@@ -12,13 +12,11 @@ use chat_proto::chat::v1::operator_service_server::OperatorServiceServer;
 use chat_proto::chat::v1::user_service_server::UserServiceServer;
 use migration::{Migrator, MigratorTrait};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 use chat_common::Health;
 use chat_common::trace::AccessLog;
-use futures::StreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 

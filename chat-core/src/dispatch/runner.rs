@@ -39,7 +39,7 @@ impl Dispatcher {
                 return;
             }
             let next = match std::mem::replace(&mut after, AfterReply::Unknown) {
-                AfterReply::Next(run) => Ok(Some(run)),
+                AfterReply::Next(run) => Ok(Some(*run)),
                 // The reply's commit saw the queue empty: only what arrived
                 // since (handed over, or a wake) needs a look.
                 AfterReply::QueueEmpty => match self.take_claimed(&session_id) {

@@ -27,7 +27,7 @@ pub enum SessionEffect {
 #[derive(Debug)]
 pub enum AfterReply {
     /// The next run, claimed in the same transaction.
-    Next(Run),
+    Next(Box<Run>),
     /// Nothing was queued when the reply was committed.
     QueueEmpty,
     /// The reply was not committed here: look in the store.
@@ -120,7 +120,7 @@ impl RunLifecycle {
                     .await;
                 self.apply_effect(run, effect).await;
                 self.publish(run, RunStatus::Completed, "").await;
-                next.map_or(AfterReply::QueueEmpty, AfterReply::Next)
+                next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)))
             }
             Err(StoreError::Conflict(_)) => {
                 // Cancelled, or taken over by another replica, while the reply

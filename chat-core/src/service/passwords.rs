@@ -3,9 +3,8 @@
 //! Each hash needs `ARGON2_MEMORY_KIB` of memory while it runs, so at most
 //! `PASSWORD_HASH_CONCURRENCY` run at once (registrations, logins and the
 //! dummy check of unknown users alike), each on one of as many dedicated
-//! threads that keeps its argon2 memory and reuses it for every hash. Left to
-//! the allocator, each hash's memory stayed behind in whichever arena served
-//! it, up to one per arena. A caller waits up to `PASSWORD_HASH_QUEUE_MS` for
+//! threads that keeps its argon2 memory and reuses it for every hash, and
+//! frees it after a few seconds without one. A caller waits up to `PASSWORD_HASH_QUEUE_MS` for
 //! a turn, then gets `unavailable` with a retry hint instead of adding to the
 //! pile.
 
@@ -153,6 +152,10 @@ impl Passwords {
 
 // === hashing threads ===
 
+/// How long a hashing thread keeps its argon2 memory without a job; a burst
+/// of logins reuses it, an idle chat-core holds none.
+const KEEP_MEMORY_WHILE_IDLE: Duration = Duration::from_secs(5);
+
 /// Starts `count` threads, each with `blocks` of argon2 memory of its own,
 /// that run hashing jobs until the sender is dropped.
 fn start_hashers(count: usize, blocks: usize) -> Result<mpsc::Sender<Job>, String> {
@@ -165,8 +168,23 @@ fn start_hashers(count: usize, blocks: usize) -> Result<mpsc::Sender<Job>, Strin
             .spawn(move || {
                 let mut memory = Vec::new();
                 loop {
-                    let job = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(job) = job else { return };
+                    let receiver = receiver.lock().unwrap_or_else(|e| e.into_inner());
+                    let job = if memory.is_empty() {
+                        receiver.recv().ok()
+                    } else {
+                        match receiver.recv_timeout(KEEP_MEMORY_WHILE_IDLE) {
+                            Ok(job) => Some(job),
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                // No hash for a while: give the memory back.
+                                drop(receiver);
+                                memory = Vec::new();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                        }
+                    };
+                    drop(receiver);
+                    let Some(job) = job else { return };
                     if memory.len() != blocks {
                         memory = vec![Block::default(); blocks];
                     }
