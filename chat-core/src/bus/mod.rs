@@ -69,7 +69,8 @@ pub trait EventBus: Send + Sync + 'static {
         None
     }
 
-    /// Drops a run attempt's recorded deltas once its outcome is stored.
+    /// Drops a run attempt's recorded deltas once the run's outcome is stored,
+    /// or once the attempt failed and another takes its place.
     async fn clear_deltas(&self, _run_id: &str, _attempt: u32) {}
 
     /// Whether the bus reaches its shared broker; `None` when it has none

@@ -113,12 +113,13 @@ impl Dispatcher {
             }
             self.runs.publish(&run, RunStatus::Running, "").await;
             let outcome = self.run_attempt(&run, &inflight, &cancel, request_id).await;
-            self.bus.clear_deltas(&run.id, attempt).await;
             match outcome {
                 Outcome::Failed {
                     failure,
                     retryable: true,
                 } if attempt < self.config.max_attempts && !cancel.is_cancelled() => {
+                    // The next attempt streams from delta 0 under its own log.
+                    self.bus.clear_deltas(&run.id, attempt).await;
                     warn!(run_id = %run.id, attempt, code = %failure.code, detail = %failure.detail, "run attempt failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     match self.store.next_attempt(&run.id, &self.lease()).await {
@@ -136,7 +137,13 @@ impl Dispatcher {
                         }
                     }
                 }
-                outcome => break self.conclude(&run, outcome).await,
+                outcome => {
+                    let after = self.conclude(&run, outcome).await;
+                    // Only now that the outcome is stored: a subscriber catching
+                    // up meanwhile still finds the deltas.
+                    self.bus.clear_deltas(&run.id, attempt).await;
+                    break after;
+                }
             }
         };
         self.inflight
