@@ -21,6 +21,9 @@ pub struct Subscription {
     pub events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
 }
 
+/// How many times a catch-up reads again while runs move on under it.
+const CATCH_UP_ROUNDS: usize = 4;
+
 /// Tracks what a stream has delivered, to drop what it already sent.
 #[derive(Default)]
 struct Delivered {
@@ -201,6 +204,33 @@ impl ChatCore {
         })
     }
 
+    /// The runs a catch-up reports: those active or answering a message
+    /// after `since`, those the stream saw start, and `also`, as they are now.
+    async fn runs_to_report(
+        &self,
+        session_id: &SessionId,
+        since: i64,
+        delivered: &Delivered,
+        also: &[crate::domain::Run],
+    ) -> Result<Vec<crate::domain::Run>, ServiceError> {
+        let mut runs = self.store.runs_since(session_id, since).await?;
+        let missing: Vec<String> = delivered
+            .runs
+            .keys()
+            .cloned()
+            .chain(also.iter().map(|r| r.id.to_string()))
+            .filter(|id| !runs.iter().any(|r| r.id.as_str() == id.as_str()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for run_id in missing {
+            if let Some(run) = self.store.get_run(&RunId::from_trusted(run_id)).await? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
     /// What a stream that has delivered `delivered` is missing, oldest
     /// first: the stored messages after its last seq, then the status of
     /// every run that is active or answers one of those messages (and of runs
@@ -214,20 +244,27 @@ impl ChatCore {
     ) -> Result<Vec<pb::SessionEvent>, ServiceError> {
         let since = delivered.last_seq;
         let mut out = Vec::new();
-        for message in self.stored_after(session_id, since, None, charged).await? {
-            delivered.admit_into(&mut out, event(Event::Message(convert::message(&message))));
-        }
-        let mut runs = self.store.runs_since(session_id, since).await?;
-        let seen: Vec<String> = delivered
-            .runs
-            .keys()
-            .filter(|id| !runs.iter().any(|r| r.id.as_str() == id.as_str()))
-            .cloned()
-            .collect();
-        for run_id in seen {
-            if let Some(run) = self.store.get_run(&RunId::from_trusted(run_id)).await? {
-                runs.push(run);
+        // Messages and runs come from separate reads while runs go on. The
+        // runs are read before and again after the messages until both reads
+        // agree: then every run whose end goes out has its reply among the
+        // messages, and every message's run is among the runs.
+        let mut runs = self.runs_to_report(session_id, since, delivered, &[]).await?;
+        let mut messages = self.stored_after(session_id, since, None, charged).await?;
+        for _ in 0..CATCH_UP_ROUNDS {
+            let again = self.runs_to_report(session_id, since, delivered, &runs).await?;
+            let settled = again.len() == runs.len()
+                && again
+                    .iter()
+                    .all(|a| runs.iter().any(|r| r.id == a.id && r.status == a.status));
+            runs = again;
+            if settled {
+                break;
             }
+            let last = messages.last().map_or(since, |m| m.seq);
+            messages.extend(self.stored_after(session_id, last, None, None).await?);
+        }
+        for message in messages {
+            delivered.admit_into(&mut out, event(Event::Message(convert::message(&message))));
         }
         runs.sort_by_key(|run| run.user_seq);
         for run in &runs {
