@@ -250,6 +250,12 @@ pub async fn subscribe(socket: &mut Socket, session_id: &str, timeout: Duration)
 }
 
 /// The error kind of a socket the server closed.
+/// Whether an error kind means the socket is gone: its session's driver stops
+/// (once counted) instead of failing every further turn at once.
+pub fn ends_socket(kind: &str) -> bool {
+    kind.starts_with("closed") || kind == "send_failed"
+}
+
 pub fn closed_kind(code: Option<u16>) -> String {
     match code {
         Some(code) => format!("closed:{code}"),

@@ -92,8 +92,12 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                             counters.done();
                         }
                         Err(kind) => {
+                            let gone = crate::ws::ends_socket(&kind);
                             stats.errors.add(kind);
                             counters.error();
+                            if gone {
+                                break;
+                            }
                         }
                     }
                 }

@@ -84,7 +84,11 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                     if started < measure_from {
                         warmup_turns += 1;
                         if let Err(kind) = outcome {
+                            let gone = crate::ws::ends_socket(&kind);
                             stats.errors.add(format!("warmup:{kind}"));
+                            if gone {
+                                break;
+                            }
                         }
                         continue;
                     }
@@ -94,8 +98,12 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                             counters.done();
                         }
                         Err(kind) => {
+                            let gone = crate::ws::ends_socket(&kind);
                             stats.errors.add(kind);
                             counters.error();
+                            if gone {
+                                break;
+                            }
                         }
                     }
                 }
@@ -154,7 +162,11 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
                     if started < measure_from {
                         warmup_turns += 1;
                         if let Err(kind) = outcome {
+                            let gone = crate::ws::ends_socket(&kind);
                             stats.errors.add(format!("warmup:{kind}"));
+                            if gone {
+                                break;
+                            }
                         }
                         continue;
                     }
@@ -165,8 +177,12 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
                             counters.done();
                         }
                         Err(kind) => {
+                            let gone = crate::ws::ends_socket(&kind);
                             stats.errors.add(kind);
                             counters.error();
+                            if gone {
+                                break;
+                            }
                         }
                     }
                 }
