@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::api::SessionRef;
-use crate::stats::{Errors, Latency};
+use crate::stats::{Counters, Errors, Latency};
 use crate::ws::{self, Endpoint, Frame, Incoming, Socket};
 
 /// The timings of one turn, from the moment its `send` frame went out.
@@ -45,6 +45,33 @@ impl TurnStats {
         if !times.complete {
             self.incomplete += 1;
         }
+    }
+
+    /// Records a turn's outcome (counted in `counters` too); `false` when
+    /// the socket is gone and its session stops.
+    pub fn take(&mut self, outcome: Result<TurnTimes, String>, counters: &Counters) -> bool {
+        match outcome {
+            Ok(times) => {
+                self.record(&times);
+                counters.done();
+                true
+            }
+            Err(kind) => self.failed(kind, counters),
+        }
+    }
+
+    /// Counts a failed turn; `false` when the socket is gone.
+    pub fn failed(&mut self, kind: String, counters: &Counters) -> bool {
+        let gone = ws::ends_socket(&kind);
+        self.errors.add(kind);
+        counters.error();
+        !gone
+    }
+
+    /// Counts a warm-up turn's error as `warmup:<kind>`; `false` when the socket is gone.
+    pub fn warmup_failed(&mut self, kind: &str) -> bool {
+        self.errors.add(format!("warmup:{kind}"));
+        !ws::ends_socket(kind)
     }
 
     pub fn merge(&mut self, other: &Self) {

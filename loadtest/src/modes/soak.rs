@@ -86,19 +86,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                     if Instant::now() >= deadline {
                         break;
                     }
-                    match chat.turn(&content).await {
-                        Ok(times) => {
-                            stats.record(&times);
-                            counters.done();
-                        }
-                        Err(kind) => {
-                            let gone = crate::ws::ends_socket(&kind);
-                            stats.errors.add(kind);
-                            counters.error();
-                            if gone {
-                                break;
-                            }
-                        }
+                    if !stats.take(chat.turn(&content).await, &counters) {
+                        break;
                     }
                 }
                 chat.close().await;

@@ -83,28 +83,15 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                     let outcome = chat.turn(&content).await;
                     if started < measure_from {
                         warmup_turns += 1;
-                        if let Err(kind) = outcome {
-                            let gone = crate::ws::ends_socket(&kind);
-                            stats.errors.add(format!("warmup:{kind}"));
-                            if gone {
-                                break;
-                            }
+                        if let Err(kind) = outcome
+                            && !stats.warmup_failed(&kind)
+                        {
+                            break;
                         }
                         continue;
                     }
-                    match outcome {
-                        Ok(times) => {
-                            stats.record(&times);
-                            counters.done();
-                        }
-                        Err(kind) => {
-                            let gone = crate::ws::ends_socket(&kind);
-                            stats.errors.add(kind);
-                            counters.error();
-                            if gone {
-                                break;
-                            }
-                        }
+                    if !stats.take(outcome, &counters) {
+                        break;
                     }
                 }
                 chat.close().await;
@@ -161,12 +148,10 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
                     let outcome = rest.turn(&session, &content).await;
                     if started < measure_from {
                         warmup_turns += 1;
-                        if let Err(kind) = outcome {
-                            let gone = crate::ws::ends_socket(&kind);
-                            stats.errors.add(format!("warmup:{kind}"));
-                            if gone {
-                                break;
-                            }
+                        if let Err(kind) = outcome
+                            && !stats.warmup_failed(&kind)
+                        {
+                            break;
                         }
                         continue;
                     }
@@ -177,10 +162,7 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
                             counters.done();
                         }
                         Err(kind) => {
-                            let gone = crate::ws::ends_socket(&kind);
-                            stats.errors.add(kind);
-                            counters.error();
-                            if gone {
+                            if !stats.failed(kind, &counters) {
                                 break;
                             }
                         }
