@@ -108,3 +108,37 @@ async fn fresh_token_sent_in_band_keeps_the_socket_open() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_signed_out_token_cannot_renew_a_socket() -> anyhow::Result<()> {
+    // Arrange: alice signed in on two devices and signed out on one; a
+    // socket opened since runs on the other.
+    let stack = TestStack::spawn().await?;
+    let laptop = login(&stack, "alice").await?;
+    let phone = stack.login("alice").await?;
+    let logout = stack
+        .http
+        .post(stack.url("/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": phone["refresh_token"]}))
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 204);
+    let mut ws = stack.ws(laptop["access_token"].as_str().expect("token")).await?;
+
+    // Act: the signed-out device's token, then the live one.
+    ws.send(json!({"type": "auth", "access_token": phone["access_token"]}))
+        .await;
+    let refused = ws.recv().await;
+    ws.send(json!({"type": "auth", "access_token": laptop["access_token"]}))
+        .await;
+    let accepted = ws.recv().await;
+
+    // Assert
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("unauthenticated")),
+        "{refused}"
+    );
+    assert_eq!(accepted["type"], "authenticated", "{accepted}");
+    Ok(())
+}

@@ -146,10 +146,22 @@ pub async fn validate(
     }
 }
 
+/// Asks chat-core whether `user`'s sign-in still holds (a signed-out one
+/// gets 401): the check of routes that otherwise never reach chat-core.
+pub(super) async fn check_signed_in(state: &SharedState, user: &AuthUser) -> Result<(), LegacyError> {
+    let request = state.unary_as(pb::WhoAmIRequest {}, user)?;
+    state.core.operators().who_am_i(request).await?;
+    Ok(())
+}
+
 /// `GET /auth/status` → `{service, status, features, configuration}`: what
 /// logging in here offers; the token's lifetime is the only setting told.
-pub async fn status(State(state): State<SharedState>, _user: AuthUser) -> Json<serde_json::Value> {
-    Json(json!({
+pub async fn status(
+    State(state): State<SharedState>,
+    user: AuthUser,
+) -> Result<Json<serde_json::Value>, LegacyError> {
+    check_signed_in(&state, &user).await?;
+    Ok(Json(json!({
         "service": "auth",
         "status": "active",
         "features": {
@@ -164,5 +176,5 @@ pub async fn status(State(state): State<SharedState>, _user: AuthUser) -> Json<s
             "accessTokenExpiresIn": state.tokens.access_ttl().as_secs(),
         },
         "timestamp": now(),
-    }))
+    })))
 }

@@ -62,8 +62,12 @@ pub async fn health(State(state): State<SharedState>) -> Response {
 }
 
 /// `GET /api`: what the service is and where its routes are (paths only).
-pub async fn info(_user: AuthUser) -> Json<serde_json::Value> {
-    Json(json!({
+pub async fn info(
+    State(state): State<SharedState>,
+    user: AuthUser,
+) -> Result<Json<serde_json::Value>, LegacyError> {
+    super::auth::check_signed_in(&state, &user).await?;
+    Ok(Json(json!({
         "service": SERVICE,
         "version": VERSION,
         "description": "Chat backend: sessions, messages and agents",
@@ -78,7 +82,7 @@ pub async fn info(_user: AuthUser) -> Json<serde_json::Value> {
             "v1": "/api/v1",
         },
         "timestamp": now(),
-    }))
+    })))
 }
 
 #[derive(Serialize)]

@@ -177,18 +177,31 @@ impl Peer {
         }
     }
 
-    /// Checks a fresh access token sent on the socket: valid, and the same
-    /// user's. Otherwise the message to answer with.
+    /// Checks a fresh access token sent on the socket: valid, the same
+    /// user's, and (asked of chat-core) of a sign-in that was not signed out.
+    /// Otherwise the message to answer with.
     pub(crate) async fn verify_renewal(&self, token: &str) -> Result<auth::AuthUser, &'static str> {
+        const INVALID: &str = "access token is invalid or expired";
         let verified = match &self.state {
             Some(state) => auth::authenticate(state, token).await,
             None => self.tokens.verify_access(token),
         };
-        match verified {
-            Ok(user) if user.user_id == self.user_id => Ok(user),
-            Ok(_) => Err("the token belongs to another user"),
-            Err(_) => Err("access token is invalid or expired"),
+        let user = match verified {
+            Ok(user) if user.user_id == self.user_id => user,
+            Ok(_) => return Err("the token belongs to another user"),
+            Err(_) => return Err(INVALID),
+        };
+        if let Some(state) = &self.state {
+            let request = state
+                .unary_as(chat_proto::chat::v1::WhoAmIRequest {}, &user)
+                .map_err(|_| INVALID)?;
+            match state.core.operators().who_am_i(request).await {
+                Ok(_) => {}
+                Err(status) if status.code() == tonic::Code::Unauthenticated => return Err(INVALID),
+                Err(_) => return Err("cannot check the token now; retry shortly"),
+            }
         }
+        Ok(user)
     }
 }
 
