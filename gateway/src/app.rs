@@ -88,6 +88,15 @@ impl AppState {
         Ok(request)
     }
 
+    /// Asks chat-core whether `user`'s sign-in still holds: the check of a
+    /// token on paths that would not otherwise reach chat-core (a signed-out
+    /// sign-in fails with [`ErrorCode::Unauthenticated`]).
+    pub async fn check_signed_in(&self, user: &AuthUser) -> Result<(), ApiError> {
+        let request = self.unary_as(chat_proto::chat::v1::WhoAmIRequest {}, user)?;
+        self.core.operators().who_am_i(request).await?;
+        Ok(())
+    }
+
     /// A chat-core request on behalf of `user`, without a deadline (a stream):
     /// the gateway's service token, naming the user it verified.
     pub fn stream_as<T>(&self, message: T, user: &AuthUser) -> Result<tonic::Request<T>, ApiError> {

@@ -153,6 +153,14 @@ impl RedisBus {
     }
 }
 
+impl RedisBus {
+    async fn deliver_locally(&self, session_id: &str, events: Vec<SessionEvent>) {
+        for event in events {
+            self.local.publish(session_id, event).await;
+        }
+    }
+}
+
 /// A local subscription that releases its Redis channel when dropped.
 struct Release<S> {
     inner: S,
@@ -194,25 +202,14 @@ impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, session_id: &str, event: SessionEvent) {
-        if !self.publisher.is_connected() {
-            // Redis is down: this replica's own subscribers are still served,
-            // and every other client resumes from the database.
-            self.local.publish(session_id, event).await;
-            return;
-        }
-        let payload = Bytes::from(event.encode_to_vec());
-        let published: Result<(), _> = self.publisher.publish(channel(session_id), payload).await;
-        if let Err(error) = published {
-            warn!(%error, "redis publish failed; delivering locally only");
-            self.local.publish(session_id, event).await;
-        }
+        self.publish_batch(session_id, vec![event], None).await;
     }
 
     async fn publish_batch(&self, session_id: &str, events: Vec<SessionEvent>, deltas: Option<DeltaLog<'_>>) {
         if !self.publisher.is_connected() {
-            for event in events {
-                self.local.publish(session_id, event).await;
-            }
+            // Redis is down: this replica's own subscribers are still served,
+            // and every other client resumes from the database.
+            self.deliver_locally(session_id, events).await;
             return;
         }
         // One pipeline: the log entries first (a subscriber that catches up
@@ -235,9 +232,7 @@ impl EventBus for RedisBus {
         }
         if let Err(error) = pipeline.all::<Value>().await {
             warn!(%error, "redis publish failed; delivering locally only");
-            for event in events {
-                self.local.publish(session_id, event).await;
-            }
+            self.deliver_locally(session_id, events).await;
         }
     }
 

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 
 use super::{ChatCore, Sent, ServiceError, convert, event};
 use crate::bus::BusItem;
-use crate::domain::{Message, Principal, RunFailure, RunId, RunStatus, SessionId};
+use crate::domain::{Message, Principal, Run, RunFailure, RunId, RunStatus, SessionId};
 use crate::store::MessageQuery;
 
 use super::REPLAY_PAGE;
@@ -211,8 +211,8 @@ impl ChatCore {
         session_id: &SessionId,
         since: i64,
         delivered: &Delivered,
-        also: &[crate::domain::Run],
-    ) -> Result<Vec<crate::domain::Run>, ServiceError> {
+        also: &[Run],
+    ) -> Result<Vec<Run>, ServiceError> {
         let mut runs = self.store.runs_since(session_id, since).await?;
         let missing: Vec<String> = delivered
             .runs

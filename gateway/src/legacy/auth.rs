@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use chat_proto::chat::v1 as pb;
+use chat_common::ErrorCode;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -125,12 +125,8 @@ pub async fn validate(
     let Ok(user) = authenticate(&state, &body.token).await else {
         return invalid("token is invalid or expired");
     };
-    let signed_in = match state.unary_as(pb::WhoAmIRequest {}, &user) {
-        Ok(request) => state.core.operators().who_am_i(request).await,
-        Err(_) => return invalid("token is invalid or expired"),
-    };
-    match signed_in {
-        Ok(_) => Json(json!({
+    match state.check_signed_in(&user).await {
+        Ok(()) => Json(json!({
             "valid": true,
             "userId": user.user_id,
             "issued": state.tokens.issued_at(&body.token).map(date_of_secs),
@@ -139,19 +135,9 @@ pub async fn validate(
             "timestamp": now(),
         }))
         .into_response(),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            invalid("token is invalid or expired")
-        }
-        Err(status) => LegacyError::from(status).into_response(),
+        Err(error) if error.code == ErrorCode::Unauthenticated => invalid("token is invalid or expired"),
+        Err(error) => LegacyError::from(error).into_response(),
     }
-}
-
-/// Asks chat-core whether `user`'s sign-in still holds (a signed-out one
-/// gets 401): the check of routes that otherwise never reach chat-core.
-pub(super) async fn check_signed_in(state: &SharedState, user: &AuthUser) -> Result<(), LegacyError> {
-    let request = state.unary_as(pb::WhoAmIRequest {}, user)?;
-    state.core.operators().who_am_i(request).await?;
-    Ok(())
 }
 
 /// `GET /auth/status` → `{service, status, features, configuration}`: what
@@ -160,7 +146,7 @@ pub async fn status(
     State(state): State<SharedState>,
     user: AuthUser,
 ) -> Result<Json<serde_json::Value>, LegacyError> {
-    check_signed_in(&state, &user).await?;
+    state.check_signed_in(&user).await?;
     Ok(Json(json!({
         "service": "auth",
         "status": "active",

@@ -66,7 +66,7 @@ pub async fn info(
     State(state): State<SharedState>,
     user: AuthUser,
 ) -> Result<Json<serde_json::Value>, LegacyError> {
-    super::auth::check_signed_in(&state, &user).await?;
+    state.check_signed_in(&user).await?;
     Ok(Json(json!({
         "service": SERVICE,
         "version": VERSION,

@@ -192,12 +192,9 @@ impl Peer {
             Err(_) => return Err(INVALID),
         };
         if let Some(state) = &self.state {
-            let request = state
-                .unary_as(chat_proto::chat::v1::WhoAmIRequest {}, &user)
-                .map_err(|_| INVALID)?;
-            match state.core.operators().who_am_i(request).await {
-                Ok(_) => {}
-                Err(status) if status.code() == tonic::Code::Unauthenticated => return Err(INVALID),
+            match state.check_signed_in(&user).await {
+                Ok(()) => {}
+                Err(error) if error.code == ErrorCode::Unauthenticated => return Err(INVALID),
                 Err(_) => return Err("cannot check the token now; retry shortly"),
             }
         }
