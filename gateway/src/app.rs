@@ -76,6 +76,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Long-lived connections per user and client address, capped.
     pub connections: Arc<Connections>,
+    /// The `Multiplex` streams WebSockets share to chat-core.
+    pub mux: crate::mux::Multiplexer,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -180,7 +182,16 @@ impl Application {
         };
         let rate_limits = RateLimits::new(rate_limit_store(&settings).await?, &settings.fail_closed_tiers());
         let shutdown = CancellationToken::new();
+        let mux = crate::mux::Multiplexer::new(
+            core.clone(),
+            tokens.clone(),
+            crate::mux::MuxSettings {
+                min_streams: settings.chat_core_mux_streams,
+                conns_per_stream: settings.chat_core_mux_sockets_per_stream,
+            },
+        );
         let state = Arc::new(AppState {
+            mux,
             core,
             tokens,
             external,

@@ -4,7 +4,7 @@
 //! authenticated, validated and translated into gRPC calls and streams to
 //! chat-core, which owns all state. A request goes through [`app`]'s
 //! middleware (its span and access line in [`access`]), then a handler in [`routes`] (or [`ws`] for sockets), which
-//! calls chat-core through [`core`]; errors leave through [`error`]. The
+//! calls chat-core through [`core`] (sockets share streams through [`mux`]); errors leave through [`error`]. The
 //! replaced service's REST routes and Socket.IO events live in [`legacy`].
 
 pub mod access;
@@ -20,6 +20,7 @@ pub mod idle;
 pub mod idp;
 pub mod json;
 pub mod legacy;
+pub mod mux;
 pub mod origin;
 pub mod ratelimit;
 pub mod routes;

@@ -51,6 +51,15 @@ pub struct Settings {
     #[arg(long, env = "CHAT_CORE_RESOLVE_SECS", default_value_t = 10)]
     pub chat_core_resolve_secs: u64,
 
+    /// WebSockets share `ChatService.Multiplex` streams to chat-core: this many are kept open once
+    /// the first socket comes (each opened through the balance, so sockets spread over replicas).
+    #[arg(long, env = "CHAT_CORE_MUX_STREAMS", default_value_t = 4)]
+    pub chat_core_mux_streams: usize,
+
+    /// WebSockets one `Multiplex` stream carries before another opens.
+    #[arg(long, env = "CHAT_CORE_MUX_SOCKETS_PER_STREAM", default_value_t = 512)]
+    pub chat_core_mux_sockets_per_stream: usize,
+
     /// Shared secret that signs and verifies access and service tokens (HS256); must match chat-core's.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
@@ -381,6 +390,15 @@ impl Settings {
         }
         if self.max_ws_frame_bytes < self.max_content_bytes {
             return Err("--max-ws-frame-bytes must be at least --max-content-bytes".into());
+        }
+        if self.chat_core_mux_streams == 0 {
+            return Err("--chat-core-mux-streams (CHAT_CORE_MUX_STREAMS) must be positive".into());
+        }
+        if self.chat_core_mux_sockets_per_stream == 0 {
+            return Err(
+                "--chat-core-mux-sockets-per-stream (CHAT_CORE_MUX_SOCKETS_PER_STREAM) must be positive"
+                    .into(),
+            );
         }
         if self.ws_read_buffer_bytes == 0 || self.ws_write_buffer_bytes == 0 {
             return Err("WebSocket buffer sizes must be positive".into());

@@ -13,6 +13,7 @@ mod grpc;
 mod internal_trust;
 mod lifecycle;
 mod metadata;
+mod multiplex;
 mod passwords;
 mod python_worker;
 mod refresh_tokens;

@@ -138,15 +138,15 @@ async fn a_stalled_reader_is_dropped_while_a_fast_reader_stays_prompt() {
     assert_eq!(seqs, ((last_seq + 1)..=(2 * TURNS) as i64).collect::<Vec<_>>());
 }
 
-/// The gateway waits long enough on a stalled socket that chat-core's queue
-/// for that connection overflows first: chat-core ends the connection's
-/// stream with `slow_consumer`, and the client, once it reads again, finds
+/// The gateway waits long enough on a stalled socket that the connection's
+/// queue overflows first: the connection ends with `slow_consumer`, and the
+/// client, once it reads again, finds
 /// what was already on its way, then an error frame `slow_consumer` and the
 /// close code 4008. The session's other reader is not disturbed.
 #[tokio::test]
-async fn a_connection_that_overflows_chat_cores_queue_is_closed_with_4008() {
-    // The gateway would wait 600 s on the stalled socket: only chat-core's
-    // queue for it can end it. The load is far more than the socket buffers,
+async fn a_connection_that_overflows_its_queue_is_closed_with_4008() {
+    // The gateway would wait 600 s on the stalled socket's writes: only the
+    // connection's queue can end it. The load is far more than the socket buffers,
     // the gateway's batch and the HTTP/2 window hold.
     let Load { mut stalled, .. } = stall_one_reader_through_a_load("overflowing_reader", 600).await;
 

@@ -368,3 +368,72 @@ async fn the_access_token_can_travel_as_a_subprotocol_instead_of_in_the_url() ->
     }
     Ok(())
 }
+
+fn run_ended(frame: &serde_json::Value) -> bool {
+    frame["type"] == "run" && frame["status"] == "completed"
+}
+
+/// Sockets share the gateway's few `Multiplex` streams to chat-core (here
+/// six sockets over three streams): each socket still gets exactly its own
+/// frames, and one closing leaves the others, on its stream too, working.
+#[tokio::test]
+async fn sockets_sharing_streams_to_chat_core_each_get_only_their_own_frames() -> anyhow::Result<()> {
+    let stack = TestStack::spawn_with(|s| {
+        s.chat_core_mux_streams = 2;
+        s.chat_core_mux_sockets_per_stream = 2;
+    })
+    .await?;
+    let mut users = Vec::new();
+    for name in ["mux_ann", "mux_ben", "mux_cy"] {
+        let token = stack.user(name).await?;
+        let session_id = stack.session(&token, "echo").await?;
+        let mut sockets = Vec::new();
+        for _ in 0..2 {
+            let mut ws = stack.ws(&token).await?;
+            ws.subscribe(&session_id).await;
+            sockets.push(ws);
+        }
+        users.push((session_id, sockets));
+    }
+
+    // Each user sends on their first socket; both their sockets see their reply.
+    for (i, (session_id, sockets)) in users.iter_mut().enumerate() {
+        let content = format!("mux turn {i}");
+        let send =
+            json!({"type": "send", "session_id": session_id, "client_msg_id": "c1", "content": content});
+        sockets[0].send(send).await;
+        for ws in sockets.iter_mut() {
+            let frames = ws.recv_until(run_ended).await;
+            assert!(
+                frames
+                    .iter()
+                    .all(|f| f["session_id"].as_str().is_none_or(|s| s == session_id)
+                        && f["message"]["session_id"]
+                            .as_str()
+                            .is_none_or(|s| s == session_id)),
+                "a frame of another session: {frames:?}"
+            );
+            let replies: Vec<_> = frames.iter().filter(|f| is_reply(f)).collect();
+            assert_eq!(replies.len(), 1, "{frames:?}");
+            assert_eq!(replies[0]["message"]["content"], content);
+        }
+    }
+    // Nothing else is waiting on any socket: a ping's pong comes next.
+    for (_, sockets) in users.iter_mut() {
+        for ws in sockets.iter_mut() {
+            ws.send(json!({"type": "ping"})).await;
+            assert_eq!(ws.recv().await, json!({"type": "pong"}));
+        }
+    }
+
+    // One socket closes; its neighbour (same user, same stream or not) goes on.
+    let (session_id, mut sockets) = users.remove(0);
+    drop(sockets.remove(0));
+    let ws = &mut sockets[0];
+    let send =
+        json!({"type": "send", "session_id": session_id, "client_msg_id": "c2", "content": "still here"});
+    ws.send(send).await;
+    let frames = ws.recv_until(is_reply).await;
+    assert_eq!(frames.last().expect("reply")["message"]["content"], "still here");
+    Ok(())
+}

@@ -31,22 +31,22 @@ use crate::domain::MAX_METADATA_BYTES;
 const DEFAULT_MESSAGE_LIMIT: u32 = 50;
 const MAX_MESSAGE_LIMIT: u32 = 1000;
 
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// What ends a stream besides its own end.
-struct Ends {
+pub(super) struct Ends {
     /// chat-core draining: `UNAVAILABLE`, so the caller reconnects to
     /// another replica and resumes.
-    draining: CancellationToken,
+    pub(super) draining: CancellationToken,
     /// The user's stream, ended with `UNAUTHENTICATED` when their sign-in is
     /// revoked on any replica.
-    guard: Option<StreamGuard>,
+    pub(super) guard: Option<StreamGuard>,
     /// The clock of a user's own token: `UNAUTHENTICATED` after its expiry
     /// and grace.
-    clock: Option<TokenClock>,
+    pub(super) clock: Option<TokenClock>,
 }
 
-fn until_ended<T: Send + 'static>(
+pub(super) fn until_ended<T: Send + 'static>(
     stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
     ends: Ends,
 ) -> EventStream<T> {
@@ -422,6 +422,32 @@ impl ChatService for ChatApi {
         let frames = request.into_inner();
         Ok(Response::new(until_ended(
             super::connect::serve(self.core.clone(), principal, request_id, message_limit, frames),
+            ends,
+        )))
+    }
+
+    type MultiplexStream = EventStream<pb::MuxServerFrame>;
+
+    async fn multiplex(
+        &self,
+        request: Request<Streaming<pb::MuxClientFrame>>,
+    ) -> Result<Response<Self::MultiplexStream>, Status> {
+        if !principal(&request)?.is_service() {
+            return Err(ServiceError::Forbidden.into());
+        }
+        let core = self.core.clone();
+        let draining = self.draining.clone();
+        // The gateway counts and caps its users' connections itself; each
+        // one still ends on its user's revocation and on draining.
+        let ends = move |user: &UserId| Ends {
+            draining: draining.clone(),
+            guard: core.streams().open(user.as_str(), 0),
+            clock: None,
+        };
+        Ok(Response::new(super::mux::serve(
+            self.core.clone(),
+            request.into_inner(),
+            self.draining.clone(),
             ends,
         )))
     }

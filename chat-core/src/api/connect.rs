@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::Instrument as _;
 
 use super::{UserLimits, post};
@@ -55,7 +55,7 @@ pub fn serve(
     principal: Principal,
     request_id: Option<String>,
     message_limit: Option<Arc<UserLimits>>,
-    frames: Streaming<pb::ClientFrame>,
+    frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
     let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
     let slow = CancellationToken::new();
@@ -125,14 +125,17 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut frames: Streaming<pb::ClientFrame>) {
+    async fn run(mut self, mut frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin) {
         loop {
             let next = tokio::select! {
                 next = frames.next() => next,
                 () = self.tx.closed() => break,
             };
             match next {
-                Some(Ok(pb::ClientFrame { frame: Some(frame) })) => self.handle(frame).await,
+                // Boxed: a frame's handling (a send's transaction, above all)
+                // needs far more state than an idle connection waiting for
+                // its next frame, and every idle connection holds this future.
+                Some(Ok(pb::ClientFrame { frame: Some(frame) })) => Box::pin(self.handle(frame)).await,
                 Some(Ok(pb::ClientFrame { frame: None })) => {
                     let err = ServiceError::Invalid("empty frame".into());
                     let _ = self.tx.send(error_frame(&err, "", "")).await;

@@ -7,6 +7,7 @@
 mod auth;
 mod chat;
 mod connect;
+mod mux;
 mod operators;
 mod user_limits;
 mod users;

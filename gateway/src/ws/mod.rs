@@ -1,4 +1,5 @@
-//! `GET /api/v1/ws`: one WebSocket in, one `ChatService.Connect` stream out.
+//! `GET /api/v1/ws`: one WebSocket in, one connection of a shared
+//! `ChatService.Multiplex` stream out (see [`crate::mux`]).
 //!
 //! The socket loop is written against `Stream`/`Sink` so tests can drive it
 //! with channels; [`crate::frames`] does the JSON ⇄ proto translation.
@@ -12,13 +13,13 @@ use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
 use crate::connections::{ConnectionGuard, OverCap};
-use crate::core::{current_request_id, tag_request_id};
+use crate::core::current_request_id;
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
+use crate::mux::Upstream;
 use crate::origin::UpgradeOrigin;
 use crate::ratelimit::middleware::ClientAddress;
 
@@ -26,8 +27,6 @@ mod peer;
 
 pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warning};
 
-/// Client frames queued towards chat-core before the socket stops being read.
-const CLIENT_FRAME_QUEUE: usize = 16;
 /// Server frames written to the socket before one flush.
 const MAX_BATCH: usize = 64;
 
@@ -47,7 +46,7 @@ mod close {
 }
 
 /// Checks the origin (403) and authenticates (401) before upgrading the
-/// connection; the `Connect` stream to chat-core is opened first too, so a
+/// connection; the connection to chat-core is opened first too, so a
 /// signed-out token is refused (401) before the upgrade.
 ///
 /// The write buffer has no hard cap (a long reply must never fail a write);
@@ -69,7 +68,8 @@ pub async fn upgrade(
     let traces = TurnTraces::of_upgrade(&headers);
     let opened = match guard {
         Ok(guard) => {
-            let upstream = Box::pin(open_upstream(&state, &user, request_id.clone())).await;
+            let request_id_text = request_id.as_ref().and_then(|id| id.to_str().ok());
+            let upstream = Box::pin(state.mux.open(&user, request_id_text)).await;
             if let Err(status) = &upstream.frames
                 && ErrorCode::from_status(status) == ErrorCode::Unauthenticated
             {
@@ -93,31 +93,6 @@ pub async fn upgrade(
                 Err(over) => close_over_cap(socket, over).await,
             }
         })
-}
-
-/// A socket's `Connect` stream to chat-core: where client frames go, and
-/// the server frames (or why the stream did not open).
-struct Upstream {
-    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
-    frames: Result<tonic::codec::Streaming<pb::ServerFrame>, tonic::Status>,
-}
-
-/// Opens `user`'s `Connect` stream to chat-core.
-async fn open_upstream(
-    state: &SharedState,
-    user: &AuthUser,
-    request_id: Option<tonic::metadata::AsciiMetadataValue>,
-) -> Upstream {
-    let (to_core, rx) = mpsc::channel::<Box<pb::ClientFrame>>(CLIENT_FRAME_QUEUE);
-    let outbound = ReceiverStream::new(rx).map(|frame| *frame);
-    let frames = match state.stream_as(outbound, user) {
-        Ok(mut request) => {
-            tag_request_id(&mut request, request_id);
-            state.core.connect(request).await
-        }
-        Err(_) => Err(ErrorCode::Unauthenticated.status("malformed user id")),
-    };
-    Upstream { to_core, frames }
 }
 
 /// Tells a socket over its user's or address's connection cap why, and closes it with 1013.
@@ -168,7 +143,8 @@ fn inbound_kind(inbound: &Inbound) -> &'static str {
 }
 
 /// One socket's life. Futures needed only briefly (opening the stream,
-/// writing, closing) are boxed so an idle socket's task stays small.
+/// checking a frame, renewing the token, writing, closing) are boxed so an
+/// idle socket's task stays small.
 async fn serve(
     mut socket: WebSocket,
     state: SharedState,
@@ -362,7 +338,7 @@ where
                 ended.frames_in += 1;
                 let inbound = parse_client_frame(text, peer.max_content_bytes);
                 count_frame("in", inbound_kind(&inbound));
-                if let Some(error) = peer.check_frame(&inbound).await {
+                if let Some(error) = Box::pin(peer.check_frame(&inbound)).await {
                     if send(socket, &error, &mut ended).await.is_err() {
                         return ended;
                     }
@@ -370,7 +346,7 @@ where
                 }
                 match inbound {
                     Inbound::Forward(mut frame) => {
-                        if let Some(error) = peer.check_send(&frame).await {
+                        if let Some(error) = Box::pin(peer.check_send(&frame)).await {
                             if send(socket, &error, &mut ended).await.is_err() {
                                 return ended;
                             }
@@ -389,7 +365,7 @@ where
                         }
                     }
                     Inbound::Auth(token) => {
-                        let reply = peer.reauthenticate(&token, &mut clock).await;
+                        let reply = Box::pin(peer.reauthenticate(&token, &mut clock)).await;
                         expiry.as_mut().reset(clock.deadline());
                         if send(socket, &reply, &mut ended).await.is_err() {
                             return ended;
@@ -548,6 +524,8 @@ mod tests {
 
     use std::sync::Arc;
 
+    use tokio_stream::wrappers::ReceiverStream;
+
     use super::*;
     use crate::auth::Tokens;
     use crate::ratelimit::{MemoryStore, Policies, Policy, RateLimits};
@@ -602,12 +580,7 @@ mod tests {
             .as_secs()
     }
 
-    fn start_with_token(expires_at: u64, token_grace: Duration) -> Harness {
-        let (client_tx, incoming) = fmpsc::unbounded();
-        let (outgoing, client_rx) = fmpsc::unbounded();
-        let (core_tx, upstream) = mpsc::channel(8);
-        let (to_core, core_rx) = mpsc::channel(8);
-        let mut socket = FakeSocket { incoming, outgoing };
+    fn peer(expires_at: u64, token_grace: Duration) -> Peer {
         let policy = Policy {
             limit: std::num::NonZeroU32::new(2).expect("non-zero"),
             window: Duration::from_secs(3600),
@@ -617,7 +590,7 @@ mod tests {
             Duration::from_secs(3600),
             Duration::from_secs(3600),
         ));
-        let peer = Peer {
+        Peer {
             user_id: "u1".into(),
             max_content_bytes: 100,
             rate_limits: RateLimits::new(
@@ -639,7 +612,16 @@ mod tests {
             token_grace,
             flush_timeout: Duration::from_secs(30),
             traces: TurnTraces::default(),
-        };
+        }
+    }
+
+    fn start_with_token(expires_at: u64, token_grace: Duration) -> Harness {
+        let (client_tx, incoming) = fmpsc::unbounded();
+        let (outgoing, client_rx) = fmpsc::unbounded();
+        let (core_tx, upstream) = mpsc::channel(8);
+        let (to_core, core_rx) = mpsc::channel(8);
+        let mut socket = FakeSocket { incoming, outgoing };
+        let peer = peer(expires_at, token_grace);
         let task = tokio::spawn(async move {
             relay(
                 &mut socket,
@@ -658,6 +640,33 @@ mod tests {
             task,
         }
     }
+
+    /// Every idle socket holds its relay's future: what it needs only for a
+    /// moment (checking a frame, renewing a token, writing a batch) is boxed,
+    /// so the future an idle socket waits in stays small.
+    #[test]
+    fn an_idle_sockets_relay_future_is_small() {
+        let (_client_tx, incoming) = fmpsc::unbounded();
+        let (outgoing, _client_rx) = fmpsc::unbounded();
+        let (_core_tx, upstream) = mpsc::channel::<Result<pb::ServerFrame, tonic::Status>>(8);
+        let (to_core, _core_rx) = mpsc::channel(8);
+        let mut socket = FakeSocket { incoming, outgoing };
+        let peer = peer(unix_now() + 3600, Duration::from_secs(30));
+        let relay = relay(
+            &mut socket,
+            ReceiverStream::new(upstream),
+            to_core,
+            &peer,
+            std::future::pending(),
+        );
+        let size = std::mem::size_of_val(&relay);
+        assert!(
+            size <= RELAY_FUTURE_BOUND,
+            "the relay's future takes {size} bytes"
+        );
+    }
+
+    const RELAY_FUTURE_BOUND: usize = 100_000;
 
     async fn next_json(rx: &mut fmpsc::UnboundedReceiver<Message>) -> Value {
         let message = tokio::time::timeout(Duration::from_secs(5), rx.next())
