@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use tonic_health::pb::health_check_response::ServingStatus;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PASSWORD: &str = "correct horse battery";
 
