@@ -6,14 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_core::bus::{BusItem, EventBus, InProcessBus};
 use chat_core::domain::{
-    Actor, ClientMsgId, Message, MessageRole, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
+    Actor, ClientMsgId, Message, MessageRole, Run, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
 };
+use chat_core::lifecycle::{AfterReply, RunLifecycle, SessionEffect};
 use chat_core::store::{
     self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
     SessionQuery, StoreError, Transition,
 };
+use chat_proto::chat::v1::session_event::Event;
+use chat_proto::chat::v1::{Presence, SessionEvent};
 use chat_testkit::TestDatabase;
+use futures::StreamExt;
 use migration::MigratorTrait;
 
 async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
@@ -372,6 +377,103 @@ async fn only_the_lease_holder_ends_a_run_it_runs() {
             .await
             .unwrap()
     );
+}
+
+/// The completion of `run` with `content` by the replica `owner`.
+fn completion(run: &Run, content: &str, owner: &str) -> RunCompletion {
+    RunCompletion {
+        run_id: run.id.clone(),
+        session_id: run.session_id.clone(),
+        agent: "echo".into(),
+        content: content.into(),
+        first_delta_at: None,
+        started_at: None,
+        lease: lease(owner),
+        tool_calls: None,
+    }
+}
+
+/// A replica whose run was taken over (its lease lapsed) still ends its
+/// attempt the way it would have: with a reply, a failure or a cancel. None
+/// of it may be stored or announced; clients hear one outcome, the new
+/// owner's.
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_neither_ends_nor_announces_the_run() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    store
+        .append_message(user_message(&session, "a", "x"))
+        .await
+        .unwrap();
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let runs = RunLifecycle::new(store.clone(), bus.clone());
+    let mut events = bus.subscribe(session.as_str()).await;
+    let stale = store
+        .claim_next_run(&session, &lease("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_leases("a").await.unwrap();
+    let taken = store
+        .claim_next_run(&session, &lease("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&taken.id, taken.attempt), (&stale.id, 2));
+
+    // Replica a, unaware, ends its attempt every way it can.
+    let after = runs
+        .complete(&stale, completion(&stale, "stale", "a"), SessionEffect::None)
+        .await;
+    assert!(matches!(after, AfterReply::Unknown), "{after:?}");
+    runs.record_end(&stale, RunStatus::Failed, "stale", "a").await;
+    runs.record_end(&stale, RunStatus::Cancelled, "", "a").await;
+    // Replica b completes it.
+    runs.complete(&taken, completion(&taken, "fresh", "b"), SessionEffect::None)
+        .await;
+
+    // Everything published so far, up to a marker published last.
+    bus.publish(
+        session.as_str(),
+        SessionEvent {
+            event: Some(Event::Presence(Presence::default())),
+        },
+    )
+    .await;
+    let mut heard = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the session's events")
+            .expect("the subscription lasts");
+        let BusItem::Event(event) = item else {
+            panic!("the subscription lost events");
+        };
+        heard.push(match &event.event {
+            Some(Event::Message(m)) => format!("message {}", m.content),
+            Some(Event::Run(r)) => format!("run {} attempt {}", r.status().as_str_name(), r.attempt),
+            Some(Event::Presence(_)) => break,
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        heard,
+        ["message fresh", "run RUN_STATUS_COMPLETED attempt 2"],
+        "the stale replica announced nothing"
+    );
+    let run = store.get_run(&stale.id).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempt), (RunStatus::Completed, 2));
+    let stored = store
+        .list_messages(MessageQuery {
+            session_id: session.clone(),
+            after_seq: Some(0),
+            before_seq: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let contents: Vec<_> = stored.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["x", "fresh"], "the stale reply is not stored");
 }
 
 #[tokio::test]

@@ -20,14 +20,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PASSWORD: &str = "correct horse battery";
 
 /// A redis-server of the test's own, so it can be restarted.
 struct Stack {
     gateways: [SocketAddr; 2],
+    cores: [SocketAddr; 2],
     http: reqwest::Client,
-    _db: chat_testkit::TestDatabase,
+    db: chat_testkit::TestDatabase,
 }
 
 async fn spawn_stack(redis_url: &str) -> Stack {
@@ -37,6 +39,7 @@ async fn spawn_stack(redis_url: &str) -> Stack {
         .unwrap();
     let db = chat_testkit::TestDatabase::new().await.unwrap();
     let mut gateways = Vec::new();
+    let mut cores = Vec::new();
     for _ in 0..2 {
         let redis_url = redis_url.to_owned();
         // The soak reconnects and resubscribes far more often than any
@@ -54,6 +57,7 @@ async fn spawn_stack(redis_url: &str) -> Stack {
         .await
         .unwrap();
         gateways.push(gateway.addr);
+        cores.push(core.addr);
     }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -61,8 +65,9 @@ async fn spawn_stack(redis_url: &str) -> Stack {
         .unwrap();
     Stack {
         gateways: [gateways[0], gateways[1]],
+        cores: [cores[0], cores[1]],
         http,
-        _db: db,
+        db,
     }
 }
 
@@ -149,16 +154,33 @@ async fn recv(socket: &mut Socket, wait: Duration) -> Option<Value> {
     }
 }
 
-/// What one client has seen of its session, deduplicated by seq.
+/// A delta's `(run, attempt)`.
+type Attempt = (String, u64);
+
+/// One connection's deltas of one run attempt. A subscription streams an
+/// attempt from delta 0 and each delta once (a resumed one replays the run
+/// in flight from delta 0, or streams none of it when earlier deltas are out
+/// of reach), so per connection the indexes are exactly 0, 1, 2, …
+struct Stream {
+    text: String,
+    next: u64,
+    zero_at: Instant,
+}
+
+/// What one client has seen of its session, across its connections.
 #[derive(Default)]
 struct Seen {
+    /// Messages, deduplicated by seq.
     messages: BTreeMap<i64, Value>,
-    /// Per run: (attempt, text assembled from deltas in index order).
-    streamed: HashMap<String, (u64, String, u64)>,
-    /// The (run, attempt, index) of every delta of the current connection:
-    /// one connection never gets a delta twice (a resumed one replays the
-    /// run in flight from index 0, which is why this is per connection).
-    connection_deltas: std::collections::HashSet<(String, u64, u64)>,
+    /// When each message was first seen, and on which connection.
+    message_seen: HashMap<i64, (u64, Instant)>,
+    /// Per run attempt, the text of every delta index seen, deduplicated by
+    /// `(run, attempt, index)` across connections.
+    deltas: BTreeMap<Attempt, BTreeMap<u64, String>>,
+    /// What each connection streamed of each run attempt.
+    streams: HashMap<(u64, Attempt), Stream>,
+    /// The current connection, counted from 1.
+    connection: u64,
 }
 
 impl Seen {
@@ -168,13 +190,15 @@ impl Seen {
 
     /// A new connection starts.
     fn reconnected(&mut self) {
-        self.connection_deltas.clear();
+        self.connection += 1;
     }
 
     /// Records a frame; panics on a message delivered twice (a resume asks
-    /// for what follows the last seq seen, so nothing comes again) or a delta
-    /// delivered twice on one connection.
+    /// for what follows the last seq seen, so nothing comes again), on a
+    /// connection's deltas of an attempt other than 0, 1, 2, … in order, and
+    /// on two texts for one `(run, attempt, index)`.
     fn take(&mut self, frame: &Value) {
+        let now = Instant::now();
         match frame["type"].as_str() {
             Some("message") => {
                 let message = frame["message"].clone();
@@ -182,25 +206,38 @@ impl Seen {
                 if let Some(earlier) = self.messages.insert(seq, message) {
                     panic!("message {seq} delivered twice: {earlier} and {frame}");
                 }
+                self.message_seen.insert(seq, (self.connection, now));
             }
             Some("delta") => {
                 let run = frame["run_id"].as_str().unwrap().to_owned();
                 let (attempt, index) = (
-                    frame["attempt"].as_u64().unwrap_or(1),
+                    frame["attempt"].as_u64().unwrap(),
                     frame["index"].as_u64().unwrap(),
                 );
-                assert!(
-                    self.connection_deltas.insert((run.clone(), attempt, index)),
-                    "delta {index} of run {run} delivered twice on one connection"
+                let text = frame["text"].as_str().unwrap();
+                let key = (run.clone(), attempt);
+                let stream = self
+                    .streams
+                    .entry((self.connection, key.clone()))
+                    .or_insert_with(|| Stream {
+                        text: String::new(),
+                        next: 0,
+                        zero_at: now,
+                    });
+                assert_eq!(
+                    index, stream.next,
+                    "run {run} attempt {attempt}: delta {index} where this connection expected {} \
+                     (a hole, a repeat, or a stream not starting at delta 0)",
+                    stream.next
                 );
-                let entry = self.streamed.entry(run).or_insert((attempt, String::new(), 0));
-                if attempt > entry.0 {
-                    *entry = (attempt, String::new(), 0);
-                }
-                assert!(index <= entry.2, "delta {index} arrived before {} (gap)", entry.2);
-                if attempt == entry.0 && index == entry.2 {
-                    entry.1.push_str(frame["text"].as_str().unwrap());
-                    entry.2 += 1;
+                stream.text.push_str(text);
+                stream.next += 1;
+                let earlier = self.deltas.entry(key).or_default().insert(index, text.to_owned());
+                if let Some(earlier) = earlier {
+                    assert_eq!(
+                        earlier, text,
+                        "delta {index} of run {run} attempt {attempt} seen with two texts"
+                    );
                 }
             }
             _ => {}
@@ -444,12 +481,28 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
             ))
         })
         .collect();
-    // Restart Redis while the soak runs.
+    // Restart Redis while the soak runs: from its stop until both
+    // chat-cores report it reachable again, fan-out across replicas is down
+    // and a live stream may be cut short (see `check_streams`).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    redis.restart().await;
+    let outage_began = Instant::now();
+    redis.stop().await;
+    for core in stack.cores {
+        wait_for_readiness(core, ServingStatus::NotServing).await;
+    }
+    redis.resume().await.unwrap();
+    for core in stack.cores {
+        wait_for_readiness(core, ServingStatus::Serving).await;
+    }
+    let outage = (outage_began, Instant::now());
 
-    for ((token, session), driver) in clients.iter().zip(drivers) {
-        let seen = driver.await.unwrap();
+    let mut seens = Vec::new();
+    for driver in drivers {
+        seens.push(driver.await.unwrap());
+    }
+    let attempts = completed_attempts(&stack.db.url).await;
+    let mut tally = Tally::default();
+    for ((token, session), seen) in clients.iter().zip(seens) {
         let stored = stack.history(token, session).await;
         assert_eq!(
             stored.len(),
@@ -485,14 +538,128 @@ async fn soak_across_replicas_with_disconnects_and_a_redis_restart_loses_nothing
             .collect();
         assert_eq!(users, expected, "each message once, in send order");
         assert_eq!(replies, expected, "each reply once, in order");
-        for reply in stored.iter().filter(|m| m["role"] == "assistant") {
-            let run = reply["run_id"].as_str().unwrap();
-            if let Some((_, text, _)) = seen.streamed.get(run) {
+        check_streams(&seen, &stored, &attempts, outage, &mut tally);
+    }
+    eprintln!("soak: streamed replies {tally:?}");
+}
+
+/// How each reply was streamed to its client.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Followed from delta 0 to the reply on one connection, whole.
+    whole: usize,
+    /// Followed from delta 0 to the reply on one connection across the
+    /// Redis outage, and cut short by it.
+    cut_by_the_redis_outage: usize,
+    /// Delivered on a connection that did not stream the attempt: what was
+    /// streamed on others, if anything, is a prefix.
+    not_followed: usize,
+}
+
+/// Checks every reply's deltas as the client saw them. For every run attempt,
+/// the deltas seen on all connections together (deduplicated by `(run,
+/// attempt, index)`; one index never with two texts, see [`Seen::take`]) are
+/// 0..n without a hole. For the attempt that completed the run, they spell a
+/// prefix of the stored reply. When the connection that delivered the reply
+/// also streamed that attempt (from delta 0), its own deltas must spell the
+/// whole reply, unless it streamed across the Redis outage (live deltas lost
+/// while a replica's Redis connection was down, the shared delta log lost
+/// with the restart). A connection that did not stream the attempt (it
+/// resumed after the run ended, or a catch-up after lost events found the
+/// run already answered) gets the stored reply, which is then the proof.
+fn check_streams(
+    seen: &Seen,
+    stored: &[Value],
+    attempts: &HashMap<String, u64>,
+    (outage_began, outage_ended): (Instant, Instant),
+    tally: &mut Tally,
+) {
+    for ((run, attempt), deltas) in &seen.deltas {
+        let indexes: Vec<u64> = deltas.keys().copied().collect();
+        assert_eq!(
+            indexes,
+            (0..indexes.len() as u64).collect::<Vec<_>>(),
+            "run {run} attempt {attempt}: the deltas seen have a hole"
+        );
+    }
+    for reply in stored.iter().filter(|m| m["role"] == "assistant") {
+        let run = reply["run_id"].as_str().unwrap().to_owned();
+        let text = reply["content"].as_str().unwrap();
+        let attempt = attempts[&run];
+        let key = (run.clone(), attempt);
+        let streamed: String = seen
+            .deltas
+            .get(&key)
+            .map(|deltas| deltas.values().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with(&streamed),
+            "run {run} attempt {attempt}: streamed {streamed:?} is not a prefix of the reply {text:?}"
+        );
+        let seq = reply["seq"].as_i64().unwrap();
+        let (connection, reply_at) = seen.message_seen[&seq];
+        // The connection that delivered the reply followed the attempt when
+        // it streamed it (from delta 0, see `Stream`).
+        match seen.streams.get(&(connection, key)) {
+            None => tally.not_followed += 1,
+            Some(stream) if stream.text == text => tally.whole += 1,
+            Some(stream) => {
                 assert!(
-                    reply["content"].as_str().unwrap().starts_with(text.as_str()),
-                    "streamed text is a prefix of the reply"
+                    stream.zero_at <= outage_ended && reply_at >= outage_began,
+                    "run {run} attempt {attempt}: followed from delta 0 to the reply on one \
+                     connection, away from the Redis outage, the client saw {:?} of {text:?}",
+                    stream.text
                 );
+                tally.cut_by_the_redis_outage += 1;
             }
+        }
+    }
+}
+
+/// The attempt each completed run completed with, from the database.
+async fn completed_attempts(url: &str) -> HashMap<String, u64> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, CAST(attempt AS BIGINT) AS attempt FROM runs WHERE status = 'completed'",
+        ))
+        .await
+        .unwrap();
+    let attempts = rows
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get("", "id").unwrap();
+            let attempt: i64 = row.try_get("", "attempt").unwrap();
+            (id, u64::try_from(attempt).unwrap())
+        })
+        .collect();
+    db.close().await.unwrap();
+    attempts
+}
+
+/// Waits until chat-core at `addr` reports `wanted` readiness (its database
+/// and Redis both reachable, or not).
+async fn wait_for_readiness(addr: SocketAddr, wanted: ServingStatus) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "chat.v1.ChatService".into(),
+    };
+    let mut watch = health.watch(request).await.unwrap().into_inner();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(15), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("chat-core {addr} not {wanted:?} within 15 s"))
+            .unwrap()
+            .unwrap();
+        if next.status() == wanted {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -266,43 +267,14 @@ impl Connection {
         if self.tx.send(frame(subscribed)).await.is_err() {
             return None;
         }
-        let tx = self.tx.clone();
-        let session_id = sub.session_id.clone();
-        let mut events = subscription.events;
-        let slow = self.slow.clone();
-        let (sending, mut send_done) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut known = KnownRuns::default();
-            while let Some(item) = events.next().await {
-                if let Ok(ev) = &item
-                    && known.is_new(ev)
-                {
-                    // Ends at once when no send is in flight (or the
-                    // subscription is being replaced).
-                    let _ = send_done.wait_for(|sending| !sending).await;
-                }
-                let ev = match item {
-                    Ok(ev) => ev,
-                    Err(err) => {
-                        // The subscription could not catch up after losing
-                        // events: say why, then that it ended, so the client
-                        // subscribes again from its last seq.
-                        let ended = Out::Unsubscribed(pb::Unsubscribed {
-                            session_id: session_id.clone(),
-                        });
-                        for out in [error_frame(&err, &session_id, ""), frame(ended)] {
-                            if !queue(&tx, &slow, out) {
-                                break;
-                            }
-                        }
-                        return;
-                    }
-                };
-                if !queue(&tx, &slow, frame(Out::Event(ev))) {
-                    return;
-                }
-            }
-        });
+        let (sending, send_done) = watch::channel(false);
+        let task = tokio::spawn(forward(
+            subscription.events,
+            sub.session_id.clone(),
+            send_done,
+            self.tx.clone(),
+            self.slow.clone(),
+        ));
         self.subscriptions.insert(
             key,
             Subscribed {
@@ -311,6 +283,50 @@ impl Connection {
             },
         );
         None
+    }
+}
+
+/// Forwards a subscription's events into the connection's outgoing queue.
+/// While `send_done` says a `send` to the session is between its commit and
+/// its ack, the first event of a run not forwarded before waits (and so does
+/// everything after it) until the ack is queued: a runner already busy in
+/// the session may claim the new run and publish its events before then.
+async fn forward(
+    mut events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
+    session_id: String,
+    mut send_done: watch::Receiver<bool>,
+    tx: Outgoing,
+    slow: CancellationToken,
+) {
+    let mut known = KnownRuns::default();
+    while let Some(item) = events.next().await {
+        if let Ok(ev) = &item
+            && known.is_new(ev)
+        {
+            // Ends at once when no send is in flight (or the
+            // subscription is being replaced).
+            let _ = send_done.wait_for(|sending| !sending).await;
+        }
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(err) => {
+                // The subscription could not catch up after losing
+                // events: say why, then that it ended, so the client
+                // subscribes again from its last seq.
+                let ended = Out::Unsubscribed(pb::Unsubscribed {
+                    session_id: session_id.clone(),
+                });
+                for out in [error_frame(&err, &session_id, ""), frame(ended)] {
+                    if !queue(&tx, &slow, out) {
+                        break;
+                    }
+                }
+                return;
+            }
+        };
+        if !queue(&tx, &slow, frame(Out::Event(ev))) {
+            return;
+        }
     }
 }
 
@@ -413,4 +429,122 @@ fn queue(tx: &Outgoing, slow: &CancellationToken, out: Frame) -> bool {
 
 fn frame_out(out: Out) -> Option<Frame> {
     Some(frame(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use pb::session_event::Event;
+
+    fn run(run_id: &str, status: pb::RunStatus) -> pb::SessionEvent {
+        pb::SessionEvent {
+            event: Some(Event::Run(pb::RunUpdate {
+                run_id: run_id.into(),
+                status: status.into(),
+                attempt: 1,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn delta(run_id: &str, index: u32) -> pb::SessionEvent {
+        pb::SessionEvent {
+            event: Some(Event::Delta(pb::Delta {
+                run_id: run_id.into(),
+                index,
+                text: format!("{run_id}:{index} "),
+                attempt: 1,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn reply(run_id: &str, seq: i64) -> pb::SessionEvent {
+        pb::SessionEvent {
+            event: Some(Event::Message(pb::Message {
+                seq,
+                run_id: Some(run_id.into()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// What a frame is, in short: `ack`, or the event's kind and run.
+    fn describe(frame: &pb::ServerFrame) -> String {
+        match &frame.frame {
+            Some(Out::Ack(_)) => "ack".into(),
+            Some(Out::Event(pb::SessionEvent { event: Some(ev) })) => match ev {
+                Event::Run(r) => format!("{} {}", r.run_id, r.status().as_str_name()),
+                Event::Delta(d) => format!("{} delta {}", d.run_id, d.index),
+                Event::Message(m) => format!("reply of {}", m.run_id.as_deref().unwrap_or("")),
+                other => format!("{other:?}"),
+            },
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The interleaving the hold-back exists for, fed to the forwarder
+    /// directly: run `r1` streams; a `send` commits its message; `r1`'s
+    /// reply commit claims the new run `r2`, whose `running` and first delta
+    /// are published before the send's ack is queued. The client must still
+    /// get the ack before any event of `r2`, while `r1`'s end goes on
+    /// without waiting.
+    #[tokio::test]
+    async fn events_of_a_run_claimed_before_the_ack_wait_for_it() {
+        // Room for one event: once the next slot is free, the forwarder has
+        // taken the event and (on this single-threaded runtime) done all it
+        // does with it before the test goes on.
+        let (events_tx, events_rx) = mpsc::channel(1);
+        let (sending, send_done) = watch::channel(false);
+        let (tx, mut rx) = mpsc::channel(16);
+        let forwarder = tokio::spawn(forward(
+            tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
+            "s".into(),
+            send_done,
+            tx.clone(),
+            CancellationToken::new(),
+        ));
+        let publish = |ev: pb::SessionEvent| {
+            let events_tx = events_tx.clone();
+            async move {
+                events_tx.send(Ok(ev)).await.unwrap();
+                drop(events_tx.reserve().await.unwrap());
+            }
+        };
+
+        publish(run("r1", pb::RunStatus::Running)).await;
+        publish(delta("r1", 0)).await;
+        // The send, as `Connection::send` does it: in flight from before its
+        // commit until its ack is queued.
+        let in_flight = Sending::start(&sending);
+        publish(delta("r1", 1)).await;
+        publish(reply("r1", 3)).await;
+        publish(run("r1", pb::RunStatus::Completed)).await;
+        publish(run("r2", pb::RunStatus::Running)).await;
+        tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        drop(in_flight);
+        publish(delta("r2", 0)).await;
+
+        let mut seen = Vec::new();
+        while seen.len() < 8 {
+            seen.push(describe(&rx.recv().await.unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [
+                "r1 RUN_STATUS_RUNNING",
+                "r1 delta 0",
+                "r1 delta 1",
+                "reply of r1",
+                "r1 RUN_STATUS_COMPLETED",
+                "ack",
+                "r2 RUN_STATUS_RUNNING",
+                "r2 delta 0",
+            ],
+            "the ack precedes every event of the run it starts"
+        );
+        forwarder.abort();
+    }
 }
