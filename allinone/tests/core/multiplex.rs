@@ -120,15 +120,17 @@ async fn connections_of_several_users_share_a_stream_and_each_sees_only_its_own(
     mux.frame(1, subscribe(&alices.id)).await;
     mux.frame(2, subscribe(&bobs.id)).await;
     mux.frame(2, subscribe(&alices.id)).await;
+    // Connections are served side by side: wait for both answers of each.
+    let (mut alice_answered, mut bob_answers) = (false, 0);
     let seen = mux
         .until(|conn, kind| {
-            conn == 2
-                && matches!(
-                    kind,
-                    MuxOut::Frame(pb::ServerFrame {
-                        frame: Some(Out::Error(_))
-                    })
-                )
+            if matches!(kind, MuxOut::Frame(_)) {
+                match conn {
+                    1 => alice_answered = true,
+                    _ => bob_answers += 1,
+                }
+            }
+            alice_answered && bob_answers == 2
         })
         .await;
     let subscribed: Vec<(u64, String)> = seen
