@@ -47,24 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         measure_from: started,
         deadline,
     };
-    let tasks: Vec<_> = chats
-        .into_iter()
-        .map(|mut chat| {
-            let content = content.clone();
-            let counters = counters.clone();
-            tokio::spawn(async move {
-                let result = window
-                    .back_to_back(
-                        &mut (&mut chat, content),
-                        |(chat, content)| Box::pin(chat.turn(content)),
-                        |stats, _, outcome| stats.take(outcome, &counters),
-                    )
-                    .await;
-                chat.close().await;
-                result
-            })
-        })
-        .collect();
+    let tasks = window.spawn_chats(chats, &content, &counters);
     let (total, _) = gather(tasks).await?;
     let elapsed = started.elapsed();
     let errors = counters.errors.load(Ordering::Relaxed);

@@ -96,6 +96,33 @@ impl Window {
         }
         (stats, warmup_turns)
     }
+
+    /// Runs each chat's turns back to back on a task of its own, sending
+    /// `content`, and closes the chat at the end.
+    pub fn spawn_chats(
+        self,
+        chats: Vec<Chat>,
+        content: &Arc<str>,
+        counters: &Arc<Counters>,
+    ) -> Vec<JoinHandle<(TurnStats, u64)>> {
+        chats
+            .into_iter()
+            .map(|mut chat| {
+                let (content, counters) = (content.clone(), counters.clone());
+                tokio::spawn(async move {
+                    let result = self
+                        .back_to_back(
+                            &mut (&mut chat, content),
+                            |(chat, content)| Box::pin(chat.turn(content)),
+                            |stats, _, outcome| stats.take(outcome, &counters),
+                        )
+                        .await;
+                    chat.close().await;
+                    result
+                })
+            })
+            .collect()
+    }
 }
 
 /// Waits for every session's task and adds up their stats and warm-up turns.
@@ -130,24 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         measure_from,
         deadline,
     };
-    let tasks: Vec<_> = chats
-        .into_iter()
-        .map(|mut chat| {
-            let content = content.clone();
-            let counters = counters.clone();
-            tokio::spawn(async move {
-                let result = window
-                    .back_to_back(
-                        &mut (&mut chat, content),
-                        |(chat, content)| Box::pin(chat.turn(content)),
-                        |stats, _, outcome| stats.take(outcome, &counters),
-                    )
-                    .await;
-                chat.close().await;
-                result
-            })
-        })
-        .collect();
+    let tasks = window.spawn_chats(chats, &content, &counters);
     let (total, warmup_turns) = gather(tasks).await?;
     Ok(json!({
         "transport": "websocket",
