@@ -44,6 +44,11 @@ impl SeaStore {
         if result.rows_affected == 0 {
             return Err(StoreError::NotFound("session"));
         }
+        self.stored_session(id).await
+    }
+
+    /// The session as stored now; gone is `NotFound`.
+    async fn stored_session(&self, id: &SessionId) -> Result<Session, StoreError> {
         self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
     }
 }
@@ -157,10 +162,7 @@ impl SessionStore for SeaStore {
             .filter(session::Column::Status.is_in(names(&from, SessionStatus::as_str)))
             .exec(&self.db)
             .await?;
-        let session = self
-            .get_session(id)
-            .await?
-            .ok_or(StoreError::NotFound("session"))?;
+        let session = self.stored_session(id).await?;
         if result.rows_affected == 0 {
             let refused = session.status.next(change, by).err();
             return Err(StoreError::Conflict(refused.map_or_else(
@@ -251,10 +253,7 @@ impl SessionStore for SeaStore {
             )
             .exec(&self.db)
             .await?;
-        let session = self
-            .get_session(id)
-            .await?
-            .ok_or(StoreError::NotFound("session"))?;
+        let session = self.stored_session(id).await?;
         if result.rows_affected == 0 {
             return Err(StoreError::Conflict(match &session.assignee {
                 _ if session.status != SessionStatus::PendingHuman => {
