@@ -148,52 +148,77 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let chats = open_chats(&setup, args.concurrency, "t").await?;
     let rss = RssWatch::start(&setup.common.pids)?;
 
-    let content = Arc::<str>::from(words(args.words));
-    let counters = Arc::new(Counters::default());
-    let _progress = Progress::start("turns", "turns", counters.clone(), setup.progress_every());
-    let measure_from = Instant::now() + warmup;
-    let deadline = measure_from + measured;
-    let window = Window {
-        measure_from,
-        deadline,
-    };
-    let tasks = window.spawn_chats(chats, &content, &counters);
+    let measuring = Measured::start(&args, setup.progress_every(), warmup, measured);
+    let tasks = measuring
+        .window
+        .spawn_chats(chats, &measuring.content, &measuring.counters);
     let (total, warmup_turns) = gather(tasks).await?;
-    Ok(json!({
-        "transport": "websocket",
-        "concurrency": args.concurrency,
-        "seconds": args.seconds,
-        "warmup_secs": args.warmup_secs,
-        "words": args.words,
-        "turns": total.turns,
-        "warmup_turns": warmup_turns,
-        "turns_per_s": per_second(total.turns, measured),
-        "latency": total.latency_json(),
-        "deltas": total.deltas,
-        "incomplete_replies": total.incomplete,
-        "errors_total": total.errors.total(),
-        "errors": total.errors,
-        "rss": rss.finish()?,
-    }))
+    let mut report = measuring.report("websocket", &total, warmup_turns);
+    report["latency"] = total.latency_json();
+    report["deltas"] = json!(total.deltas);
+    report["incomplete_replies"] = json!(total.incomplete);
+    report["rss"] = rss.finish()?;
+    Ok(report)
+}
+
+/// What both transports of `turns` set up before their sessions start, and
+/// report alike.
+struct Measured<'a> {
+    args: &'a Args,
+    measured: Duration,
+    content: Arc<str>,
+    counters: Arc<Counters>,
+    window: Window,
+    _progress: Progress,
+}
+
+impl<'a> Measured<'a> {
+    /// Starts the progress line; the window opens now, measuring after `warmup`.
+    fn start(args: &'a Args, progress_every: Option<Duration>, warmup: Duration, measured: Duration) -> Self {
+        let counters = Arc::new(Counters::default());
+        let progress = Progress::start("turns", "turns", counters.clone(), progress_every);
+        let measure_from = Instant::now() + warmup;
+        Self {
+            args,
+            measured,
+            content: Arc::from(words(args.words)),
+            counters,
+            window: Window {
+                measure_from,
+                deadline: measure_from + measured,
+            },
+            _progress: progress,
+        }
+    }
+
+    /// The fields of the report both transports give.
+    fn report(&self, transport: &str, total: &TurnStats, warmup_turns: u64) -> Value {
+        let args = self.args;
+        json!({
+            "transport": transport,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "warmup_secs": args.warmup_secs,
+            "words": args.words,
+            "turns": total.turns,
+            "warmup_turns": warmup_turns,
+            "turns_per_s": per_second(total.turns, self.measured),
+            "errors_total": total.errors.total(),
+            "errors": total.errors,
+        })
+    }
 }
 
 /// `turns --rest`: the same loop over `POST .../messages`.
 async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Duration) -> anyhow::Result<Value> {
     let sessions = setup.sessions(args.concurrency).await?;
     let rss = RssWatch::start(&setup.common.pids)?;
-    let content = Arc::<str>::from(words(args.words));
-    let counters = Arc::new(Counters::default());
-    let _progress = Progress::start("turns", "turns", counters.clone(), setup.progress_every());
-    let measure_from = Instant::now() + warmup;
-    let deadline = measure_from + measured;
-    let window = Window {
-        measure_from,
-        deadline,
-    };
+    let measuring = Measured::start(args, setup.progress_every(), warmup, measured);
+    let (window, counters) = (measuring.window, &measuring.counters);
     let tasks: Vec<_> = sessions
         .into_iter()
         .map(|session| {
-            let (rest, content, counters) = (setup.rest.clone(), content.clone(), counters.clone());
+            let (rest, content, counters) = (setup.rest.clone(), measuring.content.clone(), counters.clone());
             tokio::spawn(async move {
                 window
                     .back_to_back(
@@ -214,18 +239,8 @@ async fn run_rest(args: &Args, setup: &Setup, measured: Duration, warmup: Durati
         })
         .collect();
     let (total, warmup_turns) = gather(tasks).await?;
-    Ok(json!({
-        "transport": "rest",
-        "concurrency": args.concurrency,
-        "seconds": args.seconds,
-        "warmup_secs": args.warmup_secs,
-        "words": args.words,
-        "turns": total.turns,
-        "warmup_turns": warmup_turns,
-        "turns_per_s": per_second(total.turns, measured),
-        "latency": {"send_to_reply": total.reply.summary()},
-        "errors_total": total.errors.total(),
-        "errors": total.errors,
-        "rss": rss.finish()?,
-    }))
+    let mut report = measuring.report("rest", &total, warmup_turns);
+    report["latency"] = json!({"send_to_reply": total.reply.summary()});
+    report["rss"] = rss.finish()?;
+    Ok(report)
 }
