@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, Role, Scope, TokenKeys, bearer};
+use chat_common::token::{Audience, Role, Scope, TokenKeys};
 use tonic::service::Interceptor;
 
 /// Refuses calls without a service token meant for agent-workers.
@@ -26,15 +26,7 @@ impl Interceptor for RequireServiceToken {
         let Some(keys) = &self.keys else {
             return Ok(request);
         };
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
-        let claims = keys
-            .verify(token, Audience::AgentWorker)
-            .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
+        let claims = keys.verify_call(&request, Audience::AgentWorker)?;
         if claims.role != Role::Service || !claims.allows(Scope::Run) {
             return Err(ErrorCode::Forbidden.status("agent-workers serve chat-core only"));
         }

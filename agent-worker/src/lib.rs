@@ -178,10 +178,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("agent-worker", settings.log_format, LOG_FILTER);
     let admin_listen = settings.admin_listen;
     let app = Application::build(settings).await?;
-    let admin = chat_common::admin::Admin::bind(admin_listen, vec![app.health().clone()])
-        .await?
-        .spawn();
-    let result = app.run_until_stopped(chat_common::shutdown::signal()).await;
-    admin.abort();
-    result
+    let health = app.health().clone();
+    chat_common::admin::alongside(
+        admin_listen,
+        health,
+        app.run_until_stopped(chat_common::shutdown::signal()),
+    )
+    .await
 }

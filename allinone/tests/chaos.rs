@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use chat_testkit::{CuttableProxy, PrivateRedis, TestDatabase, socket_addr_of, with_host};
-use common::{Api, Kind, SECRET, Service, Ws, WsEvent};
+use common::{Api, Kind, SECRET, Service, StackBase, Ws, WsEvent, args};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
@@ -84,10 +84,6 @@ delay_ms = 40
 
 const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|&a| a.to_owned()).collect()
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -119,37 +115,13 @@ struct Stack {
 
 impl Stack {
     async fn start(redis: PrivateRedis) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let db = TestDatabase::new().await?;
-        ensure!(db.is_postgres(), "TEST_DATABASE_URL must be a Postgres URL");
+        let StackBase { dir, db, agents } = StackBase::postgres(AGENTS).await?;
         let proxy = CuttableProxy::start(socket_addr_of(&db.url)?).await?;
         let proxied = with_host(&db.url, proxy.addr());
-        let agents = dir.path().join("agents.toml");
-        std::fs::write(&agents, AGENTS)?;
-        let agents = agents.display().to_string();
-        common::run_once(
-            &["chat-core", "--database-url", &db.url, "migrate"],
-            dir.path(),
-            "migrate",
-            Duration::from_secs(60),
-        )
-        .await?;
-
         let drain = DRAIN.as_secs().to_string();
-        let worker_args = args(&[
-            "--agents-config",
-            &agents,
-            "--shutdown-timeout-secs",
-            &drain,
-            "--jwt-secret",
-            SECRET,
-        ]);
-        let (w1, w2, w3) = tokio::join!(
-            Service::start(Kind::AgentWorker, "worker-1", &worker_args, dir.path()),
-            Service::start(Kind::AgentWorker, "worker-2", &worker_args, dir.path()),
-            Service::start(Kind::AgentWorker, "worker-3", &worker_args, dir.path()),
-        );
-        let workers = [w1?, w2?, w3?];
+        let worker_args = StackBase::worker_args_for(&agents, DRAIN);
+        let names = ["worker-1", "worker-2", "worker-3"];
+        let workers = common::start_all(Kind::AgentWorker, &names, &worker_args, dir.path()).await?;
         let worker_urls = workers.iter().map(Service::url).collect::<Vec<_>>().join(",");
         let core_args = args(&[
             "--database-url",
@@ -169,11 +141,7 @@ impl Stack {
             "--health-interval-ms",
             "200",
         ]);
-        let (core_a, core_b) = tokio::join!(
-            Service::start(Kind::ChatCore, "core-a", &core_args, dir.path()),
-            Service::start(Kind::ChatCore, "core-b", &core_args, dir.path()),
-        );
-        let cores = [core_a?, core_b?];
+        let cores = common::start_all(Kind::ChatCore, &["core-a", "core-b"], &core_args, dir.path()).await?;
         let gateway_args = |core: &Service| {
             args(&[
                 "--chat-core-url",

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use chat_proto::chat::v1 as pb;
-use common::{Api, Kind, SECRET, Service, Ws, WsEvent};
+use common::{Api, Kind, SECRET, Service, StackBase, Ws, WsEvent, args};
 use serde_json::{Value, json};
 
 /// Drain deadline of every process (`--shutdown-timeout-secs`).
@@ -55,10 +55,6 @@ kind = "echo"
 delay_ms = 60
 "#;
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|&a| a.to_owned()).collect()
-}
-
 /// The processes of the test; a stopped one moves to `stopped`.
 struct Stack {
     dir: tempfile::TempDir,
@@ -71,35 +67,14 @@ struct Stack {
 
 impl Stack {
     async fn start(redis_url: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let db = chat_testkit::TestDatabase::new().await?;
-        ensure!(db.is_postgres(), "TEST_DATABASE_URL must be a Postgres URL");
-        let agents = dir.path().join("agents.toml");
-        std::fs::write(&agents, AGENTS)?;
-        let agents = agents.display().to_string();
-
-        common::run_once(
-            &["chat-core", "--database-url", &db.url, "migrate"],
-            dir.path(),
-            "migrate",
-            Duration::from_secs(60),
-        )
-        .await?;
-
+        let StackBase { dir, db, agents } = StackBase::postgres(AGENTS).await?;
         let drain = DRAIN.as_secs().to_string();
-        let worker_args = args(&[
-            "--agents-config",
-            &agents,
-            "--shutdown-timeout-secs",
-            &drain,
-            "--jwt-secret",
-            SECRET,
-        ]);
-        let (w1, w2) = tokio::join!(
-            Service::start(Kind::AgentWorker, "worker-1", &worker_args, dir.path()),
-            Service::start(Kind::AgentWorker, "worker-2", &worker_args, dir.path()),
-        );
-        let (w1, w2) = (w1?, w2?);
+        let worker_args = StackBase::worker_args_for(&agents, DRAIN);
+        let names = ["worker-1", "worker-2"];
+        let [w1, w2]: [Service; 2] = common::start_all(Kind::AgentWorker, &names, &worker_args, dir.path())
+            .await?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("two workers"))?;
         let worker_urls = format!("{},{}", w1.url(), w2.url());
         let core_args = args(&[
             "--database-url",
@@ -120,11 +95,11 @@ impl Stack {
             "--health-interval-ms",
             "200",
         ]);
-        let (core_a, core_b) = tokio::join!(
-            Service::start(Kind::ChatCore, "core-a", &core_args, dir.path()),
-            Service::start(Kind::ChatCore, "core-b", &core_args, dir.path()),
-        );
-        let (core_a, core_b) = (core_a?, core_b?);
+        let [core_a, core_b]: [Service; 2] =
+            common::start_all(Kind::ChatCore, &["core-a", "core-b"], &core_args, dir.path())
+                .await?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("two cores"))?;
         let gateway_args = |core: &Service| {
             args(&[
                 "--chat-core-url",

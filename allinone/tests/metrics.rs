@@ -7,14 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Api, Kind, Metrics, SECRET, Service, Ws};
+use common::{Api, Kind, Metrics, SECRET, Service, Ws, args};
 use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|&a| a.to_owned()).collect()
-}
 
 /// The change of `name{labels}` between two scrapes.
 fn delta(before: &Metrics, after: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {

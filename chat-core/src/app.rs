@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AuthInterceptor, ChatApi, OperatorApi, Passwords, StreamLimits, UserApi, UserLimits};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::dispatch::{DispatchConfig, Dispatcher, WorkerLink, WorkerPool};
-use crate::service::{ChatCore, Limits, ReplayBudget};
+use crate::service::{Accounts, ChatCore, Limits, ReplayBudget};
 use crate::settings::Settings;
 use crate::store::{self, ChatStore, SeaStore};
 
@@ -244,12 +244,12 @@ impl Application {
         let operators =
             OperatorServiceServer::with_interceptor(OperatorApi::new(core.clone()), interceptor.clone());
         let users = UserServiceServer::with_interceptor(
-            UserApi::new(
+            UserApi::new(Accounts::new(
                 core.store().clone(),
                 passwords,
                 core.bus().clone(),
                 core.streams().clone(),
-            ),
+            )),
             interceptor.for_scope(Scope::Users),
         );
         let revocations = core.streams().follow(core.bus().as_ref());

@@ -150,12 +150,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate().map_err(anyhow::Error::msg)?;
             let admin_listen = settings.admin_listen;
             let app = Application::build(settings).await?;
-            let admin = chat_common::admin::Admin::bind(admin_listen, vec![app.health().clone()])
-                .await?
-                .spawn();
-            let result = app.run_until_stopped(chat_common::shutdown::signal()).await;
-            admin.abort();
-            result
+            let health = app.health().clone();
+            chat_common::admin::alongside(
+                admin_listen,
+                health,
+                app.run_until_stopped(chat_common::shutdown::signal()),
+            )
+            .await
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The `chat-core` binary: `chat-core [serve]` or `chat-core migrate`.
+//! The `chat-core` binary: `chat-core [serve]`, `chat-core migrate`, `chat-core operator grant|revoke <username>` or `chat-core token` (a service token).
 
 use std::process::ExitCode;
 

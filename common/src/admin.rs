@@ -49,6 +49,19 @@ impl Admin {
     }
 }
 
+/// Serves the admin routes of `health` on `addr` while `serve` runs (a
+/// service until it has drained), then stops them.
+pub async fn alongside(
+    addr: SocketAddr,
+    health: Health,
+    serve: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let admin = Admin::bind(addr, vec![health]).await?.spawn();
+    let result = serve.await;
+    admin.abort();
+    result
+}
+
 /// The admin routes over `services`.
 pub fn router(services: Vec<Health>) -> Router {
     Router::new()

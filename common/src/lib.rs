@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod files;
+pub mod grpc_call;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use http_body::{Body, Frame, SizeHint};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::grpc_call::{CallBody, CallEnd, code_of};
 
 /// Histogram buckets, in seconds: 1 ms to 60 s.
 pub const BUCKETS: [f64; 17] = [
@@ -148,8 +149,12 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
+/// A response body that records its call when it ends.
+pub type MeteredBody<B> = CallBody<B, Call>;
+
+/// A call being timed, recorded when it ends.
 #[derive(Debug)]
-struct Call {
+pub struct Call {
     service: String,
     method: String,
     started: Instant,
@@ -167,10 +172,14 @@ impl Call {
     }
 }
 
+impl CallEnd for Call {
+    fn ended(self, code: tonic::Code) {
+        self.record(grpc_code_name(code));
+    }
+}
+
 fn status_of(headers: &http::HeaderMap) -> Option<&'static str> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    let code = value.parse::<i32>().ok()?;
-    Some(grpc_code_name(tonic::Code::from_i32(code)))
+    code_of(headers).map(grpc_code_name)
 }
 
 pin_project_lite::pin_project! {
@@ -200,7 +209,7 @@ where
                 {
                     done.record(code);
                 }
-                Ok(response.map(|body| MeteredBody { inner: body, call }))
+                Ok(response.map(|body| CallBody::new(body, call)))
             }
             Err(error) => {
                 if let Some(call) = call {
@@ -209,64 +218,6 @@ where
                 Err(error)
             }
         })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that records its call when the trailers pass by.
-    pub struct MeteredBody<B> {
-        #[pin]
-        inner: B,
-        call: Option<Call>,
-    }
-
-    impl<B> PinnedDrop for MeteredBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().call.take() {
-                call.record("CANCELLED");
-            }
-        }
-    }
-}
-
-impl<B: Body> Body for MeteredBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(call) = this.call.take()
-                {
-                    call.record(status_of(trailers).unwrap_or("OK"));
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(call) = this.call.take() {
-                    call.record("UNKNOWN");
-                }
-            }
-            None => {
-                if let Some(call) = this.call.take() {
-                    call.record("OK");
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

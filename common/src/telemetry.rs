@@ -5,7 +5,8 @@
 //! is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); otherwise no exporter, no
 //! OpenTelemetry layer and no propagation work exist ([`crate::trace`]
-//! checks one flag). The variables honoured are listed in docs/traces.md.
+//! checks one flag). The variables honoured are listed in docs/operations.md
+//! ("Traces and logs").
 
 use std::time::Duration;
 

@@ -256,6 +256,23 @@ impl TokenKeys {
         }
         Ok(claims)
     }
+
+    /// Verifies the bearer token of a gRPC call's `authorization` metadata
+    /// for `audience`; a missing or bad token is `Unauthenticated`.
+    pub fn verify_call<T>(
+        &self,
+        request: &tonic::Request<T>,
+        audience: Audience,
+    ) -> Result<Claims, tonic::Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .ok_or_else(|| crate::ErrorCode::Unauthenticated.status("missing bearer token"))?;
+        self.verify(token, audience)
+            .map_err(|_| crate::ErrorCode::Unauthenticated.status("invalid or expired token"))
+    }
 }
 
 fn unix_now() -> u64 {

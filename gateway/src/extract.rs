@@ -123,3 +123,14 @@ where
 pub fn session_id(raw: &str) -> Result<String, ApiError> {
     chat_common::limits::normalize_session_id(raw).ok_or_else(|| ApiError::not_found("session not found"))
 }
+
+/// Checks an optional client message id from a body; none is the empty id.
+pub fn client_msg_id(raw: Option<String>) -> Result<String, ApiError> {
+    match raw {
+        Some(id) => {
+            chat_common::limits::check_client_msg_id(&id).map_err(ApiError::invalid)?;
+            Ok(id)
+        }
+        None => Ok(String::new()),
+    }
+}

@@ -1,7 +1,8 @@
 //! gRPC-Web: browsers call `chat.v1.ChatService` on the gateway's own port.
 //! tonic-web turns each gRPC-Web call into plain gRPC; [`GrpcWebProxy`] then
 //! authenticates it, counts it against the rate limits, and forwards it to
-//! chat-core with the caller's own token, streaming the answer back. Unary and
+//! chat-core with the gateway's service token naming the caller (as every
+//! gateway call does), streaming the answer back. Unary and
 //! server-streaming calls work; `Connect` (bidirectional) cannot over gRPC-Web.
 
 use std::convert::Infallible;
@@ -31,8 +32,8 @@ const STREAMING_METHODS: [&str; 2] = ["Subscribe", "SendMessage"];
 pub const SERVICE_PREFIX: &str = "/chat.v1.ChatService/";
 
 /// Request headers passed on to chat-core; everything else stays at the edge.
-/// `authorization` is set anew: the caller's verified token, or for an
-/// external identity provider's token, the gateway's own for that user.
+/// `authorization` is set anew: the gateway's service token, with the
+/// verified user in `x-on-behalf-of` (and their sign-in in `x-sign-in`).
 const FORWARDED_HEADERS: [HeaderName; 8] = [
     CONTENT_TYPE,
     TE,

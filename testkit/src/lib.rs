@@ -2,8 +2,10 @@
 //! dev-dependency: a fresh database per test ([`TestDatabase`]), a TCP proxy
 //! whose link can be cut ([`CuttableProxy`]), a `redis-server` of a test's
 //! own ([`PrivateRedis`]), and [`Stack`], the one way
-//! every suite starts real services (agent-workers, chat-cores, gateways) on
-//! loopback, configured in code.
+//! every suite starts real services (agent-workers, chat-cores, gateways) in
+//! its own process on loopback, configured in code. The tests that run the
+//! services as processes of the `chat` binary (chaos, graceful shutdown,
+//! metrics, hardening) use `allinone/tests/common` instead.
 
 mod db;
 pub mod needs;

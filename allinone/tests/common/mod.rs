@@ -81,6 +81,69 @@ fn command(args: &[String], env: &[(&str, &str)], log: &Path) -> anyhow::Result<
     Ok(command)
 }
 
+/// Owned command-line arguments.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|&a| a.to_owned()).collect()
+}
+
+/// What a stack of processes on Postgres starts from: a directory for
+/// their logs and the agents config, and a migrated test database.
+pub struct StackBase {
+    pub dir: tempfile::TempDir,
+    pub db: chat_testkit::TestDatabase,
+    /// Path of the agents config.
+    pub agents: String,
+}
+
+impl StackBase {
+    /// Writes `agents_toml` to `<dir>/agents.toml` and migrates a test
+    /// database, which must be Postgres (`TEST_DATABASE_URL`).
+    pub async fn postgres(agents_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = chat_testkit::TestDatabase::new().await?;
+        ensure!(db.is_postgres(), "TEST_DATABASE_URL must be a Postgres URL");
+        let agents = dir.path().join("agents.toml");
+        std::fs::write(&agents, agents_toml)?;
+        let agents = agents.display().to_string();
+        run_once(
+            &["chat-core", "--database-url", &db.url, "migrate"],
+            dir.path(),
+            "migrate",
+            Duration::from_secs(60),
+        )
+        .await?;
+        Ok(Self { dir, db, agents })
+    }
+
+    /// The arguments of this stack's agent-workers: its agents, the drain
+    /// deadline and the shared secret.
+    pub fn worker_args(&self, drain: Duration) -> Vec<String> {
+        Self::worker_args_for(&self.agents, drain)
+    }
+
+    /// [`StackBase::worker_args`] for the agents config at `agents`.
+    pub fn worker_args_for(agents: &str, drain: Duration) -> Vec<String> {
+        args(&[
+            "--agents-config",
+            agents,
+            "--shutdown-timeout-secs",
+            &drain.as_secs().to_string(),
+            "--jwt-secret",
+            SECRET,
+        ])
+    }
+}
+
+/// Starts one process of `kind` per name, all at once, with the same arguments.
+pub async fn start_all(
+    kind: Kind,
+    names: &[&str],
+    args: &[String],
+    dir: &Path,
+) -> anyhow::Result<Vec<Service>> {
+    futures::future::try_join_all(names.iter().map(|name| Service::start(kind, name, args, dir))).await
+}
+
 /// Runs `chat <args>` to completion (e.g. `chat-core ... migrate`).
 pub async fn run_once(
     args: &[&str],

@@ -3,26 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
+use crate::common::{self, fresh_store};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chat_common::token::Role;
-use chat_core::store::{self, ChatStore, SeaStore};
-use chat_proto::chat::v1::{self as pb, user_service_client::UserServiceClient};
-use chat_testkit::TestDatabase;
-use migration::MigratorTrait;
-use tonic::Code;
 
-async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
-    let db = TestDatabase::new().await.expect("test database");
-    let conn = store::connect(&db.url, 8, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    migration::Migrator::up(&conn, None).await.expect("migrate");
-    (Arc::new(SeaStore::new(conn)), db)
-}
+use chat_proto::chat::v1::{self as pb, user_service_client::UserServiceClient};
+use tonic::Code;
 
 #[tokio::test]
 async fn an_external_identity_maps_to_one_user_created_on_first_sight() {

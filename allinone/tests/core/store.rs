@@ -6,29 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::fresh_store;
 use chat_core::bus::{BusItem, EventBus, InProcessBus};
 use chat_core::domain::{
     Actor, ClientMsgId, Message, MessageRole, Run, RunStatus, SessionChange, SessionId, SessionStatus, UserId,
 };
 use chat_core::lifecycle::{AfterReply, RunLifecycle, SessionEffect};
 use chat_core::store::{
-    self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SeaStore, SessionFilter,
-    SessionQuery, StoreError, Transition,
+    self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SessionFilter, SessionQuery,
+    StoreError, Transition,
 };
 use chat_proto::chat::v1::session_event::Event;
 use chat_proto::chat::v1::{Presence, SessionEvent};
-use chat_testkit::TestDatabase;
 use futures::StreamExt;
-use migration::MigratorTrait;
-
-async fn fresh_store() -> (Arc<dyn ChatStore>, TestDatabase) {
-    let db = TestDatabase::new().await.expect("test database");
-    let conn = store::connect(&db.url, 8, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    migration::Migrator::up(&conn, None).await.expect("migrate");
-    (Arc::new(SeaStore::new(conn)), db)
-}
 
 async fn user_and_session(store: &Arc<dyn ChatStore>) -> (UserId, SessionId) {
     let user = store

@@ -226,9 +226,9 @@ async fn back_to_back_messages_get_replies_in_order() -> anyhow::Result<()> {
 }
 
 /// A gateway whose secret chat-core does not share (a deployment mistake):
-/// the user's token is the gateway's own, so the socket opens, but chat-core
-/// refuses the gateway's calls; the client gets `unauthenticated` and close
-/// code 1008 rather than a socket that silently does nothing.
+/// the user's token is the gateway's own, but chat-core refuses the
+/// gateway's calls, so the upgrade is refused with 401 rather than giving a
+/// socket that silently does nothing.
 #[tokio::test]
 async fn ws_refused_by_chat_core_gets_401_before_the_upgrade() -> anyhow::Result<()> {
     // The gateway opens the socket's chat-core stream before upgrading, so a

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chat_common::ErrorCode;
-use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, SIGN_IN_METADATA, Scope, TokenKeys, bearer};
+use chat_common::token::{Audience, ON_BEHALF_OF_METADATA, Role, SIGN_IN_METADATA, Scope, TokenKeys};
 use tonic::service::Interceptor;
 
 use super::UserLimits;
@@ -95,16 +95,7 @@ impl AuthInterceptor {
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
-        let claims = self
-            .keys
-            .verify(token, Audience::ChatCore)
-            .map_err(|_| ErrorCode::Unauthenticated.status("invalid or expired token"))?;
+        let claims = self.keys.verify_call(&request, Audience::ChatCore)?;
         if claims.role == Role::Service && !claims.allows(self.scope) {
             return Err(ErrorCode::Forbidden.status(format!(
                 "the service token's scope does not include `{}`",

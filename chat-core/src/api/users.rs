@@ -2,15 +2,11 @@
 //! register, login, refresh and logout. Callable with a service token only;
 //! the work is done by [`Accounts`].
 
-use std::sync::Arc;
-
 use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::principal;
-use crate::bus::EventBus;
-use crate::service::{Accounts, Passwords, ServiceError, UserStreams};
-use crate::store::ChatStore;
+use crate::service::{Accounts, ServiceError};
 
 fn invalid_refresh_token() -> Status {
     chat_common::ErrorCode::Unauthenticated.status("refresh token is invalid, expired or revoked")
@@ -22,15 +18,8 @@ pub struct UserApi {
 }
 
 impl UserApi {
-    pub fn new(
-        store: Arc<dyn ChatStore>,
-        passwords: Arc<Passwords>,
-        bus: Arc<dyn EventBus>,
-        streams: UserStreams,
-    ) -> Self {
-        Self {
-            accounts: Accounts::new(store, passwords, bus, streams),
-        }
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 }
 

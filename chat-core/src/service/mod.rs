@@ -135,14 +135,18 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
     ) -> Result<Session, ServiceError> {
-        let session_id = SessionId::parse(session_id)?;
-        let session = self
-            .store
-            .get_session(&session_id)
-            .await?
-            .ok_or(ServiceError::NotFound("session"))?;
+        let session = self.session(session_id).await?;
         principal.authorize(&session)?;
         Ok(session)
+    }
+
+    /// Loads a session by its id, whoever asks (an unknown one is not found).
+    pub(crate) async fn session(&self, session_id: &str) -> Result<Session, ServiceError> {
+        let id = SessionId::parse(session_id)?;
+        self.store
+            .get_session(&id)
+            .await?
+            .ok_or(ServiceError::NotFound("session"))
     }
 
     /// Commits a message (and its run). A repeated `client_msg_id` returns the

@@ -7,10 +7,10 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 
 use super::{ChatCore, Sent, ServiceError, event};
 use crate::domain::{
-    self, Actor, Assignee, ClientMsgId, MessageRole, Principal, Session, SessionChange, SessionId,
-    SessionStatus, UserId, validate_notes,
+    self, Actor, Assignee, ClientMsgId, MessageRole, Principal, Session, SessionId, SessionStatus, UserId,
+    validate_notes,
 };
-use crate::store::{Transition, User};
+use crate::store::User;
 
 /// Longest `origin` of a typing notice, in bytes.
 const MAX_ORIGIN_BYTES: usize = 64;
@@ -40,12 +40,7 @@ impl ChatCore {
         principal: &Principal,
         session_id: &str,
     ) -> Result<Session, ServiceError> {
-        let id = SessionId::parse(session_id)?;
-        let session = self
-            .store
-            .get_session(&id)
-            .await?
-            .ok_or(ServiceError::NotFound("session"))?;
+        let session = self.session(session_id).await?;
         if principal.authorize(&session).is_ok() {
             return Ok(session);
         }
@@ -67,12 +62,7 @@ impl ChatCore {
         session_id: &str,
     ) -> Result<(User, Session), ServiceError> {
         let operator = self.operator(principal).await?;
-        let id = SessionId::parse(session_id)?;
-        let session = self
-            .store
-            .get_session(&id)
-            .await?
-            .ok_or(ServiceError::NotFound("session"))?;
+        let session = self.session(session_id).await?;
         if session.status != SessionStatus::PendingHuman {
             return Err(ServiceError::Conflict(format!(
                 "session is {}; it is not waiting for a person",
@@ -183,12 +173,7 @@ impl ChatCore {
         user_id: &'a UserId,
         session_id: &str,
     ) -> Result<Option<&'a UserId>, ServiceError> {
-        let id = SessionId::parse(session_id)?;
-        let session = self
-            .store
-            .get_session(&id)
-            .await?
-            .ok_or(ServiceError::NotFound("session"))?;
+        let session = self.session(session_id).await?;
         Ok((session.owner_id == *user_id).then_some(user_id))
     }
 
@@ -201,8 +186,7 @@ impl ChatCore {
     ) -> Result<Session, ServiceError> {
         self.check_hand_back_agent(agent).await?;
         let (_, session) = self.held_session(principal, session_id).await?;
-        let transition = super::sessions::hand_back(&session, agent, Actor::Operator);
-        Ok(self.sessions.apply(&session.id, transition).await?)
+        self.hand_back_as(&session, agent, Actor::Operator).await
     }
 
     /// Resolves a held session, with optional notes.
@@ -216,10 +200,6 @@ impl ChatCore {
             validate_notes(notes)?;
         }
         let (_, session) = self.held_session(principal, session_id).await?;
-        let transition = Transition {
-            notes,
-            ..Transition::new(SessionChange::Resolve, Actor::Operator)
-        };
-        Ok(self.sessions.apply(&session.id, transition).await?)
+        self.resolve_as(&session, notes, Actor::Operator).await
     }
 }

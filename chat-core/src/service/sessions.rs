@@ -50,11 +50,7 @@ impl ChatCore {
             validate_notes(notes)?;
         }
         let session = self.authorized_session(principal, session_id).await?;
-        let transition = Transition {
-            notes,
-            ..Transition::new(SessionChange::Resolve, Actor::of(principal))
-        };
-        Ok(self.sessions.apply(&session.id, transition).await?)
+        self.resolve_as(&session, notes, Actor::of(principal)).await
     }
 
     /// Deletes a session with its messages and runs; its unfinished runs
@@ -80,8 +76,7 @@ impl ChatCore {
     ) -> Result<Session, ServiceError> {
         self.check_hand_back_agent(agent).await?;
         let session = self.authorized_session(principal, session_id).await?;
-        let transition = hand_back(&session, agent, Actor::of(principal));
-        Ok(self.sessions.apply(&session.id, transition).await?)
+        self.hand_back_as(&session, agent, Actor::of(principal)).await
     }
 
     /// Cancels a queued or running run of the session.
@@ -205,13 +200,34 @@ impl ChatCore {
         let session = self.authorized_session(principal, session_id).await?;
         Ok(self.store.rename_session(&session.id, title).await?)
     }
-}
 
-/// The hand-back of `session` by `actor`, to `agent` when it names another one.
-pub(crate) fn hand_back(session: &Session, agent: &str, actor: Actor) -> Transition {
-    let mut transition = Transition::new(SessionChange::HandBack, actor);
-    if !agent.is_empty() && agent != session.agent {
-        transition.agent = Some(agent.to_owned());
+    /// Resolves `session` as `actor` (its owner, a service or the holding
+    /// operator), with optional notes already checked.
+    pub(super) async fn resolve_as(
+        &self,
+        session: &Session,
+        notes: Option<String>,
+        actor: Actor,
+    ) -> Result<Session, ServiceError> {
+        let transition = Transition {
+            notes,
+            ..Transition::new(SessionChange::Resolve, actor)
+        };
+        Ok(self.sessions.apply(&session.id, transition).await?)
     }
-    transition
+
+    /// Hands `session` back as `actor`, to `agent` when it names another one
+    /// (already checked) and otherwise to the session's own.
+    pub(super) async fn hand_back_as(
+        &self,
+        session: &Session,
+        agent: &str,
+        actor: Actor,
+    ) -> Result<Session, ServiceError> {
+        let mut transition = Transition::new(SessionChange::HandBack, actor);
+        if !agent.is_empty() && agent != session.agent {
+            transition.agent = Some(agent.to_owned());
+        }
+        Ok(self.sessions.apply(&session.id, transition).await?)
+    }
 }

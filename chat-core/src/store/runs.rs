@@ -13,6 +13,14 @@ use super::messages::next_seq;
 use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
 
+/// An update of run `run_id` that applies only while it is running under `lease`.
+fn held_run(run_id: &RunId, lease: &Lease) -> sea_orm::UpdateMany<run::Entity> {
+    run::Entity::update_many()
+        .filter(run::Column::Id.eq(run_id.as_str()))
+        .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
+        .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
+}
+
 /// The stored names of the statuses a run may move to `next` from.
 fn allowing(next: RunStatus) -> Vec<&'static str> {
     names(&RunStatus::allowing(next), RunStatus::as_str)
@@ -120,14 +128,11 @@ impl RunStore for SeaStore {
     }
 
     async fn renew_lease(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError> {
-        let result = run::Entity::update_many()
+        let result = held_run(run_id, lease)
             .col_expr(
                 run::Column::LeaseExpiresAt,
                 Expr::value(now_ms() + lease.duration_ms),
             )
-            .filter(run::Column::Id.eq(run_id.as_str()))
-            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
-            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected == 1)
@@ -135,13 +140,10 @@ impl RunStore for SeaStore {
 
     async fn next_attempt(&self, run_id: &RunId, lease: &Lease) -> Result<bool, StoreError> {
         let now = now_ms();
-        let result = run::Entity::update_many()
+        let result = held_run(run_id, lease)
             .col_expr(run::Column::Attempt, Expr::col(run::Column::Attempt).add(1))
             .col_expr(run::Column::StartedAt, Expr::value(now))
             .col_expr(run::Column::LeaseExpiresAt, Expr::value(now + lease.duration_ms))
-            .filter(run::Column::Id.eq(run_id.as_str()))
-            .filter(run::Column::LeaseOwner.eq(lease.owner.clone()))
-            .filter(run::Column::Status.eq(RunStatus::Running.as_str()))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected == 1)

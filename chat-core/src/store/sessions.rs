@@ -26,6 +26,33 @@ fn open_statuses() -> Vec<&'static str> {
     names(&open, SessionStatus::as_str)
 }
 
+impl SeaStore {
+    /// Sets one text column of a session (its title or agent), touching
+    /// `updated_at`; returns the session as stored.
+    async fn set_session_text(
+        &self,
+        id: &SessionId,
+        column: session::Column,
+        value: &str,
+    ) -> Result<Session, StoreError> {
+        let result = session::Entity::update_many()
+            .col_expr(column, Expr::value(value))
+            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        self.stored_session(id).await
+    }
+
+    /// The session as stored now; gone is `NotFound`.
+    async fn stored_session(&self, id: &SessionId) -> Result<Session, StoreError> {
+        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+    }
+}
+
 #[async_trait]
 impl SessionStore for SeaStore {
     async fn create_session(&self, new: NewSession) -> Result<Session, StoreError> {
@@ -135,10 +162,7 @@ impl SessionStore for SeaStore {
             .filter(session::Column::Status.is_in(names(&from, SessionStatus::as_str)))
             .exec(&self.db)
             .await?;
-        let session = self
-            .get_session(id)
-            .await?
-            .ok_or(StoreError::NotFound("session"))?;
+        let session = self.stored_session(id).await?;
         if result.rows_affected == 0 {
             let refused = session.status.next(change, by).err();
             return Err(StoreError::Conflict(refused.map_or_else(
@@ -150,16 +174,7 @@ impl SessionStore for SeaStore {
     }
 
     async fn set_session_agent(&self, id: &SessionId, agent: &str) -> Result<Session, StoreError> {
-        let result = session::Entity::update_many()
-            .col_expr(session::Column::Agent, Expr::value(agent))
-            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
-            .filter(session::Column::Id.eq(id.as_str()))
-            .exec(&self.db)
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(StoreError::NotFound("session"));
-        }
-        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+        self.set_session_text(id, session::Column::Agent, agent).await
     }
 
     async fn count_open_sessions(&self, owner_id: &UserId) -> Result<u64, StoreError> {
@@ -221,16 +236,7 @@ impl SessionStore for SeaStore {
     // === titles and human handoff ===
 
     async fn rename_session(&self, id: &SessionId, title: &str) -> Result<Session, StoreError> {
-        let result = session::Entity::update_many()
-            .col_expr(session::Column::Title, Expr::value(title))
-            .col_expr(session::Column::UpdatedAt, Expr::value(now_ms()))
-            .filter(session::Column::Id.eq(id.as_str()))
-            .exec(&self.db)
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(StoreError::NotFound("session"));
-        }
-        self.get_session(id).await?.ok_or(StoreError::NotFound("session"))
+        self.set_session_text(id, session::Column::Title, title).await
     }
 
     async fn claim_session(&self, id: &SessionId, assignee: &Assignee) -> Result<Session, StoreError> {
@@ -247,10 +253,7 @@ impl SessionStore for SeaStore {
             )
             .exec(&self.db)
             .await?;
-        let session = self
-            .get_session(id)
-            .await?
-            .ok_or(StoreError::NotFound("session"))?;
+        let session = self.stored_session(id).await?;
         if result.rows_affected == 0 {
             return Err(StoreError::Conflict(match &session.assignee {
                 _ if session.status != SessionStatus::PendingHuman => {

@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http_body::{Body, Frame, SizeHint};
 use tracing::field::Empty;
 
+use crate::grpc_call::{CallBody, CallEnd, code_of};
 use crate::metrics::grpc_code_name;
 
 /// Level of the per-call access line (target `access`).
@@ -146,9 +146,12 @@ impl<S> GrpcTraced<S> {
     }
 }
 
+/// A response body that logs its call when it ends.
+pub type LoggedBody<B> = CallBody<B, Call>;
+
 /// A call in progress, logged when it ends.
 #[derive(Debug)]
-struct Call {
+pub struct Call {
     path: String,
     request_id: Option<String>,
     started: Instant,
@@ -171,10 +174,10 @@ impl Call {
     }
 }
 
-/// The status code in `grpc-status`, if the headers or trailers carry one.
-fn code_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
-    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
-    Some(tonic::Code::from_i32(code))
+impl CallEnd for Call {
+    fn ended(self, code: tonic::Code) {
+        self.log(code);
+    }
 }
 
 /// Whether a server reports `code` as its own failure (OpenTelemetry's
@@ -230,7 +233,7 @@ where
                         call.log(code);
                     }
                 }
-                Ok(response.map(|inner| LoggedBody { inner, call }))
+                Ok(response.map(|inner| CallBody::new(inner, call)))
             }
             Err(error) => {
                 if let Some(call) = call {
@@ -239,57 +242,6 @@ where
                 Err(error)
             }
         })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that logs its call when the trailers pass by.
-    pub struct LoggedBody<B> {
-        #[pin]
-        inner: B,
-        call: Option<Call>,
-    }
-
-    impl<B> PinnedDrop for LoggedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().call.take() {
-                call.log(tonic::Code::Cancelled);
-            }
-        }
-    }
-}
-
-impl<B: Body> Body for LoggedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        let ended = match &frame {
-            Some(Ok(frame)) => frame
-                .trailers_ref()
-                .map(|trailers| code_of(trailers).unwrap_or(tonic::Code::Ok)),
-            Some(Err(_)) => Some(tonic::Code::Unknown),
-            None => Some(tonic::Code::Ok),
-        };
-        if let Some(code) = ended
-            && let Some(call) = this.call.take()
-        {
-            call.log(code);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

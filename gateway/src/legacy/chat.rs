@@ -48,13 +48,7 @@ pub async fn message(
     headers: HeaderMap,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> Result<Response, LegacyError> {
-    let from_header = headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    let Some(id) = from_header
+    let Some(id) = header_session(&headers)
         .or(body.session_id.clone())
         .filter(|id| !id.is_empty())
     else {
@@ -129,16 +123,22 @@ pub async fn history(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Response, LegacyError> {
-    let from_header = headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let Some(id) = query
         .session_id
-        .or(from_header)
+        .or_else(|| header_session(&headers))
         .filter(|id| !id.trim().is_empty())
     else {
         return Err(ApiError::invalid("sessionId is required").into());
     };
     history_page(&state, &user, id.trim(), query.offset, query.limit).await
+}
+
+/// The session named by `X-Session-ID`, if the header holds one.
+fn header_session(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }

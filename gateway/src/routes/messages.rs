@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, session_id};
-use crate::frames::{check_client_msg_id, run_status_name};
+use crate::extract::{ApiJson, ApiQuery, client_msg_id, session_id};
+use crate::frames::run_status_name;
 use crate::json::MessageView;
 use crate::ratelimit::middleware::ClientAddress;
 use crate::sse;
@@ -97,13 +97,7 @@ pub async fn post(
     let span = tracing::Span::current();
     span.record("session_id", session_id.as_str());
     check_content(&body.content, state.limits.max_content_bytes)?;
-    let client_msg_id = match body.client_msg_id {
-        Some(id) => {
-            check_client_msg_id(&id).map_err(ApiError::invalid)?;
-            id
-        }
-        None => String::new(),
-    };
+    let client_msg_id = client_msg_id(body.client_msg_id)?;
     // An SSE stream takes a place under the connection caps before the message is sent.
     let guard = if sse::wants_event_stream(&headers) {
         let guard = state
@@ -140,15 +134,13 @@ pub async fn post(
     .into_response())
 }
 
-/// Refuses content that is blank or larger than `max_bytes`, as every transport does.
+/// Refuses content that is blank, holds NUL or is larger than `max_bytes`, as every transport does.
 pub fn check_content(content: &str, max_bytes: usize) -> Result<(), ApiError> {
-    if content.trim().is_empty() {
-        return Err(ApiError::invalid("content must not be empty"));
-    }
-    if content.len() > max_bytes {
-        return Err(ApiError::too_large(format!("content exceeds {max_bytes} bytes")));
-    }
-    Ok(())
+    use chat_common::limits::ContentError;
+    chat_common::limits::check_content(content, max_bytes).map_err(|error| match error {
+        ContentError::Empty | ContentError::Nul => ApiError::invalid(error.to_string()),
+        ContentError::TooLarge(_) => ApiError::too_large(error.to_string()),
+    })
 }
 
 /// The events of a sent message's run, as chat-core streams them after the ack.

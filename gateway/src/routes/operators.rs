@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
-use crate::frames::check_client_msg_id;
+use crate::extract::{ApiJson, ApiQuery, OptionalJson, client_msg_id, session_id};
 use crate::json::{MessageView, SessionView, WaitingView};
+use crate::routes::messages::check_content;
 
 #[derive(Serialize)]
 pub struct Me {
@@ -62,10 +62,11 @@ pub struct HandBackBody {
     pub(crate) agent: Option<String>,
 }
 
+/// The body of both resolve routes (the operator's and the owner's).
 #[derive(Deserialize, Default)]
 pub struct ResolveBody {
     #[serde(default)]
-    notes: Option<String>,
+    pub(crate) notes: Option<String>,
 }
 
 /// `GET /api/v1/me` → `{user_id, username, operator, limits}`
@@ -124,20 +125,8 @@ pub async fn reply(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.content.trim().is_empty() {
-        return Err(ApiError::invalid("content must not be empty"));
-    }
-    let max = state.limits.max_content_bytes;
-    if body.content.len() > max {
-        return Err(ApiError::too_large(format!("content exceeds {max} bytes")));
-    }
-    let client_msg_id = match body.client_msg_id {
-        Some(id) => {
-            check_client_msg_id(&id).map_err(ApiError::invalid)?;
-            id
-        }
-        None => String::new(),
-    };
+    check_content(&body.content, state.limits.max_content_bytes)?;
+    let client_msg_id = client_msg_id(body.client_msg_id)?;
     let request = pb::ReplyRequest {
         session_id: session_id(&id)?,
         client_msg_id,

@@ -12,7 +12,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
 use crate::json::SessionView;
-use crate::routes::operators::HandBackBody;
+use crate::routes::operators::{HandBackBody, ResolveBody};
 
 #[derive(Deserialize, Default)]
 pub struct CreateSession {
@@ -43,12 +43,6 @@ pub struct SessionList {
 #[derive(Deserialize)]
 pub struct RenameBody {
     title: String,
-}
-
-#[derive(Deserialize, Default)]
-pub struct ResolveBody {
-    #[serde(default)]
-    notes: Option<String>,
 }
 
 /// `POST /api/v1/sessions` → 201 session

@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::RssWatch;
-use super::turns::open_chats;
+use super::turns::{Window, gather, open_chats};
 use crate::stats::{Counters, Progress, per_second};
-use crate::turn::{TurnStats, words};
+use crate::turn::words;
 use crate::{Common, Setup, secs};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -43,27 +43,12 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let _progress = Progress::start("deltas", "replies", counters.clone(), setup.progress_every());
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = chats
-        .into_iter()
-        .map(|mut chat| {
-            let content = content.clone();
-            let counters = counters.clone();
-            tokio::spawn(async move {
-                let mut stats = TurnStats::default();
-                while Instant::now() < deadline {
-                    if !stats.take(chat.turn(&content).await, &counters) {
-                        break;
-                    }
-                }
-                chat.close().await;
-                stats
-            })
-        })
-        .collect();
-    let mut total = TurnStats::default();
-    for task in tasks {
-        total.merge(&task.await?);
-    }
+    let window = Window {
+        measure_from: started,
+        deadline,
+    };
+    let tasks = window.spawn_chats(chats, &content, &counters);
+    let (total, _) = gather(tasks).await?;
     let elapsed = started.elapsed();
     let errors = counters.errors.load(Ordering::Relaxed);
     Ok(json!({

@@ -14,6 +14,18 @@ use tonic::transport::Channel;
 
 pub use chat_testkit::{Core, SECRET, SLOW_AGENTS, Worker};
 
+/// A store over a fresh, migrated test database (SQLite, or Postgres when
+/// `TEST_DATABASE_URL` is set); keep the database alive as long as the store.
+pub async fn fresh_store() -> (std::sync::Arc<dyn chat_core::store::ChatStore>, TestDatabase) {
+    use migration::MigratorTrait;
+    let db = TestDatabase::new().await.expect("test database");
+    let conn = chat_core::store::connect(&db.url, 8, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    migration::Migrator::up(&conn, None).await.expect("migrate");
+    (std::sync::Arc::new(chat_core::store::SeaStore::new(conn)), db)
+}
+
 pub async fn spawn_worker() -> Worker {
     spawn_worker_with(None).await
 }
