@@ -178,6 +178,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("agent-worker", settings.log_format, LOG_FILTER);
     let admin_listen = settings.admin_listen;
     let app = Application::build(settings).await?;
+    chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let health = app.health().clone();
     chat_common::admin::alongside(
         admin_listen,

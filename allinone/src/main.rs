@@ -104,6 +104,7 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
     gateway_settings.shutdown_timeout_secs = shutdown_timeout_secs;
     let gateway = gateway::Application::build(gateway_settings).await?;
     let address = gateway.local_addr();
+    chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let admin = chat_common::admin::Admin::bind(
         cli.admin_listen,
         vec![

@@ -150,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate().map_err(anyhow::Error::msg)?;
             let admin_listen = settings.admin_listen;
             let app = Application::build(settings).await?;
+            chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
             let health = app.health().clone();
             chat_common::admin::alongside(
                 admin_listen,

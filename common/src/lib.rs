@@ -4,6 +4,7 @@
 //! secrets, owner-only files, endpoint discovery and shutdown.
 
 pub mod admin;
+pub mod alloc;
 pub mod config;
 pub mod discovery;
 pub mod error;

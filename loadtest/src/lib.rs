@@ -51,6 +51,9 @@ pub enum Mode {
     Reconnect(modes::reconnect::Args),
     /// Turns at a steady rate for a long time, sampling the RSS of each `--pid`: is it flat?
     Soak(modes::soak::Args),
+    /// Send nothing for a while, then read the RSS of each `--pid`: what the services keep
+    /// once the load is over.
+    Settle(modes::settle::Args),
     /// Render the results of one `bench/run` (a folder of JSON files) as Markdown on stdout.
     Report(report::Args),
     /// A child process of `idle` (started by it; reads its plan as JSON on stdin).
@@ -200,6 +203,7 @@ pub async fn run(mode: Mode) -> anyhow::Result<()> {
             modes::reconnect::run(args).await?,
         ),
         Mode::Soak(args) => ("soak", args.common.clone(), modes::soak::run(args).await?),
+        Mode::Settle(args) => ("settle", args.common.clone(), modes::settle::run(args).await?),
     };
     let document = json!({
         "mode": name,

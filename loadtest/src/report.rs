@@ -3,7 +3,8 @@
 //!
 //! The folder holds `meta.json` (machine, commit, command, written by bench/run),
 //! `pgbench.json`, and one file per mode run: `turns-c<N>.json`, `deltas.json`,
-//! `fanout.json`, `reconnect.json`, `soak.json`, `idle.json`. Missing files are reported as
+//! `fanout.json`, `reconnect.json`, `soak.json`, `idle.json`, and `settle`'s RSS at the start
+//! and after the load (`rss-start.json`, `rss-after-load.json`). Missing files are reported as
 //! not measured.
 
 use std::fmt::Write as _;
@@ -212,6 +213,30 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
         None => row("soak".into(), "not measured".into(), "", Status::Missing),
     }
 
+    match (read("rss-start.json")?, read("rss-after-load.json")?) {
+        (Some(start), Some(after)) => {
+            let (measured, core_after) = rss_after_load(&start, &after);
+            row(
+                format!(
+                    "RSS at the start → after every load mode and {} s without load",
+                    num(&after["settle_secs"], 0)
+                ),
+                measured,
+                "chat-core ≤ 40 MB, back near its start",
+                match core_after {
+                    Some(kib) => Status::of(kib * 1024 <= CORE_AFTER_LOAD_BYTES, &Value::Null),
+                    None => Status::Missing,
+                },
+            );
+        }
+        _ => row(
+            "RSS after load".into(),
+            "not measured".into(),
+            "chat-core ≤ 40 MB, back near its start",
+            Status::Missing,
+        ),
+    }
+
     match read("deltas.json")? {
         Some(d) => {
             let ok = d["deltas_per_s"].as_f64().is_some_and(|r| r >= 200_000.0)
@@ -398,6 +423,28 @@ fn errors_note(result: &Value) -> String {
     }
 }
 
+/// chat-core's resident memory allowed once the load is over.
+const CORE_AFTER_LOAD_BYTES: u64 = 40_000_000;
+
+/// Each process's RSS at the start and after the load, and chat-core's after the load in KiB.
+fn rss_after_load(start: &Value, after: &Value) -> (String, Option<u64>) {
+    let Some(processes) = after["rss_kib"].as_object() else {
+        return ("?".into(), None);
+    };
+    let text = processes
+        .iter()
+        .map(|(name, kib)| {
+            format!(
+                "{name} {} → {} KiB",
+                num(&start["rss_kib"][name.as_str()], 0),
+                num(kib, 0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (text, after["rss_kib"]["chat-core"].as_u64())
+}
+
 #[derive(Clone, Copy)]
 enum Status {
     Met,
@@ -480,8 +527,23 @@ mod tests {
             "turns-c16.json",
             json!({"mode": "turns", "result": {"turns_per_s": 1200.0, "errors_total": 0, "latency": {"send_to_reply": {"p50_ms": 3.0, "p99_ms": 9.0}}}}),
         );
+        write(
+            "rss-start.json",
+            json!({"mode": "settle", "result": {"settle_secs": 0.0, "rss_kib": {"chat-core": 20000, "gateway-0": 12000}}}),
+        );
+        write(
+            "rss-after-load.json",
+            json!({"mode": "settle", "result": {"settle_secs": 30.0, "rss_kib": {"chat-core": 41000, "gateway-0": 13000}}}),
+        );
         let text = render(&dir).expect("render");
         let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            text.contains(
+                "| RSS at the start → after every load mode and 30 s without load | chat-core 20,000 → 41,000 KiB; \
+                 gateway-0 12,000 → 13,000 KiB | chat-core ≤ 40 MB, back near its start | **not met** |"
+            ),
+            "{text}"
+        );
         assert!(text.contains("**60%** of pgbench"), "{text}");
         assert!(text.contains("| turns at c=16 |"), "{text}");
         assert!(text.contains("| idle WebSockets | not measured |"), "{text}");

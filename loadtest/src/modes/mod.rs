@@ -4,6 +4,7 @@ pub mod deltas;
 pub mod fanout;
 pub mod idle;
 pub mod reconnect;
+pub mod settle;
 pub mod soak;
 pub mod turns;
 
