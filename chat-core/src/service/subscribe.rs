@@ -213,7 +213,10 @@ impl ChatCore {
         delivered: &Delivered,
         also: &[Run],
     ) -> Result<Vec<Run>, ServiceError> {
-        let mut runs = self.store.runs_since(session_id, since).await?;
+        // From the run answering the last delivered message itself: the
+        // events lost may be its status changes (its `queued` went out right
+        // after the message), and once it ended it is no longer active.
+        let mut runs = self.store.runs_since(session_id, since - 1).await?;
         let missing: Vec<String> = delivered
             .runs
             .keys()
