@@ -107,8 +107,9 @@ pub struct Settings {
     #[arg(long, env = "MAX_WS_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_ws_frame_bytes: usize,
 
-    /// Read buffer of each WebSocket connection, in bytes (kept small: idle sockets cost memory).
-    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 4096)]
+    /// Read buffer of each WebSocket connection, in bytes (kept small: every idle socket holds one;
+    /// a larger frame grows it while it is read).
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 1024)]
     pub ws_read_buffer_bytes: usize,
 
     /// Write buffer of each WebSocket connection, in bytes.
@@ -450,7 +451,7 @@ mod tests {
         ]);
         assert_eq!(settings.jwt_secret(), SECRET);
         assert_eq!(settings.max_content_bytes, 16384);
-        assert_eq!(settings.ws_read_buffer_bytes, 4096);
+        assert_eq!(settings.ws_read_buffer_bytes, 1024);
         assert!(settings.validate().is_ok());
     }
 

@@ -64,7 +64,7 @@ async fn route(
     ends: impl Fn(&UserId) -> Ends,
     opened: mpsc::UnboundedSender<ConnFrames>,
 ) {
-    let mut conns: HashMap<u64, mpsc::Sender<Result<pb::ClientFrame, Status>>> = HashMap::new();
+    let mut conns: HashMap<u64, mpsc::Sender<Box<pb::ClientFrame>>> = HashMap::new();
     loop {
         let next = tokio::select! {
             next = frames.next() => next,
@@ -87,7 +87,7 @@ async fn route(
                 // A connection that is gone (or never opened) had its end
                 // said already; its late frames are dropped.
                 if let Some(tx) = conns.get(&conn)
-                    && tx.send(Ok(frame)).await.is_err()
+                    && tx.send(Box::new(frame)).await.is_err()
                 {
                     conns.remove(&conn);
                 }
@@ -108,7 +108,7 @@ fn open_conn(
     conn: u64,
     open: pb::MuxOpen,
     ends: &impl Fn(&UserId) -> Ends,
-) -> (Option<mpsc::Sender<Result<pb::ClientFrame, Status>>>, ConnFrames) {
+) -> (Option<mpsc::Sender<Box<pb::ClientFrame>>>, ConnFrames) {
     let user = match UserId::parse(&open.user_id) {
         Ok(user) if open.sign_in.is_empty() || !core.streams().is_signed_out(&open.sign_in) => user,
         Ok(_) => {
@@ -126,7 +126,9 @@ fn open_conn(
             );
         }
     };
-    let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+    // Boxed frames: the queue's first block holds pointers, not whole frames
+    // (an idle connection's queue would otherwise take kilobytes).
+    let (tx, rx) = mpsc::channel::<Box<pb::ClientFrame>>(INCOMING_QUEUE);
     let request_id = Some(open.request_id).filter(|id| !id.is_empty());
     let ends = ends(&user);
     let served = until_ended(
@@ -135,7 +137,7 @@ fn open_conn(
             Principal::User(user),
             request_id,
             None,
-            ReceiverStream::new(rx),
+            ReceiverStream::new(rx).map(|frame| Ok(*frame)),
         ),
         ends,
     );
