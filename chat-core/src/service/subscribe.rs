@@ -332,7 +332,10 @@ impl ChatCore {
                     }
                 };
                 if lost {
-                    match core.catch_up(&session_id, &mut delivered, None).await {
+                    // Boxed: every idle subscription holds this stream, and
+                    // catching up (database reads) needs far more state than
+                    // waiting for the next event.
+                    match Box::pin(core.catch_up(&session_id, &mut delivered, None)).await {
                         Ok(missed) => {
                             for ev in missed {
                                 yield Ok(ev);
