@@ -109,21 +109,19 @@ fn open_conn(
     open: pb::MuxOpen,
     ends: &impl Fn(&UserId) -> Ends,
 ) -> (Option<mpsc::Sender<Box<pb::ClientFrame>>>, ConnFrames) {
-    let user = match UserId::parse(&open.user_id) {
-        Ok(user) if open.sign_in.is_empty() || !core.streams().is_signed_out(&open.sign_in) => user,
-        Ok(_) => {
-            let refused = ErrorCode::Unauthenticated.status("signed out; sign in again");
-            return (
-                None,
-                Box::pin(futures::stream::iter([ended(conn, Some(&refused))])),
-            );
+    let refusal = match UserId::parse(&open.user_id) {
+        Err(_) => Err("malformed user id"),
+        Ok(_) if !open.sign_in.is_empty() && core.streams().is_signed_out(&open.sign_in) => {
+            Err("signed out; sign in again")
         }
-        Err(_) => {
-            let refused = ErrorCode::Unauthenticated.status("malformed user id");
-            return (
-                None,
-                Box::pin(futures::stream::iter([ended(conn, Some(&refused))])),
-            );
+        Ok(user) => Ok(user),
+    };
+    let user = match refusal {
+        Ok(user) => user,
+        Err(reason) => {
+            let refused = ErrorCode::Unauthenticated.status(reason);
+            let only_end = futures::stream::iter([ended(conn, Some(&refused))]);
+            return (None, Box::pin(only_end));
         }
     };
     // Boxed frames: the queue's first block holds pointers, not whole frames
