@@ -31,11 +31,40 @@ const CLIENT_FRAME_QUEUE: usize = 16;
 const JOIN_HISTORY: u32 = 50;
 /// A repeated `typing` (or `stopTyping`) is passed on once in this long.
 const TYPING_REPEAT: Duration = Duration::from_secs(2);
+/// Subscriptions awaiting chat-core's confirmation whose event is kept; the
+/// oldest is forgotten beyond this (it cannot take longer than the later ones).
+const ANNOUNCEMENTS_WAITING: usize = 16;
 /// Typing notices waiting to be passed on; more are dropped.
 const TYPING_QUEUE: usize = 8;
 
 /// A typing notice to pass on: session, typing or not, the socket it came from.
 type TypingNotice = (String, bool, String);
+
+/// An event for the client and its data.
+type Announcement = (&'static str, Value);
+
+/// Events waiting for chat-core to confirm a subscription, per session, in
+/// the order the subscriptions were asked for.
+#[derive(Debug, Default)]
+pub(super) struct Announcements {
+    waiting: Vec<(String, Announcement)>,
+}
+
+impl Announcements {
+    fn hold(&mut self, session_id: &str, announcement: Announcement) {
+        if self.waiting.len() >= ANNOUNCEMENTS_WAITING {
+            self.waiting.remove(0);
+        }
+        self.waiting.push((session_id.to_owned(), announcement));
+    }
+
+    /// The event waiting for `session_id`'s subscription (confirmed, or
+    /// refused with an error the client is told of anyway).
+    pub(super) fn release(&mut self, session_id: &str) -> Option<Announcement> {
+        let index = self.waiting.iter().position(|(s, _)| s == session_id)?;
+        Some(self.waiting.remove(index).1)
+    }
+}
 
 /// The frames a connection sends to chat-core, as its `Connect` request stream.
 pub type Upstream = ReceiverStream<Box<pb::ClientFrame>>;
@@ -55,6 +84,10 @@ pub struct Connection {
     session: Mutex<Option<String>>,
     /// Turns in flight, to pair each reply with its message.
     pub(super) turns: Mutex<Turns>,
+    /// `sessionCreated` / `sessionJoined` events held until chat-core
+    /// confirms their subscription, so that once the client has one, every
+    /// later event of the session reaches it (typing notices are not replayed).
+    pub(super) announcements: Mutex<Announcements>,
     /// Cancelled when the client disconnects.
     pub(super) closed: CancellationToken,
     /// The last typing notice queued: session, typing or not, when.
@@ -99,6 +132,7 @@ impl Connection {
             expires_at,
             session: Mutex::new(None),
             turns: Mutex::new(Turns::default()),
+            announcements: Mutex::new(Announcements::default()),
             closed: CancellationToken::new(),
             typing: Mutex::new(None),
             typing_queue,
@@ -185,12 +219,9 @@ impl Connection {
                 let view = SessionView::from(session);
                 let session_id = view.session_id.clone();
                 self.enter(&session_id);
-                emit(
-                    socket,
-                    "sessionCreated",
-                    &json!({"sessionId": session_id, "session": view}),
-                );
-                self.subscribe(session_id, after_seq).await;
+                let created = json!({"sessionId": session_id, "session": view});
+                self.subscribe(session_id, after_seq, ("sessionCreated", created))
+                    .await;
             }
             Err(error) => session_error(socket, &error.message),
         }
@@ -217,12 +248,9 @@ impl Connection {
         let session_id = view.session_id.clone();
         self.enter(&session_id);
         let history: Vec<MessageRecord> = history.into_iter().map(MessageRecord::from).collect();
-        emit(
-            socket,
-            "sessionJoined",
-            &json!({"sessionId": session_id, "session": view, "conversationHistory": history}),
-        );
-        self.subscribe(session_id, after_seq).await;
+        let joined = json!({"sessionId": session_id, "session": view, "conversationHistory": history});
+        self.subscribe(session_id, after_seq, ("sessionJoined", joined))
+            .await;
     }
 
     /// `sendMessage {content, type?, metadata?}` into the current session →
@@ -308,7 +336,10 @@ impl Connection {
         self.forward(pb::ClientFrame { frame: Some(frame) }).await;
     }
 
-    async fn subscribe(&self, session_id: String, after_seq: i64) {
+    /// Subscribes to `session_id`'s events after `after_seq`; `announcement`
+    /// goes to the client once chat-core confirms, before those events.
+    async fn subscribe(&self, session_id: String, after_seq: i64, announcement: Announcement) {
+        lock(&self.announcements).hold(&session_id, announcement);
         let frame = ClientKind::Subscribe(pb::SubscribeFrame {
             session_id,
             after_seq,

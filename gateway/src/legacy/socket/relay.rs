@@ -175,6 +175,12 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
                 error.message
             };
             if error.client_msg_id.is_empty() {
+                // A refused subscription's announcement is replaced by the error.
+                connection
+                    .announcements
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .release(&error.session_id);
                 emit(
                     socket,
                     "sessionError",
@@ -185,10 +191,17 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
                 message_error(socket, &message, retry_after);
             }
         }
-        ServerKind::Subscribed(_)
-        | ServerKind::Unsubscribed(_)
-        | ServerKind::Pong(_)
-        | ServerKind::Queue(_) => {}
+        ServerKind::Subscribed(subscribed) => {
+            let announcement = connection
+                .announcements
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .release(&subscribed.session_id);
+            if let Some((event, data)) = announcement {
+                emit(socket, event, &data);
+            }
+        }
+        ServerKind::Unsubscribed(_) | ServerKind::Pong(_) | ServerKind::Queue(_) => {}
     }
 }
 
