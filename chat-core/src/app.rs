@@ -69,8 +69,8 @@ impl Application {
         info!(backend = store::backend_name(&db), "database connected");
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
         let bus: Arc<dyn EventBus> = match settings.redis_url() {
-            Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_events).await?),
-            None => Arc::new(InProcessBus::new(settings.subscriber_buffer_events)),
+            Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_batches).await?),
+            None => Arc::new(InProcessBus::new(settings.subscriber_buffer_batches)),
         };
         let worker_tls = settings
             .agent_worker_tls()

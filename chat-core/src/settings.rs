@@ -46,10 +46,12 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL_FILE", value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
 
-    /// Events a session's subscriber may fall behind live delivery; past it,
-    /// the subscriber catches up from the database and the delta log instead.
-    #[arg(long, env = "SUBSCRIBER_BUFFER_EVENTS", default_value_t = 4096)]
-    pub subscriber_buffer_events: usize,
+    /// Publishes a session's subscriber may fall behind live delivery (each
+    /// an event, or a run's events relayed together, up to 256); past it, the
+    /// subscriber catches up from the database and the delta log instead.
+    /// Every session with subscribers holds this many slots (~40 bytes each).
+    #[arg(long, env = "SUBSCRIBER_BUFFER_BATCHES", default_value_t = DEFAULT_SUBSCRIBER_BUFFER)]
+    pub subscriber_buffer_batches: usize,
 
     /// Run pending database migrations at start-up.
     #[arg(long, env = "CHAT_CORE_MIGRATE", default_value_t = false)]
@@ -263,6 +265,9 @@ impl Default for Settings {
     }
 }
 
+/// Default of `SUBSCRIBER_BUFFER_BATCHES`.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 128;
+
 /// Database used when neither `DATABASE_URL` nor `DATABASE_URL_FILE` is set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/chat.db?mode=rwc";
 
@@ -321,8 +326,8 @@ impl Settings {
         if self.rate_limit_window_secs == 0 || self.message_rate_limit_window_secs == 0 {
             return Err("RATE_LIMIT_WINDOW_SECS and MESSAGE_RATE_LIMIT_WINDOW_SECS must be positive".into());
         }
-        if self.subscriber_buffer_events == 0 {
-            return Err("SUBSCRIBER_BUFFER_EVENTS must be positive".into());
+        if self.subscriber_buffer_batches == 0 {
+            return Err("SUBSCRIBER_BUFFER_BATCHES must be positive".into());
         }
         if self.run_max_attempts == 0 {
             return Err("RUN_MAX_ATTEMPTS must be at least 1".into());

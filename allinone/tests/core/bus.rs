@@ -14,11 +14,16 @@ use futures::stream::BoxStream;
 
 /// Every bus implementation under test, as (name, publisher side, subscriber side).
 async fn buses() -> Vec<(&'static str, Arc<dyn EventBus>, Arc<dyn EventBus>)> {
-    let memory: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    buses_holding(128).await
+}
+
+/// The buses, with subscribers that may fall `buffer` publishes behind.
+async fn buses_holding(buffer: usize) -> Vec<(&'static str, Arc<dyn EventBus>, Arc<dyn EventBus>)> {
+    let memory: Arc<dyn EventBus> = Arc::new(InProcessBus::new(buffer));
     let mut all = vec![("in-process", memory.clone(), memory)];
     if let Some(url) = chat_testkit::needs::shared_redis() {
-        let a: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, 4096).await.expect("redis"));
-        let b: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, 4096).await.expect("redis"));
+        let a: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, buffer).await.expect("redis"));
+        let b: Arc<dyn EventBus> = Arc::new(RedisBus::connect(&url, buffer).await.expect("redis"));
         all.push(("redis, same replica", a.clone(), a.clone()));
         all.push(("redis, across replicas", a, b));
     }
@@ -68,6 +73,40 @@ async fn every_subscriber_gets_every_event_in_publish_order() {
         for i in 0..100 {
             assert_eq!(next_index(&mut first).await, i, "{name}");
             assert_eq!(next_index(&mut second).await, i, "{name}");
+        }
+    }
+}
+
+/// A run's deltas relayed together travel as one publish: a subscriber that
+/// may fall four publishes behind still gets a thousand of them, in order,
+/// without lagging; four single publishes past that, it does lag.
+#[tokio::test]
+async fn a_batch_is_one_publish_however_many_events_it_holds() {
+    for (name, publisher, subscriber) in buses_holding(4).await {
+        let id = session();
+        let mut events = subscriber.subscribe(&id).await;
+        let batch = (0..1000).map(|i| delta(&id, i)).collect();
+        publisher.publish_batch(&id, batch, None).await;
+        for i in 0..1000 {
+            assert_eq!(next_index(&mut events).await, i, "{name}");
+        }
+
+        // A marker publish on another session of the same subscriber side
+        // tells when the five publishes below have reached it.
+        let marker = session();
+        let mut arrived = subscriber.subscribe(&marker).await;
+        for i in 0..5 {
+            publisher.publish(&id, delta(&id, i)).await;
+        }
+        publisher.publish(&marker, delta(&marker, 0)).await;
+        assert_eq!(next_index(&mut arrived).await, 0, "{name}");
+        let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+        assert!(
+            matches!(first, Ok(Some(BusItem::Lagged(1)))),
+            "{name}: five publishes into four slots: {first:?}"
+        );
+        for i in 1..5 {
+            assert_eq!(next_index(&mut events).await, i, "{name}");
         }
     }
 }

@@ -70,7 +70,7 @@ async fn a_subscriber_that_falls_behind_catches_up_instead_of_ending() {
     let db = TestDatabase::new().await.unwrap();
     let worker = spawn_worker().await;
     let core = spawn_core_with(&db.url, &worker.url, |s| {
-        s.subscriber_buffer_events = 8;
+        s.subscriber_buffer_batches = 8;
         s.max_content_bytes = 256 * 1024;
     })
     .await;
@@ -182,7 +182,7 @@ async fn under_load_every_subscriber_of_the_other_replica_ends_in_a_correct_stat
     let db = TestDatabase::new().await.unwrap();
     let worker = spawn_worker().await;
     let a = spawn_core(&db.url, &worker.url).await;
-    let b = spawn_core_with(&db.url, &worker.url, |s| s.subscriber_buffer_events = 64).await;
+    let b = spawn_core_with(&db.url, &worker.url, |s| s.subscriber_buffer_batches = 64).await;
     let (_, token) = register(a.addr).await;
     let content = (0..1000).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
 

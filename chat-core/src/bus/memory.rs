@@ -1,4 +1,7 @@
 //! The in-process bus: one broadcast channel per session with subscribers.
+//! Each send on it carries a batch (one publish: an event, or a run's events
+//! relayed together), so a channel's slots, allocated up front, count
+//! publishes rather than events, and a burst of deltas takes one slot.
 
 use std::sync::Arc;
 
@@ -11,11 +14,12 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{BusItem, EventBus};
+use super::{BusItem, DeltaLog, EventBus};
 
-/// What travels on a session's channel: an event, or `None` asking
-/// subscribers to re-read the database (events may have been lost).
-type Item = Option<Arc<SessionEvent>>;
+/// What travels on a session's channel: a batch of events in order, or
+/// `None` asking subscribers to re-read the database (events may have been lost).
+type Item = Option<Batch>;
+type Batch = Arc<[Arc<SessionEvent>]>;
 type Channels = DashMap<String, broadcast::Sender<Item>>;
 
 /// Fan-out within one process.
@@ -31,7 +35,8 @@ pub struct InProcessBus {
 const REVOCATIONS_CAPACITY: usize = 1024;
 
 impl InProcessBus {
-    /// `capacity` bounds how far a subscriber may fall behind before it lags.
+    /// `capacity` bounds how many publishes a subscriber may fall behind
+    /// before it lags.
     pub fn new(capacity: usize) -> Self {
         Self {
             channels: Arc::default(),
@@ -50,9 +55,22 @@ impl InProcessBus {
     }
 }
 
+impl InProcessBus {
+    /// Hands `events` to the session's subscribers as one batch.
+    pub(super) fn send(&self, session_id: &str, events: Vec<SessionEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.channels.get(session_id) {
+            let batch: Batch = events.into_iter().map(Arc::new).collect();
+            let _ = tx.send(Some(batch));
+        }
+    }
+}
+
 impl Default for InProcessBus {
     fn default() -> Self {
-        Self::new(4096)
+        Self::new(crate::settings::DEFAULT_SUBSCRIBER_BUFFER)
     }
 }
 
@@ -60,6 +78,8 @@ impl Default for InProcessBus {
 /// subscriber is left.
 struct Subscription {
     rx: BroadcastStream<Item>,
+    /// The batch being handed out, and the index of its next event.
+    batch: Option<(Batch, usize)>,
     channels: Arc<Channels>,
     session_id: String,
 }
@@ -79,22 +99,42 @@ impl futures::Stream for Subscription {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<BusItem>> {
-        std::pin::Pin::new(&mut self.rx).poll_next(cx).map(|item| {
-            item.map(|item| match item {
-                Ok(Some(event)) => BusItem::Event(event),
-                Ok(None) => BusItem::Resync,
-                Err(BroadcastStreamRecvError::Lagged(n)) => BusItem::Lagged(n),
-            })
-        })
+        loop {
+            if let Some((batch, next)) = &mut self.batch {
+                if let Some(event) = batch.get(*next) {
+                    *next += 1;
+                    return std::task::Poll::Ready(Some(BusItem::Event(event.clone())));
+                }
+                self.batch = None;
+            }
+            let item = std::task::ready!(std::pin::Pin::new(&mut self.rx).poll_next(cx));
+            let item = match item {
+                None => None,
+                Some(Ok(Some(batch))) => {
+                    self.batch = Some((batch, 0));
+                    continue;
+                }
+                Some(Ok(None)) => Some(BusItem::Resync),
+                Some(Err(BroadcastStreamRecvError::Lagged(n))) => Some(BusItem::Lagged(n)),
+            };
+            return std::task::Poll::Ready(item);
+        }
     }
 }
 
 #[async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, session_id: &str, event: SessionEvent) {
-        if let Some(tx) = self.channels.get(session_id) {
-            let _ = tx.send(Some(Arc::new(event)));
-        }
+        self.send(session_id, vec![event]);
+    }
+
+    async fn publish_batch(
+        &self,
+        session_id: &str,
+        events: Vec<SessionEvent>,
+        _deltas: Option<DeltaLog<'_>>,
+    ) {
+        self.send(session_id, events);
     }
 
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem> {
@@ -105,6 +145,7 @@ impl EventBus for InProcessBus {
             .subscribe();
         Subscription {
             rx: BroadcastStream::new(rx),
+            batch: None,
             channels: self.channels.clone(),
             session_id: session_id.to_owned(),
         }

@@ -1,6 +1,8 @@
-//! The Redis bus: events published on `chat:session:<id>` channels so every
-//! chat-core replica's subscribers see them. Each replica holds one Redis
-//! subscription per session that has local subscribers, and fans out locally.
+//! The Redis bus: events published on `chat:events:<session id>` channels so
+//! every chat-core replica's subscribers see them. Each replica holds one
+//! Redis subscription per session that has local subscribers, and fans out
+//! locally. A message carries one publish: an event, or a run's events
+//! relayed together ([`EventBatch`]), so a burst of deltas is one message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,16 +21,26 @@ use tracing::{debug, info, warn};
 
 use super::{BusItem, DeltaLog, EventBus, InProcessBus};
 
-const CHANNEL_PREFIX: &str = "chat:session:";
+const CHANNEL_PREFIX: &str = "chat:events:";
 /// Channel of revoked sign-ins; each message is a user id.
 const REVOCATIONS_CHANNEL: &str = "chat:revoked";
 /// Longest a Redis command may take; past it the bus carries on without Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
-/// Messages received from Redis that may wait for the relay task before the
-/// oldest are dropped (and every local subscriber resyncs).
-const RELAY_CAPACITY: usize = 16 * 1024;
+/// Messages (each a batch of events) received from Redis that may wait for
+/// the relay task before the oldest are dropped (and every local subscriber
+/// resyncs). The Redis client allocates this many slots up front for each of
+/// its notification channels.
+const RELAY_CAPACITY: usize = 1024;
 /// How long a run's delta log outlives its last write.
 const DELTA_LOG_TTL_SECS: i64 = 600;
+
+/// What one message on a session's channel carries: the events of one
+/// publish, in order.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventBatch {
+    #[prost(message, repeated, tag = "1")]
+    events: Vec<SessionEvent>,
+}
 
 fn delta_key(run_id: &str, attempt: u32) -> String {
     format!("chat:run:{run_id}:{attempt}:deltas")
@@ -73,7 +85,8 @@ pub struct RedisBusError(#[from] fred::error::Error);
 
 impl RedisBus {
     /// Connects both clients and starts relaying subscribed channels;
-    /// `subscriber_buffer` bounds how far a local subscriber may fall behind.
+    /// `subscriber_buffer` bounds how many publishes a local subscriber may
+    /// fall behind.
     pub async fn connect(url: &str, subscriber_buffer: usize) -> Result<Self, RedisBusError> {
         let config = Config::from_url(url)?;
         let policy = ReconnectPolicy::new_exponential(0, 100, 5_000, 2);
@@ -128,9 +141,9 @@ impl RedisBus {
                         let Some(bytes) = message.value.as_bytes() else {
                             continue;
                         };
-                        match SessionEvent::decode(bytes) {
-                            Ok(event) => relay.publish(session_id, event).await,
-                            Err(error) => warn!(%error, "undecodable event on redis"),
+                        match EventBatch::decode(bytes) {
+                            Ok(batch) => relay.send(session_id, batch.events),
+                            Err(error) => warn!(%error, "undecodable events on redis"),
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -154,10 +167,8 @@ impl RedisBus {
 }
 
 impl RedisBus {
-    async fn deliver_locally(&self, session_id: &str, events: Vec<SessionEvent>) {
-        for event in events {
-            self.local.publish(session_id, event).await;
-        }
+    fn deliver_locally(&self, session_id: &str, events: Vec<SessionEvent>) {
+        self.local.send(session_id, events);
     }
 }
 
@@ -209,11 +220,12 @@ impl EventBus for RedisBus {
         if !self.publisher.is_connected() {
             // Redis is down: this replica's own subscribers are still served,
             // and every other client resumes from the database.
-            self.deliver_locally(session_id, events).await;
+            self.deliver_locally(session_id, events);
             return;
         }
         // One pipeline: the log entries first (a subscriber that catches up
-        // after seeing a delta finds it in the log), then every event.
+        // after seeing a delta finds it in the log), then the events, as one
+        // message.
         let pipeline = self.publisher.pipeline();
         if let Some(log) = deltas.filter(|log| !log.texts.is_empty()) {
             let key = delta_key(log.run_id, log.attempt);
@@ -224,15 +236,14 @@ impl EventBus for RedisBus {
             let _: Result<(), _> = pipeline.rpush(&key, entries).await;
             let _: Result<(), _> = pipeline.expire(&key, DELTA_LOG_TTL_SECS, None).await;
         }
-        let channel = channel(session_id);
-        for event in &events {
-            let _: Result<(), _> = pipeline
-                .publish(channel.as_str(), Bytes::from(event.encode_to_vec()))
-                .await;
+        let batch = EventBatch { events };
+        if !batch.events.is_empty() {
+            let message = Bytes::from(batch.encode_to_vec());
+            let _: Result<(), _> = pipeline.publish(channel(session_id), message).await;
         }
         if let Err(error) = pipeline.all::<Value>().await {
             warn!(%error, "redis publish failed; delivering locally only");
-            self.deliver_locally(session_id, events).await;
+            self.deliver_locally(session_id, batch.events);
         }
     }
 
