@@ -249,7 +249,7 @@ async fn every_service_exposes_metrics_that_a_chat_turn_moves() {
         assert!(bounds.iter().any(|b| b == le), "le={le} missing from {bounds:?}");
     }
 
-    // Process metrics everywhere.
+    // Process and runtime metrics everywhere.
     for (service, metrics) in [
         ("gateway", &gateway_after),
         ("chat-core", &core_after),
@@ -262,6 +262,12 @@ async fn every_service_exposes_metrics_that_a_chat_turn_moves() {
         );
         assert!(
             metrics.has("process_cpu_seconds_total", &[]),
+            "{service} /metrics:\n{}",
+            metrics.text
+        );
+        // Every service runs a few tasks of its own (its listeners at least).
+        assert!(
+            metrics.sum("chat_runtime_alive_tasks", &[]) > 0.0,
             "{service} /metrics:\n{}",
             metrics.text
         );

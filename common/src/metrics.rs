@@ -63,6 +63,13 @@ pub fn render() -> String {
     match RECORDER.get() {
         Some(Some(recorder)) => {
             recorder.process.collect();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                // Tasks the process holds: each open socket or stream keeps
+                // some, so a count that only grows is a leak.
+                #[allow(clippy::cast_precision_loss)]
+                let alive = runtime.metrics().num_alive_tasks() as f64;
+                metrics::gauge!("chat_runtime_alive_tasks").set(alive);
+            }
             recorder.handle.render()
         }
         _ => String::new(),

@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse as _, Response};
 use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
+use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -19,7 +20,7 @@ use crate::auth::{AuthUser, WsAuthUser};
 use crate::connections::{ConnectionGuard, OverCap};
 use crate::core::current_request_id;
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
-use crate::mux::Upstream;
+use crate::mux::{ServerFrames, Upstream};
 use crate::origin::UpgradeOrigin;
 use crate::ratelimit::middleware::ClientAddress;
 
@@ -80,19 +81,125 @@ pub async fn upgrade(
         Err(over) => Err(over),
     };
     // Answers the page's subprotocol (never echoing the token one).
-    ws.protocols([crate::auth::WS_PROTOCOL])
+    let ws = ws
+        .protocols([crate::auth::WS_PROTOCOL])
         .read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
         .max_message_size(limits.max_ws_frame_bytes)
-        .max_frame_size(limits.max_ws_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            match opened {
-                Ok((guard, upstream)) => {
-                    serve(socket, state, user, request_id, traces, guard, upstream).await
-                }
-                Err(over) => close_over_cap(socket, over).await,
-            }
-        })
+        .max_frame_size(limits.max_ws_frame_bytes);
+    let upgraded = Box::new(Upgraded {
+        state,
+        user,
+        request_id,
+        traces,
+        opened,
+    });
+    ws.on_upgrade(move |socket| serve(socket, upgraded))
+}
+
+/// What an upgraded socket is served with, boxed: the upgrade's callback
+/// (kept for the socket's life by the task that runs it) then holds a pointer.
+struct Upgraded {
+    state: SharedState,
+    user: AuthUser,
+    request_id: Option<tonic::metadata::AsciiMetadataValue>,
+    traces: TurnTraces,
+    opened: Result<(ConnectionGuard, Upstream), OverCap>,
+}
+
+/// An open socket and everything its relay uses, in one allocation: the
+/// socket's task, alive as long as the socket, holds only this pointer and
+/// the relay's own state, never copies of these.
+struct Socket {
+    socket: WebSocket,
+    upstream: ServerFrames,
+    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    peer: Peer,
+    request_id: String,
+    opened: std::time::Instant,
+    _guard: ConnectionGuard,
+    _open: OpenSocket,
+}
+
+/// One socket's life: relayed, or told why it cannot be and closed.
+fn serve(socket: WebSocket, upgraded: Box<Upgraded>) -> BoxFuture<'static, ()> {
+    let Upgraded {
+        state,
+        user,
+        request_id,
+        traces,
+        opened,
+    } = *upgraded;
+    let request_id = request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (guard, upstream) = match opened {
+        Ok(opened) => opened,
+        Err(over) => return Box::pin(close_over_cap(socket, over)),
+    };
+    let Upstream { to_core, frames } = upstream;
+    let upstream = match frames {
+        Ok(frames) => frames,
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), %request_id, "failed to open chat-core connect stream");
+            let mut socket = socket;
+            return Box::pin(async move {
+                close_with_error(&mut socket, &status).await;
+            });
+        }
+    };
+    let AuthUser {
+        user_id, expires_at, ..
+    } = user;
+    tracing::debug!(%user_id, %request_id, "websocket connected");
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let peer = Peer {
+        user_id,
+        max_content_bytes: state.limits.max_content_bytes,
+        rate_limits: state.rate_limits.clone(),
+        tokens: state.tokens.clone(),
+        state: Some(state.clone()),
+        expires_at,
+        token_grace: state.limits.ws_token_grace,
+        flush_timeout: state.limits.ws_flush_timeout,
+        traces,
+    };
+    let socket = Box::new(Socket {
+        socket,
+        upstream,
+        to_core,
+        peer,
+        request_id,
+        opened: std::time::Instant::now(),
+        _guard: guard,
+        _open: OpenSocket::count(),
+    });
+    Box::pin(relay_socket(socket, shutdown))
+}
+
+/// Relays an open socket until it ends, then logs how it went.
+async fn relay_socket(mut open: Box<Socket>, shutdown: impl Future<Output = ()>) {
+    let Socket {
+        socket,
+        upstream,
+        to_core,
+        peer,
+        ..
+    } = &mut *open;
+    let ended = relay(socket, upstream, to_core, peer, shutdown).await;
+    tracing::info!(
+        target: "access",
+        user_id = %open.peer.user_id,
+        request_id = %open.request_id,
+        duration_ms = chat_common::trace::millis(open.opened.elapsed()),
+        frames_in = ended.frames_in,
+        frames_out = ended.frames_out,
+        close_code = ended.close_code,
+        closed_by = ended.closed_by.as_str(),
+        "websocket closed"
+    );
 }
 
 /// Tells a socket over its user's or address's connection cap why, and closes it with 1013.
@@ -139,66 +246,6 @@ fn inbound_kind(inbound: &Inbound) -> &'static str {
         Inbound::Reply(OutFrame::Pong) => "ping",
         Inbound::Reply(_) => "invalid",
         Inbound::Auth(_) => "auth",
-    }
-}
-
-/// One socket's life. Futures needed only briefly (opening the stream,
-/// checking a frame, renewing the token, writing, closing) are boxed so an
-/// idle socket's task stays small.
-async fn serve(
-    mut socket: WebSocket,
-    state: SharedState,
-    user: AuthUser,
-    request_id: Option<tonic::metadata::AsciiMetadataValue>,
-    traces: TurnTraces,
-    _guard: ConnectionGuard,
-    upstream: Upstream,
-) {
-    let opened = std::time::Instant::now();
-    let _open = OpenSocket::count();
-    let request_id_text = request_id
-        .as_ref()
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let Upstream { to_core, frames } = upstream;
-    let upstream = frames;
-    let AuthUser {
-        user_id, expires_at, ..
-    } = user;
-    match upstream {
-        Ok(upstream) => {
-            tracing::debug!(%user_id, request_id = %request_id_text, "websocket connected");
-            let shutdown = state.shutdown.clone().cancelled_owned();
-            let peer = Peer {
-                user_id,
-                max_content_bytes: state.limits.max_content_bytes,
-                rate_limits: state.rate_limits.clone(),
-                tokens: state.tokens.clone(),
-                state: Some(state.clone()),
-                expires_at,
-                token_grace: state.limits.ws_token_grace,
-                flush_timeout: state.limits.ws_flush_timeout,
-                traces,
-            };
-            drop(state);
-            let ended = relay(&mut socket, upstream, to_core, &peer, shutdown).await;
-            tracing::info!(
-                target: "access",
-                user_id = %peer.user_id,
-                request_id = %request_id_text,
-                duration_ms = chat_common::trace::millis(opened.elapsed()),
-                frames_in = ended.frames_in,
-                frames_out = ended.frames_out,
-                close_code = ended.close_code,
-                closed_by = ended.closed_by.as_str(),
-                "websocket closed"
-            );
-        }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), request_id = %request_id_text, "failed to open chat-core connect stream");
-            Box::pin(close_with_error(&mut socket, &status)).await;
-        }
     }
 }
 
@@ -253,8 +300,8 @@ impl Ended {
 /// closed with 4001 unless an `auth` frame brought a fresh token.
 pub async fn relay<S, U>(
     socket: &mut S,
-    mut upstream: U,
-    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    upstream: &mut U,
+    to_core: &mpsc::Sender<Box<pb::ClientFrame>>,
     peer: &Peer,
     shutdown: impl Future<Output = ()>,
 ) -> Ended
@@ -295,7 +342,7 @@ where
                 }
             }
             item = upstream.next() => {
-                if let Some(closed) = Box::pin(forward_batch(socket, &mut upstream, item, peer.flush_timeout, &mut ended.frames_out)).await {
+                if let Some(closed) = Box::pin(forward_batch(socket, upstream, item, peer.flush_timeout, &mut ended.frames_out)).await {
                     return ended.by_gateway(closed);
                 }
             }
@@ -623,10 +670,11 @@ mod tests {
         let mut socket = FakeSocket { incoming, outgoing };
         let peer = peer(expires_at, token_grace);
         let task = tokio::spawn(async move {
+            let mut upstream = ReceiverStream::new(upstream);
             relay(
                 &mut socket,
-                ReceiverStream::new(upstream),
-                to_core,
+                &mut upstream,
+                &to_core,
                 &peer,
                 std::future::pending(),
             )
@@ -652,10 +700,11 @@ mod tests {
         let (to_core, _core_rx) = mpsc::channel(8);
         let mut socket = FakeSocket { incoming, outgoing };
         let peer = peer(unix_now() + 3600, Duration::from_secs(30));
+        let mut upstream = ReceiverStream::new(upstream);
         let relay = relay(
             &mut socket,
-            ReceiverStream::new(upstream),
-            to_core,
+            &mut upstream,
+            &to_core,
             &peer,
             std::future::pending(),
         );
