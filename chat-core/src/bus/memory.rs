@@ -101,9 +101,15 @@ impl futures::Stream for Subscription {
     ) -> std::task::Poll<Option<BusItem>> {
         loop {
             if let Some((batch, next)) = &mut self.batch {
-                if let Some(event) = batch.get(*next) {
+                if let Some(event) = batch.get(*next).cloned() {
+                    // Each event costs the task's budget what receiving it
+                    // alone would: a subscriber hands a burst on at the pace
+                    // of single publishes, yielding to the readers it feeds
+                    // (which would otherwise find a whole burst queued at once).
+                    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                    coop.made_progress();
                     *next += 1;
-                    return std::task::Poll::Ready(Some(BusItem::Event(event.clone())));
+                    return std::task::Poll::Ready(Some(BusItem::Event(event)));
                 }
                 self.batch = None;
             }
