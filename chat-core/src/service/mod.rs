@@ -19,6 +19,7 @@ pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 pub use queue::QueueUpdates;
 pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use revoked::Revocation;
+pub use sessions::Side;
 pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
