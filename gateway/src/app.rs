@@ -359,14 +359,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("gateway", settings.log_format, LOG_FILTER);
     let admin_listen = settings.admin_listen;
     let app = Application::build(settings).await?;
-    chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let health = app.health().clone();
-    chat_common::admin::alongside(
-        admin_listen,
-        health,
-        app.run_until_stopped(chat_common::shutdown::signal()),
-    )
-    .await
+    chat_common::admin::until_signal(admin_listen, health, |stop| app.run_until_stopped(stop)).await
 }
 
 /// Log levels when `RUST_LOG` is unset.
