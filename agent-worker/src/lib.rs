@@ -68,7 +68,7 @@ impl Application {
                 .context("failed to add the llm assistant")?;
         }
         let registry = agents::Registry::with_env(config, &env).context("failed to set up the agents")?;
-        let names: Vec<&str> = registry.agents().iter().map(agents::Agent::name).collect();
+        let names: Vec<&str> = registry.infos().iter().map(|info| info.name.as_str()).collect();
         tracing::info!(agents = ?names, "agents loaded");
         let listener = TcpListener::bind(settings.listen)
             .await

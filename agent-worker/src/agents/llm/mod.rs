@@ -32,8 +32,6 @@ pub const HANDOFF_TOOL: &str = "handoff";
 /// Streams chat completions from the configured endpoint and model.
 #[derive(Clone, Debug)]
 pub struct LlmAgent {
-    pub name: String,
-    pub description: String,
     inner: Arc<Inner>,
 }
 
@@ -89,8 +87,6 @@ impl LlmAgent {
                 tool_definitions,
                 handoffs: spec.handoffs,
             }),
-            name: spec.name,
-            description: spec.description,
         })
     }
 

@@ -23,8 +23,6 @@ pub const SEED_REPLY_FIELDS: [&str; 3] = ["response", "message", "content"];
 /// Calls an external agent service for each run.
 #[derive(Clone, Debug)]
 pub struct WebhookAgent {
-    pub name: String,
-    pub description: String,
     inner: Arc<Inner>,
 }
 
@@ -77,8 +75,6 @@ impl WebhookAgent {
                     Duration::from_secs_f64(spec.breaker_cooldown_secs),
                 ),
             }),
-            name: spec.name,
-            description: spec.description,
         })
     }
 
