@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use self::breaker::Breaker;
 use super::events;
-use super::upstream::{UpstreamError, error_chain, quote, read_api_key};
+use super::upstream::{UpstreamError, error_chain, http_client, quote, read_api_key};
 use crate::config::{ConfigError, WebhookMode, WebhookSpec};
 
 /// Fields of a `seed` reply that hold its text, in the order they are looked for.
@@ -46,14 +46,8 @@ struct Inner {
 impl WebhookAgent {
     /// Builds the agent, reading its token (if any) with `env`.
     pub fn new(spec: WebhookSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bad = |message: String| ConfigError::BadOption {
-            agent: spec.name.clone(),
-            message,
-        };
         let api_key = read_api_key(&spec.name, spec.api_key_env.as_deref(), env)?;
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|err| bad(format!("failed to build the HTTP client: {err}")))?;
+        let client = http_client(&spec.name, reqwest::Client::builder())?;
         let url = match spec.mode {
             WebhookMode::Seed => format!("{}/api/process", spec.endpoint.trim_end_matches('/')),
             WebhookMode::Simple => spec.endpoint.clone(),
