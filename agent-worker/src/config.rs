@@ -294,13 +294,18 @@ fn one_line(message: &str) -> String {
 impl AgentSpec {
     /// The name runs address this agent by.
     pub fn name(&self) -> &str {
+        self.name_and_description().0
+    }
+
+    /// The agent's name, and what it does for people choosing one.
+    pub fn name_and_description(&self) -> (&str, &str) {
         match self {
-            Self::Echo(spec) => &spec.name,
-            Self::Rules(spec) => &spec.name,
-            Self::Router(spec) => &spec.name,
-            Self::HumanHandoff(spec) => &spec.name,
-            Self::Llm(spec) => &spec.name,
-            Self::Webhook(spec) => &spec.name,
+            Self::Echo(spec) => (&spec.name, &spec.description),
+            Self::Rules(spec) => (&spec.name, &spec.description),
+            Self::Router(spec) => (&spec.name, &spec.description),
+            Self::HumanHandoff(spec) => (&spec.name, &spec.description),
+            Self::Llm(spec) => (&spec.name, &spec.description),
+            Self::Webhook(spec) => (&spec.name, &spec.description),
         }
     }
 

@@ -68,7 +68,7 @@ impl Application {
                 .context("failed to add the llm assistant")?;
         }
         let registry = agents::Registry::with_env(config, &env).context("failed to set up the agents")?;
-        let names: Vec<&str> = registry.agents().iter().map(agents::Agent::name).collect();
+        let names: Vec<&str> = registry.infos().iter().map(|info| info.name.as_str()).collect();
         tracing::info!(agents = ?names, "agents loaded");
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -178,12 +178,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("agent-worker", settings.log_format, LOG_FILTER);
     let admin_listen = settings.admin_listen;
     let app = Application::build(settings).await?;
-    chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let health = app.health().clone();
-    chat_common::admin::alongside(
-        admin_listen,
-        health,
-        app.run_until_stopped(chat_common::shutdown::signal()),
-    )
-    .await
+    chat_common::admin::until_signal(admin_listen, health, |stop| app.run_until_stopped(stop)).await
 }

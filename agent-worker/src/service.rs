@@ -74,7 +74,7 @@ impl AgentWorker for AgentWorkerService {
         span.in_scope(|| tracing::info!("run started"));
         let started = std::time::Instant::now();
         // Only names the worker serves become label values, so a caller cannot grow the series.
-        let known = self.registry.agents().iter().any(|a| a.name() == request.agent);
+        let known = self.registry.get(&request.agent).is_some();
         let agent = if known {
             request.agent.clone()
         } else {
@@ -106,7 +106,7 @@ impl AgentWorker for AgentWorkerService {
         &self,
         _request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let agents = self.registry.infos();
+        let agents = self.registry.infos().to_vec();
         Ok(Response::new(ListAgentsResponse { agents }))
     }
 }

@@ -150,14 +150,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate().map_err(anyhow::Error::msg)?;
             let admin_listen = settings.admin_listen;
             let app = Application::build(settings).await?;
-            chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
             let health = app.health().clone();
-            chat_common::admin::alongside(
-                admin_listen,
-                health,
-                app.run_until_stopped(chat_common::shutdown::signal()),
-            )
-            .await
+            chat_common::admin::until_signal(admin_listen, health, |stop| app.run_until_stopped(stop)).await
         }
     }
 }

@@ -2,7 +2,9 @@
 //! (alive), `/readyz` (ready for traffic) and `/metrics` (Prometheus text).
 //! It keeps answering while the service drains, so probes see it turn red.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -49,15 +51,24 @@ impl Admin {
     }
 }
 
-/// Serves the admin routes of `health` on `addr` while `serve` runs (a
-/// service until it has drained), then stops them.
-pub async fn alongside(
+/// What stops a service run by [`until_signal`]: SIGTERM or Ctrl-C.
+pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a built service as its binary does: trims the heap now and then
+/// ([`crate::alloc::spawn_trim`]), serves the admin routes of `health` on
+/// `addr` while `serve` runs (a service until it has drained after SIGTERM or
+/// Ctrl-C), then stops them.
+pub async fn until_signal<F>(
     addr: SocketAddr,
     health: Health,
-    serve: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+    serve: impl FnOnce(Stop) -> F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    crate::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let admin = Admin::bind(addr, vec![health]).await?.spawn();
-    let result = serve.await;
+    let result = serve(Box::pin(crate::shutdown::signal())).await;
     admin.abort();
     result
 }

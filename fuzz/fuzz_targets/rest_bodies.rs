@@ -8,7 +8,7 @@
 
 use gateway::error::ApiError;
 use gateway::extract::{decode_json, decode_optional_json};
-use gateway::routes::{auth, messages, operators, sessions};
+use gateway::routes::{auth, handoff, messages, sessions};
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
 
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         // POST /sessions
         3 => decode_json::<sessions::CreateSession>(body).err(),
         // POST /sessions/{id}/resolve (the body may be left out)
-        4 => decode_optional_json::<operators::ResolveBody>(body).err(),
+        4 => decode_optional_json::<handoff::ResolveBody>(body).err(),
         // POST /sessions/{id}/messages
         _ => decode_json::<messages::PostMessage>(body).err(),
     };

@@ -31,7 +31,8 @@ use crate::idle::IdleAcceptor;
 use crate::idp::{External, ExternalUsers, Providers};
 use crate::origin::AllowedOrigins;
 use crate::ratelimit::{self, MemoryStore, RateLimitStore, RateLimits, RedisStore};
-use crate::routes::{agents, auth, health, messages, operators, page, sessions};
+use crate::routes::handoff::{OperatorRoute, OwnerRoute};
+use crate::routes::{agents, auth, handoff, health, messages, operators, page, sessions};
 use crate::settings::Settings;
 use crate::{legacy, ws};
 use axum_server::accept::NoDelayAcceptor;
@@ -358,14 +359,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let _telemetry = chat_common::telemetry::init("gateway", settings.log_format, LOG_FILTER);
     let admin_listen = settings.admin_listen;
     let app = Application::build(settings).await?;
-    chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let health = app.health().clone();
-    chat_common::admin::alongside(
-        admin_listen,
-        health,
-        app.run_until_stopped(chat_common::shutdown::signal()),
-    )
-    .await
+    chat_common::admin::until_signal(admin_listen, health, |stop| app.run_until_stopped(stop)).await
 }
 
 /// Log levels when `RUST_LOG` is unset.
@@ -399,9 +394,9 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
                 .patch(sessions::rename)
                 .delete(sessions::delete),
         )
-        .route("/sessions/{id}/resolve", post(sessions::resolve))
+        .route("/sessions/{id}/resolve", post(handoff::resolve::<OwnerRoute>))
         .route("/sessions/{id}/end", post(sessions::end))
-        .route("/sessions/{id}/hand-back", post(sessions::hand_back))
+        .route("/sessions/{id}/hand-back", post(handoff::hand_back::<OwnerRoute>))
         .route(
             "/sessions/{id}/messages",
             get(messages::list).post(messages::post),
@@ -413,8 +408,14 @@ pub fn router(state: SharedState, settings: &Settings) -> Router {
         .route("/operator/sessions/{id}/claim", post(operators::claim))
         .route("/operator/sessions/{id}/messages", post(operators::reply))
         .route("/operator/sessions/{id}/typing", post(operators::typing))
-        .route("/operator/sessions/{id}/hand-back", post(operators::hand_back))
-        .route("/operator/sessions/{id}/resolve", post(operators::resolve))
+        .route(
+            "/operator/sessions/{id}/hand-back",
+            post(handoff::hand_back::<OperatorRoute>),
+        )
+        .route(
+            "/operator/sessions/{id}/resolve",
+            post(handoff::resolve::<OperatorRoute>),
+        )
         .route("/ws", get(ws::upgrade))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -291,25 +291,25 @@ mod tests {
         assert!(times.first_delta.is_some());
     }
 
+    /// Feeds `run` one frame of the turn sent with client message id `c`.
+    fn feed(run: &mut RunProgress, json: &str, started: Instant) -> Result<Option<TurnTimes>, String> {
+        run.on_frame(frame(json), "c", started)
+    }
+
+    const ACK: &str = r#"{"type":"ack","client_msg_id":"c","run_id":"r"}"#;
+
     #[test]
     fn a_missing_delta_makes_the_turn_incomplete() {
         let started = Instant::now();
         let mut run = RunProgress::default();
-        let _ = run.on_frame(
-            frame(r#"{"type":"ack","client_msg_id":"c","run_id":"r"}"#),
-            "c",
-            started,
-        );
-        let _ = run.on_frame(
-            frame(r#"{"type":"delta","run_id":"r","index":1,"text":"w1"}"#),
-            "c",
+        let _ = feed(&mut run, ACK, started);
+        let _ = feed(
+            &mut run,
+            r#"{"type":"delta","run_id":"r","index":1,"text":"w1"}"#,
             started,
         );
         let reply = r#"{"type":"message","message":{"role":"assistant","content":"w0 w1","run_id":"r"}}"#;
-        let times = run
-            .on_frame(frame(reply), "c", started)
-            .expect("ok")
-            .expect("done");
+        let times = feed(&mut run, reply, started).expect("ok").expect("done");
         assert!(!times.complete);
     }
 
@@ -317,21 +317,16 @@ mod tests {
     fn failures_are_error_kinds() {
         let started = Instant::now();
         let mut run = RunProgress::default();
-        let _ = run.on_frame(
-            frame(r#"{"type":"ack","client_msg_id":"c","run_id":"r"}"#),
-            "c",
-            started,
-        );
-        let failed = run.on_frame(
-            frame(r#"{"type":"run","run_id":"r","status":"failed"}"#),
-            "c",
+        let _ = feed(&mut run, ACK, started);
+        let failed = feed(
+            &mut run,
+            r#"{"type":"run","run_id":"r","status":"failed"}"#,
             started,
         );
         assert_eq!(failed.err().as_deref(), Some("run_failed"));
         let limited = r#"{"type":"error","code":"rate_limited","message":"slow down","client_msg_id":"c"}"#;
         assert_eq!(
-            RunProgress::default()
-                .on_frame(frame(limited), "c", started)
+            feed(&mut RunProgress::default(), limited, started)
                 .err()
                 .as_deref(),
             Some("error_frame:rate_limited")

@@ -5,8 +5,6 @@ use crate::config::EchoSpec;
 /// Repeats the message it answers, after an optional prefix.
 #[derive(Clone, Debug)]
 pub struct EchoAgent {
-    pub name: String,
-    pub description: String,
     pub prefix: String,
     /// Pause before each delta.
     pub delay: std::time::Duration,
@@ -22,8 +20,6 @@ impl EchoAgent {
 impl From<EchoSpec> for EchoAgent {
     fn from(spec: EchoSpec) -> Self {
         Self {
-            name: spec.name,
-            description: spec.description,
             prefix: spec.prefix,
             delay: std::time::Duration::from_millis(spec.delay_ms),
         }

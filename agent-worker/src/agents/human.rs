@@ -12,8 +12,6 @@ use crate::config::HumanHandoffSpec;
 /// Escalates each message to a person with a short holding reply.
 #[derive(Clone, Debug)]
 pub struct HumanHandoffAgent {
-    pub name: String,
-    pub description: String,
     reply: String,
     reason: String,
 }
@@ -31,8 +29,6 @@ impl From<HumanHandoffSpec> for HumanHandoffAgent {
             reason: spec
                 .reason
                 .unwrap_or_else(|| format!("handed to a person by `{}`", spec.name)),
-            name: spec.name,
-            description: spec.description,
             reply: spec.reply.unwrap_or_else(|| DEFAULT_ESCALATION_REPLY.to_owned()),
         }
     }

@@ -47,42 +47,6 @@ pub enum Agent {
 // === impl Agent ===
 
 impl Agent {
-    /// The name runs address this agent by.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Echo(agent) => &agent.name,
-            Self::Rules(agent) => &agent.name,
-            Self::Router(agent) => &agent.name,
-            Self::HumanHandoff(agent) => &agent.name,
-            Self::Llm(agent) => &agent.name,
-            Self::Webhook(agent) => &agent.name,
-        }
-    }
-
-    /// What the agent does, for people choosing one.
-    pub fn description(&self) -> &str {
-        match self {
-            Self::Echo(agent) => &agent.description,
-            Self::Rules(agent) => &agent.description,
-            Self::Router(agent) => &agent.description,
-            Self::HumanHandoff(agent) => &agent.description,
-            Self::Llm(agent) => &agent.description,
-            Self::Webhook(agent) => &agent.description,
-        }
-    }
-
-    /// The `kind` the agent was declared with in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Echo(_) => "echo",
-            Self::Rules(_) => "rules",
-            Self::Router(_) => chat_proto::ROUTER_KIND,
-            Self::HumanHandoff(_) => "human_handoff",
-            Self::Llm(_) => "llm",
-            Self::Webhook(_) => "webhook",
-        }
-    }
-
     /// Answers one run on its own: deltas, then exactly one final or error event, or a handoff
     /// event last when another agent should answer (which [`Registry::run`] then runs).
     pub fn run(&self, registry: &Arc<Registry>, request: &RunRequest) -> BoxStream<'static, RunEvent> {
@@ -109,17 +73,6 @@ impl Agent {
         }
     }
 
-    /// The agent as `ListAgents` describes it, presented as `listing` says.
-    pub fn info(&self, listing: &Listing) -> AgentInfo {
-        AgentInfo {
-            name: self.name().to_owned(),
-            description: self.description().to_owned(),
-            kind: self.kind().to_owned(),
-            display_name: listing.display_name.clone().unwrap_or_default(),
-            listed: Some(listing.listed),
-        }
-    }
-
     /// Builds a configured agent; `env` reads environment variables such as API keys.
     fn build(spec: AgentSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(match spec {
@@ -137,8 +90,9 @@ impl Agent {
 #[derive(Clone, Debug)]
 pub struct Registry {
     agents: Vec<Agent>,
+    /// Each agent as `ListAgents` describes it, in the same order.
+    infos: Vec<AgentInfo>,
     by_name: HashMap<String, usize>,
-    listings: HashMap<String, Listing>,
 }
 
 // === impl Registry ===
@@ -151,21 +105,26 @@ impl Registry {
 
     /// Builds the agents of a validated config, reading environment variables with `env`.
     pub fn with_env(config: AgentsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let listings = config.listings;
+        let default = Listing::default();
+        let infos: Vec<AgentInfo> = config
+            .agents
+            .iter()
+            .map(|spec| info(spec, config.listings.get(spec.name()).unwrap_or(&default)))
+            .collect();
+        let by_name = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| (info.name.clone(), i))
+            .collect();
         let agents = config
             .agents
             .into_iter()
             .map(|spec| Agent::build(spec, env))
             .collect::<Result<Vec<_>, _>>()?;
-        let by_name = agents
-            .iter()
-            .enumerate()
-            .map(|(i, agent)| (agent.name().to_owned(), i))
-            .collect();
         Ok(Self {
             agents,
+            infos,
             by_name,
-            listings,
         })
     }
 
@@ -174,18 +133,14 @@ impl Registry {
         self.by_name.get(name).map(|&i| &self.agents[i])
     }
 
-    /// Every agent, in config order.
-    pub fn agents(&self) -> &[Agent] {
-        &self.agents
+    /// How `ListAgents` describes the agent called `name`, if this worker serves it.
+    pub fn info(&self, name: &str) -> Option<&AgentInfo> {
+        self.by_name.get(name).map(|&i| &self.infos[i])
     }
 
     /// Every agent as `ListAgents` describes it, in config order.
-    pub fn infos(&self) -> Vec<AgentInfo> {
-        let default = Listing::default();
-        self.agents
-            .iter()
-            .map(|agent| agent.info(self.listings.get(agent.name()).unwrap_or(&default)))
-            .collect()
+    pub fn infos(&self) -> &[AgentInfo] {
+        &self.infos
     }
 
     /// Answers one run with the agent it names, following handoffs to other agents here.
@@ -194,6 +149,18 @@ impl Registry {
             return stream::iter([no_history()]).boxed();
         }
         handoff::follow(Arc::clone(self), request).boxed()
+    }
+}
+
+/// The agent `spec` declares as `ListAgents` describes it, presented as `listing` says.
+fn info(spec: &AgentSpec, listing: &Listing) -> AgentInfo {
+    let (name, description) = spec.name_and_description();
+    AgentInfo {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        kind: spec.kind().to_owned(),
+        display_name: listing.display_name.clone().unwrap_or_default(),
+        listed: Some(listing.listed),
     }
 }
 

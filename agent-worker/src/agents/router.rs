@@ -15,8 +15,6 @@ use crate::config::RouterSpec;
 /// Hands each message to the agent its routes, classifier or default select.
 #[derive(Clone, Debug)]
 pub struct RouterAgent {
-    pub name: String,
-    pub description: String,
     routes: Vec<(Matcher, String)>,
     default_agent: String,
     classifier: Option<String>,
@@ -120,7 +118,9 @@ impl RouterAgent {
             "You route each customer message to the agent best suited to answer it. The agents are:\n",
         );
         for candidate in &self.candidates {
-            let description = registry.get(candidate).map_or("", |agent| agent.description());
+            let description = registry
+                .info(candidate)
+                .map_or("", |info| info.description.as_str());
             instructions.push_str(&format!("- {candidate}: {description}\n"));
         }
         instructions.push_str("Answer with exactly one agent name from this list and nothing else.");
@@ -149,8 +149,6 @@ impl From<RouterSpec> for RouterAgent {
     fn from(spec: RouterSpec) -> Self {
         Self {
             candidates: spec.candidate_agents(),
-            name: spec.name,
-            description: spec.description,
             routes: spec
                 .routes
                 .into_iter()

@@ -17,8 +17,6 @@ pub const DEFAULT_ESCALATION_REPLY: &str =
 /// Picks a canned reply, a route or an escalation by keyword or pattern, falling back to a default reply.
 #[derive(Clone, Debug)]
 pub struct RulesAgent {
-    pub name: String,
-    pub description: String,
     rules: Vec<Rule>,
     default_reply: String,
 }
@@ -86,8 +84,6 @@ impl RulesAgent {
 impl From<RulesSpec> for RulesAgent {
     fn from(spec: RulesSpec) -> Self {
         Self {
-            name: spec.name,
-            description: spec.description,
             rules: spec.rules.into_iter().map(Rule::from).collect(),
             default_reply: spec.default_reply.unwrap_or_default(),
         }

@@ -134,7 +134,11 @@ async fn empty_history_yields_an_invalid_error_event() {
 #[test]
 fn agents_keep_config_order() {
     let registry = registry();
-    let kinds: Vec<(&str, &str)> = registry.agents().iter().map(|a| (a.name(), a.kind())).collect();
+    let kinds: Vec<(&str, &str)> = registry
+        .infos()
+        .iter()
+        .map(|a| (a.name.as_str(), a.kind.as_str()))
+        .collect();
     assert_eq!(
         kinds[..3],
         [("echo", "echo"), ("bank", "router"), ("balances", "rules")]

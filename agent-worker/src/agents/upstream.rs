@@ -98,6 +98,14 @@ pub fn read_api_key(
     }
 }
 
+/// Builds the HTTP client of agent `agent` from `builder`; a failure refuses the agent.
+pub fn http_client(agent: &str, builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ConfigError> {
+    builder.build().map_err(|err| ConfigError::BadOption {
+        agent: agent.to_owned(),
+        message: format!("failed to build the HTTP client: {err}"),
+    })
+}
+
 /// An error and its causes on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();

@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// One `[[agents]]` entry: `name`, `kind`, then the lines of `options`.
+fn agent(name: &str, kind: &str, options: &str) -> String {
+    format!("[[agents]]\nname = \"{name}\"\nkind = \"{kind}\"\n{options}\n")
+}
+
+/// The `echo` agent many configs below start with.
+fn echo() -> String {
+    agent("echo", "echo", "")
+}
+
 fn error_of(text: &str) -> ConfigError {
     match AgentsConfig::from_toml(text) {
         Ok(config) => panic!("config should be refused, got {config:?}"),
@@ -54,16 +64,7 @@ fn missing_file_is_reported_with_its_path() {
 
 #[test]
 fn duplicate_agent_names_are_refused() {
-    let err = error_of(
-        r#"
-        [[agents]]
-        name = "echo"
-        kind = "echo"
-        [[agents]]
-        name = "echo"
-        kind = "echo"
-        "#,
-    );
+    let err = error_of(&(echo() + &echo()));
     assert!(
         matches!(&err, ConfigError::DuplicateName(name) if name == "echo"),
         "{err}"
@@ -89,17 +90,7 @@ fn missing_kind_is_refused() {
 
 #[test]
 fn unknown_option_is_refused_naming_the_agent() {
-    let err = error_of(
-        r#"
-        [[agents]]
-        name = "echo"
-        kind = "echo"
-        [[agents]]
-        name = "parrot"
-        kind = "echo"
-        prefx = "> "
-        "#,
-    );
+    let err = error_of(&(echo() + &agent("parrot", "echo", r#"prefx = "> ""#)));
     let message = err.to_string();
     assert!(
         message.contains("#2 `parrot`") && message.contains("prefx"),
@@ -137,16 +128,22 @@ fn agent_name_with_spaces_is_refused() {
     assert!(matches!(err, ConfigError::BadName(_)), "{err}");
 }
 
+/// A rules agent `support` with a default reply and `rules`.
+fn support_rules(rules: &str) -> String {
+    agent(
+        "support",
+        "rules",
+        &format!("default_reply = \"sorry\"\nrules = [{rules}]"),
+    )
+}
+
 #[test]
 fn rules_agent_without_default_reply_is_refused() {
-    let err = error_of(
-        r#"
-        [[agents]]
-        name = "support"
-        kind = "rules"
-        rules = [{ keywords = ["hi"], reply = "hello" }]
-        "#,
-    );
+    let err = error_of(&agent(
+        "support",
+        "rules",
+        r#"rules = [{ keywords = ["hi"], reply = "hello" }]"#,
+    ));
     assert!(
         matches!(&err, ConfigError::MissingDefaultReply { agent } if agent == "support"),
         "{err}"
@@ -155,29 +152,15 @@ fn rules_agent_without_default_reply_is_refused() {
 
 #[test]
 fn rule_without_keywords_is_refused() {
-    let err = error_of(
-        r#"
-        [[agents]]
-        name = "support"
-        kind = "rules"
-        default_reply = "sorry"
-        rules = [{ keywords = ["hi"], reply = "hello" }, { keywords = [], reply = "never" }]
-        "#,
-    );
+    let err = error_of(&support_rules(
+        r#"{ keywords = ["hi"], reply = "hello" }, { keywords = [], reply = "never" }"#,
+    ));
     assert!(matches!(err, ConfigError::BadRule { position: 2, .. }), "{err}");
 }
 
 #[test]
 fn bare_wildcard_keyword_is_refused() {
-    let err = error_of(
-        r#"
-        [[agents]]
-        name = "support"
-        kind = "rules"
-        default_reply = "sorry"
-        rules = [{ keywords = ["*"], reply = "anything" }]
-        "#,
-    );
+    let err = error_of(&support_rules(r#"{ keywords = ["*"], reply = "anything" }"#));
     assert!(err.to_string().contains("empty keyword"), "{err}");
 }
 
@@ -185,9 +168,12 @@ fn bare_wildcard_keyword_is_refused() {
 
 /// A config with an `echo` agent and a rules agent `front` holding `rules`.
 fn rules_config(rules: &str) -> String {
-    format!(
-        "[[agents]]\nname = \"echo\"\nkind = \"echo\"\n\n[[agents]]\nname = \"front\"\nkind = \"rules\"\ndefault_reply = \"hi\"\nrules = [{rules}]\n"
-    )
+    echo()
+        + &agent(
+            "front",
+            "rules",
+            &format!("default_reply = \"hi\"\nrules = [{rules}]"),
+        )
 }
 
 #[test]
@@ -254,11 +240,7 @@ fn rule_with_two_actions_or_none_is_refused() {
 
 #[test]
 fn router_targets_must_be_declared() {
-    let router = |options: &str| {
-        format!(
-            "[[agents]]\nname = \"echo\"\nkind = \"echo\"\n[[agents]]\nname = \"router\"\nkind = \"router\"\n{options}\n"
-        )
-    };
+    let router = |options: &str| echo() + &agent("router", "router", options);
     for (options, field) in [
         (r#"default_agent = "nobody""#, "default_agent"),
         (
@@ -319,8 +301,10 @@ fn router_candidates_default_to_its_route_agents_and_default() {
 
 /// A config with one llm agent `gpt` of `base_url` and `model`, plus `options`.
 fn llm_agent(base_url: &str, model: &str, options: &str) -> String {
-    format!(
-        "[[agents]]\nname = \"gpt\"\nkind = \"llm\"\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n{options}\n"
+    agent(
+        "gpt",
+        "llm",
+        &format!("base_url = \"{base_url}\"\nmodel = \"{model}\"\n{options}"),
     )
 }
 
@@ -417,9 +401,7 @@ fn webhook_options_are_checked() {
             "retry_backoff_secs",
         ),
     ] {
-        let err = error_of(&format!(
-            "[[agents]]\nname = \"legacy\"\nkind = \"webhook\"\n{options}\n"
-        ));
+        let err = error_of(&agent("legacy", "webhook", options));
         assert!(err.to_string().contains(problem), "{options}: {err}");
     }
 }
@@ -456,7 +438,7 @@ fn listing_keys_are_optional_and_checked() {
         ("display_name = \"\"", "display_name must be 1 to 100"),
         ("display_name = \"a\\u0007b\"", "display_name must be 1 to 100"),
     ] {
-        let err = error_of(&format!("[[agents]]\nname = \"x\"\nkind = \"echo\"\n{line}\n"));
+        let err = error_of(&agent("x", "echo", line));
         assert!(err.to_string().contains(problem), "{line}: {err}");
         assert!(err.to_string().contains("`x`"), "names the agent: {err}");
     }

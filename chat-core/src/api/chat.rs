@@ -20,7 +20,7 @@ use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal, UserId};
 use crate::service::Concurrency;
-use crate::service::{ChatCore, ServiceError, StreamGuard, convert};
+use crate::service::{ChatCore, ServiceError, Side, StreamGuard, convert};
 use crate::store::{NewSession, SessionFilter};
 
 /// What the `recent` filter means: updated within the last day.
@@ -271,14 +271,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::ResolveSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let req = request.into_inner();
-        let notes = (!req.notes.is_empty()).then_some(req.notes);
-        let session = self
-            .core
-            .resolve_session(&principal, &req.session_id, notes)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+        super::resolve(&self.core, request, Side::Owner).await
     }
 
     async fn end_session(
@@ -297,13 +290,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<pb::HandBackRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let req = request.into_inner();
-        let session = self
-            .core
-            .hand_back(&principal, &req.session_id, &req.agent)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+        super::hand_back(&self.core, request, Side::Owner).await
     }
 
     async fn delete_session(

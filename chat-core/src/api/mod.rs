@@ -19,8 +19,11 @@ pub use operators::OperatorApi;
 pub use user_limits::UserLimits;
 pub use users::UserApi;
 
+use chat_proto::chat::v1 as pb;
+use tonic::{Request, Response, Status};
+
 use crate::domain::Principal;
-use crate::service::ServiceError;
+use crate::service::{ChatCore, ServiceError, Side};
 
 /// The request id of the client request behind a call (`x-request-id`).
 fn request_id<T>(request: &tonic::Request<T>) -> Option<String> {
@@ -45,4 +48,35 @@ fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| ServiceError::Unauthenticated.into())
+}
+
+// === handlers of both ChatService and OperatorService ===
+
+/// `HandBack`, as the session's owner (or a service) or as the operator holding it.
+async fn hand_back(
+    core: &ChatCore,
+    request: Request<pb::HandBackRequest>,
+    side: Side,
+) -> Result<Response<pb::Session>, Status> {
+    let principal = principal(&request)?;
+    let req = request.into_inner();
+    let session = core
+        .hand_back(&principal, &req.session_id, &req.agent, side)
+        .await?;
+    Ok(Response::new(core.session_view(&session)))
+}
+
+/// `ResolveSession` (`Resolve` for operators), with optional notes.
+async fn resolve(
+    core: &ChatCore,
+    request: Request<pb::ResolveSessionRequest>,
+    side: Side,
+) -> Result<Response<pb::Session>, Status> {
+    let principal = principal(&request)?;
+    let req = request.into_inner();
+    let notes = (!req.notes.is_empty()).then_some(req.notes);
+    let session = core
+        .resolve_session(&principal, &req.session_id, notes, side)
+        .await?;
+    Ok(Response::new(core.session_view(&session)))
 }

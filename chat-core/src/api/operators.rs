@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::{principal, request_id};
 use crate::dispatch::RunOrigin;
-use crate::service::{ChatCore, ServiceError};
+use crate::service::{ChatCore, ServiceError, Side};
 
 /// Default and largest page of waiting sessions.
 const DEFAULT_WAITING_LIMIT: u32 = 50;
@@ -100,26 +100,13 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::HandBackRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let req = request.into_inner();
-        let session = self
-            .core
-            .operator_hand_back(&principal, &req.session_id, &req.agent)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+        super::hand_back(&self.core, request, Side::Operator).await
     }
 
     async fn resolve(
         &self,
         request: Request<pb::ResolveSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let req = request.into_inner();
-        let notes = (!req.notes.is_empty()).then_some(req.notes);
-        let session = self
-            .core
-            .operator_resolve(&principal, &req.session_id, notes)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+        super::resolve(&self.core, request, Side::Operator).await
     }
 }

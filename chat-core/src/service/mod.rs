@@ -19,6 +19,7 @@ pub use passwords::{HASH_RETRY_AFTER, PasswordPolicy, Passwords};
 pub use queue::QueueUpdates;
 pub use replay::{REPLAY_PAGE, ReplayBudget};
 pub use revoked::Revocation;
+pub use sessions::Side;
 pub use streams::{StreamGuard, UserStreams};
 
 use std::sync::Arc;
@@ -160,33 +161,22 @@ impl ChatCore {
         role: MessageRole,
     ) -> Result<Sent, ServiceError> {
         let span = tracing::info_span!("send", session_id = %session_id, run_id = tracing::field::Empty);
-        let sent = self
-            .commit_send(principal, session_id, client_msg_id, post, role)
-            .instrument(span.clone())
-            .await?;
+        let commit = async {
+            let client_msg_id = (!client_msg_id.is_empty())
+                .then(|| ClientMsgId::parse(client_msg_id))
+                .transpose()?;
+            domain::validate_content(&post.content, self.limits.max_content_bytes)?;
+            if let Some(metadata) = &post.metadata {
+                domain::validate_metadata(metadata)?;
+            }
+            let session = self.authorized_session(principal, session_id).await?;
+            self.append_to(&session, client_msg_id, post, role, None).await
+        };
+        let sent = commit.instrument(span.clone()).await?;
         if let Some(run) = &sent.run {
             span.record("run_id", run.id.as_str());
         }
         Ok(sent)
-    }
-
-    async fn commit_send(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        client_msg_id: &str,
-        post: Post,
-        role: MessageRole,
-    ) -> Result<Sent, ServiceError> {
-        let client_msg_id = (!client_msg_id.is_empty())
-            .then(|| ClientMsgId::parse(client_msg_id))
-            .transpose()?;
-        domain::validate_content(&post.content, self.limits.max_content_bytes)?;
-        if let Some(metadata) = &post.metadata {
-            domain::validate_metadata(metadata)?;
-        }
-        let session = self.authorized_session(principal, session_id).await?;
-        self.append_to(&session, client_msg_id, post, role, None).await
     }
 
     /// Appends a message to `session`, which the caller may post to; a user

@@ -7,8 +7,7 @@ use chat_proto::chat::v1::{self as pb, session_event::Event};
 
 use super::{ChatCore, Sent, ServiceError, event};
 use crate::domain::{
-    self, Actor, Assignee, ClientMsgId, MessageRole, Principal, Session, SessionId, SessionStatus, UserId,
-    validate_notes,
+    self, Assignee, ClientMsgId, MessageRole, Principal, Session, SessionId, SessionStatus, UserId,
 };
 use crate::store::User;
 
@@ -56,7 +55,7 @@ impl ChatCore {
     }
 
     /// A session waiting for a person that the calling operator holds.
-    async fn held_session(
+    pub(super) async fn held_session(
         &self,
         principal: &Principal,
         session_id: &str,
@@ -175,31 +174,5 @@ impl ChatCore {
     ) -> Result<Option<&'a UserId>, ServiceError> {
         let session = self.session(session_id).await?;
         Ok((session.owner_id == *user_id).then_some(user_id))
-    }
-
-    /// Gives a held session back to an agent (the session's, or `agent`).
-    pub async fn operator_hand_back(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        agent: &str,
-    ) -> Result<Session, ServiceError> {
-        self.check_hand_back_agent(agent).await?;
-        let (_, session) = self.held_session(principal, session_id).await?;
-        self.hand_back_as(&session, agent, Actor::Operator).await
-    }
-
-    /// Resolves a held session, with optional notes.
-    pub async fn operator_resolve(
-        &self,
-        principal: &Principal,
-        session_id: &str,
-        notes: Option<String>,
-    ) -> Result<Session, ServiceError> {
-        if let Some(notes) = &notes {
-            validate_notes(notes)?;
-        }
-        let (_, session) = self.held_session(principal, session_id).await?;
-        self.resolve_as(&session, notes, Actor::Operator).await
     }
 }

@@ -7,6 +7,15 @@ use super::{ChatCore, ServiceError};
 use crate::domain::{Actor, Message, Principal, RunId, Session, SessionChange, UserId, validate_notes};
 use crate::store::{MessageQuery, NewSession, SessionFilter, SessionPage, SessionQuery, Transition};
 
+/// Which service a session change comes through: `ChatService`, for the
+/// session's owner or a service, or `OperatorService`, for the operator
+/// holding the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Owner,
+    Operator,
+}
+
 /// Longest session title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
 
@@ -39,18 +48,23 @@ impl ChatCore {
 
     /// Marks a session resolved, with optional notes, where the state
     /// machine lets this caller (not an ended or expired session; one
-    /// waiting for a person only by a service).
+    /// waiting for a person only by a service or the operator holding it).
     pub async fn resolve_session(
         &self,
         principal: &Principal,
         session_id: &str,
         notes: Option<String>,
+        side: Side,
     ) -> Result<Session, ServiceError> {
         if let Some(notes) = &notes {
             validate_notes(notes)?;
         }
-        let session = self.authorized_session(principal, session_id).await?;
-        self.resolve_as(&session, notes, Actor::of(principal)).await
+        let (session, actor) = self.session_for(principal, session_id, side).await?;
+        let transition = Transition {
+            notes,
+            ..Transition::new(SessionChange::Resolve, actor)
+        };
+        Ok(self.sessions.apply(&session.id, transition).await?)
     }
 
     /// Deletes a session with its messages and runs; its unfinished runs
@@ -65,18 +79,43 @@ impl ChatCore {
         Ok(())
     }
 
-    /// Gives a session waiting for a human back to an agent: by a service,
-    /// or by the session's owner going back to the assistant (whether or not
-    /// a person has taken the session).
+    /// Gives a session waiting for a human back to an agent (the session's,
+    /// or `agent`): by a service, by the session's owner going back to the
+    /// assistant (whether or not a person has taken the session), or by the
+    /// operator holding it.
     pub async fn hand_back(
         &self,
         principal: &Principal,
         session_id: &str,
         agent: &str,
+        side: Side,
     ) -> Result<Session, ServiceError> {
         self.check_hand_back_agent(agent).await?;
-        let session = self.authorized_session(principal, session_id).await?;
-        self.hand_back_as(&session, agent, Actor::of(principal)).await
+        let (session, actor) = self.session_for(principal, session_id, side).await?;
+        let mut transition = Transition::new(SessionChange::HandBack, actor);
+        if !agent.is_empty() && agent != session.agent {
+            transition.agent = Some(agent.to_owned());
+        }
+        Ok(self.sessions.apply(&session.id, transition).await?)
+    }
+
+    /// Loads the session `principal` changes from `side`, and who they are to it.
+    async fn session_for(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        side: Side,
+    ) -> Result<(Session, Actor), ServiceError> {
+        match side {
+            Side::Owner => {
+                let session = self.authorized_session(principal, session_id).await?;
+                Ok((session, Actor::of(principal)))
+            }
+            Side::Operator => {
+                let (_, session) = self.held_session(principal, session_id).await?;
+                Ok((session, Actor::Operator))
+            }
+        }
     }
 
     /// Cancels a queued or running run of the session.
@@ -199,35 +238,5 @@ impl ChatCore {
         }
         let session = self.authorized_session(principal, session_id).await?;
         Ok(self.store.rename_session(&session.id, title).await?)
-    }
-
-    /// Resolves `session` as `actor` (its owner, a service or the holding
-    /// operator), with optional notes already checked.
-    pub(super) async fn resolve_as(
-        &self,
-        session: &Session,
-        notes: Option<String>,
-        actor: Actor,
-    ) -> Result<Session, ServiceError> {
-        let transition = Transition {
-            notes,
-            ..Transition::new(SessionChange::Resolve, actor)
-        };
-        Ok(self.sessions.apply(&session.id, transition).await?)
-    }
-
-    /// Hands `session` back as `actor`, to `agent` when it names another one
-    /// (already checked) and otherwise to the session's own.
-    pub(super) async fn hand_back_as(
-        &self,
-        session: &Session,
-        agent: &str,
-        actor: Actor,
-    ) -> Result<Session, ServiceError> {
-        let mut transition = Transition::new(SessionChange::HandBack, actor);
-        if !agent.is_empty() && agent != session.agent {
-            transition.agent = Some(agent.to_owned());
-        }
-        Ok(self.sessions.apply(&session.id, transition).await?)
     }
 }

@@ -178,6 +178,16 @@ impl ChatCore {
         Ok(Some(events))
     }
 
+    /// What ends the following of a run that has ended: its stored outcome
+    /// ([`ChatCore::ended_run_events`]), or the error reading it; `None`
+    /// while it is still going.
+    async fn run_ending(&self, run_id: &RunId) -> Option<Vec<Result<pb::SessionEvent, ServiceError>>> {
+        match self.ended_run_events(run_id).await {
+            Ok(events) => events.map(|events| events.into_iter().map(Ok).collect()),
+            Err(e) => Some(vec![Err(e)]),
+        }
+    }
+
     /// The session's run in flight: from this replica's dispatcher, or from
     /// the shared delta log when another replica runs it.
     async fn run_in_flight(&self, session_id: &SessionId) -> Option<RunInFlight> {
@@ -391,15 +401,11 @@ impl ChatCore {
             // A resent message's run may be over: report its stored outcome.
             // A new one is followed live (the bus subscription predates it),
             // so a fast run's deltas and handoffs are never skipped.
-            match if resent { core.ended_run_events(&run.id).await } else { Ok(None) } {
-                Ok(Some(events)) => {
-                    for ev in events {
-                        yield Ok(ev);
-                    }
-                    return;
+            if resent && let Some(ending) = core.run_ending(&run.id).await {
+                for item in ending {
+                    yield item;
                 }
-                Ok(None) => {}
-                Err(e) => { yield Err(e); return; }
+                return;
             }
             let mut delivered = Delivered::default();
             if let Some(inflight) = core.dispatcher.inflight(&run.session_id).filter(|r| r.run_id == run.id) {
@@ -416,15 +422,11 @@ impl ChatCore {
                         // Events may be lost: if the run ended meanwhile,
                         // report its stored outcome; else pick its deltas up
                         // again from the run in flight.
-                        match core.ended_run_events(&run.id).await {
-                            Ok(Some(events)) => {
-                                for ev in events {
-                                    yield Ok(ev);
-                                }
-                                return;
+                        if let Some(ending) = core.run_ending(&run.id).await {
+                            for item in ending {
+                                yield item;
                             }
-                            Ok(None) => {}
-                            Err(e) => { yield Err(e); return; }
+                            return;
                         }
                         if let Some(inflight) = core.run_in_flight(&run.session_id).await.filter(|r| r.run_id == run.id.as_str()) {
                             for ev in delta_events(&run.session_id, &inflight.run_id, inflight.attempt, inflight.deltas) {

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod handoff;
 pub mod health;
 pub mod messages;
 pub mod operators;

@@ -1,6 +1,7 @@
 //! Human handoff over REST: who the caller is, and for operators the queue of
 //! sessions waiting for a person, taking one, answering it, typing presence,
-//! handing it back and resolving it. chat-core decides who is an operator.
+//! handing it back and resolving it ([`super::handoff`]). chat-core decides
+//! who is an operator.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, OptionalJson, client_msg_id, session_id};
+use crate::extract::{ApiJson, ApiQuery, client_msg_id, session_id};
 use crate::json::{MessageView, SessionView, WaitingView};
 use crate::routes::messages::check_content;
 
@@ -53,20 +54,6 @@ pub struct ReplyBody {
 #[derive(Deserialize)]
 pub struct TypingBody {
     typing: bool,
-}
-
-/// The body of both hand-back routes (the operator's and the owner's).
-#[derive(Deserialize, Default)]
-pub struct HandBackBody {
-    #[serde(default)]
-    pub(crate) agent: Option<String>,
-}
-
-/// The body of both resolve routes (the operator's and the owner's).
-#[derive(Deserialize, Default)]
-pub struct ResolveBody {
-    #[serde(default)]
-    pub(crate) notes: Option<String>,
 }
 
 /// `GET /api/v1/me` → `{user_id, username, operator, limits}`
@@ -152,36 +139,4 @@ pub async fn typing(
     let request = state.unary_as(request, &user)?;
     state.core.operators().set_typing(request).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /api/v1/operator/sessions/{id}/hand-back {agent?}` → the session, active again
-pub async fn hand_back(
-    State(state): State<SharedState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<HandBackBody>,
-) -> Result<Json<SessionView>, ApiError> {
-    let request = pb::HandBackRequest {
-        session_id: session_id(&id)?,
-        agent: body.agent.unwrap_or_default(),
-    };
-    let request = state.unary_as(request, &user)?;
-    let session = state.core.operators().hand_back(request).await?.into_inner();
-    Ok(Json(session.into()))
-}
-
-/// `POST /api/v1/operator/sessions/{id}/resolve {notes?}` → the resolved session
-pub async fn resolve(
-    State(state): State<SharedState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<ResolveBody>,
-) -> Result<Json<SessionView>, ApiError> {
-    let request = pb::ResolveSessionRequest {
-        session_id: session_id(&id)?,
-        notes: body.notes.unwrap_or_default(),
-    };
-    let request = state.unary_as(request, &user)?;
-    let session = state.core.operators().resolve(request).await?.into_inner();
-    Ok(Json(session.into()))
 }

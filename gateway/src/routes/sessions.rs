@@ -1,4 +1,5 @@
-//! Sessions: create, list, read, rename, resolve, end, hand back, delete.
+//! Sessions: create, list, read, rename, end, delete (resolve and hand back
+//! are in [`super::handoff`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, OptionalJson, session_id};
+use crate::extract::{ApiJson, ApiQuery, session_id};
 use crate::json::SessionView;
-use crate::routes::operators::{HandBackBody, ResolveBody};
 
 #[derive(Deserialize, Default)]
 pub struct CreateSession {
@@ -134,22 +134,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/v1/sessions/{id}/resolve {notes?}` → the resolved session
-pub async fn resolve(
-    State(state): State<SharedState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<ResolveBody>,
-) -> Result<Json<SessionView>, ApiError> {
-    let request = pb::ResolveSessionRequest {
-        session_id: session_id(&id)?,
-        notes: body.notes.unwrap_or_default(),
-    };
-    let request = state.unary_as(request, &user)?;
-    let session = state.core.chat().resolve_session(request).await?.into_inner();
-    Ok(Json(session.into()))
-}
-
 /// `POST /api/v1/sessions/{id}/end` → the ended session (its runs cancelled)
 pub async fn end(
     State(state): State<SharedState>,
@@ -163,23 +147,5 @@ pub async fn end(
         &user,
     )?;
     let session = state.core.chat().end_session(request).await?.into_inner();
-    Ok(Json(session.into()))
-}
-
-/// `POST /api/v1/sessions/{id}/hand-back {agent?}` → the session, active again:
-/// its owner goes back to the agent (the session's, or `agent`) from waiting
-/// for a person, whether or not an operator has taken it
-pub async fn hand_back(
-    State(state): State<SharedState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<HandBackBody>,
-) -> Result<Json<SessionView>, ApiError> {
-    let request = pb::HandBackRequest {
-        session_id: session_id(&id)?,
-        agent: body.agent.unwrap_or_default(),
-    };
-    let request = state.unary_as(request, &user)?;
-    let session = state.core.chat().hand_back(request).await?.into_inner();
     Ok(Json(session.into()))
 }

@@ -101,13 +101,29 @@ impl Peer {
     /// Counts a client frame of any type in the frames tier; the error frame
     /// to answer when over the limit (the frame is then dropped).
     pub(super) async fn check_frame(&self, inbound: &Inbound) -> Option<OutFrame> {
-        let (session_id, client_msg_id) = match inbound {
+        let send = match inbound {
             Inbound::Forward(pb::ClientFrame {
                 frame: Some(pb::client_frame::Frame::Send(send)),
-            }) => (Some(send.session_id.clone()), Some(send.client_msg_id.clone())),
-            _ => (None, None),
+            }) => Some(send),
+            _ => None,
         };
-        let decision = match self.rate_limits.check(Tier::Frames, &self.user_id).await {
+        self.check_rate(Tier::Frames, "frames", send).await
+    }
+
+    /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
+    pub(crate) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
+        let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
+            return None;
+        };
+        self.check_rate(Tier::Messages, "messages", Some(send)).await
+    }
+
+    /// Counts a frame in `tier`; when over the limit (or the limit cannot be
+    /// checked), the error frame to answer, naming the `send` it refuses.
+    async fn check_rate(&self, tier: Tier, what: &str, send: Option<&pb::SendFrame>) -> Option<OutFrame> {
+        let client_msg_id = send.map(|send| send.client_msg_id.clone());
+        let session_id = send.map(|send| send.session_id.clone());
+        let decision = match self.rate_limits.check(tier, &self.user_id).await {
             Ok(decision) => decision?,
             Err(down) => {
                 let error = down.into_error();
@@ -126,40 +142,9 @@ impl Peer {
         let retry_after_ms = decision.retry_after_ms();
         Some(OutFrame::Error(ErrorView {
             code: ErrorCode::RateLimited.as_str().to_owned(),
-            message: format!("too many frames, retry in {retry_after_ms} ms"),
+            message: format!("too many {what}, retry in {retry_after_ms} ms"),
             client_msg_id,
             session_id,
-            retry_after_ms: Some(retry_after_ms),
-        }))
-    }
-
-    /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
-    pub(crate) async fn check_send(&self, frame: &pb::ClientFrame) -> Option<OutFrame> {
-        let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
-            return None;
-        };
-        let decision = match self.rate_limits.check(Tier::Messages, &self.user_id).await {
-            Ok(decision) => decision?,
-            Err(down) => {
-                let error = down.into_error();
-                return Some(OutFrame::Error(ErrorView {
-                    code: error.code.as_str().to_owned(),
-                    message: error.message.into_owned(),
-                    client_msg_id: Some(send.client_msg_id.clone()),
-                    session_id: Some(send.session_id.clone()),
-                    retry_after_ms: error.retry_after_ms,
-                }));
-            }
-        };
-        if decision.allowed {
-            return None;
-        }
-        let retry_after_ms = decision.retry_after_ms();
-        Some(OutFrame::Error(ErrorView {
-            code: ErrorCode::RateLimited.as_str().to_owned(),
-            message: format!("too many messages, retry in {retry_after_ms} ms"),
-            client_msg_id: Some(send.client_msg_id.clone()),
-            session_id: Some(send.session_id.clone()),
             retry_after_ms: Some(retry_after_ms),
         }))
     }

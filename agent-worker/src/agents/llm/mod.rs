@@ -17,7 +17,7 @@ use self::wire::{ChatMessage, ChatRequest, Chunk, ToolCall, ToolCalls};
 use super::events;
 use super::rules::DEFAULT_ESCALATION_REPLY;
 use super::tools::Toolbox;
-use super::upstream::{UpstreamError, quote, read_api_key};
+use super::upstream::{UpstreamError, http_client, quote, read_api_key};
 use crate::config::{ConfigError, LlmSpec};
 
 /// Most rounds of tool calls in one run; the round after it must answer in text.
@@ -32,8 +32,6 @@ pub const HANDOFF_TOOL: &str = "handoff";
 /// Streams chat completions from the configured endpoint and model.
 #[derive(Clone, Debug)]
 pub struct LlmAgent {
-    pub name: String,
-    pub description: String,
     inner: Arc<Inner>,
 }
 
@@ -61,16 +59,9 @@ struct Inner {
 impl LlmAgent {
     /// Builds the agent, reading its API key with `env` (the process environment in production).
     pub fn new(spec: LlmSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bad = |message: String| ConfigError::BadOption {
-            agent: spec.name.clone(),
-            message,
-        };
         let api_key = read_api_key(&spec.name, spec.api_key_env.as_deref(), env)?;
         let timeout = Duration::from_secs_f64(spec.timeout_secs);
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|err| bad(format!("failed to build the HTTP client: {err}")))?;
+        let client = http_client(&spec.name, reqwest::Client::builder().connect_timeout(timeout))?;
         let tools = Toolbox::new(&spec.builtin_tools, spec.tools, client.clone(), timeout);
         let tool_definitions = tool_definitions(&tools, &spec.handoffs);
         Ok(Self {
@@ -89,8 +80,6 @@ impl LlmAgent {
                 tool_definitions,
                 handoffs: spec.handoffs,
             }),
-            name: spec.name,
-            description: spec.description,
         })
     }
 

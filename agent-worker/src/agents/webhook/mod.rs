@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use self::breaker::Breaker;
 use super::events;
-use super::upstream::{UpstreamError, error_chain, quote, read_api_key};
+use super::upstream::{UpstreamError, error_chain, http_client, quote, read_api_key};
 use crate::config::{ConfigError, WebhookMode, WebhookSpec};
 
 /// Fields of a `seed` reply that hold its text, in the order they are looked for.
@@ -23,8 +23,6 @@ pub const SEED_REPLY_FIELDS: [&str; 3] = ["response", "message", "content"];
 /// Calls an external agent service for each run.
 #[derive(Clone, Debug)]
 pub struct WebhookAgent {
-    pub name: String,
-    pub description: String,
     inner: Arc<Inner>,
 }
 
@@ -48,14 +46,8 @@ struct Inner {
 impl WebhookAgent {
     /// Builds the agent, reading its token (if any) with `env`.
     pub fn new(spec: WebhookSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bad = |message: String| ConfigError::BadOption {
-            agent: spec.name.clone(),
-            message,
-        };
         let api_key = read_api_key(&spec.name, spec.api_key_env.as_deref(), env)?;
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|err| bad(format!("failed to build the HTTP client: {err}")))?;
+        let client = http_client(&spec.name, reqwest::Client::builder())?;
         let url = match spec.mode {
             WebhookMode::Seed => format!("{}/api/process", spec.endpoint.trim_end_matches('/')),
             WebhookMode::Simple => spec.endpoint.clone(),
@@ -77,8 +69,6 @@ impl WebhookAgent {
                     Duration::from_secs_f64(spec.breaker_cooldown_secs),
                 ),
             }),
-            name: spec.name,
-            description: spec.description,
         })
     }
 
