@@ -31,8 +31,11 @@ pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warni
 const MAX_BATCH: usize = 64;
 
 /// Close codes the gateway uses.
+///
+/// None is 1008: a missing, invalid or signed-out token is refused with 401
+/// before the upgrade (see [`upgrade`]), and an open socket ends for its
+/// credentials only with `TOKEN_EXPIRED` (expiry or sign-out).
 mod close {
-    pub const POLICY: u16 = 1008;
     pub const BAD_DATA: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -479,7 +482,9 @@ where
     let close_code = match code {
         ErrorCode::RateLimited | ErrorCode::Busy => close::TRY_AGAIN_LATER,
         ErrorCode::SlowConsumer => close::SLOW_CONSUMER,
-        ErrorCode::Unauthenticated | ErrorCode::Forbidden => close::POLICY,
+        ErrorCode::Unauthenticated => close::TOKEN_EXPIRED,
+        // Anything else (chat-core refusing the gateway itself included) is
+        // the service's fault, not the client's.
         _ => close::INTERNAL,
     };
     let _ = socket.feed(Message::Text(frame.to_json().into())).await;
