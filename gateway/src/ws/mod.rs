@@ -805,6 +805,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_chat_core_ends_as_forbidden_closes_with_1011_not_1008() {
+        // chat-core refusing the gateway itself is the service's fault: no
+        // close code tells the client its credentials were refused.
+        let mut h = start();
+        h.core_tx
+            .send(Err(ErrorCode::Forbidden.status("not a service")))
+            .await
+            .expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await["code"], "forbidden");
+        assert_eq!(next_close(&mut h.client_rx).await, 1011);
+        h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
     async fn sends_over_the_message_limit_get_rate_limited_and_the_socket_stays_open() {
         let mut h = start();
         let session_id = "0190f5c2-7b1e-7cc0-8000-000000000000";
