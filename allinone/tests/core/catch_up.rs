@@ -61,6 +61,72 @@ fn message_seqs(seen: &[Event]) -> Vec<i64> {
         .collect()
 }
 
+/// The first message and terminal run status (labelled by `runs`) among
+/// `seen`, in order: `message <seq>`, `run <label> <status>`.
+fn outline(seen: &[Event], runs: &[(&str, &str)]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(format!("message {}", m.seq)),
+            Event::Run(r) if r.status().is_terminal() => {
+                let label = runs
+                    .iter()
+                    .find(|(id, _)| *id == r.run_id)
+                    .map_or(r.run_id.as_str(), |(_, label)| label);
+                Some(format!("run {label} {}", r.status().as_str_name()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A client resuming with `after_seq` = the seq of its last message, whose
+/// run has ended since, hears how that run ended: its reply and its terminal
+/// status, in the subscription's opening (before the events of a message
+/// sent after subscribing).
+#[tokio::test]
+async fn resuming_right_after_a_message_whose_run_ended_reports_that_runs_end() {
+    // Arrange: message 1 answered (reply 2, run completed) before anyone resumes.
+    let stack = spawn_stack().await;
+    let addr = stack.core.addr;
+    let (_, token) = register(addr).await;
+    let session = create_session(addr, &token).await;
+    let answered = send(addr, &token, &session.id, "first", "hello").await;
+    let first = match &answered.first().and_then(|e| e.event.clone()) {
+        Some(pb::send_message_event::Event::Ack(ack)) => ack.run_id.clone(),
+        other => panic!("expected an ack first, got {other:?}"),
+    };
+
+    // Act: resume after message 1; the opening is read before `subscribe`
+    // answers, so everything of the next message comes after it.
+    let request = pb::SubscribeRequest {
+        session_id: session.id.clone(),
+        after_seq: 1,
+    };
+    let mut resumed = client(addr)
+        .await
+        .subscribe(with_token(request, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = start_send(addr, &token, &session.id, "second", "again")
+        .await
+        .unwrap()
+        .run_id;
+    let seen = until_run_ends(&mut resumed, &second).await;
+
+    // Assert
+    assert_eq!(
+        outline(&seen, &[(&first, "first"), (&second, "second")]),
+        [
+            "message 2",
+            "run first RUN_STATUS_COMPLETED",
+            "message 3",
+            "message 4",
+            "run second RUN_STATUS_COMPLETED",
+        ]
+    );
+}
+
 /// A subscriber that stops reading while a long reply streams falls
 /// thousands of events behind a bus that holds eight. When it reads again it
 /// gets a consistent account (deltas without a hole, the stored reply, the

@@ -179,6 +179,9 @@ struct Seen {
     deltas: BTreeMap<Attempt, BTreeMap<u64, String>>,
     /// What each connection streamed of each run attempt.
     streams: HashMap<(u64, Attempt), Stream>,
+    /// Per run, the connection that got its message's first ack (a resend's
+    /// `duplicate` ack is not counted).
+    acked: HashMap<String, u64>,
     /// The current connection, counted from 1.
     connection: u64,
 }
@@ -200,6 +203,10 @@ impl Seen {
     fn take(&mut self, frame: &Value) {
         let now = Instant::now();
         match frame["type"].as_str() {
+            Some("ack") if frame["duplicate"] != true => {
+                let run = frame["run_id"].as_str().unwrap().to_owned();
+                self.acked.insert(run, self.connection);
+            }
             Some("message") => {
                 let message = frame["message"].clone();
                 let seq = message["seq"].as_i64().unwrap();
@@ -554,6 +561,12 @@ struct Tally {
     /// Delivered on a connection that did not stream the attempt: what was
     /// streamed on others, if anything, is a prefix.
     not_followed: usize,
+    /// Of those, delivered on the connection that got the message's first
+    /// ack, so subscribed throughout the run: a catch-up (after the Redis
+    /// outage, or after messages published out of seq order) found the run
+    /// answered and its live deltas were dropped for the stored reply.
+    /// Counted, not refused: see docs/delivery.md §5.
+    not_followed_though_subscribed_throughout: usize,
 }
 
 /// Checks every reply's deltas as the client saw them. For every run attempt,
@@ -601,7 +614,15 @@ fn check_streams(
         // The connection that delivered the reply followed the attempt when
         // it streamed it (from delta 0, see `Stream`).
         match seen.streams.get(&(connection, key)) {
-            None => tally.not_followed += 1,
+            None => {
+                tally.not_followed += 1;
+                // A connection that got the message's first ack subscribed
+                // before the run existed (a connection's frames are handled
+                // in order); this one also got the reply.
+                if seen.acked.get(&run) == Some(&connection) {
+                    tally.not_followed_though_subscribed_throughout += 1;
+                }
+            }
             Some(stream) if stream.text == text => tally.whole += 1,
             Some(stream) => {
                 assert!(

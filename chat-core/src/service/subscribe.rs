@@ -31,8 +31,8 @@ struct Delivered {
     /// Per run: the attempt being streamed and the next delta index expected.
     next_delta: HashMap<String, (u32, u32)>,
     replied: HashSet<String>,
-    /// Per run not yet ended: the status and attempt last delivered.
-    runs: HashMap<String, (i32, u32)>,
+    /// Per run not yet ended: how far the statuses delivered got (see [`progress`]).
+    runs: HashMap<String, (u32, u8)>,
     /// Runs whose end was delivered.
     ended: HashSet<String>,
 }
@@ -83,8 +83,17 @@ impl Delivered {
                     self.ended.insert(r.run_id.clone());
                     return true;
                 }
-                let state = (r.status, r.attempt);
-                self.runs.insert(r.run_id.clone(), state) != Some(state)
+                // A status the run has moved past (a catch-up's stored
+                // `queued` after the live `running`, an earlier attempt's
+                // `running` after a retry) would send the client back.
+                let reached = progress(r);
+                match self.runs.get(&r.run_id) {
+                    Some(&last) if reached <= last => false,
+                    _ => {
+                        self.runs.insert(r.run_id.clone(), reached);
+                        true
+                    }
+                }
             }
             Some(
                 Event::Handoff(_)
@@ -102,6 +111,17 @@ impl Delivered {
             out.push(event);
         }
     }
+}
+
+/// How far a run not yet ended has got, in the order its statuses come:
+/// by attempt, then `queued`, `retrying` (a new attempt announced), `running`.
+fn progress(run: &pb::RunUpdate) -> (u32, u8) {
+    let step = match run.status() {
+        pb::RunStatus::Running => 2,
+        pb::RunStatus::Retrying => 1,
+        _ => 0,
+    };
+    (run.attempt, step)
 }
 
 /// A run streaming somewhere in the fleet, with its deltas so far.
@@ -482,4 +502,45 @@ fn delta_events(
             attempt,
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: pb::RunStatus, attempt: u32) -> pb::SessionEvent {
+        event(Event::Run(pb::RunUpdate {
+            run_id: "r1".into(),
+            status: status.into(),
+            attempt,
+            ..Default::default()
+        }))
+    }
+
+    /// A catch-up reads run statuses from the store while live events go
+    /// on, so a status may come again after the run moved past it.
+    #[test]
+    fn a_run_status_the_stream_has_moved_past_is_dropped() {
+        use pb::RunStatus::{Completed, Queued, Retrying, Running};
+        let mut delivered = Delivered::default();
+        let admitted: Vec<bool> = [
+            (Queued, 1),
+            (Running, 1),
+            (Queued, 1),
+            (Running, 1),
+            (Retrying, 2),
+            (Running, 1),
+            (Running, 2),
+            (Retrying, 2),
+            (Completed, 2),
+            (Running, 2),
+        ]
+        .into_iter()
+        .map(|(status, attempt)| delivered.admit(&run(status, attempt)))
+        .collect();
+        assert_eq!(
+            admitted,
+            [true, true, false, false, true, false, true, false, true, false]
+        );
+    }
 }

@@ -32,8 +32,11 @@ pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warni
 const MAX_BATCH: usize = 64;
 
 /// Close codes the gateway uses.
+///
+/// None is 1008: a missing, invalid or signed-out token is refused with 401
+/// before the upgrade (see [`upgrade`]), and an open socket ends for its
+/// credentials only with `TOKEN_EXPIRED` (expiry or sign-out).
 mod close {
-    pub const POLICY: u16 = 1008;
     pub const BAD_DATA: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -526,7 +529,9 @@ where
     let close_code = match code {
         ErrorCode::RateLimited | ErrorCode::Busy => close::TRY_AGAIN_LATER,
         ErrorCode::SlowConsumer => close::SLOW_CONSUMER,
-        ErrorCode::Unauthenticated | ErrorCode::Forbidden => close::POLICY,
+        ErrorCode::Unauthenticated => close::TOKEN_EXPIRED,
+        // Anything else (chat-core refusing the gateway itself included) is
+        // the service's fault, not the client's.
         _ => close::INTERNAL,
     };
     let _ = socket.feed(Message::Text(frame.to_json().into())).await;
@@ -845,6 +850,20 @@ mod tests {
             Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1011),
             other => panic!("expected a close frame, got {other:?}"),
         }
+        h.task.await.expect("relay ends");
+    }
+
+    #[tokio::test]
+    async fn a_stream_chat_core_ends_as_forbidden_closes_with_1011_not_1008() {
+        // chat-core refusing the gateway itself is the service's fault: no
+        // close code tells the client its credentials were refused.
+        let mut h = start();
+        h.core_tx
+            .send(Err(ErrorCode::Forbidden.status("not a service")))
+            .await
+            .expect("send");
+        assert_eq!(next_json(&mut h.client_rx).await["code"], "forbidden");
+        assert_eq!(next_close(&mut h.client_rx).await, 1011);
         h.task.await.expect("relay ends");
     }
 

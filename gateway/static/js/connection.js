@@ -120,7 +120,7 @@ function onSocketClose(ws, ev) {
   // A refused upgrade (e.g. an expired token) is invisible to the browser:
   // probe the REST API, which refreshes the token (then reconnect at once)
   // or goes back to the login form.
-  if (!conn.openedAt || ev.code === 1008 || ev.code === 4001) probeAuth();
+  if (!conn.openedAt || ev.code === 4001) probeAuth();
   refreshPendingLabels();
   scheduleReconnect(ev.code === 1009 ? '' : ev.reason);
 }
