@@ -30,6 +30,9 @@ pub use peer::{Expiry, Peer, TOKEN_EXPIRED, TokenClock, TurnTraces, expiry_warni
 
 /// Server frames written to the socket before one flush.
 const MAX_BATCH: usize = 64;
+/// How long a socket closed for an oversized frame stays open after its
+/// close frame went out, for the client to read it (see the relay).
+const TOO_BIG_LINGER: Duration = Duration::from_millis(250);
 
 /// Close codes the gateway uses.
 ///
@@ -378,6 +381,11 @@ where
                     Some(Err(error)) if is_too_big(error) => {
                         // RFC 6455: 1009 for a message too big to process.
                         Box::pin(close_with(socket, close::TOO_BIG, "frame too large")).await;
+                        // The rest of the oversized frame is still arriving
+                        // unread, so closing the TCP connection now resets it,
+                        // and a client that had not yet read the close frame
+                        // would see 1006 instead of 1009. It gets a moment to.
+                        tokio::time::sleep(TOO_BIG_LINGER).await;
                         return ended.by_gateway(Some(close::TOO_BIG));
                     }
                     Some(Err(_)) | None => {
