@@ -166,12 +166,6 @@ impl RedisBus {
     }
 }
 
-impl RedisBus {
-    fn deliver_locally(&self, session_id: &str, events: Vec<SessionEvent>) {
-        self.local.send(session_id, events);
-    }
-}
-
 /// A local subscription that releases its Redis channel when dropped.
 struct Release<S> {
     inner: S,
@@ -220,7 +214,7 @@ impl EventBus for RedisBus {
         if !self.publisher.is_connected() {
             // Redis is down: this replica's own subscribers are still served,
             // and every other client resumes from the database.
-            self.deliver_locally(session_id, events);
+            self.local.send(session_id, events);
             return;
         }
         // One pipeline: the log entries first (a subscriber that catches up
@@ -243,7 +237,7 @@ impl EventBus for RedisBus {
         }
         if let Err(error) = pipeline.all::<Value>().await {
             warn!(%error, "redis publish failed; delivering locally only");
-            self.deliver_locally(session_id, batch.events);
+            self.local.send(session_id, batch.events);
         }
     }
 

@@ -46,7 +46,7 @@ type Announcement = (&'static str, Value);
 /// Events waiting for chat-core to confirm a subscription, per session, in
 /// the order the subscriptions were asked for.
 #[derive(Debug, Default)]
-pub(super) struct Announcements {
+struct Announcements {
     waiting: Vec<(String, Announcement)>,
 }
 
@@ -60,7 +60,7 @@ impl Announcements {
 
     /// The event waiting for `session_id`'s subscription (confirmed, or
     /// refused with an error the client is told of anyway).
-    pub(super) fn release(&mut self, session_id: &str) -> Option<Announcement> {
+    fn release(&mut self, session_id: &str) -> Option<Announcement> {
         let index = self.waiting.iter().position(|(s, _)| s == session_id)?;
         Some(self.waiting.remove(index).1)
     }
@@ -87,7 +87,7 @@ pub struct Connection {
     /// `sessionCreated` / `sessionJoined` events held until chat-core
     /// confirms their subscription, so that once the client has one, every
     /// later event of the session reaches it (typing notices are not replayed).
-    pub(super) announcements: Mutex<Announcements>,
+    announcements: Mutex<Announcements>,
     /// Cancelled when the client disconnects.
     pub(super) closed: CancellationToken,
     /// The last typing notice queued: session, typing or not, when.
@@ -140,6 +140,12 @@ impl Connection {
         connection.register(socket);
         tokio::spawn(Arc::clone(&connection).pass_on_typing(typing_notices));
         (connection, ReceiverStream::new(rx))
+    }
+
+    /// The event held for `session_id`'s subscription, now that chat-core
+    /// confirmed or refused it.
+    pub(super) fn release_announcement(&self, session_id: &str) -> Option<Announcement> {
+        lock(&self.announcements).release(session_id)
     }
 
     /// The token to make unary calls with.

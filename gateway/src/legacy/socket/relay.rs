@@ -176,11 +176,7 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
             };
             if error.client_msg_id.is_empty() {
                 // A refused subscription's announcement is replaced by the error.
-                connection
-                    .announcements
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .release(&error.session_id);
+                connection.release_announcement(&error.session_id);
                 emit(
                     socket,
                     "sessionError",
@@ -192,12 +188,7 @@ fn on_frame(socket: &SocketRef, connection: &Connection, frame: pb::ServerFrame)
             }
         }
         ServerKind::Subscribed(subscribed) => {
-            let announcement = connection
-                .announcements
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .release(&subscribed.session_id);
-            if let Some((event, data)) = announcement {
+            if let Some((event, data)) = connection.release_announcement(&subscribed.session_id) {
                 emit(socket, event, &data);
             }
         }
