@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,6 +78,11 @@ pub struct RedisBus {
     local: InProcessBus,
     /// Local subscribers per session; the Redis subscription lives while > 0.
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Whether the subscriber's channels are subscribed on its current
+    /// connection: false from a reconnect until every channel is subscribed
+    /// again and every local subscriber told to resync, so readiness stays
+    /// red until then.
+    subscribed: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +115,13 @@ impl RedisBus {
         // After a reconnect: subscribe again, then have every local
         // subscriber re-read what it may have missed meanwhile.
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let subscribed = Arc::new(AtomicBool::new(true));
         let mut reconnects = subscriber.reconnect_rx();
         let (resubscriber, resync, sessions) = (subscriber.clone(), local.clone(), counts.clone());
+        let resubscribed = subscribed.clone();
         tokio::spawn(async move {
             while let Ok(server) = reconnects.recv().await {
+                resubscribed.store(false, Ordering::Release);
                 // Every session with local subscribers, including any whose
                 // SUBSCRIBE failed while Redis was away.
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
@@ -122,6 +131,7 @@ impl RedisBus {
                 }
                 info!(%server, "redis reconnected; subscribers resync");
                 resync.resync_all();
+                resubscribed.store(true, Ordering::Release);
             }
         });
         let mut messages = subscriber.message_rx();
@@ -162,6 +172,7 @@ impl RedisBus {
             subscriber,
             local,
             counts,
+            subscribed,
         })
     }
 }
@@ -316,7 +327,11 @@ impl EventBus for RedisBus {
     }
 
     fn is_connected(&self) -> Option<bool> {
-        Some(self.publisher.is_connected() && self.subscriber.is_connected())
+        Some(
+            self.publisher.is_connected()
+                && self.subscriber.is_connected()
+                && self.subscribed.load(Ordering::Acquire),
+        )
     }
 
     async fn clear_deltas(&self, run_id: &str, attempt: u32) {

@@ -24,6 +24,18 @@ pub struct Revocation {
     /// The sign-in (refresh token family) and the epoch ms until which its
     /// access tokens may still be presented.
     pub sign_in: Option<(String, i64)>,
+    /// When it was made (µs since the epoch): the user's streams opened up to
+    /// then end, those opened since (a client reconnecting after its logout
+    /// answered, before the bus delivered it here) stay.
+    pub at_us: i64,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 impl Revocation {
@@ -38,20 +50,23 @@ impl Revocation {
         Self {
             user_id: user_id.to_owned(),
             sign_in: Some((family_id.to_owned(), until)),
+            at_us: now_us(),
         }
     }
 
-    /// The text carried on the bus: `user_id`, then the sign-in and its
-    /// deadline when there is one, separated by spaces.
+    /// The text carried on the bus: `user_id`, then the sign-in, its
+    /// deadline and the revocation's time when there is one, separated by
+    /// spaces.
     pub fn encode(&self) -> String {
         match &self.sign_in {
-            Some((sign_in, until)) => format!("{} {sign_in} {until}", self.user_id),
+            Some((sign_in, until)) => format!("{} {sign_in} {until} {}", self.user_id, self.at_us),
             None => self.user_id.clone(),
         }
     }
 
-    /// Reads [`Revocation::encode`]'s text; a bare user id ends the user's
-    /// streams only.
+    /// Reads [`Revocation::encode`]'s text. A bare user id ends the user's
+    /// streams only; without a time (a bare user id, or a replica of the
+    /// release before) the revocation is taken as made now.
     pub fn decode(text: &str) -> Option<Self> {
         let mut parts = text.split(' ');
         let user_id = parts.next().filter(|u| !u.is_empty())?.to_owned();
@@ -62,7 +77,16 @@ impl Revocation {
             (None, None) => None,
             _ => return None,
         };
-        parts.next().is_none().then_some(Self { user_id, sign_in })
+        let at_us = match parts.next() {
+            Some(at) if sign_in.is_some() => at.parse().ok()?,
+            Some(_) => return None,
+            None => now_us(),
+        };
+        parts.next().is_none().then_some(Self {
+            user_id,
+            sign_in,
+            at_us,
+        })
     }
 }
 
@@ -117,12 +141,13 @@ mod tests {
     fn revocations_round_trip_through_their_bus_text() {
         let signed_out = Revocation::of_sign_in("u1", "f1", 60);
         assert_eq!(Revocation::decode(&signed_out.encode()), Some(signed_out));
-        let user_only = Revocation {
-            user_id: "u1".into(),
-            sign_in: None,
-        };
-        assert_eq!(Revocation::decode("u1"), Some(user_only));
-        for bad in ["", "u1 f1", "u1 f1 soon", "u1 f1 1 2", " f1 1"] {
+        let before = now_us();
+        let user_only = Revocation::decode("u1").expect("a bare user id");
+        assert_eq!((user_only.user_id.as_str(), user_only.sign_in), ("u1", None));
+        assert!(user_only.at_us >= before, "taken as made now");
+        let untimed = Revocation::decode("u1 f1 7").expect("without a time");
+        assert_eq!(untimed.sign_in, Some(("f1".to_owned(), 7)));
+        for bad in ["", "u1 f1", "u1 f1 soon", "u1 f1 1 later", "u1 f1 1 2 3", " f1 1"] {
             assert_eq!(Revocation::decode(bad), None, "{bad:?}");
         }
     }

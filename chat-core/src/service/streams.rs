@@ -3,13 +3,13 @@
 //! user's concurrent streams can be counted; and the revoked sign-ins whose
 //! access tokens are refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::sync::watch;
 
-use super::revoked::{Revocation, RevokedSignIns};
+use super::revoked::{Revocation, RevokedSignIns, now_us};
 use crate::bus::EventBus;
 
 /// Each user's open streams on this replica, and the revoked sign-ins.
@@ -19,9 +19,12 @@ pub struct UserStreams {
     revoked: RevokedSignIns,
 }
 
-/// A user's streams: cancelled when their sign-in is revoked.
+/// A user's streams: those opened up to a revocation's time end with it.
 struct Held {
-    revoked: CancellationToken,
+    /// The latest revocation's time (µs since the epoch).
+    revoked_at: watch::Sender<i64>,
+    /// Streams opened since, by opening time (µs since the epoch).
+    opened: BTreeMap<i64, usize>,
     count: usize,
 }
 
@@ -29,7 +32,8 @@ struct Held {
 pub struct StreamGuard {
     streams: UserStreams,
     user_id: String,
-    revoked: CancellationToken,
+    opened_at: i64,
+    revoked_at: watch::Receiver<i64>,
 }
 
 impl UserStreams {
@@ -38,45 +42,56 @@ impl UserStreams {
     pub fn open(&self, user_id: &str, max: usize) -> Option<StreamGuard> {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let held = users.entry(user_id.to_owned()).or_insert_with(|| Held {
-            revoked: CancellationToken::new(),
+            revoked_at: watch::Sender::new(i64::MIN),
+            opened: BTreeMap::new(),
             count: 0,
         });
         if max > 0 && held.count >= max {
             return None;
         }
+        let opened_at = now_us();
         held.count += 1;
+        *held.opened.entry(opened_at).or_default() += 1;
         Some(StreamGuard {
             streams: self.clone(),
             user_id: user_id.to_owned(),
-            revoked: held.revoked.clone(),
+            opened_at,
+            revoked_at: held.revoked_at.subscribe(),
         })
     }
 
-    /// Ends every stream `user_id` holds here.
-    pub fn revoke(&self, user_id: &str) {
-        let held = self
-            .users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user_id);
-        if let Some(held) = held {
-            tracing::info!(
-                user_id,
-                streams = held.count,
-                "sign-in revoked; ending the user's streams"
-            );
-            held.revoked.cancel();
+    /// Ends every stream `user_id` opened here up to `at_us` (µs since the
+    /// epoch); they stop counting at once. Streams opened since stay.
+    pub fn revoke(&self, user_id: &str, at_us: i64) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = users.get_mut(user_id) else {
+            return;
+        };
+        if !held.revoked_at.send_if_modified(|latest| {
+            let later = at_us > *latest;
+            *latest = (*latest).max(at_us);
+            later
+        }) {
+            return;
         }
+        let since = held.opened.split_off(&(at_us + 1));
+        let ended: usize = std::mem::replace(&mut held.opened, since).into_values().sum();
+        held.count -= ended;
+        tracing::info!(
+            user_id,
+            streams = ended,
+            "sign-in revoked; ending the user's streams"
+        );
     }
 
     /// Applies a revocation here: the sign-in's access tokens are refused
-    /// from now on, and the user's streams end (on every device: those
-    /// signed in elsewhere reconnect).
+    /// from now on, and the user's streams opened before it end (on every
+    /// device: those signed in elsewhere reconnect).
     pub fn apply(&self, revocation: &Revocation) {
         if let Some((sign_in, until)) = &revocation.sign_in {
             self.revoked.insert(sign_in, *until);
         }
-        self.revoke(&revocation.user_id);
+        self.revoke(&revocation.user_id, revocation.at_us);
     }
 
     /// Whether `sign_in` was signed out (its access tokens are refused).
@@ -110,23 +125,34 @@ impl UserStreams {
 }
 
 impl StreamGuard {
-    /// Completes when the user's sign-in is revoked.
-    pub fn revoked(&self) -> WaitForCancellationFutureOwned {
-        self.revoked.clone().cancelled_owned()
+    /// Completes when one of the user's sign-ins is revoked after this
+    /// stream opened.
+    pub fn revoked(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut revoked_at = self.revoked_at.clone();
+        let opened_at = self.opened_at;
+        async move {
+            // The sender lives while any guard of the user does.
+            let _ = revoked_at.wait_for(|at| *at >= opened_at).await;
+        }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let mut users = self.streams.users.lock().unwrap_or_else(|p| p.into_inner());
-        // A revoked user's entry is gone (or replaced by a fresh one).
-        if let Some(held) = users.get_mut(&self.user_id)
-            && held.revoked == self.revoked
-        {
-            held.count -= 1;
-            if held.count == 0 {
-                users.remove(&self.user_id);
+        let Some(held) = users.get_mut(&self.user_id) else {
+            return;
+        };
+        // A stream ended by a revocation stopped counting then.
+        if let Some(same_time) = held.opened.get_mut(&self.opened_at) {
+            *same_time -= 1;
+            if *same_time == 0 {
+                held.opened.remove(&self.opened_at);
             }
+            held.count -= 1;
+        }
+        if held.count == 0 {
+            users.remove(&self.user_id);
         }
     }
 }
@@ -142,9 +168,9 @@ mod tests {
         let _second = streams.open("u1", 2).expect("second");
         assert!(streams.open("u1", 2).is_none(), "over the cap");
         let other = streams.open("u2", 2).expect("another user");
-        streams.revoke("u1");
+        streams.revoke("u1", now_us());
         first.revoked().await;
-        assert!(!other.revoked.is_cancelled());
+        assert!(!other.revoked_at.has_changed().expect("held"));
         assert_eq!(streams.count("u1"), 0);
         let again = streams.open("u1", 2).expect("a new stream after the revocation");
         drop(first);
@@ -155,5 +181,37 @@ mod tests {
         );
         drop(again);
         assert_eq!(streams.count("u1"), 0);
+        drop(_second);
+        assert!(
+            !streams.users.lock().expect("not poisoned").contains_key("u1"),
+            "nothing left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revocation_heard_late_spares_streams_opened_after_it() {
+        // Arrange: a revocation made, then a stream opened before the bus
+        // delivered it here.
+        let streams = UserStreams::default();
+        let before = streams.open("u1", 0).expect("before");
+        let revocation = Revocation::of_sign_in("u1", "f1", 60);
+        let after = loop {
+            let guard = streams.open("u1", 0).expect("after");
+            if guard.opened_at > revocation.at_us {
+                break guard;
+            }
+        };
+
+        // Act
+        streams.apply(&revocation);
+
+        // Assert
+        before.revoked().await;
+        assert!(
+            futures::FutureExt::now_or_never(after.revoked()).is_none(),
+            "the stream opened after the revocation stays"
+        );
+        assert_eq!(streams.count("u1"), 1);
+        assert!(streams.is_signed_out("f1"));
     }
 }

@@ -2,7 +2,10 @@
 //! from delta 0, then live events, with duplicates dropped by `seq` and
 //! `(run_id, index)`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chat_proto::chat::v1::{self as pb, session_event::Event};
 use futures::stream::BoxStream;
@@ -23,6 +26,85 @@ pub struct Subscription {
 
 /// How many times a catch-up reads again while runs move on under it.
 const CATCH_UP_ROUNDS: usize = 4;
+
+/// How long live events wait behind a message whose seq jumps for the
+/// messages before it. A send's message and a run's reply are published by
+/// different tasks (on different replicas, perhaps) after their commits, so
+/// the later seq can reach the bus first, a moment ahead.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+
+/// Puts live events back in seq order: a message whose seq jumps is held,
+/// with every event after it, until the messages before it arrive; when
+/// they do not within [`GAP_WAIT`], they were lost and the stream catches up.
+#[derive(Default)]
+struct InOrder {
+    held: VecDeque<BusItem>,
+    /// Held events to go through again, ahead of the bus.
+    released: VecDeque<BusItem>,
+    gap_since: Option<Instant>,
+}
+
+/// What to do with a live item.
+enum Next {
+    Deliver(std::sync::Arc<pb::SessionEvent>),
+    /// Events were lost: catch up, then go on with the held ones.
+    CatchUp,
+    /// Held until the gap fills.
+    Held,
+}
+
+impl InOrder {
+    /// When the gap being waited on is taken as lost.
+    fn deadline(&self) -> Option<Instant> {
+        self.gap_since.map(|since| since + GAP_WAIT)
+    }
+
+    /// The next held event to go through again.
+    fn next_released(&mut self) -> Option<BusItem> {
+        self.released.pop_front()
+    }
+
+    /// Stops waiting: everything held goes through again (after a catch-up,
+    /// mostly as duplicates).
+    fn release(&mut self) {
+        self.gap_since = None;
+        let mut held = std::mem::take(&mut self.held);
+        held.append(&mut self.released);
+        self.released = held;
+    }
+
+    /// Sorts `item`, the stream having delivered messages up to `last_seq`.
+    fn take(&mut self, item: BusItem, last_seq: i64) -> Next {
+        let ev = match item {
+            BusItem::Event(ev) => ev,
+            BusItem::Lagged(_) | BusItem::Resync => {
+                self.release();
+                return Next::CatchUp;
+            }
+        };
+        let seq = match &ev.event {
+            Some(Event::Message(m)) => Some(m.seq),
+            _ => None,
+        };
+        match (self.gap_since, seq) {
+            (None, Some(seq)) if seq > last_seq + 1 => {
+                self.gap_since = Some(Instant::now());
+                self.held.push_back(BusItem::Event(ev));
+                Next::Held
+            }
+            (None, _) => Next::Deliver(ev),
+            (Some(_), Some(seq)) if seq == last_seq + 1 => {
+                // The gap fills: this message, then what waited behind it.
+                self.release();
+                Next::Deliver(ev)
+            }
+            (Some(_), _) => {
+                self.held.push_back(BusItem::Event(ev));
+                Next::Held
+            }
+        }
+    }
+}
 
 /// Tracks what a stream has delivered, to drop what it already sent.
 #[derive(Default)]
@@ -347,40 +429,55 @@ impl ChatCore {
             for ev in opening {
                 yield Ok(ev);
             }
-            while let Some(item) = live.next().await {
-                // Messages are numbered without gaps: a jump, a bus that
-                // reconnected or a subscriber that fell behind means events
-                // were lost; the database and the delta log have them.
-                let lost = match &item {
-                    BusItem::Event(ev) => {
-                        matches!(&ev.event, Some(Event::Message(m)) if m.seq > delivered.last_seq + 1)
-                    }
-                    BusItem::Resync => true,
-                    BusItem::Lagged(dropped) => {
-                        tracing::debug!(%session_id, dropped, "subscriber fell behind the bus; catching up");
-                        true
-                    }
+            let mut in_order = InOrder::default();
+            loop {
+                let item = match in_order.next_released() {
+                    Some(item) => item,
+                    None => match in_order.deadline() {
+                        None => match live.next().await {
+                            Some(item) => item,
+                            None => break,
+                        },
+                        Some(deadline) => match tokio::time::timeout_at(deadline, live.next()).await {
+                            Ok(Some(item)) => item,
+                            Ok(None) => break,
+                            Err(_) => {
+                                tracing::debug!(%session_id, "a seq gap did not fill; catching up");
+                                BusItem::Resync
+                            }
+                        },
+                    },
                 };
-                if lost {
-                    // Boxed: every idle subscription holds this stream, and
-                    // catching up (database reads) needs far more state than
-                    // waiting for the next event.
-                    match Box::pin(core.catch_up(&session_id, &mut delivered, None)).await {
-                        Ok(missed) => {
-                            for ev in missed {
-                                yield Ok(ev);
+                if let BusItem::Lagged(dropped) = item {
+                    tracing::debug!(%session_id, dropped, "subscriber fell behind the bus; catching up");
+                }
+                // Messages are numbered without gaps: one that did not fill,
+                // a bus that reconnected or a subscriber that fell behind
+                // means events were lost; the database and the delta log
+                // have them.
+                match in_order.take(item, delivered.last_seq) {
+                    Next::Held => {}
+                    Next::Deliver(ev) => {
+                        if delivered.admit(&ev) {
+                            yield Ok(ev.as_ref().clone());
+                        }
+                    }
+                    Next::CatchUp => {
+                        // Boxed: every idle subscription holds this stream,
+                        // and catching up (database reads) needs far more
+                        // state than waiting for the next event.
+                        match Box::pin(core.catch_up(&session_id, &mut delivered, None)).await {
+                            Ok(missed) => {
+                                for ev in missed {
+                                    yield Ok(ev);
+                                }
+                            }
+                            Err(error) => {
+                                yield Err(error);
+                                break;
                             }
                         }
-                        Err(error) => {
-                            yield Err(error);
-                            break;
-                        }
                     }
-                }
-                if let BusItem::Event(ev) = item
-                    && delivered.admit(&ev)
-                {
-                    yield Ok(ev.as_ref().clone());
                 }
             }
         };
@@ -515,6 +612,101 @@ mod tests {
             attempt,
             ..Default::default()
         }))
+    }
+
+    fn message(seq: i64) -> BusItem {
+        BusItem::Event(std::sync::Arc::new(event(Event::Message(pb::Message {
+            seq,
+            ..Default::default()
+        }))))
+    }
+
+    /// Feeds `items` through `in_order` as the stream would, admitting what
+    /// it delivers and catching up to the store's `stored` last seq; the
+    /// seqs delivered live (0 for other events), and whether it caught up.
+    fn deliver(
+        in_order: &mut InOrder,
+        delivered: &mut Delivered,
+        items: Vec<BusItem>,
+        stored: i64,
+    ) -> (Vec<i64>, bool) {
+        let mut items: VecDeque<BusItem> = items.into();
+        let (mut seqs, mut caught_up) = (Vec::new(), false);
+        while let Some(item) = in_order.next_released().or_else(|| items.pop_front()) {
+            match in_order.take(item, delivered.last_seq) {
+                Next::Deliver(ev) => {
+                    if delivered.admit(&ev) {
+                        seqs.push(match &ev.event {
+                            Some(Event::Message(m)) => m.seq,
+                            _ => 0,
+                        });
+                    }
+                }
+                Next::CatchUp => {
+                    delivered.last_seq = delivered.last_seq.max(stored);
+                    caught_up = true;
+                }
+                Next::Held => {}
+            }
+        }
+        (seqs, caught_up)
+    }
+
+    /// A send's message and a run's reply are published by different
+    /// tasks: the later seq can come first.
+    #[test]
+    fn a_message_ahead_of_its_turn_waits_for_the_one_before_it() {
+        let mut in_order = InOrder::default();
+        let mut delivered = Delivered {
+            last_seq: 3,
+            ..Delivered::default()
+        };
+        let status = BusItem::Event(std::sync::Arc::new(run(pb::RunStatus::Queued, 1)));
+
+        let (seqs, caught_up) = deliver(&mut in_order, &mut delivered, vec![message(5), status], 6);
+        assert_eq!(
+            (seqs, caught_up),
+            (vec![], false),
+            "5 and what follows wait for 4"
+        );
+        assert!(
+            in_order
+                .deadline()
+                .is_some_and(|d| d <= Instant::now() + GAP_WAIT)
+        );
+
+        let (seqs, caught_up) = deliver(&mut in_order, &mut delivered, vec![message(4), message(6)], 6);
+        assert_eq!(
+            (seqs, caught_up),
+            (vec![4, 5, 0, 6], false),
+            "in seq order, the status where it came"
+        );
+        assert!(in_order.deadline().is_none(), "nothing waits any more");
+    }
+
+    /// A gap that does not fill means events were lost: the stream catches
+    /// up from the store, then what waited goes through (mostly as
+    /// duplicates of what the catch-up delivered).
+    #[test]
+    fn a_gap_that_does_not_fill_or_a_lost_event_catches_up() {
+        let mut in_order = InOrder::default();
+        let mut delivered = Delivered {
+            last_seq: 3,
+            ..Delivered::default()
+        };
+        let (seqs, _) = deliver(&mut in_order, &mut delivered, vec![message(5), message(6)], 6);
+        assert!(seqs.is_empty());
+
+        // The deadline passed: the stream hands a resync in.
+        let (seqs, caught_up) = deliver(&mut in_order, &mut delivered, vec![BusItem::Resync], 6);
+        assert!(caught_up);
+        assert!(seqs.is_empty(), "5 and 6 came with the catch-up");
+        assert!(in_order.deadline().is_none(), "nothing waits any more");
+        let (seqs, _) = deliver(&mut in_order, &mut delivered, vec![message(7)], 7);
+        assert_eq!(seqs, vec![7]);
+
+        let (_, caught_up) = deliver(&mut in_order, &mut delivered, vec![BusItem::Lagged(3)], 7);
+        assert!(caught_up, "a subscriber that fell behind catches up at once");
     }
 
     /// A catch-up reads run statuses from the store while live events go
