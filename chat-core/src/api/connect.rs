@@ -98,7 +98,7 @@ pub fn serve(
 /// and whether a `send` to the session is between its commit and its ack.
 struct Subscribed {
     task: JoinHandle<()>,
-    sending: Arc<watch::Sender<bool>>,
+    sending: Arc<watch::Sender<Sends>>,
 }
 
 impl Drop for Subscribed {
@@ -267,7 +267,7 @@ impl Connection {
         if self.tx.send(frame(subscribed)).await.is_err() {
             return None;
         }
-        let (sending, send_done) = watch::channel(false);
+        let (sending, send_done) = watch::channel(Sends::default());
         let task = tokio::spawn(forward(
             subscription.events,
             sub.session_id.clone(),
@@ -291,10 +291,12 @@ impl Connection {
 /// its ack, the first event of a run not forwarded before waits (and so does
 /// everything after it) until the ack is queued: a runner already busy in
 /// the session may claim the new run and publish its events before then.
+/// It waits for the sends begun by then only, not for sends that follow
+/// back to back.
 async fn forward(
     mut events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
     session_id: String,
-    mut send_done: watch::Receiver<bool>,
+    mut send_done: watch::Receiver<Sends>,
     tx: Outgoing,
     slow: CancellationToken,
 ) {
@@ -305,7 +307,8 @@ async fn forward(
         {
             // Ends at once when no send is in flight (or the
             // subscription is being replaced).
-            let _ = send_done.wait_for(|sending| !sending).await;
+            let begun = send_done.borrow().started;
+            let _ = send_done.wait_for(|sends| sends.acked >= begun).await;
         }
         let ev = match item {
             Ok(ev) => ev,
@@ -367,19 +370,36 @@ impl Drop for QueueWatch {
     }
 }
 
+/// A connection's `send`s to a session: how many began (committing) and how
+/// many of those have their ack queued. A connection handles its frames in
+/// order, so sends are acked in the order they began.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sends {
+    started: u64,
+    acked: u64,
+}
+
 /// Marks a session's `send` in flight until dropped.
-struct Sending<'a>(&'a watch::Sender<bool>);
+struct Sending<'a> {
+    sends: &'a watch::Sender<Sends>,
+    number: u64,
+}
 
 impl<'a> Sending<'a> {
-    fn start(sending: &'a watch::Sender<bool>) -> Self {
-        sending.send_replace(true);
-        Self(sending)
+    fn start(sends: &'a watch::Sender<Sends>) -> Self {
+        let mut number = 0;
+        sends.send_modify(|s| {
+            s.started += 1;
+            number = s.started;
+        });
+        Self { sends, number }
     }
 }
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        self.0.send_replace(false);
+        let number = self.number;
+        self.sends.send_modify(|s| s.acked = s.acked.max(number));
     }
 }
 
@@ -497,7 +517,7 @@ mod tests {
         // taken the event and (on this single-threaded runtime) done all it
         // does with it before the test goes on.
         let (events_tx, events_rx) = mpsc::channel(1);
-        let (sending, send_done) = watch::channel(false);
+        let (sending, send_done) = watch::channel(Sends::default());
         let (tx, mut rx) = mpsc::channel(16);
         let forwarder = tokio::spawn(forward(
             tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
@@ -545,6 +565,47 @@ mod tests {
             ],
             "the ack precedes every event of the run it starts"
         );
+        forwarder.abort();
+    }
+
+    /// Sends back to back: the second begins as soon as the first's ack is
+    /// queued, before the forwarder looks again. An event of a new run held
+    /// for the first send goes out after that ack, not after the second's.
+    #[tokio::test]
+    async fn a_held_event_waits_for_the_send_in_flight_not_for_the_next() {
+        let (events_tx, events_rx) = mpsc::channel(1);
+        let (sending, send_done) = watch::channel(Sends::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let forwarder = tokio::spawn(forward(
+            tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
+            "s".into(),
+            send_done,
+            tx.clone(),
+            CancellationToken::new(),
+        ));
+
+        let first = Sending::start(&sending);
+        events_tx
+            .send(Ok(run("r1", pb::RunStatus::Running)))
+            .await
+            .unwrap();
+        drop(events_tx.reserve().await.unwrap());
+        tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        drop(first);
+        let second = Sending::start(&sending);
+
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+            let Ok(Some(frame)) = next else { break };
+            seen.push(describe(&frame));
+        }
+        assert_eq!(
+            seen,
+            ["ack", "r1 RUN_STATUS_RUNNING"],
+            "not held behind the second send"
+        );
+        drop(second);
         forwarder.abort();
     }
 }
