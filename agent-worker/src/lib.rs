@@ -70,12 +70,7 @@ impl Application {
         let registry = agents::Registry::with_env(config, &env).context("failed to set up the agents")?;
         let names: Vec<&str> = registry.infos().iter().map(|info| info.name.as_str()).collect();
         tracing::info!(agents = ?names, "agents loaded");
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("failed to bind {}", settings.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
+        let (listener, local_addr) = chat_common::net::bind(settings.listen).await?;
         let service = AgentWorkerService::new(registry, settings.max_concurrent_runs);
         Ok(Self {
             listener,

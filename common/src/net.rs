@@ -5,10 +5,24 @@
 //! Linux), which once dominated a turn's latency.
 
 use std::io;
+use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
+
+/// Binds a service's listener on `addr`, with the address it got (the
+/// actual port when port 0 was asked for).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {addr}"))?;
+    let local_addr = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    Ok((listener, local_addr))
+}
 
 /// The connections accepted on `listener`, each with `TCP_NODELAY` set.
 pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> + Send + 'static {

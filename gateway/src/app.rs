@@ -209,12 +209,7 @@ impl Application {
         let state_core = state.core.clone();
         let connections = state.connections.clone();
         let router = router(state, &settings);
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("failed to bind {}", settings.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
+        let (listener, local_addr) = chat_common::net::bind(settings.listen).await?;
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
