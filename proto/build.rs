@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Small first buffers per stream (see src/codec.rs).
         .codec_path("crate::codec::SmallBufferCodec")
+        // A stored message is by far the largest event: boxed, every frame
+        // that carries an event (a delta, above all) is a fraction of its
+        // size, and moving one through a stream's layers copies that much.
+        .boxed(".chat.v1.SessionEvent.event.message")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -32,7 +32,7 @@ fn reply(events: &[pb::SendMessageEvent]) -> pb::Message {
         .find_map(|e| match &e.event {
             Some(pb::send_message_event::Event::SessionEvent(pb::SessionEvent {
                 event: Some(Event::Message(m)),
-            })) if m.role == "assistant" => Some(m.clone()),
+            })) if m.role == "assistant" => Some(m.as_ref().clone()),
             _ => None,
         })
         .expect("a stored reply")

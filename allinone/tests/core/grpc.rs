@@ -16,7 +16,7 @@ fn reply_of(events: &[pb::SendMessageEvent]) -> pb::Message {
         .find_map(|e| match &e.event {
             Some(SendEvent::SessionEvent(pb::SessionEvent {
                 event: Some(Event::Message(m)),
-            })) => Some(m.clone()),
+            })) => Some(m.as_ref().clone()),
             _ => None,
         })
         .expect("a stored reply")

@@ -483,11 +483,11 @@ mod tests {
 
     fn reply(run_id: &str, seq: i64) -> pb::SessionEvent {
         pb::SessionEvent {
-            event: Some(Event::Message(pb::Message {
+            event: Some(Event::Message(Box::new(pb::Message {
                 seq,
                 run_id: Some(run_id.into()),
                 ..Default::default()
-            })),
+            }))),
         }
     }
 

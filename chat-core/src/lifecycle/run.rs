@@ -116,7 +116,10 @@ impl RunLifecycle {
             Ok(Completed { message, next }) => {
                 metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str()).increment(1);
                 self.bus
-                    .publish(&run.session_id, event(Event::Message(convert::message(&message))))
+                    .publish(
+                        &run.session_id,
+                        event(Event::Message(Box::new(convert::message(&message)))),
+                    )
                     .await;
                 self.apply_effect(run, effect).await;
                 self.publish(run, RunStatus::Completed, "").await;

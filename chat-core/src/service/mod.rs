@@ -240,7 +240,7 @@ impl ChatCore {
         if !sent.ack.duplicate {
             if let Some(message) = &sent.ack.message {
                 self.bus
-                    .publish(session_id, event(Event::Message(message.clone())))
+                    .publish(session_id, event(Event::Message(Box::new(message.clone()))))
                     .await;
             }
             if let Some(run) = &sent.run {

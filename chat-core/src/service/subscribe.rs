@@ -269,7 +269,7 @@ impl ChatCore {
         if status == RunStatus::Completed
             && let Some(reply) = self.reply_of(run_id).await?
         {
-            events.push(event(Event::Message(convert::message(&reply))));
+            events.push(event(Event::Message(Box::new(convert::message(&reply)))));
         }
         let error = stored
             .error
@@ -379,7 +379,10 @@ impl ChatCore {
             messages.extend(self.stored_after(session_id, last, None, None).await?);
         }
         for message in messages {
-            delivered.admit_into(&mut out, event(Event::Message(convert::message(&message))));
+            delivered.admit_into(
+                &mut out,
+                event(Event::Message(Box::new(convert::message(&message)))),
+            );
         }
         runs.sort_by_key(|run| run.user_seq);
         for run in &runs {
@@ -615,10 +618,12 @@ mod tests {
     }
 
     fn message(seq: i64) -> BusItem {
-        BusItem::Event(std::sync::Arc::new(event(Event::Message(pb::Message {
-            seq,
-            ..Default::default()
-        }))))
+        BusItem::Event(std::sync::Arc::new(event(Event::Message(Box::new(
+            pb::Message {
+                seq,
+                ..Default::default()
+            },
+        )))))
     }
 
     /// Feeds `items` through `in_order` as the stream would, admitting what

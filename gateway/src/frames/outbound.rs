@@ -235,7 +235,7 @@ impl OutFrame {
         Some(match event.event? {
             EventKind::Message(message) => Self::Message {
                 session_id: message.session_id.clone(),
-                message: Box::new(message.into()),
+                message: Box::new((*message).into()),
             },
             EventKind::Run(run) => Self::Run(Box::new(RunView::from(run))),
             EventKind::Delta(d) => Self::Delta {

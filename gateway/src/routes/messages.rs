@@ -211,7 +211,7 @@ where
             continue;
         };
         match event.event {
-            Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(message),
+            Some(SessionEventKind::Message(message)) if is_reply(&message, &ack) => reply = Some(*message),
             Some(SessionEventKind::Handoff(handoff)) if handoff.run_id == ack.run_id => {
                 if agents.is_empty() {
                     agents.push(handoff.from_agent);

@@ -204,7 +204,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
             if let Some(run_id) = message.run_id.clone().filter(|r| !r.is_empty()) {
                 let turn = turns.run(&run_id);
                 if turn.message.is_none() {
-                    turn.message = Some(message);
+                    turn.message = Some(*message);
                 }
             }
         }
@@ -222,7 +222,7 @@ fn on_event(socket: &SocketRef, connection: &Connection, turns: &mut Turns, even
                 session_id: reply.session_id.clone(),
                 message: message.map(|m| incoming(m, user_id)),
                 agent: turn_agent(Some(&reply), agents),
-                response: Some(outgoing(reply, user_id)),
+                response: Some(outgoing(*reply, user_id)),
                 timestamp: now(),
             };
             emit(
