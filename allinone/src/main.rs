@@ -17,6 +17,9 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: chat_common::alloc::Allocator = chat_common::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: chat_common::alloc::Allocator = chat_common::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = chat_core::Cli::parse();

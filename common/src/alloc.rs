@@ -1,14 +1,21 @@
-//! Giving freed heap memory back to the system.
+//! The services' allocator, and giving freed heap memory back to the system.
 //!
-//! glibc's allocator keeps the memory a burst of load freed: each thread's
-//! arena holds its free pages for reuse, and only the top of an arena is ever
-//! returned on its own, so a service that served a burst stays at the burst's
-//! size long after its data is gone. [`spawn_trim`] asks glibc now and then to
-//! hand back every whole free page (`malloc_trim`), which takes a service back
-//! near the memory it still uses. Elsewhere (musl, other systems) it does
-//! nothing: those allocators need no such help or have no such call.
+//! Each service binary allocates with jemalloc ([`Allocator`]): its size
+//! classes keep many small allocations (an idle socket's state) compact, and
+//! its background thread gives the pages a burst of load freed back to the
+//! system some seconds later, where glibc's arenas kept them. glibc's
+//! allocator still serves what C code allocates (SQLite); [`spawn_trim`] asks
+//! it now and then to hand back its whole free pages (`malloc_trim`).
+//! Elsewhere (musl, other systems) the trim does nothing.
 
 use std::time::Duration;
+
+/// The allocator every service binary declares as its global allocator.
+pub type Allocator = tikv_jemallocator::Jemalloc;
+
+/// The allocator's value: each service's `main.rs` has
+/// `#[global_allocator] static ALLOCATOR: Allocator = ALLOCATOR;`.
+pub const ALLOCATOR: Allocator = tikv_jemallocator::Jemalloc;
 
 /// How often a service gives its free heap pages back, unless
 /// `HEAP_TRIM_SECS` says otherwise (0: never).
