@@ -17,10 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Small first buffers per stream (see src/codec.rs).
         .codec_path("crate::codec::SmallBufferCodec")
-        // A stored message is by far the largest event: boxed, every frame
-        // that carries an event (a delta, above all) is a fraction of its
-        // size, and moving one through a stream's layers copies that much.
+        // A stored message is by far the largest part of a frame: boxed (in
+        // an event, and in an ack), every frame (a delta, above all) is a
+        // fraction of its size, and each layer of a subscriber's stream
+        // moves a frame whole.
         .boxed(".chat.v1.SessionEvent.event.message")
+        .boxed(".chat.v1.Ack.message")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -81,7 +81,7 @@ impl OperatorService for OperatorApi {
             .ack
             .message
             .ok_or_else(|| Status::internal("a stored message has no body"))?;
-        Ok(Response::new(message))
+        Ok(Response::new(*message))
     }
 
     async fn set_typing(

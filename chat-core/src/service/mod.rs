@@ -223,7 +223,7 @@ impl ChatCore {
                 .map(|r| r.id.to_string())
                 .unwrap_or_default(),
             duplicate: appended.duplicate,
-            message: Some(message.clone()),
+            message: Some(Box::new(message.clone())),
         };
         Ok(Sent {
             ack,
@@ -240,7 +240,7 @@ impl ChatCore {
         if !sent.ack.duplicate {
             if let Some(message) = &sent.ack.message {
                 self.bus
-                    .publish(session_id, event(Event::Message(Box::new(message.clone()))))
+                    .publish(session_id, event(Event::Message(message.clone())))
                     .await;
             }
             if let Some(run) = &sent.run {

@@ -267,7 +267,7 @@ where
             run_id: ack.run_id.clone(),
         },
     };
-    let message = ack.message.clone().unwrap_or_else(|| pb::Message {
+    let message = ack.message.as_deref().cloned().unwrap_or_else(|| pb::Message {
         id: ack.message_id.clone(),
         session_id: ack.session_id.clone(),
         seq: ack.seq,

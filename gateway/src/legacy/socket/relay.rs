@@ -140,7 +140,7 @@ impl Turns {
         }
         let turn = self.run(&ack.run_id);
         if turn.message.is_none() {
-            turn.message.clone_from(&ack.message);
+            turn.message = ack.message.as_deref().cloned();
         }
     }
 }
