@@ -505,6 +505,39 @@ mod tests {
         }
     }
 
+    /// A subscription's forwarding task fed by hand: events in through
+    /// `events_tx` (room for one), frames out on `rx`, sends marked on
+    /// `sending`, and the connection's own frames (an ack) queued on `tx`.
+    struct Forwarder {
+        events_tx: mpsc::Sender<Result<pb::SessionEvent, ServiceError>>,
+        sending: watch::Sender<Sends>,
+        tx: Outgoing,
+        rx: mpsc::Receiver<Frame>,
+        task: JoinHandle<()>,
+    }
+
+    impl Forwarder {
+        fn spawn() -> Self {
+            let (events_tx, events_rx) = mpsc::channel(1);
+            let (sending, send_done) = watch::channel(Sends::default());
+            let (tx, rx) = mpsc::channel(16);
+            let task = tokio::spawn(forward(
+                tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
+                "s".into(),
+                send_done,
+                tx.clone(),
+                CancellationToken::new(),
+            ));
+            Self {
+                events_tx,
+                sending,
+                tx,
+                rx,
+                task,
+            }
+        }
+    }
+
     /// The interleaving the hold-back exists for, fed to the forwarder
     /// directly: run `r1` streams; a `send` commits its message; `r1`'s
     /// reply commit claims the new run `r2`, whose `running` and first delta
@@ -516,16 +549,13 @@ mod tests {
         // Room for one event: once the next slot is free, the forwarder has
         // taken the event and (on this single-threaded runtime) done all it
         // does with it before the test goes on.
-        let (events_tx, events_rx) = mpsc::channel(1);
-        let (sending, send_done) = watch::channel(Sends::default());
-        let (tx, mut rx) = mpsc::channel(16);
-        let forwarder = tokio::spawn(forward(
-            tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
-            "s".into(),
-            send_done,
-            tx.clone(),
-            CancellationToken::new(),
-        ));
+        let Forwarder {
+            events_tx,
+            sending,
+            tx,
+            mut rx,
+            task: forwarder,
+        } = Forwarder::spawn();
         let publish = |ev: pb::SessionEvent| {
             let events_tx = events_tx.clone();
             async move {
@@ -573,16 +603,13 @@ mod tests {
     /// for the first send goes out after that ack, not after the second's.
     #[tokio::test]
     async fn a_held_event_waits_for_the_send_in_flight_not_for_the_next() {
-        let (events_tx, events_rx) = mpsc::channel(1);
-        let (sending, send_done) = watch::channel(Sends::default());
-        let (tx, mut rx) = mpsc::channel(16);
-        let forwarder = tokio::spawn(forward(
-            tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
-            "s".into(),
-            send_done,
-            tx.clone(),
-            CancellationToken::new(),
-        ));
+        let Forwarder {
+            events_tx,
+            sending,
+            tx,
+            mut rx,
+            task: forwarder,
+        } = Forwarder::spawn();
 
         let first = Sending::start(&sending);
         events_tx
