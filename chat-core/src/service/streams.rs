@@ -23,9 +23,15 @@ pub struct UserStreams {
 struct Held {
     /// The latest revocation's time (µs since the epoch).
     revoked_at: watch::Sender<i64>,
-    /// Streams opened since, by opening time (µs since the epoch).
+    /// Streams opened since, by opening time (µs since the epoch): the
+    /// streams that count.
     opened: BTreeMap<i64, usize>,
-    count: usize,
+}
+
+impl Held {
+    fn count(&self) -> usize {
+        self.opened.values().sum()
+    }
 }
 
 /// One open stream of a user; counted until dropped.
@@ -44,13 +50,11 @@ impl UserStreams {
         let held = users.entry(user_id.to_owned()).or_insert_with(|| Held {
             revoked_at: watch::Sender::new(i64::MIN),
             opened: BTreeMap::new(),
-            count: 0,
         });
-        if max > 0 && held.count >= max {
+        if max > 0 && held.count() >= max {
             return None;
         }
         let opened_at = now_us();
-        held.count += 1;
         *held.opened.entry(opened_at).or_default() += 1;
         Some(StreamGuard {
             streams: self.clone(),
@@ -76,7 +80,6 @@ impl UserStreams {
         }
         let since = held.opened.split_off(&(at_us + 1));
         let ended: usize = std::mem::replace(&mut held.opened, since).into_values().sum();
-        held.count -= ended;
         tracing::info!(
             user_id,
             streams = ended,
@@ -120,7 +123,7 @@ impl UserStreams {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(user_id)
-            .map_or(0, |held| held.count)
+            .map_or(0, Held::count)
     }
 }
 
@@ -131,7 +134,8 @@ impl StreamGuard {
         let mut revoked_at = self.revoked_at.clone();
         let opened_at = self.opened_at;
         async move {
-            // The sender lives while any guard of the user does.
+            // A sender dropped took the user's entry with it, which goes
+            // once no stream counts: this one was revoked.
             let _ = revoked_at.wait_for(|at| *at >= opened_at).await;
         }
     }
@@ -149,9 +153,8 @@ impl Drop for StreamGuard {
             if *same_time == 0 {
                 held.opened.remove(&self.opened_at);
             }
-            held.count -= 1;
         }
-        if held.count == 0 {
+        if held.opened.is_empty() {
             users.remove(&self.user_id);
         }
     }
