@@ -54,6 +54,8 @@ pub struct Limits {
     /// How long a socket whose token expired stays open for a fresh one.
     pub ws_token_grace: std::time::Duration,
     pub ws_flush_timeout: std::time::Duration,
+    /// How long a socket may stay open before it is closed with 1001, if limited.
+    pub ws_max_age: Option<std::time::Duration>,
 }
 
 /// What every handler shares.
@@ -180,6 +182,7 @@ impl Application {
             ws_write_buffer_bytes: settings.ws_write_buffer_bytes,
             ws_token_grace: settings.ws_token_grace(),
             ws_flush_timeout: std::time::Duration::from_secs(settings.ws_flush_timeout_secs),
+            ws_max_age: settings.ws_max_age(),
         };
         let rate_limits = RateLimits::new(rate_limit_store(&settings).await?, &settings.fail_closed_tiers());
         let shutdown = CancellationToken::new();

@@ -121,6 +121,13 @@ pub struct Settings {
     #[arg(long, env = "WS_TOKEN_GRACE_SECS", default_value_t = 30)]
     pub ws_token_grace_secs: u64,
 
+    /// Seconds a WebSocket may stay open before the gateway closes it with 1001 (going away) so
+    /// the client reconnects, possibly to another gateway, and resumes; each socket gets a random
+    /// age between 90% and 100% of this, so sockets opened together do not come back together.
+    /// Rebalances long-lived sockets after gateways are added. 0 keeps sockets open indefinitely.
+    #[arg(long, env = "WS_MAX_AGE_SECS", default_value_t = 0)]
+    pub ws_max_age_secs: u64,
+
     /// PEM certificate chain: with `--tls-key`, the gateway serves HTTPS and WSS itself (rustls)
     /// and sends HSTS on every response.
     #[arg(long, env = "TLS_CERT_FILE")]
@@ -289,6 +296,11 @@ impl Settings {
 
     pub fn ws_token_grace(&self) -> Duration {
         Duration::from_secs(self.ws_token_grace_secs)
+    }
+
+    /// How long a WebSocket may stay open, if limited.
+    pub fn ws_max_age(&self) -> Option<Duration> {
+        (self.ws_max_age_secs > 0).then(|| Duration::from_secs(self.ws_max_age_secs))
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -245,12 +245,13 @@ async fn every_websocket_frame_type() -> anyhow::Result<()> {
             matrix.check(&format!("ws {kind}"), caller, got, want);
         }
     }
-    // In-band auth: only a token of the socket's own user is taken.
+    // In-band auth: only a token of the socket's own user is taken; another
+    // user's is forbidden (and closes the socket, so it comes last).
     let mut ws = matrix.stack.ws(&matrix.owner).await?;
     for (caller, want) in [
         (Caller::Garbage, "unauthenticated"),
-        (Caller::Other, "unauthenticated"),
         (Caller::Owner, "authenticated"),
+        (Caller::Other, "forbidden"),
     ] {
         let token = matrix.token(caller).unwrap_or_default().to_owned();
         ws.send(json!({"type": "auth", "access_token": token})).await;

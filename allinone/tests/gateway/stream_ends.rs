@@ -111,6 +111,43 @@ async fn a_grpc_web_subscribe_ends_when_the_user_signs_out() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn a_websocket_older_than_ws_max_age_is_closed_with_1001_and_resumes() -> anyhow::Result<()> {
+    // Arrange: sockets live at most 1 s; a reply stored on the first socket.
+    let stack = TestStack::spawn_with(|s| s.ws_max_age_secs = 1).await?;
+    let (access, _, session_id) = signed_in(&stack, "alice").await?;
+    let mut ws = stack.ws(&access).await?;
+    let opened = std::time::Instant::now();
+    ws.subscribe(&session_id).await;
+    ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "m1", "content": "before"}))
+        .await;
+    let reply = ws.recv_until(common::is_reply).await.pop().expect("the reply");
+
+    // Act
+    let close = loop {
+        match tokio::time::timeout(TIMEOUT, ws.stream.next()).await? {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => anyhow::bail!("socket ended without a close frame: {other:?}"),
+        }
+    };
+    let lived = opened.elapsed();
+    let mut again = stack.ws(&access).await?;
+    again
+        .send(json!({"type": "subscribe", "session_id": session_id, "after_seq": 0}))
+        .await;
+    let replayed = again
+        .recv_until(|f| f["type"] == "message" && f["message"]["seq"] == reply["message"]["seq"])
+        .await;
+
+    // Assert: going away (1001) after 0.9-1 s; the new socket resumes.
+    assert_eq!(close, Some(1001));
+    assert!(lived >= Duration::from_millis(900), "closed after {lived:?}");
+    let replayed = replayed.last().expect("the stored reply, replayed");
+    assert_eq!(replayed["message"]["content"], reply["message"]["content"]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_websocket_closes_with_4001_when_the_user_signs_out() -> anyhow::Result<()> {
     // Arrange
     let stack = TestStack::spawn().await?;

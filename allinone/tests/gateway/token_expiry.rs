@@ -64,16 +64,14 @@ async fn fresh_token_sent_in_band_keeps_the_socket_open() -> anyhow::Result<()> 
     // Arrange
     let stack = TestStack::spawn_with(short_lived).await?;
     let pair = login(&stack, "alice").await?;
-    let bob = login(&stack, "bob").await?;
     let token = pair["access_token"].as_str().expect("token");
     let session_id = stack.session(token, "echo").await?;
     let mut ws = stack.ws(token).await?;
     let warning = next_event(&mut ws).await.expect("warning");
     assert_eq!(warning["code"], "token_expired");
 
-    // Act: someone else's token is refused; a refreshed one of our own is taken.
-    ws.send(json!({"type": "auth", "access_token": bob["access_token"]}))
-        .await;
+    // Act: garbage is refused; a refreshed token of our own is taken.
+    ws.send(json!({"type": "auth", "access_token": "garbage"})).await;
     let refused = ws.recv().await;
     let refreshed: Value = stack
         .http
@@ -106,6 +104,32 @@ async fn fresh_token_sent_in_band_keeps_the_socket_open() -> anyhow::Result<()> 
             .iter()
             .any(|f| f["type"] == "ack" && f["client_msg_id"] == "late")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_users_token_closes_the_socket_with_1008() -> anyhow::Result<()> {
+    // Arrange: alice's socket; bob signed in (the page switched accounts, say).
+    let stack = TestStack::spawn().await?;
+    let alice = login(&stack, "alice").await?;
+    let bob = login(&stack, "bob").await?;
+    let mut ws = stack.ws(alice["access_token"].as_str().expect("token")).await?;
+
+    // Act
+    ws.send(json!({"type": "auth", "access_token": bob["access_token"]}))
+        .await;
+    let refused = next_event(&mut ws).await;
+    let after = next_event(&mut ws).await;
+
+    // Assert: told why, then closed with 1008 (policy violation): alice's
+    // socket never goes on as bob's.
+    let refused = refused.expect("an error frame before the close");
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{refused}"
+    );
+    assert_eq!(after, Err(Some(1008)));
     Ok(())
 }
 

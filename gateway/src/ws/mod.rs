@@ -36,11 +36,16 @@ const TOO_BIG_LINGER: Duration = Duration::from_millis(250);
 
 /// Close codes the gateway uses.
 ///
-/// None is 1008: a missing, invalid or signed-out token is refused with 401
-/// before the upgrade (see [`upgrade`]), and an open socket ends for its
-/// credentials only with `TOKEN_EXPIRED` (expiry or sign-out).
+/// A missing, invalid or signed-out token is refused with 401 before the
+/// upgrade (see [`upgrade`]); an open socket ends for its credentials with
+/// `TOKEN_EXPIRED` (expiry or sign-out), or with `POLICY` when an `auth`
+/// frame brings another user's token.
 mod close {
+    /// The socket reached its maximum age (`WS_MAX_AGE_SECS`): reconnect and resume.
+    pub const GOING_AWAY: u16 = 1001;
     pub const BAD_DATA: u16 = 1007;
+    /// An `auth` frame brought another user's token: a socket serves one user.
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
@@ -170,6 +175,7 @@ fn serve(socket: WebSocket, upgraded: Box<Upgraded>) -> BoxFuture<'static, ()> {
         expires_at,
         token_grace: state.limits.ws_token_grace,
         flush_timeout: state.limits.ws_flush_timeout,
+        max_age: state.limits.ws_max_age,
         traces,
     };
     let socket = Box::new(Socket {
@@ -303,7 +309,9 @@ impl Ended {
 /// frames keep flowing. When `shutdown` completes the socket is closed with
 /// 1012 (service restart) so the client reconnects elsewhere and resumes. When the access token
 /// expires the client is warned, then after the grace period the socket is
-/// closed with 4001 unless an `auth` frame brought a fresh token.
+/// closed with 4001 unless an `auth` frame brought a fresh token; an `auth`
+/// frame with another user's token closes it with 1008. A socket older than
+/// its age limit is closed with 1001, to reconnect and resume.
 pub async fn relay<S, U>(
     socket: &mut S,
     upstream: &mut U,
@@ -318,7 +326,11 @@ where
     let mut pending: Option<Box<pb::ClientFrame>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut clock = TokenClock::new(peer.expires_at, peer.token_grace);
-    let mut expiry = std::pin::pin!(tokio::time::sleep_until(clock.deadline()));
+    // One timer serves the token and the age limit: it fires at the earlier.
+    let retire_at = peer.age_limit().map(|age| tokio::time::Instant::now() + age);
+    let next_deadline =
+        |clock: &TokenClock| retire_at.map_or(clock.deadline(), |at| at.min(clock.deadline()));
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(next_deadline(&clock)));
     let mut ended = Ended::default();
     loop {
         tokio::select! {
@@ -327,6 +339,10 @@ where
                 return ended.by_gateway(Some(close::RESTART));
             }
             () = &mut expiry => {
+                if retire_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    Box::pin(close_with(socket, close::GOING_AWAY, "connection age limit; reconnect and resume")).await;
+                    return ended.by_gateway(Some(close::GOING_AWAY));
+                }
                 match clock.elapsed() {
                     Expiry::Warn => {
                         tracing::debug!(user_id = %peer.user_id, "websocket token expired");
@@ -339,7 +355,7 @@ where
                         return ended.by_gateway(Some(close::TOKEN_EXPIRED));
                     }
                 }
-                expiry.as_mut().reset(clock.deadline());
+                expiry.as_mut().reset(next_deadline(&clock));
             }
             permit = to_core.reserve(), if pending.is_some() => {
                 // On error chat-core stopped reading: its stream's end is reported below.
@@ -423,8 +439,16 @@ where
                         }
                     }
                     Inbound::Auth(token) => {
-                        let reply = Box::pin(peer.reauthenticate(&token, &mut clock)).await;
-                        expiry.as_mut().reset(clock.deadline());
+                        let reply = match Box::pin(peer.reauthenticate(&token, &mut clock)).await {
+                            Ok(reply) => reply,
+                            Err(refused) => {
+                                let error = OutFrame::error(ErrorCode::Forbidden, refused.message());
+                                let _ = send(socket, &error, &mut ended).await;
+                                Box::pin(close_with(socket, close::POLICY, "a socket serves one user")).await;
+                                return ended.by_gateway(Some(close::POLICY));
+                            }
+                        };
+                        expiry.as_mut().reset(next_deadline(&clock));
                         if send(socket, &reply, &mut ended).await.is_err() {
                             return ended;
                         }
@@ -627,6 +651,15 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
     }
 
+    impl Harness {
+        /// Sends a text frame from the client.
+        fn say(&self, text: impl Into<String>) {
+            self.client_tx
+                .unbounded_send(Message::Text(text.into().into()))
+                .expect("send");
+        }
+    }
+
     const SECRET: &[u8] = b"relay-test-secret";
 
     fn start() -> Harness {
@@ -671,6 +704,7 @@ mod tests {
             expires_at,
             token_grace,
             flush_timeout: Duration::from_secs(30),
+            max_age: None,
             traces: TurnTraces::default(),
         }
     }
@@ -745,9 +779,7 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_get_errors_and_good_ones_are_forwarded() {
         let mut h = start();
-        h.client_tx
-            .unbounded_send(Message::Text("{oops".into()))
-            .expect("send");
+        h.say("{oops");
         assert_eq!(next_json(&mut h.client_rx).await["code"], "invalid");
         h.client_tx
             .unbounded_send(Message::Binary(vec![0xff, 0xfe].into()))
@@ -764,9 +796,7 @@ mod tests {
             forwarded.frame,
             Some(pb::client_frame::Frame::Unsubscribe(_))
         ));
-        h.client_tx
-            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
-            .expect("send");
+        h.say(r#"{"type":"ping"}"#);
         assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
     }
 
@@ -839,10 +869,7 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await["code"], "unavailable");
-        match h.client_rx.next().await {
-            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1012),
-            other => panic!("expected a close frame, got {other:?}"),
-        }
+        assert_eq!(next_close(&mut h.client_rx).await, 1012);
         h.task.await.expect("relay ends");
     }
 
@@ -854,10 +881,7 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(next_json(&mut h.client_rx).await["type"], "error");
-        match h.client_rx.next().await {
-            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1011),
-            other => panic!("expected a close frame, got {other:?}"),
-        }
+        assert_eq!(next_close(&mut h.client_rx).await, 1011);
         h.task.await.expect("relay ends");
     }
 
@@ -881,9 +905,7 @@ mod tests {
         let session_id = "0190f5c2-7b1e-7cc0-8000-000000000000";
         for i in 0..3 {
             let send = json!({"type": "send", "session_id": session_id, "client_msg_id": format!("c{i}"), "content": "hi"});
-            h.client_tx
-                .unbounded_send(Message::Text(send.to_string().into()))
-                .expect("send");
+            h.say(send.to_string());
         }
         for _ in 0..2 {
             let forwarded = h.core_rx.recv().await.expect("forwarded frame");
@@ -898,9 +920,7 @@ mod tests {
             error["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
             "{error}"
         );
-        h.client_tx
-            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
-            .expect("send");
+        h.say(r#"{"type":"ping"}"#);
         assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
     }
 
@@ -933,35 +953,60 @@ mod tests {
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
         let fresh = tokens.issue_access("u1", None).expect("sign");
         let auth = json!({"type": "auth", "access_token": fresh});
-        h.client_tx
-            .unbounded_send(Message::Text(auth.to_string().into()))
-            .expect("send");
+        h.say(auth.to_string());
         let reply = next_json(&mut h.client_rx).await;
         assert_eq!(reply["type"], "authenticated", "{reply}");
         assert!(reply["expires_at"].as_u64() >= Some(unix_now() + 59));
         tokio::time::sleep(Duration::from_millis(500)).await;
-        h.client_tx
-            .unbounded_send(Message::Text(r#"{"type":"ping"}"#.into()))
-            .expect("send");
+        h.say(r#"{"type":"ping"}"#);
         assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
     }
 
     #[tokio::test]
-    async fn in_band_token_of_another_user_or_garbage_is_refused() {
+    async fn a_garbage_in_band_token_is_refused_and_the_socket_stays_open() {
+        let mut h = start();
+        let auth = json!({"type": "auth", "access_token": "garbage"});
+        h.say(auth.to_string());
+        let reply = next_json(&mut h.client_rx).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("unauthenticated"))
+        );
+        h.say(r#"{"type":"ping"}"#);
+        assert_eq!(next_json(&mut h.client_rx).await, json!({"type": "pong"}));
+    }
+
+    #[tokio::test]
+    async fn an_in_band_token_of_another_user_closes_the_socket_with_1008() {
         let mut h = start();
         let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
         let other = tokens.issue_access("u2", None).expect("sign");
-        for token in [other.as_str(), "garbage"] {
-            let auth = json!({"type": "auth", "access_token": token});
-            h.client_tx
-                .unbounded_send(Message::Text(auth.to_string().into()))
-                .expect("send");
-            let reply = next_json(&mut h.client_rx).await;
-            assert_eq!(
-                (reply["type"].as_str(), reply["code"].as_str()),
-                (Some("error"), Some("unauthenticated"))
-            );
-        }
+        let auth = json!({"type": "auth", "access_token": other});
+        h.say(auth.to_string());
+        let reply = next_json(&mut h.client_rx).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("forbidden"))
+        );
+        assert_eq!(next_close(&mut h.client_rx).await, 1008);
+        h.task.await.expect("relay ends");
+    }
+
+    #[test]
+    fn the_age_limit_is_spread_over_the_last_tenth_of_the_maximum() {
+        let mut peer = peer(unix_now() + 3600, Duration::from_secs(1));
+        assert_eq!(peer.age_limit(), None);
+        peer.max_age = Some(Duration::from_secs(1000));
+        let limits: Vec<Duration> = (0..200).map(|_| peer.age_limit().expect("limited")).collect();
+        assert!(
+            limits
+                .iter()
+                .all(|age| (Duration::from_secs(900)..=Duration::from_secs(1000)).contains(age))
+        );
+        assert!(
+            limits.iter().any(|age| *age != limits[0]),
+            "spread, not one moment"
+        );
     }
 
     #[tokio::test]

@@ -33,6 +33,9 @@ pub struct Peer {
     pub token_grace: Duration,
     /// How long a write may wait on the client before it counts as a slow consumer.
     pub flush_timeout: Duration,
+    /// How long the socket may stay open before it is closed with 1001, if limited
+    /// (see [`Peer::age_limit`]).
+    pub max_age: Option<Duration>,
     /// How the turns sent on the socket are traced.
     pub traces: TurnTraces,
 }
@@ -149,41 +152,74 @@ impl Peer {
         }))
     }
 
-    /// Takes a fresh access token for the same user and moves the clock; the answer frame.
-    pub(super) async fn reauthenticate(&self, token: &AccessToken, clock: &mut TokenClock) -> OutFrame {
+    /// Takes a fresh access token for the same user and moves the clock; the
+    /// answer frame. A valid token of another user is a policy violation:
+    /// the socket serves the user it was opened for and must be closed.
+    pub(super) async fn reauthenticate(
+        &self,
+        token: &AccessToken,
+        clock: &mut TokenClock,
+    ) -> Result<OutFrame, Refused> {
         match self.verify_renewal(&token.0).await {
             Ok(user) => {
                 clock.renew(user.expires_at);
-                OutFrame::Authenticated {
+                Ok(OutFrame::Authenticated {
                     expires_at: user.expires_at,
-                }
+                })
             }
-            Err(message) => OutFrame::error(ErrorCode::Unauthenticated, message),
+            Err(Refused::OtherUser) => Err(Refused::OtherUser),
+            Err(refused) => Ok(OutFrame::error(ErrorCode::Unauthenticated, refused.message())),
         }
     }
 
     /// Checks a fresh access token sent on the socket: valid, the same
     /// user's, and (asked of chat-core) of a sign-in that was not signed out.
-    /// Otherwise the message to answer with.
-    pub(crate) async fn verify_renewal(&self, token: &str) -> Result<auth::AuthUser, &'static str> {
-        const INVALID: &str = "access token is invalid or expired";
+    pub(crate) async fn verify_renewal(&self, token: &str) -> Result<auth::AuthUser, Refused> {
         let verified = match &self.state {
             Some(state) => auth::authenticate(state, token).await,
             None => self.tokens.verify_access(token),
         };
         let user = match verified {
             Ok(user) if user.user_id == self.user_id => user,
-            Ok(_) => return Err("the token belongs to another user"),
-            Err(_) => return Err(INVALID),
+            Ok(_) => return Err(Refused::OtherUser),
+            Err(_) => return Err(Refused::Invalid),
         };
         if let Some(state) = &self.state {
             match state.check_signed_in(&user).await {
                 Ok(()) => {}
-                Err(error) if error.code == ErrorCode::Unauthenticated => return Err(INVALID),
-                Err(_) => return Err("cannot check the token now; retry shortly"),
+                Err(error) if error.code == ErrorCode::Unauthenticated => return Err(Refused::Invalid),
+                Err(_) => return Err(Refused::Unchecked),
             }
         }
         Ok(user)
+    }
+
+    /// A random moment between 90% and 100% of the socket's maximum age, if
+    /// it has one: sockets opened together (after a gateway restart, say)
+    /// are not all closed, and back, at once.
+    pub(super) fn age_limit(&self) -> Option<Duration> {
+        self.max_age.map(|age| age.mul_f64(rand::random_range(0.9..=1.0)))
+    }
+}
+
+/// Why a fresh token sent on a socket was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Invalid, expired, or of a sign-in that was signed out.
+    Invalid,
+    /// Valid, but another user's.
+    OtherUser,
+    /// Whether its sign-in was signed out cannot be checked now.
+    Unchecked,
+}
+
+impl Refused {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Invalid => "access token is invalid or expired",
+            Self::OtherUser => "the token belongs to another user",
+            Self::Unchecked => "cannot check the token now; retry shortly",
+        }
     }
 }
 

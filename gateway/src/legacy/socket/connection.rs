@@ -120,6 +120,8 @@ impl Connection {
             expires_at: user.expires_at,
             token_grace: state.limits.ws_token_grace,
             flush_timeout: state.limits.ws_flush_timeout,
+            // The replaced service never closed a socket for its age.
+            max_age: None,
             traces: TurnTraces::default(),
         };
         let (expires_at, _) = watch::channel(user.expires_at);
@@ -208,7 +210,11 @@ impl Connection {
                     &json!({"userId": user_id, "timestamp": now()}),
                 );
             }
-            Err(message) => emit(socket, "authenticationError", &json!({"error": message})),
+            Err(refused) => emit(
+                socket,
+                "authenticationError",
+                &json!({"error": refused.message()}),
+            ),
         }
     }
 
