@@ -68,7 +68,7 @@ where
                 IdleStream {
                     inner: stream,
                     activity: activity.clone(),
-                    deadline: Box::pin(tokio::time::sleep(timeout)),
+                    deadline: Some(Box::pin(tokio::time::sleep(timeout))),
                     timeout,
                 },
                 Tracked {
@@ -86,7 +86,11 @@ where
 pub struct IdleStream<I> {
     inner: I,
     activity: Arc<Activity>,
-    deadline: Pin<Box<Sleep>>,
+    /// When the connection counts as idle; none once it is upgraded. The
+    /// timer holds the waker of the last task that polled it (the HTTP
+    /// connection's, whose memory a WebSocket would otherwise keep for as
+    /// long as it lives), so an upgraded connection drops it.
+    deadline: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
 }
 
@@ -97,9 +101,10 @@ impl<I> IdleStream<I> {
     }
 
     fn active(&mut self) {
-        if !self.activity.is_upgraded() {
-            let next = Instant::now() + self.timeout;
-            self.deadline.as_mut().reset(next);
+        if self.activity.is_upgraded() {
+            self.deadline = None;
+        } else if let Some(deadline) = &mut self.deadline {
+            deadline.as_mut().reset(Instant::now() + self.timeout);
         }
     }
 }
@@ -118,15 +123,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for IdleStream<I> {
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending if self.activity.is_upgraded() => Poll::Pending,
-            Poll::Pending if !self.activity.is_idle() => {
+            Poll::Pending if self.activity.is_upgraded() || !self.activity.is_idle() => {
                 self.active();
                 Poll::Pending
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+            Poll::Pending => match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
                 // Reads as the end of the stream: the server closes the connection.
-                Poll::Ready(()) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
+                Some(Poll::Ready(())) => Poll::Ready(Ok(())),
+                Some(Poll::Pending) | None => Poll::Pending,
             },
         }
     }
@@ -244,5 +248,52 @@ impl<B: http_body::Body + Unpin> http_body::Body for InFlight<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task's waker, counted by its `Arc`'s strong count.
+    struct Task;
+
+    impl std::task::Wake for Task {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn read_once<I: AsyncRead + Unpin>(stream: &mut IdleStream<I>, task: &Arc<Task>) -> Poll<io::Result<()>> {
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut bytes);
+        Pin::new(stream).poll_read(&mut cx, &mut buf)
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_lets_go_of_the_task_that_served_its_request() {
+        // Arrange: the HTTP connection's task waits for a request on an idle connection.
+        let (_client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::default());
+        let mut stream = IdleStream {
+            inner: server,
+            activity: activity.clone(),
+            deadline: Some(Box::pin(tokio::time::sleep(Duration::from_secs(60)))),
+            timeout: Duration::from_secs(60),
+        };
+        let http_task = Arc::new(Task);
+        assert!(read_once(&mut stream, &http_task).is_pending());
+        assert!(Arc::strong_count(&http_task) > 1, "the idle timer holds the HTTP task's waker");
+
+        // Act: the connection is upgraded, and the WebSocket's task reads from it.
+        activity.upgraded.store(true, Ordering::Release);
+        let socket_task = Arc::new(Task);
+        let read = read_once(&mut stream, &socket_task);
+
+        // Assert: nothing holds the HTTP task any more (its memory is freed),
+        // and an upgraded connection never reads as idle.
+        assert!(read.is_pending());
+        assert_eq!(Arc::strong_count(&http_task), 1);
+        assert!(stream.deadline.is_none());
     }
 }
