@@ -283,7 +283,10 @@ mod tests {
         };
         let http_task = Arc::new(Task);
         assert!(read_once(&mut stream, &http_task).is_pending());
-        assert!(Arc::strong_count(&http_task) > 1, "the idle timer holds the HTTP task's waker");
+        assert!(
+            Arc::strong_count(&http_task) > 1,
+            "the idle timer holds the HTTP task's waker"
+        );
 
         // Act: the connection is upgraded, and the WebSocket's task reads from it.
         activity.upgraded.store(true, Ordering::Release);
