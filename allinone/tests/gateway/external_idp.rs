@@ -17,11 +17,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_proto::chat::v1 as pb;
 use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use common::TestStack;
+use futures::StreamExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
 use tonic_web::GrpcWebClientLayer;
 
 const ISSUER: &str = "https://idp.test";
@@ -262,21 +264,26 @@ async fn a_websocket_renews_its_token_in_band_with_a_provider_token() -> anyhow:
     let stack = stack_with(&idp, "30").await?;
     let mut ws = stack.ws(&rs256("nina")).await?;
 
-    // Act
+    // Act: another user's valid token comes last, as it closes the socket.
     ws.send(json!({"type": "auth", "access_token": es256("nina")}))
         .await;
     let renewed = ws.recv().await;
-    ws.send(json!({"type": "auth", "access_token": es256("someone-else")}))
-        .await;
-    let foreign = ws.recv().await;
     ws.send(json!({"type": "auth", "access_token": with_claims("nina", json!({"aud": "other"}))}))
         .await;
     let invalid = ws.recv().await;
+    ws.send(json!({"type": "auth", "access_token": es256("someone-else")}))
+        .await;
+    let foreign = ws.recv().await;
+    let closed = ws.stream.next().await;
 
     // Assert
     assert_eq!(renewed["type"], "authenticated", "{renewed}");
-    assert_eq!(foreign["code"], "unauthenticated", "{foreign}");
     assert_eq!(invalid["code"], "unauthenticated", "{invalid}");
+    assert_eq!(foreign["code"], "forbidden", "{foreign}");
+    assert!(
+        matches!(&closed, Some(Ok(Message::Close(Some(frame)))) if u16::from(frame.code) == 1008),
+        "{closed:?}"
+    );
     Ok(())
 }
 

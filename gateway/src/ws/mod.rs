@@ -13,14 +13,13 @@ use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
 use crate::connections::{ConnectionGuard, OverCap};
 use crate::core::current_request_id;
 use crate::frames::{Inbound, OutFrame, parse_client_frame};
-use crate::mux::{ServerFrames, Upstream};
+use crate::mux::{ClientFrames, ServerFrames, Upstream};
 use crate::origin::UpgradeOrigin;
 use crate::ratelimit::middleware::ClientAddress;
 
@@ -124,7 +123,7 @@ struct Upgraded {
 struct Socket {
     socket: WebSocket,
     upstream: ServerFrames,
-    to_core: mpsc::Sender<Box<pb::ClientFrame>>,
+    to_core: ClientFrames,
     peer: Peer,
     request_id: String,
     opened: std::time::Instant,
@@ -315,7 +314,7 @@ impl Ended {
 pub async fn relay<S, U>(
     socket: &mut S,
     upstream: &mut U,
-    to_core: &mpsc::Sender<Box<pb::ClientFrame>>,
+    to_core: &mut ClientFrames,
     peer: &Peer,
     shutdown: impl Future<Output = ()>,
 ) -> Ended
@@ -357,10 +356,10 @@ where
                 }
                 expiry.as_mut().reset(next_deadline(&clock));
             }
-            permit = to_core.reserve(), if pending.is_some() => {
+            ready = std::future::poll_fn(|cx| to_core.poll_ready(cx)), if pending.is_some() => {
                 // On error chat-core stopped reading: its stream's end is reported below.
-                if let (Ok(permit), Some(frame)) = (permit, pending.take()) {
-                    permit.send(frame);
+                if let (Ok(()), Some(frame)) = (ready, pending.take()) {
+                    let _ = to_core.start_send(frame);
                 }
             }
             item = upstream.next() => {
@@ -429,8 +428,8 @@ where
                         peer.traces.trace_turn(&mut frame, &peer.user_id);
                         match to_core.try_send(Box::new(frame)) {
                             Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(frame)) => pending = Some(frame),
-                            Err(mpsc::error::TrySendError::Closed(_)) => {}
+                            Err(full) if full.is_full() => pending = Some(full.into_inner()),
+                            Err(_closed) => {}
                         }
                     }
                     Inbound::Reply(frame) => {
@@ -605,6 +604,7 @@ mod tests {
 
     use futures::channel::mpsc as fmpsc;
     use serde_json::{Value, json};
+    use tokio::sync::mpsc;
 
     use std::sync::Arc;
 
@@ -647,7 +647,7 @@ mod tests {
         client_tx: fmpsc::UnboundedSender<Message>,
         client_rx: fmpsc::UnboundedReceiver<Message>,
         core_tx: mpsc::Sender<Result<pb::ServerFrame, tonic::Status>>,
-        core_rx: mpsc::Receiver<Box<pb::ClientFrame>>,
+        core_rx: fmpsc::Receiver<Box<pb::ClientFrame>>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -713,7 +713,7 @@ mod tests {
         let (client_tx, incoming) = fmpsc::unbounded();
         let (outgoing, client_rx) = fmpsc::unbounded();
         let (core_tx, upstream) = mpsc::channel(8);
-        let (to_core, core_rx) = mpsc::channel(8);
+        let (mut to_core, core_rx) = fmpsc::channel(8);
         let mut socket = FakeSocket { incoming, outgoing };
         let peer = peer(expires_at, token_grace);
         let task = tokio::spawn(async move {
@@ -721,7 +721,7 @@ mod tests {
             relay(
                 &mut socket,
                 &mut upstream,
-                &to_core,
+                &mut to_core,
                 &peer,
                 std::future::pending(),
             )
@@ -744,14 +744,14 @@ mod tests {
         let (_client_tx, incoming) = fmpsc::unbounded();
         let (outgoing, _client_rx) = fmpsc::unbounded();
         let (_core_tx, upstream) = mpsc::channel::<Result<pb::ServerFrame, tonic::Status>>(8);
-        let (to_core, _core_rx) = mpsc::channel(8);
+        let (mut to_core, _core_rx) = fmpsc::channel(8);
         let mut socket = FakeSocket { incoming, outgoing };
         let peer = peer(unix_now() + 3600, Duration::from_secs(30));
         let mut upstream = ReceiverStream::new(upstream);
         let relay = relay(
             &mut socket,
             &mut upstream,
-            &to_core,
+            &mut to_core,
             &peer,
             std::future::pending(),
         );
@@ -791,7 +791,7 @@ mod tests {
         h.client_tx
             .unbounded_send(Message::Binary(unsubscribe.to_string().into_bytes().into()))
             .expect("send");
-        let forwarded = h.core_rx.recv().await.expect("forwarded frame");
+        let forwarded = h.core_rx.next().await.expect("forwarded frame");
         assert!(matches!(
             forwarded.frame,
             Some(pb::client_frame::Frame::Unsubscribe(_))
@@ -908,7 +908,7 @@ mod tests {
             h.say(send.to_string());
         }
         for _ in 0..2 {
-            let forwarded = h.core_rx.recv().await.expect("forwarded frame");
+            let forwarded = h.core_rx.next().await.expect("forwarded frame");
             assert!(matches!(forwarded.frame, Some(pb::client_frame::Frame::Send(_))));
         }
         let error = next_json(&mut h.client_rx).await;
@@ -1014,7 +1014,7 @@ mod tests {
         let mut h = start();
         drop(h.client_tx);
         h.task.await.expect("relay ends");
-        assert!(h.core_rx.recv().await.is_none(), "to_core sender dropped");
+        assert!(h.core_rx.next().await.is_none(), "to_core sender dropped");
         assert!(h.core_tx.is_closed(), "upstream dropped");
     }
 }
