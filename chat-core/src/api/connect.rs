@@ -1,6 +1,8 @@
 //! `Connect`: one client connection's frames in, its events out. Frames are
 //! handled in order; each subscription forwards its events from its own task
-//! into the connection's bounded outgoing queue.
+//! into the connection's bounded outgoing queue (a `futures` channel: it
+//! allocates per frame queued, where Tokio's allocates ~0.8 KiB up front,
+//! which every idle connection would hold).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -8,9 +10,10 @@ use std::sync::Arc;
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
+use futures::channel::mpsc as queue;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -26,7 +29,7 @@ const OUTGOING_QUEUE: usize = 1024;
 
 /// A connection's outgoing frames, boxed: an idle connection's queue then
 /// holds a block of pointers rather than of whole frames.
-type Outgoing = mpsc::Sender<Frame>;
+type Outgoing = queue::Sender<Frame>;
 type Frame = Box<pb::ServerFrame>;
 
 fn frame(frame: Out) -> Frame {
@@ -58,8 +61,10 @@ pub fn serve(
     message_limit: Option<Arc<UserLimits>>,
     frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
-    let (tx, mut rx) = mpsc::channel(OUTGOING_QUEUE);
+    let (tx, mut rx) = queue::channel(OUTGOING_QUEUE);
     let slow = CancellationToken::new();
+    // The connection stops once its stream is dropped, polled or not.
+    let gone = slow.clone().drop_guard();
     tokio::spawn(
         Connection {
             core,
@@ -76,6 +81,7 @@ pub fn serve(
     // Ends the stream with `slow_consumer` as soon as the queue overflows,
     // without first draining what the client could not keep up with.
     Box::pin(async_stream::stream! {
+        let _gone = gone;
         loop {
             tokio::select! {
                 biased;
@@ -85,7 +91,7 @@ pub fn serve(
                     )));
                     break;
                 }
-                item = rx.recv() => match item {
+                item = rx.next() => match item {
                     Some(item) => yield Ok(*item),
                     None => break,
                 },
@@ -121,7 +127,8 @@ struct Connection {
     subscriptions: HashMap<String, Subscribed>,
     /// The task forwarding the operators' queue, while watched.
     queue: Option<QueueWatch>,
-    /// Cancelled when the client fell behind its outgoing queue.
+    /// Cancelled when the client fell behind its outgoing queue, and when
+    /// the connection's outgoing stream is dropped (the client is gone).
     slow: CancellationToken,
 }
 
@@ -130,7 +137,7 @@ impl Connection {
         loop {
             let next = tokio::select! {
                 next = frames.next() => next,
-                () = self.tx.closed() => break,
+                () = self.slow.cancelled() => break,
             };
             match next {
                 // Boxed: a frame's handling (a send's transaction, above all)
@@ -297,7 +304,7 @@ async fn forward(
     mut events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
     session_id: String,
     mut send_done: watch::Receiver<Sends>,
-    tx: Outgoing,
+    mut tx: Outgoing,
     slow: CancellationToken,
 ) {
     let mut known = KnownRuns::default();
@@ -320,14 +327,14 @@ async fn forward(
                     session_id: session_id.clone(),
                 });
                 for out in [error_frame(&err, &session_id, ""), frame(ended)] {
-                    if !queue(&tx, &slow, out) {
+                    if !queue(&mut tx, &slow, out) {
                         break;
                     }
                 }
                 return;
             }
         };
-        if !queue(&tx, &slow, frame(Out::Event(ev))) {
+        if !queue(&mut tx, &slow, frame(Out::Event(ev))) {
             return;
         }
     }
@@ -343,7 +350,7 @@ impl Connection {
             Ok(updates) => updates,
             Err(err) => return Some(error_frame(&err, "", "")),
         };
-        let tx = self.tx.clone();
+        let mut tx = self.tx.clone();
         let slow = self.slow.clone();
         let task = tokio::spawn(async move {
             while let Some(update) = updates.next().await {
@@ -351,7 +358,7 @@ impl Connection {
                     Ok(update) => (frame(Out::Queue(update)), false),
                     Err(err) => (error_frame(&err, "", ""), true),
                 };
-                if !queue(&tx, &slow, out) || last {
+                if !queue(&mut tx, &slow, out) || last {
                     return;
                 }
             }
@@ -436,14 +443,14 @@ impl KnownRuns {
 /// Queues a subscription's frame without waiting. A full queue means the
 /// client cannot keep up: the connection ends (`slow`) rather than block the
 /// session's events. Returns whether the frame was queued.
-fn queue(tx: &Outgoing, slow: &CancellationToken, out: Frame) -> bool {
+fn queue(tx: &mut Outgoing, slow: &CancellationToken, out: Frame) -> bool {
     match tx.try_send(out) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(full) if full.is_full() => {
             slow.cancel();
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(_closed) => false,
     }
 }
 
@@ -457,6 +464,7 @@ mod tests {
 
     use super::*;
     use pb::session_event::Event;
+    use tokio::sync::mpsc;
 
     fn run(run_id: &str, status: pb::RunStatus) -> pb::SessionEvent {
         pb::SessionEvent {
@@ -512,7 +520,7 @@ mod tests {
         events_tx: mpsc::Sender<Result<pb::SessionEvent, ServiceError>>,
         sending: watch::Sender<Sends>,
         tx: Outgoing,
-        rx: mpsc::Receiver<Frame>,
+        rx: queue::Receiver<Frame>,
         task: JoinHandle<()>,
     }
 
@@ -520,7 +528,7 @@ mod tests {
         fn spawn() -> Self {
             let (events_tx, events_rx) = mpsc::channel(1);
             let (sending, send_done) = watch::channel(Sends::default());
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = queue::channel(16);
             let task = tokio::spawn(forward(
                 tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
                 "s".into(),
@@ -552,7 +560,7 @@ mod tests {
         let Forwarder {
             events_tx,
             sending,
-            tx,
+            mut tx,
             mut rx,
             task: forwarder,
         } = Forwarder::spawn();
@@ -579,7 +587,7 @@ mod tests {
 
         let mut seen = Vec::new();
         while seen.len() < 8 {
-            seen.push(describe(&rx.recv().await.unwrap()));
+            seen.push(describe(&rx.next().await.unwrap()));
         }
         assert_eq!(
             seen,
@@ -606,7 +614,7 @@ mod tests {
         let Forwarder {
             events_tx,
             sending,
-            tx,
+            mut tx,
             mut rx,
             task: forwarder,
         } = Forwarder::spawn();
@@ -623,7 +631,7 @@ mod tests {
 
         let mut seen = Vec::new();
         while seen.len() < 2 {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next()).await;
             let Ok(Some(frame)) = next else { break };
             seen.push(describe(&frame));
         }

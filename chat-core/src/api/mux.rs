@@ -17,10 +17,10 @@ use std::task::{Context, Poll};
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, mux_client_frame::Kind as In, mux_server_frame::Kind as Out};
+use futures::channel::mpsc as queue;
 use futures::stream::SelectAll;
-use futures::{Stream, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
@@ -64,7 +64,7 @@ async fn route(
     ends: impl Fn(&UserId) -> Ends,
     opened: mpsc::UnboundedSender<ConnFrames>,
 ) {
-    let mut conns: HashMap<u64, mpsc::Sender<Box<pb::ClientFrame>>> = HashMap::new();
+    let mut conns: HashMap<u64, queue::Sender<Box<pb::ClientFrame>>> = HashMap::new();
     loop {
         let next = tokio::select! {
             next = frames.next() => next,
@@ -86,7 +86,7 @@ async fn route(
             Some(In::Frame(frame)) => {
                 // A connection that is gone (or never opened) had its end
                 // said already; its late frames are dropped.
-                if let Some(tx) = conns.get(&conn)
+                if let Some(tx) = conns.get_mut(&conn)
                     && tx.send(Box::new(frame)).await.is_err()
                 {
                     conns.remove(&conn);
@@ -108,7 +108,7 @@ fn open_conn(
     conn: u64,
     open: pb::MuxOpen,
     ends: &impl Fn(&UserId) -> Ends,
-) -> (Option<mpsc::Sender<Box<pb::ClientFrame>>>, ConnFrames) {
+) -> (Option<queue::Sender<Box<pb::ClientFrame>>>, ConnFrames) {
     let refusal = match UserId::parse(&open.user_id) {
         Err(_) => Err("malformed user id"),
         Ok(_) if !open.sign_in.is_empty() && core.streams().is_signed_out(&open.sign_in) => {
@@ -124,9 +124,10 @@ fn open_conn(
             return (None, Box::pin(only_end));
         }
     };
-    // Boxed frames: the queue's first block holds pointers, not whole frames
-    // (an idle connection's queue would otherwise take kilobytes).
-    let (tx, rx) = mpsc::channel::<Box<pb::ClientFrame>>(INCOMING_QUEUE);
+    // A `futures` queue of boxed frames: it allocates per frame queued, so an
+    // idle connection's queue is a few hundred bytes (Tokio's allocates a
+    // cache-padded state and a block of 32 slots up front).
+    let (tx, rx) = queue::channel::<Box<pb::ClientFrame>>(INCOMING_QUEUE);
     let request_id = Some(open.request_id).filter(|id| !id.is_empty());
     let ends = ends(&user);
     let served = until_ended(
@@ -135,7 +136,7 @@ fn open_conn(
             Principal::User(user),
             request_id,
             None,
-            ReceiverStream::new(rx).map(|frame| Ok(*frame)),
+            rx.map(|frame| Ok(*frame)),
         ),
         ends,
     );
