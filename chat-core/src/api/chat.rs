@@ -46,48 +46,83 @@ pub(super) struct Ends {
     pub(super) clock: Option<TokenClock>,
 }
 
-pub(super) fn until_ended<T: Send + 'static>(
-    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
-    ends: Ends,
-) -> EventStream<T> {
-    Box::pin(async_stream::stream! {
-        let Ends { draining, guard, clock } = ends;
-        let revoked = async {
-            match &guard {
-                Some(guard) => guard.revoked().await,
-                None => std::future::pending().await,
-            }
-        };
-        let expired = async {
-            match clock {
-                Some(clock) => clock.closed().await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut stream = std::pin::pin!(stream);
-        let mut revoked = std::pin::pin!(revoked);
-        let mut expired = std::pin::pin!(expired);
-        loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(item) => yield item,
-                    None => break,
-                },
-                () = draining.cancelled() => {
-                    yield Err(ErrorCode::Unavailable.status("chat-core restarting; reconnect and resume"));
-                    break;
-                }
-                () = &mut revoked => {
-                    yield Err(ErrorCode::Unauthenticated.status("signed out; sign in again"));
-                    break;
-                }
-                () = &mut expired => {
-                    yield Err(ErrorCode::Unauthenticated.status("access token expired"));
-                    break;
-                }
+/// `stream`, ended early by `ends`: the reason comes as its last item.
+pub(super) fn until_ended<T, S>(stream: S, ends: Ends) -> EventStream<T>
+where
+    T: Send + 'static,
+    S: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
+{
+    let Ends {
+        draining,
+        guard,
+        clock,
+    } = ends;
+    let draining: EndFuture = Box::pin(async move {
+        draining.cancelled_owned().await;
+        ErrorCode::Unavailable.status("chat-core restarting; reconnect and resume")
+    });
+    let revoked = guard.as_ref().map(|guard| {
+        let revoked = guard.revoked();
+        Box::pin(async move {
+            revoked.await;
+            ErrorCode::Unauthenticated.status("signed out; sign in again")
+        }) as EndFuture
+    });
+    let expired = clock.map(|clock| {
+        Box::pin(async move {
+            clock.closed().await;
+            ErrorCode::Unauthenticated.status("access token expired")
+        }) as EndFuture
+    });
+    Box::pin(UntilEnded {
+        stream,
+        ends: [Some(draining), revoked, expired],
+        _guard: guard,
+        over: false,
+    })
+}
+
+/// One way a stream ends early, and the status it ends with.
+type EndFuture = Pin<Box<dyn Future<Output = Status> + Send>>;
+
+/// A stream and what ends it early. Each end is a future of its own, boxed
+/// only when it applies (a multiplexed connection has no token clock), so an
+/// idle stream holds a few hundred bytes rather than one state machine sized
+/// for every end at once: every idle connection holds one.
+struct UntilEnded<S> {
+    stream: S,
+    ends: [Option<EndFuture>; 3],
+    /// Counts the stream against its user's cap while it lives.
+    _guard: Option<StreamGuard>,
+    over: bool,
+}
+
+impl<T, S> Stream for UntilEnded<S>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.over {
+            return Poll::Ready(None);
+        }
+        for end in self.ends.iter_mut().flatten() {
+            if let Poll::Ready(status) = end.as_mut().poll(cx) {
+                self.over = true;
+                return Poll::Ready(Some(Err(status)));
             }
         }
-    })
+        let item = self.stream.poll_next_unpin(cx);
+        if let Poll::Ready(None) = item {
+            self.over = true;
+        }
+        item
+    }
 }
 
 /// How streams of end users are bounded.
@@ -364,7 +399,7 @@ impl ChatService for ChatApi {
             })
             .map_err(Status::from)
         }));
-        Ok(Response::new(until_ended(stream, ends)))
+        Ok(Response::new(until_ended(Box::pin(stream), ends)))
     }
 
     type SubscribeStream = EventStream<pb::SessionEvent>;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
@@ -61,7 +62,7 @@ pub fn serve(
     message_limit: Option<Arc<UserLimits>>,
     frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
-    let (tx, mut rx) = queue::channel(OUTGOING_QUEUE);
+    let (tx, rx) = queue::channel(OUTGOING_QUEUE);
     let slow = CancellationToken::new();
     // The connection stops once its stream is dropped, polled or not.
     let gone = slow.clone().drop_guard();
@@ -78,26 +79,47 @@ pub fn serve(
         }
         .run(frames),
     );
-    // Ends the stream with `slow_consumer` as soon as the queue overflows,
-    // without first draining what the client could not keep up with.
-    Box::pin(async_stream::stream! {
-        let _gone = gone;
-        loop {
-            tokio::select! {
-                biased;
-                () = slow.cancelled() => {
-                    yield Err(ErrorCode::SlowConsumer.status(format!(
-                        "fell more than {OUTGOING_QUEUE} frames behind; reconnect and resume with after_seq"
-                    )));
-                    break;
-                }
-                item = rx.next() => match item {
-                    Some(item) => yield Ok(*item),
-                    None => break,
-                },
-            }
-        }
+    Box::pin(FramesOut {
+        rx,
+        slow,
+        _gone: gone,
+        over: false,
     })
+}
+
+/// A connection's frames out: its queue, ended with `slow_consumer` as soon
+/// as the queue overflows, without first draining what the client could not
+/// keep up with. Dropping it stops the connection (`_gone`).
+struct FramesOut {
+    rx: queue::Receiver<Frame>,
+    slow: CancellationToken,
+    _gone: tokio_util::sync::DropGuard,
+    over: bool,
+}
+
+impl Stream for FramesOut {
+    type Item = Result<pb::ServerFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.over {
+            return Poll::Ready(None);
+        }
+        // An overflow also closes the queue (see `queue`), waking this.
+        if self.slow.is_cancelled() {
+            self.over = true;
+            return Poll::Ready(Some(Err(ErrorCode::SlowConsumer.status(format!(
+                "fell more than {OUTGOING_QUEUE} frames behind; reconnect and resume with after_seq"
+            )))));
+        }
+        match self.rx.poll_next_unpin(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(Ok(*frame))),
+            Poll::Ready(None) => {
+                self.over = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A session subscription of a connection: the task forwarding its events,
@@ -448,6 +470,8 @@ fn queue(tx: &mut Outgoing, slow: &CancellationToken, out: Frame) -> bool {
         Ok(()) => true,
         Err(full) if full.is_full() => {
             slow.cancel();
+            // Wakes the connection's outgoing stream, which then ends.
+            tx.close_channel();
             false
         }
         Err(_closed) => false,

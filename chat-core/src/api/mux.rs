@@ -140,28 +140,52 @@ fn open_conn(
         ),
         ends,
     );
-    let frames = async_stream::stream! {
-        yield pb::MuxServerFrame {
-            conn,
-            kind: Some(Out::Opened(pb::MuxOpened {})),
-        };
-        let mut served = served;
-        let mut status = None;
-        while let Some(item) = served.next().await {
-            match item {
-                Ok(frame) => yield pb::MuxServerFrame {
-                    conn,
-                    kind: Some(Out::Frame(frame)),
-                },
-                Err(err) => {
-                    status = Some(err);
-                    break;
-                }
-            }
-        }
-        yield ended(conn, status.as_ref());
+    let frames = ConnFramesOut {
+        conn,
+        served: Some(served),
+        opened: false,
     };
     (Some(tx), Box::pin(frames))
+}
+
+/// A connection's frames out: `opened`, what it is served, then `ended`
+/// (with the status it ended with, if any).
+struct ConnFramesOut {
+    conn: u64,
+    /// None once `ended` is said.
+    served: Option<EventStream<pb::ServerFrame>>,
+    opened: bool,
+}
+
+impl Stream for ConnFramesOut {
+    type Item = pb::MuxServerFrame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let conn = self.conn;
+        if !self.opened {
+            self.opened = true;
+            return Poll::Ready(Some(pb::MuxServerFrame {
+                conn,
+                kind: Some(Out::Opened(pb::MuxOpened {})),
+            }));
+        }
+        let Some(served) = self.served.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let status = match served.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                return Poll::Ready(Some(pb::MuxServerFrame {
+                    conn,
+                    kind: Some(Out::Frame(frame)),
+                }));
+            }
+            Poll::Ready(Some(Err(status))) => Some(status),
+            Poll::Ready(None) => None,
+        };
+        self.served = None;
+        Poll::Ready(Some(ended(conn, status.as_ref())))
+    }
 }
 
 fn ended(conn: u64, status: Option<&Status>) -> pb::MuxServerFrame {
