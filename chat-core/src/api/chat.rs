@@ -57,23 +57,20 @@ where
         guard,
         clock,
     } = ends;
-    let draining: EndFuture = Box::pin(async move {
-        draining.cancelled_owned().await;
-        ErrorCode::Unavailable.status("chat-core restarting; reconnect and resume")
-    });
+    let draining = ending(
+        draining.cancelled_owned(),
+        ErrorCode::Unavailable,
+        "chat-core restarting; reconnect and resume",
+    );
     let revoked = guard.as_ref().map(|guard| {
-        let revoked = guard.revoked();
-        Box::pin(async move {
-            revoked.await;
-            ErrorCode::Unauthenticated.status("signed out; sign in again")
-        }) as EndFuture
+        ending(
+            guard.revoked(),
+            ErrorCode::Unauthenticated,
+            "signed out; sign in again",
+        )
     });
-    let expired = clock.map(|clock| {
-        Box::pin(async move {
-            clock.closed().await;
-            ErrorCode::Unauthenticated.status("access token expired")
-        }) as EndFuture
-    });
+    let expired =
+        clock.map(|clock| ending(clock.closed(), ErrorCode::Unauthenticated, "access token expired"));
     Box::pin(UntilEnded {
         stream,
         ends: [Some(draining), revoked, expired],
@@ -84,6 +81,18 @@ where
 
 /// One way a stream ends early, and the status it ends with.
 type EndFuture = Pin<Box<dyn Future<Output = Status> + Send>>;
+
+/// Ends a stream with `code` and `message` once `done` completes.
+fn ending(
+    done: impl Future<Output = ()> + Send + 'static,
+    code: ErrorCode,
+    message: &'static str,
+) -> EndFuture {
+    Box::pin(async move {
+        done.await;
+        code.status(message)
+    })
+}
 
 /// A stream and what ends it early. Each end is a future of its own, boxed
 /// only when it applies (a multiplexed connection has no token clock), so an

@@ -568,6 +568,20 @@ mod tests {
                 task,
             }
         }
+
+        /// Publishes `ev` and waits until the forwarder has taken it (room
+        /// for one: once the slot is free again, on this single-threaded
+        /// runtime, the forwarder has done all it does with the event).
+        async fn publish(&self, ev: pb::SessionEvent) {
+            self.events_tx.send(Ok(ev)).await.unwrap();
+            drop(self.events_tx.reserve().await.unwrap());
+        }
+
+        /// Queues the connection's ack of a send.
+        async fn ack(&self) {
+            let mut tx = self.tx.clone();
+            tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        }
     }
 
     /// The interleaving the hold-back exists for, fed to the forwarder
@@ -578,40 +592,24 @@ mod tests {
     /// without waiting.
     #[tokio::test]
     async fn events_of_a_run_claimed_before_the_ack_wait_for_it() {
-        // Room for one event: once the next slot is free, the forwarder has
-        // taken the event and (on this single-threaded runtime) done all it
-        // does with it before the test goes on.
-        let Forwarder {
-            events_tx,
-            sending,
-            mut tx,
-            mut rx,
-            task: forwarder,
-        } = Forwarder::spawn();
-        let publish = |ev: pb::SessionEvent| {
-            let events_tx = events_tx.clone();
-            async move {
-                events_tx.send(Ok(ev)).await.unwrap();
-                drop(events_tx.reserve().await.unwrap());
-            }
-        };
+        let mut f = Forwarder::spawn();
 
-        publish(run("r1", pb::RunStatus::Running)).await;
-        publish(delta("r1", 0)).await;
+        f.publish(run("r1", pb::RunStatus::Running)).await;
+        f.publish(delta("r1", 0)).await;
         // The send, as `Connection::send` does it: in flight from before its
         // commit until its ack is queued.
-        let in_flight = Sending::start(&sending);
-        publish(delta("r1", 1)).await;
-        publish(reply("r1", 3)).await;
-        publish(run("r1", pb::RunStatus::Completed)).await;
-        publish(run("r2", pb::RunStatus::Running)).await;
-        tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        let in_flight = Sending::start(&f.sending);
+        f.publish(delta("r1", 1)).await;
+        f.publish(reply("r1", 3)).await;
+        f.publish(run("r1", pb::RunStatus::Completed)).await;
+        f.publish(run("r2", pb::RunStatus::Running)).await;
+        f.ack().await;
         drop(in_flight);
-        publish(delta("r2", 0)).await;
+        f.publish(delta("r2", 0)).await;
 
         let mut seen = Vec::new();
         while seen.len() < 8 {
-            seen.push(describe(&rx.next().await.unwrap()));
+            seen.push(describe(&f.rx.next().await.unwrap()));
         }
         assert_eq!(
             seen,
@@ -627,7 +625,7 @@ mod tests {
             ],
             "the ack precedes every event of the run it starts"
         );
-        forwarder.abort();
+        f.task.abort();
     }
 
     /// Sends back to back: the second begins as soon as the first's ack is
@@ -635,27 +633,17 @@ mod tests {
     /// for the first send goes out after that ack, not after the second's.
     #[tokio::test]
     async fn a_held_event_waits_for_the_send_in_flight_not_for_the_next() {
-        let Forwarder {
-            events_tx,
-            sending,
-            mut tx,
-            mut rx,
-            task: forwarder,
-        } = Forwarder::spawn();
+        let mut f = Forwarder::spawn();
 
-        let first = Sending::start(&sending);
-        events_tx
-            .send(Ok(run("r1", pb::RunStatus::Running)))
-            .await
-            .unwrap();
-        drop(events_tx.reserve().await.unwrap());
-        tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        let first = Sending::start(&f.sending);
+        f.publish(run("r1", pb::RunStatus::Running)).await;
+        f.ack().await;
         drop(first);
-        let second = Sending::start(&sending);
+        let second = Sending::start(&f.sending);
 
         let mut seen = Vec::new();
         while seen.len() < 2 {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.next()).await;
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), f.rx.next()).await;
             let Ok(Some(frame)) = next else { break };
             seen.push(describe(&frame));
         }
@@ -665,6 +653,6 @@ mod tests {
             "not held behind the second send"
         );
         drop(second);
-        forwarder.abort();
+        f.task.abort();
     }
 }

@@ -697,6 +697,17 @@ mod tests {
                 .unbounded_send(Message::Text(text.into().into()))
                 .expect("send");
         }
+
+        /// Sends an `auth` frame with `token` from the client.
+        fn say_auth(&self, token: &str) {
+            self.say(json!({"type": "auth", "access_token": token}).to_string());
+        }
+    }
+
+    /// A fresh access token (valid for a minute) of `user_id`, signed with the test secret.
+    fn access_token_of(user_id: &str) -> String {
+        let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
+        tokens.issue_access(user_id, None).expect("sign")
     }
 
     const SECRET: &[u8] = b"relay-test-secret";
@@ -990,10 +1001,7 @@ mod tests {
     async fn fresh_token_in_band_keeps_the_socket_open() {
         let mut h = start_with_token(unix_now(), Duration::from_millis(300));
         assert_eq!(next_json(&mut h.client_rx).await["code"], "token_expired");
-        let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let fresh = tokens.issue_access("u1", None).expect("sign");
-        let auth = json!({"type": "auth", "access_token": fresh});
-        h.say(auth.to_string());
+        h.say_auth(&access_token_of("u1"));
         let reply = next_json(&mut h.client_rx).await;
         assert_eq!(reply["type"], "authenticated", "{reply}");
         assert!(reply["expires_at"].as_u64() >= Some(unix_now() + 59));
@@ -1005,8 +1013,7 @@ mod tests {
     #[tokio::test]
     async fn a_garbage_in_band_token_is_refused_and_the_socket_stays_open() {
         let mut h = start();
-        let auth = json!({"type": "auth", "access_token": "garbage"});
-        h.say(auth.to_string());
+        h.say_auth("garbage");
         let reply = next_json(&mut h.client_rx).await;
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
@@ -1019,10 +1026,7 @@ mod tests {
     #[tokio::test]
     async fn an_in_band_token_of_another_user_closes_the_socket_with_1008() {
         let mut h = start();
-        let tokens = Tokens::new(SECRET, Duration::from_secs(60), Duration::from_secs(60));
-        let other = tokens.issue_access("u2", None).expect("sign");
-        let auth = json!({"type": "auth", "access_token": other});
-        h.say(auth.to_string());
+        h.say_auth(&access_token_of("u2"));
         let reply = next_json(&mut h.client_rx).await;
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
