@@ -4,6 +4,12 @@
 /// Longest accepted `client_msg_id`.
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
 
+/// Frames queued for one client connection, on each hop (chat-core's
+/// outgoing queue per connection, the gateway's per socket), before it counts
+/// as a slow consumer and is closed. Room for two long replies (2,000 deltas
+/// each): a reader may lag a whole reply behind a fast agent and lose nothing.
+pub const CONNECTION_FRAME_QUEUE: usize = 4096;
+
 /// Default largest message content, in bytes.
 pub const DEFAULT_MAX_CONTENT_BYTES: usize = 16 * 1024;
 

@@ -42,7 +42,7 @@ use crate::core::CoreClient;
 const CLIENT_FRAME_QUEUE: usize = 16;
 /// Server frames queued for a socket before it counts as a slow consumer
 /// (chat-core's own queue per connection is as long).
-const SERVER_FRAME_QUEUE: usize = 1024;
+const SERVER_FRAME_QUEUE: usize = chat_common::limits::CONNECTION_FRAME_QUEUE;
 /// How long opening a socket's connection may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 

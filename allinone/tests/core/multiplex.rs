@@ -294,7 +294,8 @@ async fn narrow_channel(url: &str) -> tonic::transport::Channel {
 }
 
 /// Words in the reply that overflows a connection's queue: more frames than
-/// the queue (1024), the HTTP/2 send buffer and the small window hold.
+/// the queue (`CONNECTION_FRAME_QUEUE`, 4096), the HTTP/2 send buffer and the
+/// small window hold.
 const FLOOD_WORDS: usize = 20_000;
 
 /// A stack whose messages may be long enough for [`FLOOD_WORDS`].

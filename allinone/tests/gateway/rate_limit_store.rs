@@ -49,6 +49,21 @@ async fn store_suite(store: Arc<dyn RateLimitStore>) -> anyhow::Result<()> {
     assert!(auth.allowed && auth.limit == 1 && auth.remaining == 0, "{auth:?}");
     assert!(!store.check(Tier::Auth, &key).await?.allowed);
 
+    // Several tiers counted in turn (one round trip on Redis): a tier after
+    // the one that refuses is not counted.
+    let turn = format!("{key}-turn");
+    let both = store.check_in_turn(&[Tier::Auth, Tier::Messages], &turn).await?;
+    let shape: Vec<_> = both.iter().map(|d| (d.allowed, d.limit, d.remaining)).collect();
+    assert_eq!(shape, [(true, 1, 0), (true, 2, 1)], "{both:?}");
+    let refused = store.check_in_turn(&[Tier::Auth, Tier::Messages], &turn).await?;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        !refused[0].allowed && refused[0].retry_after > Duration::ZERO,
+        "{refused:?}"
+    );
+    let messages = store.check(Tier::Messages, &turn).await?;
+    assert!(messages.allowed && messages.remaining == 0, "{messages:?}");
+
     // The allowance comes back as time passes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

@@ -25,11 +25,11 @@ use crate::dispatch::RunOrigin;
 use crate::domain::{MessageRole, Principal, SessionId};
 use crate::service::{ChatCore, ServiceError};
 
-/// Frames a connection may have queued before its subscriptions wait.
-const OUTGOING_QUEUE: usize = 1024;
+/// Frames a connection may have queued before it ends as a slow consumer.
+const OUTGOING_QUEUE: usize = chat_common::limits::CONNECTION_FRAME_QUEUE;
 
-/// A connection's outgoing frames, boxed: an idle connection's queue then
-/// holds a block of pointers rather than of whole frames.
+/// A connection's outgoing frames, boxed: a queued frame costs one node
+/// holding a pointer.
 type Outgoing = queue::Sender<Frame>;
 type Frame = Box<pb::ServerFrame>;
 

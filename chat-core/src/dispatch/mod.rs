@@ -39,7 +39,8 @@ pub struct DispatchConfig {
 
 /// Where a run came from: the trace and the request id of the send that
 /// queued it, so the run's spans join the sender's trace and its logs (and
-/// the worker's) carry the request id.
+/// the worker's) carry the request id; and the session's metadata as the
+/// send read it, so the run's request needs no second read of the session.
 ///
 /// Kept in memory only, from the send to the start of the run on this
 /// replica. A run started elsewhere (another replica took it over, or this
@@ -49,6 +50,8 @@ pub struct DispatchConfig {
 pub struct RunOrigin {
     pub request_id: Option<String>,
     pub parent: chat_common::trace::Parent,
+    /// The session's metadata (fixed at creation).
+    pub session_metadata: Option<String>,
 }
 
 impl RunOrigin {
@@ -57,11 +60,12 @@ impl RunOrigin {
         Self {
             request_id,
             parent: chat_common::trace::Parent::current(),
+            session_metadata: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.request_id.is_none() && !self.parent.is_some()
+        self.request_id.is_none() && !self.parent.is_some() && self.session_metadata.is_none()
     }
 }
 

@@ -14,7 +14,7 @@ use tracing::{Instrument as _, info, warn};
 
 use super::attempt::{Attempt, Outcome, Reply, Step, retryable};
 use super::workers::RunStream;
-use super::{Dispatcher, InflightRun};
+use super::{Dispatcher, InflightRun, RunOrigin};
 use crate::bus::{BusItem, DeltaLog};
 use crate::domain::{Run, RunErrorCode, RunFailure, RunStatus, SessionId, ToolCallRecord};
 use crate::lifecycle::{AfterReply, SessionEffect};
@@ -90,12 +90,12 @@ impl Dispatcher {
         if let Some(id) = &origin.request_id {
             span.record("request_id", id.as_str());
         }
-        self.execute_attempts(run, origin.request_id.as_deref())
+        self.execute_attempts(run, &origin)
             .instrument(span)
             .await
     }
 
-    async fn execute_attempts(&self, mut run: Run, request_id: Option<&str>) -> AfterReply {
+    async fn execute_attempts(&self, mut run: Run, origin: &RunOrigin) -> AfterReply {
         let in_flight = metrics::gauge!("chat_runs_in_flight");
         in_flight.increment(1.0);
         let _in_flight = scopeguard(move || in_flight.decrement(1.0));
@@ -106,13 +106,17 @@ impl Dispatcher {
             let attempt = run.attempt.max(1);
             let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
             self.inflight.insert(run.session_id.clone(), inflight.clone());
-            if attempt > 1 {
-                // A new attempt: clients drop the earlier attempt's partial
-                // reply and take this one from delta 0.
-                self.runs.publish(&run, RunStatus::Retrying, "").await;
-            }
-            self.runs.publish(&run, RunStatus::Running, "").await;
-            let outcome = self.run_attempt(&run, &inflight, &cancel, request_id).await;
+            let announce = async {
+                if attempt > 1 {
+                    // A new attempt: clients drop the earlier attempt's partial
+                    // reply and take this one from delta 0.
+                    self.runs.publish(&run, RunStatus::Retrying, "").await;
+                }
+                self.runs.publish(&run, RunStatus::Running, "").await;
+            };
+            let outcome = self
+                .run_attempt(&run, &inflight, &cancel, origin, announce)
+                .await;
             match outcome {
                 Outcome::Failed {
                     failure,
@@ -235,17 +239,29 @@ impl Dispatcher {
         })
     }
 
-    /// One attempt: opens the worker's stream, then follows it.
+    /// One attempt: announces it (`announce`, while the request is
+    /// prepared), opens the worker's stream, then follows it.
     async fn run_attempt(
         &self,
         run: &Run,
         inflight: &InflightRun,
         cancel: &CancellationToken,
-        request_id: Option<&str>,
+        origin: &RunOrigin,
+        announce: impl Future<Output = ()>,
     ) -> Outcome {
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.run_timeout;
-        match self.open_stream(run, inflight.attempt, cancel, request_id).await {
+        // The announcement goes out before any of the attempt's events.
+        let request = self.request(run, inflight.attempt, origin.session_metadata.as_deref());
+        let (request, ()) = tokio::join!(request, announce);
+        let opened = match request {
+            Ok(request) => {
+                self.open_stream(request, cancel, origin.request_id.as_deref())
+                    .await
+            }
+            Err(outcome) => Err(outcome),
+        };
+        match opened {
             Ok(stream) => {
                 self.follow(run, inflight, cancel, stream, deadline, started)
                     .await
@@ -254,34 +270,46 @@ impl Dispatcher {
         }
     }
 
-    /// Sends the run with its history to a worker, within the dispatch timeout.
-    async fn open_stream(
+    /// What the worker gets: the run with its history and its session's
+    /// metadata (fixed at creation: the send's copy when it has one, else
+    /// read with the history).
+    async fn request(
         &self,
         run: &Run,
         attempt: u32,
-        cancel: &CancellationToken,
-        request_id: Option<&str>,
-    ) -> Result<RunStream, Outcome> {
-        let history = self
-            .history(run)
-            .await
-            .map_err(|error| internal(format!("failed to load history: {error}")))?;
-        // The session's metadata (set at creation) reaches the agent with every run.
-        let metadata_json = self
-            .store
-            .get_session(&run.session_id)
-            .await
-            .map_err(|error| internal(format!("failed to load the session: {error}")))?
-            .map(|session| session.metadata)
-            .unwrap_or_default();
-        let request = agent::RunRequest {
+        metadata: Option<&str>,
+    ) -> Result<agent::RunRequest, Outcome> {
+        let metadata = async {
+            match metadata {
+                Some(metadata) => Ok(metadata.to_owned()),
+                None => self
+                    .store
+                    .get_session(&run.session_id)
+                    .await
+                    .map(|session| session.map(|s| s.metadata).unwrap_or_default()),
+            }
+        };
+        let (history, metadata_json) = tokio::join!(self.history(run), metadata);
+        let history = history.map_err(|error| internal(format!("failed to load history: {error}")))?;
+        let metadata_json =
+            metadata_json.map_err(|error| internal(format!("failed to load the session: {error}")))?;
+        Ok(agent::RunRequest {
             run_id: run.id.to_string(),
             session_id: run.session_id.to_string(),
             agent: run.agent.clone(),
             attempt,
             history,
             metadata_json,
-        };
+        })
+    }
+
+    /// Sends the run to a worker, within the dispatch timeout.
+    async fn open_stream(
+        &self,
+        request: agent::RunRequest,
+        cancel: &CancellationToken,
+        request_id: Option<&str>,
+    ) -> Result<RunStream, Outcome> {
         let dispatch = self.workers.run(request, self.config.run_timeout, request_id);
         tokio::select! {
             result = tokio::time::timeout(self.config.dispatch_timeout, dispatch) => match result {

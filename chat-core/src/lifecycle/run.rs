@@ -58,17 +58,9 @@ impl RunLifecycle {
     /// Announces a status the run is in (queued, running, retrying), or one
     /// it ended in; terminal statuses are counted in the run metrics.
     pub async fn publish(&self, run: &Run, status: RunStatus, error: &str) {
-        if status.is_terminal() {
-            let agent = run.agent.clone();
-            metrics::counter!("chat_runs_total", "agent" => agent.clone(), "status" => status.as_str())
-                .increment(1);
-            // From queued to the outcome: what the user waited for.
-            let waited_ms = now_ms().saturating_sub(run.created_at).max(0);
-            metrics::histogram!("chat_run_duration_seconds", "agent" => agent)
-                .record(waited_ms as f64 / 1000.0);
-        }
-        let update = convert::run_update(run, status, error);
-        self.bus.publish(&run.session_id, event(Event::Run(update))).await;
+        self.bus
+            .publish(&run.session_id, status_event(run, status, error))
+            .await;
     }
 
     /// Moves a run that has not ended to `failed` or `cancelled` and
@@ -115,14 +107,19 @@ impl RunLifecycle {
         match self.commit_reply(completion).await {
             Ok(Completed { message, next }) => {
                 metrics::counter!("chat_messages_stored_total", "role" => message.role.as_str()).increment(1);
-                self.bus
-                    .publish(
-                        &run.session_id,
-                        event(Event::Message(Box::new(convert::message(&message)))),
-                    )
-                    .await;
-                self.apply_effect(run, effect).await;
-                self.publish(run, RunStatus::Completed, "").await;
+                let reply = event(Event::Message(Box::new(convert::message(&message))));
+                if effect == SessionEffect::None {
+                    // The reply and the run's end, in one publish.
+                    let completed = status_event(run, RunStatus::Completed, "");
+                    self.bus
+                        .publish_batch(&run.session_id, vec![reply, completed], None)
+                        .await;
+                } else {
+                    // The session's change comes between them.
+                    self.bus.publish(&run.session_id, reply).await;
+                    self.apply_effect(run, effect).await;
+                    self.publish(run, RunStatus::Completed, "").await;
+                }
                 next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)))
             }
             Err(StoreError::Conflict(_)) => {
@@ -172,4 +169,18 @@ impl RunLifecycle {
         }
         self.store.complete_run(completion).await
     }
+}
+
+/// The `run` event of a status the run is in or ended in; a terminal one is
+/// counted in the run metrics.
+fn status_event(run: &Run, status: RunStatus, error: &str) -> chat_proto::chat::v1::SessionEvent {
+    if status.is_terminal() {
+        let agent = run.agent.clone();
+        metrics::counter!("chat_runs_total", "agent" => agent.clone(), "status" => status.as_str())
+            .increment(1);
+        // From queued to the outcome: what the user waited for.
+        let waited_ms = now_ms().saturating_sub(run.created_at).max(0);
+        metrics::histogram!("chat_run_duration_seconds", "agent" => agent).record(waited_ms as f64 / 1000.0);
+    }
+    event(Event::Run(convert::run_update(run, status, error)))
 }

@@ -74,6 +74,8 @@ pub struct Sent {
     pub run: Option<Run>,
     /// Earlier runs of the session are to be cancelled (interrupt policy).
     pub interrupt: bool,
+    /// The session's metadata (fixed at creation), for the run's request.
+    pub session_metadata: String,
 }
 
 impl ChatCore {
@@ -229,6 +231,7 @@ impl ChatCore {
             ack,
             run: appended.run,
             interrupt: policy == Concurrency::Interrupt && !appended.duplicate,
+            session_metadata: session.metadata.clone(),
         })
     }
 
@@ -238,10 +241,10 @@ impl ChatCore {
     pub async fn announce(&self, sent: &Sent, origin: RunOrigin) {
         let session_id = &sent.ack.session_id;
         if !sent.ack.duplicate {
+            // The message and its run, in one publish.
+            let mut events = Vec::with_capacity(2);
             if let Some(message) = &sent.ack.message {
-                self.bus
-                    .publish(session_id, event(Event::Message(message.clone())))
-                    .await;
+                events.push(event(Event::Message(message.clone())));
             }
             if let Some(run) = &sent.run {
                 // Announced as queued even when the send claimed it: clients
@@ -250,8 +253,9 @@ impl ChatCore {
                     attempt: 0,
                     ..convert::run_update(run, RunStatus::Queued, "")
                 };
-                self.bus.publish(session_id, event(Event::Run(queued))).await;
+                events.push(event(Event::Run(queued)));
             }
+            self.bus.publish_batch(session_id, events, None).await;
         }
         if let Some(run) = sent.run.as_ref().filter(|_| sent.interrupt) {
             self.interrupt_before(run).await;
@@ -261,6 +265,10 @@ impl ChatCore {
                 // A restart may have left the run queued.
                 self.dispatcher.wake(&run.session_id);
             } else {
+                let origin = RunOrigin {
+                    session_metadata: Some(sent.session_metadata.clone()),
+                    ..origin
+                };
                 self.dispatcher.queued(&run.id, origin);
                 if run.status == RunStatus::Running {
                     // Claimed for this replica as it was queued.

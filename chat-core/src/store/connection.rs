@@ -12,6 +12,10 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 use super::{ChatStore, StoreError};
 
+/// How long a pooled connection may sit idle before it is pinged when it
+/// is next taken.
+const POOL_PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Opens a pool for `url`, creating the SQLite file (owner-only, before
 /// SQLite opens it, so it never exists with wider permissions; its WAL and
 /// shared-memory files take the same mode) and its folder when needed.
@@ -48,6 +52,11 @@ pub async fn connect(
         .min_connections(1)
         .connect_timeout(acquire_timeout)
         .acquire_timeout(acquire_timeout)
+        // A ping on every checkout is a round trip more for each query and
+        // transaction; a connection in use within the last second is taken
+        // as it is (one that broke meanwhile fails its query, is dropped,
+        // and that error is `unavailable`, as for any outage).
+        .test_before_acquire_if_idle_for(POOL_PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if sqlite {
         options.map_sqlx_sqlite_opts(|opts| {

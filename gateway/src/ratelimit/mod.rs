@@ -173,6 +173,22 @@ pub enum RateLimitError {
 pub trait RateLimitStore: Send + Sync + fmt::Debug {
     /// Counts one request for `key` in `tier` and says whether it is allowed.
     async fn check(&self, tier: Tier, key: &str) -> Result<Decision, RateLimitError>;
+
+    /// Counts one request for `key` in each of `tiers` in turn, until one
+    /// refuses it: the decisions made, the refusal (if any) last. A tier
+    /// after a refusal is not counted, as with one [`check`](Self::check)
+    /// after another.
+    async fn check_in_turn(&self, tiers: &[Tier], key: &str) -> Result<Vec<Decision>, RateLimitError> {
+        let mut decisions = Vec::with_capacity(tiers.len());
+        for &tier in tiers {
+            let decision = self.check(tier, key).await?;
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        Ok(decisions)
+    }
 }
 
 /// What a fail-closed tier answers while its store fails: retry after this.
@@ -216,26 +232,52 @@ impl RateLimits {
     /// down) and a fail-closed one refuses it.
     pub async fn check(&self, tier: Tier, key: &str) -> Result<Option<Decision>, LimiterDown> {
         match self.store.check(tier, key).await {
-            Ok(decision) => {
-                if !decision.allowed {
-                    metrics::counter!("chat_rate_limited_total", "tier" => tier.as_str()).increment(1);
+            Ok(decision) => Ok(Some(counted(tier, decision))),
+            Err(error) => self.store_failed(tier, &error).map(|()| None),
+        }
+    }
+
+    /// Counts one request in each of `tiers` in turn (in one round trip to
+    /// the store), as [`check`](Self::check) one after another would: the
+    /// first tier that refuses it, with its decision (`None` when the store
+    /// failed and the tier is fail-closed), or `Ok(())` when all let it through.
+    pub async fn check_in_turn(&self, tiers: &[Tier], key: &str) -> Result<(), (Tier, Option<Decision>)> {
+        match self.store.check_in_turn(tiers, key).await {
+            Ok(decisions) => {
+                for (&tier, decision) in tiers.iter().zip(decisions) {
+                    if !counted(tier, decision).allowed {
+                        return Err((tier, Some(decision)));
+                    }
                 }
-                Ok(Some(decision))
-            }
-            Err(error) if self.fail_closed[tier.index()] => {
-                tracing::warn!(tier = tier.as_str(), %error, "rate limit store failed; request refused");
-                metrics::counter!("chat_rate_limit_store_errors_total", "tier" => tier.as_str(), "outcome" => "refused")
-                    .increment(1);
-                Err(LimiterDown)
+                Ok(())
             }
             Err(error) => {
-                tracing::warn!(tier = tier.as_str(), %error, "rate limit store failed; request let through");
-                metrics::counter!("chat_rate_limit_store_errors_total", "tier" => tier.as_str(), "outcome" => "allowed")
-                    .increment(1);
-                Ok(None)
+                for &tier in tiers {
+                    self.store_failed(tier, &error)
+                        .map_err(|LimiterDown| (tier, None))?;
+                }
+                Ok(())
             }
         }
     }
+
+    /// What a tier does while its store fails: `Ok` lets the request through.
+    fn store_failed(&self, tier: Tier, error: &RateLimitError) -> Result<(), LimiterDown> {
+        let refused = self.fail_closed[tier.index()];
+        let outcome = if refused { "refused" } else { "allowed" };
+        tracing::warn!(tier = tier.as_str(), %error, "rate limit store failed; request {outcome}");
+        metrics::counter!("chat_rate_limit_store_errors_total", "tier" => tier.as_str(), "outcome" => outcome)
+            .increment(1);
+        if refused { Err(LimiterDown) } else { Ok(()) }
+    }
+}
+
+/// Counts a refusal in the metrics.
+fn counted(tier: Tier, decision: Decision) -> Decision {
+    if !decision.allowed {
+        metrics::counter!("chat_rate_limited_total", "tier" => tier.as_str()).increment(1);
+    }
+    decision
 }
 
 /// The part of a client address that rate limits count: an IPv4 address

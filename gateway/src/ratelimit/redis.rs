@@ -9,26 +9,32 @@ use fred::types::scripts::Script;
 
 use super::{Decision, Policies, RateLimitError, RateLimitStore, Tier};
 
-/// GCRA over Redis' clock, in microseconds. KEYS[1]: the counted key.
-/// ARGV[1]: interval between requests; ARGV[2]: burst (the limit).
-/// Returns {allowed, remaining, reset, retry_after}.
+/// GCRA over Redis' clock, in microseconds, for each of KEYS in turn, until
+/// one refuses: ARGV[2i-1] and ARGV[2i] are the interval between requests
+/// and the burst (the limit) of KEYS[i]. Returns {allowed, remaining, reset,
+/// retry_after} for each key counted, the refusing one last.
 const GCRA: &str = r#"
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tolerance = interval * (burst - 1)
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allow_at = tat - tolerance
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tolerance = interval * (burst - 1)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local allow_at = tat - tolerance
+  if now < allow_at then
+    for _, v in ipairs({0, 0, tat - now, allow_at - now}) do table.insert(out, v) end
+    return out
+  end
+  local next_tat = tat + interval
+  local ttl_ms = math.max(1, math.ceil((next_tat - now) / 1000))
+  redis.call('SET', key, string.format('%.0f', next_tat), 'PX', ttl_ms)
+  local remaining = math.floor((now + tolerance - tat) / interval)
+  for _, v in ipairs({1, remaining, next_tat - now, 0}) do table.insert(out, v) end
 end
-local next_tat = tat + interval
-local ttl_ms = math.max(1, math.ceil((next_tat - now) / 1000))
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
-local remaining = math.floor((now + tolerance - tat) / interval)
-return {1, remaining, next_tat - now, 0}
+return out
 "#;
 
 /// Limits shared by every gateway using the same Redis (and key prefix).
@@ -75,25 +81,42 @@ impl RedisStore {
 #[async_trait]
 impl RateLimitStore for RedisStore {
     async fn check(&self, tier: Tier, key: &str) -> Result<Decision, RateLimitError> {
-        let policy = self.policies.get(tier);
-        let interval = u64::try_from(policy.interval().as_micros()).unwrap_or(u64::MAX);
-        let key = format!("{}:{}:{key}", self.prefix, tier.as_str());
-        let reply: Vec<i64> = self
-            .script
-            .evalsha_with_reload(&self.client, key, vec![interval, u64::from(policy.limit.get())])
-            .await?;
-        let [allowed, remaining, reset, retry_after] = reply[..] else {
+        let decisions = self.check_in_turn(&[tier], key).await?;
+        decisions.into_iter().next().ok_or(RateLimitError::BadReply)
+    }
+
+    /// One script call, so one round trip, for all of `tiers`.
+    async fn check_in_turn(&self, tiers: &[Tier], key: &str) -> Result<Vec<Decision>, RateLimitError> {
+        let keys: Vec<String> = tiers
+            .iter()
+            .map(|tier| format!("{}:{}:{key}", self.prefix, tier.as_str()))
+            .collect();
+        let args: Vec<u64> = tiers
+            .iter()
+            .flat_map(|&tier| {
+                let policy = self.policies.get(tier);
+                let interval = u64::try_from(policy.interval().as_micros()).unwrap_or(u64::MAX);
+                [interval, u64::from(policy.limit.get())]
+            })
+            .collect();
+        let reply: Vec<i64> = self.script.evalsha_with_reload(&self.client, keys, args).await?;
+        if reply.is_empty() || !reply.len().is_multiple_of(4) || reply.len() / 4 > tiers.len() {
             return Err(RateLimitError::BadReply);
-        };
+        }
         let micros = |v: i64| Duration::from_micros(v.max(0).unsigned_abs());
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: policy.limit.get(),
-            remaining: u32::try_from(remaining.max(0))
-                .unwrap_or(u32::MAX)
-                .min(policy.limit.get()),
-            reset: micros(reset),
-            retry_after: micros(retry_after),
-        })
+        Ok(tiers
+            .iter()
+            .zip(reply.chunks_exact(4))
+            .map(|(&tier, reply)| {
+                let limit = self.policies.get(tier).limit.get();
+                Decision {
+                    allowed: reply[0] == 1,
+                    limit,
+                    remaining: u32::try_from(reply[1].max(0)).unwrap_or(u32::MAX).min(limit),
+                    reset: micros(reply[2]),
+                    retry_after: micros(reply[3]),
+                }
+            })
+            .collect())
     }
 }

@@ -458,12 +458,6 @@ where
     }
     match inbound {
         Inbound::Forward(mut frame) => {
-            if let Some(error) = Box::pin(peer.check_send(&frame)).await {
-                if send(socket, &error, ended).await.is_err() {
-                    return Next::End;
-                }
-                return Next::Read;
-            }
             peer.traces.trace_turn(&mut frame, &peer.user_id);
             match to_core.try_send(Box::new(frame)) {
                 Ok(()) => {}

@@ -11,7 +11,7 @@ use chat_proto::chat::v1 as pb;
 use crate::app::SharedState;
 use crate::auth::{self, Tokens};
 use crate::frames::{AccessToken, ErrorView, Inbound, OutFrame};
-use crate::ratelimit::{RateLimits, Tier};
+use crate::ratelimit::{LimiterDown, RateLimits, Tier};
 
 /// Error code of the warning sent when a socket's token expires.
 pub const TOKEN_EXPIRED: &str = "token_expired";
@@ -101,16 +101,19 @@ impl TurnTraces {
 }
 
 impl Peer {
-    /// Counts a client frame of any type in the frames tier; the error frame
-    /// to answer when over the limit (the frame is then dropped).
+    /// Counts a client frame of any type in the frames tier, and a `send`
+    /// then in the messages tier, in one round trip; the error frame to
+    /// answer when over a limit (the frame is then dropped).
     pub(super) async fn check_frame(&self, inbound: &Inbound) -> Option<OutFrame> {
-        let send = match inbound {
+        match inbound {
             Inbound::Forward(pb::ClientFrame {
                 frame: Some(pb::client_frame::Frame::Send(send)),
-            }) => Some(send),
-            _ => None,
-        };
-        self.check_rate(Tier::Frames, "frames", send).await
+            }) => {
+                self.check_rates(&[Tier::Frames, Tier::Messages], Some(send))
+                    .await
+            }
+            _ => self.check_rates(&[Tier::Frames], None).await,
+        }
     }
 
     /// Counts a `send` frame in the messages tier; the error frame to answer when over the limit.
@@ -118,34 +121,29 @@ impl Peer {
         let Some(pb::client_frame::Frame::Send(send)) = &frame.frame else {
             return None;
         };
-        self.check_rate(Tier::Messages, "messages", Some(send)).await
+        self.check_rates(&[Tier::Messages], Some(send)).await
     }
 
-    /// Counts a frame in `tier`; when over the limit (or the limit cannot be
-    /// checked), the error frame to answer, naming the `send` it refuses.
-    async fn check_rate(&self, tier: Tier, what: &str, send: Option<&pb::SendFrame>) -> Option<OutFrame> {
+    /// Counts a frame in `tiers` in turn; when over a limit (or a limit
+    /// cannot be checked), the error frame to answer, naming the `send` it refuses.
+    async fn check_rates(&self, tiers: &[Tier], send: Option<&pb::SendFrame>) -> Option<OutFrame> {
+        let (tier, decision) = self.rate_limits.check_in_turn(tiers, &self.user_id).await.err()?;
         let client_msg_id = send.map(|send| send.client_msg_id.clone());
         let session_id = send.map(|send| send.session_id.clone());
-        let decision = match self.rate_limits.check(tier, &self.user_id).await {
-            Ok(decision) => decision?,
-            Err(down) => {
-                let error = down.into_error();
-                return Some(OutFrame::Error(ErrorView {
-                    code: error.code.as_str().to_owned(),
-                    message: error.message.into_owned(),
-                    client_msg_id,
-                    session_id,
-                    retry_after_ms: error.retry_after_ms,
-                }));
-            }
+        let Some(decision) = decision else {
+            let error = LimiterDown.into_error();
+            return Some(OutFrame::Error(ErrorView {
+                code: error.code.as_str().to_owned(),
+                message: error.message.into_owned(),
+                client_msg_id,
+                session_id,
+                retry_after_ms: error.retry_after_ms,
+            }));
         };
-        if decision.allowed {
-            return None;
-        }
         let retry_after_ms = decision.retry_after_ms();
         Some(OutFrame::Error(ErrorView {
             code: ErrorCode::RateLimited.as_str().to_owned(),
-            message: format!("too many {what}, retry in {retry_after_ms} ms"),
+            message: format!("too many {}, retry in {retry_after_ms} ms", tier.as_str()),
             client_msg_id,
             session_id,
             retry_after_ms: Some(retry_after_ms),
