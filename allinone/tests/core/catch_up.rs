@@ -302,3 +302,58 @@ async fn under_load_every_subscriber_of_the_other_replica_ends_in_a_correct_stat
         }
     }
 }
+
+/// Once a run's reply is stored and announced, its delta log is gone from
+/// Redis (dropped in the same round trip as the last publish): catching up
+/// reads the stored reply, and no log waits for its expiry.
+#[tokio::test]
+async fn a_runs_delta_log_is_dropped_once_its_reply_is_stored() {
+    use fred::prelude::*;
+    let Some(redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let db = TestDatabase::new().await.unwrap();
+    let worker = spawn_worker().await;
+    let url = redis.url();
+    let core = spawn_core_with(&db.url, &worker.url, |s| s.redis_url = Some(url.clone().into())).await;
+    let (_, token) = register(core.addr).await;
+    let session = create_session(core.addr, &token).await;
+
+    let events = send(
+        core.addr,
+        &token,
+        &session.id,
+        "long",
+        "one two three four five six",
+    )
+    .await;
+    let run_id = match &events.first().and_then(|e| e.event.clone()) {
+        Some(pb::send_message_event::Event::Ack(ack)) => ack.run_id.clone(),
+        other => panic!("expected an ack first, got {other:?}"),
+    };
+    let deltas = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.event, Some(pb::send_message_event::Event::SessionEvent(ev))
+                if matches!(&ev.event, Some(Event::Delta(_))))
+        })
+        .count();
+    assert!(deltas > 0, "the reply streamed deltas, so it had a log");
+
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let key = format!("chat:run:{run_id}:1:deltas");
+    // The DEL follows the last publish in one pipeline: a moment after the
+    // client heard the run end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let exists: i64 = client.exists(&key).await.unwrap();
+        if exists == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{key} outlived its run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

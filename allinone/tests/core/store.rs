@@ -413,14 +413,24 @@ async fn a_replica_that_lost_its_lease_neither_ends_nor_announces_the_run() {
 
     // Replica a, unaware, ends its attempt every way it can.
     let after = runs
-        .complete(&stale, completion(&stale, "stale", "a"), SessionEffect::None)
+        .complete(
+            &stale,
+            stale.attempt,
+            completion(&stale, "stale", "a"),
+            SessionEffect::None,
+        )
         .await;
     assert!(matches!(after, AfterReply::Unknown), "{after:?}");
     runs.record_end(&stale, RunStatus::Failed, "stale", "a").await;
     runs.record_end(&stale, RunStatus::Cancelled, "", "a").await;
     // Replica b completes it.
-    runs.complete(&taken, completion(&taken, "fresh", "b"), SessionEffect::None)
-        .await;
+    runs.complete(
+        &taken,
+        taken.attempt,
+        completion(&taken, "fresh", "b"),
+        SessionEffect::None,
+    )
+    .await;
 
     // Everything published so far, up to a marker published last.
     bus.publish(

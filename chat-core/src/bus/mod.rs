@@ -49,6 +49,14 @@ pub trait EventBus: Send + Sync + 'static {
         }
     }
 
+    /// Publishes a run attempt's last `events`, then drops its recorded
+    /// deltas ([`EventBus::clear_deltas`]): call once its outcome is stored.
+    /// A shared bus does both in one round trip.
+    async fn publish_ending(&self, session_id: &str, events: Vec<SessionEvent>, run_id: &str, attempt: u32) {
+        self.publish_batch(session_id, events, None).await;
+        self.clear_deltas(run_id, attempt).await;
+    }
+
     /// Starts delivering the session's events published from now on.
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem>;
 

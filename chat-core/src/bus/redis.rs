@@ -215,22 +215,24 @@ impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
     }
 }
 
-#[async_trait]
-impl EventBus for RedisBus {
-    async fn publish(&self, session_id: &str, event: SessionEvent) {
-        self.publish_batch(session_id, vec![event], None).await;
-    }
-
-    async fn publish_batch(&self, session_id: &str, events: Vec<SessionEvent>, deltas: Option<DeltaLog<'_>>) {
+impl RedisBus {
+    /// One pipeline: the delta log's new entries first (a subscriber that
+    /// catches up after seeing a delta finds it in the log), then the events
+    /// as one message, then the log `clear`ed (the run's outcome is stored).
+    async fn publish_pipelined(
+        &self,
+        session_id: &str,
+        events: Vec<SessionEvent>,
+        deltas: Option<DeltaLog<'_>>,
+        clear: Option<String>,
+    ) {
         if !self.publisher.is_connected() {
             // Redis is down: this replica's own subscribers are still served,
-            // and every other client resumes from the database.
+            // and every other client resumes from the database. A log left
+            // uncleared expires.
             self.local.send(session_id, events);
             return;
         }
-        // One pipeline: the log entries first (a subscriber that catches up
-        // after seeing a delta finds it in the log), then the events, as one
-        // message.
         let pipeline = self.publisher.pipeline();
         if let Some(log) = deltas.filter(|log| !log.texts.is_empty()) {
             let key = delta_key(log.run_id, log.attempt);
@@ -246,10 +248,29 @@ impl EventBus for RedisBus {
             let message = Bytes::from(batch.encode_to_vec());
             let _: Result<(), _> = pipeline.publish(channel(session_id), message).await;
         }
+        if let Some(key) = clear {
+            let _: Result<(), _> = pipeline.del(key).await;
+        }
         if let Err(error) = pipeline.all::<Value>().await {
             warn!(%error, "redis publish failed; delivering locally only");
             self.local.send(session_id, batch.events);
         }
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, session_id: &str, event: SessionEvent) {
+        self.publish_batch(session_id, vec![event], None).await;
+    }
+
+    async fn publish_batch(&self, session_id: &str, events: Vec<SessionEvent>, deltas: Option<DeltaLog<'_>>) {
+        self.publish_pipelined(session_id, events, deltas, None).await;
+    }
+
+    async fn publish_ending(&self, session_id: &str, events: Vec<SessionEvent>, run_id: &str, attempt: u32) {
+        self.publish_pipelined(session_id, events, None, Some(delta_key(run_id, attempt)))
+            .await;
     }
 
     async fn subscribe(&self, session_id: &str) -> BoxStream<'static, BusItem> {

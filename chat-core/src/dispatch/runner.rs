@@ -90,9 +90,7 @@ impl Dispatcher {
         if let Some(id) = &origin.request_id {
             span.record("request_id", id.as_str());
         }
-        self.execute_attempts(run, &origin)
-            .instrument(span)
-            .await
+        self.execute_attempts(run, &origin).instrument(span).await
     }
 
     async fn execute_attempts(&self, mut run: Run, origin: &RunOrigin) -> AfterReply {
@@ -114,9 +112,7 @@ impl Dispatcher {
                 }
                 self.runs.publish(&run, RunStatus::Running, "").await;
             };
-            let outcome = self
-                .run_attempt(&run, &inflight, &cancel, origin, announce)
-                .await;
+            let outcome = self.run_attempt(&run, &inflight, &cancel, origin, announce).await;
             match outcome {
                 Outcome::Failed {
                     failure,
@@ -137,15 +133,21 @@ impl Dispatcher {
                                 RunErrorCode::Internal,
                                 format!("{} (then {e})", failure.detail),
                             );
-                            break self.conclude(&run, Outcome::failed(failure, false)).await;
+                            break self
+                                .conclude(&run, attempt, Outcome::failed(failure, false))
+                                .await;
                         }
                     }
                 }
                 outcome => {
-                    let after = self.conclude(&run, outcome).await;
-                    // Only now that the outcome is stored: a subscriber catching
-                    // up meanwhile still finds the deltas.
-                    self.bus.clear_deltas(&run.id, attempt).await;
+                    // The deltas are dropped only once the outcome is stored:
+                    // a subscriber catching up meanwhile still finds them. A
+                    // reply's completion drops them with its last publish.
+                    let replied = matches!(outcome, Outcome::Reply(_));
+                    let after = self.conclude(&run, attempt, outcome).await;
+                    if !replied {
+                        self.bus.clear_deltas(&run.id, attempt).await;
+                    }
                     break after;
                 }
             }
@@ -178,7 +180,7 @@ impl Dispatcher {
 
     /// Records and announces how a run ended; with a reply, what its commit
     /// found next in the session's queue.
-    async fn conclude(&self, run: &Run, outcome: Outcome) -> AfterReply {
+    async fn conclude(&self, run: &Run, attempt: u32, outcome: Outcome) -> AfterReply {
         match outcome {
             Outcome::LostLease => {
                 info!(run_id = %run.id, "run lease lost; another replica or a cancel owns it now");
@@ -199,7 +201,7 @@ impl Dispatcher {
                     lease: self.lease(),
                     tool_calls: ToolCallRecord::encode(&reply.tool_calls),
                 };
-                return self.runs.complete(run, completion, effect).await;
+                return self.runs.complete(run, attempt, completion, effect).await;
             }
             Outcome::Failed { failure, .. } => {
                 // The detail stays in the logs (with the run's request id

@@ -102,7 +102,15 @@ impl RunLifecycle {
     /// reply, its effect on the session and the `completed` status. A run
     /// cancelled or taken over meanwhile was announced by whoever did that,
     /// so nothing is published; a reply that cannot be stored fails the run.
-    pub async fn complete(&self, run: &Run, completion: RunCompletion, effect: SessionEffect) -> AfterReply {
+    /// Stores a run attempt's reply and announces it, then drops the
+    /// attempt's recorded deltas (with the last publish when it can).
+    pub async fn complete(
+        &self,
+        run: &Run,
+        attempt: u32,
+        completion: RunCompletion,
+        effect: SessionEffect,
+    ) -> AfterReply {
         let owner = completion.lease.owner.clone();
         match self.commit_reply(completion).await {
             Ok(Completed { message, next }) => {
@@ -112,13 +120,14 @@ impl RunLifecycle {
                     // The reply and the run's end, in one publish.
                     let completed = status_event(run, RunStatus::Completed, "");
                     self.bus
-                        .publish_batch(&run.session_id, vec![reply, completed], None)
+                        .publish_ending(&run.session_id, vec![reply, completed], run.id.as_str(), attempt)
                         .await;
                 } else {
                     // The session's change comes between them.
                     self.bus.publish(&run.session_id, reply).await;
                     self.apply_effect(run, effect).await;
                     self.publish(run, RunStatus::Completed, "").await;
+                    self.bus.clear_deltas(&run.id, attempt).await;
                 }
                 next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)))
             }
@@ -127,6 +136,7 @@ impl RunLifecycle {
                 // was being committed: the canceller or the new owner tells
                 // the clients how the run ends, not this replica.
                 tracing::info!(run_id = %run.id, "run ended elsewhere before its reply was stored; reply dropped");
+                self.bus.clear_deltas(&run.id, attempt).await;
                 AfterReply::Unknown
             }
             Err(error) => {
@@ -134,6 +144,7 @@ impl RunLifecycle {
                 let failure = RunFailure::new(RunErrorCode::Internal, "failed to store the reply");
                 self.record_end(run, RunStatus::Failed, &failure.public(), &owner)
                     .await;
+                self.bus.clear_deltas(&run.id, attempt).await;
                 AfterReply::Unknown
             }
         }
