@@ -102,8 +102,8 @@ impl RunLifecycle {
     /// reply, its effect on the session and the `completed` status. A run
     /// cancelled or taken over meanwhile was announced by whoever did that,
     /// so nothing is published; a reply that cannot be stored fails the run.
-    /// Stores a run attempt's reply and announces it, then drops the
-    /// attempt's recorded deltas (with the last publish when it can).
+    /// Either way the attempt's recorded deltas are dropped last (with the
+    /// last publish, when there is one).
     pub async fn complete(
         &self,
         run: &Run,
@@ -129,25 +129,23 @@ impl RunLifecycle {
                     self.publish(run, RunStatus::Completed, "").await;
                     self.bus.clear_deltas(&run.id, attempt).await;
                 }
-                next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)))
+                return next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)));
             }
             Err(StoreError::Conflict(_)) => {
                 // Cancelled, or taken over by another replica, while the reply
                 // was being committed: the canceller or the new owner tells
                 // the clients how the run ends, not this replica.
                 tracing::info!(run_id = %run.id, "run ended elsewhere before its reply was stored; reply dropped");
-                self.bus.clear_deltas(&run.id, attempt).await;
-                AfterReply::Unknown
             }
             Err(error) => {
                 warn!(run_id = %run.id, %error, "failed to store reply");
                 let failure = RunFailure::new(RunErrorCode::Internal, "failed to store the reply");
                 self.record_end(run, RunStatus::Failed, &failure.public(), &owner)
                     .await;
-                self.bus.clear_deltas(&run.id, attempt).await;
-                AfterReply::Unknown
             }
         }
+        self.bus.clear_deltas(&run.id, attempt).await;
+        AfterReply::Unknown
     }
 
     async fn apply_effect(&self, run: &Run, effect: SessionEffect) {

@@ -239,14 +239,19 @@ impl RateLimits {
 
     /// Counts one request in each of `tiers` in turn (in one round trip to
     /// the store), as [`check`](Self::check) one after another would: the
-    /// first tier that refuses it, with its decision (`None` when the store
-    /// failed and the tier is fail-closed), or `Ok(())` when all let it through.
-    pub async fn check_in_turn(&self, tiers: &[Tier], key: &str) -> Result<(), (Tier, Option<Decision>)> {
+    /// first tier that refuses it, with its decision (or [`LimiterDown`] when
+    /// the store failed and the tier is fail-closed), or `Ok(())` when all
+    /// let it through.
+    pub async fn check_in_turn(
+        &self,
+        tiers: &[Tier],
+        key: &str,
+    ) -> Result<(), (Tier, Result<Decision, LimiterDown>)> {
         match self.store.check_in_turn(tiers, key).await {
             Ok(decisions) => {
                 for (&tier, decision) in tiers.iter().zip(decisions) {
                     if !counted(tier, decision).allowed {
-                        return Err((tier, Some(decision)));
+                        return Err((tier, Ok(decision)));
                     }
                 }
                 Ok(())
@@ -254,7 +259,7 @@ impl RateLimits {
             Err(error) => {
                 for &tier in tiers {
                     self.store_failed(tier, &error)
-                        .map_err(|LimiterDown| (tier, None))?;
+                        .map_err(|down| (tier, Err(down)))?;
                 }
                 Ok(())
             }

@@ -100,7 +100,14 @@ impl RateLimitStore for RedisStore {
             })
             .collect();
         let reply: Vec<i64> = self.script.evalsha_with_reload(&self.client, keys, args).await?;
-        if reply.is_empty() || !reply.len().is_multiple_of(4) || reply.len() / 4 > tiers.len() {
+        // Every tier decided, or fewer with a refusal last.
+        let decided = reply.len() / 4;
+        let refused_last = reply.len() >= 4 && reply[reply.len() - 4] == 0;
+        if decided == 0
+            || !reply.len().is_multiple_of(4)
+            || decided > tiers.len()
+            || (decided < tiers.len() && !refused_last)
+        {
             return Err(RateLimitError::BadReply);
         }
         let micros = |v: i64| Duration::from_micros(v.max(0).unsigned_abs());

@@ -11,7 +11,7 @@ use chat_proto::chat::v1 as pb;
 use crate::app::SharedState;
 use crate::auth::{self, Tokens};
 use crate::frames::{AccessToken, ErrorView, Inbound, OutFrame};
-use crate::ratelimit::{LimiterDown, RateLimits, Tier};
+use crate::ratelimit::{RateLimits, Tier};
 
 /// Error code of the warning sent when a socket's token expires.
 pub const TOKEN_EXPIRED: &str = "token_expired";
@@ -127,18 +127,21 @@ impl Peer {
     /// Counts a frame in `tiers` in turn; when over a limit (or a limit
     /// cannot be checked), the error frame to answer, naming the `send` it refuses.
     async fn check_rates(&self, tiers: &[Tier], send: Option<&pb::SendFrame>) -> Option<OutFrame> {
-        let (tier, decision) = self.rate_limits.check_in_turn(tiers, &self.user_id).await.err()?;
+        let (tier, refusal) = self.rate_limits.check_in_turn(tiers, &self.user_id).await.err()?;
         let client_msg_id = send.map(|send| send.client_msg_id.clone());
         let session_id = send.map(|send| send.session_id.clone());
-        let Some(decision) = decision else {
-            let error = LimiterDown.into_error();
-            return Some(OutFrame::Error(ErrorView {
-                code: error.code.as_str().to_owned(),
-                message: error.message.into_owned(),
-                client_msg_id,
-                session_id,
-                retry_after_ms: error.retry_after_ms,
-            }));
+        let decision = match refusal {
+            Ok(decision) => decision,
+            Err(down) => {
+                let error = down.into_error();
+                return Some(OutFrame::Error(ErrorView {
+                    code: error.code.as_str().to_owned(),
+                    message: error.message.into_owned(),
+                    client_msg_id,
+                    session_id,
+                    retry_after_ms: error.retry_after_ms,
+                }));
+            }
         };
         let retry_after_ms = decision.retry_after_ms();
         Some(OutFrame::Error(ErrorView {
