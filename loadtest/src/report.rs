@@ -2,7 +2,8 @@
 //! section it writes into BENCHMARKS.md: each figure beside its target, met or not.
 //!
 //! The folder holds `meta.json` (machine, commit, command, written by bench/run),
-//! `pgbench.json`, and one file per mode run: `turns-c<N>.json`, `deltas.json`,
+//! `pgbench.json`, and one file per mode run: `turns-c<N>.json`, `embedded-turns-c<N>.json`
+//! (the all-in-one's), `deltas.json`,
 //! `fanout.json`, `reconnect.json`, `soak.json`, `idle.json`, and `settle`'s RSS at the start
 //! and after the load (`rss-start.json`, `rss-after-load.json`). Missing files are reported as
 //! not measured.
@@ -64,17 +65,24 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     };
     let meta = read("meta.json")?.context("meta.json is missing: bench/run writes it")?;
     let pgbench = read("pgbench.json")?;
+    // `turns` runs by concurrency: those against the separate services, then the all-in-one's.
     let mut turns: Vec<(u64, Value)> = Vec::new();
+    let mut embedded: Vec<(u64, Value)> = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(c) = name.strip_prefix("turns-c").and_then(|n| n.strip_suffix(".json"))
+        let (runs, rest) = match name.strip_prefix("embedded-") {
+            Some(rest) => (&mut embedded, rest),
+            None => (&mut turns, name.as_str()),
+        };
+        if let Some(c) = rest.strip_prefix("turns-c").and_then(|n| n.strip_suffix(".json"))
             && let Ok(c) = c.parse()
             && let Some(result) = read(&name)?
         {
-            turns.push((c, result));
+            runs.push((c, result));
         }
     }
     turns.sort_by_key(|(c, _)| *c);
+    embedded.sort_by_key(|(c, _)| *c);
     let ceiling = pgbench.as_ref().and_then(|p| p["tps"].as_f64());
 
     let mut out = String::new();
@@ -121,9 +129,15 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             Status::Missing,
         ),
     }
-    for (c, t) in &turns {
+    let tagged = turns
+        .iter()
+        .map(|(c, t)| (c, t, ""))
+        .chain(embedded.iter().map(|(c, t)| (c, t, ", all-in-one on SQLite + in-process bus")));
+    for (c, t, setup) in tagged {
         let reply = &t["latency"]["send_to_reply"];
-        let ratio = ceiling.and_then(|ceil| t["turns_per_s"].as_f64().map(|tps| tps / ceil * 100.0));
+        let ratio = ceiling
+            .filter(|_| setup.is_empty())
+            .and_then(|ceil| t["turns_per_s"].as_f64().map(|tps| tps / ceil * 100.0));
         let measured = format!(
             "**{} turns/s**; send → ack p50 {} ms, → first delta p50 {} ms, → stored reply p50 {} / p99 {} / max {} ms{}{}",
             num(&t["turns_per_s"], 0),
@@ -142,12 +156,12 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             let ok = reply["p50_ms"].as_f64().is_some_and(|p| p <= 2.0)
                 && reply["p99_ms"].as_f64().is_some_and(|p| p <= 5.0);
             row(
-                "one turn on an idle system (c=1)".into(),
+                format!("one turn on an idle system (c=1{setup})"),
                 measured,
                 "≤ 2 ms p50, ≤ 5 ms p99 send → stored reply",
                 Status::of(ok, t),
             );
-        } else {
+        } else if setup.is_empty() {
             let ok = ratio.is_some_and(|r| r >= 50.0);
             row(
                 format!("turns at c={c}"),
@@ -155,6 +169,8 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
                 "≥ 50% of pgbench turns/s",
                 Status::of(ok, t),
             );
+        } else {
+            row(format!("turns at c={c}{setup}"), measured, "–", Status::Info);
         }
     }
     if turns.is_empty() {
@@ -528,6 +544,10 @@ mod tests {
             json!({"mode": "turns", "result": {"turns_per_s": 1200.0, "errors_total": 0, "latency": {"send_to_reply": {"p50_ms": 3.0, "p99_ms": 9.0}}}}),
         );
         write(
+            "embedded-turns-c1.json",
+            json!({"mode": "turns", "result": {"turns_per_s": 600.0, "errors_total": 0, "latency": {"send_to_reply": {"p50_ms": 1.5, "p99_ms": 4.0}}}}),
+        );
+        write(
             "rss-start.json",
             json!({"mode": "settle", "result": {"settle_secs": 0.0, "rss_kib": {"chat-core": 20000, "gateway-0": 12000}}}),
         );
@@ -546,6 +566,14 @@ mod tests {
         );
         assert!(text.contains("**60%** of pgbench"), "{text}");
         assert!(text.contains("| turns at c=16 |"), "{text}");
+        assert!(
+            text.contains("| one turn on an idle system (c=1, all-in-one on SQLite + in-process bus) | **600 turns/s**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("→ stored reply p50 1.50 / p99 4.00 / max ? ms | ≤ 2 ms p50, ≤ 5 ms p99 send → stored reply | met |"),
+            "{text}"
+        );
         assert!(text.contains("| idle WebSockets | not measured |"), "{text}");
     }
 }

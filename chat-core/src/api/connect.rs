@@ -1,10 +1,9 @@
-//! `Connect`: one client connection's frames in, its events out. Frames are
-//! handled in order; each subscription forwards its events from its own task
-//! into the connection's bounded outgoing queue (a `futures` channel: it
-//! allocates per frame queued, where Tokio's allocates ~0.8 KiB up front,
-//! which every idle connection would hold).
+//! `Connect`: one client connection's frames in, its events out. One task
+//! per connection handles its frames in order and, between them, forwards
+//! its subscriptions' events into the connection's bounded outgoing queue (a
+//! `futures` channel: it allocates per frame queued, where Tokio's allocates
+//! ~0.8 KiB up front, which every idle connection would hold).
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -13,8 +12,7 @@ use chat_common::ErrorCode;
 use chat_proto::chat::v1::{self as pb, client_frame::Frame as In, server_frame::Frame as Out};
 use futures::channel::mpsc as queue;
 use futures::stream::BoxStream;
-use futures::{SinkExt, Stream, StreamExt};
-use tokio::sync::watch;
+use futures::{FutureExt as _, SinkExt, Stream, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -66,19 +64,20 @@ pub fn serve(
     let slow = CancellationToken::new();
     // The connection stops once its stream is dropped, polled or not.
     let gone = slow.clone().drop_guard();
-    tokio::spawn(
-        Connection {
-            core,
-            principal,
-            request_id,
-            message_limit,
-            tx,
-            subscriptions: HashMap::new(),
-            queue: None,
-            slow: slow.clone(),
-        }
-        .run(frames),
-    );
+    let out = Outlet {
+        tx,
+        slow: slow.clone(),
+        subscriptions: Subscriptions::default(),
+        burst: 0,
+    };
+    let connection = Connection {
+        core,
+        principal,
+        request_id,
+        message_limit,
+        queue: None,
+    };
+    tokio::spawn(connection.run(out, frames));
     Box::pin(FramesOut {
         rx,
         slow,
@@ -122,17 +121,11 @@ impl Stream for FramesOut {
     }
 }
 
-/// A session subscription of a connection: the task forwarding its events,
-/// and whether a `send` to the session is between its commit and its ack.
+/// A session subscription of a connection: the session id as the client
+/// named it (for the frames that end the subscription), and its events.
 struct Subscribed {
-    task: JoinHandle<()>,
-    sending: Arc<watch::Sender<Sends>>,
-}
-
-impl Drop for Subscribed {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    session_id: String,
+    events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
 }
 
 /// The key of a session's subscription: its canonical id when it has one.
@@ -140,77 +133,188 @@ fn session_key(session_id: &str) -> String {
     SessionId::parse(session_id).map_or_else(|_| session_id.to_owned(), SessionId::into_string)
 }
 
+/// A connection's session subscriptions, one per session, polled in turn
+/// from a rotating start so that a busy session does not starve the others.
+#[derive(Default)]
+struct Subscriptions {
+    subs: Vec<Subscribed>,
+    start: usize,
+}
+
+/// An item of one of a connection's subscriptions, by its index; `None`
+/// when its events ended.
+type SubscriptionItem = (usize, Option<Result<pb::SessionEvent, ServiceError>>);
+
+impl Subscriptions {
+    /// Adds `sub`, replacing the subscription to the same session.
+    fn insert(&mut self, sub: Subscribed) {
+        self.remove(&session_key(&sub.session_id));
+        if self.subs.capacity() == 0 {
+            // Most connections follow one session: room for exactly that.
+            self.subs.reserve_exact(1);
+        }
+        self.subs.push(sub);
+    }
+
+    /// Removes the subscription to the session with canonical id `key`.
+    fn remove(&mut self, key: &str) -> Option<Subscribed> {
+        let i = self.subs.iter().position(|s| session_key(&s.session_id) == key)?;
+        Some(self.subs.swap_remove(i))
+    }
+
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<SubscriptionItem> {
+        let n = self.subs.len();
+        for k in 0..n {
+            let i = (self.start + k) % n;
+            if let Poll::Ready(item) = self.subs[i].events.poll_next_unpin(cx) {
+                self.start = i + 1;
+                return Poll::Ready((i, item));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Events a connection forwards back to back before it looks for a frame.
+const EVENT_BURST: usize = 64;
+
+/// Where a connection's frames go: its bounded outgoing queue, and the
+/// subscriptions whose events it forwards there between the frames it
+/// handles.
+struct Outlet {
+    tx: Outgoing,
+    /// Cancelled when the client fell behind its outgoing queue, and when
+    /// the connection's outgoing stream is dropped (the client is gone).
+    slow: CancellationToken,
+    subscriptions: Subscriptions,
+    /// Events forwarded since the connection last looked for a frame.
+    burst: usize,
+}
+
+/// What a connection does next.
+enum Step {
+    Frame(In),
+    /// A frame without content.
+    Empty,
+    Event(SubscriptionItem),
+    Stop,
+}
+
+impl Outlet {
+    /// The next thing to do: an event ready goes first (so that events
+    /// waiting when a frame's handling ends go out before the next frame is
+    /// handled), but after [`EVENT_BURST`] of them a frame waiting is handled
+    /// (a flood of events does not hold a `cancel` back).
+    async fn next(&mut self, frames: &mut (impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin)) -> Step {
+        if self.burst >= EVENT_BURST {
+            self.burst = 0;
+            if let Some(next) = frames.next().now_or_never() {
+                return Step::frame(next);
+            }
+        }
+        let Self {
+            slow, subscriptions, ..
+        } = self;
+        let step = tokio::select! {
+            biased;
+            () = slow.cancelled() => Step::Stop,
+            item = std::future::poll_fn(|cx| subscriptions.poll_next(cx)) => Step::Event(item),
+            next = frames.next() => Step::frame(next),
+        };
+        match step {
+            Step::Event(_) => self.burst += 1,
+            _ => self.burst = 0,
+        }
+        step
+    }
+
+    /// Queues a subscription's item without waiting; an error ends the
+    /// subscription, and so do its events' end.
+    fn forward(&mut self, (i, item): SubscriptionItem) {
+        let err = match item {
+            Some(Ok(ev)) => {
+                queue(&mut self.tx, &self.slow, frame(Out::Event(ev)));
+                return;
+            }
+            Some(Err(err)) => err,
+            None => {
+                self.subscriptions.subs.swap_remove(i);
+                return;
+            }
+        };
+        // The subscription could not catch up after losing events: say
+        // why, then that it ended, so the client subscribes again from its
+        // last seq.
+        let Subscribed { session_id, .. } = self.subscriptions.subs.swap_remove(i);
+        let ended = frame(Out::Unsubscribed(pb::Unsubscribed {
+            session_id: session_id.clone(),
+        }));
+        for out in [error_frame(&err, &session_id, ""), ended] {
+            if !queue(&mut self.tx, &self.slow, out) {
+                break;
+            }
+        }
+    }
+}
+
+impl Step {
+    fn frame(next: Option<Result<pb::ClientFrame, Status>>) -> Self {
+        match next {
+            Some(Ok(pb::ClientFrame { frame: Some(frame) })) => Self::Frame(frame),
+            Some(Ok(pb::ClientFrame { frame: None })) => Self::Empty,
+            Some(Err(_)) | None => Self::Stop,
+        }
+    }
+}
+
+/// Handles one frame of a connection.
+trait Handler {
+    fn handle(&mut self, frame: In, out: &mut Outlet) -> impl Future<Output = ()> + Send;
+}
+
+/// Serves a connection: its frames are handled one at a time, in order,
+/// and its subscriptions' events are forwarded between them, never while
+/// one is handled. So a `send`'s ack, queued within its handling, precedes
+/// every event that came meanwhile: above all those of the run it queued,
+/// which a runner already busy in the session may claim and publish the
+/// moment the message is committed.
+async fn serve_frames(
+    out: &mut Outlet,
+    mut frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+    handler: &mut impl Handler,
+) {
+    loop {
+        match out.next(&mut frames).await {
+            Step::Stop => break,
+            Step::Event(item) => out.forward(item),
+            // Boxed: a frame's handling (a send's transaction, above all)
+            // needs far more state than an idle connection waiting for its
+            // next frame, and every idle connection holds this future.
+            Step::Frame(frame) => Box::pin(handler.handle(frame, out)).await,
+            Step::Empty => {
+                let err = ServiceError::Invalid("empty frame".into());
+                let _ = out.tx.send(error_frame(&err, "", "")).await;
+            }
+        }
+    }
+}
+
 struct Connection {
     core: ChatCore,
     principal: Principal,
     request_id: Option<String>,
     message_limit: Option<Arc<UserLimits>>,
-    tx: Outgoing,
-    subscriptions: HashMap<String, Subscribed>,
     /// The task forwarding the operators' queue, while watched.
     queue: Option<QueueWatch>,
-    /// Cancelled when the client fell behind its outgoing queue, and when
-    /// the connection's outgoing stream is dropped (the client is gone).
-    slow: CancellationToken,
 }
 
 impl Connection {
-    async fn run(mut self, mut frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin) {
-        loop {
-            let next = tokio::select! {
-                next = frames.next() => next,
-                () = self.slow.cancelled() => break,
-            };
-            match next {
-                // Boxed: a frame's handling (a send's transaction, above all)
-                // needs far more state than an idle connection waiting for
-                // its next frame, and every idle connection holds this future.
-                Some(Ok(pb::ClientFrame { frame: Some(frame) })) => Box::pin(self.handle(frame)).await,
-                Some(Ok(pb::ClientFrame { frame: None })) => {
-                    let err = ServiceError::Invalid("empty frame".into());
-                    let _ = self.tx.send(error_frame(&err, "", "")).await;
-                }
-                Some(Err(_)) | None => break,
-            }
-        }
-        self.subscriptions.clear();
+    async fn run(mut self, mut out: Outlet, frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin) {
+        serve_frames(&mut out, frames, &mut self).await;
         self.queue = None;
     }
 
-    async fn handle(&mut self, incoming: In) {
-        let reply = match incoming {
-            In::Subscribe(sub) => self.subscribe(sub).await,
-            In::Unsubscribe(unsub) => {
-                self.subscriptions.remove(&session_key(&unsub.session_id));
-                frame_out(Out::Unsubscribed(pb::Unsubscribed {
-                    session_id: unsub.session_id,
-                }))
-            }
-            In::Send(send) => {
-                let span = self.turn_span(&send);
-                self.send(send).instrument(span).await
-            }
-            In::Cancel(cancel) => match self
-                .core
-                .cancel(&self.principal, &cancel.session_id, &cancel.run_id)
-                .await
-            {
-                Ok(()) => None,
-                Err(err) => Some(error_frame(&err, &cancel.session_id, "")),
-            },
-            In::Ping(_) => frame_out(Out::Pong(pb::PongFrame {})),
-            In::WatchQueue(_) => self.watch_queue().await,
-            In::UnwatchQueue(_) => {
-                self.queue = None;
-                None
-            }
-        };
-        if let Some(reply) = reply {
-            let _ = self.tx.send(reply).await;
-        }
-    }
-
-    async fn send(&mut self, send: pb::SendFrame) -> Option<Frame> {
+    async fn send(&mut self, send: pb::SendFrame, out: &mut Outlet) -> Option<Frame> {
         if let (Some(limits), Principal::User(user_id)) = (&self.message_limit, &self.principal)
             && let Err(status) = limits.check_message(user_id)
         {
@@ -228,15 +332,6 @@ impl Connection {
                 retry_after_ms,
             })));
         }
-        // A runner already busy in the session may claim the new run and
-        // publish its events the moment it is committed, before the ack is
-        // queued; until then the subscription holds back events of runs it
-        // has not seen yet, so the ack precedes them.
-        let sending = self
-            .subscriptions
-            .get(&session_key(&send.session_id))
-            .map(|s| s.sending.clone());
-        let _sending = sending.as_deref().map(Sending::start);
         let result = self
             .core
             .send(
@@ -249,8 +344,9 @@ impl Connection {
             .await;
         match result {
             Ok(sent) => {
-                let _ = self.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
-                drop(_sending);
+                // Queued before any event of the run: none is forwarded
+                // while this frame is handled (see `serve_frames`).
+                let _ = out.tx.send(frame(Out::Ack(sent.ack.clone()))).await;
                 let origin = RunOrigin::current(self.request_id.clone());
                 self.core.announce(&sent, origin).await;
                 None
@@ -276,7 +372,7 @@ impl Connection {
         span
     }
 
-    async fn subscribe(&mut self, sub: pb::SubscribeFrame) -> Option<Frame> {
+    async fn subscribe(&mut self, sub: pb::SubscribeFrame, out: &mut Outlet) -> Option<Frame> {
         let subscription = match self
             .core
             .subscribe(&self.principal, &sub.session_id, sub.after_seq)
@@ -285,79 +381,55 @@ impl Connection {
             Ok(subscription) => subscription,
             Err(err) => return Some(error_frame(&err, &sub.session_id, "")),
         };
-        let key = session_key(&sub.session_id);
-        // Replacing the previous subscription (if any) aborts its task.
-        self.subscriptions.remove(&key);
+        // The previous subscription to the session (if any) ends here, so
+        // none of its events follow `subscribed`.
+        out.subscriptions.remove(&session_key(&sub.session_id));
         let subscribed = Out::Subscribed(pb::Subscribed {
             session_id: sub.session_id.clone(),
             last_seq: subscription.last_seq,
         });
-        // Sent before the task starts so `subscribed` precedes the events.
-        if self.tx.send(frame(subscribed)).await.is_err() {
+        if out.tx.send(frame(subscribed)).await.is_err() {
             return None;
         }
-        let (sending, send_done) = watch::channel(Sends::default());
-        let task = tokio::spawn(forward(
-            subscription.events,
-            sub.session_id.clone(),
-            send_done,
-            self.tx.clone(),
-            self.slow.clone(),
-        ));
-        self.subscriptions.insert(
-            key,
-            Subscribed {
-                task,
-                sending: Arc::new(sending),
-            },
-        );
+        out.subscriptions.insert(Subscribed {
+            session_id: sub.session_id,
+            events: subscription.events,
+        });
         None
     }
 }
 
-/// Forwards a subscription's events into the connection's outgoing queue.
-/// While `send_done` says a `send` to the session is between its commit and
-/// its ack, the first event of a run not forwarded before waits (and so does
-/// everything after it) until the ack is queued: a runner already busy in
-/// the session may claim the new run and publish its events before then.
-/// It waits for the sends begun by then only, not for sends that follow
-/// back to back.
-async fn forward(
-    mut events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
-    session_id: String,
-    mut send_done: watch::Receiver<Sends>,
-    mut tx: Outgoing,
-    slow: CancellationToken,
-) {
-    let mut known = KnownRuns::default();
-    while let Some(item) = events.next().await {
-        if let Ok(ev) = &item
-            && known.is_new(ev)
-        {
-            // Ends at once when no send is in flight (or the
-            // subscription is being replaced).
-            let begun = send_done.borrow().started;
-            let _ = send_done.wait_for(|sends| sends.acked >= begun).await;
-        }
-        let ev = match item {
-            Ok(ev) => ev,
-            Err(err) => {
-                // The subscription could not catch up after losing
-                // events: say why, then that it ended, so the client
-                // subscribes again from its last seq.
-                let ended = Out::Unsubscribed(pb::Unsubscribed {
-                    session_id: session_id.clone(),
-                });
-                for out in [error_frame(&err, &session_id, ""), frame(ended)] {
-                    if !queue(&mut tx, &slow, out) {
-                        break;
-                    }
-                }
-                return;
+impl Handler for Connection {
+    async fn handle(&mut self, incoming: In, out: &mut Outlet) {
+        let reply = match incoming {
+            In::Subscribe(sub) => self.subscribe(sub, out).await,
+            In::Unsubscribe(unsub) => {
+                out.subscriptions.remove(&session_key(&unsub.session_id));
+                frame_out(Out::Unsubscribed(pb::Unsubscribed {
+                    session_id: unsub.session_id,
+                }))
+            }
+            In::Send(send) => {
+                let span = self.turn_span(&send);
+                self.send(send, out).instrument(span).await
+            }
+            In::Cancel(cancel) => match self
+                .core
+                .cancel(&self.principal, &cancel.session_id, &cancel.run_id)
+                .await
+            {
+                Ok(()) => None,
+                Err(err) => Some(error_frame(&err, &cancel.session_id, "")),
+            },
+            In::Ping(_) => frame_out(Out::Pong(pb::PongFrame {})),
+            In::WatchQueue(_) => self.watch_queue(out).await,
+            In::UnwatchQueue(_) => {
+                self.queue = None;
+                None
             }
         };
-        if !queue(&mut tx, &slow, frame(Out::Event(ev))) {
-            return;
+        if let Some(reply) = reply {
+            let _ = out.tx.send(reply).await;
         }
     }
 }
@@ -366,14 +438,14 @@ impl Connection {
     /// Starts forwarding the operators' queue (a snapshot, then changes),
     /// replacing an earlier watch; an error ends it with an error frame
     /// naming no session, and the client may watch again.
-    async fn watch_queue(&mut self) -> Option<Frame> {
+    async fn watch_queue(&mut self, out: &mut Outlet) -> Option<Frame> {
         self.queue = None;
         let mut updates = match self.core.watch_queue(&self.principal).await {
             Ok(updates) => updates,
             Err(err) => return Some(error_frame(&err, "", "")),
         };
-        let mut tx = self.tx.clone();
-        let slow = self.slow.clone();
+        let mut tx = out.tx.clone();
+        let slow = out.slow.clone();
         let task = tokio::spawn(async move {
             while let Some(update) = updates.next().await {
                 let (out, last) = match update {
@@ -396,69 +468,6 @@ struct QueueWatch(JoinHandle<()>);
 impl Drop for QueueWatch {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// A connection's `send`s to a session: how many began (committing) and how
-/// many of those have their ack queued. A connection handles its frames in
-/// order, so sends are acked in the order they began.
-#[derive(Clone, Copy, Debug, Default)]
-struct Sends {
-    started: u64,
-    acked: u64,
-}
-
-/// Marks a session's `send` in flight until dropped.
-struct Sending<'a> {
-    sends: &'a watch::Sender<Sends>,
-    number: u64,
-}
-
-impl<'a> Sending<'a> {
-    fn start(sends: &'a watch::Sender<Sends>) -> Self {
-        let mut number = 0;
-        sends.send_modify(|s| {
-            s.started += 1;
-            number = s.started;
-        });
-        Self { sends, number }
-    }
-}
-
-impl Drop for Sending<'_> {
-    fn drop(&mut self) {
-        let number = self.number;
-        self.sends.send_modify(|s| s.acked = s.acked.max(number));
-    }
-}
-
-/// The runs a subscription has forwarded events of, to tell a new run's
-/// first event; bounded, as forgetting one only costs a wait.
-#[derive(Default)]
-struct KnownRuns(std::collections::HashSet<String>);
-
-impl KnownRuns {
-    const MAX: usize = 256;
-
-    /// Whether `event` belongs to a run not seen before; remembers it.
-    fn is_new(&mut self, event: &pb::SessionEvent) -> bool {
-        use pb::session_event::Event;
-        let run_id = match &event.event {
-            Some(Event::Run(r)) => &r.run_id,
-            Some(Event::Delta(d)) => &d.run_id,
-            Some(Event::Handoff(h)) => &h.run_id,
-            Some(Event::ToolCall(t)) => &t.run_id,
-            Some(Event::ToolResult(t)) => &t.run_id,
-            Some(Event::Message(_) | Event::Session(_) | Event::Presence(_)) | None => return false,
-        };
-        if self.0.contains(run_id) {
-            return false;
-        }
-        if self.0.len() >= Self::MAX {
-            self.0.clear();
-        }
-        self.0.insert(run_id.clone());
-        true
     }
 }
 
@@ -537,122 +546,153 @@ mod tests {
         }
     }
 
-    /// A subscription's forwarding task fed by hand: events in through
-    /// `events_tx` (room for one), frames out on `rx`, sends marked on
-    /// `sending`, and the connection's own frames (an ack) queued on `tx`.
-    struct Forwarder {
-        events_tx: mpsc::Sender<Result<pb::SessionEvent, ServiceError>>,
-        sending: watch::Sender<Sends>,
-        tx: Outgoing,
+    /// A connection served by [`serve_frames`] with a stand-in handler:
+    /// frames in through `frames_tx`, one subscription's events through
+    /// `events_tx`, frames out on `rx`.
+    struct Served {
+        frames_tx: mpsc::UnboundedSender<In>,
+        events_tx: mpsc::UnboundedSender<Result<pb::SessionEvent, ServiceError>>,
         rx: queue::Receiver<Frame>,
         task: JoinHandle<()>,
     }
 
-    impl Forwarder {
-        fn spawn() -> Self {
-            let (events_tx, events_rx) = mpsc::channel(1);
-            let (sending, send_done) = watch::channel(Sends::default());
-            let (tx, rx) = queue::channel(16);
-            let task = tokio::spawn(forward(
-                tokio_stream::wrappers::ReceiverStream::new(events_rx).boxed(),
-                "s".into(),
-                send_done,
-                tx.clone(),
-                CancellationToken::new(),
-            ));
-            Self {
-                events_tx,
-                sending,
+    /// Handles each frame as `Connection::send` does, in its steps: the
+    /// commit (during which a runner busy in the session publishes events of
+    /// the new run, here `publish`'s next batch), then the ack.
+    struct Sends {
+        events_tx: mpsc::UnboundedSender<Result<pb::SessionEvent, ServiceError>>,
+        publish: std::collections::VecDeque<Vec<pb::SessionEvent>>,
+    }
+
+    impl Handler for Sends {
+        async fn handle(&mut self, _frame: In, out: &mut Outlet) {
+            for ev in self.publish.pop_front().unwrap_or_default() {
+                self.events_tx.send(Ok(ev)).unwrap();
+            }
+            // Whatever else would run meanwhile gets its chance.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            out.tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        }
+    }
+
+    impl Served {
+        /// `publish[i]`: what is published while the `i`th frame is handled.
+        fn spawn(publish: Vec<Vec<pb::SessionEvent>>) -> Self {
+            let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+            let (events_tx, events_rx) = mpsc::unbounded_channel();
+            let (tx, rx) = queue::channel(4096);
+            let mut out = Outlet {
                 tx,
+                slow: CancellationToken::new(),
+                subscriptions: Subscriptions::default(),
+                burst: 0,
+            };
+            out.subscriptions.insert(Subscribed {
+                session_id: "s".into(),
+                events: tokio_stream::wrappers::UnboundedReceiverStream::new(events_rx).boxed(),
+            });
+            let mut handler = Sends {
+                events_tx: events_tx.clone(),
+                publish: publish.into(),
+            };
+            let frames = tokio_stream::wrappers::UnboundedReceiverStream::new(frames_rx)
+                .map(|frame| Ok(pb::ClientFrame { frame: Some(frame) }));
+            let task = tokio::spawn(async move { serve_frames(&mut out, frames, &mut handler).await });
+            Self {
+                frames_tx,
+                events_tx,
                 rx,
                 task,
             }
         }
 
-        /// Publishes `ev` and waits until the forwarder has taken it (room
-        /// for one: once the slot is free again, on this single-threaded
-        /// runtime, the forwarder has done all it does with the event).
-        async fn publish(&self, ev: pb::SessionEvent) {
-            self.events_tx.send(Ok(ev)).await.unwrap();
-            drop(self.events_tx.reserve().await.unwrap());
+        fn publish(&self, ev: pb::SessionEvent) {
+            self.events_tx.send(Ok(ev)).unwrap();
         }
 
-        /// Queues the connection's ack of a send.
-        async fn ack(&self) {
-            let mut tx = self.tx.clone();
-            tx.send(frame(Out::Ack(pb::Ack::default()))).await.unwrap();
+        fn send(&self) {
+            self.frames_tx.send(In::Send(pb::SendFrame::default())).unwrap();
+        }
+
+        /// The next `n` frames out, described.
+        async fn next(&mut self, n: usize) -> Vec<String> {
+            let mut seen = Vec::new();
+            while seen.len() < n {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(5), self.rx.next()).await;
+                let Ok(Some(frame)) = next else { break };
+                seen.push(describe(&frame));
+            }
+            seen
         }
     }
 
-    /// The interleaving the hold-back exists for, fed to the forwarder
-    /// directly: run `r1` streams; a `send` commits its message; `r1`'s
-    /// reply commit claims the new run `r2`, whose `running` and first delta
-    /// are published before the send's ack is queued. The client must still
-    /// get the ack before any event of `r2`, while `r1`'s end goes on
-    /// without waiting.
+    /// The interleaving the ordering exists for: run `r1` streams; a `send`
+    /// commits its message; `r1`'s reply commit claims the new run `r2`,
+    /// whose `running` and first delta are published before the send's ack
+    /// is queued. The client must still get the ack before any event of
+    /// `r2`.
     #[tokio::test]
     async fn events_of_a_run_claimed_before_the_ack_wait_for_it() {
-        let mut f = Forwarder::spawn();
+        let mut c = Served::spawn(vec![vec![
+            delta("r1", 1),
+            reply("r1", 3),
+            run("r1", pb::RunStatus::Completed),
+            run("r2", pb::RunStatus::Running),
+            delta("r2", 0),
+        ]]);
+        c.publish(run("r1", pb::RunStatus::Running));
+        c.publish(delta("r1", 0));
+        assert_eq!(c.next(2).await, ["r1 RUN_STATUS_RUNNING", "r1 delta 0"]);
 
-        f.publish(run("r1", pb::RunStatus::Running)).await;
-        f.publish(delta("r1", 0)).await;
-        // The send, as `Connection::send` does it: in flight from before its
-        // commit until its ack is queued.
-        let in_flight = Sending::start(&f.sending);
-        f.publish(delta("r1", 1)).await;
-        f.publish(reply("r1", 3)).await;
-        f.publish(run("r1", pb::RunStatus::Completed)).await;
-        f.publish(run("r2", pb::RunStatus::Running)).await;
-        f.ack().await;
-        drop(in_flight);
-        f.publish(delta("r2", 0)).await;
-
-        let mut seen = Vec::new();
-        while seen.len() < 8 {
-            seen.push(describe(&f.rx.next().await.unwrap()));
-        }
+        c.send();
         assert_eq!(
-            seen,
+            c.next(6).await,
             [
-                "r1 RUN_STATUS_RUNNING",
-                "r1 delta 0",
+                "ack",
                 "r1 delta 1",
                 "reply of r1",
                 "r1 RUN_STATUS_COMPLETED",
-                "ack",
                 "r2 RUN_STATUS_RUNNING",
                 "r2 delta 0",
             ],
-            "the ack precedes every event of the run it starts"
+            "the ack precedes every event that came while its send was handled"
         );
-        f.task.abort();
+        c.task.abort();
     }
 
-    /// Sends back to back: the second begins as soon as the first's ack is
-    /// queued, before the forwarder looks again. An event of a new run held
-    /// for the first send goes out after that ack, not after the second's.
+    /// Sends back to back: the second is waiting when the first's handling
+    /// ends. The events that came meanwhile go out before the second send is
+    /// handled, not after it.
     #[tokio::test]
-    async fn a_held_event_waits_for_the_send_in_flight_not_for_the_next() {
-        let mut f = Forwarder::spawn();
-
-        let first = Sending::start(&f.sending);
-        f.publish(run("r1", pb::RunStatus::Running)).await;
-        f.ack().await;
-        drop(first);
-        let second = Sending::start(&f.sending);
-
-        let mut seen = Vec::new();
-        while seen.len() < 2 {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(5), f.rx.next()).await;
-            let Ok(Some(frame)) = next else { break };
-            seen.push(describe(&frame));
-        }
+    async fn events_go_out_between_back_to_back_sends() {
+        let mut c = Served::spawn(vec![vec![run("r1", pb::RunStatus::Running)], vec![]]);
+        c.send();
+        c.send();
         assert_eq!(
-            seen,
-            ["ack", "r1 RUN_STATUS_RUNNING"],
+            c.next(3).await,
+            ["ack", "r1 RUN_STATUS_RUNNING", "ack"],
             "not held behind the second send"
         );
-        drop(second);
-        f.task.abort();
+        c.task.abort();
+    }
+
+    /// A flood of events does not hold a frame back: once a burst of them
+    /// went out, a frame waiting is handled.
+    #[tokio::test]
+    async fn a_frame_waiting_is_handled_within_a_burst_of_events() {
+        let mut c = Served::spawn(vec![vec![]]);
+        c.publish(run("r1", pb::RunStatus::Running));
+        assert_eq!(c.next(1).await, ["r1 RUN_STATUS_RUNNING"]);
+        // Both ready at once: three bursts' worth of deltas, and a send.
+        for i in 0..3 * EVENT_BURST {
+            c.publish(delta("r1", u32::try_from(i).unwrap()));
+        }
+        c.send();
+        let seen = c.next(3 * EVENT_BURST + 1).await;
+        let ack = seen.iter().position(|f| f == "ack").expect("the send was handled");
+        assert!(ack <= EVENT_BURST, "the ack came after {ack} deltas");
+        c.task.abort();
     }
 }
