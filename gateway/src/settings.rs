@@ -107,9 +107,9 @@ pub struct Settings {
     #[arg(long, env = "MAX_WS_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_ws_frame_bytes: usize,
 
-    /// Read buffer of each WebSocket connection, in bytes (kept small: every idle socket holds one;
-    /// a larger frame grows it while it is read).
-    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    /// Read buffer of each WebSocket connection, in bytes (kept small: every idle socket holds one,
+    /// and clients' frames are small; a larger frame takes several reads and grows it while it is read).
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 256)]
     pub ws_read_buffer_bytes: usize,
 
     /// Write buffer of each WebSocket connection, in bytes.
@@ -463,7 +463,7 @@ mod tests {
         ]);
         assert_eq!(settings.jwt_secret(), SECRET);
         assert_eq!(settings.max_content_bytes, 16384);
-        assert_eq!(settings.ws_read_buffer_bytes, 1024);
+        assert_eq!(settings.ws_read_buffer_bytes, 256);
         assert!(settings.validate().is_ok());
     }
 

@@ -52,9 +52,16 @@ pub struct Limits {
     pub session_ttl_ms: i64,
 }
 
-/// chat-core's operations over its store, bus and dispatcher.
+/// chat-core's operations over its store, bus and dispatcher. A clone is a
+/// pointer: every connection and subscription holds one.
 #[derive(Clone)]
 pub struct ChatCore {
+    parts: Arc<Parts>,
+}
+
+/// What a [`ChatCore`] is made of, shared by its clones.
+#[derive(Clone)]
+pub struct Parts {
     pub(crate) store: Arc<dyn ChatStore>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) dispatcher: Arc<Dispatcher>,
@@ -65,6 +72,14 @@ pub struct ChatCore {
     pub(crate) streams: UserStreams,
     /// What replaying history on subscribe costs each user.
     pub(crate) replay: ReplayBudget,
+}
+
+impl std::ops::Deref for ChatCore {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.parts
+    }
 }
 
 /// A committed send: the ack and the run it queued.
@@ -86,7 +101,7 @@ impl ChatCore {
         limits: Limits,
         default_agent: String,
     ) -> Self {
-        Self {
+        let parts = Parts {
             sessions: SessionLifecycle::new(store.clone(), bus.clone()),
             store,
             bus,
@@ -95,13 +110,19 @@ impl ChatCore {
             default_agent,
             streams: UserStreams::default(),
             replay: ReplayBudget::new(0),
+        };
+        Self {
+            parts: Arc::new(parts),
         }
     }
 
     /// Charges each user's history replays against `budget`.
-    pub fn with_replay_budget(mut self, budget: ReplayBudget) -> Self {
-        self.replay = budget;
-        self
+    pub fn with_replay_budget(self, budget: ReplayBudget) -> Self {
+        let mut parts = Arc::unwrap_or_clone(self.parts);
+        parts.replay = budget;
+        Self {
+            parts: Arc::new(parts),
+        }
     }
 
     /// A session as callers see it, with when it expires if left idle.

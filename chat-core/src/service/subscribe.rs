@@ -441,7 +441,9 @@ impl ChatCore {
                             Some(item) => item,
                             None => break,
                         },
-                        Some(deadline) => match tokio::time::timeout_at(deadline, live.next()).await {
+                        // Boxed: a timer is as large as the rest of an idle
+                        // subscription's state, and only a gap needs one.
+                        Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, live.next())).await {
                             Ok(Some(item)) => item,
                             Ok(None) => break,
                             Err(_) => {
