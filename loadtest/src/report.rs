@@ -129,10 +129,11 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             Status::Missing,
         ),
     }
-    let tagged = turns
-        .iter()
-        .map(|(c, t)| (c, t, ""))
-        .chain(embedded.iter().map(|(c, t)| (c, t, ", all-in-one on SQLite + in-process bus")));
+    let tagged = turns.iter().map(|(c, t)| (c, t, "")).chain(
+        embedded
+            .iter()
+            .map(|(c, t)| (c, t, ", all-in-one on SQLite + in-process bus")),
+    );
     for (c, t, setup) in tagged {
         let reply = &t["latency"]["send_to_reply"];
         let ratio = ceiling
@@ -567,7 +568,9 @@ mod tests {
         assert!(text.contains("**60%** of pgbench"), "{text}");
         assert!(text.contains("| turns at c=16 |"), "{text}");
         assert!(
-            text.contains("| one turn on an idle system (c=1, all-in-one on SQLite + in-process bus) | **600 turns/s**"),
+            text.contains(
+                "| one turn on an idle system (c=1, all-in-one on SQLite + in-process bus) | **600 turns/s**"
+            ),
             "{text}"
         );
         assert!(

@@ -205,7 +205,10 @@ impl Outlet {
     /// waiting when a frame's handling ends go out before the next frame is
     /// handled), but after [`EVENT_BURST`] of them a frame waiting is handled
     /// (a flood of events does not hold a `cancel` back).
-    async fn next(&mut self, frames: &mut (impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin)) -> Step {
+    async fn next(
+        &mut self,
+        frames: &mut (impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin),
+    ) -> Step {
         if self.burst >= EVENT_BURST {
             self.burst = 0;
             if let Some(next) = frames.next().now_or_never() {
@@ -309,7 +312,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut out: Outlet, frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin) {
+    async fn run(
+        mut self,
+        mut out: Outlet,
+        frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+    ) {
         serve_frames(&mut out, frames, &mut self).await;
         self.queue = None;
     }
@@ -691,7 +698,10 @@ mod tests {
         }
         c.send();
         let seen = c.next(3 * EVENT_BURST + 1).await;
-        let ack = seen.iter().position(|f| f == "ack").expect("the send was handled");
+        let ack = seen
+            .iter()
+            .position(|f| f == "ack")
+            .expect("the send was handled");
         assert!(ack <= EVENT_BURST, "the ack came after {ack} deltas");
         c.task.abort();
     }
