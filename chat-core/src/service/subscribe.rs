@@ -468,17 +468,34 @@ impl ChatCore {
                         }
                     }
                     Next::CatchUp => {
-                        // Boxed: every idle subscription holds this stream,
-                        // and catching up (database reads) needs far more
-                        // state than waiting for the next event.
-                        match Box::pin(core.catch_up(&session_id, &mut delivered, None)).await {
-                            Ok(missed) => {
+                        // In a task of its own: a catch-up holds a database
+                        // connection while it reads, and this stream's reader
+                        // (a connection's task) leaves it unpolled while it
+                        // handles a frame, which may need a connection too.
+                        // Alone, the catch-up always finishes and gives its
+                        // connection back. (It also keeps the reads' state out
+                        // of this stream, which every idle subscription holds.)
+                        let catching_up = {
+                            let (core, session_id) = (core.clone(), session_id.clone());
+                            let mut taken = std::mem::take(&mut delivered);
+                            tokio::spawn(async move {
+                                let missed = core.catch_up(&session_id, &mut taken, None).await;
+                                (missed, taken)
+                            })
+                        };
+                        match catching_up.await {
+                            Ok((Ok(missed), caught_up)) => {
+                                delivered = caught_up;
                                 for ev in missed {
                                     yield Ok(ev);
                                 }
                             }
-                            Err(error) => {
+                            Ok((Err(error), _)) => {
                                 yield Err(error);
+                                break;
+                            }
+                            Err(failed) => {
+                                yield Err(ServiceError::Internal(Box::new(failed)));
                                 break;
                             }
                         }
