@@ -19,6 +19,7 @@ use chat_common::Health;
 use chat_common::trace::AccessLog;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::api::{AuthInterceptor, ChatApi, OperatorApi, Passwords, StreamLimits, UserApi, UserLimits};
 use crate::bus::{EventBus, InProcessBus, RedisBus};
@@ -42,6 +43,8 @@ pub struct Application {
     keys: Arc<TokenKeys>,
     health: Health,
     settings: Settings,
+    /// SQLite's log checkpoints, in the background while the application lives.
+    wal_checkpoints: Option<AbortOnDropHandle<()>>,
 }
 
 impl Application {
@@ -67,6 +70,7 @@ impl Application {
                 .context("failed to run migrations")?;
         }
         info!(backend = store::backend_name(&db), "database connected");
+        let wal_checkpoints = store::spawn_wal_checkpoints(&db).map(AbortOnDropHandle::new);
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
         let bus: Arc<dyn EventBus> = match settings.redis_url() {
             Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_batches).await?),
@@ -140,6 +144,7 @@ impl Application {
             keys,
             health,
             settings,
+            wal_checkpoints,
         })
     }
 
@@ -167,6 +172,7 @@ impl Application {
             keys,
             health,
             settings,
+            wal_checkpoints,
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
@@ -298,6 +304,7 @@ impl Application {
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
+        drop(wal_checkpoints);
         info!("chat-core stopped");
         result
     }

@@ -8,13 +8,23 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
 use super::{ChatStore, StoreError};
 
 /// How long a pooled connection may sit idle before it is pinged when it
 /// is next taken.
 const POOL_PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// How often SQLite's write-ahead log is copied into the database file, in
+/// the background ([`spawn_wal_checkpoints`]).
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// WAL pages after which a committing connection checkpoints the log itself
+/// (SQLite's default is 1,000): a backstop for when the background
+/// checkpoints fall behind. A checkpoint inside a commit copies the whole log
+/// and syncs the file; every turn that landed on one waited for it.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
 
 /// Opens a pool for `url`, creating the SQLite file (owner-only, before
 /// SQLite opens it, so it never exists with wider permissions; its WAL and
@@ -64,9 +74,54 @@ pub async fn connect(
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         });
     }
     Ok(Database::connect(options).await?)
+}
+
+/// Checkpoints SQLite's write-ahead log every [`WAL_CHECKPOINT_EVERY`] on a
+/// pooled connection, so commits do not: a commit that crosses SQLite's
+/// threshold would otherwise copy the log into the database and sync it
+/// before returning. Nothing to do on Postgres (`None`).
+pub fn spawn_wal_checkpoints(db: &DatabaseConnection) -> Option<tokio::task::JoinHandle<()>> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return None;
+    }
+    let db = db.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match checkpoint(&db).await {
+                Ok(Checkpointed { log, copied }) => tracing::trace!(log, copied, "WAL checkpoint"),
+                Err(error) => tracing::debug!(%error, "WAL checkpoint failed; trying again later"),
+            }
+        }
+    }))
+}
+
+/// What a WAL checkpoint did: frames in the log, and frames of them copied
+/// into the database file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checkpointed {
+    log: i64,
+    copied: i64,
+}
+
+/// One passive checkpoint: copies as much of the log as no reader still
+/// needs, waiting on no one (writers go on meanwhile).
+async fn checkpoint(db: &DatabaseConnection) -> Result<Checkpointed, StoreError> {
+    let statement = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| StoreError::Other(sea_orm::DbErr::Custom("no checkpoint result".into())))?;
+    Ok(Checkpointed {
+        log: row.try_get("", "log").map_err(StoreError::Other)?,
+        copied: row.try_get("", "checkpointed").map_err(StoreError::Other)?,
+    })
 }
 
 /// Whether SQLite would create the file of `url` (`mode=rwc`).
@@ -137,6 +192,46 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit past SQLite's default threshold (1,000 pages) leaves the log
+    /// as it is; the background checkpoints copy it into the database file.
+    #[tokio::test]
+    async fn sqlite_commits_leave_the_log_to_background_checkpoints() {
+        let dir = std::env::temp_dir().join(format!("chat-core-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("wal.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let db = connect(&url, 2, Duration::from_secs(5)).await.expect("connect");
+        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        db.execute_unprepared("CREATE TABLE blobs (v BLOB)")
+            .await
+            .expect("create");
+        // About 5 MB in one commit: some 1,250 pages.
+        db.execute_unprepared(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) \
+             INSERT INTO blobs SELECT randomblob(4000) FROM n",
+        )
+        .await
+        .expect("insert");
+        let before = size();
+        assert!(
+            before < 1024 * 1024,
+            "the commit checkpointed the log itself: the database file has {before} bytes"
+        );
+
+        let checkpoints = spawn_wal_checkpoints(&db).expect("SQLite checkpoints");
+        let copied = tokio::time::timeout(Duration::from_secs(10), async {
+            while size() < 4 * 1024 * 1024 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        checkpoints.abort();
+        let after = size();
+        db.close().await.expect("close");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(copied.is_ok(), "no checkpoint copied the log: {after} bytes");
+    }
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {

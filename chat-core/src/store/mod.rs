@@ -15,7 +15,7 @@ mod messages;
 mod runs;
 mod sessions;
 
-pub use connection::{SeaStore, backend_name, connect};
+pub use connection::{SeaStore, backend_name, connect, spawn_wal_checkpoints};
 pub use error::StoreError;
 pub use records::*;
 
