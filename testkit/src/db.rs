@@ -12,7 +12,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn new() -> anyhow::Result<Self> {
-        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        match crate::needs::shared_postgres() {
             Some(admin_url) => Self::postgres(&admin_url).await,
             None => Self::sqlite(),
         }

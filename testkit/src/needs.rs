@@ -22,15 +22,17 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The value of `name`, checked reachable; `None` (a skip) only when unset.
+/// The value of `name` when it is set, checked reachable; `None` when unset.
 ///
 /// # Panics
 /// When `name` is set but nothing answers at its host and port.
-fn service(name: &str, what: &str, default_port: u16) -> Option<String> {
-    let Some(url) = env(name) else {
-        eprintln!("skipped: needs {what}: set {name}");
-        return None;
-    };
+fn reachable(name: &str, what: &str, default_port: u16) -> Option<String> {
+    answering(name, env(name), what, default_port)
+}
+
+/// `url` (the value of `name`, if set), checked reachable.
+fn answering(name: &str, url: Option<String>, what: &str, default_port: u16) -> Option<String> {
+    let url = url?;
     let address = crate::db::address_of(&url, default_port);
     let reachable = address
         .as_ref()
@@ -38,6 +40,15 @@ fn service(name: &str, what: &str, default_port: u16) -> Option<String> {
     let at = address.map_or_else(|error| error.to_string(), |addr| addr.to_string());
     assert!(reachable, "{name} is set but {what} at {at} does not answer");
     Some(url)
+}
+
+/// [`reachable`], with a note that the test is skipped when `name` is unset.
+fn service(name: &str, what: &str, default_port: u16) -> Option<String> {
+    let url = reachable(name, what, default_port);
+    if url.is_none() {
+        eprintln!("skipped: needs {what}: set {name}");
+    }
+    url
 }
 
 /// The Postgres admin URL of `TEST_DATABASE_URL`; `None` (skip) only when unset.
@@ -50,10 +61,17 @@ pub fn redis() -> Option<String> {
     service("TEST_REDIS_URL", "Redis", 6379)
 }
 
+/// The Postgres every test database is created on when `TEST_DATABASE_URL`
+/// is set (SQLite otherwise); never skips, and fails when set but unreachable.
+pub fn shared_postgres() -> Option<String> {
+    reachable("TEST_DATABASE_URL", "Postgres", 5432)
+}
+
 /// The Redis every chat-core of a test stack uses when `TEST_REDIS_URL` is
-/// set (the in-process bus otherwise); never skips.
+/// set (the in-process bus otherwise); never skips, and fails when set but
+/// unreachable: a stack must not quietly fall back to the in-process bus.
 pub fn shared_redis() -> Option<String> {
-    env("TEST_REDIS_URL")
+    reachable("TEST_REDIS_URL", "Redis", 6379)
 }
 
 /// A tool the test needs is missing: skips it, or under [`REQUIRE_ALL`]
@@ -92,5 +110,18 @@ mod tests {
     #[test]
     fn a_tool_that_runs_is_found() {
         assert_eq!(program("true", &[], "coreutils"), Some(()));
+    }
+
+    #[test]
+    fn an_unset_service_is_none_and_a_set_unreachable_one_fails() {
+        assert_eq!(answering("PROBE_URL", None, "a probe", 9), None);
+        // Port 1 on loopback: nothing listens there.
+        let failed = std::panic::catch_unwind(|| {
+            answering("PROBE_URL", Some("redis://127.0.0.1:1".into()), "a probe", 9)
+        });
+        assert!(
+            failed.is_err(),
+            "set but unreachable must fail the test, not skip it"
+        );
     }
 }
