@@ -14,6 +14,7 @@ use futures::channel::mpsc as queue;
 use futures::stream::BoxStream;
 use futures::{FutureExt as _, SinkExt, Stream, StreamExt};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument as _;
@@ -67,7 +68,9 @@ pub fn serve(
     let out = Outlet {
         tx,
         slow: slow.clone(),
-        subscriptions: Subscriptions::default(),
+        // Most connections follow one session: room for exactly that.
+        subscriptions: StreamMap::with_capacity(1),
+        subscribed: 0,
         burst: 0,
     };
     let connection = Connection {
@@ -128,52 +131,24 @@ struct Subscribed {
     events: BoxStream<'static, Result<pb::SessionEvent, ServiceError>>,
 }
 
+impl Stream for Subscribed {
+    type Item = Result<pb::SessionEvent, ServiceError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_next_unpin(cx)
+    }
+}
+
 /// The key of a session's subscription: its canonical id when it has one.
 fn session_key(session_id: &str) -> String {
     SessionId::parse(session_id).map_or_else(|_| session_id.to_owned(), SessionId::into_string)
 }
 
-/// A connection's session subscriptions, one per session, polled in turn
-/// from a rotating start so that a busy session does not starve the others.
-#[derive(Default)]
-struct Subscriptions {
-    subs: Vec<Subscribed>,
-    start: usize,
-}
-
-/// An item of one of a connection's subscriptions, by its index; `None`
-/// when its events ended.
-type SubscriptionItem = (usize, Option<Result<pb::SessionEvent, ServiceError>>);
-
-impl Subscriptions {
-    /// Adds `sub`, replacing the subscription to the same session.
-    fn insert(&mut self, sub: Subscribed) {
-        self.remove(&session_key(&sub.session_id));
-        if self.subs.capacity() == 0 {
-            // Most connections follow one session: room for exactly that.
-            self.subs.reserve_exact(1);
-        }
-        self.subs.push(sub);
-    }
-
-    /// Removes the subscription to the session with canonical id `key`.
-    fn remove(&mut self, key: &str) -> Option<Subscribed> {
-        let i = self.subs.iter().position(|s| session_key(&s.session_id) == key)?;
-        Some(self.subs.swap_remove(i))
-    }
-
-    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<SubscriptionItem> {
-        let n = self.subs.len();
-        for k in 0..n {
-            let i = (self.start + k) % n;
-            if let Poll::Ready(item) = self.subs[i].events.poll_next_unpin(cx) {
-                self.start = i + 1;
-                return Poll::Ready((i, item));
-            }
-        }
-        Poll::Pending
-    }
-}
+/// A connection's subscriptions, one per session, each under a number of
+/// its own (handed out with every event, so it must be cheap to copy).
+/// `StreamMap` polls them from a random start, so a busy session does not
+/// starve the others, and drops those whose events ended.
+type Subscriptions = StreamMap<u64, Subscribed>;
 
 /// Events a connection forwards back to back before it looks for a frame.
 const EVENT_BURST: usize = 64;
@@ -187,6 +162,8 @@ struct Outlet {
     /// the connection's outgoing stream is dropped (the client is gone).
     slow: CancellationToken,
     subscriptions: Subscriptions,
+    /// The number of the latest subscription.
+    subscribed: u64,
     /// Events forwarded since the connection last looked for a frame.
     burst: usize,
 }
@@ -196,7 +173,8 @@ enum Step {
     Frame(In),
     /// A frame without content.
     Empty,
-    Event(SubscriptionItem),
+    /// An item of the subscription with this number.
+    Event(u64, Result<pb::SessionEvent, ServiceError>),
     Stop,
 }
 
@@ -221,34 +199,52 @@ impl Outlet {
         let step = tokio::select! {
             biased;
             () = slow.cancelled() => Step::Stop,
-            item = std::future::poll_fn(|cx| subscriptions.poll_next(cx)) => Step::Event(item),
+            Some((number, item)) = subscriptions.next(), if !subscriptions.is_empty() => Step::Event(number, item),
             next = frames.next() => Step::frame(next),
         };
         match step {
-            Step::Event(_) => self.burst += 1,
+            Step::Event(..) => self.burst += 1,
             _ => self.burst = 0,
         }
         step
     }
 
+    /// Adds `sub`; the caller removed any earlier subscription to its session.
+    fn subscribe(&mut self, sub: Subscribed) {
+        self.subscribed += 1;
+        self.subscriptions.insert(self.subscribed, sub);
+    }
+
+    /// Ends the subscription to the session `session_id` names, however
+    /// it is written.
+    fn unsubscribe(&mut self, session_id: &str) {
+        let key = session_key(session_id);
+        let number = self
+            .subscriptions
+            .iter()
+            .find(|(_, sub)| session_key(&sub.session_id) == key)
+            .map(|(number, _)| *number);
+        if let Some(number) = number {
+            self.subscriptions.remove(&number);
+        }
+    }
+
     /// Queues a subscription's item without waiting; an error ends the
-    /// subscription, and so do its events' end.
-    fn forward(&mut self, (i, item): SubscriptionItem) {
+    /// subscription.
+    fn forward(&mut self, number: u64, item: Result<pb::SessionEvent, ServiceError>) {
         let err = match item {
-            Some(Ok(ev)) => {
+            Ok(ev) => {
                 queue(&mut self.tx, &self.slow, frame(Out::Event(ev)));
                 return;
             }
-            Some(Err(err)) => err,
-            None => {
-                self.subscriptions.subs.swap_remove(i);
-                return;
-            }
+            Err(err) => err,
+        };
+        let Some(Subscribed { session_id, .. }) = self.subscriptions.remove(&number) else {
+            return;
         };
         // The subscription could not catch up after losing events: say
         // why, then that it ended, so the client subscribes again from its
         // last seq.
-        let Subscribed { session_id, .. } = self.subscriptions.subs.swap_remove(i);
         let ended = frame(Out::Unsubscribed(pb::Unsubscribed {
             session_id: session_id.clone(),
         }));
@@ -289,7 +285,7 @@ async fn serve_frames(
     loop {
         match out.next(&mut frames).await {
             Step::Stop => break,
-            Step::Event(item) => out.forward(item),
+            Step::Event(number, item) => out.forward(number, item),
             // Boxed: a frame's handling (a send's transaction, above all)
             // needs far more state than an idle connection waiting for its
             // next frame, and every idle connection holds this future.
@@ -318,7 +314,6 @@ impl Connection {
         frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     ) {
         serve_frames(&mut out, frames, &mut self).await;
-        self.queue = None;
     }
 
     async fn send(&mut self, send: pb::SendFrame, out: &mut Outlet) -> Option<Frame> {
@@ -390,7 +385,7 @@ impl Connection {
         };
         // The previous subscription to the session (if any) ends here, so
         // none of its events follow `subscribed`.
-        out.subscriptions.remove(&session_key(&sub.session_id));
+        out.unsubscribe(&sub.session_id);
         let subscribed = Out::Subscribed(pb::Subscribed {
             session_id: sub.session_id.clone(),
             last_seq: subscription.last_seq,
@@ -398,7 +393,7 @@ impl Connection {
         if out.tx.send(frame(subscribed)).await.is_err() {
             return None;
         }
-        out.subscriptions.insert(Subscribed {
+        out.subscribe(Subscribed {
             session_id: sub.session_id,
             events: subscription.events,
         });
@@ -411,7 +406,7 @@ impl Handler for Connection {
         let reply = match incoming {
             In::Subscribe(sub) => self.subscribe(sub, out).await,
             In::Unsubscribe(unsub) => {
-                out.subscriptions.remove(&session_key(&unsub.session_id));
+                out.unsubscribe(&unsub.session_id);
                 frame_out(Out::Unsubscribed(pb::Unsubscribed {
                     session_id: unsub.session_id,
                 }))
@@ -593,10 +588,11 @@ mod tests {
             let mut out = Outlet {
                 tx,
                 slow: CancellationToken::new(),
-                subscriptions: Subscriptions::default(),
+                subscriptions: StreamMap::new(),
+                subscribed: 0,
                 burst: 0,
             };
-            out.subscriptions.insert(Subscribed {
+            out.subscribe(Subscribed {
                 session_id: "s".into(),
                 events: tokio_stream::wrappers::UnboundedReceiverStream::new(events_rx).boxed(),
             });

@@ -139,17 +139,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                outcome => {
-                    // The deltas are dropped only once the outcome is stored:
-                    // a subscriber catching up meanwhile still finds them. A
-                    // reply's completion drops them with its last publish.
-                    let replied = matches!(outcome, Outcome::Reply(_));
-                    let after = self.conclude(&run, attempt, outcome).await;
-                    if !replied {
-                        self.bus.clear_deltas(&run.id, attempt).await;
-                    }
-                    break after;
-                }
+                outcome => break self.conclude(&run, attempt, outcome).await,
             }
         };
         self.inflight
@@ -178,8 +168,10 @@ impl Dispatcher {
         }))
     }
 
-    /// Records and announces how a run ended; with a reply, what its commit
-    /// found next in the session's queue.
+    /// Records and announces how a run ended, then drops the attempt's
+    /// recorded deltas (only once the outcome is stored: a subscriber
+    /// catching up meanwhile still finds them); with a reply, what its
+    /// commit found next in the session's queue.
     async fn conclude(&self, run: &Run, attempt: u32, outcome: Outcome) -> AfterReply {
         match outcome {
             Outcome::LostLease => {
@@ -190,6 +182,7 @@ impl Dispatcher {
                 info!(run_id = %run.id, "run interrupted by shutdown");
             }
             Outcome::Reply(reply) => {
+                // The completion drops the deltas itself, with its last publish.
                 let effect = self.session_effect(run, &reply).await;
                 let completion = RunCompletion {
                     run_id: run.id.clone(),
@@ -217,6 +210,7 @@ impl Dispatcher {
                     .await;
             }
         }
+        self.bus.clear_deltas(&run.id, attempt).await;
         AfterReply::Unknown
     }
 
