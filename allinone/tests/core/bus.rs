@@ -149,3 +149,45 @@ async fn a_later_subscriber_sees_only_later_events_and_a_dropped_one_frees_nothi
         );
     }
 }
+
+/// A subscription Redis does not confirm in time on a live connection (here
+/// Redis is paused; under load it can be slow) is retried in the background:
+/// once confirmed, the session's subscribers are told to re-read the
+/// database, for what other replicas published meanwhile, and then hear
+/// them again.
+#[tokio::test]
+async fn a_failed_subscribe_is_retried_and_its_subscribers_resync() {
+    use fred::prelude::*;
+    let Some(redis) = chat_testkit::PrivateRedis::start().await else {
+        return;
+    };
+    let subscriber = RedisBus::connect(&redis.url(), 16).await.unwrap();
+    let publisher = RedisBus::connect(&redis.url(), 16).await.unwrap();
+    let admin = Builder::from_config(Config::from_url(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    admin.init().await.unwrap();
+    // Longer than the bus's command timeout: the subscription below is not
+    // confirmed in time.
+    let _: Value = admin
+        .custom(
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["PAUSE", "1500", "ALL"],
+        )
+        .await
+        .unwrap();
+
+    let id = session();
+    let mut events = subscriber.subscribe(&id).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    assert!(
+        matches!(first, Ok(Some(BusItem::Resync))),
+        "once a retry subscribes, the subscriber is asked to resync: {first:?}"
+    );
+    publisher.publish(&id, delta(&id, 3)).await;
+    assert_eq!(
+        next_index(&mut events).await,
+        3,
+        "another replica's events arrive once subscribed"
+    );
+}

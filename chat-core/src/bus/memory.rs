@@ -53,6 +53,13 @@ impl InProcessBus {
             let _ = channel.value().send(None);
         }
     }
+
+    /// Asks the session's subscribers to re-read the database.
+    pub(super) fn resync(&self, session_id: &str) {
+        if let Some(tx) = self.channels.get(session_id) {
+            let _ = tx.send(None);
+        }
+    }
 }
 
 impl InProcessBus {

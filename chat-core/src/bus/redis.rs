@@ -126,7 +126,13 @@ impl RedisBus {
                 // SUBSCRIBE failed while Redis was away.
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
                 channels.push(REVOCATIONS_CHANNEL.to_owned());
-                if let Err(error) = resubscriber.subscribe(channels).await {
+                // The PING's answer means Redis has the subscriptions (see
+                // `subscribe_confirmed`) before subscribers re-read.
+                let subscribe_again = async {
+                    resubscriber.subscribe(channels).await?;
+                    resubscriber.ping::<Value>(None).await
+                };
+                if let Err(error) = subscribe_again.await {
                     warn!(%error, "redis resubscribe failed");
                 }
                 info!(%server, "redis reconnected; subscribers resync");
@@ -167,6 +173,7 @@ impl RedisBus {
             }
         });
         subscriber.subscribe(REVOCATIONS_CHANNEL).await?;
+        let _: Value = subscriber.ping(None).await?;
         Ok(Self {
             publisher,
             subscriber,
@@ -215,7 +222,57 @@ impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
     }
 }
 
+/// Backoff between attempts to subscribe a session's channel again.
+const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
+
 impl RedisBus {
+    /// Subscribes the session's channel and returns once Redis has the
+    /// subscription: the client's SUBSCRIBE resolves when it is written, so
+    /// a PING follows it on the same connection (Redis answers a
+    /// connection's commands in order). Until then another replica's
+    /// publish could reach Redis first and be missed.
+    async fn subscribe_confirmed(&self, session_id: &str) -> Result<(), fred::error::Error> {
+        self.subscriber.subscribe(channel(session_id)).await?;
+        let _: Value = self.subscriber.ping(None).await?;
+        Ok(())
+    }
+
+    /// Retries a session's failed SUBSCRIBE in the background while the
+    /// session has local subscribers (a reconnect alone would not: the
+    /// command can fail on a live connection, for example by timing out under
+    /// load). Once subscribed, the session's subscribers re-read the database
+    /// for what other replicas published meanwhile.
+    fn retry_subscribe(&self, session_id: String) {
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut delay = RESUBSCRIBE_FIRST_DELAY;
+            loop {
+                tokio::time::sleep(delay).await;
+                // Under the lock, so a last subscriber leaving cannot
+                // unsubscribe between the check and the SUBSCRIBE.
+                let counts = bus.counts.lock().await;
+                if !counts.contains_key(&session_id) {
+                    return;
+                }
+                match bus.subscribe_confirmed(&session_id).await {
+                    Ok(()) => {
+                        drop(counts);
+                        info!(
+                            session_id,
+                            "redis subscribe recovered; the session's subscribers resync"
+                        );
+                        bus.local.resync(&session_id);
+                        return;
+                    }
+                    Err(error) => debug!(%error, session_id, "redis subscribe retry failed"),
+                }
+                drop(counts);
+                delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+            }
+        });
+    }
+
     /// One pipeline: the delta log's new entries first (a subscriber that
     /// catches up after seeing a delta finds it in the log), then the events
     /// as one message, then the log `clear`ed (the run's outcome is stored).
@@ -282,9 +339,10 @@ impl EventBus for RedisBus {
             let count = counts.entry(session_id.to_owned()).or_default();
             *count += 1;
             if *count == 1
-                && let Err(error) = self.subscriber.subscribe(channel(session_id)).await
+                && let Err(error) = self.subscribe_confirmed(session_id).await
             {
-                warn!(%error, session_id, "redis subscribe failed; local events only until it recovers");
+                warn!(%error, session_id, "redis subscribe failed; local events only until a retry succeeds");
+                self.retry_subscribe(session_id.to_owned());
             }
         }
         Release {
