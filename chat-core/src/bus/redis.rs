@@ -127,7 +127,7 @@ impl RedisBus {
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
                 channels.push(REVOCATIONS_CHANNEL.to_owned());
                 // The PING's answer means Redis has the subscriptions (see
-                // `subscribe_confirmed`) before subscribers re-read.
+                // `RedisBus::confirm`) before subscribers re-read.
                 let subscribe_again = async {
                     resubscriber.subscribe(channels).await?;
                     resubscriber.ping::<Value>(None).await
@@ -227,37 +227,40 @@ const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
 
 impl RedisBus {
-    /// Subscribes the session's channel and returns once Redis has the
-    /// subscription: the client's SUBSCRIBE resolves when it is written, so
-    /// a PING follows it on the same connection (Redis answers a
-    /// connection's commands in order). Until then another replica's
-    /// publish could reach Redis first and be missed.
-    async fn subscribe_confirmed(&self, session_id: &str) -> Result<(), fred::error::Error> {
-        self.subscriber.subscribe(channel(session_id)).await?;
+    /// Waits until Redis has the subscription whose SUBSCRIBE was `written`:
+    /// the client's SUBSCRIBE resolves once it is written, so a PING follows
+    /// on the same connection, and Redis answers a connection's commands in
+    /// order. Until then another replica's publish could reach Redis first
+    /// and be missed. The PING waits outside the counts lock, so sessions
+    /// subscribe concurrently.
+    async fn confirm(&self, written: Result<(), fred::error::Error>) -> Result<(), fred::error::Error> {
+        written?;
         let _: Value = self.subscriber.ping(None).await?;
         Ok(())
     }
 
-    /// Retries a session's failed SUBSCRIBE in the background while the
-    /// session has local subscribers (a reconnect alone would not: the
-    /// command can fail on a live connection, for example by timing out under
-    /// load). Once subscribed, the session's subscribers re-read the database
-    /// for what other replicas published meanwhile.
+    /// Retries a session's subscription in the background while the session
+    /// has local subscribers (a reconnect alone would not: it can fail on a
+    /// live connection, for example by timing out under load). Once
+    /// confirmed, the session's subscribers re-read the database for what
+    /// other replicas published meanwhile.
     fn retry_subscribe(&self, session_id: String) {
         let bus = self.clone();
         tokio::spawn(async move {
             let mut delay = RESUBSCRIBE_FIRST_DELAY;
             loop {
                 tokio::time::sleep(delay).await;
-                // Under the lock, so a last subscriber leaving cannot
-                // unsubscribe between the check and the SUBSCRIBE.
-                let counts = bus.counts.lock().await;
-                if !counts.contains_key(&session_id) {
-                    return;
-                }
-                match bus.subscribe_confirmed(&session_id).await {
+                let written = {
+                    // Under the lock, so a last subscriber leaving cannot
+                    // unsubscribe between the check and the SUBSCRIBE.
+                    let counts = bus.counts.lock().await;
+                    if !counts.contains_key(&session_id) {
+                        return;
+                    }
+                    bus.subscriber.subscribe(channel(&session_id)).await
+                };
+                match bus.confirm(written).await {
                     Ok(()) => {
-                        drop(counts);
                         info!(
                             session_id,
                             "redis subscribe recovered; the session's subscribers resync"
@@ -267,7 +270,6 @@ impl RedisBus {
                     }
                     Err(error) => debug!(%error, session_id, "redis subscribe retry failed"),
                 }
-                drop(counts);
                 delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
             }
         });
@@ -334,16 +336,21 @@ impl EventBus for RedisBus {
         // The local receiver exists before the Redis subscription, so
         // nothing relayed after SUBSCRIBE completes is missed.
         let inner = self.local.subscribe(session_id).await;
-        {
+        let written = {
             let mut counts = self.counts.lock().await;
             let count = counts.entry(session_id.to_owned()).or_default();
             *count += 1;
-            if *count == 1
-                && let Err(error) = self.subscribe_confirmed(session_id).await
-            {
-                warn!(%error, session_id, "redis subscribe failed; local events only until a retry succeeds");
-                self.retry_subscribe(session_id.to_owned());
+            if *count == 1 {
+                self.subscriber.subscribe(channel(session_id)).await
+            } else {
+                // The first subscriber's SUBSCRIBE was written before; this
+                // one's confirmation follows it all the same.
+                Ok(())
             }
+        };
+        if let Err(error) = self.confirm(written).await {
+            warn!(%error, session_id, "redis subscribe failed; local events only until a retry succeeds");
+            self.retry_subscribe(session_id.to_owned());
         }
         Release {
             inner,
