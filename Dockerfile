@@ -21,10 +21,11 @@ FROM rust:${RUST_VERSION}-bookworm AS chef
 ARG CARGO_CHEF_VERSION=
 RUN cargo install --locked cargo-chef ${CARGO_CHEF_VERSION:+--version "$CARGO_CHEF_VERSION"}
 WORKDIR /src
-# Stripped release binaries without debug info. Set here, so the dependency
-# layer and the final build use the same profile (otherwise all is rebuilt).
-ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_PROFILE_RELEASE_DEBUG=false \
+# Stripped binaries of the `production` profile (release with whole-program
+# LTO, see Cargo.toml) without debug info. Set here, so the dependency layer
+# and the final build use the same profile (otherwise all is rebuilt).
+ENV CARGO_PROFILE_PRODUCTION_STRIP=symbols \
+    CARGO_PROFILE_PRODUCTION_DEBUG=false \
     CARGO_INCREMENTAL=0 \
     CARGO_TERM_COLOR=never
 
@@ -38,13 +39,13 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 ARG PACKAGES="-p gateway -p chat-core -p agent-worker -p chat-allinone"
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json ${PACKAGES}
+RUN cargo chef cook --profile production --locked --recipe-path recipe.json ${PACKAGES}
 COPY . .
-RUN cargo build --release --locked ${PACKAGES} \
+RUN cargo build --profile production --locked ${PACKAGES} \
         --bin gateway --bin chat-core --bin agent-worker --bin chat \
  && mkdir -p /out/bin /out/app/data \
- && cp target/release/gateway target/release/chat-core \
-       target/release/agent-worker target/release/chat /out/bin/
+ && cp target/production/gateway target/production/chat-core \
+       target/production/agent-worker target/production/chat /out/bin/
 
 # ---- dev: the toolchain with the sources bind-mounted at /src (see
 # compose/docker-compose.dev.yml); cargo-watch rebuilds and restarts on change.
