@@ -76,8 +76,9 @@ pub struct RedisBus {
     publisher: Client,
     subscriber: SubscriberClient,
     local: InProcessBus,
-    /// Local subscribers per session; the Redis subscription lives while > 0.
-    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Local subscribers per session; the Redis subscription lives while
+    /// there are any.
+    counts: Arc<Mutex<HashMap<String, Held>>>,
     /// Whether the subscriber's channels are subscribed on its current
     /// connection: false from a reconnect until every channel is subscribed
     /// again and every local subscriber told to resync, so readiness stays
@@ -114,7 +115,7 @@ impl RedisBus {
         let local = InProcessBus::new(subscriber_buffer);
         // After a reconnect: subscribe again, then have every local
         // subscriber re-read what it may have missed meanwhile.
-        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
         let subscribed = Arc::new(AtomicBool::new(true));
         let mut reconnects = subscriber.reconnect_rx();
         let (resubscriber, resync, sessions) = (subscriber.clone(), local.clone(), counts.clone());
@@ -197,11 +198,11 @@ impl<S> Drop for Release<S> {
         let session_id = std::mem::take(&mut self.session_id);
         tokio::spawn(async move {
             let mut counts = bus.counts.lock().await;
-            let Some(count) = counts.get_mut(&session_id) else {
+            let Some(held) = counts.get_mut(&session_id) else {
                 return;
             };
-            *count -= 1;
-            if *count == 0 {
+            held.subscribers -= 1;
+            if held.subscribers == 0 {
                 counts.remove(&session_id);
                 if let Err(error) = bus.subscriber.unsubscribe(channel(&session_id)).await {
                     debug!(%error, "redis unsubscribe failed");
@@ -222,6 +223,16 @@ impl<S: Stream<Item = BusItem> + Unpin> Stream for Release<S> {
     }
 }
 
+/// A session's Redis subscription, as this replica holds it.
+#[derive(Default)]
+struct Held {
+    /// Local subscribers.
+    subscribers: usize,
+    /// Whether Redis has confirmed the subscription (see [`RedisBus::confirm`]);
+    /// until then each new subscriber waits for a confirmation of its own.
+    confirmed: bool,
+}
+
 /// Backoff between attempts to subscribe a session's channel again.
 const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
@@ -232,11 +243,20 @@ impl RedisBus {
     /// on the same connection, and Redis answers a connection's commands in
     /// order. Until then another replica's publish could reach Redis first
     /// and be missed. The PING waits outside the counts lock, so sessions
-    /// subscribe concurrently.
+    /// subscribe concurrently, and only until the session's subscription is
+    /// confirmed once.
     async fn confirm(&self, written: Result<(), fred::error::Error>) -> Result<(), fred::error::Error> {
         written?;
         let _: Value = self.subscriber.ping(None).await?;
         Ok(())
+    }
+
+    /// Records that Redis has the session's subscription, so later
+    /// subscribers need no round trip.
+    async fn confirmed(&self, session_id: &str) {
+        if let Some(held) = self.counts.lock().await.get_mut(session_id) {
+            held.confirmed = true;
+        }
     }
 
     /// Retries a session's subscription in the background while the session
@@ -261,6 +281,7 @@ impl RedisBus {
                 };
                 match bus.confirm(written).await {
                     Ok(()) => {
+                        bus.confirmed(&session_id).await;
                         info!(
                             session_id,
                             "redis subscribe recovered; the session's subscribers resync"
@@ -336,21 +357,26 @@ impl EventBus for RedisBus {
         // The local receiver exists before the Redis subscription, so
         // nothing relayed after SUBSCRIBE completes is missed.
         let inner = self.local.subscribe(session_id).await;
-        let written = {
+        let (written, confirmed) = {
             let mut counts = self.counts.lock().await;
-            let count = counts.entry(session_id.to_owned()).or_default();
-            *count += 1;
-            if *count == 1 {
-                self.subscriber.subscribe(channel(session_id)).await
+            let held = counts.entry(session_id.to_owned()).or_default();
+            held.subscribers += 1;
+            if held.subscribers == 1 {
+                (self.subscriber.subscribe(channel(session_id)).await, false)
             } else {
-                // The first subscriber's SUBSCRIBE was written before; this
-                // one's confirmation follows it all the same.
-                Ok(())
+                // The first subscriber's SUBSCRIBE was written before: while
+                // it is not confirmed, this one's PING confirms it all the same.
+                (Ok(()), held.confirmed)
             }
         };
-        if let Err(error) = self.confirm(written).await {
-            warn!(%error, session_id, "redis subscribe failed; local events only until a retry succeeds");
-            self.retry_subscribe(session_id.to_owned());
+        if !confirmed {
+            match self.confirm(written).await {
+                Ok(()) => self.confirmed(session_id).await,
+                Err(error) => {
+                    warn!(%error, session_id, "redis subscribe failed; local events only until a retry succeeds");
+                    self.retry_subscribe(session_id.to_owned());
+                }
+            }
         }
         Release {
             inner,
