@@ -9,6 +9,8 @@
 //!   skips the test on a developer's machine, and fails it when
 //!   `REQUIRE_ALL_TESTS` is set, as CI sets it in every pass.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Environment variable that turns a missing tool into a failure.
@@ -22,12 +24,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The value of `name` when it is set, checked reachable; `None` when unset.
+/// The value of `name` when it is set, checked reachable once per test
+/// process (every stack and test database asks); `None` when unset.
 ///
 /// # Panics
 /// When `name` is set but nothing answers at its host and port.
 fn reachable(name: &str, what: &str, default_port: u16) -> Option<String> {
-    answering(name, env(name), what, default_port)
+    static CHECKED: Mutex<BTreeMap<String, Option<String>>> = Mutex::new(BTreeMap::new());
+    if let Some(url) = CHECKED.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return url.clone();
+    }
+    let url = answering(name, env(name), what, default_port);
+    CHECKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned(), url.clone());
+    url
 }
 
 /// `url` (the value of `name`, if set), checked reachable.
