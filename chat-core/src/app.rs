@@ -70,7 +70,10 @@ impl Application {
                 .context("failed to run migrations")?;
         }
         info!(backend = store::backend_name(&db), "database connected");
-        let wal_checkpoints = store::spawn_wal_checkpoints(&db).map(AbortOnDropHandle::new);
+        let wal_checkpoints = store::spawn_wal_checkpoints(settings.database_url())
+            .await
+            .context("failed to open the WAL checkpoint connection")?
+            .map(AbortOnDropHandle::new);
         let store: Arc<dyn ChatStore> = Arc::new(SeaStore::new(db));
         let bus: Arc<dyn EventBus> = match settings.redis_url() {
             Some(url) => Arc::new(RedisBus::connect(url, settings.subscriber_buffer_batches).await?),

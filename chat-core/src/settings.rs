@@ -30,7 +30,8 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
     pub database_url_file: Option<PathBuf>,
 
-    /// Largest number of pooled database connections.
+    /// Largest number of pooled database connections (Postgres; a SQLite
+    /// database is served by one connection, and one more for its WAL checkpoints).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
