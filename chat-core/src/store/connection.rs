@@ -95,12 +95,12 @@ pub async fn connect(
 /// copy the log into the database and sync it before returning. The
 /// checkpoints run on a connection of their own, outside `url`'s request
 /// pool, so no request waits for a pooled connection busy copying the log.
-/// Nothing to do on Postgres (`None`).
+/// Nothing to do on Postgres or an in-memory SQLite database (`None`).
 pub async fn spawn_wal_checkpoints(url: &str) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
-    if !url.starts_with("sqlite:") {
+    if sqlite_path(url).is_none() {
         return Ok(None);
     }
-    let db = connect(url, 1, Duration::from_secs(10)).await?;
+    let db = connect(url, SQLITE_CONNECTIONS, Duration::from_secs(10)).await?;
     Ok(Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(WAL_CHECKPOINT_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -203,6 +203,8 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::TransactionTrait;
+
     use super::*;
 
     /// A commit past SQLite's default threshold (1,000 pages) leaves the log
@@ -231,6 +233,12 @@ mod tests {
             "the commit checkpointed the log itself: the database file has {before} bytes"
         );
 
+        // The request pool's only connection stays busy meanwhile: the
+        // checkpoints must not need it.
+        let busy = db.begin().await.expect("begin");
+        busy.execute_unprepared("SELECT count(*) FROM blobs")
+            .await
+            .expect("read");
         let checkpoints = spawn_wal_checkpoints(&url)
             .await
             .expect("checkpoint connection")
@@ -242,10 +250,27 @@ mod tests {
         })
         .await;
         checkpoints.abort();
+        busy.rollback().await.expect("rollback");
         let after = size();
         db.close().await.expect("close");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(copied.is_ok(), "no checkpoint copied the log: {after} bytes");
+    }
+
+    /// Whatever the pool size asked, SQLite gets one request connection,
+    /// and inserts return their rows in the same statement.
+    #[tokio::test]
+    async fn a_sqlite_pool_is_one_connection_that_inserts_with_returning() {
+        let db = connect("sqlite::memory:", 16, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let options = db.get_sqlite_connection_pool().options();
+        assert_eq!(options.get_max_connections(), SQLITE_CONNECTIONS);
+        assert!(
+            db.support_returning(),
+            "SQLite inserts would need a second statement"
+        );
+        db.close().await.expect("close");
     }
 
     #[test]
