@@ -14,8 +14,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use chat_common::Health;
 use chat_common::trace::{AccessLog, GrpcTraceLayer};
+use chat_common::{Health, inproc};
 use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,8 @@ pub struct Application {
     auth: auth::RequireServiceToken,
     reflection: bool,
     tls: Option<std::sync::Arc<chat_common::tls::ServerTls>>,
+    /// Connections from chat-core in this process (the all-in-one).
+    in_process: (inproc::Connector, inproc::Incoming),
 }
 
 // === impl Application ===
@@ -81,7 +83,14 @@ impl Application {
             auth: auth::RequireServiceToken::new(settings.token_keys()),
             reflection: settings.grpc_reflection,
             tls,
+            in_process: inproc::pair(),
         })
+    }
+
+    /// How a chat-core in this process reaches the worker in memory, beside
+    /// the listener (the all-in-one).
+    pub fn in_process(&self) -> inproc::Connector {
+        self.in_process.0.clone()
     }
 
     /// The address the server listens on (the actual port when port 0 was asked for).
@@ -131,6 +140,7 @@ impl Application {
         let stopping = draining.clone();
         let listener = self.listener;
         let tls = self.tls;
+        let (_, local) = self.in_process;
         let server = async move {
             let router = tonic::transport::Server::builder()
                 .layer(chat_common::metrics::GrpcMetricsLayer)
@@ -142,12 +152,15 @@ impl Application {
                 .add_service(worker);
             match tls {
                 Some(tls) => router
-                    .serve_with_incoming_shutdown(tls.incoming(listener), stopping.cancelled_owned())
+                    .serve_with_incoming_shutdown(
+                        inproc::with_in_process(tls.incoming(listener), local),
+                        stopping.cancelled_owned(),
+                    )
                     .await
                     .context("gRPC server failed"),
                 None => router
                     .serve_with_incoming_shutdown(
-                        chat_common::net::incoming(listener),
+                        inproc::with_in_process(chat_common::net::incoming(listener), local),
                         stopping.cancelled_owned(),
                     )
                     .await

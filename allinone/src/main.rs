@@ -1,8 +1,9 @@
 //! `chat`: the whole chat backend in one process, or any one of its services.
 //!
-//! With no subcommand, gateway, chat-core and one agent-worker run together,
-//! talking over real loopback gRPC as they do in production, on the embedded
-//! default (a SQLite file under `./data` and the in-process event bus). The
+//! With no subcommand, gateway, chat-core and one agent-worker run together
+//! on the embedded default (a SQLite file under `./data` and the in-process
+//! event bus), talking gRPC over HTTP/2 as they do in production, through
+//! in-memory pipes instead of loopback sockets (`chat_common::inproc`). The
 //! subcommands run one service each, exactly as its own binary does, so one
 //! container image serves every role.
 
@@ -85,27 +86,24 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
         worker_settings.llm_base_url = Some("https://api.openai.com/v1".to_owned());
     }
     let worker = agent_worker::Application::build(worker_settings).await?;
-    let worker_url = format!("http://{}", worker.local_addr());
 
     let mut core_settings: chat_core::Settings = from_env("chat-core")?;
     core_settings.listen = loopback;
     core_settings.database_url = Some(database_url.into());
     core_settings.database_url_file = None;
     core_settings.migrate = true;
-    core_settings.agent_worker_urls = vec![worker_url];
     core_settings.jwt_secret = Some(secret.clone().into());
     core_settings.jwt_secret_file = None;
     core_settings.shutdown_timeout_secs = shutdown_timeout_secs;
-    let core = chat_core::Application::build(core_settings).await?;
-    let core_url = format!("http://{}", core.local_addr());
+    // chat-core reaches the worker, and the gateway chat-core, in memory.
+    let core = chat_core::Application::build_with_worker(core_settings, worker.in_process()).await?;
 
     let mut gateway_settings: gateway::Settings = from_env("gateway")?;
     gateway_settings.listen = cli.listen;
-    gateway_settings.chat_core_url = core_url;
     gateway_settings.jwt_secret = Some(secret.into());
     gateway_settings.jwt_secret_file = None;
     gateway_settings.shutdown_timeout_secs = shutdown_timeout_secs;
-    let gateway = gateway::Application::build(gateway_settings).await?;
+    let gateway = gateway::Application::build_with_core(gateway_settings, core.in_process()).await?;
     let address = gateway.local_addr();
     chat_common::alloc::spawn_trim().map_err(anyhow::Error::msg)?;
     let admin = chat_common::admin::Admin::bind(

@@ -11,8 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{READY_TIMEOUT, free_addr};
-use tokio::process::{Child, Command};
+use common::AllInOne;
 
 /// Hashes allowed at once in the flood test; the memory bound follows from it.
 const HASH_CONCURRENCY: u64 = 2;
@@ -20,66 +19,6 @@ const HASH_CONCURRENCY: u64 = 2;
 const HASH_MIB: u64 = 19;
 /// Concurrent logins in the flood: unbounded, they took ~20 MiB each.
 const FLOOD: usize = 100;
-
-/// The all-in-one with a clean environment plus `env`, on free ports.
-struct AllInOne {
-    child: Child,
-    gateway: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-impl AllInOne {
-    fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let (gateway, admin) = (free_addr(), free_addr());
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
-        command
-            .args(["--data-dir", data_dir.to_str().unwrap()])
-            .args([
-                "--listen",
-                &gateway.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
-        Self {
-            child: command.spawn().unwrap(),
-            gateway,
-            admin,
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let url = format!("http://{}/readyz", self.admin);
-        loop {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "chat exited before it was ready"
-            );
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chat not ready within {READY_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap()
-    }
-}
 
 /// A `VmRSS`/`VmHWM`-style line of `/proc/<pid>/status`, in KiB.
 fn proc_status_kib(pid: u32, field: &str) -> u64 {

@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
-use chat_common::Health;
 use chat_common::trace::AccessLog;
+use chat_common::{Health, inproc};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -45,10 +45,23 @@ pub struct Application {
     settings: Settings,
     /// SQLite's log checkpoints, in the background while the application lives.
     wal_checkpoints: Option<AbortOnDropHandle<()>>,
+    /// Connections from a gateway in this process (the all-in-one).
+    in_process: (inproc::Connector, inproc::Incoming),
 }
 
 impl Application {
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, None).await
+    }
+
+    /// [`Application::build`], reaching the agent-worker of this process
+    /// through `worker`, in memory, instead of `AGENT_WORKER_URLS` (the
+    /// all-in-one).
+    pub async fn build_with_worker(settings: Settings, worker: inproc::Connector) -> anyhow::Result<Self> {
+        Self::build_with(settings, Some(worker)).await
+    }
+
+    async fn build_with(mut settings: Settings, worker: Option<inproc::Connector>) -> anyhow::Result<Self> {
         settings.load_secret_files().map_err(anyhow::Error::msg)?;
         settings.validate().map_err(anyhow::Error::msg)?;
         let secret = settings
@@ -96,13 +109,13 @@ impl Application {
             ),
             tls: worker_tls,
         };
-        let workers = WorkerPool::new(
-            &settings.agent_worker_urls,
-            Duration::from_secs(settings.agent_worker_resolve_secs),
-            link,
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
+        let resolve_every = Duration::from_secs(settings.agent_worker_resolve_secs);
+        let workers = match worker {
+            Some(worker) => WorkerPool::in_process(worker, resolve_every, link),
+            None => WorkerPool::new(&settings.agent_worker_urls, resolve_every, link)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        };
         let dispatcher = Dispatcher::new(
             store.clone(),
             bus.clone(),
@@ -148,7 +161,14 @@ impl Application {
             health,
             settings,
             wal_checkpoints,
+            in_process: inproc::pair(),
         })
+    }
+
+    /// How a gateway in this process reaches chat-core in memory, beside
+    /// the listener (the all-in-one).
+    pub fn in_process(&self) -> inproc::Connector {
+        self.in_process.0.clone()
     }
 
     /// Readiness: database (and Redis, when configured) reachable, not draining.
@@ -176,6 +196,7 @@ impl Application {
             health,
             settings,
             wal_checkpoints,
+            in_process: (_, local),
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
@@ -283,11 +304,17 @@ impl Application {
             };
             match tls {
                 Some(tls) => router
-                    .serve_with_incoming_shutdown(tls.incoming(listener), stopped)
+                    .serve_with_incoming_shutdown(
+                        inproc::with_in_process(tls.incoming(listener), local),
+                        stopped,
+                    )
                     .await
                     .context("gRPC server failed"),
                 None => router
-                    .serve_with_incoming_shutdown(chat_common::net::incoming(listener), stopped)
+                    .serve_with_incoming_shutdown(
+                        inproc::with_in_process(chat_common::net::incoming(listener), local),
+                        stopped,
+                    )
                     .await
                     .context("gRPC server failed"),
             }

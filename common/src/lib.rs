@@ -1,7 +1,8 @@
 //! Code shared by gateway, chat-core and agent-worker: the error codes both
 //! transports speak, the token claims chat-core verifies, health, the admin
 //! listener, metrics, logging and trace export, trace context propagation,
-//! secrets, owner-only files, endpoint discovery and shutdown.
+//! secrets, owner-only files, endpoint discovery, in-process connections and
+//! shutdown.
 
 pub mod admin;
 pub mod alloc;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod files;
 pub mod grpc_call;
 pub mod health;
+pub mod inproc;
 pub mod limits;
 pub mod metrics;
 pub mod net;

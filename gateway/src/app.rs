@@ -137,20 +137,41 @@ struct ConnectionTimeouts {
 
 impl Application {
     /// Validates settings, builds the chat-core clients and binds the listener.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, None).await
+    }
+
+    /// [`Application::build`], reaching the chat-core of this process
+    /// through `core`, in memory, instead of `CHAT_CORE_URL` (the all-in-one).
+    pub async fn build_with_core(
+        settings: Settings,
+        core: chat_common::inproc::Connector,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(settings, Some(core)).await
+    }
+
+    async fn build_with(
+        mut settings: Settings,
+        core: Option<chat_common::inproc::Connector>,
+    ) -> anyhow::Result<Self> {
         settings.load_secret_files().map_err(anyhow::Error::msg)?;
         settings.validate().map_err(anyhow::Error::msg)?;
-        let core_tls = settings
-            .chat_core_tls()
-            .and_then(|files| files.map(|f| f.config(&settings.chat_core_url)).transpose())
-            .map_err(anyhow::Error::msg)?;
-        let core = CoreClient::new(
-            &settings.chat_core_url,
-            std::time::Duration::from_secs(settings.chat_core_resolve_secs),
-            settings.request_timeout(),
-            core_tls,
-        )
-        .await?;
+        let core = match core {
+            Some(core) => CoreClient::in_process(&core, settings.request_timeout())?,
+            None => {
+                let core_tls = settings
+                    .chat_core_tls()
+                    .and_then(|files| files.map(|f| f.config(&settings.chat_core_url)).transpose())
+                    .map_err(anyhow::Error::msg)?;
+                CoreClient::new(
+                    &settings.chat_core_url,
+                    std::time::Duration::from_secs(settings.chat_core_resolve_secs),
+                    settings.request_timeout(),
+                    core_tls,
+                )
+                .await?
+            }
+        };
         let health = Health::new("gateway");
         health.set("chat-core", false);
         let tokens = Arc::new(

@@ -78,6 +78,9 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 /// HTTP/2 flow-control window of the whole connection to chat-core.
 const CONNECTION_WINDOW_BYTES: u32 = 1 << 30;
 
+/// The endpoint that stands for the chat-core of this process.
+const IN_PROCESS_URL: &str = "http://chat-core.in-process";
+
 /// One connection to one chat-core replica.
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
@@ -119,8 +122,22 @@ impl CoreClient {
             tracing::warn!(%url, "chat-core name does not resolve yet; retrying in the background");
         }
         let channel = chat_common::discovery::balanced_channel(endpoints, endpoint);
+        Ok(Self::over(channel, unary_timeout))
+    }
+
+    /// The clients of the chat-core in this process, reached in memory
+    /// through `core` (the all-in-one).
+    pub fn in_process(
+        core: &chat_common::inproc::Connector,
+        unary_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let endpoint = endpoint(IN_PROCESS_URL).context("in-process endpoint")?;
+        Ok(Self::over(core.channel(&endpoint), unary_timeout))
+    }
+
+    fn over(channel: Channel, unary_timeout: Duration) -> Self {
         let max = chat_proto::MAX_MESSAGE_BYTES;
-        Ok(Self {
+        Self {
             chat: ChatServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
@@ -133,7 +150,7 @@ impl CoreClient {
             health: HealthClient::new(channel.clone()),
             channel,
             unary_timeout,
-        })
+        }
     }
 
     /// The channel itself, for the gRPC-Web proxy that forwards raw calls.

@@ -37,6 +37,66 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local address")
 }
 
+/// The all-in-one with a clean environment plus `env`, on free ports.
+pub struct AllInOne {
+    pub child: Child,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl AllInOne {
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let (gateway, admin) = (free_addr(), free_addr());
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+        command
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args([
+                "--listen",
+                &gateway.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        Self {
+            child: command.spawn().unwrap(),
+            gateway,
+            admin,
+        }
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = format!("http://{}/readyz", self.admin);
+        loop {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "chat exited before it was ready"
+            );
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chat not ready within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+}
+
 /// Which service of the `chat` binary to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chat_common::discovery::{self, Endpoints};
+use chat_common::inproc;
 use chat_common::token::SelfSigned;
 use chat_proto::agent::v1::{self as agent, agent_worker_client::AgentWorkerClient};
 use futures::future::join_all;
@@ -44,6 +45,7 @@ pub struct WorkerPool {
 #[derive(Debug)]
 struct Pool {
     link: WorkerLink,
+    dial: Dial,
     endpoints: watch::Receiver<Endpoints>,
     workers: RwLock<BTreeMap<String, Worker>>,
     /// Serialises refreshes: concurrent callers wait for the one running.
@@ -69,6 +71,18 @@ impl Worker {
     }
 }
 
+/// How the pool connects to its workers.
+#[derive(Debug)]
+enum Dial {
+    /// Over the network, to each endpoint.
+    Network,
+    /// In memory, to the one worker of this process (the all-in-one).
+    InProcess(inproc::Connector),
+}
+
+/// The endpoint that stands for the worker of this process.
+const IN_PROCESS_URL: &str = "http://agent-worker.in-process";
+
 /// A run streaming from a worker; counts against the worker while held.
 pub struct RunStream {
     pub events: tonic::Streaming<agent::RunEvent>,
@@ -83,20 +97,22 @@ impl Drop for InFlight {
     }
 }
 
-fn endpoint(url: &str, link: &WorkerLink) -> Result<Endpoint, tonic::transport::Error> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    if let Some(tls) = &link.tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
-    }
-    Ok(endpoint)
+        .keep_alive_while_idle(true))
 }
 
-fn client(url: &str, link: &WorkerLink) -> Result<WorkerClient, tonic::transport::Error> {
-    let channel = endpoint(url, link)?.connect_lazy();
+fn client(url: &str, link: &WorkerLink, dial: &Dial) -> Result<WorkerClient, tonic::transport::Error> {
+    let channel = match dial {
+        Dial::Network => match &link.tls {
+            Some(tls) => endpoint(url)?.tls_config(tls.clone())?.connect_lazy(),
+            None => endpoint(url)?.connect_lazy(),
+        },
+        Dial::InProcess(connector) => connector.channel(&endpoint(url)?),
+    };
     Ok(AgentWorkerClient::with_interceptor(channel, link.token.clone())
         .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(chat_proto::MAX_MESSAGE_BYTES))
@@ -118,9 +134,27 @@ impl WorkerPool {
         let endpoints = discovery::watch(urls, resolve_every)
             .await
             .map_err(|e| format!("agent-worker urls: {e}"))?;
+        Ok(Self::start(endpoints, resolve_every, link, Dial::Network))
+    }
+
+    /// The pool of the one worker in this process, reached in memory
+    /// through `worker` (the all-in-one); what it serves is kept current
+    /// every `resolve_every`.
+    pub fn in_process(worker: inproc::Connector, resolve_every: Duration, link: WorkerLink) -> Self {
+        let (_, endpoints) = watch::channel(Endpoints::from([IN_PROCESS_URL.to_owned()]));
+        Self::start(endpoints, resolve_every, link, Dial::InProcess(worker))
+    }
+
+    fn start(
+        endpoints: watch::Receiver<Endpoints>,
+        resolve_every: Duration,
+        link: WorkerLink,
+        dial: Dial,
+    ) -> Self {
         let pool = Self {
             inner: Arc::new(Pool {
                 link,
+                dial,
                 endpoints,
                 workers: RwLock::default(),
                 refreshing: Mutex::new(()),
@@ -149,7 +183,7 @@ impl WorkerPool {
                 WorkerPool { inner }.refresh().await;
             }
         });
-        Ok(pool)
+        pool
     }
 
     /// Brings the workers in line with the endpoints, and asks every worker
@@ -170,7 +204,7 @@ impl WorkerPool {
                 if workers.contains_key(url) {
                     continue;
                 }
-                match client(url, &self.inner.link) {
+                match client(url, &self.inner.link, &self.inner.dial) {
                     Ok(client) => {
                         workers.insert(
                             url.clone(),
