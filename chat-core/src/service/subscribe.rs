@@ -106,17 +106,52 @@ impl InOrder {
     }
 }
 
+/// How many of the runs a stream saw reply, and saw end, it remembers.
+const RECENT_RUNS: usize = 64;
+
+/// The last [`RECENT_RUNS`] run ids put in, oldest forgotten first: a
+/// stream lives as long as its client stays, through any number of turns.
+/// Late events come only for recent runs (the live events of a run in
+/// flight while a catch-up delivers its stored outcome), never for one that
+/// ended dozens of turns ago: a run's events reach the bus in order, its end
+/// last.
+#[derive(Default)]
+struct RecentRuns {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentRuns {
+    fn insert(&mut self, id: &str) {
+        if self.ids.contains(id) {
+            return;
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        if self.order.len() > RECENT_RUNS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
 /// Tracks what a stream has delivered, to drop what it already sent.
 #[derive(Default)]
 struct Delivered {
     last_seq: i64,
     /// Per run: the attempt being streamed and the next delta index expected.
     next_delta: HashMap<String, (u32, u32)>,
-    replied: HashSet<String>,
+    /// Runs whose reply was delivered.
+    replied: RecentRuns,
     /// Per run not yet ended: how far the statuses delivered got (see [`progress`]).
     runs: HashMap<String, (u32, u8)>,
     /// Runs whose end was delivered.
-    ended: HashSet<String>,
+    ended: RecentRuns,
 }
 
 impl Delivered {
@@ -129,7 +164,7 @@ impl Delivered {
                 }
                 self.last_seq = m.seq;
                 if let Some(run_id) = &m.run_id {
-                    self.replied.insert(run_id.clone());
+                    self.replied.insert(run_id);
                 }
                 true
             }
@@ -162,7 +197,7 @@ impl Delivered {
                 if r.status().is_terminal() {
                     self.runs.remove(&r.run_id);
                     self.next_delta.remove(&r.run_id);
-                    self.ended.insert(r.run_id.clone());
+                    self.ended.insert(&r.run_id);
                     return true;
                 }
                 // A status the run has moved past (a catch-up's stored
@@ -626,6 +661,48 @@ fn delta_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn turn_events(run_id: &str, seq: i64) -> Vec<pb::SessionEvent> {
+        let delta = event(Event::Delta(pb::Delta {
+            run_id: run_id.into(),
+            index: 0,
+            attempt: 1,
+            ..Default::default()
+        }));
+        let reply = event(Event::Message(Box::new(pb::Message {
+            seq,
+            run_id: Some(run_id.into()),
+            ..Default::default()
+        })));
+        let completed = event(Event::Run(pb::RunUpdate {
+            run_id: run_id.into(),
+            status: pb::RunStatus::Completed.into(),
+            attempt: 1,
+            ..Default::default()
+        }));
+        vec![delta, reply, completed]
+    }
+
+    #[test]
+    fn a_stream_through_many_turns_remembers_only_its_recent_runs() {
+        let mut delivered = Delivered::default();
+        for turn in 0..10 * RECENT_RUNS {
+            let run_id = format!("run-{turn}");
+            for ev in turn_events(&run_id, i64::try_from(turn).unwrap() + 1) {
+                assert!(delivered.admit(&ev), "turn {turn}: every event is new");
+            }
+            // A late copy of the run's delta, as a catch-up can bring.
+            assert!(!delivered.admit(&turn_events(&run_id, 0)[0]));
+        }
+        assert_eq!(delivered.replied.ids.len(), RECENT_RUNS);
+        assert_eq!(delivered.ended.ids.len(), RECENT_RUNS);
+        assert!(delivered.runs.is_empty() && delivered.next_delta.is_empty());
+        let recent = format!("run-{}", 10 * RECENT_RUNS - RECENT_RUNS);
+        assert!(
+            !delivered.admit(&turn_events(&recent, 0)[2]),
+            "a recent run's end is not sent twice"
+        );
+    }
 
     fn run(status: pb::RunStatus, attempt: u32) -> pb::SessionEvent {
         event(Event::Run(pb::RunUpdate {
