@@ -115,39 +115,31 @@ const RECENT_RUNS: usize = 64;
 /// flight while a catch-up delivers its stored outcome), never for one that
 /// ended dozens of turns ago: a run's events reach the bus in order, its end
 /// last.
-/// Boxed, and only once a run is put in: most streams are idle sockets
-/// that never see one, and each holds two of these.
+///
+/// Empty, it allocates nothing (most streams are idle sockets that never
+/// see a run, and each holds two of these); a lookup scans at most
+/// [`RECENT_RUNS`] ids.
 #[derive(Default)]
-struct RecentRuns(Option<Box<Recent>>);
-
-#[derive(Default)]
-struct Recent {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-}
+struct RecentRuns(VecDeque<String>);
 
 impl RecentRuns {
     fn insert(&mut self, id: &str) {
-        let recent = self.0.get_or_insert_default();
-        if recent.ids.contains(id) {
+        if self.contains(id) {
             return;
         }
-        recent.ids.insert(id.to_owned());
-        recent.order.push_back(id.to_owned());
-        if recent.order.len() > RECENT_RUNS
-            && let Some(oldest) = recent.order.pop_front()
-        {
-            recent.ids.remove(&oldest);
+        if self.0.len() == RECENT_RUNS {
+            self.0.pop_front();
         }
+        self.0.push_back(id.to_owned());
     }
 
     fn contains(&self, id: &str) -> bool {
-        self.0.as_ref().is_some_and(|recent| recent.ids.contains(id))
+        self.0.iter().any(|known| known == id)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |recent| recent.ids.len())
+        self.0.len()
     }
 }
 
