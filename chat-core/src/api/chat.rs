@@ -79,19 +79,23 @@ where
     })
 }
 
-/// One way a stream ends early, and the status it ends with.
-type EndFuture = Pin<Box<dyn Future<Output = Status> + Send>>;
-
-/// Ends a stream with `code` and `message` once `done` completes.
-fn ending(
-    done: impl Future<Output = ()> + Send + 'static,
+/// One way a stream ends early: what it waits for, and the status it ends
+/// with. Only the future waited for is boxed (a future wrapping it to make
+/// the status would hold its own copy of it, twice the size in every idle
+/// stream).
+struct Ending {
+    done: Pin<Box<dyn Future<Output = ()> + Send>>,
     code: ErrorCode,
     message: &'static str,
-) -> EndFuture {
-    Box::pin(async move {
-        done.await;
-        code.status(message)
-    })
+}
+
+/// Ends a stream with `code` and `message` once `done` completes.
+fn ending(done: impl Future<Output = ()> + Send + 'static, code: ErrorCode, message: &'static str) -> Ending {
+    Ending {
+        done: Box::pin(done),
+        code,
+        message,
+    }
 }
 
 /// A stream and what ends it early. Each end is a future of its own, boxed
@@ -100,7 +104,7 @@ fn ending(
 /// for every end at once: every idle connection holds one.
 struct UntilEnded<S> {
     stream: S,
-    ends: [Option<EndFuture>; 3],
+    ends: [Option<Ending>; 3],
     /// Counts the stream against its user's cap while it lives.
     _guard: Option<StreamGuard>,
     over: bool,
@@ -121,7 +125,8 @@ where
             return Poll::Ready(None);
         }
         for end in self.ends.iter_mut().flatten() {
-            if let Poll::Ready(status) = end.as_mut().poll(cx) {
+            if end.done.as_mut().poll(cx).is_ready() {
+                let status = end.code.status(end.message);
                 self.over = true;
                 return Poll::Ready(Some(Err(status)));
             }

@@ -80,7 +80,12 @@ pub fn serve(
         message_limit,
         queue: None,
     };
-    tokio::spawn(connection.run(out, frames));
+    // The block owns the connection and its outlet and lends them to
+    // `serve_frames`: an `async fn` taking them by value would hold each
+    // twice (its arguments, then its locals), in every idle connection.
+    let (mut connection, mut out) = (connection, out);
+    let mut frames = frames;
+    tokio::spawn(async move { serve_frames(&mut out, &mut frames, &mut connection).await });
     Box::pin(FramesOut {
         rx,
         slow,
@@ -193,15 +198,25 @@ impl Outlet {
                 return Step::frame(next);
             }
         }
+        // Polled by hand rather than with `select!`, whose future keeps a
+        // slot for each branch's output: every idle connection holds this
+        // future while it waits.
         let Self {
             slow, subscriptions, ..
         } = self;
-        let step = tokio::select! {
-            biased;
-            () = slow.cancelled() => Step::Stop,
-            Some((number, item)) = subscriptions.next(), if !subscriptions.is_empty() => Step::Event(number, item),
-            next = frames.next() => Step::frame(next),
-        };
+        let mut stopped = std::pin::pin!(slow.cancelled());
+        let step = std::future::poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Stop);
+            }
+            if !subscriptions.is_empty()
+                && let Poll::Ready(Some((number, item))) = subscriptions.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Step::Event(number, item));
+            }
+            frames.poll_next_unpin(cx).map(Step::frame)
+        })
+        .await;
         match step {
             Step::Event(..) => self.burst += 1,
             _ => self.burst = 0,
@@ -279,22 +294,32 @@ trait Handler {
 /// moment the message is committed.
 async fn serve_frames(
     out: &mut Outlet,
-    mut frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+    frames: &mut (impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin),
     handler: &mut impl Handler,
 ) {
     loop {
-        match out.next(&mut frames).await {
+        // What is handled next is taken out of the step before any wait, so
+        // the future (which every idle connection holds) keeps no room for
+        // a step while a frame is handled.
+        let handling: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match out.next(frames).await {
             Step::Stop => break,
-            Step::Event(number, item) => out.forward(number, item),
+            Step::Event(number, item) => {
+                out.forward(number, item);
+                continue;
+            }
             // Boxed: a frame's handling (a send's transaction, above all)
             // needs far more state than an idle connection waiting for its
-            // next frame, and every idle connection holds this future.
-            Step::Frame(frame) => Box::pin(handler.handle(frame, out)).await,
+            // next frame.
+            Step::Frame(frame) => Box::pin(handler.handle(frame, &mut *out)),
             Step::Empty => {
-                let err = ServiceError::Invalid("empty frame".into());
-                let _ = out.tx.send(error_frame(&err, "", "")).await;
+                let tx = &mut out.tx;
+                let refusal = error_frame(&ServiceError::Invalid("empty frame".into()), "", "");
+                Box::pin(async move {
+                    let _ = tx.send(refusal).await;
+                })
             }
-        }
+        };
+        handling.await;
     }
 }
 
@@ -308,14 +333,6 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
-        mut self,
-        mut out: Outlet,
-        frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
-    ) {
-        serve_frames(&mut out, frames, &mut self).await;
-    }
-
     async fn send(&mut self, send: pb::SendFrame, out: &mut Outlet) -> Option<Frame> {
         if let (Some(limits), Principal::User(user_id)) = (&self.message_limit, &self.principal)
             && let Err(status) = limits.check_message(user_id)
@@ -600,9 +617,9 @@ mod tests {
                 events_tx: events_tx.clone(),
                 publish: publish.into(),
             };
-            let frames = tokio_stream::wrappers::UnboundedReceiverStream::new(frames_rx)
+            let mut frames = tokio_stream::wrappers::UnboundedReceiverStream::new(frames_rx)
                 .map(|frame| Ok(pb::ClientFrame { frame: Some(frame) }));
-            let task = tokio::spawn(async move { serve_frames(&mut out, frames, &mut handler).await });
+            let task = tokio::spawn(async move { serve_frames(&mut out, &mut frames, &mut handler).await });
             Self {
                 frames_tx,
                 events_tx,

@@ -466,78 +466,84 @@ impl ChatCore {
         let last_seq = delivered.last_seq.max(session.last_seq);
         let core = self.clone();
         let session_id = session.id.clone();
+        // One `yield`, at the end of the loop, for everything the stream
+        // hands out: the generator then keeps room for one item in flight,
+        // not one per place that yields, and every idle subscription holds
+        // the generator. The opening events and a catch-up's wait in `batch`,
+        // whose buffer goes once they are out.
+        let mut batch: VecDeque<Result<pb::SessionEvent, ServiceError>> =
+            opening.into_iter().map(Ok).collect();
         let events = async_stream::stream! {
-            for ev in opening {
-                yield Ok(ev);
-            }
             let mut in_order = InOrder::default();
             loop {
-                let item = match in_order.next_released() {
-                    Some(item) => item,
-                    None => match in_order.deadline() {
-                        None => match live.next().await {
-                            Some(item) => item,
-                            None => break,
-                        },
-                        // Boxed: a timer is as large as the rest of an idle
-                        // subscription's state, and only a gap needs one.
-                        Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, live.next())).await {
-                            Ok(Some(item)) => item,
-                            Ok(None) => break,
-                            Err(_) => {
-                                tracing::debug!(%session_id, "a seq gap did not fill; catching up");
-                                BusItem::Resync
-                            }
-                        },
-                    },
-                };
-                if let BusItem::Lagged(dropped) = item {
-                    tracing::debug!(%session_id, dropped, "subscriber fell behind the bus; catching up");
-                }
-                // Messages are numbered without gaps: one that did not fill,
-                // a bus that reconnected or a subscriber that fell behind
-                // means events were lost; the database and the delta log
-                // have them.
-                match in_order.take(item, delivered.last_seq) {
-                    Next::Held => {}
-                    Next::Deliver(ev) => {
-                        if delivered.admit(&ev) {
-                            yield Ok(ev.as_ref().clone());
-                        }
+                let next = if let Some(item) = batch.pop_front() {
+                    if batch.is_empty() {
+                        batch = VecDeque::new();
                     }
-                    Next::CatchUp => {
-                        // In a task of its own: a catch-up holds a database
-                        // connection while it reads, and this stream's reader
-                        // (a connection's task) leaves it unpolled while it
-                        // handles a frame, which may need a connection too.
-                        // Alone, the catch-up always finishes and gives its
-                        // connection back. (It also keeps the reads' state out
-                        // of this stream, which every idle subscription holds.)
-                        let catching_up = {
-                            let (core, session_id) = (core.clone(), session_id.clone());
-                            let mut taken = std::mem::take(&mut delivered);
-                            tokio::spawn(async move {
-                                let missed = core.catch_up(&session_id, &mut taken, None).await;
-                                (missed, taken)
-                            })
-                        };
-                        match catching_up.await {
-                            Ok((Ok(missed), caught_up)) => {
-                                delivered = caught_up;
-                                for ev in missed {
-                                    yield Ok(ev);
+                    item
+                } else {
+                    let item = match in_order.next_released() {
+                        Some(item) => item,
+                        None => match in_order.deadline() {
+                            None => match live.next().await {
+                                Some(item) => item,
+                                None => break,
+                            },
+                            // Boxed: a timer is as large as the rest of an idle
+                            // subscription's state, and only a gap needs one.
+                            Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, live.next())).await {
+                                Ok(Some(item)) => item,
+                                Ok(None) => break,
+                                Err(_) => {
+                                    tracing::debug!(%session_id, "a seq gap did not fill; catching up");
+                                    BusItem::Resync
                                 }
-                            }
-                            Ok((Err(error), _)) => {
-                                yield Err(error);
-                                break;
-                            }
-                            Err(failed) => {
-                                yield Err(ServiceError::Internal(Box::new(failed)));
-                                break;
+                            },
+                        },
+                    };
+                    if let BusItem::Lagged(dropped) = item {
+                        tracing::debug!(%session_id, dropped, "subscriber fell behind the bus; catching up");
+                    }
+                    // Messages are numbered without gaps: one that did not fill,
+                    // a bus that reconnected or a subscriber that fell behind
+                    // means events were lost; the database and the delta log
+                    // have them.
+                    match in_order.take(item, delivered.last_seq) {
+                        Next::Held => continue,
+                        Next::Deliver(ev) if delivered.admit(&ev) => Ok(ev.as_ref().clone()),
+                        Next::Deliver(_) => continue,
+                        Next::CatchUp => {
+                            // In a task of its own: a catch-up holds a database
+                            // connection while it reads, and this stream's reader
+                            // (a connection's task) leaves it unpolled while it
+                            // handles a frame, which may need a connection too.
+                            // Alone, the catch-up always finishes and gives its
+                            // connection back. (It also keeps the reads' state out
+                            // of this stream, which every idle subscription holds.)
+                            let catching_up = {
+                                let (core, session_id) = (core.clone(), session_id.clone());
+                                let mut taken = std::mem::take(&mut delivered);
+                                tokio::spawn(async move {
+                                    let missed = core.catch_up(&session_id, &mut taken, None).await;
+                                    (missed, taken)
+                                })
+                            };
+                            match catching_up.await {
+                                Ok((Ok(missed), caught_up)) => {
+                                    delivered = caught_up;
+                                    batch = missed.into_iter().map(Ok).collect();
+                                    continue;
+                                }
+                                Ok((Err(error), _)) => Err(error),
+                                Err(failed) => Err(ServiceError::Internal(Box::new(failed))),
                             }
                         }
                     }
+                };
+                let failed = next.is_err();
+                yield next;
+                if failed {
+                    break;
                 }
             }
         };
