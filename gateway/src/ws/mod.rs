@@ -4,6 +4,7 @@
 //! The socket loop is written against `Stream`/`Sink` so tests can drive it
 //! with channels; [`crate::frames`] does the JSON ⇄ proto translation.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -13,6 +14,7 @@ use chat_common::ErrorCode;
 use chat_proto::chat::v1 as pb;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
 use crate::auth::{AuthUser, WsAuthUser};
@@ -164,7 +166,7 @@ fn serve(socket: WebSocket, upgraded: Box<Upgraded>) -> BoxFuture<'static, ()> {
         user_id, expires_at, ..
     } = user;
     tracing::debug!(%user_id, %request_id, "websocket connected");
-    let shutdown = state.shutdown.clone().cancelled_owned();
+    let shutdown = state.shutdown.clone();
     let peer = Peer {
         user_id,
         max_content_bytes: state.limits.max_content_bytes,
@@ -190,8 +192,11 @@ fn serve(socket: WebSocket, upgraded: Box<Upgraded>) -> BoxFuture<'static, ()> {
     Box::pin(relay_socket(socket, shutdown))
 }
 
-/// Relays an open socket until it ends, then logs how it went.
-async fn relay_socket(mut open: Box<Socket>, shutdown: impl Future<Output = ()>) {
+/// Relays an open socket until it ends (or `shutdown` is cancelled), then
+/// logs how it went. The wait for `shutdown` lives here once and the relay
+/// borrows it: passed on by value, each future would hold its own copy.
+async fn relay_socket(mut open: Box<Socket>, shutdown: CancellationToken) {
+    let shutdown = std::pin::pin!(shutdown.cancelled());
     let Socket {
         socket,
         upstream,
@@ -316,14 +321,13 @@ pub async fn relay<S, U>(
     upstream: &mut U,
     to_core: &mut ClientFrames,
     peer: &Peer,
-    shutdown: impl Future<Output = ()>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Ended
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
     U: Stream<Item = Result<pb::ServerFrame, tonic::Status>> + Unpin,
 {
     let mut pending: Option<Box<pb::ClientFrame>> = None;
-    let mut shutdown = std::pin::pin!(shutdown);
     let mut clock = TokenClock::new(peer.expires_at, peer.token_grace);
     // One timer serves the token and the age limit: it fires at the earlier.
     let retire_at = peer.age_limit().map(|age| tokio::time::Instant::now() + age);
@@ -333,7 +337,7 @@ where
     let mut ended = Ended::default();
     loop {
         tokio::select! {
-            () = &mut shutdown => {
+            () = shutdown.as_mut() => {
                 Box::pin(close_with(socket, close::RESTART, "server restarting; reconnect and resume")).await;
                 return ended.by_gateway(Some(close::RESTART));
             }
@@ -767,7 +771,7 @@ mod tests {
                 &mut upstream,
                 &mut to_core,
                 &peer,
-                std::future::pending(),
+                std::pin::pin!(std::future::pending()),
             )
             .await;
         });
@@ -792,13 +796,8 @@ mod tests {
         let mut socket = FakeSocket { incoming, outgoing };
         let peer = peer(unix_now() + 3600, Duration::from_secs(30));
         let mut upstream = ReceiverStream::new(upstream);
-        let relay = relay(
-            &mut socket,
-            &mut upstream,
-            &mut to_core,
-            &peer,
-            std::future::pending(),
-        );
+        let shutdown = std::pin::pin!(std::future::pending());
+        let relay = relay(&mut socket, &mut upstream, &mut to_core, &peer, shutdown);
         let size = std::mem::size_of_val(&relay);
         assert!(
             size <= RELAY_FUTURE_BOUND,
