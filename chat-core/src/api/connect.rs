@@ -65,14 +65,7 @@ pub fn serve(
     let slow = CancellationToken::new();
     // The connection stops once its stream is dropped, polled or not.
     let gone = slow.clone().drop_guard();
-    let out = Outlet {
-        tx,
-        slow: slow.clone(),
-        // Most connections follow one session: room for exactly that.
-        subscriptions: StreamMap::with_capacity(1),
-        subscribed: 0,
-        burst: 0,
-    };
+    let out = Outlet::new(tx, slow.clone());
     let connection = Connection {
         core,
         principal,
@@ -184,6 +177,17 @@ enum Step {
 }
 
 impl Outlet {
+    fn new(tx: Outgoing, slow: CancellationToken) -> Self {
+        Self {
+            tx,
+            slow,
+            // Most connections follow one session: room for exactly that.
+            subscriptions: StreamMap::with_capacity(1),
+            subscribed: 0,
+            burst: 0,
+        }
+    }
+
     /// The next thing to do: an event ready goes first (so that events
     /// waiting when a frame's handling ends go out before the next frame is
     /// handled), but after [`EVENT_BURST`] of them a frame waiting is handled
@@ -603,13 +607,7 @@ mod tests {
         let (events_tx, _events_rx) = mpsc::unbounded_channel();
         let (_frames_tx, frames_rx) = mpsc::unbounded_channel::<In>();
         let (tx, _rx) = queue::channel(1);
-        let mut out = Outlet {
-            tx,
-            slow: CancellationToken::new(),
-            subscriptions: StreamMap::new(),
-            subscribed: 0,
-            burst: 0,
-        };
+        let mut out = Outlet::new(tx, CancellationToken::new());
         let mut handler = Sends {
             events_tx,
             publish: std::collections::VecDeque::new(),
@@ -634,13 +632,7 @@ mod tests {
             let (frames_tx, frames_rx) = mpsc::unbounded_channel();
             let (events_tx, events_rx) = mpsc::unbounded_channel();
             let (tx, rx) = queue::channel(4096);
-            let mut out = Outlet {
-                tx,
-                slow: CancellationToken::new(),
-                subscriptions: StreamMap::new(),
-                subscribed: 0,
-                burst: 0,
-            };
+            let mut out = Outlet::new(tx, CancellationToken::new());
             out.subscribe(Subscribed {
                 session_id: "s".into(),
                 events: tokio_stream::wrappers::UnboundedReceiverStream::new(events_rx).boxed(),
