@@ -59,14 +59,14 @@ pub fn serve(
     principal: Principal,
     request_id: Option<String>,
     message_limit: Option<Arc<UserLimits>>,
-    frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
+    mut frames: impl Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>> {
     let (tx, rx) = queue::channel(OUTGOING_QUEUE);
     let slow = CancellationToken::new();
     // The connection stops once its stream is dropped, polled or not.
     let gone = slow.clone().drop_guard();
-    let out = Outlet::new(tx, slow.clone());
-    let connection = Connection {
+    let mut out = Outlet::new(tx, slow.clone());
+    let mut connection = Connection {
         core,
         principal,
         request_id,
@@ -76,8 +76,6 @@ pub fn serve(
     // The block owns the connection and its outlet and lends them to
     // `serve_frames`: an `async fn` taking them by value would hold each
     // twice (its arguments, then its locals), in every idle connection.
-    let (mut connection, mut out) = (connection, out);
-    let mut frames = frames;
     tokio::spawn(async move { serve_frames(&mut out, &mut frames, &mut connection).await });
     Box::pin(FramesOut {
         rx,
@@ -202,25 +200,15 @@ impl Outlet {
                 return Step::frame(next);
             }
         }
-        // Polled by hand rather than with `select!`, whose future keeps a
-        // slot for each branch's output: every idle connection holds this
-        // future while it waits.
         let Self {
             slow, subscriptions, ..
         } = self;
-        let mut stopped = std::pin::pin!(slow.cancelled());
-        let step = std::future::poll_fn(|cx| {
-            if stopped.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Step::Stop);
-            }
-            if !subscriptions.is_empty()
-                && let Poll::Ready(Some((number, item))) = subscriptions.poll_next_unpin(cx)
-            {
-                return Poll::Ready(Step::Event(number, item));
-            }
-            frames.poll_next_unpin(cx).map(Step::frame)
-        })
-        .await;
+        let step = tokio::select! {
+            biased;
+            () = slow.cancelled() => Step::Stop,
+            Some((number, item)) = subscriptions.next(), if !subscriptions.is_empty() => Step::Event(number, item),
+            next = frames.next() => Step::frame(next),
+        };
         match step {
             Step::Event(..) => self.burst += 1,
             _ => self.burst = 0,
