@@ -211,6 +211,7 @@ impl Application {
             Duration::from_millis(settings.health_interval_ms),
         ));
         core.dispatcher.spawn_orphan_scan();
+        core.dispatcher.spawn_cancel_listener();
         let sweeper = (settings.session_ttl_secs > 0).then(|| {
             tokio::spawn(sweep_idle_sessions(
                 core.sessions().clone(),

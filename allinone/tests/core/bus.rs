@@ -191,3 +191,41 @@ async fn a_failed_subscribe_is_retried_and_its_subscribers_resync() {
         "another replica's events arrive once subscribed"
     );
 }
+
+/// A cancelled run's id reaches every replica's listener (the one executing
+/// it stops it at once), and a revocation reaches only revocation listeners.
+#[tokio::test]
+async fn cancellations_and_revocations_reach_every_replica_each_on_its_own_stream() {
+    for (name, publisher, subscriber) in buses().await {
+        let mut cancelled = subscriber.cancellations();
+        let mut revoked = subscriber.revocations();
+        // Each kind published first in turn: each stream gets its own kind only, in order.
+        for cancellation_first in [true, false] {
+            let (run_id, user_id) = (session(), session());
+            if cancellation_first {
+                publisher.publish_cancellation(&run_id).await;
+            }
+            publisher.publish_revocation(&user_id).await;
+            if !cancellation_first {
+                publisher.publish_cancellation(&run_id).await;
+            }
+            assert_eq!(
+                next_notice(&mut cancelled).await,
+                run_id,
+                "{name}: the cancelled run"
+            );
+            assert_eq!(
+                next_notice(&mut revoked).await,
+                user_id,
+                "{name}: the revoked user"
+            );
+        }
+    }
+}
+
+async fn next_notice(stream: &mut BoxStream<'static, String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a notice arrives")
+        .unwrap()
+}

@@ -27,12 +27,28 @@ type Channels = DashMap<String, broadcast::Sender<Item>>;
 pub struct InProcessBus {
     channels: Arc<Channels>,
     capacity: usize,
-    /// Users whose sign-in was revoked, for [`EventBus::revocations`].
-    revoked: broadcast::Sender<String>,
+    /// Revoked sign-ins and cancelled runs, for [`EventBus::revocations`]
+    /// and [`EventBus::cancellations`].
+    notices: broadcast::Sender<Notice>,
 }
 
-/// Revocations a listener may fall behind by before it lags.
-const REVOCATIONS_CAPACITY: usize = 1024;
+/// What every replica is told, beside sessions' events: a user id or a run id.
+#[derive(Clone, Debug)]
+pub(super) struct Notice {
+    pub kind: NoticeKind,
+    pub id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NoticeKind {
+    /// A user's sign-in was revoked.
+    Revoked,
+    /// A run was cancelled.
+    Cancelled,
+}
+
+/// Notices a listener may fall behind by before it lags.
+const NOTICES_CAPACITY: usize = 1024;
 
 impl InProcessBus {
     /// `capacity` bounds how many publishes a subscriber may fall behind
@@ -41,7 +57,7 @@ impl InProcessBus {
         Self {
             channels: Arc::default(),
             capacity,
-            revoked: broadcast::channel(REVOCATIONS_CAPACITY).0,
+            notices: broadcast::channel(NOTICES_CAPACITY).0,
         }
     }
 }
@@ -166,16 +182,45 @@ impl EventBus for InProcessBus {
     }
 
     async fn publish_revocation(&self, user_id: &str) {
-        let _ = self.revoked.send(user_id.to_owned());
+        self.notify(Notice::new(NoticeKind::Revoked, user_id));
     }
 
     fn revocations(&self) -> BoxStream<'static, String> {
-        BroadcastStream::new(self.revoked.subscribe())
-            .filter_map(|item| async move {
+        self.notices(NoticeKind::Revoked)
+    }
+
+    async fn publish_cancellation(&self, run_id: &str) {
+        self.notify(Notice::new(NoticeKind::Cancelled, run_id));
+    }
+
+    fn cancellations(&self) -> BoxStream<'static, String> {
+        self.notices(NoticeKind::Cancelled)
+    }
+}
+
+impl Notice {
+    pub(super) fn new(kind: NoticeKind, id: &str) -> Self {
+        Self {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl InProcessBus {
+    /// Tells this process's listeners of `notice`.
+    pub(super) fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    /// The ids of the notices of `kind` published from now on.
+    fn notices(&self, kind: NoticeKind) -> BoxStream<'static, String> {
+        BroadcastStream::new(self.notices.subscribe())
+            .filter_map(move |item| async move {
                 match item {
-                    Ok(user_id) => Some(user_id),
+                    Ok(notice) => (notice.kind == kind).then_some(notice.id),
                     Err(BroadcastStreamRecvError::Lagged(n)) => {
-                        tracing::warn!(dropped = n, "revocation listener fell behind");
+                        tracing::warn!(dropped = n, "notice listener fell behind");
                         None
                     }
                 }

@@ -67,6 +67,13 @@ pub trait EventBus: Send + Sync + 'static {
     /// Revocations published from now on, by any replica.
     fn revocations(&self) -> BoxStream<'static, String>;
 
+    /// Tells every replica that the run `run_id` was cancelled, so the one
+    /// executing it stops at once rather than at its next lease renewal.
+    async fn publish_cancellation(&self, run_id: &str);
+
+    /// Ids of the runs cancelled from now on, by any replica.
+    fn cancellations(&self) -> BoxStream<'static, String>;
+
     /// Records a delta of a run attempt where every replica can read it. The
     /// in-process bus keeps nothing: its replica's dispatcher has the deltas.
     async fn append_delta(&self, _run_id: &str, _attempt: u32, _index: u32, _text: &str) {}

@@ -20,11 +20,31 @@ use prost::Message as _;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
+use super::memory::{Notice, NoticeKind};
 use super::{BusItem, DeltaLog, EventBus, InProcessBus};
 
 const CHANNEL_PREFIX: &str = "chat:events:";
 /// Channel of revoked sign-ins; each message is a user id.
 const REVOCATIONS_CHANNEL: &str = "chat:revoked";
+/// Channel of cancelled runs; each message is a run id.
+const CANCELLATIONS_CHANNEL: &str = "chat:cancelled";
+/// The channels of [`Notice`]s, which every replica subscribes to.
+const NOTICE_CHANNELS: [&str; 2] = [REVOCATIONS_CHANNEL, CANCELLATIONS_CHANNEL];
+
+fn notice_channel(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Revoked => REVOCATIONS_CHANNEL,
+        NoticeKind::Cancelled => CANCELLATIONS_CHANNEL,
+    }
+}
+
+fn notice_kind(channel: &str) -> Option<NoticeKind> {
+    match channel {
+        REVOCATIONS_CHANNEL => Some(NoticeKind::Revoked),
+        CANCELLATIONS_CHANNEL => Some(NoticeKind::Cancelled),
+        _ => None,
+    }
+}
 /// Longest a Redis command may take; past it the bus carries on without Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages (each a batch of events) received from Redis that may wait for
@@ -126,7 +146,7 @@ impl RedisBus {
                 // Every session with local subscribers, including any whose
                 // SUBSCRIBE failed while Redis was away.
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
-                channels.push(REVOCATIONS_CHANNEL.to_owned());
+                channels.extend(NOTICE_CHANNELS.map(str::to_owned));
                 // The PING's answer means Redis has the subscriptions (see
                 // `RedisBus::confirm`) before subscribers re-read.
                 let subscribe_again = async {
@@ -146,9 +166,9 @@ impl RedisBus {
         tokio::spawn(async move {
             loop {
                 match messages.recv().await {
-                    Ok(message) if message.channel == REVOCATIONS_CHANNEL => {
-                        if let Some(user_id) = message.value.as_str() {
-                            relay.publish_revocation(&user_id).await;
+                    Ok(message) if let Some(kind) = notice_kind(&message.channel) => {
+                        if let Some(id) = message.value.as_str() {
+                            relay.notify(Notice::new(kind, &id));
                         }
                     }
                     Ok(message) => {
@@ -173,7 +193,7 @@ impl RedisBus {
                 }
             }
         });
-        subscriber.subscribe(REVOCATIONS_CHANNEL).await?;
+        subscriber.subscribe(NOTICE_CHANNELS.to_vec()).await?;
         let _: Value = subscriber.ping(None).await?;
         Ok(Self {
             publisher,
@@ -296,6 +316,26 @@ impl RedisBus {
         });
     }
 
+    /// Publishes `notice` on its channel, which every replica's relay hands
+    /// to its local bus (this replica's included). Without Redis only this
+    /// replica is told: the others end a revoked user's streams when the
+    /// tokens expire, and stop a cancelled run at its next lease renewal.
+    async fn publish_notice(&self, notice: Notice) {
+        let channel = notice_channel(notice.kind);
+        let published: Result<(), _> = if self.publisher.is_connected() {
+            self.publisher.publish(channel, notice.id.as_str()).await
+        } else {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::IO,
+                "not connected",
+            ))
+        };
+        if let Err(error) = published {
+            warn!(%error, channel, "redis publish of a notice failed; telling this replica only");
+            self.local.notify(notice);
+        }
+    }
+
     /// One pipeline: the delta log's new entries first (a subscriber that
     /// catches up after seeing a delta finds it in the log), then the events
     /// as one message, then the log `clear`ed (the run's outcome is stored).
@@ -387,23 +427,21 @@ impl EventBus for RedisBus {
     }
 
     async fn publish_revocation(&self, user_id: &str) {
-        let published: Result<(), _> = if self.publisher.is_connected() {
-            self.publisher.publish(REVOCATIONS_CHANNEL, user_id).await
-        } else {
-            Err(fred::error::Error::new(
-                fred::error::ErrorKind::IO,
-                "not connected",
-            ))
-        };
-        if let Err(error) = published {
-            // Other replicas end the user's streams when their tokens expire.
-            warn!(%error, "redis publish of a revocation failed; ending local streams only");
-            self.local.publish_revocation(user_id).await;
-        }
+        self.publish_notice(Notice::new(NoticeKind::Revoked, user_id))
+            .await;
     }
 
     fn revocations(&self) -> BoxStream<'static, String> {
         self.local.revocations()
+    }
+
+    async fn publish_cancellation(&self, run_id: &str) {
+        self.publish_notice(Notice::new(NoticeKind::Cancelled, run_id))
+            .await;
+    }
+
+    fn cancellations(&self) -> BoxStream<'static, String> {
+        self.local.cancellations()
     }
 
     async fn append_delta(&self, run_id: &str, attempt: u32, index: u32, text: &str) {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -168,6 +169,27 @@ impl Dispatcher {
         });
     }
 
+    /// Stops a run executing here as soon as any replica announces it
+    /// cancelled (a cancel or an interrupting message that reached
+    /// another replica), rather than at its next lease renewal.
+    pub fn spawn_cancel_listener(self: &Arc<Self>) {
+        let this = self.clone();
+        let mut cancelled = self.bus.cancellations();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    run_id = cancelled.next() => match run_id {
+                        Some(run_id) => {
+                            this.cancel_running(&run_id);
+                        }
+                        None => return,
+                    },
+                    () = this.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
     pub fn workers(&self) -> &WorkerPool {
         &self.workers
     }
@@ -254,21 +276,21 @@ impl Dispatcher {
 
     /// The one way to cancel a run. A run executing on this replica is
     /// stopped and its runner records `cancelled`; any other unfinished run
-    /// is stored `cancelled` and announced here (a replica executing it
-    /// notices when it next renews its lease). A run that already ended
+    /// is stored `cancelled` and announced, to its session and to every
+    /// replica (the one executing it stops it). A run that already ended
     /// stays as it was.
     pub async fn cancel(&self, run: &Run) -> Result<(), StoreError> {
-        if self.cancel_running(&run.id) {
+        if self.cancel_running(run.id.as_str()) {
             return Ok(());
         }
-        self.runs
-            .finish(run, RunStatus::Cancelled, "", None)
-            .await
-            .map(drop)
+        if self.runs.finish(run, RunStatus::Cancelled, "", None).await? {
+            self.bus.publish_cancellation(run.id.as_str()).await;
+        }
+        Ok(())
     }
 
     /// Stops a run executing here; returns whether one was.
-    fn cancel_running(&self, run_id: &RunId) -> bool {
+    fn cancel_running(&self, run_id: &str) -> bool {
         match self.cancels.get(run_id) {
             Some(token) => {
                 token.cancel();

@@ -15,7 +15,7 @@ use tracing::{Instrument as _, info, warn};
 use super::attempt::{Attempt, Outcome, Reply, Step, retryable};
 use super::workers::RunStream;
 use super::{Dispatcher, InflightRun, RunOrigin};
-use crate::bus::{BusItem, DeltaLog};
+use crate::bus::DeltaLog;
 use crate::domain::{Run, RunErrorCode, RunFailure, RunStatus, SessionId, ToolCallRecord};
 use crate::lifecycle::{AfterReply, SessionEffect};
 use crate::service::event;
@@ -99,7 +99,6 @@ impl Dispatcher {
         let _in_flight = scopeguard(move || in_flight.decrement(1.0));
         let cancel = self.shutdown.child_token();
         self.cancels.insert(run.id.clone(), cancel.clone());
-        let _cancelled_elsewhere = self.stop_when_cancelled_elsewhere(&run, &cancel).await;
         let after = loop {
             let attempt = run.attempt.max(1);
             let inflight = Arc::new(InflightRun::new(run.id.clone(), run.agent.clone(), attempt));
@@ -146,26 +145,6 @@ impl Dispatcher {
             .remove_if(&run.session_id, |_, r| r.run_id == run.id);
         self.cancels.remove(&run.id);
         after
-    }
-
-    /// Cancels `cancel` as soon as any replica announces the run cancelled
-    /// (a cancel or an interrupting message that reached another replica),
-    /// rather than at the next lease renewal; stops watching when dropped.
-    async fn stop_when_cancelled_elsewhere(&self, run: &Run, cancel: &CancellationToken) -> AbortOnDrop {
-        let mut events = self.bus.subscribe(&run.session_id).await;
-        let (run_id, cancel) = (run.id.to_string(), cancel.clone());
-        AbortOnDrop(tokio::spawn(async move {
-            while let Some(item) = events.next().await {
-                if let BusItem::Event(event) = item
-                    && let Some(Event::Run(update)) = &event.event
-                    && update.run_id == run_id
-                    && update.status() == pb::RunStatus::Cancelled
-                {
-                    cancel.cancel();
-                    return;
-                }
-            }
-        }))
     }
 
     /// Records and announces how a run ended, then drops the attempt's
@@ -490,13 +469,4 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
-}
-
-/// A task that stops when its handle is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
