@@ -166,12 +166,13 @@ impl RedisBus {
         tokio::spawn(async move {
             loop {
                 match messages.recv().await {
-                    Ok(message) if let Some(kind) = notice_kind(&message.channel) => {
-                        if let Some(id) = message.value.as_str() {
-                            relay.notify(Notice::new(kind, &id));
-                        }
-                    }
                     Ok(message) => {
+                        if let Some(kind) = notice_kind(&message.channel) {
+                            if let Some(id) = message.value.as_str() {
+                                relay.notify(Notice::new(kind, &id));
+                            }
+                            continue;
+                        }
                         let Some(session_id) = message.channel.strip_prefix(CHANNEL_PREFIX) else {
                             continue;
                         };
