@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{BusItem, DeltaLog, EventBus};
+use super::{BusItem, DeltaLog, EventBus, Notice, NoticeKind};
 
 /// What travels on a session's channel: a batch of events in order, or
 /// `None` asking subscribers to re-read the database (events may have been lost).
@@ -30,21 +30,6 @@ pub struct InProcessBus {
     /// Revoked sign-ins and cancelled runs, for [`EventBus::revocations`]
     /// and [`EventBus::cancellations`].
     notices: broadcast::Sender<Notice>,
-}
-
-/// What every replica is told, beside sessions' events: a user id or a run id.
-#[derive(Clone, Debug)]
-pub(super) struct Notice {
-    pub kind: NoticeKind,
-    pub id: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum NoticeKind {
-    /// A user's sign-in was revoked.
-    Revoked,
-    /// A run was cancelled.
-    Cancelled,
 }
 
 /// Notices a listener may fall behind by before it lags.
@@ -195,15 +180,6 @@ impl EventBus for InProcessBus {
 
     fn cancellations(&self) -> BoxStream<'static, String> {
         self.notices(NoticeKind::Cancelled)
-    }
-}
-
-impl Notice {
-    pub(super) fn new(kind: NoticeKind, id: &str) -> Self {
-        Self {
-            kind,
-            id: id.to_owned(),
-        }
     }
 }
 

@@ -31,6 +31,30 @@ pub struct DeltaLog<'a> {
     pub texts: Vec<String>,
 }
 
+/// What every replica is told, beside sessions' events: a user id or a run id.
+#[derive(Clone, Debug)]
+struct Notice {
+    kind: NoticeKind,
+    id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoticeKind {
+    /// A user's sign-in was revoked.
+    Revoked,
+    /// A run was cancelled.
+    Cancelled,
+}
+
+impl Notice {
+    fn new(kind: NoticeKind, id: &str) -> Self {
+        Self {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+}
+
 /// Publishes a session's events to every subscriber of that session.
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {

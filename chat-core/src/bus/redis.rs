@@ -20,31 +20,20 @@ use prost::Message as _;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-use super::memory::{Notice, NoticeKind};
-use super::{BusItem, DeltaLog, EventBus, InProcessBus};
+use super::{BusItem, DeltaLog, EventBus, InProcessBus, Notice, NoticeKind};
 
 const CHANNEL_PREFIX: &str = "chat:events:";
-/// Channel of revoked sign-ins; each message is a user id.
-const REVOCATIONS_CHANNEL: &str = "chat:revoked";
-/// Channel of cancelled runs; each message is a run id.
-const CANCELLATIONS_CHANNEL: &str = "chat:cancelled";
-/// The channels of [`Notice`]s, which every replica subscribes to.
-const NOTICE_CHANNELS: [&str; 2] = [REVOCATIONS_CHANNEL, CANCELLATIONS_CHANNEL];
+/// Every kind of [`Notice`]: each has a channel every replica subscribes to.
+const NOTICE_KINDS: [NoticeKind; 2] = [NoticeKind::Revoked, NoticeKind::Cancelled];
 
+/// The channel of a kind of notice; each message is the notice's id.
 fn notice_channel(kind: NoticeKind) -> &'static str {
     match kind {
-        NoticeKind::Revoked => REVOCATIONS_CHANNEL,
-        NoticeKind::Cancelled => CANCELLATIONS_CHANNEL,
+        NoticeKind::Revoked => "chat:revoked",
+        NoticeKind::Cancelled => "chat:cancelled",
     }
 }
 
-fn notice_kind(channel: &str) -> Option<NoticeKind> {
-    match channel {
-        REVOCATIONS_CHANNEL => Some(NoticeKind::Revoked),
-        CANCELLATIONS_CHANNEL => Some(NoticeKind::Cancelled),
-        _ => None,
-    }
-}
 /// Longest a Redis command may take; past it the bus carries on without Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages (each a batch of events) received from Redis that may wait for
@@ -146,7 +135,7 @@ impl RedisBus {
                 // Every session with local subscribers, including any whose
                 // SUBSCRIBE failed while Redis was away.
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
-                channels.extend(NOTICE_CHANNELS.map(str::to_owned));
+                channels.extend(NOTICE_KINDS.map(|kind| notice_channel(kind).to_owned()));
                 // The PING's answer means Redis has the subscriptions (see
                 // `RedisBus::confirm`) before subscribers re-read.
                 let subscribe_again = async {
@@ -167,7 +156,10 @@ impl RedisBus {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
-                        if let Some(kind) = notice_kind(&message.channel) {
+                        if let Some(kind) = NOTICE_KINDS
+                            .into_iter()
+                            .find(|&kind| notice_channel(kind) == message.channel)
+                        {
                             if let Some(id) = message.value.as_str() {
                                 relay.notify(Notice::new(kind, &id));
                             }
@@ -194,7 +186,9 @@ impl RedisBus {
                 }
             }
         });
-        subscriber.subscribe(NOTICE_CHANNELS.to_vec()).await?;
+        subscriber
+            .subscribe(NOTICE_KINDS.map(notice_channel).to_vec())
+            .await?;
         let _: Value = subscriber.ping(None).await?;
         Ok(Self {
             publisher,

@@ -174,18 +174,14 @@ impl Dispatcher {
     /// another replica), rather than at its next lease renewal.
     pub fn spawn_cancel_listener(self: &Arc<Self>) {
         let this = self.clone();
-        let mut cancelled = self.bus.cancellations();
+        let cancelled = self
+            .bus
+            .cancellations()
+            .take_until(self.shutdown.clone().cancelled_owned());
         self.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    run_id = cancelled.next() => match run_id {
-                        Some(run_id) => {
-                            this.cancel_running(&run_id);
-                        }
-                        None => return,
-                    },
-                    () = this.shutdown.cancelled() => return,
-                }
+            let mut cancelled = std::pin::pin!(cancelled);
+            while let Some(run_id) = cancelled.next().await {
+                this.cancel_running(&run_id);
             }
         });
     }
