@@ -38,8 +38,8 @@ pub struct Application {
     auth: auth::RequireServiceToken,
     reflection: bool,
     tls: Option<std::sync::Arc<chat_common::tls::ServerTls>>,
-    /// Connections from chat-core in this process (the all-in-one).
-    in_process: (inproc::Connector, inproc::Incoming),
+    /// Calls from chat-core in this process (the all-in-one).
+    in_process: (inproc::Connector, inproc::Mount),
 }
 
 // === impl Application ===
@@ -87,7 +87,7 @@ impl Application {
         })
     }
 
-    /// How a chat-core in this process reaches the worker in memory, beside
+    /// How a chat-core in this process calls the worker directly, beside
     /// the listener (the all-in-one).
     pub fn in_process(&self) -> inproc::Connector {
         self.in_process.0.clone()
@@ -140,29 +140,33 @@ impl Application {
         let stopping = draining.clone();
         let listener = self.listener;
         let tls = self.tls;
-        let (_, local) = self.in_process;
+        let (_, mount) = self.in_process;
+        let mut routes = tonic::service::Routes::new(health_service).add_service(worker);
+        if let Some(reflection) = reflection {
+            routes = routes.add_service(reflection);
+        }
+        // One service stack answers the network and, directly, a chat-core
+        // of this process (the all-in-one).
+        let service = tower::ServiceBuilder::new()
+            .layer(chat_common::metrics::GrpcMetricsLayer)
+            // Per-call access lines at debug (chat-core polls `ListAgents`);
+            // each run logs its own start and end at info.
+            .layer(GrpcTraceLayer::new(AccessLog::Debug).continued_traces_only())
+            .service(routes.prepare());
+        mount.serve(service.clone());
         let server = async move {
-            let router = tonic::transport::Server::builder()
-                .layer(chat_common::metrics::GrpcMetricsLayer)
-                // Per-call access lines at debug (chat-core polls `ListAgents`);
-                // each run logs its own start and end at info.
-                .layer(GrpcTraceLayer::new(AccessLog::Debug).continued_traces_only())
-                .add_service(health_service)
-                .add_optional_service(reflection)
-                .add_service(worker);
+            let server = tonic::transport::Server::builder();
+            let stopped = async move {
+                stopping.cancelled().await;
+                drop(mount);
+            };
             match tls {
-                Some(tls) => router
-                    .serve_with_incoming_shutdown(
-                        inproc::with_in_process(tls.incoming(listener), local),
-                        stopping.cancelled_owned(),
-                    )
+                Some(tls) => server
+                    .serve_with_incoming_shutdown(service, tls.incoming(listener), stopped)
                     .await
                     .context("gRPC server failed"),
-                None => router
-                    .serve_with_incoming_shutdown(
-                        inproc::with_in_process(chat_common::net::incoming(listener), local),
-                        stopping.cancelled_owned(),
-                    )
+                None => server
+                    .serve_with_incoming_shutdown(service, chat_common::net::incoming(listener), stopped)
                     .await
                     .context("gRPC server failed"),
             }

@@ -2,8 +2,9 @@
 //!
 //! With no subcommand, gateway, chat-core and one agent-worker run together
 //! on the embedded default (a SQLite file under `./data` and the in-process
-//! event bus), talking gRPC over HTTP/2 as they do in production, through
-//! in-memory pipes instead of loopback sockets (`chat_common::inproc`). The
+//! event bus), each calling the next one's gRPC handlers directly, with the
+//! messages encoded as in production but no transport between them
+//! (`chat_common::inproc`). The
 //! subcommands run one service each, exactly as its own binary does, so one
 //! container image serves every role.
 

@@ -1,4 +1,4 @@
-//! The all-in-one's services call each other in memory: a chat turn over
+//! The all-in-one's services call each other directly: a chat turn over
 //! the WebSocket completes, and meanwhile the process holds no TCP
 //! connection to itself (gateway → chat-core and chat-core → agent-worker
 //! would each be one over loopback).

@@ -45,8 +45,8 @@ pub struct Application {
     settings: Settings,
     /// SQLite's log checkpoints, in the background while the application lives.
     wal_checkpoints: Option<AbortOnDropHandle<()>>,
-    /// Connections from a gateway in this process (the all-in-one).
-    in_process: (inproc::Connector, inproc::Incoming),
+    /// Calls from a gateway in this process (the all-in-one).
+    in_process: (inproc::Connector, inproc::Mount),
 }
 
 impl Application {
@@ -54,8 +54,8 @@ impl Application {
         Self::build_with(settings, None).await
     }
 
-    /// [`Application::build`], reaching the agent-worker of this process
-    /// through `worker`, in memory, instead of `AGENT_WORKER_URLS` (the
+    /// [`Application::build`], calling the agent-worker of this process
+    /// directly through `worker` instead of `AGENT_WORKER_URLS` (the
     /// all-in-one).
     pub async fn build_with_worker(settings: Settings, worker: inproc::Connector) -> anyhow::Result<Self> {
         Self::build_with(settings, Some(worker)).await
@@ -165,8 +165,8 @@ impl Application {
         })
     }
 
-    /// How a gateway in this process reaches chat-core in memory, beside
-    /// the listener (the all-in-one).
+    /// How a gateway in this process calls chat-core directly, beside the
+    /// listener (the all-in-one).
     pub fn in_process(&self) -> inproc::Connector {
         self.in_process.0.clone()
     }
@@ -196,7 +196,7 @@ impl Application {
             health,
             settings,
             wal_checkpoints,
-            in_process: (_, local),
+            in_process: (_, mount),
         } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
@@ -287,35 +287,36 @@ impl Application {
         let dispatcher = core.dispatcher.clone();
         info!(addr = %listener.local_addr()?, tls = tls.is_some(), "chat-core listening");
         let stopping = draining.clone();
+        // One service stack answers the network and, directly, a gateway of
+        // this process (the all-in-one).
+        let mut routes = tonic::service::Routes::new(health_service)
+            .add_service(chat)
+            .add_service(operators)
+            .add_service(users);
+        if let Some(reflection) = reflection {
+            routes = routes.add_service(reflection);
+        }
+        let service = tower::ServiceBuilder::new()
+            .layer(chat_common::metrics::GrpcMetricsLayer)
+            // Per-call access lines at debug: chat-core serves every client
+            // call, so an info line each would dominate the logs.
+            .layer(chat_common::trace::GrpcTraceLayer::new(AccessLog::Debug))
+            .service(routes.prepare());
+        mount.serve(service.clone());
         let server = async move {
-            let router = tonic::transport::Server::builder()
-                .max_concurrent_streams(Some(1 << 20))
-                .layer(chat_common::metrics::GrpcMetricsLayer)
-                // Per-call access lines at debug: chat-core serves every
-                // client call, so an info line each would dominate the logs.
-                .layer(chat_common::trace::GrpcTraceLayer::new(AccessLog::Debug))
-                .add_service(health_service)
-                .add_optional_service(reflection)
-                .add_service(chat)
-                .add_service(operators)
-                .add_service(users);
+            let server = tonic::transport::Server::builder().max_concurrent_streams(Some(1 << 20));
             let stopped = async move {
                 stopping.cancelled().await;
+                drop(mount);
                 dispatcher.shutdown().await;
             };
             match tls {
-                Some(tls) => router
-                    .serve_with_incoming_shutdown(
-                        inproc::with_in_process(tls.incoming(listener), local),
-                        stopped,
-                    )
+                Some(tls) => server
+                    .serve_with_incoming_shutdown(service, tls.incoming(listener), stopped)
                     .await
                     .context("gRPC server failed"),
-                None => router
-                    .serve_with_incoming_shutdown(
-                        inproc::with_in_process(chat_common::net::incoming(listener), local),
-                        stopped,
-                    )
+                None => server
+                    .serve_with_incoming_shutdown(service, chat_common::net::incoming(listener), stopped)
                     .await
                     .context("gRPC server failed"),
             }

@@ -1,214 +1,274 @@
-//! In-process connections: the same gRPC over HTTP/2 between services of one
-//! process (the all-in-one), carried by an in-memory pipe instead of a
-//! loopback socket.
+//! In-process calls: one service of a process (the all-in-one) calls another
+//! service's gRPC handlers directly, with no transport between them.
 //!
 //! A server makes a [`pair`], hands the [`Connector`] to the clients in its
-//! process and serves the [`Incoming`] beside its network listener
-//! ([`with_in_process`]). A frame written into the pipe wakes the task that
-//! reads it directly, usually on the same worker thread; over loopback TCP
-//! each frame costs a `write`, an `epoll` wake-up and a `read`.
+//! process and, once it serves, [`Mount::serve`]s the same layered service
+//! it serves its network listener with. A call through the connector is that
+//! service called in the caller's task: the request and response bodies are
+//! the gRPC messages encoded as over the network, but no HTTP/2 connection,
+//! pipe or task stands between the two sides, so a call wakes nothing.
+//!
+//! Clients hold a [`Channel`]: tonic's network channel or a connector, one
+//! type for both.
 
-use std::io;
+use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint};
+use http::{HeaderMap, Request, Response};
+use tokio::sync::watch;
+use tonic::body::Body;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
 
-/// Bytes either side of a connection may write ahead of the reader before
-/// its writes wait: room for a full HTTP/2 frame and more.
-const PIPE_BYTES: usize = 1 << 20;
+/// What a call may fail with before the server answers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where a client in this process connects: each connection is a new pipe,
-/// whose other end the server's [`Incoming`] yields.
-#[derive(Clone, Debug)]
+type Handler = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+/// The call side: a clone per client. Calls made before the server serves
+/// wait for it; calls after it stopped are refused.
+#[derive(Clone)]
 pub struct Connector {
-    accept: mpsc::UnboundedSender<DuplexStream>,
+    server: watch::Receiver<Option<Handler>>,
 }
 
-/// The server's end of the connections its [`Connector`] makes.
-#[derive(Debug)]
-pub struct Incoming {
-    connections: mpsc::UnboundedReceiver<DuplexStream>,
+/// The server side: where the server puts its service while it serves.
+pub struct Mount {
+    slot: watch::Sender<Option<Handler>>,
 }
 
-/// A connector and the incoming connections it makes.
-pub fn pair() -> (Connector, Incoming) {
-    let (accept, connections) = mpsc::unbounded_channel();
-    (Connector { accept }, Incoming { connections })
+/// A connector and the mount it calls into.
+pub fn pair() -> (Connector, Mount) {
+    let (slot, server) = watch::channel(None);
+    (Connector { server }, Mount { slot })
 }
 
-impl Connector {
-    /// A lazily connected channel to the server, configured as `endpoint`
-    /// (windows, keep-alive, timeouts); its URL only names the server in
-    /// the `:authority` of calls.
-    pub fn channel(&self, endpoint: &Endpoint) -> Channel {
-        endpoint.connect_with_connector_lazy(self.clone())
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("serving", &self.server.borrow().is_some())
+            .finish()
     }
 }
 
-impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<DuplexStream>;
-    type Error = io::Error;
-    type Future = std::future::Ready<io::Result<Self::Response>>;
+impl fmt::Debug for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mount").finish_non_exhaustive()
+    }
+}
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+impl Mount {
+    /// Answers this process's calls with `service` until the mount is
+    /// dropped; calls made after that are refused.
+    pub fn serve<S, B>(&self, service: S)
+    where
+        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let handler = service
+            .map_response(|response: Response<B>| response.map(Body::new))
+            .map_err(Into::into);
+        self.slot.send_replace(Some(BoxCloneSyncService::new(handler)));
+    }
+}
+
+/// As a refused connection: the caller sees `UNAVAILABLE`.
+fn refused() -> BoxError {
+    Box::new(tonic::ConnectError(Box::new(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "the in-process server has stopped",
+    ))))
+}
+
+impl Service<Request<Body>> for Connector {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (client, server) = tokio::io::duplex(PIPE_BYTES);
-        let connected = match self.accept.send(server) {
-            Ok(()) => Ok(TokioIo::new(client)),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "the in-process server has stopped",
-            )),
-        };
-        std::future::ready(connected)
+    fn call(&mut self, request: Request<Body>) -> ResponseFuture {
+        let mut server = self.server.clone();
+        Box::pin(async move {
+            let handler = match server.wait_for(Option::is_some).await {
+                Ok(serving) => serving.clone().ok_or_else(refused)?,
+                Err(_) => return Err(refused()),
+            };
+            // The deadline a network server enforces from the call's
+            // `grpc-timeout`, enforced here as tonic's server does.
+            match grpc_timeout(request.headers()) {
+                Some(deadline) => tokio::time::timeout(deadline, handler.oneshot(request))
+                    .await
+                    .unwrap_or_else(|_| Err(Box::new(tonic::TimeoutExpired(())))),
+                None => handler.oneshot(request).await,
+            }
+        })
     }
 }
 
-/// A connection a server accepted: from its network listener, or from a
-/// client in this process.
-#[derive(Debug)]
-pub enum Accepted<T> {
-    Network(T),
-    InProcess(DuplexStream),
+/// The `grpc-timeout` of a call (gRPC over HTTP/2: at most 8 digits and a
+/// unit), if it has a valid one.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1).filter(|&at| (1..=8).contains(&at))?;
+    let (amount, unit) = value.split_at(split);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
-/// `network`'s connections, and those `incoming` brings from this process.
-pub fn with_in_process<T, S>(
-    network: S,
-    incoming: Incoming,
-) -> impl Stream<Item = io::Result<Accepted<T>>> + Send + 'static
-where
-    S: Stream<Item = io::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let local = UnboundedReceiverStream::new(incoming.connections).map(|pipe| Ok(Accepted::InProcess(pipe)));
-    futures::stream::select(network.map(|accepted| accepted.map(Accepted::Network)), local)
+/// A channel to a gRPC server: over the network, or straight into a server
+/// of this process.
+#[derive(Clone, Debug)]
+pub enum Channel {
+    Network(tonic::transport::Channel),
+    InProcess(Connector),
 }
 
-impl<T: Connected> Connected for Accepted<T> {
-    /// The network connection's information; none for a pipe.
-    type ConnectInfo = Option<T::ConnectInfo>;
+impl From<tonic::transport::Channel> for Channel {
+    fn from(channel: tonic::transport::Channel) -> Self {
+        Self::Network(channel)
+    }
+}
 
-    fn connect_info(&self) -> Self::ConnectInfo {
+impl From<Connector> for Channel {
+    fn from(connector: Connector) -> Self {
+        Self::InProcess(connector)
+    }
+}
+
+impl Service<Request<Body>> for Channel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Self::Network(stream) => Some(stream.connect_info()),
-            Self::InProcess(_) => None,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Accepted<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Network(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::InProcess(pipe) => Pin::new(pipe).poll_read(cx, buf),
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Accepted<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Network(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::InProcess(pipe) => Pin::new(pipe).poll_write(cx, buf),
+            Self::Network(channel) => channel.poll_ready(cx).map_err(Into::into),
+            Self::InProcess(connector) => connector.poll_ready(cx),
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Network(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Self::InProcess(pipe) => Pin::new(pipe).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
+    fn call(&mut self, request: Request<Body>) -> ResponseFuture {
         match self {
-            Self::Network(stream) => stream.is_write_vectored(),
-            Self::InProcess(pipe) => pipe.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Network(stream) => Pin::new(stream).poll_flush(cx),
-            Self::InProcess(pipe) => Pin::new(pipe).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Network(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::InProcess(pipe) => Pin::new(pipe).poll_shutdown(cx),
+            Self::Network(channel) => {
+                let call = channel.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Self::InProcess(connector) => connector.call(request),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
     use super::*;
 
-    async fn check(channel: Channel) -> ServingStatus {
-        HealthClient::new(channel)
-            .check(HealthCheckRequest::default())
-            .await
-            .expect("health check")
+    async fn check(channel: Channel) -> Result<ServingStatus, tonic::Status> {
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        request.set_timeout(Duration::from_secs(5));
+        Ok(HealthClient::new(channel)
+            .check(request)
+            .await?
             .into_inner()
-            .status()
+            .status())
     }
 
     #[tokio::test]
-    async fn a_server_answers_its_process_in_memory_and_the_network_as_before() {
+    async fn a_server_answers_its_process_directly_and_the_network_as_before() {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
+        let routes = tonic::service::Routes::new(health);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let (connector, incoming) = pair();
-        let network = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (connector, mount) = pair();
+        // A call made before the server serves waits for it.
+        let early = tokio::spawn(check(connector.clone().into()));
+        mount.serve(routes.clone());
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(with_in_process::<TcpStream, _>(network, incoming)),
+                .add_routes(routes)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
 
-        let endpoint = Endpoint::from_static("http://in-process");
-        assert_eq!(check(connector.channel(&endpoint)).await, ServingStatus::Serving);
-        let over_tcp = Endpoint::from_shared(format!("http://{addr}"))
+        assert_eq!(early.await.expect("join").expect("check"), ServingStatus::Serving);
+        assert_eq!(
+            check(connector.into()).await.expect("check"),
+            ServingStatus::Serving
+        );
+        let over_tcp = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("url")
             .connect()
             .await
             .expect("connect");
-        assert_eq!(check(over_tcp).await, ServingStatus::Serving);
+        assert_eq!(
+            check(over_tcp.into()).await.expect("check"),
+            ServingStatus::Serving
+        );
         server.abort();
     }
 
     #[tokio::test]
-    async fn connecting_to_a_stopped_server_is_refused() {
-        let (mut connector, incoming) = pair();
-        drop(incoming);
-        let refused = tower::Service::call(&mut connector, http::Uri::from_static("http://in-process"))
+    async fn calls_to_a_stopped_server_are_refused() {
+        let (connector, mount) = pair();
+        drop(mount);
+        let refused = check(connector.into()).await.expect_err("no server");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_cancelled_as_a_network_server_would() {
+        let (connector, mount) = pair();
+        mount.serve(tower::service_fn(|_: Request<Body>| {
+            std::future::pending::<Result<Response<Body>, std::convert::Infallible>>()
+        }));
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        request.set_timeout(Duration::from_millis(50));
+        let expired = HealthClient::new(Channel::from(connector))
+            .check(request)
             .await
-            .expect_err("no server");
-        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+            .expect_err("the handler never answers");
+        assert_eq!(expired.code(), tonic::Code::Cancelled, "{expired:?}");
+        assert_eq!(expired.message(), "Timeout expired");
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_protocol_writes_them() {
+        let timeout = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(value));
+            grpc_timeout(&headers)
+        };
+        assert_eq!(timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(timeout("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout("12345678u"), Some(Duration::from_micros(12_345_678)));
+        assert_eq!(timeout("123456789n"), None, "more than 8 digits");
+        assert_eq!(timeout("S"), None);
+        assert_eq!(timeout("5x"), None);
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
     }
 }

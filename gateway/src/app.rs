@@ -141,8 +141,8 @@ impl Application {
         Self::build_with(settings, None).await
     }
 
-    /// [`Application::build`], reaching the chat-core of this process
-    /// through `core`, in memory, instead of `CHAT_CORE_URL` (the all-in-one).
+    /// [`Application::build`], calling the chat-core of this process
+    /// directly through `core` instead of `CHAT_CORE_URL` (the all-in-one).
     pub async fn build_with_core(
         settings: Settings,
         core: chat_common::inproc::Connector,
@@ -157,7 +157,7 @@ impl Application {
         settings.load_secret_files().map_err(anyhow::Error::msg)?;
         settings.validate().map_err(anyhow::Error::msg)?;
         let core = match core {
-            Some(core) => CoreClient::in_process(&core, settings.request_timeout())?,
+            Some(core) => CoreClient::in_process(&core, settings.request_timeout()),
             None => {
                 let core_tls = settings
                     .chat_core_tls()

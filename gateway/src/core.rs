@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chat_common::inproc::Channel;
 use chat_proto::chat::v1 as pb;
 use chat_proto::chat::v1::chat_service_client::ChatServiceClient;
 use chat_proto::chat::v1::operator_service_client::OperatorServiceClient;
@@ -10,7 +11,7 @@ use chat_proto::chat::v1::user_service_client::UserServiceClient;
 use futures::Stream;
 use tonic::codec::{BufferSettings, Codec, Streaming};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -78,9 +79,6 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 /// HTTP/2 flow-control window of the whole connection to chat-core.
 const CONNECTION_WINDOW_BYTES: u32 = 1 << 30;
 
-/// The endpoint that stands for the chat-core of this process.
-const IN_PROCESS_URL: &str = "http://chat-core.in-process";
-
 /// One connection to one chat-core replica.
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
@@ -122,17 +120,13 @@ impl CoreClient {
             tracing::warn!(%url, "chat-core name does not resolve yet; retrying in the background");
         }
         let channel = chat_common::discovery::balanced_channel(endpoints, endpoint);
-        Ok(Self::over(channel, unary_timeout))
+        Ok(Self::over(channel.into(), unary_timeout))
     }
 
-    /// The clients of the chat-core in this process, reached in memory
+    /// The clients of the chat-core in this process, calling it directly
     /// through `core` (the all-in-one).
-    pub fn in_process(
-        core: &chat_common::inproc::Connector,
-        unary_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let endpoint = endpoint(IN_PROCESS_URL).context("in-process endpoint")?;
-        Ok(Self::over(core.channel(&endpoint), unary_timeout))
+    pub fn in_process(core: &chat_common::inproc::Connector, unary_timeout: Duration) -> Self {
+        Self::over(core.clone().into(), unary_timeout)
     }
 
     fn over(channel: Channel, unary_timeout: Duration) -> Self {

@@ -19,11 +19,11 @@ use chat_proto::agent::v1::{self as agent, agent_worker_client::AgentWorkerClien
 use futures::future::join_all;
 use tokio::sync::{Mutex, watch};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 /// A worker's client: every call carries chat-core's own service token.
-type WorkerClient = AgentWorkerClient<InterceptedService<Channel, SelfSigned>>;
+type WorkerClient = AgentWorkerClient<InterceptedService<inproc::Channel, SelfSigned>>;
 
 /// How chat-core reaches workers: the token it proves itself with, and TLS.
 #[derive(Clone, Debug)]
@@ -76,7 +76,7 @@ impl Worker {
 enum Dial {
     /// Over the network, to each endpoint.
     Network,
-    /// In memory, to the one worker of this process (the all-in-one).
+    /// Directly, to the one worker of this process (the all-in-one).
     InProcess(inproc::Connector),
 }
 
@@ -108,10 +108,10 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
 fn client(url: &str, link: &WorkerLink, dial: &Dial) -> Result<WorkerClient, tonic::transport::Error> {
     let channel = match dial {
         Dial::Network => match &link.tls {
-            Some(tls) => endpoint(url)?.tls_config(tls.clone())?.connect_lazy(),
-            None => endpoint(url)?.connect_lazy(),
+            Some(tls) => endpoint(url)?.tls_config(tls.clone())?.connect_lazy().into(),
+            None => endpoint(url)?.connect_lazy().into(),
         },
-        Dial::InProcess(connector) => connector.channel(&endpoint(url)?),
+        Dial::InProcess(connector) => connector.clone().into(),
     };
     Ok(AgentWorkerClient::with_interceptor(channel, link.token.clone())
         .max_decoding_message_size(chat_proto::MAX_MESSAGE_BYTES)
@@ -137,7 +137,7 @@ impl WorkerPool {
         Ok(Self::start(endpoints, resolve_every, link, Dial::Network))
     }
 
-    /// The pool of the one worker in this process, reached in memory
+    /// The pool of the one worker in this process, called directly
     /// through `worker` (the all-in-one); what it serves is kept current
     /// every `resolve_every`.
     pub fn in_process(worker: inproc::Connector, resolve_every: Duration, link: WorkerLink) -> Self {
