@@ -2,15 +2,15 @@
 //! message-writing transaction starts with.
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{message, run, session};
 use super::mapping::{all, unknown};
-use super::runs::active_runs_in;
+use super::runs::{active_runs_in, active_statuses};
 use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
 use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, SessionStatus, new_id, now_ms};
 
@@ -23,6 +23,9 @@ pub(super) struct SeqBump {
     pub title: String,
     pub agent: String,
     pub status: SessionStatus,
+    /// How many of the session's runs are queued or running, counted in the
+    /// same statement on SQLite; `None` on Postgres (see [`next_seq`]).
+    pub active_runs: Option<i64>,
 }
 
 /// Bumps the session's `last_seq` and returns the new value with the
@@ -31,11 +34,34 @@ pub(super) struct SeqBump {
 /// lock on SQLite) until the transaction ends, so the status read here cannot
 /// change before the commit: a concurrent `end` either commits first and is
 /// seen, or waits.
+///
+/// On SQLite the statement also counts the session's active runs, which
+/// spares the transaction a statement: SQLite has one writer at a time, so
+/// what the count reads is current. Postgres is not asked: under READ
+/// COMMITTED a subquery reads the snapshot its statement began with, which
+/// may predate a run committed while the update waited for the row lock; a
+/// separate `SELECT` after the update sees it.
 pub(super) async fn next_seq(
     txn: &DatabaseTransaction,
     session_id: &SessionId,
 ) -> Result<SeqBump, StoreError> {
     let now = now_ms();
+    let count_active = txn.get_database_backend() == DbBackend::Sqlite;
+    let mut returning = vec![
+        Expr::col(session::Column::LastSeq),
+        Expr::col(session::Column::Title),
+        Expr::col(session::Column::Agent),
+        Expr::col(session::Column::Status),
+    ];
+    if count_active {
+        let count = Query::select()
+            .expr(Func::count(Expr::col(run::Column::Id)))
+            .from(run::Entity)
+            .and_where(Expr::col(run::Column::SessionId).eq(session_id.as_str()))
+            .and_where(Expr::col(run::Column::Status).is_in(active_statuses()))
+            .to_owned();
+        returning.push(Expr::SubQuery(None, Box::new(count.into())));
+    }
     let stmt = Query::update()
         .table(session::Entity)
         .value(
@@ -44,23 +70,23 @@ pub(super) async fn next_seq(
         )
         .value(session::Column::UpdatedAt, now)
         .and_where(Expr::col(session::Column::Id).eq(session_id.as_str()))
-        .returning(Query::returning().columns([
-            session::Column::LastSeq,
-            session::Column::Title,
-            session::Column::Agent,
-            session::Column::Status,
-        ]))
+        .returning(Query::returning().exprs(returning))
         .to_owned();
     let row = txn
         .query_one(&stmt)
         .await?
         .ok_or(StoreError::NotFound("session"))?;
-    let status: String = row.try_get("", "status").map_err(StoreError::Other)?;
+    let status: String = row.try_get_by_index(3).map_err(StoreError::Other)?;
     Ok(SeqBump {
-        seq: row.try_get("", "last_seq").map_err(StoreError::Other)?,
-        title: row.try_get("", "title").map_err(StoreError::Other)?,
-        agent: row.try_get("", "agent").map_err(StoreError::Other)?,
+        seq: row.try_get_by_index(0).map_err(StoreError::Other)?,
+        title: row.try_get_by_index(1).map_err(StoreError::Other)?,
+        agent: row.try_get_by_index(2).map_err(StoreError::Other)?,
         status: SessionStatus::parse(&status).ok_or_else(|| unknown("session status", &status))?,
+        active_runs: if count_active {
+            Some(row.try_get_by_index(4).map_err(StoreError::Other)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -96,6 +122,7 @@ impl SeaStore {
             title,
             agent,
             status,
+            active_runs,
         } = next_seq(&txn, &new.session_id).await?;
         if !status.can_accept_messages() {
             txn.rollback().await?;
@@ -105,7 +132,10 @@ impl SeaStore {
         let start_run = new.start_run && status.starts_runs();
         let now = now_ms();
         let idle = if start_run && (new.reject_if_busy || new.claim.is_some()) {
-            active_runs_in(&txn, &new.session_id).await?.is_empty()
+            match active_runs {
+                Some(count) => count == 0,
+                None => active_runs_in(&txn, &new.session_id).await?.is_empty(),
+            }
         } else {
             false
         };

@@ -26,15 +26,20 @@ fn allowing(next: RunStatus) -> Vec<&'static str> {
     names(&RunStatus::allowing(next), RunStatus::as_str)
 }
 
+/// The stored names of the statuses in which a run is active (queued or running).
+pub(super) fn active_statuses() -> Vec<&'static str> {
+    let active: Vec<_> = RunStatus::ALL.iter().copied().filter(|s| s.is_active()).collect();
+    names(&active, RunStatus::as_str)
+}
+
 /// Queued and running runs of a session, oldest first.
 pub(super) async fn active_runs_in(
     db: &impl ConnectionTrait,
     session_id: &SessionId,
 ) -> Result<Vec<Run>, StoreError> {
-    let active: Vec<_> = RunStatus::ALL.iter().copied().filter(|s| s.is_active()).collect();
     all(run::Entity::find()
         .filter(run::Column::SessionId.eq(session_id.as_str()))
-        .filter(run::Column::Status.is_in(names(&active, RunStatus::as_str)))
+        .filter(run::Column::Status.is_in(active_statuses()))
         .order_by_asc(run::Column::UserSeq)
         .all(db)
         .await?)
@@ -88,13 +93,12 @@ impl RunStore for SeaStore {
     }
 
     async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError> {
-        let active: Vec<_> = RunStatus::ALL.iter().copied().filter(|s| s.is_active()).collect();
         all(run::Entity::find()
             .filter(run::Column::SessionId.eq(session_id.as_str()))
             .filter(
                 Condition::any()
                     .add(run::Column::UserSeq.gt(after_seq))
-                    .add(run::Column::Status.is_in(names(&active, RunStatus::as_str))),
+                    .add(run::Column::Status.is_in(active_statuses())),
             )
             .order_by_asc(run::Column::UserSeq)
             .all(&self.db)
@@ -165,13 +169,13 @@ impl RunStore for SeaStore {
 
     async fn complete_run(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
         let txn = self.db.begin().await?;
-        let seq = next_seq(&txn, &completion.session_id).await?.seq;
+        let bump = next_seq(&txn, &completion.session_id).await?;
         let now = now_ms();
         let started_at = completion.started_at.unwrap_or(now);
         let message = message::ActiveModel {
             id: Set(new_id()),
             session_id: Set(completion.session_id.to_string()),
-            seq: Set(seq),
+            seq: Set(bump.seq),
             role: Set(MessageRole::Assistant.as_str().to_owned()),
             agent: Set(Some(completion.agent.clone())),
             content: Set(completion.content.clone()),
@@ -205,8 +209,14 @@ impl RunStore for SeaStore {
         }
         // The session row is still locked (by `next_seq`): a message sent
         // meanwhile is either queued already and claimed here, or commits
-        // after this and finds the queue empty.
-        let next = claim_in(&txn, &completion.session_id, &completion.lease).await?;
+        // after this and finds the queue empty. When the bump counted the
+        // active runs and this one (running until now) was the only one,
+        // there is nothing to claim.
+        let next = if bump.active_runs == Some(1) {
+            None
+        } else {
+            claim_in(&txn, &completion.session_id, &completion.lease).await?
+        };
         txn.commit().await?;
         Ok(Completed {
             message: message.try_into()?,
