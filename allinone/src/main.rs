@@ -96,7 +96,7 @@ async fn all_in_one(cli: AllInOne) -> anyhow::Result<()> {
     core_settings.jwt_secret = Some(secret.clone().into());
     core_settings.jwt_secret_file = None;
     core_settings.shutdown_timeout_secs = shutdown_timeout_secs;
-    // chat-core reaches the worker, and the gateway chat-core, in memory.
+    // chat-core calls the worker, and the gateway chat-core, directly.
     let core = chat_core::Application::build_with_worker(core_settings, worker.in_process()).await?;
 
     let mut gateway_settings: gateway::Settings = from_env("gateway")?;

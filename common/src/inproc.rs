@@ -13,11 +13,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use http::{HeaderMap, Request, Response};
+use http_body::Frame;
 use tokio::sync::watch;
 use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
@@ -79,6 +82,15 @@ impl Mount {
     }
 }
 
+impl Drop for Mount {
+    /// A watch keeps its last value after its sender is gone: the service is
+    /// taken out, so that calls from now on are refused, not served by a
+    /// stopped server.
+    fn drop(&mut self) {
+        self.slot.send_replace(None);
+    }
+}
+
 /// As a refused connection: the caller sees `UNAVAILABLE`.
 fn refused() -> BoxError {
     Box::new(tonic::ConnectError(Box::new(std::io::Error::new(
@@ -98,20 +110,78 @@ impl Service<Request<Body>> for Connector {
 
     fn call(&mut self, request: Request<Body>) -> ResponseFuture {
         let mut server = self.server.clone();
-        Box::pin(async move {
+        // The deadline a network server enforces from the call's
+        // `grpc-timeout`, from the moment the call is made (a call made
+        // before the server serves waits within it too).
+        let deadline = grpc_timeout(request.headers());
+        let call = async move {
             let handler = match server.wait_for(Option::is_some).await {
                 Ok(serving) => serving.clone().ok_or_else(refused)?,
                 Err(_) => return Err(refused()),
             };
-            // The deadline a network server enforces from the call's
-            // `grpc-timeout`, enforced here as tonic's server does.
-            match grpc_timeout(request.headers()) {
-                Some(deadline) => tokio::time::timeout(deadline, handler.oneshot(request))
+            // A panic in the handler fails this call alone, as it fails one
+            // stream of a network server, and not the caller's task.
+            match AssertUnwindSafe(handler.oneshot(request)).catch_unwind().await {
+                Ok(response) => response.map(|response| response.map(|body| Body::new(Contained::new(body)))),
+                Err(_) => Ok(tonic::Status::internal("internal error").into_http()),
+            }
+        };
+        Box::pin(async move {
+            match deadline {
+                // As tonic's server answers an expired call.
+                Some(deadline) => tokio::time::timeout(deadline, call)
                     .await
-                    .unwrap_or_else(|_| Err(Box::new(tonic::TimeoutExpired(())))),
-                None => handler.oneshot(request).await,
+                    .unwrap_or_else(|_| Ok(tonic::Status::cancelled("Timeout expired").into_http())),
+                None => call.await,
             }
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends the call with `INTERNAL` if producing it
+    /// panics (a server stream's handler code runs as its body is polled).
+    struct Contained {
+        #[pin]
+        inner: Body,
+        failed: bool,
+    }
+}
+
+impl Contained {
+    fn new(inner: Body) -> Self {
+        Self { inner, failed: false }
+    }
+}
+
+impl http_body::Body for Contained {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        let inner = this.inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
+            Ok(frame) => frame,
+            Err(_) => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(tonic::Status::internal("internal error"))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -232,11 +302,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_to_a_stopped_server_are_refused() {
+    async fn calls_after_the_server_stopped_are_refused() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let (connector, mount) = pair();
+        mount.serve(tonic::service::Routes::new(health));
+        assert_eq!(
+            check(connector.clone().into()).await.expect("serving"),
+            ServingStatus::Serving
+        );
+        drop(mount);
+        let refused = check(connector.into()).await.expect_err("stopped");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_server_that_never_started_is_refused() {
         let (connector, mount) = pair();
         drop(mount);
         let refused = check(connector.into()).await.expect_err("no server");
         assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    }
+
+    /// What a call with a 50 ms deadline ends with, when nothing answers it.
+    async fn past_its_deadline(connector: Connector) -> tonic::Status {
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        request.set_timeout(Duration::from_millis(50));
+        HealthClient::new(Channel::from(connector))
+            .check(request)
+            .await
+            .expect_err("nothing answers")
+    }
+
+    #[tokio::test]
+    async fn the_deadline_covers_waiting_for_the_server_to_serve() {
+        let (connector, _mount) = pair();
+        let expired = past_its_deadline(connector).await;
+        assert_eq!(expired.code(), tonic::Code::Cancelled, "{expired:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_its_call_and_not_the_caller() {
+        let (connector, mount) = pair();
+        mount.serve(tower::service_fn(|_: Request<Body>| async {
+            if true {
+                panic!("a handler's bug");
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }));
+        let failed = check(connector.into()).await.expect_err("the handler panicked");
+        assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
     }
 
     #[tokio::test]
@@ -245,12 +362,7 @@ mod tests {
         mount.serve(tower::service_fn(|_: Request<Body>| {
             std::future::pending::<Result<Response<Body>, std::convert::Infallible>>()
         }));
-        let mut request = tonic::Request::new(HealthCheckRequest::default());
-        request.set_timeout(Duration::from_millis(50));
-        let expired = HealthClient::new(Channel::from(connector))
-            .check(request)
-            .await
-            .expect_err("the handler never answers");
+        let expired = past_its_deadline(connector).await;
         assert_eq!(expired.code(), tonic::Code::Cancelled, "{expired:?}");
         assert_eq!(expired.message(), "Timeout expired");
     }
