@@ -276,7 +276,8 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let (connector, mount) = pair();
         // A call made before the server serves waits for it.
-        let early = tokio::spawn(check(connector.clone().into()));
+        let mut early = Box::pin(check(connector.clone().into()));
+        assert!(futures::poll!(&mut early).is_pending(), "nothing serves yet");
         mount.serve(routes.clone());
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -284,7 +285,7 @@ mod tests {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
 
-        assert_eq!(early.await.expect("join").expect("check"), ServingStatus::Serving);
+        assert_eq!(early.await.expect("check"), ServingStatus::Serving);
         assert_eq!(
             check(connector.into()).await.expect("check"),
             ServingStatus::Serving

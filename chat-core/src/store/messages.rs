@@ -82,11 +82,9 @@ pub(super) async fn next_seq(
         title: row.try_get_by_index(1).map_err(StoreError::Other)?,
         agent: row.try_get_by_index(2).map_err(StoreError::Other)?,
         status: SessionStatus::parse(&status).ok_or_else(|| unknown("session status", &status))?,
-        active_runs: if count_active {
-            Some(row.try_get_by_index(4).map_err(StoreError::Other)?)
-        } else {
-            None
-        },
+        active_runs: count_active
+            .then(|| row.try_get_by_index(4).map_err(StoreError::Other))
+            .transpose()?,
     })
 }
 
