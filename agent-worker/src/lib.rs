@@ -14,10 +14,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use chat_common::grpc_server::Endpoint;
 use chat_common::trace::{AccessLog, GrpcTraceLayer};
 use chat_common::{Health, inproc};
 use chat_proto::agent::v1::agent_worker_server::AgentWorkerServer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
@@ -30,16 +30,12 @@ const BANK_ROUTER: &str = "bank";
 
 /// A worker with its listener bound, ready to serve.
 pub struct Application {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    endpoint: Endpoint,
     service: AgentWorkerService,
     health: Health,
     shutdown_timeout: std::time::Duration,
     auth: auth::RequireServiceToken,
     reflection: bool,
-    tls: Option<std::sync::Arc<chat_common::tls::ServerTls>>,
-    /// Calls from chat-core in this process (the all-in-one).
-    in_process: (inproc::Connector, inproc::Mount),
 }
 
 // === impl Application ===
@@ -72,30 +68,27 @@ impl Application {
         let registry = agents::Registry::with_env(config, &env).context("failed to set up the agents")?;
         let names: Vec<&str> = registry.infos().iter().map(|info| info.name.as_str()).collect();
         tracing::info!(agents = ?names, "agents loaded");
-        let (listener, local_addr) = chat_common::net::bind(settings.listen).await?;
+        let endpoint = Endpoint::bind(settings.listen, tls).await?;
         let service = AgentWorkerService::new(registry, settings.max_concurrent_runs);
         Ok(Self {
-            listener,
-            local_addr,
+            endpoint,
             service,
             health: Health::new("agent-worker"),
             shutdown_timeout: std::time::Duration::from_secs(settings.shutdown_timeout_secs),
             auth: auth::RequireServiceToken::new(settings.token_keys()),
             reflection: settings.grpc_reflection,
-            tls,
-            in_process: inproc::pair(),
         })
     }
 
     /// How a chat-core in this process calls the worker directly, beside
     /// the listener (the all-in-one).
     pub fn in_process(&self) -> inproc::Connector {
-        self.in_process.0.clone()
+        self.endpoint.in_process()
     }
 
     /// The address the server listens on (the actual port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.endpoint.local_addr()
     }
 
     /// Readiness: not draining.
@@ -138,9 +131,6 @@ impl Application {
 
         let draining = CancellationToken::new();
         let stopping = draining.clone();
-        let listener = self.listener;
-        let tls = self.tls;
-        let (_, mount) = self.in_process;
         let mut routes = tonic::service::Routes::new(health_service).add_service(worker);
         if let Some(reflection) = reflection {
             routes = routes.add_service(reflection);
@@ -153,25 +143,13 @@ impl Application {
             // each run logs its own start and end at info.
             .layer(GrpcTraceLayer::new(AccessLog::Debug).continued_traces_only())
             .service(routes.prepare());
-        mount.serve(service.clone());
-        let server = async move {
-            let server = tonic::transport::Server::builder();
-            let stopped = async move {
-                stopping.cancelled().await;
-                drop(mount);
-            };
-            match tls {
-                Some(tls) => server
-                    .serve_with_incoming_shutdown(service, tls.incoming(listener), stopped)
-                    .await
-                    .context("gRPC server failed"),
-                None => server
-                    .serve_with_incoming_shutdown(service, chat_common::net::incoming(listener), stopped)
-                    .await
-                    .context("gRPC server failed"),
-            }
-        };
-        tracing::info!(addr = %self.local_addr, "agent-worker listening");
+        tracing::info!(addr = %self.endpoint.local_addr(), "agent-worker listening");
+        let server = self.endpoint.serve(
+            tonic::transport::Server::builder(),
+            service,
+            async move { stopping.cancelled().await },
+            std::future::ready(()),
+        );
         let result =
             chat_common::shutdown::drain(stop, &self.health, self.shutdown_timeout, draining, server).await;
         mirror.abort();

@@ -11,10 +11,10 @@ use chat_proto::chat::v1::chat_service_server::ChatServiceServer;
 use chat_proto::chat::v1::operator_service_server::OperatorServiceServer;
 use chat_proto::chat::v1::user_service_server::UserServiceServer;
 use migration::{Migrator, MigratorTrait};
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
+use chat_common::grpc_server::Endpoint;
 use chat_common::trace::AccessLog;
 use chat_common::{Health, inproc};
 use secrecy::ExposeSecret;
@@ -36,17 +36,15 @@ const HEALTH_SERVICE: &str = "chat.v1.ChatService";
 
 /// A built chat-core, listening but not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    /// TLS of the gRPC listener, kept current with its files.
-    tls: Option<Arc<chat_common::tls::ServerTls>>,
+    /// The gRPC listener (with TLS kept current with its files) and the
+    /// mount a gateway in this process (the all-in-one) calls through.
+    endpoint: Endpoint,
     core: ChatCore,
     keys: Arc<TokenKeys>,
     health: Health,
     settings: Settings,
     /// SQLite's log checkpoints, in the background while the application lives.
     wal_checkpoints: Option<AbortOnDropHandle<()>>,
-    /// Calls from a gateway in this process (the all-in-one).
-    in_process: (inproc::Connector, inproc::Mount),
 }
 
 impl Application {
@@ -148,27 +146,23 @@ impl Application {
         )
         .with_replay_budget(ReplayBudget::new(settings.replay_rate_limit));
         let tls = settings.tls.load().map_err(anyhow::Error::msg)?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let endpoint = Endpoint::bind(settings.listen, tls).await?;
         let health = Health::new("chat-core");
         health.set("database", false);
         Ok(Self {
-            listener,
-            tls,
+            endpoint,
             core,
             keys,
             health,
             settings,
             wal_checkpoints,
-            in_process: inproc::pair(),
         })
     }
 
     /// How a gateway in this process calls chat-core directly, beside the
     /// listener (the all-in-one).
     pub fn in_process(&self) -> inproc::Connector {
-        self.in_process.0.clone()
+        self.endpoint.in_process()
     }
 
     /// Readiness: database (and Redis, when configured) reachable, not draining.
@@ -177,7 +171,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.settings.listen)
+        self.endpoint.local_addr()
     }
 
     /// Serves until `stop` completes, then drains: readiness turns red,
@@ -188,16 +182,7 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            tls,
-            core,
-            keys,
-            health,
-            settings,
-            wal_checkpoints,
-            in_process: (_, mount),
-        } = self;
+        let (core, health, settings) = (self.core, self.health, self.settings);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
             health.clone(),
@@ -247,7 +232,7 @@ impl Application {
                 }
             })
         };
-        let interceptor = AuthInterceptor::new(keys, settings.accept_user_tokens)
+        let interceptor = AuthInterceptor::new(self.keys, settings.accept_user_tokens)
             .with_user_limits(user_limits.clone())
             .with_sign_outs(core.streams().clone());
         // Reflection is off unless asked for, and then for services only.
@@ -285,7 +270,7 @@ impl Application {
         );
         let revocations = core.streams().follow(core.bus().as_ref());
         let dispatcher = core.dispatcher.clone();
-        info!(addr = %listener.local_addr()?, tls = tls.is_some(), "chat-core listening");
+        info!(addr = %self.endpoint.local_addr(), tls = self.endpoint.tls(), "chat-core listening");
         let stopping = draining.clone();
         // One service stack answers the network and, directly, a gateway of
         // this process (the all-in-one).
@@ -302,25 +287,12 @@ impl Application {
             // call, so an info line each would dominate the logs.
             .layer(chat_common::trace::GrpcTraceLayer::new(AccessLog::Debug))
             .service(routes.prepare());
-        mount.serve(service.clone());
-        let server = async move {
-            let server = tonic::transport::Server::builder().max_concurrent_streams(Some(1 << 20));
-            let stopped = async move {
-                stopping.cancelled().await;
-                drop(mount);
-                dispatcher.shutdown().await;
-            };
-            match tls {
-                Some(tls) => server
-                    .serve_with_incoming_shutdown(service, tls.incoming(listener), stopped)
-                    .await
-                    .context("gRPC server failed"),
-                None => server
-                    .serve_with_incoming_shutdown(service, chat_common::net::incoming(listener), stopped)
-                    .await
-                    .context("gRPC server failed"),
-            }
-        };
+        let server = self.endpoint.serve(
+            tonic::transport::Server::builder().max_concurrent_streams(Some(1 << 20)),
+            service,
+            async move { stopping.cancelled().await },
+            async move { dispatcher.shutdown().await },
+        );
         let result = chat_common::shutdown::drain(
             stop,
             &health,
@@ -336,7 +308,7 @@ impl Application {
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
-        drop(wal_checkpoints);
+        drop(self.wal_checkpoints);
         info!("chat-core stopped");
         result
     }

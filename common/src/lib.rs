@@ -1,8 +1,8 @@
 //! Code shared by gateway, chat-core and agent-worker: the error codes both
 //! transports speak, the token claims chat-core verifies, health, the admin
 //! listener, metrics, logging and trace export, trace context propagation,
-//! secrets, owner-only files, endpoint discovery, in-process connections and
-//! shutdown.
+//! secrets, owner-only files, endpoint discovery, gRPC endpoints, in-process
+//! connections and shutdown.
 
 pub mod admin;
 pub mod alloc;
@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod error;
 pub mod files;
 pub mod grpc_call;
+pub mod grpc_server;
 pub mod health;
 pub mod inproc;
 pub mod limits;
