@@ -16,7 +16,8 @@ pub use message::{HUMAN_AGENT, Message, MessageRole, Post, ToolCallRecord};
 pub use principal::Principal;
 pub use run::{Run, RunErrorCode, RunFailure, RunStatus};
 pub use session::{
-    Actor, Assignee, Concurrency, MAX_NOTES_CHARS, Session, SessionChange, SessionStatus, validate_notes,
+    Actor, Assignee, Concurrency, MAX_NOTES_CHARS, MAX_TITLE_CHARS, Session, SessionChange, SessionStatus,
+    validate_notes, validate_title,
 };
 pub use validate::{MAX_METADATA_BYTES, validate_content, validate_metadata};
 

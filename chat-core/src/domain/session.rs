@@ -193,17 +193,36 @@ impl SessionStatus {
 /// Longest resolution notes, in characters.
 pub const MAX_NOTES_CHARS: usize = 4000;
 
+/// Longest session title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+
 /// Checks resolution notes: at most [`MAX_NOTES_CHARS`], no NUL.
 pub fn validate_notes(notes: &str) -> Result<(), DomainError> {
-    if notes.chars().count() > MAX_NOTES_CHARS {
-        return Err(DomainError::TooLarge(format!(
-            "notes must be at most {MAX_NOTES_CHARS} characters"
-        )));
+    check_text("notes", notes, MAX_NOTES_CHARS, DomainError::TooLarge)
+}
+
+/// Checks a trimmed title: not empty, at most [`MAX_TITLE_CHARS`], no NUL.
+pub fn validate_title(title: &str) -> Result<(), DomainError> {
+    if title.is_empty() {
+        return Err(DomainError::Invalid("title must not be empty".into()));
     }
-    if chat_common::limits::has_nul(notes) {
-        return Err(DomainError::Invalid(
-            "notes must not contain NUL characters".into(),
-        ));
+    check_text("title", title, MAX_TITLE_CHARS, DomainError::Invalid)
+}
+
+/// At most `max_chars` characters (else the error `too_long` makes), and no NUL.
+fn check_text(
+    what: &str,
+    text: &str,
+    max_chars: usize,
+    too_long: fn(String) -> DomainError,
+) -> Result<(), DomainError> {
+    if text.chars().count() > max_chars {
+        return Err(too_long(format!("{what} must be at most {max_chars} characters")));
+    }
+    if chat_common::limits::has_nul(text) {
+        return Err(DomainError::Invalid(format!(
+            "{what} must not contain NUL characters"
+        )));
     }
     Ok(())
 }

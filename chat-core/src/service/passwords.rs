@@ -270,6 +270,14 @@ fn hash_into(
 mod tests {
     use super::*;
 
+    /// Whether `password` matches the `stored` hash.
+    async fn verifies(passwords: &Passwords, password: &str, stored: &str) -> bool {
+        passwords
+            .verify(password.into(), Some(stored.into()))
+            .await
+            .expect("verify")
+    }
+
     fn passwords(max_concurrent: usize, queue_wait: Duration) -> Passwords {
         Passwords::new(PasswordPolicy {
             min_chars: 1,
@@ -298,24 +306,9 @@ mod tests {
         let passwords = passwords(2, Duration::from_secs(5));
         let hash = passwords.hash("secret".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
-        assert!(
-            passwords
-                .verify("secret".into(), Some(hash.clone()))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("wrong".into(), Some(hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("secret".into(), Some(String::new()))
-                .await
-                .expect("verify")
-        );
+        assert!(verifies(&passwords, "secret", &hash).await);
+        assert!(!verifies(&passwords, "wrong", &hash).await);
+        assert!(!verifies(&passwords, "secret", "").await);
     }
 
     #[tokio::test]
@@ -329,17 +322,7 @@ mod tests {
             .hash_password(b"older", &salt)
             .expect("hash")
             .to_string();
-        assert!(
-            passwords
-                .verify("older".into(), Some(stored.clone()))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("newer".into(), Some(stored))
-                .await
-                .expect("verify")
-        );
+        assert!(verifies(&passwords, "older", &stored).await);
+        assert!(!verifies(&passwords, "newer", &stored).await);
     }
 }

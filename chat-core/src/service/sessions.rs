@@ -4,7 +4,9 @@
 use chat_proto::agent::v1 as agent;
 
 use super::{ChatCore, ServiceError};
-use crate::domain::{Actor, Message, Principal, RunId, Session, SessionChange, UserId, validate_notes};
+use crate::domain::{
+    Actor, Message, Principal, RunId, Session, SessionChange, UserId, validate_notes, validate_title,
+};
 use crate::store::{MessageQuery, NewSession, SessionFilter, SessionPage, SessionQuery, Transition};
 
 /// Which service a session change comes through: `ChatService`, for the
@@ -15,9 +17,6 @@ pub enum Side {
     Owner,
     Operator,
 }
-
-/// Longest session title, in characters.
-pub const MAX_TITLE_CHARS: usize = 200;
 
 impl ChatCore {
     /// Creates a session for `owner_id`, within the per-user cap.
@@ -223,19 +222,7 @@ impl ChatCore {
         title: &str,
     ) -> Result<Session, ServiceError> {
         let title = title.trim();
-        if title.is_empty() {
-            return Err(ServiceError::Invalid("title must not be empty".into()));
-        }
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(ServiceError::Invalid(format!(
-                "title must be at most {MAX_TITLE_CHARS} characters"
-            )));
-        }
-        if chat_common::limits::has_nul(title) {
-            return Err(ServiceError::Invalid(
-                "title must not contain NUL characters".into(),
-            ));
-        }
+        validate_title(title)?;
         let session = self.authorized_session(principal, session_id).await?;
         Ok(self.store.rename_session(&session.id, title).await?)
     }

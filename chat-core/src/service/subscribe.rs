@@ -158,6 +158,14 @@ struct Delivered {
 }
 
 impl Delivered {
+    /// A stream that has delivered every message up to `last_seq`.
+    fn through(last_seq: i64) -> Self {
+        Self {
+            last_seq,
+            ..Self::default()
+        }
+    }
+
     /// Whether `event` is new to this stream; records it when it is.
     fn admit(&mut self, event: &pb::SessionEvent) -> bool {
         match &event.event {
@@ -452,10 +460,7 @@ impl ChatCore {
     ) -> Result<Subscription, ServiceError> {
         let session = self.readable_session(principal, session_id).await?;
         let mut live = self.bus.subscribe(&session.id).await;
-        let mut delivered = Delivered {
-            last_seq: after_seq.max(0),
-            ..Delivered::default()
-        };
+        let mut delivered = Delivered::through(after_seq.max(0));
         // A user's replay is charged; catching up after lost events is not
         // (those were the bus's to deliver).
         let charged = match principal {
@@ -766,11 +771,7 @@ mod tests {
     /// tasks: the later seq can come first.
     #[test]
     fn a_message_ahead_of_its_turn_waits_for_the_one_before_it() {
-        let mut in_order = InOrder::default();
-        let mut delivered = Delivered {
-            last_seq: 3,
-            ..Delivered::default()
-        };
+        let (mut in_order, mut delivered) = (InOrder::default(), Delivered::through(3));
         let status = BusItem::Event(std::sync::Arc::new(run(pb::RunStatus::Queued, 1)));
 
         let (seqs, caught_up) = deliver(&mut in_order, &mut delivered, vec![message(5), status], 6);
@@ -799,11 +800,7 @@ mod tests {
     /// duplicates of what the catch-up delivered).
     #[test]
     fn a_gap_that_does_not_fill_or_a_lost_event_catches_up() {
-        let mut in_order = InOrder::default();
-        let mut delivered = Delivered {
-            last_seq: 3,
-            ..Delivered::default()
-        };
+        let (mut in_order, mut delivered) = (InOrder::default(), Delivered::through(3));
         let (seqs, _) = deliver(&mut in_order, &mut delivered, vec![message(5), message(6)], 6);
         assert!(seqs.is_empty());
 

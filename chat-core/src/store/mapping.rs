@@ -1,6 +1,6 @@
 //! Rows to domain types: the only place stored status and role names are read.
 
-use sea_orm::DbErr;
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait};
 
 use super::StoreError;
 use super::entity::{message, refresh_token, run, session, user};
@@ -12,6 +12,16 @@ use crate::domain::{
 
 pub(super) fn unknown(what: &str, value: &str) -> StoreError {
     StoreError::Other(DbErr::Type(format!("unknown {what} `{value}` in the database")))
+}
+
+/// The row of `E` whose primary key is `id`, as the domain type `T`.
+pub(super) async fn find_by_id<E, T>(db: &impl ConnectionTrait, id: String) -> Result<Option<T>, StoreError>
+where
+    E: EntityTrait,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+    T: TryFrom<E::Model, Error = StoreError>,
+{
+    E::find_by_id(id).one(db).await?.map(T::try_from).transpose()
 }
 
 impl TryFrom<session::Model> for Session {

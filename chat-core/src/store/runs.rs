@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entity::{message, run, session};
-use super::mapping::{all, names};
+use super::mapping::{all, find_by_id, names};
 use super::messages::next_seq;
 use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
@@ -106,11 +106,7 @@ impl RunStore for SeaStore {
     }
 
     async fn get_run(&self, run_id: &RunId) -> Result<Option<Run>, StoreError> {
-        run::Entity::find_by_id(run_id.to_string())
-            .one(&self.db)
-            .await?
-            .map(Run::try_from)
-            .transpose()
+        find_by_id::<run::Entity, _>(&self.db, run_id.to_string()).await
     }
 
     async fn claim_next_run(&self, session_id: &SessionId, lease: &Lease) -> Result<Option<Run>, StoreError> {

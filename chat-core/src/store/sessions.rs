@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entity::{message, run, session, user};
-use super::mapping::{all, names};
+use super::mapping::{all, find_by_id, names};
 use super::{
     NewSession, SeaStore, SessionFilter, SessionPage, SessionQuery, SessionStore, StoreError, Transition,
 };
@@ -78,11 +78,7 @@ impl SessionStore for SeaStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        session::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await?
-            .map(Session::try_from)
-            .transpose()
+        find_by_id::<session::Entity, _>(&self.db, id.to_string()).await
     }
 
     async fn list_sessions(&self, query: SessionQuery) -> Result<SessionPage, StoreError> {
