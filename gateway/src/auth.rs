@@ -310,6 +310,14 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
         .ok_or_else(|| ApiError::unauthenticated("expected `Authorization: Bearer <token>`"))
 }
 
+/// The token of a well-formed `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::bearer)
+}
+
 fn missing_token() -> ApiError {
     ApiError::unauthenticated("missing access token")
 }

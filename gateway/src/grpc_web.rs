@@ -87,12 +87,7 @@ async fn forward(state: SharedState, request: Request<Body>) -> Result<Response<
             "bidirectional streams are not possible over gRPC-Web; use the WebSocket",
         ));
     }
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(token::bearer)
-        .map(str::to_owned);
+    let token = auth::bearer_token(request.headers()).map(str::to_owned);
     let ip = client_ip(&request, state.trust_forwarded_for);
     let user = authenticate(&state, token.as_deref(), &ip).await?;
     limit(&state, Tier::Api, &format!("user:{}", user.user_id)).await?;

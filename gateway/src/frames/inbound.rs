@@ -188,35 +188,26 @@ mod tests {
         }
     }
 
+    /// A subscribe to `SESSION` after `after_seq`, as it is forwarded to chat-core.
+    fn forwarded_subscribe(after_seq: i64) -> Inbound {
+        let frame = ClientKind::Subscribe(pb::SubscribeFrame {
+            session_id: SESSION.into(),
+            after_seq,
+        });
+        Inbound::Forward(pb::ClientFrame { frame: Some(frame) })
+    }
+
     #[test]
     fn session_ids_are_canonical_as_on_rest_paths() {
         let upper = SESSION.to_ascii_uppercase();
         let text = json!({"type": "subscribe", "session_id": upper, "after_seq": 3}).to_string();
-        let expected = ClientKind::Subscribe(pb::SubscribeFrame {
-            session_id: SESSION.into(),
-            after_seq: 3,
-        });
-        assert_eq!(
-            parse_client_frame(&text, 10),
-            Inbound::Forward(pb::ClientFrame {
-                frame: Some(expected)
-            })
-        );
+        assert_eq!(parse_client_frame(&text, 10), forwarded_subscribe(3));
     }
 
     #[test]
     fn subscribe_is_forwarded_with_default_after_seq() {
         let text = json!({"type": "subscribe", "session_id": SESSION}).to_string();
-        let expected = ClientKind::Subscribe(pb::SubscribeFrame {
-            session_id: SESSION.into(),
-            after_seq: 0,
-        });
-        assert_eq!(
-            parse_client_frame(&text, 10),
-            Inbound::Forward(pb::ClientFrame {
-                frame: Some(expected)
-            })
-        );
+        assert_eq!(parse_client_frame(&text, 10), forwarded_subscribe(0));
     }
 
     #[test]

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 
 use super::SESSION_HEADER;
 use super::error::LegacyError;
-use super::sessions::history_page;
-use super::views::{ChatTurn, stored_metadata};
+use super::sessions::{core_session_id, history_page};
+use super::views::{ChatTurn, stored_metadata, with_fields};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, session_id};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::messages::{self, Turn};
 
 /// A message as legacy clients post it. `userId` and `context` may be
@@ -71,11 +71,7 @@ pub async fn post_in_session(
         "processingTime": turn.response.as_ref().and_then(|r| r.agent_info.as_ref()).and_then(|a| a.processing_time),
         "agentsInvolved": turn.agent.agents_involved,
     });
-    let mut body = serde_json::to_value(&turn).unwrap_or_default();
-    if let Value::Object(fields) = &mut body {
-        fields.insert("agentResult".into(), agent_result);
-        fields.insert("success".into(), true.into());
-    }
+    let body = with_fields(&turn, json!({"agentResult": agent_result, "success": true}));
     Ok(Json(body).into_response())
 }
 
@@ -86,7 +82,7 @@ async fn post(
     id: &str,
     body: MessageBody,
 ) -> Result<ChatTurn, LegacyError> {
-    let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
+    let session_id = core_session_id(id)?;
     let Some(content) = body.content.or(body.message) else {
         return Err(ApiError::invalid("content is required").into());
     };

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::LegacyError;
-use super::views::{ListedSession, MessageRecord, SessionView, now};
+use super::views::{ListedSession, MessageRecord, SessionView, now, with_fields};
 use crate::app::SharedState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -33,19 +33,28 @@ const MAX_NOTE_CHARS: usize = 2000;
 
 // === chat-core calls ===
 
+/// The chat-core id of the session a legacy request names `id`; not a session id is `SessionNotFound`.
+pub(super) fn core_session_id(id: &str) -> Result<String, LegacyError> {
+    session_id(id).map_err(LegacyError::about_session(id))
+}
+
+/// The answer of a chat-core call about session `id`; not found is `SessionNotFound`.
+fn about_session<T>(id: &str, answer: Result<tonic::Response<T>, tonic::Status>) -> Result<T, LegacyError> {
+    let answer = answer
+        .map_err(ApiError::from)
+        .map_err(LegacyError::about_session(id))?;
+    Ok(answer.into_inner())
+}
+
 /// The caller's session `id`; unknown (or not a session id) is `SessionNotFound`.
 pub(super) async fn fetch(
     state: &SharedState,
     user: &AuthUser,
     id: &str,
 ) -> Result<pb::Session, LegacyError> {
-    let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
+    let session_id = core_session_id(id)?;
     let request = state.unary_as(pb::GetSessionRequest { session_id }, user)?;
-    let session = state.core.chat().get_session(request).await;
-    Ok(session
-        .map_err(ApiError::from)
-        .map_err(LegacyError::about_session(id))?
-        .into_inner())
+    about_session(id, state.core.chat().get_session(request).await)
 }
 
 /// Messages of session `id`: after `after_seq` when given, else the last `limit`; oldest first.
@@ -56,7 +65,7 @@ pub(super) async fn messages(
     after_seq: Option<i64>,
     limit: u32,
 ) -> Result<Vec<pb::Message>, LegacyError> {
-    let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
+    let session_id = core_session_id(id)?;
     let request = pb::ListMessagesRequest {
         session_id,
         after_seq,
@@ -64,12 +73,8 @@ pub(super) async fn messages(
         limit,
     };
     let request = state.unary_as(request, user)?;
-    let response = state.core.chat().list_messages(request).await;
-    Ok(response
-        .map_err(ApiError::from)
-        .map_err(LegacyError::about_session(id))?
-        .into_inner()
-        .messages)
+    let response = about_session(id, state.core.chat().list_messages(request).await)?;
+    Ok(response.messages)
 }
 
 // === GET /api/users/{userId}/sessions ===
@@ -202,11 +207,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, LegacyError> {
     let view = SessionView::from(fetch(&state, &user, &id).await?);
-    let mut body = serde_json::to_value(&view).unwrap_or_default();
-    if let Value::Object(fields) = &mut body {
-        fields.insert("session".into(), serde_json::to_value(&view).unwrap_or_default());
-        fields.insert("timestamp".into(), now().into());
-    }
+    let body = with_fields(&view, json!({"session": view, "timestamp": now()}));
     Ok(Json(body).into_response())
 }
 
@@ -230,16 +231,10 @@ pub async fn end(
     let reason = body.reason.unwrap_or_else(|| "ended by user".to_owned());
     check_note("reason", &reason)?;
     let session = end_session(&state, &user, &id).await?;
-    let view = SessionView::from(session);
-    Ok(Json(json!({
-        "success": true,
-        "sessionId": view.session_id,
-        "reason": reason,
-        "status": view.status,
-        "isResolved": view.is_resolved,
-        "timestamp": now(),
-    }))
-    .into_response())
+    Ok(session_answer(
+        &SessionView::from(session),
+        json!({"reason": reason}),
+    ))
 }
 
 /// Ends the caller's session `id` (its runs cancelled).
@@ -248,13 +243,9 @@ pub(super) async fn end_session(
     user: &AuthUser,
     id: &str,
 ) -> Result<pb::Session, LegacyError> {
-    let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
+    let session_id = core_session_id(id)?;
     let request = state.unary_as(pb::EndSessionRequest { session_id }, user)?;
-    let ended = state.core.chat().end_session(request).await;
-    Ok(ended
-        .map_err(ApiError::from)
-        .map_err(LegacyError::about_session(id))?
-        .into_inner())
+    about_session(id, state.core.chat().end_session(request).await)
 }
 
 fn check_note(field: &str, text: &str) -> Result<(), ApiError> {
@@ -264,6 +255,19 @@ fn check_note(field: &str, text: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// The answer of a route that acts on one session: `{success, sessionId, status,
+/// isResolved, timestamp}` and `fields`.
+fn session_answer(view: &SessionView, fields: Value) -> Response {
+    let answer = json!({
+        "success": true,
+        "sessionId": view.session_id,
+        "status": view.status,
+        "isResolved": view.is_resolved,
+        "timestamp": now(),
+    });
+    Json(with_fields(&answer, fields)).into_response()
 }
 
 // === POST /api/sessions/{id}/resume ===
@@ -279,25 +283,11 @@ pub async fn resume(
     let session = fetch(&state, &user, &id).await?;
     let history = messages(&state, &user, &id, None, DEFAULT_HISTORY_LIMIT).await?;
     let view = SessionView::from(session);
-    let mut session = serde_json::to_value(&view).unwrap_or_default();
-    if let Value::Object(fields) = &mut session {
-        fields.insert(
-            "conversationContext".into(),
-            json!({"agent": view.agent, "title": view.title, "metadata": view.metadata}),
-        );
-    }
+    let context = json!({"agent": view.agent, "title": view.title, "metadata": view.metadata});
+    let session = with_fields(&view, json!({"conversationContext": context}));
     let history: Vec<MessageRecord> = history.into_iter().map(MessageRecord::from).collect();
-    Ok(Json(json!({
-        "success": true,
-        "sessionId": view.session_id,
-        "status": view.status,
-        "isResolved": view.is_resolved,
-        "session": session,
-        "history": history,
-        "message": "Session resumed",
-        "timestamp": now(),
-    }))
-    .into_response())
+    let resumed = json!({"session": session, "history": history, "message": "Session resumed"});
+    Ok(session_answer(&view, resumed))
 }
 
 // === POST /api/sessions/{id}/resolve ===
@@ -317,23 +307,13 @@ pub async fn resolve(
 ) -> Result<Response, LegacyError> {
     let notes = body.notes.unwrap_or_default();
     check_note("notes", &notes)?;
-    let session_id = session_id(&id).map_err(LegacyError::about_session(&id))?;
+    let session_id = core_session_id(&id)?;
     let request = state.unary_as(pb::ResolveSessionRequest { session_id, notes }, &user)?;
-    let resolved = state.core.chat().resolve_session(request).await;
-    let session = resolved
-        .map_err(ApiError::from)
-        .map_err(LegacyError::about_session(&id))?
-        .into_inner();
-    let view = SessionView::from(session);
-    Ok(Json(json!({
-        "success": true,
-        "sessionId": view.session_id,
-        "status": view.status,
-        "isResolved": view.is_resolved,
-        "message": "Session resolved",
-        "timestamp": now(),
-    }))
-    .into_response())
+    let session = about_session(&id, state.core.chat().resolve_session(request).await)?;
+    Ok(session_answer(
+        &SessionView::from(session),
+        json!({"message": "Session resolved"}),
+    ))
 }
 
 // === history ===
@@ -370,7 +350,7 @@ pub(super) async fn history_page(
     let mut page = messages(state, user, id, Some(offset), limit + 1).await?;
     let has_more = page.len() > limit as usize;
     page.truncate(limit as usize);
-    let session_id = session_id(id).map_err(LegacyError::about_session(id))?;
+    let session_id = core_session_id(id)?;
     let history: Vec<MessageRecord> = page.into_iter().map(MessageRecord::from).collect();
     Ok(Json(json!({
         "sessionId": session_id,

@@ -18,6 +18,15 @@ pub fn date_of_secs(secs: u64) -> String {
     rfc3339(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
 }
 
+/// `value` as JSON with `fields` added to it (a value that is not an object stays as it is).
+pub fn with_fields(value: &impl Serialize, fields: Value) -> Value {
+    let mut value = serde_json::to_value(value).unwrap_or_default();
+    if let (Value::Object(object), Value::Object(fields)) = (&mut value, fields) {
+        object.extend(fields);
+    }
+    value
+}
+
 // === statuses ===
 
 /// A session status as legacy clients name it (`pending_human` is

@@ -7,9 +7,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chat_common::token;
 use http::Method;
-use http::header::AUTHORIZATION;
 use serde::Deserialize;
 
 use super::{Decision, Tier, address_key};
@@ -117,12 +115,7 @@ pub async fn limit(State(state): State<SharedState>, mut request: Request, next:
 
 /// The request's access token (header, or query on the WebSocket).
 fn request_token(request: &Request) -> Option<String> {
-    let from_header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(token::bearer)
-        .map(str::to_owned);
+    let from_header = auth::bearer_token(request.headers()).map(str::to_owned);
     from_header.or_else(|| {
         Query::<TokenQuery>::try_from_uri(request.uri())
             .ok()

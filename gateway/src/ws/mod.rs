@@ -700,6 +700,15 @@ mod tests {
         fn say_auth(&self, token: &str) {
             self.say(json!({"type": "auth", "access_token": token}).to_string());
         }
+
+        /// The error frame the client gets before its socket closes, and the
+        /// close code, once the relay has ended.
+        async fn error_and_close(mut self) -> (Value, u16) {
+            let error = next_json(&mut self.client_rx).await;
+            let close = next_close(&mut self.client_rx).await;
+            self.task.await.expect("relay ends");
+            (error, close)
+        }
     }
 
     /// A fresh access token (valid for a minute) of `user_id`, signed with the test secret.
@@ -904,43 +913,36 @@ mod tests {
         assert_eq!(written, total as u64);
     }
 
+    /// Ends a relay's upstream with `status`: the error frame the client then
+    /// gets, and the code its socket is closed with.
+    async fn fail_upstream(status: tonic::Status) -> (Value, u16) {
+        let h = start();
+        h.core_tx.send(Err(status)).await.expect("send");
+        h.error_and_close().await
+    }
+
     #[tokio::test]
     async fn an_upstream_gone_mid_stream_sends_unavailable_and_closes_with_1012() {
         // A chat-core replica restarting or lost: the client reconnects and resumes.
-        let mut h = start();
-        h.core_tx
-            .send(Err(tonic::Status::unavailable("connection reset")))
-            .await
-            .expect("send");
-        assert_eq!(next_json(&mut h.client_rx).await["code"], "unavailable");
-        assert_eq!(next_close(&mut h.client_rx).await, 1012);
-        h.task.await.expect("relay ends");
+        let (error, close) = fail_upstream(tonic::Status::unavailable("connection reset")).await;
+        assert_eq!(error["code"], "unavailable");
+        assert_eq!(close, 1012);
     }
 
     #[tokio::test]
     async fn a_failed_upstream_closes_with_1011() {
-        let mut h = start();
-        h.core_tx
-            .send(Err(tonic::Status::internal("broken")))
-            .await
-            .expect("send");
-        assert_eq!(next_json(&mut h.client_rx).await["type"], "error");
-        assert_eq!(next_close(&mut h.client_rx).await, 1011);
-        h.task.await.expect("relay ends");
+        let (error, close) = fail_upstream(tonic::Status::internal("broken")).await;
+        assert_eq!(error["type"], "error");
+        assert_eq!(close, 1011);
     }
 
     #[tokio::test]
     async fn a_stream_chat_core_ends_as_forbidden_closes_with_1011_not_1008() {
         // chat-core refusing the gateway itself is the service's fault: no
         // close code tells the client its credentials were refused.
-        let mut h = start();
-        h.core_tx
-            .send(Err(ErrorCode::Forbidden.status("not a service")))
-            .await
-            .expect("send");
-        assert_eq!(next_json(&mut h.client_rx).await["code"], "forbidden");
-        assert_eq!(next_close(&mut h.client_rx).await, 1011);
-        h.task.await.expect("relay ends");
+        let (error, close) = fail_upstream(ErrorCode::Forbidden.status("not a service")).await;
+        assert_eq!(error["code"], "forbidden");
+        assert_eq!(close, 1011);
     }
 
     #[tokio::test]
@@ -980,14 +982,13 @@ mod tests {
 
     #[tokio::test]
     async fn expired_token_is_warned_then_closed_with_4001() {
-        let mut h = start_with_token(unix_now(), Duration::from_millis(200));
-        let warning = next_json(&mut h.client_rx).await;
+        let h = start_with_token(unix_now(), Duration::from_millis(200));
+        let (warning, close) = h.error_and_close().await;
         assert_eq!(
             (warning["type"].as_str(), warning["code"].as_str()),
             (Some("error"), Some("token_expired"))
         );
-        assert_eq!(next_close(&mut h.client_rx).await, 4001);
-        h.task.await.expect("relay ends");
+        assert_eq!(close, 4001);
     }
 
     #[tokio::test]
@@ -1018,15 +1019,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_in_band_token_of_another_user_closes_the_socket_with_1008() {
-        let mut h = start();
+        let h = start();
         h.say_auth(&access_token_of("u2"));
-        let reply = next_json(&mut h.client_rx).await;
+        let (reply, close) = h.error_and_close().await;
         assert_eq!(
             (reply["type"].as_str(), reply["code"].as_str()),
             (Some("error"), Some("forbidden"))
         );
-        assert_eq!(next_close(&mut h.client_rx).await, 1008);
-        h.task.await.expect("relay ends");
+        assert_eq!(close, 1008);
     }
 
     #[test]

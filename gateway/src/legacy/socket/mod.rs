@@ -29,8 +29,7 @@ mod relay;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_common::token;
-use http::header::{AUTHORIZATION, HOST, ORIGIN};
+use http::header::{HOST, ORIGIN};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, TryData};
@@ -136,14 +135,7 @@ fn handshake_token(parts: &http::request::Parts, auth: Option<&Value>) -> Option
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str)
         .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).to_owned());
-    let from_header = || {
-        parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(token::bearer)
-            .map(str::to_owned)
-    };
+    let from_header = || auth::bearer_token(&parts.headers).map(str::to_owned);
     let from_query = || {
         let query = parts.uri.query()?;
         url_query(query, "token").or_else(|| url_query(query, "access_token"))
@@ -164,6 +156,8 @@ fn url_query(query: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::AUTHORIZATION;
+
     use super::*;
 
     fn parts(uri: &str, authorization: Option<&str>) -> http::request::Parts {
