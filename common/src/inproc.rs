@@ -265,13 +265,18 @@ mod tests {
             .status())
     }
 
-    #[tokio::test]
-    async fn a_server_answers_its_process_directly_and_the_network_as_before() {
+    /// Routes serving only the health service, reporting the server as serving.
+    async fn serving_health() -> tonic::service::Routes {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        let routes = tonic::service::Routes::new(health);
+        tonic::service::Routes::new(health)
+    }
+
+    #[tokio::test]
+    async fn a_server_answers_its_process_directly_and_the_network_as_before() {
+        let routes = serving_health().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (connector, mount) = pair();
@@ -304,12 +309,8 @@ mod tests {
 
     #[tokio::test]
     async fn calls_after_the_server_stopped_are_refused() {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
         let (connector, mount) = pair();
-        mount.serve(tonic::service::Routes::new(health));
+        mount.serve(serving_health().await);
         assert_eq!(
             check(connector.clone().into()).await.expect("serving"),
             ServingStatus::Serving

@@ -495,6 +495,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A scratch run folder for one test, removed when dropped.
+    struct RunFolder(PathBuf);
+
+    impl RunFolder {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            Self(dir)
+        }
+
+        /// Writes `value` as the JSON file `name`.
+        fn write(&self, name: &str, value: Value) {
+            std::fs::write(self.0.join(name), value.to_string()).expect("write");
+        }
+    }
+
+    impl Drop for RunFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn numbers_get_separators() {
         assert_eq!(num(&json!(1234567.891), 1), "1,234,567.9");
@@ -505,59 +527,51 @@ mod tests {
 
     #[test]
     fn strict_checks_refuse_errors_and_lost_deltas() {
-        let dir = std::env::temp_dir().join(format!("loadtest-strict-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let write =
-            |name: &str, value: Value| std::fs::write(dir.join(name), value.to_string()).expect("write");
-        write("meta.json", json!({"date": "2026-11-29"}));
-        write("turns-c1.json", json!({"result": {"errors_total": 0}}));
-        assert!(problems(&dir).expect("problems").is_empty());
-        write(
+        let dir = RunFolder::new("strict");
+        dir.write("meta.json", json!({"date": "2026-11-29"}));
+        dir.write("turns-c1.json", json!({"result": {"errors_total": 0}}));
+        assert!(problems(&dir.0).expect("problems").is_empty());
+        dir.write(
             "reconnect.json",
             json!({"result": {"errors_total": 2, "errors": {"upgrade_429": 2}}}),
         );
-        write(
+        dir.write(
             "deltas.json",
             json!({"result": {"errors_total": 0, "every_delta_delivered": false}}),
         );
-        let found = problems(&dir).expect("problems");
-        let _ = std::fs::remove_dir_all(&dir);
+        let found = problems(&dir.0).expect("problems");
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().any(|p| p.contains("upgrade_429")), "{found:?}");
     }
 
     #[test]
     fn a_run_folder_renders_with_targets() {
-        let dir = std::env::temp_dir().join(format!("loadtest-report-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let write =
-            |name: &str, value: Value| std::fs::write(dir.join(name), value.to_string()).expect("write");
-        write(
+        let dir = RunFolder::new("report");
+        dir.write(
             "meta.json",
             json!({"date": "2026-11-29", "commit": "abc", "nproc": "2", "command": "bench/run"}),
         );
-        write(
+        dir.write(
             "pgbench.json",
             json!({"clients": 16, "tps": 2000.0, "latency_avg_ms": 8.0}),
         );
-        write(
+        dir.write(
             "turns-c16.json",
             json!({"mode": "turns", "result": {"turns_per_s": 1200.0, "errors_total": 0, "latency": {"send_to_reply": {"p50_ms": 3.0, "p99_ms": 9.0}}}}),
         );
-        write(
+        dir.write(
             "embedded-turns-c1.json",
             json!({"mode": "turns", "result": {"turns_per_s": 600.0, "errors_total": 0, "latency": {"send_to_reply": {"p50_ms": 1.5, "p99_ms": 4.0}}}}),
         );
-        write(
+        dir.write(
             "rss-start.json",
             json!({"mode": "settle", "result": {"settle_secs": 0.0, "rss_kib": {"chat-core": 20000, "gateway-0": 12000}}}),
         );
-        write(
+        dir.write(
             "rss-after-load.json",
             json!({"mode": "settle", "result": {"settle_secs": 30.0, "rss_kib": {"chat-core": 41000, "gateway-0": 13000}}}),
         );
-        let text = render(&dir).expect("render");
-        let _ = std::fs::remove_dir_all(&dir);
+        let text = render(&dir.0).expect("render");
         assert!(
             text.contains(
                 "| RSS at the start → after every load mode and 30 s without load | chat-core 20,000 → 41,000 KiB; \

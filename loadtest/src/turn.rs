@@ -291,44 +291,48 @@ mod tests {
         assert!(times.first_delta.is_some());
     }
 
-    /// Feeds `run` one frame of the turn sent with client message id `c`.
-    fn feed(run: &mut RunProgress, json: &str, started: Instant) -> Result<Option<TurnTimes>, String> {
-        run.on_frame(frame(json), "c", started)
+    /// A turn sent with client message id `c`, fed its frames one at a time.
+    struct Turn {
+        run: RunProgress,
+        started: Instant,
     }
 
-    const ACK: &str = r#"{"type":"ack","client_msg_id":"c","run_id":"r"}"#;
+    impl Turn {
+        fn new() -> Self {
+            Self {
+                run: RunProgress::default(),
+                started: Instant::now(),
+            }
+        }
+
+        /// A turn chat-core acknowledged as run `r`.
+        fn acked() -> Self {
+            let mut turn = Self::new();
+            let _ = turn.feed(r#"{"type":"ack","client_msg_id":"c","run_id":"r"}"#);
+            turn
+        }
+
+        fn feed(&mut self, json: &str) -> Result<Option<TurnTimes>, String> {
+            self.run.on_frame(frame(json), "c", self.started)
+        }
+    }
 
     #[test]
     fn a_missing_delta_makes_the_turn_incomplete() {
-        let started = Instant::now();
-        let mut run = RunProgress::default();
-        let _ = feed(&mut run, ACK, started);
-        let _ = feed(
-            &mut run,
-            r#"{"type":"delta","run_id":"r","index":1,"text":"w1"}"#,
-            started,
-        );
+        let mut turn = Turn::acked();
+        let _ = turn.feed(r#"{"type":"delta","run_id":"r","index":1,"text":"w1"}"#);
         let reply = r#"{"type":"message","message":{"role":"assistant","content":"w0 w1","run_id":"r"}}"#;
-        let times = feed(&mut run, reply, started).expect("ok").expect("done");
+        let times = turn.feed(reply).expect("ok").expect("done");
         assert!(!times.complete);
     }
 
     #[test]
     fn failures_are_error_kinds() {
-        let started = Instant::now();
-        let mut run = RunProgress::default();
-        let _ = feed(&mut run, ACK, started);
-        let failed = feed(
-            &mut run,
-            r#"{"type":"run","run_id":"r","status":"failed"}"#,
-            started,
-        );
+        let failed = Turn::acked().feed(r#"{"type":"run","run_id":"r","status":"failed"}"#);
         assert_eq!(failed.err().as_deref(), Some("run_failed"));
         let limited = r#"{"type":"error","code":"rate_limited","message":"slow down","client_msg_id":"c"}"#;
         assert_eq!(
-            feed(&mut RunProgress::default(), limited, started)
-                .err()
-                .as_deref(),
+            Turn::new().feed(limited).err().as_deref(),
             Some("error_frame:rate_limited")
         );
     }

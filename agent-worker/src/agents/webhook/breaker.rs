@@ -123,6 +123,14 @@ mod tests {
         breaker.try_call(now).expect("closed").record(false, now);
     }
 
+    /// A breaker opened by one failure, and the moment its cooldown ends.
+    fn cooled_down() -> (Breaker, Instant) {
+        let breaker = Breaker::new(1, COOLDOWN);
+        let start = Instant::now();
+        fail(&breaker, start);
+        (breaker, start + COOLDOWN)
+    }
+
     #[test]
     fn the_failure_that_opens_the_breaker_says_so() {
         let breaker = Breaker::new(2, COOLDOWN);
@@ -153,10 +161,7 @@ mod tests {
 
     #[test]
     fn after_the_cooldown_one_probe_decides() {
-        let breaker = Breaker::new(1, COOLDOWN);
-        let start = Instant::now();
-        fail(&breaker, start);
-        let later = start + COOLDOWN;
+        let (breaker, later) = cooled_down();
 
         let probe = breaker.try_call(later).expect("probe allowed");
         assert!(breaker.try_call(later).is_err(), "only one probe at a time");
@@ -174,10 +179,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
-        let breaker = Breaker::new(1, COOLDOWN);
-        let start = Instant::now();
-        fail(&breaker, start);
-        let later = start + COOLDOWN;
+        let (breaker, later) = cooled_down();
 
         drop(breaker.try_call(later).expect("probe"));
 
