@@ -92,3 +92,67 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    use super::*;
+    use crate::inproc::tests::check;
+
+    /// From the stop on, callers in the process are refused while `then`
+    /// runs with the network still served (chat-core releases its runs
+    /// there); then the server drains and returns.
+    #[tokio::test]
+    async fn the_stop_refuses_in_process_callers_before_the_network_drains() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let endpoint = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None)
+            .await
+            .expect("bind");
+        let (addr, connector) = (endpoint.local_addr(), endpoint.in_process());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (then_started, then_running) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let server = tokio::spawn(endpoint.serve(
+            Server::builder(),
+            tonic::service::Routes::new(health),
+            async move {
+                let _ = stopped.await;
+            },
+            async move {
+                let _ = then_started.send(());
+                let _ = released.await;
+            },
+        ));
+        let network = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        for channel in [connector.clone().into(), network.clone().into()] {
+            assert_eq!(check(channel).await.expect("serving"), ServingStatus::Serving);
+        }
+
+        stop.send(()).expect("server running");
+        then_running.await.expect("then runs after the stop");
+        let refused = check(connector.into()).await.expect_err("stopped in process");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert_eq!(
+            check(network.into()).await.expect("the network is still served"),
+            ServingStatus::Serving
+        );
+
+        release.send(()).expect("then waiting");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server drains")
+            .expect("server task")
+            .expect("served");
+    }
+}

@@ -247,7 +247,7 @@ impl Service<Request<Body>> for Channel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tokio::net::TcpListener;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -255,7 +255,8 @@ mod tests {
 
     use super::*;
 
-    async fn check(channel: Channel) -> Result<ServingStatus, tonic::Status> {
+    /// The health status a server reports through `channel`.
+    pub(crate) async fn check(channel: Channel) -> Result<ServingStatus, tonic::Status> {
         let mut request = tonic::Request::new(HealthCheckRequest::default());
         request.set_timeout(Duration::from_secs(5));
         Ok(HealthClient::new(channel)
