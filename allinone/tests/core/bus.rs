@@ -192,6 +192,51 @@ async fn a_failed_subscribe_is_retried_and_its_subscribers_resync() {
     );
 }
 
+/// What a replica could deliver only to its own subscribers while its link
+/// to Redis was down reaches the other replicas' subscribers once the link
+/// is back: it names the session, and they catch up from the database. Their
+/// own links stayed up, so no reconnect of theirs would have them do it.
+#[tokio::test]
+async fn a_replica_back_on_redis_has_the_others_catch_up_on_what_it_delivered_locally() {
+    let Some(redis) = chat_testkit::PrivateRedis::start().await else {
+        return;
+    };
+    let proxy = chat_testkit::CuttableProxy::start(chat_testkit::socket_addr_of(&redis.url()).unwrap())
+        .await
+        .unwrap();
+    let through_proxy = chat_testkit::with_host(&redis.url(), proxy.addr());
+    let publisher = RedisBus::connect(&through_proxy, 16).await.unwrap();
+    let subscriber = RedisBus::connect(&redis.url(), 16).await.unwrap();
+    let id = session();
+    let mut events = subscriber.subscribe(&id).await;
+
+    proxy.cut();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while publisher.is_connected() != Some(false) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the publisher notices that Redis is away");
+    publisher.publish(&id, delta(&id, 1)).await;
+    proxy.restore();
+
+    let resync = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(item) = events.next().await {
+            if matches!(item, BusItem::Resync) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        resync,
+        Ok(true),
+        "the other replica's subscriber must be asked to catch up"
+    );
+}
+
 /// A cancelled run's id reaches every replica's listener (the one executing
 /// it stops it at once), and a revocation reaches only revocation listeners.
 #[tokio::test]

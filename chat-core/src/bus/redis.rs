@@ -4,9 +4,9 @@
 //! locally. A message carries one publish: an event, or a run's events
 //! relayed together ([`EventBatch`]), so a burst of deltas is one message.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,25 @@ use super::{BusItem, DeltaLog, EventBus, InProcessBus, Notice, NoticeKind};
 const CHANNEL_PREFIX: &str = "chat:events:";
 /// Every kind of [`Notice`]: each has a channel every replica subscribes to.
 const NOTICE_KINDS: [NoticeKind; 2] = [NoticeKind::Revoked, NoticeKind::Cancelled];
+
+/// The channel on which a replica names, once it reaches Redis again, each
+/// session whose events it could deliver only to its own subscribers while
+/// Redis was away: every replica's subscribers of those sessions catch up
+/// from the database. (A replica whose own link dropped catches up when it
+/// reconnects; this covers the replicas whose link stayed up meanwhile.)
+const RESYNC_CHANNEL: &str = "chat:resync";
+/// How often a replica looks for such sessions to name.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+
+/// The channels every replica subscribes to besides sessions': the notices'
+/// and [`RESYNC_CHANNEL`].
+fn shared_channels() -> Vec<String> {
+    NOTICE_KINDS
+        .map(|kind| notice_channel(kind).to_owned())
+        .into_iter()
+        .chain([RESYNC_CHANNEL.to_owned()])
+        .collect()
+}
 
 /// The channel of a kind of notice; each message is the notice's id.
 fn notice_channel(kind: NoticeKind) -> &'static str {
@@ -93,6 +112,9 @@ pub struct RedisBus {
     /// again and every local subscriber told to resync, so readiness stays
     /// red until then.
     subscribed: Arc<AtomicBool>,
+    /// Sessions whose events went to this replica's subscribers only (Redis
+    /// was away), until they are named on [`RESYNC_CHANNEL`].
+    delivered_locally: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +157,7 @@ impl RedisBus {
                 // Every session with local subscribers, including any whose
                 // SUBSCRIBE failed while Redis was away.
                 let mut channels: Vec<String> = sessions.lock().await.keys().map(|s| channel(s)).collect();
-                channels.extend(NOTICE_KINDS.map(|kind| notice_channel(kind).to_owned()));
+                channels.extend(shared_channels());
                 // The PING's answer means Redis has the subscriptions (see
                 // `RedisBus::confirm`) before subscribers re-read.
                 let subscribe_again = async {
@@ -156,6 +178,12 @@ impl RedisBus {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
+                        if message.channel == RESYNC_CHANNEL {
+                            if let Some(session_id) = message.value.as_str() {
+                                relay.resync(&session_id);
+                            }
+                            continue;
+                        }
                         if let Some(kind) = NOTICE_KINDS
                             .into_iter()
                             .find(|&kind| notice_channel(kind) == message.channel)
@@ -186,17 +214,53 @@ impl RedisBus {
                 }
             }
         });
-        subscriber
-            .subscribe(NOTICE_KINDS.map(notice_channel).to_vec())
-            .await?;
+        subscriber.subscribe(shared_channels()).await?;
         let _: Value = subscriber.ping(None).await?;
+        let delivered_locally = Arc::default();
+        tokio::spawn(announce_local_deliveries(
+            publisher.clone(),
+            Arc::downgrade(&delivered_locally),
+        ));
         Ok(Self {
             publisher,
             subscriber,
             local,
             counts,
             subscribed,
+            delivered_locally,
         })
+    }
+}
+
+/// Names on [`RESYNC_CHANNEL`] each session in `sessions` as soon as
+/// `publisher` reaches Redis, until the bus is gone.
+async fn announce_local_deliveries(publisher: Client, sessions: Weak<std::sync::Mutex<HashSet<String>>>) {
+    let mut ticks = tokio::time::interval(ANNOUNCE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(sessions) = sessions.upgrade() else {
+            return;
+        };
+        if !publisher.is_connected() {
+            continue;
+        }
+        let named: Vec<String> = std::mem::take(&mut *sessions.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .collect();
+        for (done, session_id) in named.iter().enumerate() {
+            if let Err(error) = publisher
+                .publish::<(), _, _>(RESYNC_CHANNEL, session_id.as_str())
+                .await
+            {
+                debug!(%error, "redis resync notice failed; trying again later");
+                sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(named[done..].iter().cloned());
+                break;
+            }
+        }
     }
 }
 
@@ -343,9 +407,10 @@ impl RedisBus {
     ) {
         if !self.publisher.is_connected() {
             // Redis is down: this replica's own subscribers are still served,
-            // and every other client resumes from the database. A log left
-            // uncleared expires.
-            self.local.send(session_id, events);
+            // and other replicas' subscribers catch up once this replica
+            // names the session (`RESYNC_CHANNEL`). A log left uncleared
+            // expires.
+            self.deliver_locally(session_id, events);
             return;
         }
         let pipeline = self.publisher.pipeline();
@@ -368,8 +433,21 @@ impl RedisBus {
         }
         if let Err(error) = pipeline.all::<Value>().await {
             warn!(%error, "redis publish failed; delivering locally only");
-            self.local.send(session_id, batch.events);
+            self.deliver_locally(session_id, batch.events);
         }
+    }
+
+    /// Hands `events` to this replica's subscribers only, and keeps the
+    /// session to name on [`RESYNC_CHANNEL`] once Redis is back.
+    fn deliver_locally(&self, session_id: &str, events: Vec<SessionEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        self.local.send(session_id, events);
+        self.delivered_locally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session_id.to_owned());
     }
 }
 
