@@ -101,17 +101,13 @@ mod tests {
     use tonic_health::pb::health_check_response::ServingStatus;
 
     use super::*;
-    use crate::inproc::tests::check;
+    use crate::inproc::tests::{check, serving_health};
 
     /// From the stop on, callers in the process are refused while `then`
     /// runs with the network still served (chat-core releases its runs
     /// there); then the server drains and returns.
     #[tokio::test]
     async fn the_stop_refuses_in_process_callers_before_the_network_drains() {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
         let endpoint = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
             .expect("bind");
@@ -121,7 +117,7 @@ mod tests {
         let (release, released) = oneshot::channel::<()>();
         let server = tokio::spawn(endpoint.serve(
             Server::builder(),
-            tonic::service::Routes::new(health),
+            serving_health().await,
             async move {
                 let _ = stopped.await;
             },

@@ -267,7 +267,7 @@ pub(crate) mod tests {
     }
 
     /// Routes serving only the health service, reporting the server as serving.
-    async fn serving_health() -> tonic::service::Routes {
+    pub(crate) async fn serving_health() -> tonic::service::Routes {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)

@@ -5,8 +5,8 @@
 //! relayed together ([`EventBatch`]), so a burst of deltas is one message.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,8 +32,9 @@ const NOTICE_KINDS: [NoticeKind; 2] = [NoticeKind::Revoked, NoticeKind::Cancelle
 /// from the database. (A replica whose own link dropped catches up when it
 /// reconnects; this covers the replicas whose link stayed up meanwhile.)
 const RESYNC_CHANNEL: &str = "chat:resync";
-/// How often a replica looks for such sessions to name.
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+/// How long a replica waits before naming such sessions again when Redis is
+/// still away (it waits for nothing while there are none).
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
 
 /// The channels every replica subscribes to besides sessions': the notices'
 /// and [`RESYNC_CHANNEL`].
@@ -113,8 +114,9 @@ pub struct RedisBus {
     /// red until then.
     subscribed: Arc<AtomicBool>,
     /// Sessions whose events went to this replica's subscribers only (Redis
-    /// was away), until they are named on [`RESYNC_CHANNEL`].
-    delivered_locally: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// was away), for [`announce_local_deliveries`] to name on
+    /// [`RESYNC_CHANNEL`].
+    delivered_locally: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,11 +218,8 @@ impl RedisBus {
         });
         subscriber.subscribe(shared_channels()).await?;
         let _: Value = subscriber.ping(None).await?;
-        let delivered_locally = Arc::default();
-        tokio::spawn(announce_local_deliveries(
-            publisher.clone(),
-            Arc::downgrade(&delivered_locally),
-        ));
+        let (delivered_locally, to_announce) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(announce_local_deliveries(publisher.clone(), to_announce));
         Ok(Self {
             publisher,
             subscriber,
@@ -232,34 +231,49 @@ impl RedisBus {
     }
 }
 
-/// Names on [`RESYNC_CHANNEL`] each session in `sessions` as soon as
-/// `publisher` reaches Redis, until the bus is gone.
-async fn announce_local_deliveries(publisher: Client, sessions: Weak<std::sync::Mutex<HashSet<String>>>) {
-    let mut ticks = tokio::time::interval(ANNOUNCE_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Names on [`RESYNC_CHANNEL`] each session `delivered` brings, once
+/// `publisher` reaches Redis; ends with the bus (its senders).
+async fn announce_local_deliveries(
+    publisher: Client,
+    mut delivered: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut pending = HashSet::new();
     loop {
-        ticks.tick().await;
-        let Some(sessions) = sessions.upgrade() else {
-            return;
+        // Parked until a session is delivered locally; while some wait for
+        // Redis, woken every `ANNOUNCE_RETRY` to try again.
+        let received = if pending.is_empty() {
+            Some(delivered.recv().await)
+        } else {
+            tokio::time::timeout(ANNOUNCE_RETRY, delivered.recv()).await.ok()
         };
+        match received {
+            Some(Some(session_id)) => {
+                pending.insert(session_id);
+            }
+            Some(None) => return,
+            None => {}
+        }
+        while let Ok(session_id) = delivered.try_recv() {
+            pending.insert(session_id);
+        }
         if !publisher.is_connected() {
             continue;
         }
-        let named: Vec<String> = std::mem::take(&mut *sessions.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_iter()
-            .collect();
-        for (done, session_id) in named.iter().enumerate() {
-            if let Err(error) = publisher
+        let mut named = Vec::new();
+        for session_id in &pending {
+            match publisher
                 .publish::<(), _, _>(RESYNC_CHANNEL, session_id.as_str())
                 .await
             {
-                debug!(%error, "redis resync notice failed; trying again later");
-                sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(named[done..].iter().cloned());
-                break;
+                Ok(()) => named.push(session_id.clone()),
+                Err(error) => {
+                    debug!(%error, "redis resync notice failed; trying again later");
+                    break;
+                }
             }
+        }
+        for session_id in named {
+            pending.remove(&session_id);
         }
     }
 }
@@ -444,10 +458,8 @@ impl RedisBus {
             return;
         }
         self.local.send(session_id, events);
-        self.delivered_locally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session_id.to_owned());
+        // The announcer ends only with the bus, so this cannot fail.
+        let _ = self.delivered_locally.send(session_id.to_owned());
     }
 }
 
