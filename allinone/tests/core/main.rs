@@ -8,6 +8,7 @@ mod bus;
 mod catch_up;
 mod common;
 mod database_outage;
+mod entities;
 mod external_users;
 mod grpc;
 mod internal_trust;

@@ -7,7 +7,9 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{external_identity, refresh_token, user};
+use super::entity::{
+    external_identities as external_identity, refresh_tokens as refresh_token, users as user,
+};
 use super::{AccountStore, RefreshToken, Rotation, SeaStore, SignIn, StoreError, User};
 use crate::domain::{UserId, new_id, now_ms};
 

@@ -3,7 +3,9 @@
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PrimaryKeyTrait};
 
 use super::StoreError;
-use super::entity::{message, refresh_token, run, session, user};
+use super::entity::{
+    messages as message, refresh_tokens as refresh_token, runs as run, sessions as session, users as user,
+};
 use super::records::{RefreshToken, User};
 use crate::domain::{
     Assignee, ClientMsgId, Concurrency, Message, MessageId, MessageRole, Run, RunId, RunStatus, Session,

@@ -8,7 +8,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use super::entity::{message, run, session};
+use super::entity::{messages as message, runs as run, sessions as session};
 use super::mapping::{all, unknown};
 use super::runs::{active_runs_in, active_statuses};
 use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};

@@ -7,7 +7,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use super::entity::{message, run, session};
+use super::entity::{messages as message, runs as run, sessions as session};
 use super::mapping::{all, find_by_id, names};
 use super::messages::next_seq;
 use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};

@@ -7,7 +7,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{message, run, session, user};
+use super::entity::{messages as message, runs as run, sessions as session, users as user};
 use super::mapping::{all, find_by_id, names};
 use super::{
     NewSession, SeaStore, SessionFilter, SessionPage, SessionQuery, SessionStore, StoreError, Transition,
