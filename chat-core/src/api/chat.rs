@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::UserLimits;
 use super::auth::DirectUser;
-use super::{post, principal, request_id};
+use super::{RpcResult, answer_session, post, principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::domain::SessionStatus;
 use crate::domain::{MessageRole, Principal, UserId};
@@ -224,10 +224,7 @@ fn parse_role(principal: &Principal, role: &str) -> Result<MessageRole, ServiceE
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {
-    async fn create_session(
-        &self,
-        request: Request<pb::CreateSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
+    async fn create_session(&self, request: Request<pb::CreateSessionRequest>) -> RpcResult<pb::Session> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let owner_id = match &principal {
@@ -279,22 +276,17 @@ impl ChatService for ChatApi {
         Ok(Response::new(self.core.session_view(&session)))
     }
 
-    async fn get_session(
-        &self,
-        request: Request<pb::GetSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let session = self
-            .core
-            .readable_session(&principal, &request.get_ref().session_id)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+    async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> RpcResult<pb::Session> {
+        answer_session(&self.core, request, async |principal, req| {
+            self.core.readable_session(principal, &req.session_id).await
+        })
+        .await
     }
 
     async fn list_sessions(
         &self,
         request: Request<pb::ListSessionsRequest>,
-    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+    ) -> RpcResult<pb::ListSessionsResponse> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let filter = match req.status.as_str() {
@@ -316,36 +308,25 @@ impl ChatService for ChatApi {
         }))
     }
 
-    async fn resolve_session(
-        &self,
-        request: Request<pb::ResolveSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
+    async fn resolve_session(&self, request: Request<pb::ResolveSessionRequest>) -> RpcResult<pb::Session> {
         super::resolve(&self.core, request, Side::Owner).await
     }
 
-    async fn end_session(
-        &self,
-        request: Request<pb::EndSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let session = self
-            .core
-            .end_session(&principal, &request.get_ref().session_id)
-            .await?;
-        Ok(Response::new(self.core.session_view(&session)))
+    async fn end_session(&self, request: Request<pb::EndSessionRequest>) -> RpcResult<pb::Session> {
+        answer_session(&self.core, request, async |principal, req| {
+            self.core.end_session(principal, &req.session_id).await
+        })
+        .await
     }
 
-    async fn hand_back(
-        &self,
-        request: Request<pb::HandBackRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
+    async fn hand_back(&self, request: Request<pb::HandBackRequest>) -> RpcResult<pb::Session> {
         super::hand_back(&self.core, request, Side::Owner).await
     }
 
     async fn delete_session(
         &self,
         request: Request<pb::DeleteSessionRequest>,
-    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+    ) -> RpcResult<pb::DeleteSessionResponse> {
         let principal = principal(&request)?;
         self.core
             .delete_session(&principal, &request.get_ref().session_id)
@@ -356,7 +337,7 @@ impl ChatService for ChatApi {
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,
-    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+    ) -> RpcResult<pb::ListMessagesResponse> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let limit = if req.limit == 0 {
@@ -384,7 +365,7 @@ impl ChatService for ChatApi {
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
-    ) -> Result<Response<Self::SendMessageStream>, Status> {
+    ) -> RpcResult<Self::SendMessageStream> {
         let principal = principal(&request)?;
         if let (Some(limits), Principal::User(user_id)) = (self.message_limit(&request), &principal) {
             limits.check_message(user_id)?;
@@ -418,10 +399,7 @@ impl ChatService for ChatApi {
 
     type SubscribeStream = EventStream<pb::SessionEvent>;
 
-    async fn subscribe(
-        &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
         let principal = principal(&request)?;
         let ends = self.ends(&request, &principal)?;
         let req = request.into_inner();
@@ -435,10 +413,7 @@ impl ChatService for ChatApi {
         )))
     }
 
-    async fn cancel_run(
-        &self,
-        request: Request<pb::CancelRunRequest>,
-    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+    async fn cancel_run(&self, request: Request<pb::CancelRunRequest>) -> RpcResult<pb::CancelRunResponse> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         self.core.cancel(&principal, &req.session_id, &req.run_id).await?;
@@ -447,10 +422,7 @@ impl ChatService for ChatApi {
 
     type ConnectStream = EventStream<pb::ServerFrame>;
 
-    async fn connect(
-        &self,
-        request: Request<Streaming<pb::ClientFrame>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+    async fn connect(&self, request: Request<Streaming<pb::ClientFrame>>) -> RpcResult<Self::ConnectStream> {
         let principal = principal(&request)?;
         let ends = self.ends(&request, &principal)?;
         let request_id = request_id(&request);
@@ -467,7 +439,7 @@ impl ChatService for ChatApi {
     async fn multiplex(
         &self,
         request: Request<Streaming<pb::MuxClientFrame>>,
-    ) -> Result<Response<Self::MultiplexStream>, Status> {
+    ) -> RpcResult<Self::MultiplexStream> {
         if !principal(&request)?.is_service() {
             return Err(ServiceError::Forbidden.into());
         }
@@ -491,20 +463,17 @@ impl ChatService for ChatApi {
     async fn list_agents(
         &self,
         _request: Request<pb::ListAgentsRequest>,
-    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    ) -> RpcResult<pb::ListAgentsResponse> {
         let agents = self.core.list_agents().await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents.into_iter().map(convert::agent).collect(),
         }))
     }
 
-    async fn rename_session(
-        &self,
-        request: Request<pb::RenameSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let req = request.into_inner();
-        let session = self.core.rename(&principal, &req.session_id, &req.title).await?;
-        Ok(Response::new(self.core.session_view(&session)))
+    async fn rename_session(&self, request: Request<pb::RenameSessionRequest>) -> RpcResult<pb::Session> {
+        answer_session(&self.core, request, async |principal, req| {
+            self.core.rename(principal, &req.session_id, &req.title).await
+        })
+        .await
     }
 }

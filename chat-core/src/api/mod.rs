@@ -22,7 +22,7 @@ pub use users::UserApi;
 use chat_proto::chat::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::domain::Principal;
+use crate::domain::{Principal, Session};
 use crate::service::{ChatCore, ServiceError, Side};
 
 /// The request id of the client request behind a call (`x-request-id`).
@@ -50,6 +50,21 @@ fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         .ok_or_else(|| ServiceError::Unauthenticated.into())
 }
 
+/// What a gRPC handler returns: its response, or the status it fails with.
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// Calls `call` with the request's principal and message, and answers with
+/// the session it returns, as [`ChatCore::session_view`] shows it.
+async fn answer_session<T>(
+    core: &ChatCore,
+    request: Request<T>,
+    call: impl AsyncFnOnce(&Principal, T) -> Result<Session, ServiceError>,
+) -> RpcResult<pb::Session> {
+    let principal = principal(&request)?;
+    let session = call(&principal, request.into_inner()).await?;
+    Ok(Response::new(core.session_view(&session)))
+}
+
 // === handlers of both ChatService and OperatorService ===
 
 /// `HandBack`, as the session's owner (or a service) or as the operator holding it.
@@ -57,13 +72,11 @@ async fn hand_back(
     core: &ChatCore,
     request: Request<pb::HandBackRequest>,
     side: Side,
-) -> Result<Response<pb::Session>, Status> {
-    let principal = principal(&request)?;
-    let req = request.into_inner();
-    let session = core
-        .hand_back(&principal, &req.session_id, &req.agent, side)
-        .await?;
-    Ok(Response::new(core.session_view(&session)))
+) -> RpcResult<pb::Session> {
+    answer_session(core, request, async |principal, req| {
+        core.hand_back(principal, &req.session_id, &req.agent, side).await
+    })
+    .await
 }
 
 /// `ResolveSession` (`Resolve` for operators), with optional notes.
@@ -71,12 +84,11 @@ async fn resolve(
     core: &ChatCore,
     request: Request<pb::ResolveSessionRequest>,
     side: Side,
-) -> Result<Response<pb::Session>, Status> {
-    let principal = principal(&request)?;
-    let req = request.into_inner();
-    let notes = (!req.notes.is_empty()).then_some(req.notes);
-    let session = core
-        .resolve_session(&principal, &req.session_id, notes, side)
-        .await?;
-    Ok(Response::new(core.session_view(&session)))
+) -> RpcResult<pb::Session> {
+    answer_session(core, request, async |principal, req| {
+        let notes = (!req.notes.is_empty()).then_some(req.notes);
+        core.resolve_session(principal, &req.session_id, notes, side)
+            .await
+    })
+    .await
 }

@@ -3,7 +3,7 @@
 use chat_proto::chat::v1::{self as pb, operator_service_server::OperatorService};
 use tonic::{Request, Response, Status};
 
-use super::{principal, request_id};
+use super::{RpcResult, answer_session, principal, request_id};
 use crate::dispatch::RunOrigin;
 use crate::service::{ChatCore, ServiceError, Side};
 
@@ -24,10 +24,7 @@ impl OperatorApi {
 
 #[tonic::async_trait]
 impl OperatorService for OperatorApi {
-    async fn who_am_i(
-        &self,
-        request: Request<pb::WhoAmIRequest>,
-    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> RpcResult<pb::WhoAmIResponse> {
         let principal = principal(&request)?;
         let user = self
             .core
@@ -44,7 +41,7 @@ impl OperatorService for OperatorApi {
     async fn list_waiting(
         &self,
         request: Request<pb::ListWaitingRequest>,
-    ) -> Result<Response<pb::ListWaitingResponse>, Status> {
+    ) -> RpcResult<pb::ListWaitingResponse> {
         let principal = principal(&request)?;
         let limit = match request.get_ref().limit {
             0 => DEFAULT_WAITING_LIMIT,
@@ -62,13 +59,14 @@ impl OperatorService for OperatorApi {
         }))
     }
 
-    async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::Session>, Status> {
-        let principal = principal(&request)?;
-        let session = self.core.claim(&principal, &request.get_ref().session_id).await?;
-        Ok(Response::new(self.core.session_view(&session)))
+    async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::Session> {
+        answer_session(&self.core, request, async |principal, req| {
+            self.core.claim(principal, &req.session_id).await
+        })
+        .await
     }
 
-    async fn reply(&self, request: Request<pb::ReplyRequest>) -> Result<Response<pb::Message>, Status> {
+    async fn reply(&self, request: Request<pb::ReplyRequest>) -> RpcResult<pb::Message> {
         let principal = principal(&request)?;
         let origin = RunOrigin::current(request_id(&request));
         let req = request.into_inner();
@@ -84,10 +82,7 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(*message))
     }
 
-    async fn set_typing(
-        &self,
-        request: Request<pb::SetTypingRequest>,
-    ) -> Result<Response<pb::SetTypingResponse>, Status> {
+    async fn set_typing(&self, request: Request<pb::SetTypingRequest>) -> RpcResult<pb::SetTypingResponse> {
         let principal = principal(&request)?;
         let req = request.into_inner();
         self.core
@@ -96,17 +91,11 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(pb::SetTypingResponse {}))
     }
 
-    async fn hand_back(
-        &self,
-        request: Request<pb::HandBackRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
+    async fn hand_back(&self, request: Request<pb::HandBackRequest>) -> RpcResult<pb::Session> {
         super::hand_back(&self.core, request, Side::Operator).await
     }
 
-    async fn resolve(
-        &self,
-        request: Request<pb::ResolveSessionRequest>,
-    ) -> Result<Response<pb::Session>, Status> {
+    async fn resolve(&self, request: Request<pb::ResolveSessionRequest>) -> RpcResult<pb::Session> {
         super::resolve(&self.core, request, Side::Operator).await
     }
 }

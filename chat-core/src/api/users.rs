@@ -5,7 +5,7 @@
 use chat_proto::chat::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
-use super::principal;
+use super::{RpcResult, principal};
 use crate::service::{Accounts, ServiceError};
 
 fn invalid_refresh_token() -> Status {
@@ -23,9 +23,10 @@ impl UserApi {
     }
 }
 
-fn require_service<T>(request: &Request<T>) -> Result<(), Status> {
-    if principal(request)?.is_service() {
-        Ok(())
+/// The message of a request a service sent; `PERMISSION_DENIED` for anyone else.
+fn from_service<T>(request: Request<T>) -> Result<T, Status> {
+    if principal(&request)?.is_service() {
+        Ok(request.into_inner())
     } else {
         Err(ServiceError::Forbidden.into())
     }
@@ -33,12 +34,8 @@ fn require_service<T>(request: &Request<T>) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl UserService for UserApi {
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        require_service(&request)?;
-        let pb::RegisterRequest { username, password } = request.into_inner();
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> RpcResult<pb::RegisterResponse> {
+        let pb::RegisterRequest { username, password } = from_service(request)?;
         let user_id = self.accounts.register(&username, password).await?;
         Ok(Response::new(pb::RegisterResponse {
             user_id: user_id.into_string(),
@@ -48,9 +45,8 @@ impl UserService for UserApi {
     async fn verify_password(
         &self,
         request: Request<pb::VerifyPasswordRequest>,
-    ) -> Result<Response<pb::VerifyPasswordResponse>, Status> {
-        require_service(&request)?;
-        let pb::VerifyPasswordRequest { username, password } = request.into_inner();
+    ) -> RpcResult<pb::VerifyPasswordResponse> {
+        let pb::VerifyPasswordRequest { username, password } = from_service(request)?;
         match self.accounts.verify_password(&username, password).await? {
             Some(user_id) => Ok(Response::new(pb::VerifyPasswordResponse {
                 user_id: user_id.into_string(),
@@ -62,9 +58,8 @@ impl UserService for UserApi {
     async fn issue_refresh_token(
         &self,
         request: Request<pb::IssueRefreshTokenRequest>,
-    ) -> Result<Response<pb::IssueRefreshTokenResponse>, Status> {
-        require_service(&request)?;
-        let pb::IssueRefreshTokenRequest { user_id, ttl_secs } = request.into_inner();
+    ) -> RpcResult<pb::IssueRefreshTokenResponse> {
+        let pb::IssueRefreshTokenRequest { user_id, ttl_secs } = from_service(request)?;
         let issued = self.accounts.issue_refresh_token(&user_id, ttl_secs).await?;
         Ok(Response::new(pb::IssueRefreshTokenResponse {
             refresh_token: issued.token,
@@ -76,14 +71,13 @@ impl UserService for UserApi {
     async fn rotate_refresh_token(
         &self,
         request: Request<pb::RotateRefreshTokenRequest>,
-    ) -> Result<Response<pb::RotateRefreshTokenResponse>, Status> {
-        require_service(&request)?;
+    ) -> RpcResult<pb::RotateRefreshTokenResponse> {
         let pb::RotateRefreshTokenRequest {
             refresh_token,
             ttl_secs,
             family_ttl_secs,
             access_ttl_secs,
-        } = request.into_inner();
+        } = from_service(request)?;
         match self
             .accounts
             .rotate_refresh_token(&refresh_token, ttl_secs, family_ttl_secs, access_ttl_secs)
@@ -102,12 +96,11 @@ impl UserService for UserApi {
     async fn revoke_refresh_token(
         &self,
         request: Request<pb::RevokeRefreshTokenRequest>,
-    ) -> Result<Response<pb::RevokeRefreshTokenResponse>, Status> {
-        require_service(&request)?;
+    ) -> RpcResult<pb::RevokeRefreshTokenResponse> {
         let pb::RevokeRefreshTokenRequest {
             refresh_token,
             access_ttl_secs,
-        } = request.into_inner();
+        } = from_service(request)?;
         self.accounts
             .revoke_refresh_token(&refresh_token, access_ttl_secs)
             .await?;
@@ -117,9 +110,8 @@ impl UserService for UserApi {
     async fn ensure_external_user(
         &self,
         request: Request<pb::EnsureExternalUserRequest>,
-    ) -> Result<Response<pb::EnsureExternalUserResponse>, Status> {
-        require_service(&request)?;
-        let pb::EnsureExternalUserRequest { issuer, subject } = request.into_inner();
+    ) -> RpcResult<pb::EnsureExternalUserResponse> {
+        let pb::EnsureExternalUserRequest { issuer, subject } = from_service(request)?;
         let (user_id, created) = self.accounts.ensure_external_user(&issuer, &subject).await?;
         Ok(Response::new(pb::EnsureExternalUserResponse {
             user_id: user_id.into_string(),

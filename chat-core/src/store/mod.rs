@@ -4,6 +4,9 @@
 //! and maps its rows to the [`domain`](crate::domain) types here, in
 //! `store/` only.
 
+/// The sea-orm entities, one module per table, generated from the migrated
+/// schema (never edited by hand: `allinone/tests/core/entities.rs` fails
+/// while they lag, and rewrites them with `REGENERATE_ENTITIES=1`).
 pub mod entity;
 mod error;
 mod records;
