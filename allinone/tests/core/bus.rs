@@ -192,32 +192,60 @@ async fn a_failed_subscribe_is_retried_and_its_subscribers_resync() {
     );
 }
 
+/// Two replicas' buses on a private `redis-server`, `replica` reaching it
+/// through `proxy`, whose link can be cut.
+struct CutOffReplica {
+    _redis: chat_testkit::PrivateRedis,
+    proxy: chat_testkit::CuttableProxy,
+    replica: RedisBus,
+    other: RedisBus,
+}
+
+impl CutOffReplica {
+    /// `None` (the test skipped) without `redis-server`.
+    async fn start() -> Option<Self> {
+        let redis = chat_testkit::PrivateRedis::start().await?;
+        let proxy = chat_testkit::CuttableProxy::start(chat_testkit::socket_addr_of(&redis.url()).unwrap())
+            .await
+            .unwrap();
+        let through_proxy = chat_testkit::with_host(&redis.url(), proxy.addr());
+        let replica = RedisBus::connect(&through_proxy, 16).await.unwrap();
+        let other = RedisBus::connect(&redis.url(), 16).await.unwrap();
+        Some(Self {
+            _redis: redis,
+            proxy,
+            replica,
+            other,
+        })
+    }
+}
+
+/// Cuts `proxy` and waits until `bus`, behind it, knows Redis is away.
+async fn cut_off(proxy: &chat_testkit::CuttableProxy, bus: &RedisBus) {
+    proxy.cut();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.is_connected() != Some(false) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the replica notices that Redis is away");
+}
+
 /// What a replica could deliver only to its own subscribers while its link
 /// to Redis was down reaches the other replicas' subscribers once the link
 /// is back: it names the session, and they catch up from the database. Their
 /// own links stayed up, so no reconnect of theirs would have them do it.
 #[tokio::test]
 async fn a_replica_back_on_redis_has_the_others_catch_up_on_what_it_delivered_locally() {
-    let Some(redis) = chat_testkit::PrivateRedis::start().await else {
+    let Some(replicas) = CutOffReplica::start().await else {
         return;
     };
-    let proxy = chat_testkit::CuttableProxy::start(chat_testkit::socket_addr_of(&redis.url()).unwrap())
-        .await
-        .unwrap();
-    let through_proxy = chat_testkit::with_host(&redis.url(), proxy.addr());
-    let publisher = RedisBus::connect(&through_proxy, 16).await.unwrap();
-    let subscriber = RedisBus::connect(&redis.url(), 16).await.unwrap();
+    let (publisher, subscriber, proxy) = (&replicas.replica, &replicas.other, &replicas.proxy);
     let id = session();
     let mut events = subscriber.subscribe(&id).await;
 
-    proxy.cut();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while publisher.is_connected() != Some(false) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the publisher notices that Redis is away");
+    cut_off(proxy, publisher).await;
     publisher.publish(&id, delta(&id, 1)).await;
     proxy.restore();
 
@@ -273,4 +301,43 @@ async fn next_notice(stream: &mut BoxStream<'static, String>) -> String {
         .await
         .expect("a notice arrives")
         .unwrap()
+}
+
+/// A revocation and a cancellation a replica could tell only itself while its
+/// link to Redis was down reach the other replicas once the link is back
+/// (late, rather than at the tokens' expiry or the run's next lease renewal).
+#[tokio::test]
+async fn a_replica_back_on_redis_tells_the_others_what_it_revoked_and_cancelled_meanwhile() {
+    let Some(replicas) = CutOffReplica::start().await else {
+        return;
+    };
+    let (publisher, listener, proxy) = (&replicas.replica, &replicas.other, &replicas.proxy);
+    let mut revoked = listener.revocations();
+    let mut cancelled = listener.cancellations();
+    let mut told_itself = publisher.revocations();
+
+    cut_off(proxy, publisher).await;
+    let (user_id, run_id) = (session(), session());
+    publisher.publish_revocation(&user_id).await;
+    publisher.publish_cancellation(&run_id).await;
+    assert_eq!(
+        next_notice(&mut told_itself).await,
+        user_id,
+        "the replica itself is told at once"
+    );
+    proxy.restore();
+
+    let late = Duration::from_secs(10);
+    let revocation = tokio::time::timeout(late, revoked.next()).await;
+    assert_eq!(
+        revocation,
+        Ok(Some(user_id)),
+        "the other replica hears the revocation"
+    );
+    let cancellation = tokio::time::timeout(late, cancelled.next()).await;
+    assert_eq!(
+        cancellation,
+        Ok(Some(run_id)),
+        "the other replica hears the cancellation"
+    );
 }

@@ -32,9 +32,21 @@ const NOTICE_KINDS: [NoticeKind; 2] = [NoticeKind::Revoked, NoticeKind::Cancelle
 /// from the database. (A replica whose own link dropped catches up when it
 /// reconnects; this covers the replicas whose link stayed up meanwhile.)
 const RESYNC_CHANNEL: &str = "chat:resync";
-/// How long a replica waits before naming such sessions again when Redis is
-/// still away (it waits for nothing while there are none).
+/// How long a replica waits before publishing what it owes again when Redis
+/// is still away (it waits for nothing while it owes nothing).
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
+
+/// A message a replica owes the others: published once its link to Redis is
+/// back, by [`announce_owed`]. Sessions it delivered only locally, named on
+/// [`RESYNC_CHANNEL`]; and notices it could tell only itself, on their own
+/// channels. A notice heard late is still heard: a revocation carries when it
+/// was made, and a cancellation names one run, so hearing either twice
+/// changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Owed {
+    channel: &'static str,
+    message: String,
+}
 
 /// The channels every replica subscribes to besides sessions': the notices'
 /// and [`RESYNC_CHANNEL`].
@@ -113,10 +125,9 @@ pub struct RedisBus {
     /// again and every local subscriber told to resync, so readiness stays
     /// red until then.
     subscribed: Arc<AtomicBool>,
-    /// Sessions whose events went to this replica's subscribers only (Redis
-    /// was away), for [`announce_local_deliveries`] to name on
-    /// [`RESYNC_CHANNEL`].
-    delivered_locally: tokio::sync::mpsc::UnboundedSender<String>,
+    /// What this replica could tell only itself while Redis was away, for
+    /// [`announce_owed`] to publish once it is back.
+    owed: tokio::sync::mpsc::UnboundedSender<Owed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,62 +229,59 @@ impl RedisBus {
         });
         subscriber.subscribe(shared_channels()).await?;
         let _: Value = subscriber.ping(None).await?;
-        let (delivered_locally, to_announce) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(announce_local_deliveries(publisher.clone(), to_announce));
+        let (owed, to_announce) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(announce_owed(publisher.clone(), to_announce));
         Ok(Self {
             publisher,
             subscriber,
             local,
             counts,
             subscribed,
-            delivered_locally,
+            owed,
         })
     }
 }
 
-/// Names on [`RESYNC_CHANNEL`] each session `delivered` brings, once
-/// `publisher` reaches Redis; ends with the bus (its senders).
-async fn announce_local_deliveries(
-    publisher: Client,
-    mut delivered: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
+/// Publishes each message `owed` brings once `publisher` reaches Redis; ends
+/// with the bus (its senders).
+async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::UnboundedReceiver<Owed>) {
     let mut pending = HashSet::new();
     loop {
-        // Parked until a session is delivered locally; while some wait for
-        // Redis, woken every `ANNOUNCE_RETRY` to try again.
+        // Parked until something is owed; while some of it waits for Redis,
+        // woken every `ANNOUNCE_RETRY` to try again.
         let received = if pending.is_empty() {
-            Some(delivered.recv().await)
+            Some(owed.recv().await)
         } else {
-            tokio::time::timeout(ANNOUNCE_RETRY, delivered.recv()).await.ok()
+            tokio::time::timeout(ANNOUNCE_RETRY, owed.recv()).await.ok()
         };
         match received {
-            Some(Some(session_id)) => {
-                pending.insert(session_id);
+            Some(Some(message)) => {
+                pending.insert(message);
             }
             Some(None) => return,
             None => {}
         }
-        while let Ok(session_id) = delivered.try_recv() {
-            pending.insert(session_id);
+        while let Ok(message) = owed.try_recv() {
+            pending.insert(message);
         }
         if !publisher.is_connected() {
             continue;
         }
-        let mut named = Vec::new();
-        for session_id in &pending {
+        let mut published = Vec::new();
+        for owed in &pending {
             match publisher
-                .publish::<(), _, _>(RESYNC_CHANNEL, session_id.as_str())
+                .publish::<(), _, _>(owed.channel, owed.message.as_str())
                 .await
             {
-                Ok(()) => named.push(session_id.clone()),
+                Ok(()) => published.push(owed.clone()),
                 Err(error) => {
-                    debug!(%error, "redis resync notice failed; trying again later");
+                    debug!(%error, channel = owed.channel, "redis publish of an owed message failed; trying again later");
                     break;
                 }
             }
         }
-        for session_id in named {
-            pending.remove(&session_id);
+        for owed in published {
+            pending.remove(&owed);
         }
     }
 }
@@ -390,9 +398,10 @@ impl RedisBus {
     }
 
     /// Publishes `notice` on its channel, which every replica's relay hands
-    /// to its local bus (this replica's included). Without Redis only this
-    /// replica is told: the others end a revoked user's streams when the
-    /// tokens expire, and stop a cancelled run at its next lease renewal.
+    /// to its local bus (this replica's included). Without Redis this replica
+    /// is told at once and the others once its link is back ([`Owed`]);
+    /// meanwhile they refuse a revoked sign-in's tokens only when they
+    /// expire, and stop a cancelled run at its next lease renewal.
     async fn publish_notice(&self, notice: Notice) {
         let channel = notice_channel(notice.kind);
         let published: Result<(), _> = if self.publisher.is_connected() {
@@ -404,7 +413,8 @@ impl RedisBus {
             ))
         };
         if let Err(error) = published {
-            warn!(%error, channel, "redis publish of a notice failed; telling this replica only");
+            warn!(%error, channel, "redis publish of a notice failed; telling this replica now, the others once Redis is back");
+            self.owe(channel, notice.id.clone());
             self.local.notify(notice);
         }
     }
@@ -458,8 +468,13 @@ impl RedisBus {
             return;
         }
         self.local.send(session_id, events);
+        self.owe(RESYNC_CHANNEL, session_id.to_owned());
+    }
+
+    /// Has [`announce_owed`] publish `message` on `channel` once Redis is back.
+    fn owe(&self, channel: &'static str, message: String) {
         // The announcer ends only with the bus, so this cannot fail.
-        let _ = self.delivered_locally.send(session_id.to_owned());
+        let _ = self.owed.send(Owed { channel, message });
     }
 }
 
