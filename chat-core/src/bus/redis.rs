@@ -35,6 +35,12 @@ const RESYNC_CHANNEL: &str = "chat:resync";
 /// How long a replica waits before publishing what it owes again when Redis
 /// is still away (it waits for nothing while it owes nothing).
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
+/// Messages a replica keeps owing at most (a few MB): past it, through a
+/// long outage, what is owed besides is dropped. The other replicas then
+/// rely on the backstops: subscribers that see a gap in a session's seqs,
+/// or reconnect, catch up; revoked tokens expire; a cancelled run stops at
+/// its next lease renewal.
+const MAX_OWED: usize = 65_536;
 
 /// A message a replica owes the others: published once its link to Redis is
 /// back, by [`announce_owed`]. Sessions it delivered only locally, named on
@@ -63,6 +69,61 @@ fn notice_channel(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Revoked => "chat:revoked",
         NoticeKind::Cancelled => "chat:cancelled",
+    }
+}
+
+/// The kind of notice `channel` carries, if it is a notice channel.
+fn notice_kind(channel: &str) -> Option<NoticeKind> {
+    NOTICE_KINDS
+        .into_iter()
+        .find(|&kind| notice_channel(kind) == channel)
+}
+
+/// The latest notices, newest first, each as `<channel> <id>`: a replica
+/// whose subscriber was away from Redis when one was published reads them
+/// once it is subscribed again ([`replay_notices`]).
+const NOTICE_LOG: &str = "chat:notices";
+/// Notices kept in [`NOTICE_LOG`]: well within what a local listener may
+/// fall behind by when they are replayed at once.
+const NOTICE_LOG_LEN: i64 = 512;
+/// How long [`NOTICE_LOG`] outlives its latest notice.
+const NOTICE_LOG_TTL_SECS: i64 = 24 * 3600;
+/// How long a replica back on Redis waits for its publisher's connection
+/// to read [`NOTICE_LOG`].
+const NOTICE_LOG_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// Records `id` in [`NOTICE_LOG`] and publishes it on the notice `channel`,
+/// in one pipeline.
+async fn publish_notice_on(publisher: &Client, channel: &str, id: &str) -> Result<(), fred::error::Error> {
+    let pipeline = publisher.pipeline();
+    let _: Result<(), _> = pipeline.lpush(NOTICE_LOG, format!("{channel} {id}")).await;
+    let _: Result<(), _> = pipeline.ltrim(NOTICE_LOG, 0, NOTICE_LOG_LEN - 1).await;
+    let _: Result<(), _> = pipeline.expire(NOTICE_LOG, NOTICE_LOG_TTL_SECS, None).await;
+    let _: Result<(), _> = pipeline.publish(channel, id).await;
+    pipeline.all::<Value>().await.map(drop)
+}
+
+/// Hands this replica's listeners every notice in [`NOTICE_LOG`], oldest
+/// first: those published while its subscriber was away from Redis among
+/// them (hearing the others again changes nothing).
+async fn replay_notices(publisher: &Client, local: &InProcessBus) {
+    let read = async {
+        tokio::time::timeout(NOTICE_LOG_READ_WAIT, publisher.wait_for_connect())
+            .await
+            .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, "not connected"))??;
+        publisher.lrange::<Vec<String>, _>(NOTICE_LOG, 0, -1).await
+    };
+    match read.await {
+        Ok(entries) => {
+            for entry in entries.iter().rev() {
+                if let Some((channel, id)) = entry.split_once(' ')
+                    && let Some(kind) = notice_kind(channel)
+                {
+                    local.notify(Notice::new(kind, id));
+                }
+            }
+        }
+        Err(error) => warn!(%error, "failed to read the notices published while redis was away"),
     }
 }
 
@@ -163,6 +224,7 @@ impl RedisBus {
         let subscribed = Arc::new(AtomicBool::new(true));
         let mut reconnects = subscriber.reconnect_rx();
         let (resubscriber, resync, sessions) = (subscriber.clone(), local.clone(), counts.clone());
+        let notice_reader = publisher.clone();
         let resubscribed = subscribed.clone();
         tokio::spawn(async move {
             while let Ok(server) = reconnects.recv().await {
@@ -183,6 +245,9 @@ impl RedisBus {
                 info!(%server, "redis reconnected; subscribers resync");
                 resync.resync_all();
                 resubscribed.store(true, Ordering::Release);
+                // Apart, so a publisher slow to reconnect holds up nothing else.
+                let (reader, listeners) = (notice_reader.clone(), resync.clone());
+                tokio::spawn(async move { replay_notices(&reader, &listeners).await });
             }
         });
         let mut messages = subscriber.message_rx();
@@ -197,10 +262,7 @@ impl RedisBus {
                             }
                             continue;
                         }
-                        if let Some(kind) = NOTICE_KINDS
-                            .into_iter()
-                            .find(|&kind| notice_channel(kind) == message.channel)
-                        {
+                        if let Some(kind) = notice_kind(&message.channel) {
                             if let Some(id) = message.value.as_str() {
                                 relay.notify(Notice::new(kind, &id));
                             }
@@ -245,34 +307,34 @@ impl RedisBus {
 /// Publishes each message `owed` brings once `publisher` reaches Redis; ends
 /// with the bus (its senders).
 async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::UnboundedReceiver<Owed>) {
-    let mut pending = HashSet::new();
+    let mut pending = Pending::default();
     loop {
         // Parked until something is owed; while some of it waits for Redis,
         // woken every `ANNOUNCE_RETRY` to try again.
-        let received = if pending.is_empty() {
+        let received = if pending.messages.is_empty() {
             Some(owed.recv().await)
         } else {
             tokio::time::timeout(ANNOUNCE_RETRY, owed.recv()).await.ok()
         };
         match received {
-            Some(Some(message)) => {
-                pending.insert(message);
-            }
+            Some(Some(message)) => pending.add(message),
             Some(None) => return,
             None => {}
         }
         while let Ok(message) = owed.try_recv() {
-            pending.insert(message);
+            pending.add(message);
         }
         if !publisher.is_connected() {
             continue;
         }
         let mut published = Vec::new();
-        for owed in &pending {
-            match publisher
-                .publish::<(), _, _>(owed.channel, owed.message.as_str())
-                .await
-            {
+        for owed in &pending.messages {
+            let sent = if owed.channel == RESYNC_CHANNEL {
+                publisher.publish(owed.channel, owed.message.as_str()).await
+            } else {
+                publish_notice_on(&publisher, owed.channel, &owed.message).await
+            };
+            match sent {
                 Ok(()) => published.push(owed.clone()),
                 Err(error) => {
                     debug!(%error, channel = owed.channel, "redis publish of an owed message failed; trying again later");
@@ -281,7 +343,33 @@ async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::Unbounded
             }
         }
         for owed in published {
-            pending.remove(&owed);
+            pending.messages.remove(&owed);
+        }
+        if pending.messages.is_empty() {
+            pending.dropping = false;
+        }
+    }
+}
+
+/// What [`announce_owed`] still has to publish, up to [`MAX_OWED`].
+#[derive(Default)]
+struct Pending {
+    messages: HashSet<Owed>,
+    /// Whether messages were dropped since it was last empty (one warning
+    /// per outage).
+    dropping: bool,
+}
+
+impl Pending {
+    fn add(&mut self, message: Owed) {
+        if self.messages.len() < MAX_OWED {
+            self.messages.insert(message);
+        } else if !self.dropping && !self.messages.contains(&message) {
+            self.dropping = true;
+            warn!(
+                max = MAX_OWED,
+                "owing the other replicas too much while Redis is away; dropping the rest"
+            );
         }
     }
 }
@@ -398,14 +486,16 @@ impl RedisBus {
     }
 
     /// Publishes `notice` on its channel, which every replica's relay hands
-    /// to its local bus (this replica's included). Without Redis this replica
-    /// is told at once and the others once its link is back ([`Owed`]);
-    /// meanwhile they refuse a revoked sign-in's tokens only when they
-    /// expire, and stop a cancelled run at its next lease renewal.
+    /// to its local bus (this replica's included), and records it in
+    /// [`NOTICE_LOG`] for replicas away from Redis meanwhile. Without Redis
+    /// this replica is told at once and the others once its link is back
+    /// ([`Owed`]); until then they accept a revoked sign-in's access tokens
+    /// (up to their expiry), and stop a cancelled run at its next lease
+    /// renewal.
     async fn publish_notice(&self, notice: Notice) {
         let channel = notice_channel(notice.kind);
-        let published: Result<(), _> = if self.publisher.is_connected() {
-            self.publisher.publish(channel, notice.id.as_str()).await
+        let published = if self.publisher.is_connected() {
+            publish_notice_on(&self.publisher, channel, &notice.id).await
         } else {
             Err(fred::error::Error::new(
                 fred::error::ErrorKind::IO,
@@ -591,7 +681,28 @@ impl EventBus for RedisBus {
 
 #[cfg(test)]
 mod tests {
-    use super::contiguous;
+    use super::{MAX_OWED, Owed, Pending, RESYNC_CHANNEL, contiguous};
+
+    #[test]
+    fn what_a_replica_owes_is_kept_once_each_and_bounded() {
+        let owed = |i: usize| Owed {
+            channel: RESYNC_CHANNEL,
+            message: format!("session-{i}"),
+        };
+        let mut pending = Pending::default();
+        pending.add(owed(0));
+        pending.add(owed(0));
+        assert_eq!(pending.messages.len(), 1, "a session named twice is owed once");
+        for i in 0..MAX_OWED + 10 {
+            pending.add(owed(i));
+        }
+        assert_eq!(pending.messages.len(), MAX_OWED);
+        assert!(pending.dropping);
+        assert!(
+            !pending.messages.contains(&owed(MAX_OWED)),
+            "past the bound, nothing more is kept"
+        );
+    }
 
     #[test]
     fn delta_logs_with_holes_are_refused() {
