@@ -306,7 +306,7 @@ async fn next_notice(stream: &mut BoxStream<'static, String>) -> String {
 /// Notices published on either side while one replica's link to Redis was
 /// down reach the other side once the link is back: what the cut-off
 /// replica could tell only itself is published then (it owes it), and what
-/// the other published meanwhile is read back from Redis (`chat:notices`)
+/// the other published meanwhile is read back from Redis (the notice lists)
 /// when the cut-off replica subscribes again. Late, rather than at the
 /// tokens' expiry or the run's next lease renewal.
 #[tokio::test]

@@ -78,6 +78,29 @@ async fn logout(addr: std::net::SocketAddr, refresh_token: &str) {
         .unwrap();
 }
 
+/// A chat-core replica on a test database and the shared Redis, with a
+/// worker; `None` (the test skipped) without `TEST_REDIS_URL`.
+struct ReplicasOnRedis {
+    db: TestDatabase,
+    worker: chat_testkit::Worker,
+    first: chat_testkit::Core,
+}
+
+impl ReplicasOnRedis {
+    async fn start() -> Option<Self> {
+        chat_testkit::needs::redis()?;
+        let db = TestDatabase::new().await.unwrap();
+        let worker = spawn_worker().await;
+        let first = spawn_core(&db.url, &worker.url).await;
+        Some(Self { db, worker, first })
+    }
+
+    /// One more replica, sharing the database and Redis.
+    async fn another(&self) -> chat_testkit::Core {
+        spawn_core(&self.db.url, &self.worker.url).await
+    }
+}
+
 /// Reads the stream until it ends; the status it ended with.
 async fn ending(events: &mut tonic::Streaming<pb::SessionEvent>, within: Duration) -> tonic::Status {
     tokio::time::timeout(within, async {
@@ -181,14 +204,12 @@ async fn a_reused_refresh_token_ends_the_users_streams() {
 
 #[tokio::test]
 async fn signing_out_on_one_replica_ends_the_users_streams_on_another() {
-    if chat_testkit::needs::redis().is_none() {
-        return;
-    }
     // Arrange: two replicas sharing the database and Redis.
-    let db = TestDatabase::new().await.unwrap();
-    let worker = spawn_worker().await;
-    let a = spawn_core(&db.url, &worker.url).await;
-    let b = spawn_core(&db.url, &worker.url).await;
+    let Some(replicas) = ReplicasOnRedis::start().await else {
+        return;
+    };
+    let a = &replicas.first;
+    let b = replicas.another().await;
     let (user_id, token) = register(a.addr).await;
     let refresh = refresh_token(a.addr, &user_id).await;
     let session = create_session(a.addr, &token).await;
@@ -225,14 +246,12 @@ async fn a_signed_out_access_token_is_refused_for_new_calls_while_other_sign_ins
 
 #[tokio::test]
 async fn a_sign_out_on_one_replica_refuses_the_access_token_on_another() {
-    if chat_testkit::needs::redis().is_none() {
-        return;
-    }
     // Arrange: two replicas sharing the database and Redis, a stream on b.
-    let db = TestDatabase::new().await.unwrap();
-    let worker = spawn_worker().await;
-    let a = spawn_core(&db.url, &worker.url).await;
-    let b = spawn_core(&db.url, &worker.url).await;
+    let Some(replicas) = ReplicasOnRedis::start().await else {
+        return;
+    };
+    let a = &replicas.first;
+    let b = replicas.another().await;
     let (user_id, _) = register(a.addr).await;
     let (refresh, laptop) = sign_in(a.addr, &user_id).await;
     let (_, phone) = sign_in(a.addr, &user_id).await;
@@ -247,6 +266,30 @@ async fn a_sign_out_on_one_replica_refuses_the_access_token_on_another() {
     assert_eq!(status.message(), "signed out; sign in again");
     let refused = accepted(b.addr, &laptop).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    accepted(b.addr, &phone)
+        .await
+        .expect("another sign-in works on b");
+}
+
+#[tokio::test]
+async fn a_replica_started_after_a_sign_out_refuses_its_access_token() {
+    // Arrange: a sign-in revoked on one replica before the other starts.
+    let Some(replicas) = ReplicasOnRedis::start().await else {
+        return;
+    };
+    let a = &replicas.first;
+    let (user_id, _) = register(a.addr).await;
+    let (refresh, laptop) = sign_in(a.addr, &user_id).await;
+    let (_, phone) = sign_in(a.addr, &user_id).await;
+    logout(a.addr, &refresh).await;
+
+    // Act: a replica that starts afterwards, on the same database and Redis.
+    let b = replicas.another().await;
+
+    // Assert: it has read the revocation from Redis before it serves.
+    let refused = accepted(b.addr, &laptop).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert_eq!(refused.message(), "signed out; sign in again");
     accepted(b.addr, &phone)
         .await
         .expect("another sign-in works on b");

@@ -98,6 +98,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// Ids of the runs cancelled from now on, by any replica.
     fn cancellations(&self) -> BoxStream<'static, String>;
 
+    /// Hands this replica's revocation and cancellation listeners the latest
+    /// notices the shared broker keeps, those published before this replica
+    /// started among them (so it refuses a sign-in revoked just before). Done
+    /// once its listeners follow the bus; the in-process bus keeps none.
+    async fn catch_up_on_notices(&self) {}
+
     /// Records a delta of a run attempt where every replica can read it. The
     /// in-process bus keeps nothing: its replica's dispatcher has the deltas.
     async fn append_delta(&self, _run_id: &str, _attempt: u32, _index: u32, _text: &str) {}

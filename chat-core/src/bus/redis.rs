@@ -79,51 +79,92 @@ fn notice_kind(channel: &str) -> Option<NoticeKind> {
         .find(|&kind| notice_channel(kind) == channel)
 }
 
-/// The latest notices, newest first, each as `<channel> <id>`: a replica
-/// whose subscriber was away from Redis when one was published reads them
-/// once it is subscribed again ([`replay_notices`]).
-const NOTICE_LOG: &str = "chat:notices";
-/// Notices kept in [`NOTICE_LOG`]: well within what a local listener may
-/// fall behind by when they are replayed at once.
-const NOTICE_LOG_LEN: i64 = 512;
-/// How long [`NOTICE_LOG`] outlives its latest notice.
-const NOTICE_LOG_TTL_SECS: i64 = 24 * 3600;
-/// How long a replica back on Redis waits for its publisher's connection
-/// to read [`NOTICE_LOG`].
-const NOTICE_LOG_READ_WAIT: Duration = Duration::from_secs(5);
-
-/// Records `id` in [`NOTICE_LOG`] and publishes it on the notice `channel`,
-/// in one pipeline.
-async fn publish_notice_on(publisher: &Client, channel: &str, id: &str) -> Result<(), fred::error::Error> {
-    let pipeline = publisher.pipeline();
-    let _: Result<(), _> = pipeline.lpush(NOTICE_LOG, format!("{channel} {id}")).await;
-    let _: Result<(), _> = pipeline.ltrim(NOTICE_LOG, 0, NOTICE_LOG_LEN - 1).await;
-    let _: Result<(), _> = pipeline.expire(NOTICE_LOG, NOTICE_LOG_TTL_SECS, None).await;
-    let _: Result<(), _> = pipeline.publish(channel, id).await;
-    pipeline.all::<Value>().await.map(drop)
+/// The list that keeps the latest notices published on `channel`, newest
+/// first: a replica whose subscriber was away from Redis when one was
+/// published reads them once it is subscribed again, and a replica reads
+/// them as it starts ([`read_notice_logs`]). One list per kind, so a burst
+/// of cancellations pushes out no revocation.
+fn notice_log(channel: &str) -> String {
+    format!("{channel}:log")
 }
 
-/// Hands this replica's listeners every notice in [`NOTICE_LOG`], oldest
-/// first: those published while its subscriber was away from Redis among
-/// them (hearing the others again changes nothing).
-async fn replay_notices(publisher: &Client, local: &InProcessBus) {
-    let read = async {
-        tokio::time::timeout(NOTICE_LOG_READ_WAIT, publisher.wait_for_connect())
-            .await
-            .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, "not connected"))??;
-        publisher.lrange::<Vec<String>, _>(NOTICE_LOG, 0, -1).await
-    };
-    match read.await {
-        Ok(entries) => {
-            for entry in entries.iter().rev() {
-                if let Some((channel, id)) = entry.split_once(' ')
-                    && let Some(kind) = notice_kind(channel)
-                {
-                    local.notify(Notice::new(kind, id));
+/// Notices of each kind kept in its [`notice_log`]: well within what a local
+/// listener may fall behind by when they are replayed at once.
+const NOTICE_LOG_LEN: i64 = 512;
+/// How long a [`notice_log`] outlives its latest notice.
+const NOTICE_LOG_TTL_SECS: i64 = 24 * 3600;
+/// How long a replica whose subscriber is back on Redis keeps trying to read
+/// the notice logs (its publisher may reconnect later).
+const NOTICE_LOG_READ_FOR: Duration = Duration::from_secs(60);
+/// The longest pause between those tries.
+const NOTICE_LOG_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Records `id` in `channel`'s [`notice_log`] and publishes it on `channel`,
+/// in one pipeline. Whether the publish went out is what counts: the other
+/// replicas hear it now; a log that could not be written is only logged.
+async fn publish_notice_on(publisher: &Client, channel: &str, id: &str) -> Result<(), fred::error::Error> {
+    let log = notice_log(channel);
+    let pipeline = publisher.pipeline();
+    let _: Result<(), _> = pipeline.lpush(&log, id).await;
+    let _: Result<(), _> = pipeline.ltrim(&log, 0, NOTICE_LOG_LEN - 1).await;
+    let _: Result<(), _> = pipeline.expire(&log, NOTICE_LOG_TTL_SECS, None).await;
+    let _: Result<(), _> = pipeline.publish(channel, id).await;
+    let mut results = pipeline.try_all::<Value>().await;
+    let published = results.pop().unwrap_or_else(|| {
+        Err(fred::error::Error::new(
+            fred::error::ErrorKind::Unknown,
+            "no reply",
+        ))
+    });
+    if published.is_ok()
+        && let Some(Err(error)) = results.into_iter().find(Result::is_err)
+    {
+        warn!(%error, channel, "failed to keep a notice in redis for replicas away from it");
+    }
+    published.map(drop)
+}
+
+/// Every notice the [`notice_log`]s keep, oldest first within each kind.
+async fn read_notice_logs(publisher: &Client) -> Result<Vec<Notice>, fred::error::Error> {
+    if !publisher.is_connected() {
+        return Err(fred::error::Error::new(
+            fred::error::ErrorKind::IO,
+            "not connected",
+        ));
+    }
+    let mut notices = Vec::new();
+    for kind in NOTICE_KINDS {
+        let ids: Vec<String> = publisher.lrange(notice_log(notice_channel(kind)), 0, -1).await?;
+        notices.extend(ids.iter().rev().map(|id| Notice::new(kind, id)));
+    }
+    Ok(notices)
+}
+
+/// Hands this replica's listeners every notice the [`notice_log`]s keep:
+/// those published while its subscriber was away from Redis among them
+/// (hearing the others again changes nothing). Tries for up to
+/// [`NOTICE_LOG_READ_FOR`] while the publisher is not back.
+async fn replay_notices(publisher: Client, local: InProcessBus) {
+    let deadline = tokio::time::Instant::now() + NOTICE_LOG_READ_FOR;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match read_notice_logs(&publisher).await {
+            Ok(notices) => {
+                for notice in notices {
+                    local.notify(notice);
                 }
+                return;
+            }
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                debug!(%error, "reading the notices published while redis was away failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(NOTICE_LOG_RETRY_MAX);
+            }
+            Err(error) => {
+                warn!(%error, "failed to read the notices published while redis was away");
+                return;
             }
         }
-        Err(error) => warn!(%error, "failed to read the notices published while redis was away"),
     }
 }
 
@@ -227,6 +268,7 @@ impl RedisBus {
         let notice_reader = publisher.clone();
         let resubscribed = subscribed.clone();
         tokio::spawn(async move {
+            let mut replaying: Option<tokio::task::JoinHandle<()>> = None;
             while let Ok(server) = reconnects.recv().await {
                 resubscribed.store(false, Ordering::Release);
                 // Every session with local subscribers, including any whose
@@ -245,9 +287,15 @@ impl RedisBus {
                 info!(%server, "redis reconnected; subscribers resync");
                 resync.resync_all();
                 resubscribed.store(true, Ordering::Release);
-                // Apart, so a publisher slow to reconnect holds up nothing else.
-                let (reader, listeners) = (notice_reader.clone(), resync.clone());
-                tokio::spawn(async move { replay_notices(&reader, &listeners).await });
+                // Apart, so a publisher slow to reconnect holds up nothing
+                // else; one at a time on a link that keeps dropping.
+                if let Some(earlier) = replaying.take() {
+                    earlier.abort();
+                }
+                replaying = Some(tokio::spawn(replay_notices(
+                    notice_reader.clone(),
+                    resync.clone(),
+                )));
             }
         });
         let mut messages = subscriber.message_rx();
@@ -486,8 +534,8 @@ impl RedisBus {
     }
 
     /// Publishes `notice` on its channel, which every replica's relay hands
-    /// to its local bus (this replica's included), and records it in
-    /// [`NOTICE_LOG`] for replicas away from Redis meanwhile. Without Redis
+    /// to its local bus (this replica's included), and records it in its
+    /// [`notice_log`] for replicas away from Redis meanwhile. Without Redis
     /// this replica is told at once and the others once its link is back
     /// ([`Owed`]); until then they accept a revoked sign-in's access tokens
     /// (up to their expiry), and stop a cancelled run at its next lease
@@ -628,6 +676,17 @@ impl EventBus for RedisBus {
     async fn publish_cancellation(&self, run_id: &str) {
         self.publish_notice(Notice::new(NoticeKind::Cancelled, run_id))
             .await;
+    }
+
+    async fn catch_up_on_notices(&self) {
+        match read_notice_logs(&self.publisher).await {
+            Ok(notices) => {
+                for notice in notices {
+                    self.local.notify(notice);
+                }
+            }
+            Err(error) => warn!(%error, "failed to read the latest notices from redis"),
+        }
     }
 
     fn cancellations(&self) -> BoxStream<'static, String> {
