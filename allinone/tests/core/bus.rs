@@ -249,18 +249,8 @@ async fn a_replica_back_on_redis_has_the_others_catch_up_on_what_it_delivered_lo
     publisher.publish(&id, delta(&id, 1)).await;
     proxy.restore();
 
-    let resync = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(item) = events.next().await {
-            if matches!(item, BusItem::Resync) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(
-        resync,
-        Ok(true),
+    assert!(
+        comes(&mut events, |item| matches!(item, BusItem::Resync)).await,
         "the other replica's subscriber must be asked to catch up"
     );
 }
@@ -359,9 +349,14 @@ async fn notices_published_on_either_side_of_a_cut_reach_the_other_side_once_it_
 
 /// Whether `expected` comes on `stream` within 10 s (other notices may come first).
 async fn hears(stream: &mut BoxStream<'static, String>, expected: &str) -> bool {
+    comes(stream, |id| id == expected).await
+}
+
+/// Whether an item that is `wanted` comes on `stream` within 10 s (others may come first).
+async fn comes<T>(stream: &mut BoxStream<'static, T>, wanted: impl Fn(&T) -> bool) -> bool {
     tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(id) = stream.next().await {
-            if id == expected {
+        while let Some(item) = stream.next().await {
+            if wanted(&item) {
                 return true;
             }
         }

@@ -32,13 +32,13 @@ pub struct DeltaLog<'a> {
 }
 
 /// What every replica is told, beside sessions' events: a user id or a run id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Notice {
     kind: NoticeKind,
     id: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum NoticeKind {
     /// A user's sign-in was revoked.
     Revoked,

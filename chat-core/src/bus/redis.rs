@@ -43,15 +43,21 @@ const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
 const MAX_OWED: usize = 65_536;
 
 /// A message a replica owes the others: published once its link to Redis is
-/// back, by [`announce_owed`]. Sessions it delivered only locally, named on
-/// [`RESYNC_CHANNEL`]; and notices it could tell only itself, on their own
-/// channels. A notice heard late is still heard: a revocation carries when it
-/// was made, and a cancellation names one run, so hearing either twice
-/// changes nothing.
+/// back, by [`announce_owed`]. A notice heard late is still heard: a
+/// revocation carries when it was made, and a cancellation names one run, so
+/// hearing either twice changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Owed {
-    channel: &'static str,
-    message: String,
+enum Owed {
+    /// A session whose events it delivered only locally, to name on
+    /// [`RESYNC_CHANNEL`].
+    Resync(String),
+    /// A notice it could tell only itself, for its own channel.
+    Notice(Notice),
+}
+
+/// The error of a command not sent because the client is not connected.
+fn not_connected() -> fred::error::Error {
+    fred::error::Error::new(fred::error::ErrorKind::IO, "not connected")
 }
 
 /// The channels every replica subscribes to besides sessions': the notices'
@@ -82,7 +88,7 @@ fn notice_kind(channel: &str) -> Option<NoticeKind> {
 /// The list that keeps the latest notices published on `channel`, newest
 /// first: a replica whose subscriber was away from Redis when one was
 /// published reads them once it is subscribed again, and a replica reads
-/// them as it starts ([`read_notice_logs`]). One list per kind, so a burst
+/// them as it starts ([`replay_notice_logs`]). One list per kind, so a burst
 /// of cancellations pushes out no revocation.
 fn notice_log(channel: &str) -> String {
     format!("{channel}:log")
@@ -124,20 +130,19 @@ async fn publish_notice_on(publisher: &Client, channel: &str, id: &str) -> Resul
     published.map(drop)
 }
 
-/// Every notice the [`notice_log`]s keep, oldest first within each kind.
-async fn read_notice_logs(publisher: &Client) -> Result<Vec<Notice>, fred::error::Error> {
+/// Hands `local`'s listeners every notice the [`notice_log`]s keep, oldest
+/// first within each kind.
+async fn replay_notice_logs(publisher: &Client, local: &InProcessBus) -> Result<(), fred::error::Error> {
     if !publisher.is_connected() {
-        return Err(fred::error::Error::new(
-            fred::error::ErrorKind::IO,
-            "not connected",
-        ));
+        return Err(not_connected());
     }
-    let mut notices = Vec::new();
     for kind in NOTICE_KINDS {
         let ids: Vec<String> = publisher.lrange(notice_log(notice_channel(kind)), 0, -1).await?;
-        notices.extend(ids.iter().rev().map(|id| Notice::new(kind, id)));
+        for id in ids.iter().rev() {
+            local.notify(Notice::new(kind, id));
+        }
     }
-    Ok(notices)
+    Ok(())
 }
 
 /// Hands this replica's listeners every notice the [`notice_log`]s keep:
@@ -148,13 +153,8 @@ async fn replay_notices(publisher: Client, local: InProcessBus) {
     let deadline = tokio::time::Instant::now() + NOTICE_LOG_READ_FOR;
     let mut pause = Duration::from_millis(100);
     loop {
-        match read_notice_logs(&publisher).await {
-            Ok(notices) => {
-                for notice in notices {
-                    local.notify(notice);
-                }
-                return;
-            }
+        match replay_notice_logs(&publisher, &local).await {
+            Ok(()) => return,
             Err(error) if tokio::time::Instant::now() + pause < deadline => {
                 debug!(%error, "reading the notices published while redis was away failed; trying again");
                 tokio::time::sleep(pause).await;
@@ -377,15 +377,16 @@ async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::Unbounded
         }
         let mut published = Vec::new();
         for owed in &pending.messages {
-            let sent = if owed.channel == RESYNC_CHANNEL {
-                publisher.publish(owed.channel, owed.message.as_str()).await
-            } else {
-                publish_notice_on(&publisher, owed.channel, &owed.message).await
+            let sent = match owed {
+                Owed::Resync(session_id) => publisher.publish(RESYNC_CHANNEL, session_id.as_str()).await,
+                Owed::Notice(notice) => {
+                    publish_notice_on(&publisher, notice_channel(notice.kind), &notice.id).await
+                }
             };
             match sent {
                 Ok(()) => published.push(owed.clone()),
                 Err(error) => {
-                    debug!(%error, channel = owed.channel, "redis publish of an owed message failed; trying again later");
+                    debug!(%error, ?owed, "redis publish of an owed message failed; trying again later");
                     break;
                 }
             }
@@ -545,14 +546,11 @@ impl RedisBus {
         let published = if self.publisher.is_connected() {
             publish_notice_on(&self.publisher, channel, &notice.id).await
         } else {
-            Err(fred::error::Error::new(
-                fred::error::ErrorKind::IO,
-                "not connected",
-            ))
+            Err(not_connected())
         };
         if let Err(error) = published {
             warn!(%error, channel, "redis publish of a notice failed; telling this replica now, the others once Redis is back");
-            self.owe(channel, notice.id.clone());
+            self.owe(Owed::Notice(notice.clone()));
             self.local.notify(notice);
         }
     }
@@ -606,13 +604,13 @@ impl RedisBus {
             return;
         }
         self.local.send(session_id, events);
-        self.owe(RESYNC_CHANNEL, session_id.to_owned());
+        self.owe(Owed::Resync(session_id.to_owned()));
     }
 
-    /// Has [`announce_owed`] publish `message` on `channel` once Redis is back.
-    fn owe(&self, channel: &'static str, message: String) {
+    /// Has [`announce_owed`] publish `owed` once Redis is back.
+    fn owe(&self, owed: Owed) {
         // The announcer ends only with the bus, so this cannot fail.
-        let _ = self.owed.send(Owed { channel, message });
+        let _ = self.owed.send(owed);
     }
 }
 
@@ -679,13 +677,8 @@ impl EventBus for RedisBus {
     }
 
     async fn catch_up_on_notices(&self) {
-        match read_notice_logs(&self.publisher).await {
-            Ok(notices) => {
-                for notice in notices {
-                    self.local.notify(notice);
-                }
-            }
-            Err(error) => warn!(%error, "failed to read the latest notices from redis"),
+        if let Err(error) = replay_notice_logs(&self.publisher, &self.local).await {
+            warn!(%error, "failed to read the latest notices from redis");
         }
     }
 
@@ -740,14 +733,11 @@ impl EventBus for RedisBus {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_OWED, Owed, Pending, RESYNC_CHANNEL, contiguous};
+    use super::{MAX_OWED, Owed, Pending, contiguous};
 
     #[test]
     fn what_a_replica_owes_is_kept_once_each_and_bounded() {
-        let owed = |i: usize| Owed {
-            channel: RESYNC_CHANNEL,
-            message: format!("session-{i}"),
-        };
+        let owed = |i: usize| Owed::Resync(format!("session-{i}"));
         let mut pending = Pending::default();
         pending.add(owed(0));
         pending.add(owed(0));
