@@ -319,9 +319,15 @@ impl Dispatcher {
     ) -> Outcome {
         let mut attempt = Attempt::new(&run.agent);
         let lease = self.lease();
-        let mut renew = tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
+        // The first renewal is due a period from now. (An interval's first
+        // tick, due at once, is still a timer: Tokio rounds its deadline up
+        // to the next millisecond, so awaiting it held every run's first
+        // event for about a millisecond.)
+        let every = (self.config.lease / 3).max(Duration::from_millis(10));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renew.tick().await;
+        // One timer for the whole attempt, not one registered per event.
+        let mut timeout = std::pin::pin!(tokio::time::sleep_until(deadline));
         loop {
             let item = tokio::select! {
                 biased;
@@ -335,7 +341,7 @@ impl Dispatcher {
                 }
                 item = stream.events.next() => item,
                 () = cancel.cancelled() => return Outcome::Cancelled,
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut timeout => {
                     return Outcome::failed(RunFailure::new(RunErrorCode::Timeout, "run timed out"), false);
                 }
             };
