@@ -2,15 +2,15 @@
 //! message-writing transaction starts with.
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
+    Iterable, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
 };
 
 use super::entity::{messages as message, runs as run, sessions as session};
 use super::mapping::{all, unknown};
-use super::runs::{active_runs_in, active_statuses};
+use super::runs::active_statuses;
 use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
 use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, SessionStatus, new_id, now_ms};
 
@@ -23,9 +23,6 @@ pub(super) struct SeqBump {
     pub title: String,
     pub agent: String,
     pub status: SessionStatus,
-    /// How many of the session's runs are queued or running, counted in the
-    /// same statement on SQLite; `None` on Postgres (see [`next_seq`]).
-    pub active_runs: Option<i64>,
 }
 
 /// Bumps the session's `last_seq` and returns the new value with the
@@ -34,34 +31,17 @@ pub(super) struct SeqBump {
 /// lock on SQLite) until the transaction ends, so the status read here cannot
 /// change before the commit: a concurrent `end` either commits first and is
 /// seen, or waits.
-///
-/// On SQLite the statement also counts the session's active runs, which
-/// spares the transaction a statement: SQLite has one writer at a time, so
-/// what the count reads is current. Postgres is not asked: under READ
-/// COMMITTED a subquery reads the snapshot its statement began with, which
-/// may predate a run committed while the update waited for the row lock; a
-/// separate `SELECT` after the update sees it.
 pub(super) async fn next_seq(
     txn: &DatabaseTransaction,
     session_id: &SessionId,
 ) -> Result<SeqBump, StoreError> {
     let now = now_ms();
-    let count_active = txn.get_database_backend() == DbBackend::Sqlite;
-    let mut returning = vec![
+    let returning = [
         Expr::col(session::Column::LastSeq),
         Expr::col(session::Column::Title),
         Expr::col(session::Column::Agent),
         Expr::col(session::Column::Status),
     ];
-    if count_active {
-        let count = Query::select()
-            .expr(Func::count(Expr::col(run::Column::Id)))
-            .from(run::Entity)
-            .and_where(Expr::col(run::Column::SessionId).eq(session_id.as_str()))
-            .and_where(Expr::col(run::Column::Status).is_in(active_statuses()))
-            .to_owned();
-        returning.push(Expr::SubQuery(None, Box::new(count.into())));
-    }
     let stmt = Query::update()
         .table(session::Entity)
         .value(
@@ -82,10 +62,40 @@ pub(super) async fn next_seq(
         title: row.try_get_by_index(1).map_err(StoreError::Other)?,
         agent: row.try_get_by_index(2).map_err(StoreError::Other)?,
         status: SessionStatus::parse(&status).ok_or_else(|| unknown("session status", &status))?,
-        active_runs: count_active
-            .then(|| row.try_get_by_index(4).map_err(StoreError::Other))
-            .transpose()?,
     })
+}
+
+/// Inserts a message in a transaction that began with [`next_seq`], and
+/// counts the session's active (queued or running) runs in the same
+/// statement, which spares the transaction a `SELECT`. The count is current
+/// on both databases: the session row is locked by the earlier `next_seq`,
+/// every transaction that queues a run takes that lock first, and this
+/// statement's snapshot is taken after the lock was granted (on Postgres,
+/// under READ COMMITTED, each statement reads a snapshot of its own start;
+/// SQLite has one writer at a time).
+pub(super) async fn insert_counting_active_runs(
+    txn: &DatabaseTransaction,
+    session_id: &SessionId,
+    new: message::ActiveModel,
+) -> Result<(message::Model, i64), StoreError> {
+    let mut returning: Vec<SimpleExpr> = message::Column::iter().map(Expr::col).collect();
+    let count_at = returning.len();
+    let count = Query::select()
+        .expr(Func::count(Expr::col(run::Column::Id)))
+        .from(run::Entity)
+        .and_where(Expr::col(run::Column::SessionId).eq(session_id.as_str()))
+        .and_where(Expr::col(run::Column::Status).is_in(active_statuses()))
+        .to_owned();
+    returning.push(Expr::SubQuery(None, Box::new(count.into())));
+    let mut insert = message::Entity::insert(new).into_query();
+    insert.returning(Query::returning().exprs(returning));
+    let row = txn
+        .query_one(&insert)
+        .await?
+        .ok_or_else(|| StoreError::Other(sea_orm::DbErr::RecordNotInserted))?;
+    let message = message::Model::from_query_result(&row, "").map_err(StoreError::Other)?;
+    let active_runs = row.try_get_by_index(count_at).map_err(StoreError::Other)?;
+    Ok((message, active_runs))
 }
 
 impl SeaStore {
@@ -120,7 +130,6 @@ impl SeaStore {
             title,
             agent,
             status,
-            active_runs,
         } = next_seq(&txn, &new.session_id).await?;
         if !status.can_accept_messages() {
             txn.rollback().await?;
@@ -129,21 +138,6 @@ impl SeaStore {
         // While a person handles the session, user messages wait for them.
         let start_run = new.start_run && status.starts_runs();
         let now = now_ms();
-        let idle = if start_run && (new.reject_if_busy || new.claim.is_some()) {
-            match active_runs {
-                Some(count) => count == 0,
-                None => active_runs_in(&txn, &new.session_id).await?.is_empty(),
-            }
-        } else {
-            false
-        };
-        if start_run && new.reject_if_busy && !idle {
-            txn.rollback().await?;
-            return Err(StoreError::Busy);
-        }
-        // Nothing else to run in the session (the row lock keeps it so until
-        // the commit): the new run is claimed as it is queued.
-        let claim = new.claim.as_ref().filter(|_| idle);
         if seq == 1 && title.is_empty() {
             session::Entity::update_many()
                 .col_expr(session::Column::Title, Expr::value(derive_title(&new.content)))
@@ -165,9 +159,16 @@ impl SeaStore {
             duration_ms: Set(None),
             tool_calls: Set(None),
             metadata: Set(new.metadata.clone()),
+        };
+        let (message, active_runs) = insert_counting_active_runs(&txn, &new.session_id, message).await?;
+        let idle = start_run && active_runs == 0;
+        if start_run && new.reject_if_busy && !idle {
+            txn.rollback().await?;
+            return Err(StoreError::Busy);
         }
-        .insert(&txn)
-        .await?;
+        // Nothing else to run in the session (the row lock keeps it so until
+        // the commit): the new run is claimed as it is queued.
+        let claim = new.claim.as_ref().filter(|_| idle);
         let run = if start_run {
             Some(
                 run::ActiveModel {

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{messages as message, runs as run, sessions as session};
 use super::mapping::{all, find_by_id, names};
-use super::messages::next_seq;
+use super::messages::{insert_counting_active_runs, next_seq};
 use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
 
@@ -168,7 +168,7 @@ impl RunStore for SeaStore {
         let bump = next_seq(&txn, &completion.session_id).await?;
         let now = now_ms();
         let started_at = completion.started_at.unwrap_or(now);
-        let message = message::ActiveModel {
+        let reply = message::ActiveModel {
             id: Set(new_id()),
             session_id: Set(completion.session_id.to_string()),
             seq: Set(bump.seq),
@@ -184,9 +184,9 @@ impl RunStore for SeaStore {
             duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
             tool_calls: Set(completion.tool_calls.clone()),
             metadata: Set(None),
-        }
-        .insert(&txn)
-        .await?;
+        };
+        // Counted before this run completes: it is one of them.
+        let (message, active_runs) = insert_counting_active_runs(&txn, &completion.session_id, reply).await?;
         let updated = run::Entity::update_many()
             .col_expr(run::Column::Status, Expr::value(RunStatus::Completed.as_str()))
             .col_expr(run::Column::ReplyMessageId, Expr::value(message.id.clone()))
@@ -205,10 +205,9 @@ impl RunStore for SeaStore {
         }
         // The session row is still locked (by `next_seq`): a message sent
         // meanwhile is either queued already and claimed here, or commits
-        // after this and finds the queue empty. When the bump counted the
-        // active runs and this one (running until now) was the only one,
-        // there is nothing to claim.
-        let next = if bump.active_runs == Some(1) {
+        // after this and finds the queue empty. When this run (running until
+        // now) was the only active one, there is nothing to claim.
+        let next = if active_runs == 1 {
             None
         } else {
             claim_in(&txn, &completion.session_id, &completion.lease).await?
