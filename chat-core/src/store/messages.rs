@@ -67,12 +67,16 @@ pub(super) async fn next_seq(
 
 /// Inserts a message in a transaction that began with [`next_seq`], and
 /// counts the session's active (queued or running) runs in the same
-/// statement, which spares the transaction a `SELECT`. The count is current
-/// on both databases: the session row is locked by the earlier `next_seq`,
-/// every transaction that queues a run takes that lock first, and this
-/// statement's snapshot is taken after the lock was granted (on Postgres,
-/// under READ COMMITTED, each statement reads a snapshot of its own start;
-/// SQLite has one writer at a time).
+/// statement, which spares the transaction a `SELECT`. The count misses no
+/// run on either database: the session row is locked by the earlier
+/// `next_seq`, every transaction that queues a run takes that lock first,
+/// and this statement's snapshot is taken after the lock was granted (on
+/// Postgres, under READ COMMITTED, each statement reads a snapshot of its
+/// own start; SQLite has one writer at a time). It may still count a run
+/// that a cancel or failure ends meanwhile (those take no session lock):
+/// too high, never too low. At worst a new run waits in the queue instead of
+/// being claimed at once, or the reject policy refuses a send as the run
+/// ends (the separate `SELECT` this replaced had the same window).
 pub(super) async fn insert_counting_active_runs(
     txn: &DatabaseTransaction,
     session_id: &SessionId,
