@@ -359,7 +359,7 @@ async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::Unbounded
     loop {
         // Parked until something is owed; while some of it waits for Redis,
         // woken every `ANNOUNCE_RETRY` to try again.
-        let received = if pending.messages.is_empty() {
+        let received = if pending.is_empty() {
             Some(owed.recv().await)
         } else {
             tokio::time::timeout(ANNOUNCE_RETRY, owed.recv()).await.ok()
@@ -391,11 +391,8 @@ async fn announce_owed(publisher: Client, mut owed: tokio::sync::mpsc::Unbounded
                 }
             }
         }
-        for owed in published {
-            pending.messages.remove(&owed);
-        }
-        if pending.messages.is_empty() {
-            pending.dropping = false;
+        for owed in &published {
+            pending.remove(owed);
         }
     }
 }
@@ -410,6 +407,19 @@ struct Pending {
 }
 
 impl Pending {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Forgets a message once it is published; once none is left, the next
+    /// outage may warn again.
+    fn remove(&mut self, message: &Owed) {
+        self.messages.remove(message);
+        if self.messages.is_empty() {
+            self.dropping = false;
+        }
+    }
+
     fn add(&mut self, message: Owed) {
         if self.messages.len() < MAX_OWED {
             self.messages.insert(message);
@@ -750,6 +760,14 @@ mod tests {
         assert!(
             !pending.messages.contains(&owed(MAX_OWED)),
             "past the bound, nothing more is kept"
+        );
+        for i in 0..MAX_OWED {
+            pending.remove(&owed(i));
+        }
+        assert!(pending.is_empty());
+        assert!(
+            !pending.dropping,
+            "once all is published, the next outage warns again"
         );
     }
 
