@@ -268,9 +268,8 @@ impl Application {
             )),
             interceptor.for_scope(Scope::Users),
         );
-        let revocations = core.streams().follow(core.bus().as_ref());
         // Sign-ins revoked before this replica started are refused here too.
-        core.bus().catch_up_on_notices().await;
+        let revocations = core.streams().follow(core.bus().as_ref()).await;
         let dispatcher = core.dispatcher.clone();
         info!(addr = %self.endpoint.local_addr(), tls = self.endpoint.tls(), "chat-core listening");
         let stopping = draining.clone();

@@ -98,11 +98,13 @@ pub trait EventBus: Send + Sync + 'static {
     /// Ids of the runs cancelled from now on, by any replica.
     fn cancellations(&self) -> BoxStream<'static, String>;
 
-    /// Hands this replica's revocation and cancellation listeners the latest
-    /// notices the shared broker keeps, those published before this replica
-    /// started among them (so it refuses a sign-in revoked just before). Done
-    /// once its listeners follow the bus; the in-process bus keeps none.
-    async fn catch_up_on_notices(&self) {}
+    /// The latest revocations the shared broker keeps, oldest first, those
+    /// published before this replica started among them: a replica applies
+    /// them before it serves, so it refuses a sign-in revoked just before. The
+    /// in-process bus keeps none.
+    async fn kept_revocations(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Records a delta of a run attempt where every replica can read it. The
     /// in-process bus keeps nothing: its replica's dispatcher has the deltas.

@@ -87,8 +87,9 @@ fn notice_kind(channel: &str) -> Option<NoticeKind> {
 
 /// The list that keeps the latest notices published on `channel`, newest
 /// first: a replica whose subscriber was away from Redis when one was
-/// published reads them once it is subscribed again, and a replica reads
-/// them as it starts ([`replay_notice_logs`]). One list per kind, so a burst
+/// published reads them once it is subscribed again ([`replay_notice_logs`]),
+/// and a replica applies the revocations before it serves
+/// ([`kept_notices`]). One list per kind, so a burst
 /// of cancellations pushes out no revocation.
 fn notice_log(channel: &str) -> String {
     format!("{channel}:log")
@@ -130,16 +131,22 @@ async fn publish_notice_on(publisher: &Client, channel: &str, id: &str) -> Resul
     published.map(drop)
 }
 
-/// Hands `local`'s listeners every notice the [`notice_log`]s keep, oldest
-/// first within each kind.
-async fn replay_notice_logs(publisher: &Client, local: &InProcessBus) -> Result<(), fred::error::Error> {
+/// The ids of the notices of `kind` its [`notice_log`] keeps, oldest first.
+async fn kept_notices(publisher: &Client, kind: NoticeKind) -> Result<Vec<String>, fred::error::Error> {
     if !publisher.is_connected() {
         return Err(not_connected());
     }
+    let mut ids: Vec<String> = publisher.lrange(notice_log(notice_channel(kind)), 0, -1).await?;
+    ids.reverse();
+    Ok(ids)
+}
+
+/// Hands `local`'s listeners every notice the [`notice_log`]s keep, oldest
+/// first within each kind.
+async fn replay_notice_logs(publisher: &Client, local: &InProcessBus) -> Result<(), fred::error::Error> {
     for kind in NOTICE_KINDS {
-        let ids: Vec<String> = publisher.lrange(notice_log(notice_channel(kind)), 0, -1).await?;
-        for id in ids.iter().rev() {
-            local.notify(Notice::new(kind, id));
+        for id in kept_notices(publisher, kind).await? {
+            local.notify(Notice::new(kind, &id));
         }
     }
     Ok(())
@@ -686,9 +693,13 @@ impl EventBus for RedisBus {
             .await;
     }
 
-    async fn catch_up_on_notices(&self) {
-        if let Err(error) = replay_notice_logs(&self.publisher, &self.local).await {
-            warn!(%error, "failed to read the latest notices from redis");
+    async fn kept_revocations(&self) -> Vec<String> {
+        match kept_notices(&self.publisher, NoticeKind::Revoked).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                warn!(%error, "failed to read the latest revocations from redis");
+                Vec::new()
+            }
         }
     }
 

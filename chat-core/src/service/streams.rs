@@ -102,17 +102,27 @@ impl UserStreams {
         self.revoked.contains(sign_in)
     }
 
-    /// Applies every revocation the bus carries, from any replica, until the
-    /// bus closes.
-    pub fn follow(&self, bus: &dyn EventBus) -> tokio::task::JoinHandle<()> {
+    /// Applies a revocation as the bus carries it.
+    fn apply_text(&self, text: &str) {
+        match Revocation::decode(text) {
+            Some(revocation) => self.apply(&revocation),
+            None => tracing::warn!("malformed revocation on the bus"),
+        }
+    }
+
+    /// Applies the revocations the bus keeps now, then, in a task, every one
+    /// it carries from any replica until it closes. Those kept are applied
+    /// before this returns: a replica that serves afterwards refuses a
+    /// sign-in revoked before it started.
+    pub async fn follow(&self, bus: &dyn EventBus) -> tokio::task::JoinHandle<()> {
         let mut revocations = bus.revocations();
+        for text in bus.kept_revocations().await {
+            self.apply_text(&text);
+        }
         let streams = self.clone();
         tokio::spawn(async move {
             while let Some(text) = revocations.next().await {
-                match Revocation::decode(&text) {
-                    Some(revocation) => streams.apply(&revocation),
-                    None => tracing::warn!("malformed revocation on the bus"),
-                }
+                streams.apply_text(&text);
             }
         })
     }
