@@ -104,11 +104,12 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
+        let mirror = chat_common::health::mirror_to_grpc(
             self.health.clone(),
             reporter,
             chat_proto::agent::v1::agent_worker_server::SERVICE_NAME,
-        ));
+        )
+        .await;
         // Reflection only when enabled, and behind the same check as runs.
         let reflection = if self.reflection {
             let service = tonic_reflection::server::Builder::configure()

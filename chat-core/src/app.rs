@@ -184,11 +184,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (core, health, settings) = (self.core, self.health, self.settings);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let mirror = tokio::spawn(chat_common::health::mirror_to_grpc(
-            health.clone(),
-            health_reporter,
-            HEALTH_SERVICE,
-        ));
+        let mirror =
+            chat_common::health::mirror_to_grpc(health.clone(), health_reporter, HEALTH_SERVICE).await;
         let probe = tokio::spawn(probe_dependencies(
             core.store().clone(),
             core.bus().clone(),

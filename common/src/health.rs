@@ -117,29 +117,39 @@ impl Health {
 
 /// Mirrors `health` into gRPC health for `grpc_service` and the server as a
 /// whole (`""`), and keeps `liveness` serving for as long as the process
-/// runs, so Kubernetes gRPC probes can ask for either.
+/// runs, so Kubernetes gRPC probes can ask for either. The statuses are set
+/// before this returns (a server started afterwards answers every name at
+/// once); the task it returns follows `health` from then on.
 pub async fn mirror_to_grpc(
     health: Health,
     reporter: tonic_health::server::HealthReporter,
     grpc_service: &'static str,
-) {
+) -> tokio::task::JoinHandle<()> {
     use tonic_health::ServingStatus;
     reporter
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
     let mut ready = health.watch();
-    loop {
-        let status = if *ready.borrow_and_update() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        reporter.set_service_status(grpc_service, status).await;
-        reporter.set_service_status("", status).await;
-        if ready.changed().await.is_err() {
-            return;
+    let mirror = move |ready: bool| {
+        let reporter = reporter.clone();
+        async move {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(grpc_service, status).await;
+            reporter.set_service_status("", status).await;
         }
-    }
+    };
+    let now = *ready.borrow_and_update();
+    mirror(now).await;
+    tokio::spawn(async move {
+        while ready.changed().await.is_ok() {
+            let now = *ready.borrow_and_update();
+            mirror(now).await;
+        }
+    })
 }
 
 /// gRPC health service name that answers SERVING while the process is alive

@@ -66,12 +66,14 @@ async fn interrupt_policy_cancels_the_running_run_and_answers_the_new_message() 
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "interrupt").await;
     let mut observer = watch(core.addr, &token, &session.id).await;
+    // Long enough (the slow agent says a word per 150 ms) to be running
+    // still when the next message comes, on a loaded machine too.
     let first = start_send(
         core.addr,
         &token,
         &session.id,
         "m1",
-        "a long answer that takes a while",
+        &"a long answer that takes a while ".repeat(10),
     )
     .await
     .unwrap();
@@ -117,7 +119,7 @@ async fn cancel_stops_a_running_run_and_every_subscriber_is_told() {
         &token,
         &session.id,
         "m1",
-        "please stop me before I finish",
+        &"please stop me before I finish ".repeat(10),
     )
     .await
     .unwrap();
@@ -155,7 +157,10 @@ async fn queued_runs_can_be_cancelled_before_they_start() {
     let (_, token) = register(core.addr).await;
     let session = create_session_with(core.addr, &token, "slow", "enqueue").await;
     let mut observer = watch(core.addr, &token, &session.id).await;
-    let first = start_send(core.addr, &token, &session.id, "m1", "first answer here")
+    // Running for ~1.5 s (a word per 150 ms): the second message is queued
+    // and cancelled meanwhile.
+    let long = "first answer here, in enough words to outlast the cancel";
+    let first = start_send(core.addr, &token, &session.id, "m1", long)
         .await
         .unwrap();
     let second = start_send(core.addr, &token, &session.id, "m2", "second")
@@ -183,7 +188,7 @@ async fn queued_runs_can_be_cancelled_before_they_start() {
         .into_iter()
         .map(|m| m.content)
         .collect();
-    assert_eq!(contents, ["first answer here", "second", "first answer here"]);
+    assert_eq!(contents, [long, "second", long]);
 }
 
 #[tokio::test]

@@ -213,8 +213,9 @@ async fn a_hanging_worker_fails_attempts_at_the_dispatch_timeout() {
     let proxy = CuttableProxy::start(socket_addr_of(&worker.url).unwrap())
         .await
         .unwrap();
+    // Room for a first turn's connect through the proxy on a loaded machine.
     let core = spawn_core_with(&db.url, &format!("http://{}", proxy.addr()), |s| {
-        s.dispatch_timeout_ms = 300;
+        s.dispatch_timeout_ms = 1_000;
         s.run_max_attempts = 2;
     })
     .await;

@@ -488,9 +488,10 @@ async fn a_live_lease_keeps_other_replicas_out_until_it_expires() {
         .append_message(user_message(&session, "b", "y"))
         .await
         .unwrap();
+    // Short, but long enough for the claim and renewals below on a loaded machine.
     let short = Lease {
         owner: "a".into(),
-        duration_ms: 200,
+        duration_ms: 2_000,
     };
     let run = store.claim_next_run(&session, &short).await.unwrap().unwrap();
     assert!(

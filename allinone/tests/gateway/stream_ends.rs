@@ -115,8 +115,9 @@ async fn a_websocket_older_than_ws_max_age_is_closed_with_1001_and_resumes() -> 
     // Arrange: sockets live at most 1 s; a reply stored on the first socket.
     let stack = TestStack::spawn_with(|s| s.ws_max_age_secs = 1).await?;
     let (access, _, session_id) = signed_in(&stack, "alice").await?;
-    let mut ws = stack.ws(&access).await?;
+    // Before the upgrade: the socket's age counts from the gateway's side of it.
     let opened = std::time::Instant::now();
+    let mut ws = stack.ws(&access).await?;
     ws.subscribe(&session_id).await;
     ws.send(json!({"type": "send", "session_id": session_id, "client_msg_id": "m1", "content": "before"}))
         .await;
