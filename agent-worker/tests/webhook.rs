@@ -263,7 +263,7 @@ async fn after_the_cooldown_a_successful_probe_closes_the_breaker() {
     let service = Service::start(vec![], server_error()).await;
     let registry = registry(
         &service,
-        "retries = 0\nbreaker_failures = 2\nbreaker_cooldown_secs = 0.3",
+        "retries = 0\nbreaker_failures = 2\nbreaker_cooldown_secs = 1",
     );
     for _ in 0..2 {
         assert_eq!(
@@ -274,7 +274,7 @@ async fn after_the_cooldown_a_successful_probe_closes_the_breaker() {
     assert_eq!(error_of(&run(&registry, &["hi"]).await).code, "circuit_open");
 
     service.answer_from_now_on(ok(json!({ "reply": "back again" })));
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
 
     assert_eq!(deltas_and_final(&run(&registry, &["hi"]).await).1, "back again");
     assert_eq!(deltas_and_final(&run(&registry, &["hi"]).await).1, "back again");
@@ -286,13 +286,13 @@ async fn a_failed_probe_reopens_the_breaker() {
     let service = Service::start(vec![], server_error()).await;
     let registry = registry(
         &service,
-        "retries = 0\nbreaker_failures = 1\nbreaker_cooldown_secs = 0.3",
+        "retries = 0\nbreaker_failures = 1\nbreaker_cooldown_secs = 1",
     );
     assert_eq!(
         error_of(&run(&registry, &["hi"]).await).code,
         "upstream_unavailable"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
 
     assert_eq!(
         error_of(&run(&registry, &["hi"]).await).code,

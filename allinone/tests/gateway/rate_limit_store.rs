@@ -12,7 +12,8 @@ fn policies() -> Policies {
         window: Duration::from_millis(millis),
     };
     Policies {
-        api: policy(3, 1_500),
+        // One request back every 2 s: the checks below fit in that on a loaded machine.
+        api: policy(3, 6_000),
         auth: policy(1, 60_000),
         account: policy(1, 60_000),
         messages: policy(2, 60_000),
@@ -38,7 +39,7 @@ async fn store_suite(store: Arc<dyn RateLimitStore>) -> anyhow::Result<()> {
     assert!(!denied.allowed, "{denied:?}");
     assert_eq!(denied.remaining, 0);
     assert!(
-        denied.retry_after > Duration::ZERO && denied.retry_after <= Duration::from_millis(600),
+        denied.retry_after > Duration::ZERO && denied.retry_after <= Duration::from_millis(2_000),
         "{denied:?}"
     );
     assert!(denied.reset >= denied.retry_after, "{denied:?}");
@@ -65,7 +66,7 @@ async fn store_suite(store: Arc<dyn RateLimitStore>) -> anyhow::Result<()> {
     assert!(messages.allowed && messages.remaining == 0, "{messages:?}");
 
     // The allowance comes back as time passes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let decision = store.check(Tier::Api, &key).await?;
         if decision.allowed {
