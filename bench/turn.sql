@@ -6,9 +6,9 @@
 --
 --   pgbench -n -M prepared -c 16 -j 2 -T 20 -f bench/turn.sql <database>
 --
--- chat-core now does less (chat-core/src/store/messages.rs, insert_message; store/runs.rs,
--- complete_run): a send to an idle session claims its run in its own commit, so a turn is two
--- commits, and a resend is looked up only when the insert is refused. The script stays as it is,
+-- chat-core now does less (chat-core/src/store/messages.rs, insert_message and append_message;
+-- store/runs.rs, complete_run): a send to an idle session claims its run in its own commit, so a
+-- turn is two commits, and a resend is looked up only when the insert is refused. The script stays as it is,
 -- so that the ceiling means the same in every run.
 
 \set msg random(1, 9000000000000000000)

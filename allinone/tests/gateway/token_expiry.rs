@@ -93,7 +93,7 @@ async fn fresh_token_sent_in_band_keeps_the_socket_open() -> anyhow::Result<()> 
         "{refused}"
     );
     assert_eq!(accepted["type"], "authenticated", "{accepted}");
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
     ws.subscribe(&session_id).await;
     ws.send(
         json!({"type": "send", "session_id": session_id, "client_msg_id": "late", "content": "still here"}),

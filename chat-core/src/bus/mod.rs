@@ -100,8 +100,9 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// The latest revocations the shared broker keeps, oldest first, those
     /// published before this replica started among them: a replica applies
-    /// them before it serves, so it refuses a sign-in revoked just before. The
-    /// in-process bus keeps none.
+    /// them before it serves, so it refuses a sign-in revoked just before.
+    /// When the broker does not answer, none; its revocation listeners hear
+    /// them once it does. The in-process bus keeps none.
     async fn kept_revocations(&self) -> Vec<String> {
         Vec::new()
     }

@@ -697,7 +697,10 @@ impl EventBus for RedisBus {
         match kept_notices(&self.publisher, NoticeKind::Revoked).await {
             Ok(ids) => ids,
             Err(error) => {
-                warn!(%error, "failed to read the latest revocations from redis");
+                // Served without them meanwhile: the listeners hear them
+                // once Redis answers (the same read as after a reconnect).
+                warn!(%error, "failed to read the latest revocations from redis; reading them again in the background");
+                tokio::spawn(replay_notices(self.publisher.clone(), self.local.clone()));
                 Vec::new()
             }
         }
