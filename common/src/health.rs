@@ -125,31 +125,29 @@ pub async fn mirror_to_grpc(
     reporter: tonic_health::server::HealthReporter,
     grpc_service: &'static str,
 ) -> tokio::task::JoinHandle<()> {
-    use tonic_health::ServingStatus;
     reporter
-        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
     let mut ready = health.watch();
-    let mirror = move |ready: bool| {
-        let reporter = reporter.clone();
-        async move {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            reporter.set_service_status(grpc_service, status).await;
-            reporter.set_service_status("", status).await;
-        }
-    };
     let now = *ready.borrow_and_update();
-    mirror(now).await;
+    report(&reporter, grpc_service, now).await;
     tokio::spawn(async move {
         while ready.changed().await.is_ok() {
             let now = *ready.borrow_and_update();
-            mirror(now).await;
+            report(&reporter, grpc_service, now).await;
         }
     })
+}
+
+/// Sets `grpc_service` and the server as a whole to `ready`.
+async fn report(reporter: &tonic_health::server::HealthReporter, grpc_service: &'static str, ready: bool) {
+    let status = if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter.set_service_status(grpc_service, status).await;
+    reporter.set_service_status("", status).await;
 }
 
 /// gRPC health service name that answers SERVING while the process is alive
@@ -176,6 +174,55 @@ mod tests {
         let report = health.report();
         assert!(report.draining);
         assert_eq!(report.checks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn grpc_health_is_set_before_the_mirror_returns_and_follows_readiness() {
+        use tonic_health::pb::health_check_response::ServingStatus as Status;
+        use tonic_health::pb::health_server::Health as _;
+        use tonic_health::server::{HealthReporter, HealthService};
+        async fn status(service: &str, grpc: &HealthService) -> Option<i32> {
+            let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            });
+            grpc.check(request).await.ok().map(|r| r.into_inner().status)
+        }
+        let health = Health::new("svc");
+        let reporter = HealthReporter::new();
+        let grpc = HealthService::from_health_reporter(reporter.clone());
+
+        // Set on return, with nothing else run in between (one thread).
+        let mirror = mirror_to_grpc(health.clone(), reporter, "svc").await;
+        for service in ["svc", "", LIVENESS_SERVICE] {
+            assert_eq!(
+                status(service, &grpc).await,
+                Some(Status::Serving as i32),
+                "{service:?}"
+            );
+        }
+
+        // Then it follows readiness; liveness stays serving.
+        let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            service: "svc".into(),
+        });
+        let mut updates = grpc.watch(request).await.expect("watch").into_inner();
+        health.set("database", false);
+        let turned = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(Ok(update)) = futures::StreamExt::next(&mut updates).await {
+                if update.status == Status::NotServing as i32 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(turned.ok(), Some(true), "never turned not serving");
+        assert_eq!(status("", &grpc).await, Some(Status::NotServing as i32));
+        assert_eq!(
+            status(LIVENESS_SERVICE, &grpc).await,
+            Some(Status::Serving as i32)
+        );
+        mirror.abort();
     }
 
     #[tokio::test]
