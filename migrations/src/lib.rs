@@ -1,5 +1,6 @@
-//! Schema migrations. The same migrations run on Postgres and SQLite; run
-//! them with `chat-core migrate` or at start-up with `--migrate`.
+//! Schema migrations. The same migrations run on Postgres and SQLite (one,
+//! the turn's functions, on Postgres only); run them with `chat-core migrate`
+//! or at start-up with `--migrate`.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -9,6 +10,7 @@ mod m20261126_000003_refresh_tokens;
 mod m20261126_000004_tool_calls;
 mod m20261201_000005_operators;
 mod m20261201_000006_message_metadata;
+mod m20261201_000007_turn_functions;
 
 pub struct Migrator;
 
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_tool_calls::Migration),
             Box::new(m20261201_000005_operators::Migration),
             Box::new(m20261201_000006_message_metadata::Migration),
+            Box::new(m20261201_000007_turn_functions::Migration),
         ]
     }
 }

@@ -13,8 +13,8 @@ use chat_core::domain::{
 };
 use chat_core::lifecycle::{AfterReply, RunLifecycle, SessionEffect};
 use chat_core::store::{
-    self, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SessionFilter, SessionQuery,
-    StoreError, Transition,
+    self, Appended, ChatStore, Lease, MessageQuery, NewMessage, NewSession, RunCompletion, SessionFilter,
+    SessionQuery, StoreError, Transition,
 };
 use chat_proto::chat::v1::session_event::Event;
 use chat_proto::chat::v1::{Presence, SessionEvent};
@@ -103,27 +103,65 @@ async fn repeated_client_msg_id_returns_the_original_message_and_run() {
     assert_eq!(all.len(), 1);
 }
 
+/// Sends `count` user messages to `session` at once, each with its own
+/// client message id, claiming at the send under `claim`.
+async fn send_concurrently(
+    store: &Arc<dyn ChatStore>,
+    session: &SessionId,
+    count: usize,
+    claim: Option<Lease>,
+) -> Vec<Appended> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let store = store.clone();
+            let message = NewMessage {
+                claim: claim.clone(),
+                ..user_message(session, &format!("c{i}"), "x")
+            };
+            tokio::spawn(async move { store.append_message(message).await })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for task in tasks {
+        sent.push(task.await.unwrap().unwrap());
+    }
+    sent
+}
+
 #[tokio::test]
 async fn concurrent_sends_get_distinct_consecutive_seqs() {
     let (store, _db) = fresh_store().await;
     let (_, session) = user_and_session(&store).await;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = store.clone();
-            let session = session.clone();
-            tokio::spawn(async move {
-                store
-                    .append_message(user_message(&session, &format!("c{i}"), "x"))
-                    .await
-            })
-        })
-        .collect();
-    let mut seqs = Vec::new();
-    for task in tasks {
-        seqs.push(task.await.unwrap().unwrap().message.seq);
-    }
+    let sent = send_concurrently(&store, &session, 20, None).await;
+    let mut seqs: Vec<_> = sent.iter().map(|appended| appended.message.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+}
+
+/// Each send counts the session's active runs after it holds the session's
+/// lock, so of many concurrent sends to an idle session exactly one claims
+/// its run; counted before the lock (a snapshot older than the previous
+/// sender's commit), several would.
+#[tokio::test]
+async fn of_concurrent_sends_to_an_idle_session_exactly_one_claims_its_run() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    let sent = send_concurrently(&store, &session, 20, Some(lease("a"))).await;
+    let claimed: Vec<_> = sent
+        .iter()
+        .filter_map(|appended| appended.run.as_ref())
+        .filter(|run| run.status == RunStatus::Running)
+        .map(|run| run.user_seq)
+        .collect();
+    assert_eq!(
+        claimed,
+        [1],
+        "only the first message's run is claimed at the send"
+    );
+    let active = store.active_runs(&session).await.unwrap();
+    assert_eq!(active.len(), 20);
+    let running: Vec<_> = active.iter().filter(|r| r.status == RunStatus::Running).collect();
+    assert_eq!(running.len(), 1);
 }
 
 #[tokio::test]

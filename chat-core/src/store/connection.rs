@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, QueryResult, Statement,
+};
 
 use super::{ChatStore, StoreError};
 
@@ -193,6 +195,31 @@ impl ChatStore for SeaStore {
 }
 
 /// Reports which database family a URL points at, for logs.
+impl SeaStore {
+    /// Runs `SELECT … FROM` one of the Postgres turn functions (migration
+    /// `m20261201_000007`) and returns its row with the `outcome` it
+    /// reports.
+    pub(super) async fn call_turn_function(
+        &self,
+        sql: &str,
+        values: impl IntoIterator<Item = sea_orm::Value>,
+    ) -> Result<(QueryResult, String), StoreError> {
+        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+        let row = self
+            .db
+            .query_one_raw(statement)
+            .await?
+            .ok_or_else(|| StoreError::Other(sea_orm::DbErr::Custom(format!("no row from `{sql}`"))))?;
+        let outcome = column(&row, "outcome")?;
+        Ok((row, outcome))
+    }
+}
+
+/// Column `name` of a raw row.
+pub(super) fn column<T: sea_orm::TryGetable>(row: &QueryResult, name: &str) -> Result<T, StoreError> {
+    row.try_get("", name).map_err(StoreError::Other)
+}
+
 pub fn backend_name(db: &DatabaseConnection) -> &'static str {
     match db.get_database_backend() {
         DbBackend::Postgres => "postgres",

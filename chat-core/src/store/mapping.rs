@@ -132,6 +132,13 @@ pub(super) fn all<M, T: TryFrom<M, Error = StoreError>>(rows: Vec<M>) -> Result<
     rows.into_iter().map(T::try_from).collect()
 }
 
+/// Stored names as a Postgres `text[]` literal, for a `$n::text[]`
+/// parameter (the names are plain identifiers: nothing to quote).
+pub(super) fn pg_array<'a>(names: impl IntoIterator<Item = &'a str>) -> sea_orm::Value {
+    let names: Vec<&str> = names.into_iter().collect();
+    format!("{{{}}}", names.join(",")).into()
+}
+
 /// The stored names of `statuses`, for `IN (…)` filters.
 pub(super) fn names<S: Copy>(statuses: &[S], name: impl Fn(S) -> &'static str) -> Vec<&'static str> {
     statuses.iter().map(|s| name(*s)).collect()

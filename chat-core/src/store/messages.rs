@@ -4,14 +4,16 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
-    Iterable, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, IntoActiveModel, Iterable, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    TransactionTrait,
 };
 
+use super::connection::column;
 use super::entity::{messages as message, runs as run, sessions as session};
-use super::mapping::{all, unknown};
+use super::mapping::{all, pg_array, unknown};
 use super::runs::active_statuses;
-use super::{Appended, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
+use super::{Appended, Lease, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
 use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, SessionStatus, new_id, now_ms};
 
 /// Longest title derived from a first message, in characters.
@@ -128,6 +130,82 @@ impl SeaStore {
     }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<Appended, StoreError> {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => self.insert_message_in_one_call(new).await,
+            _ => self.insert_message_in_steps(new).await,
+        }
+    }
+
+    /// Postgres: `chat_append_message` (migration `m20261201_000007`) runs
+    /// the steps of [`Self::insert_message_in_steps`] in one round trip and
+    /// one implicit transaction, with the rules passed in.
+    async fn insert_message_in_one_call(&self, new: &NewMessage) -> Result<Appended, StoreError> {
+        let now = now_ms();
+        let (message_id, run_id) = (new_id(), new_id());
+        let claim = new.claim.as_ref();
+        let accepting = SessionStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.can_accept_messages());
+        let starting = SessionStatus::ALL.iter().copied().filter(|s| s.starts_runs());
+        let (row, outcome) = self
+            .call_turn_function(
+                "SELECT seq, agent, status, outcome FROM chat_append_message($1, $2, $3::text[], $4::text[], \
+                 $5::text[], $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                [
+                    new.session_id.as_str().into(),
+                    now.into(),
+                    pg_array(accepting.map(SessionStatus::as_str)),
+                    pg_array(starting.map(SessionStatus::as_str)),
+                    pg_array(active_statuses()),
+                    derive_title(&new.content).into(),
+                    message_id.as_str().into(),
+                    new.role.as_str().into(),
+                    new.author.clone().into(),
+                    new.content.as_str().into(),
+                    new.client_msg_id.as_ref().map(ToString::to_string).into(),
+                    new.metadata.clone().into(),
+                    new.start_run.into(),
+                    new.reject_if_busy.into(),
+                    run_id.as_str().into(),
+                    RunStatus::Queued.as_str().into(),
+                    RunStatus::Running.as_str().into(),
+                    claim.map(|lease| lease.owner.clone()).into(),
+                    claim.map_or(0, |lease| lease.duration_ms).into(),
+                ],
+            )
+            .await?;
+        let (claimed, queued) = match outcome.as_str() {
+            "claimed" => (true, true),
+            "queued" => (false, true),
+            "stored" => (false, false),
+            "not_found" => return Err(StoreError::NotFound("session")),
+            "busy" => return Err(StoreError::Busy),
+            "refused" => {
+                let status: String = column(&row, "status")?;
+                return Err(StoreError::Conflict(format!("session is {status}")));
+            }
+            other => return Err(unknown("append outcome", other)),
+        };
+        let seq = column(&row, "seq")?;
+        let message = message_row(new, message_id, seq, now);
+        let run = queued
+            .then(|| -> Result<_, StoreError> {
+                let agent = column(&row, "agent")?;
+                Ok(run_row(run_id, &message, agent, claim.filter(|_| claimed), now))
+            })
+            .transpose()?;
+        Ok(Appended {
+            message: message.try_into()?,
+            run: run.map(TryInto::try_into).transpose()?,
+            duplicate: false,
+        })
+    }
+
+    /// SQLite: the session row bumped (which takes the write lock), the
+    /// message inserted while counting the session's active runs, and the
+    /// run, each a statement of one transaction.
+    async fn insert_message_in_steps(&self, new: &NewMessage) -> Result<Appended, StoreError> {
         let txn = self.db.begin().await?;
         let SeqBump {
             seq,
@@ -149,21 +227,9 @@ impl SeaStore {
                 .exec(&txn)
                 .await?;
         }
-        let message = message::ActiveModel {
-            id: Set(new_id()),
-            session_id: Set(new.session_id.to_string()),
-            seq: Set(seq),
-            role: Set(new.role.as_str().to_owned()),
-            agent: Set(new.author.clone()),
-            content: Set(new.content.clone()),
-            client_msg_id: Set(new.client_msg_id.as_ref().map(ToString::to_string)),
-            run_id: Set(None),
-            created_at: Set(now),
-            first_delta_ms: Set(None),
-            duration_ms: Set(None),
-            tool_calls: Set(None),
-            metadata: Set(new.metadata.clone()),
-        };
+        let message = message_row(new, new_id(), seq, now)
+            .into_active_model()
+            .reset_all();
         let (message, active_runs) = insert_counting_active_runs(&txn, &new.session_id, message).await?;
         let idle = start_run && active_runs == 0;
         if start_run && new.reject_if_busy && !idle {
@@ -174,32 +240,8 @@ impl SeaStore {
         // the commit): the new run is claimed as it is queued.
         let claim = new.claim.as_ref().filter(|_| idle);
         let run = if start_run {
-            Some(
-                run::ActiveModel {
-                    id: Set(new_id()),
-                    session_id: Set(new.session_id.to_string()),
-                    user_message_id: Set(message.id.clone()),
-                    user_seq: Set(seq),
-                    agent: Set(agent),
-                    status: Set(match claim {
-                        Some(_) => RunStatus::Running,
-                        None => RunStatus::Queued,
-                    }
-                    .as_str()
-                    .to_owned()),
-                    attempt: Set(i32::from(claim.is_some())),
-                    error: Set(None),
-                    reply_message_id: Set(None),
-                    created_at: Set(now),
-                    started_at: Set(claim.map(|_| now)),
-                    first_delta_at: Set(None),
-                    finished_at: Set(None),
-                    lease_owner: Set(claim.map(|lease| lease.owner.clone())),
-                    lease_expires_at: Set(claim.map(|lease| now + lease.duration_ms)),
-                }
-                .insert(&txn)
-                .await?,
-            )
+            let run = run_row(new_id(), &message, agent, claim, now);
+            Some(run.into_active_model().reset_all().insert(&txn).await?)
         } else {
             None
         };
@@ -209,6 +251,58 @@ impl SeaStore {
             run: run.map(TryInto::try_into).transpose()?,
             duplicate: false,
         })
+    }
+}
+
+/// The row `new` is stored as, at `seq`.
+fn message_row(new: &NewMessage, id: String, seq: i64, now: i64) -> message::Model {
+    message::Model {
+        id,
+        session_id: new.session_id.to_string(),
+        seq,
+        role: new.role.as_str().to_owned(),
+        agent: new.author.clone(),
+        content: new.content.clone(),
+        client_msg_id: new.client_msg_id.as_ref().map(ToString::to_string),
+        run_id: None,
+        created_at: now,
+        first_delta_ms: None,
+        duration_ms: None,
+        tool_calls: None,
+        metadata: new.metadata.clone(),
+    }
+}
+
+/// The run a user message starts: claimed under `claim` when given,
+/// otherwise queued.
+fn run_row(
+    id: String,
+    message: &message::Model,
+    agent: String,
+    claim: Option<&Lease>,
+    now: i64,
+) -> run::Model {
+    run::Model {
+        id,
+        session_id: message.session_id.clone(),
+        user_message_id: message.id.clone(),
+        user_seq: message.seq,
+        agent,
+        status: match claim {
+            Some(_) => RunStatus::Running,
+            None => RunStatus::Queued,
+        }
+        .as_str()
+        .to_owned(),
+        attempt: i32::from(claim.is_some()),
+        error: None,
+        reply_message_id: None,
+        created_at: now,
+        started_at: claim.map(|_| now),
+        first_delta_at: None,
+        finished_at: None,
+        lease_owner: claim.map(|lease| lease.owner.clone()),
+        lease_expires_at: claim.map(|lease| now + lease.duration_ms),
     }
 }
 

@@ -148,8 +148,9 @@ pub trait RunStore: Send + Sync {
     /// `after_seq`, oldest first: what a subscriber that lost events since
     /// `after_seq` needs to hear about again.
     async fn runs_since(&self, session_id: &SessionId, after_seq: i64) -> Result<Vec<Run>, StoreError>;
-    /// Commits the reply and completes the run, and claims the session's
-    /// next run under the same lease, in one transaction. Fails with
+    /// Commits the reply and completes the run in one transaction, and
+    /// claims the session's next run under the same lease: in the same
+    /// transaction on SQLite, in one right after on Postgres. Fails with
     /// [`StoreError::Conflict`] when the run is no longer running under it.
     async fn complete_run(&self, completion: RunCompletion) -> Result<Completed, StoreError>;
     /// Moves a run to `failed` or `cancelled` if its status allows it

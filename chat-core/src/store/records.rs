@@ -151,8 +151,9 @@ pub struct RunCompletion {
 #[derive(Clone, Debug)]
 pub struct Completed {
     pub message: Message,
-    /// The session's next run, claimed in the same transaction under the
-    /// completion's lease; `None` when its queue was empty at the commit.
+    /// The session's next run, claimed under the completion's lease as the
+    /// reply is committed ([`super::RunStore::complete_run`]); `None` when
+    /// its queue was empty at the commit.
     pub next: Option<Run>,
 }
 

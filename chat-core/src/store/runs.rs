@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
+use super::connection::column;
 use super::entity::{messages as message, runs as run, sessions as session};
-use super::mapping::{all, find_by_id, names};
+use super::mapping::{all, find_by_id, names, pg_array, unknown};
 use super::messages::{insert_counting_active_runs, next_seq};
 use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
@@ -164,59 +165,10 @@ impl RunStore for SeaStore {
     }
 
     async fn complete_run(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
-        let txn = self.db.begin().await?;
-        let bump = next_seq(&txn, &completion.session_id).await?;
-        let now = now_ms();
-        let started_at = completion.started_at.unwrap_or(now);
-        let reply = message::ActiveModel {
-            id: Set(new_id()),
-            session_id: Set(completion.session_id.to_string()),
-            seq: Set(bump.seq),
-            role: Set(MessageRole::Assistant.as_str().to_owned()),
-            agent: Set(Some(completion.agent.clone())),
-            content: Set(completion.content.clone()),
-            client_msg_id: Set(None),
-            run_id: Set(Some(completion.run_id.to_string())),
-            created_at: Set(now),
-            first_delta_ms: Set(completion
-                .first_delta_at
-                .map(|at| std::cmp::max(at - started_at, 0))),
-            duration_ms: Set(Some(std::cmp::max(now - started_at, 0))),
-            tool_calls: Set(completion.tool_calls.clone()),
-            metadata: Set(None),
-        };
-        // Counted before this run completes: it is one of them.
-        let (message, active_runs) = insert_counting_active_runs(&txn, &completion.session_id, reply).await?;
-        let updated = run::Entity::update_many()
-            .col_expr(run::Column::Status, Expr::value(RunStatus::Completed.as_str()))
-            .col_expr(run::Column::ReplyMessageId, Expr::value(message.id.clone()))
-            .col_expr(run::Column::FinishedAt, Expr::value(now))
-            .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
-            .filter(run::Column::Id.eq(completion.run_id.as_str()))
-            .filter(run::Column::Status.is_in(allowing(RunStatus::Completed)))
-            .filter(run::Column::LeaseOwner.eq(completion.lease.owner.clone()))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected != 1 {
-            txn.rollback().await?;
-            return Err(StoreError::Conflict(
-                "run is no longer running under this lease".into(),
-            ));
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => self.complete_run_in_one_call(completion).await,
+            _ => self.complete_run_in_steps(completion).await,
         }
-        // The session row is still locked (by `next_seq`): a message sent
-        // meanwhile is either queued already and claimed here, or commits
-        // after this and finds the queue empty. When this run (running until
-        // now) was the only active one, there is nothing to claim.
-        let next = if active_runs == 1 {
-            None
-        } else {
-            claim_in(&txn, &completion.session_id, &completion.lease).await?
-        };
-        txn.commit().await?;
-        Ok(Completed {
-            message: message.try_into()?,
-            next,
-        })
     }
 
     async fn finish_run(
@@ -258,5 +210,137 @@ impl RunStore for SeaStore {
             .all(&self.db)
             .await?;
         Ok(sessions.into_iter().map(SessionId::from_trusted).collect())
+    }
+}
+
+impl SeaStore {
+    /// Postgres: `chat_complete_run` (migration `m20261201_000007`) stores
+    /// the reply and completes the run in one round trip and one implicit
+    /// transaction. When another run waits in the session, it is claimed
+    /// right after, in a transaction of its own ([`RunStore::claim_next_run`]):
+    /// a message sent in between finds that run active and queues behind it,
+    /// as it would have behind the completing one.
+    async fn complete_run_in_one_call(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
+        let now = now_ms();
+        let reply = reply_row(&completion, new_id(), 0, now);
+        let (row, outcome) = self
+            .call_turn_function(
+                "SELECT seq, active_runs, outcome FROM chat_complete_run($1, $2, $3, $4, $5::text[], \
+                 $6::text[], $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                [
+                    reply.session_id.as_str().into(),
+                    completion.run_id.as_str().into(),
+                    completion.lease.owner.as_str().into(),
+                    now.into(),
+                    pg_array(active_statuses()),
+                    pg_array(allowing(RunStatus::Completed)),
+                    RunStatus::Completed.as_str().into(),
+                    reply.id.as_str().into(),
+                    reply.role.as_str().into(),
+                    reply.agent.clone().into(),
+                    reply.content.as_str().into(),
+                    reply.first_delta_ms.into(),
+                    reply.duration_ms.into(),
+                    reply.tool_calls.clone().into(),
+                    completion.first_delta_at.into(),
+                ],
+            )
+            .await?;
+        match outcome.as_str() {
+            "completed" => {}
+            "not_found" => return Err(StoreError::NotFound("session")),
+            "lost" => return Err(lease_lost()),
+            other => return Err(unknown("completion outcome", other)),
+        }
+        let message = message::Model {
+            seq: column(&row, "seq")?,
+            ..reply
+        };
+        let active_runs: i64 = column(&row, "active_runs")?;
+        // The completed run was one of them.
+        let next = if active_runs == 1 {
+            None
+        } else {
+            // The reply is committed whatever happens here; a run left
+            // queued is claimed by the next wake of the session or the sweep.
+            self.claim_next_run(&completion.session_id, &completion.lease)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(session_id = %completion.session_id, %error, "failed to claim the next run");
+                    None
+                })
+        };
+        Ok(Completed {
+            message: message.try_into()?,
+            next,
+        })
+    }
+
+    /// SQLite: the session row bumped (the write lock), the reply inserted
+    /// while counting the active runs, the run completed, and the next run
+    /// claimed, in one transaction.
+    async fn complete_run_in_steps(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
+        let txn = self.db.begin().await?;
+        let bump = next_seq(&txn, &completion.session_id).await?;
+        let now = now_ms();
+        let reply = reply_row(&completion, new_id(), bump.seq, now)
+            .into_active_model()
+            .reset_all();
+        // Counted before this run completes: it is one of them.
+        let (message, active_runs) = insert_counting_active_runs(&txn, &completion.session_id, reply).await?;
+        let updated = run::Entity::update_many()
+            .col_expr(run::Column::Status, Expr::value(RunStatus::Completed.as_str()))
+            .col_expr(run::Column::ReplyMessageId, Expr::value(message.id.clone()))
+            .col_expr(run::Column::FinishedAt, Expr::value(now))
+            .col_expr(run::Column::FirstDeltaAt, Expr::value(completion.first_delta_at))
+            .filter(run::Column::Id.eq(completion.run_id.as_str()))
+            .filter(run::Column::Status.is_in(allowing(RunStatus::Completed)))
+            .filter(run::Column::LeaseOwner.eq(completion.lease.owner.clone()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(lease_lost());
+        }
+        // The session row is still locked (by `next_seq`): a message sent
+        // meanwhile is either queued already and claimed here, or commits
+        // after this and finds the queue empty. When this run (running until
+        // now) was the only active one, there is nothing to claim.
+        let next = if active_runs == 1 {
+            None
+        } else {
+            claim_in(&txn, &completion.session_id, &completion.lease).await?
+        };
+        txn.commit().await?;
+        Ok(Completed {
+            message: message.try_into()?,
+            next,
+        })
+    }
+}
+
+fn lease_lost() -> StoreError {
+    StoreError::Conflict("run is no longer running under this lease".into())
+}
+
+/// The reply row of `completion`, at `seq`.
+fn reply_row(completion: &RunCompletion, id: String, seq: i64, now: i64) -> message::Model {
+    let started_at = completion.started_at.unwrap_or(now);
+    message::Model {
+        id,
+        session_id: completion.session_id.to_string(),
+        seq,
+        role: MessageRole::Assistant.as_str().to_owned(),
+        agent: Some(completion.agent.clone()),
+        content: completion.content.clone(),
+        client_msg_id: None,
+        run_id: Some(completion.run_id.to_string()),
+        created_at: now,
+        first_delta_ms: completion
+            .first_delta_at
+            .map(|at| std::cmp::max(at - started_at, 0)),
+        duration_ms: Some(std::cmp::max(now - started_at, 0)),
+        tool_calls: completion.tool_calls.clone(),
+        metadata: None,
     }
 }
