@@ -8,7 +8,8 @@
 --
 -- chat-core now does less (chat-core/src/store/messages.rs, insert_message and append_message;
 -- store/runs.rs, complete_run): a send to an idle session claims its run in its own commit, so a
--- turn is two commits, and a resend is looked up only when the insert is refused. The script stays as it is,
+-- turn is two commits, each one call of a function (migrations/src/m20261201_000007_turn_functions.rs),
+-- and a resend is looked up only when the insert is refused. The script stays as it is,
 -- so that the ceiling means the same in every run.
 
 \set msg random(1, 9000000000000000000)
