@@ -7,7 +7,9 @@
 //! The rules stay in chat-core: which statuses accept messages, start runs,
 //! count as active or may complete are passed in as arrays of stored names,
 //! and every id and timestamp is chosen by the caller. A function only orders
-//! the statements, under the session row's lock. It is `VOLATILE` (the
+//! the statements, under the session row's lock (`FOR NO KEY UPDATE`, the
+//! lock an `UPDATE` of the row takes, which leaves foreign-key checks of
+//! inserts into `messages` and `runs` free). It is `VOLATILE` (the
 //! default), so under READ COMMITTED each statement in it reads a snapshot
 //! of its own start: the count of active runs, read after the lock is
 //! granted, sees every run committed by whoever held the lock before.
@@ -42,7 +44,7 @@ DECLARE
     v_claim boolean;
 BEGIN
     SELECT s.agent, s.status INTO agent, status
-        FROM sessions s WHERE s.id = p_session_id FOR UPDATE;
+        FROM sessions s WHERE s.id = p_session_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         outcome := 'not_found';
         RETURN;
@@ -102,7 +104,7 @@ CREATE OR REPLACE FUNCTION chat_complete_run(
     OUT seq bigint, OUT active_runs bigint, OUT outcome text)
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM sessions s WHERE s.id = p_session_id FOR UPDATE;
+    PERFORM 1 FROM sessions s WHERE s.id = p_session_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         outcome := 'not_found';
         RETURN;

@@ -226,6 +226,7 @@ async fn runs_are_claimed_in_message_order_and_completed_with_a_reply() {
     );
     let next = completed
         .next
+        .claimed()
         .expect("the reply's commit claims the session's next run");
     assert_eq!(next.id, b.run.unwrap().id);
     assert_eq!((next.status, next.attempt), (RunStatus::Running, 1));
@@ -299,7 +300,7 @@ async fn a_send_to_an_idle_session_claims_its_run_in_the_same_transaction() {
         })
         .await
         .unwrap();
-    assert_eq!(completed.next.map(|r| r.user_seq), Some(2));
+    assert_eq!(completed.next.claimed().map(|r| r.user_seq), Some(2));
 }
 
 /// A resend of a stored message gets the original's ack even where a new

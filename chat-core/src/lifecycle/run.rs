@@ -11,7 +11,7 @@ use super::SessionLifecycle;
 use crate::bus::EventBus;
 use crate::domain::{Actor, Run, RunErrorCode, RunFailure, RunStatus, SessionChange, now_ms};
 use crate::service::{convert, event};
-use crate::store::{ChatStore, Completed, RunCompletion, StoreError};
+use crate::store::{ChatStore, Completed, NextRun, RunCompletion, StoreError};
 
 /// What a reply's handoffs do to its session once the reply is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,11 +26,12 @@ pub enum SessionEffect {
 /// What the commit of a reply found in its session's queue.
 #[derive(Debug)]
 pub enum AfterReply {
-    /// The next run, claimed in the same transaction.
+    /// The next run, claimed under the completion's lease.
     Next(Box<Run>),
     /// Nothing was queued when the reply was committed.
     QueueEmpty,
-    /// The reply was not committed here: look in the store.
+    /// The reply was not committed here, or the claim that follows its
+    /// commit on Postgres failed: look in the store.
     Unknown,
 }
 
@@ -129,7 +130,11 @@ impl RunLifecycle {
                     self.publish(run, RunStatus::Completed, "").await;
                     self.bus.clear_deltas(&run.id, attempt).await;
                 }
-                return next.map_or(AfterReply::QueueEmpty, |run| AfterReply::Next(Box::new(run)));
+                return match next {
+                    NextRun::Claimed(run) => AfterReply::Next(run),
+                    NextRun::QueueEmpty => AfterReply::QueueEmpty,
+                    NextRun::Unclaimed => AfterReply::Unknown,
+                };
             }
             Err(StoreError::Conflict(_)) => {
                 // Cancelled, or taken over by another replica, while the reply

@@ -1,9 +1,10 @@
 //! The sea-orm connection behind [`SeaStore`]: one implementation for
 //! Postgres and SQLite.
 //!
-//! Every write transaction starts with a write (the `last_seq` bump), so on
-//! SQLite it takes the write lock first and waits on `busy_timeout` rather
-//! than failing to upgrade a read lock.
+//! On SQLite every write transaction starts with a write (the `last_seq`
+//! bump), so it takes the write lock first and waits on `busy_timeout`
+//! rather than failing to upgrade a read lock. On Postgres a turn's two
+//! writes are function calls ([`SeaStore::call_turn_function`]).
 
 use std::time::Duration;
 
@@ -194,7 +195,6 @@ impl ChatStore for SeaStore {
     }
 }
 
-/// Reports which database family a URL points at, for logs.
 impl SeaStore {
     /// Runs `SELECT … FROM` one of the Postgres turn functions (migration
     /// `m20261201_000007`) and returns its row with the `outcome` it
@@ -220,6 +220,7 @@ pub(super) fn column<T: sea_orm::TryGetable>(row: &QueryResult, name: &str) -> R
     row.try_get("", name).map_err(StoreError::Other)
 }
 
+/// Reports which database family a URL points at, for logs.
 pub fn backend_name(db: &DatabaseConnection) -> &'static str {
     match db.get_database_backend() {
         DbBackend::Postgres => "postgres",

@@ -136,6 +136,12 @@ pub(super) fn all<M, T: TryFrom<M, Error = StoreError>>(rows: Vec<M>) -> Result<
 /// parameter (the names are plain identifiers: nothing to quote).
 pub(super) fn pg_array<'a>(names: impl IntoIterator<Item = &'a str>) -> sea_orm::Value {
     let names: Vec<&str> = names.into_iter().collect();
+    debug_assert!(
+        names
+            .iter()
+            .all(|n| !n.is_empty() && *n != "null" && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+        "not a plain name in {names:?}"
+    );
     format!("{{{}}}", names.join(",")).into()
 }
 

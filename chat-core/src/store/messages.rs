@@ -1,5 +1,7 @@
 //! [`MessageStore`] over sea-orm, and the `last_seq` bump every
-//! message-writing transaction starts with.
+//! message-writing transaction starts with on SQLite (on Postgres the
+//! message and the reply are each one call of a function that locks the
+//! session row first).
 
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, SimpleExpr};
@@ -29,7 +31,7 @@ pub(super) struct SeqBump {
 
 /// Bumps the session's `last_seq` and returns the new value with the
 /// session's title, agent and status; this is the first statement of every
-/// message-writing transaction. The update locks the session row (the write
+/// message-writing transaction on SQLite. The update locks the session row (the write
 /// lock on SQLite) until the transaction ends, so the status read here cannot
 /// change before the commit: a concurrent `end` either commits first and is
 /// seen, or waits.
@@ -70,11 +72,12 @@ pub(super) async fn next_seq(
 /// Inserts a message in a transaction that began with [`next_seq`], and
 /// counts the session's active (queued or running) runs in the same
 /// statement, which spares the transaction a `SELECT`. The count misses no
-/// run on either database: the session row is locked by the earlier
-/// `next_seq`, every transaction that queues a run takes that lock first,
-/// and this statement's snapshot is taken after the lock was granted (on
-/// Postgres, under READ COMMITTED, each statement reads a snapshot of its
-/// own start; SQLite has one writer at a time). It may still count a run
+/// run: the session row is locked by the earlier `next_seq`, every
+/// transaction that queues a run takes that lock first, and SQLite has one
+/// writer at a time (on Postgres, where the turn's functions count in a
+/// statement of their own after taking the lock, this would hold as well:
+/// under READ COMMITTED each statement reads a snapshot of its own start).
+/// It may still count a run
 /// that a cancel or failure ends meanwhile (those take no session lock):
 /// too high, never too low. At worst a new run waits in the queue instead of
 /// being claimed at once, or the reject policy refuses a send as the run

@@ -139,8 +139,8 @@ pub struct RunCompletion {
     /// When the attempt that made the reply started (epoch ms).
     pub started_at: Option<i64>,
     /// The replica holding the run's lease; the reply is refused if it lost
-    /// it. The session's next queued run, if any, is claimed under it in the
-    /// same transaction.
+    /// it. The session's next queued run, if any, is claimed under it
+    /// ([`NextRun`]).
     pub lease: Lease,
     /// JSON array of the tool calls made for this reply, if any
     /// ([`ToolCallRecord::encode`](crate::domain::ToolCallRecord::encode)).
@@ -151,10 +151,30 @@ pub struct RunCompletion {
 #[derive(Clone, Debug)]
 pub struct Completed {
     pub message: Message,
-    /// The session's next run, claimed under the completion's lease as the
-    /// reply is committed ([`super::RunStore::complete_run`]); `None` when
-    /// its queue was empty at the commit.
-    pub next: Option<Run>,
+    pub next: NextRun,
+}
+
+/// What became of the session's next run as a reply was committed.
+#[derive(Clone, Debug)]
+pub enum NextRun {
+    /// Claimed under the completion's lease: in the reply's transaction on
+    /// SQLite, in the one right after it on Postgres.
+    Claimed(Box<Run>),
+    /// Nothing else was queued or running when the reply was committed.
+    QueueEmpty,
+    /// Another run waits, but the claim after the reply's commit failed
+    /// (Postgres): the caller claims it again.
+    Unclaimed,
+}
+
+impl NextRun {
+    /// The claimed run, if one was.
+    pub fn claimed(self) -> Option<Run> {
+        match self {
+            Self::Claimed(run) => Some(*run),
+            Self::QueueEmpty | Self::Unclaimed => None,
+        }
+    }
 }
 
 /// A claim on a session's next run, held by one chat-core replica.

@@ -11,7 +11,7 @@ use super::connection::column;
 use super::entity::{messages as message, runs as run, sessions as session};
 use super::mapping::{all, find_by_id, names, pg_array, unknown};
 use super::messages::{insert_counting_active_runs, next_seq};
-use super::{Completed, Lease, RunCompletion, RunStore, SeaStore, StoreError};
+use super::{Completed, Lease, NextRun, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
 
 /// An update of run `run_id` that applies only while it is running under `lease`.
@@ -219,7 +219,8 @@ impl SeaStore {
     /// transaction. When another run waits in the session, it is claimed
     /// right after, in a transaction of its own ([`RunStore::claim_next_run`]):
     /// a message sent in between finds that run active and queues behind it,
-    /// as it would have behind the completing one.
+    /// as it would have behind the completing one, and another replica's
+    /// claim in between is refused by its live lease, or refuses this one.
     async fn complete_run_in_one_call(&self, completion: RunCompletion) -> Result<Completed, StoreError> {
         let now = now_ms();
         let reply = reply_row(&completion, new_id(), 0, now);
@@ -259,16 +260,21 @@ impl SeaStore {
         let active_runs: i64 = column(&row, "active_runs")?;
         // The completed run was one of them.
         let next = if active_runs == 1 {
-            None
+            NextRun::QueueEmpty
         } else {
-            // The reply is committed whatever happens here; a run left
-            // queued is claimed by the next wake of the session or the sweep.
-            self.claim_next_run(&completion.session_id, &completion.lease)
+            // The reply is committed whatever happens here: a failed claim
+            // is the caller's to retry.
+            match self
+                .claim_next_run(&completion.session_id, &completion.lease)
                 .await
-                .unwrap_or_else(|error| {
+            {
+                Ok(Some(run)) => NextRun::Claimed(Box::new(run)),
+                Ok(None) => NextRun::QueueEmpty,
+                Err(error) => {
                     tracing::warn!(session_id = %completion.session_id, %error, "failed to claim the next run");
-                    None
-                })
+                    NextRun::Unclaimed
+                }
+            }
         };
         Ok(Completed {
             message: message.try_into()?,
@@ -307,9 +313,11 @@ impl SeaStore {
         // after this and finds the queue empty. When this run (running until
         // now) was the only active one, there is nothing to claim.
         let next = if active_runs == 1 {
-            None
+            NextRun::QueueEmpty
         } else {
-            claim_in(&txn, &completion.session_id, &completion.lease).await?
+            claim_in(&txn, &completion.session_id, &completion.lease)
+                .await?
+                .map_or(NextRun::QueueEmpty, |run| NextRun::Claimed(Box::new(run)))
         };
         txn.commit().await?;
         Ok(Completed {
