@@ -76,6 +76,25 @@ async fn seq_starts_at_one_and_has_no_gaps() {
     assert_eq!(stored.title, "hi", "the first message names the session");
 }
 
+/// The title comes from the first message's first non-blank line, and a
+/// later message leaves it alone.
+#[tokio::test]
+async fn the_first_message_names_the_session_and_later_ones_do_not() {
+    let (store, _db) = fresh_store().await;
+    let (_, session) = user_and_session(&store).await;
+    for (id, content) in [
+        ("a", "\n  Where is my card? \nIt was sent"),
+        ("b", "Another question"),
+    ] {
+        store
+            .append_message(user_message(&session, id, content))
+            .await
+            .unwrap();
+    }
+    let stored = store.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.title, "Where is my card?");
+}
+
 #[tokio::test]
 async fn repeated_client_msg_id_returns_the_original_message_and_run() {
     let (store, _db) = fresh_store().await;
