@@ -181,11 +181,16 @@ mod tests {
         use tonic_health::pb::health_check_response::ServingStatus as Status;
         use tonic_health::pb::health_server::Health as _;
         use tonic_health::server::{HealthReporter, HealthService};
-        async fn status(service: &str, grpc: &HealthService) -> Option<i32> {
-            let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        fn request(service: &str) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {
+            tonic::Request::new(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
-            });
-            grpc.check(request).await.ok().map(|r| r.into_inner().status)
+            })
+        }
+        async fn status(service: &str, grpc: &HealthService) -> Option<i32> {
+            grpc.check(request(service))
+                .await
+                .ok()
+                .map(|r| r.into_inner().status)
         }
         let health = Health::new("svc");
         let reporter = HealthReporter::new();
@@ -202,10 +207,7 @@ mod tests {
         }
 
         // Then it follows readiness; liveness stays serving.
-        let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-            service: "svc".into(),
-        });
-        let mut updates = grpc.watch(request).await.expect("watch").into_inner();
+        let mut updates = grpc.watch(request("svc")).await.expect("watch").into_inner();
         health.set("database", false);
         let turned = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while let Some(Ok(update)) = futures::StreamExt::next(&mut updates).await {

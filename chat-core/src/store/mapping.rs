@@ -132,9 +132,44 @@ pub(super) fn all<M, T: TryFrom<M, Error = StoreError>>(rows: Vec<M>) -> Result<
     rows.into_iter().map(T::try_from).collect()
 }
 
+/// The status arguments of the Postgres turn functions (migration
+/// `m20261201_000007`), as `text[]` literals: the rules in stored names.
+/// They never change while the process runs, so they are built once.
+pub(super) struct TurnStatuses {
+    /// Session statuses that take messages.
+    pub accepting: String,
+    /// Session statuses in which a user message starts a run.
+    pub starting: String,
+    /// Run statuses that count as active (queued or running).
+    pub active: String,
+    /// Run statuses a run may complete from.
+    pub completable: String,
+}
+
+pub(super) static TURN_STATUSES: std::sync::LazyLock<TurnStatuses> = std::sync::LazyLock::new(|| {
+    let sessions = |rule: fn(SessionStatus) -> bool| {
+        pg_array(
+            SessionStatus::ALL
+                .iter()
+                .copied()
+                .filter(|s| rule(*s))
+                .map(SessionStatus::as_str),
+        )
+    };
+    TurnStatuses {
+        accepting: sessions(SessionStatus::can_accept_messages),
+        starting: sessions(SessionStatus::starts_runs),
+        active: pg_array(super::runs::active_statuses()),
+        completable: pg_array(names(
+            &RunStatus::allowing(RunStatus::Completed),
+            RunStatus::as_str,
+        )),
+    }
+});
+
 /// Stored names as a Postgres `text[]` literal, for a `$n::text[]`
 /// parameter (the names are plain identifiers: nothing to quote).
-pub(super) fn pg_array<'a>(names: impl IntoIterator<Item = &'a str>) -> sea_orm::Value {
+fn pg_array<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.into_iter().collect();
     debug_assert!(
         names
@@ -142,7 +177,7 @@ pub(super) fn pg_array<'a>(names: impl IntoIterator<Item = &'a str>) -> sea_orm:
             .all(|n| !n.is_empty() && *n != "null" && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
         "not a plain name in {names:?}"
     );
-    format!("{{{}}}", names.join(",")).into()
+    format!("{{{}}}", names.join(","))
 }
 
 /// The stored names of `statuses`, for `IN (…)` filters.

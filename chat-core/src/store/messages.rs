@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::connection::column;
 use super::entity::{messages as message, runs as run, sessions as session};
-use super::mapping::{all, pg_array, unknown};
+use super::mapping::{TURN_STATUSES, all, unknown};
 use super::runs::active_statuses;
 use super::{Appended, Lease, MessageQuery, MessageStore, NewMessage, SeaStore, StoreError};
 use crate::domain::{ClientMsgId, Message, RunId, RunStatus, SessionId, SessionStatus, new_id, now_ms};
@@ -146,11 +146,7 @@ impl SeaStore {
         let now = now_ms();
         let (message_id, run_id) = (new_id(), new_id());
         let claim = new.claim.as_ref();
-        let accepting = SessionStatus::ALL
-            .iter()
-            .copied()
-            .filter(|s| s.can_accept_messages());
-        let starting = SessionStatus::ALL.iter().copied().filter(|s| s.starts_runs());
+        let statuses = &*TURN_STATUSES;
         let (row, outcome) = self
             .call_turn_function(
                 "SELECT seq, agent, status, outcome FROM chat_append_message($1, $2, $3::text[], $4::text[], \
@@ -158,9 +154,9 @@ impl SeaStore {
                 [
                     new.session_id.as_str().into(),
                     now.into(),
-                    pg_array(accepting.map(SessionStatus::as_str)),
-                    pg_array(starting.map(SessionStatus::as_str)),
-                    pg_array(active_statuses()),
+                    statuses.accepting.as_str().into(),
+                    statuses.starting.as_str().into(),
+                    statuses.active.as_str().into(),
                     derive_title(&new.content).into(),
                     message_id.as_str().into(),
                     new.role.as_str().into(),

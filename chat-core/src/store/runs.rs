@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::connection::column;
 use super::entity::{messages as message, runs as run, sessions as session};
-use super::mapping::{all, find_by_id, names, pg_array, unknown};
+use super::mapping::{TURN_STATUSES, all, find_by_id, names, unknown};
 use super::messages::{insert_counting_active_runs, next_seq};
 use super::{Completed, Lease, NextRun, RunCompletion, RunStore, SeaStore, StoreError};
 use crate::domain::{MessageRole, Run, RunId, RunStatus, SessionId, new_id, now_ms};
@@ -233,8 +233,8 @@ impl SeaStore {
                     completion.run_id.as_str().into(),
                     completion.lease.owner.as_str().into(),
                     now.into(),
-                    pg_array(active_statuses()),
-                    pg_array(allowing(RunStatus::Completed)),
+                    TURN_STATUSES.active.as_str().into(),
+                    TURN_STATUSES.completable.as_str().into(),
                     RunStatus::Completed.as_str().into(),
                     reply.id.as_str().into(),
                     reply.role.as_str().into(),
